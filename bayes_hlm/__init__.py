@@ -1,0 +1,1 @@
+"""bayes_hlm: Bayesian hierarchical linear models."""
