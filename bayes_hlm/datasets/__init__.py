@@ -1,0 +1,12 @@
+"""Reference data sets and synthetic hierarchical data.
+
+- :func:`load` / :func:`names`: bundled R reference data (sleepstudy, hsb82,
+  mathachschool, mathachieve, penicillin, insteval) with R's factor levels.
+- :func:`simulate`: synthetic hierarchical Gaussian data with known truth.
+- :func:`write_parquet`: write a frame as a directory of Parquet partitions.
+"""
+
+from .loaders import load, names
+from .simulate import SimulatedData, simulate, write_parquet
+
+__all__ = ["SimulatedData", "load", "names", "simulate", "write_parquet"]
