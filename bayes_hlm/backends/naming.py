@@ -1,0 +1,38 @@
+"""Posterior variable names and dims shared by every backend and reporter.
+
+Every backend produces the same variables, so reporters never ask which one ran:
+
+* ``fixed``            (chain, draw, fixed_term)
+* ``sigma``            (chain, draw)
+* ``sd__<factor>``     (chain, draw, <factor>__term)
+* ``corr__<factor>``   (chain, draw, <factor>__term, <factor>__term_b)  [correlated factors]
+* ``r__<factor>``      (chain, draw, <factor>__level, <factor>__term)   group effects
+"""
+
+FIXED = "fixed"
+FIXED_DIM = "fixed_term"
+SIGMA = "sigma"
+
+
+def sd_var(factor: str) -> str:
+    return f"sd__{factor}"
+
+
+def corr_var(factor: str) -> str:
+    return f"corr__{factor}"
+
+
+def effect_var(factor: str) -> str:
+    return f"r__{factor}"
+
+
+def term_dim(factor: str) -> str:
+    return f"{factor}__term"
+
+
+def term_dim_b(factor: str) -> str:
+    return f"{factor}__term_b"
+
+
+def level_dim(factor: str) -> str:
+    return f"{factor}__level"

@@ -1,0 +1,356 @@
+"""From formula + data frame to a numeric :class:`Design` (lme4's ``lFormula``).
+
+``formulae`` builds the fixed-effect matrix and each random term's ``n x q``
+columns; the grouping factors become integer codes. The user's frame is never
+modified: we work on a copy of the used columns.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from dataclasses import dataclass, field
+
+import formulae as fm
+import numpy as np
+import pandas as pd
+
+from ..errors import BayesHLMWarning, DataError, FormulaError
+from .checks import Control, apply_check
+from .design import Design, GroupTerm
+from .formula import ParsedFormula, RandomTerm, parse_formula
+from .naming import lme4_name
+
+
+@dataclass
+class ModelSpec:
+    """A parsed model bound to its training data: enough to rebuild designs for new data.
+
+    Attributes
+    ----------
+    parsed : ParsedFormula
+    design : Design
+        The numeric design on the training rows.
+    data : pandas.DataFrame
+        The used columns of the training rows after missing-value handling and
+        factor preparation (a copy; the user's frame is untouched).
+    kept_fixed : ndarray of int
+        Columns of formulae's fixed matrix kept after dropping aliased ones.
+    """
+
+    parsed: ParsedFormula
+    design: Design
+    data: pd.DataFrame
+    kept_fixed: np.ndarray
+    _fixed_dm: object = field(default=None, repr=False)
+    _random_dms: list = field(default_factory=list, repr=False)
+
+    def fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
+        """Fixed-effect design rows for ``newdata`` (same columns as the fit)."""
+        new = _prepare_new(self, newdata, self._fixed_vars())
+        X = np.asarray(self._fixed_dm.common.evaluate_new_data(new).design_matrix, dtype=float)
+        return X[:, self.kept_fixed]
+
+    def group_columns(self, k: int, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes, Z)`` of random term ``k`` for ``newdata``; unseen levels get code -1."""
+        term = self.parsed.random[k]
+        g = self.design.groups[k]
+        new = _prepare_new(self, newdata, _expr_vars(term.expr) | set(term.factor_columns))
+        dm = self._random_dms[k]
+        Z = np.asarray(dm.evaluate_new_data(new).design_matrix, dtype=float) if dm is not None \
+            else np.ones((len(new), 1))
+        labels = _factor_labels(new, term.factor_columns)
+        codes = pd.Index(g.levels).get_indexer(labels)
+        return codes.astype(np.int64), Z
+
+    def _fixed_vars(self) -> set[str]:
+        return _expr_vars(self.parsed.fixed_rhs)
+
+
+def _expr_vars(rhs: str) -> set[str]:
+    try:
+        names = fm.model_description(f"y0bhlm ~ {rhs}").var_names
+    except Exception as exc:  # formulae raises several types
+        raise FormulaError(f"cannot parse model term(s) {rhs!r}: {exc}") from None
+    return {n for n in names if n and n != "y0bhlm"}
+
+
+def _response_vars(response: str) -> set[str]:
+    names = _expr_vars(response)
+    return names
+
+
+def _missing_column_error(name: str, columns) -> FormulaError:
+    close = difflib.get_close_matches(name, [str(c) for c in columns], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return FormulaError(
+        f"column {name!r} used in the formula is not in the data{hint} "
+        f"(columns: {', '.join(map(str, list(columns)[:20]))})"
+    )
+
+
+def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+    used: list[str] = []
+    groups = [set(t.factor_columns) for t in parsed.random]
+    sets = [_response_vars(parsed.response), _expr_vars(parsed.fixed_rhs)]
+    sets += [_expr_vars(t.expr) for t in parsed.random] + groups
+    for s in sets:
+        for name in sorted(s):
+            if name not in data.columns:
+                raise _missing_column_error(name, data.columns)
+            if name not in used:
+                used.append(name)
+    return used
+
+
+def _as_factor(col: pd.Series) -> pd.Categorical:
+    """Categorical with R's level order: given categories, else sorted values; unused dropped."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cat = col.cat.remove_unused_categories()
+        return pd.Categorical(cat, categories=cat.cat.categories, ordered=True)
+    values = col.dropna().unique()
+    try:
+        levels = sorted(values)
+    except TypeError:
+        levels = sorted(values, key=str)
+    return pd.Categorical(col, categories=levels, ordered=True)
+
+
+def _is_factor_dtype(col: pd.Series) -> bool:
+    return (
+        isinstance(col.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_object_dtype(col)
+        or pd.api.types.is_string_dtype(col)
+        or pd.api.types.is_bool_dtype(col)
+    )
+
+
+def _handle_missing(sub: pd.DataFrame, na_action: str) -> pd.DataFrame:
+    for name in sub.columns:
+        col = sub[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            n_inf = int(np.isinf(col.to_numpy(dtype=float, na_value=np.nan)).sum())
+            if n_inf:
+                raise DataError(
+                    f"column {name!r} has {n_inf} infinite value(s); remove or recode them "
+                    "(infinite values are never dropped silently)"
+                )
+    na = sub.isna()
+    n_na = int(na.any(axis=1).sum())
+    if n_na:
+        per_col = {c: int(v) for c, v in na.sum().items() if v}
+        if na_action == "raise":
+            raise DataError(
+                f"{n_na} row(s) have missing values in used columns {per_col}; drop them or "
+                "use na_action='omit'"
+            )
+        if na_action != "omit":
+            raise ValueError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
+        sub = sub.loc[~na.any(axis=1)]
+        warnings.warn(
+            f"dropped {n_na} of {len(na)} rows with missing values in {per_col} (na_action='omit')",
+            BayesHLMWarning,
+            stacklevel=4,
+        )
+    if len(sub) == 0:
+        raise DataError("no rows left after dropping rows with missing values in used columns")
+    return sub
+
+
+def _prepare(data: pd.DataFrame, used: list[str], parsed: ParsedFormula, na_action: str,
+             control: Control) -> pd.DataFrame:
+    sub = _handle_missing(data[used].copy(), na_action)
+    group_cols = {c for t in parsed.random for c in t.factor_columns}
+    for name in used:
+        col = sub[name]
+        if name in group_cols and not _is_factor_dtype(col):
+            vals = col.to_numpy(dtype=float)
+            apply_check(
+                control, "check_numeric_group", bool(np.all(vals == np.round(vals))),
+                f"grouping column {name!r} is numeric with non-integer values; it is treated "
+                f"as categorical with {len(np.unique(vals))} levels",
+            )
+            sub[name] = _as_factor(col)
+        elif _is_factor_dtype(col):
+            sub[name] = _as_factor(col)
+    return sub
+
+
+def _labels_of(col: pd.Series) -> np.ndarray:
+    """String labels of a column (missing/unknown -> None), without float round-trips."""
+    cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else _as_factor(col)
+    names = np.asarray(cat.categories.astype(str), dtype=object)
+    codes = np.asarray(cat.codes)
+    return np.where(codes >= 0, names[np.maximum(codes, 0)], None)
+
+
+def _factor_labels(sub: pd.DataFrame, cols: tuple[str, ...]) -> pd.Index:
+    parts = [_labels_of(sub[c]) for c in cols]
+    out = parts[0]
+    for p in parts[1:]:
+        out = np.where((out != None) & (p != None), out.astype(str) + ":" + p.astype(str), None)  # noqa: E711
+    return pd.Index(out, dtype=object)
+
+
+def _factor_codes(sub: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes of a (possibly interacted) factor; level order follows the columns' levels."""
+    codes = np.zeros(len(sub), dtype=np.int64)
+    for c in cols:
+        cat = sub[c].array if isinstance(sub[c].dtype, pd.CategoricalDtype) else _as_factor(sub[c])
+        k = len(cat.categories)
+        codes = codes * k + np.asarray(cat.codes, dtype=np.int64)
+    uniq, inv = np.unique(codes, return_inverse=True)
+    first = np.zeros(len(uniq), dtype=np.int64)
+    first[inv[::-1]] = np.arange(len(inv))[::-1]
+    labels = _factor_labels(sub.iloc[first], cols)
+    return inv.astype(np.int64), labels
+
+
+def _eval_design(formula: str, sub: pd.DataFrame, what: str):
+    try:
+        return fm.design_matrices(formula, sub, na_action="error")
+    except Exception as exc:
+        raise FormulaError(f"cannot build the {what} from {formula!r}: {exc}") from None
+
+
+def _aliased(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
+    """Indices of columns linearly dependent on earlier ones (R's lm order)."""
+    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    norms[norms == 0] = 1.0
+    G = (X.T @ X) / np.outer(norms, norms)
+    keep: list[int] = []
+    drop: list[int] = []
+    for j in range(G.shape[0]):
+        if keep:
+            Gs = G[np.ix_(keep, keep)]
+            g = G[keep, j]
+            resid = G[j, j] - g @ np.linalg.solve(Gs, g)
+        else:
+            resid = G[j, j]
+        (keep if resid > tol else drop).append(j)
+    return np.array(drop, dtype=int)
+
+
+def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Control):
+    codes, levels = _factor_codes(sub, term.factor_columns)
+    if term.expr == "1":
+        Z, names, dm = np.ones((len(sub), 1)), ("Intercept",), None
+    else:
+        dms = _eval_design(f"{response} ~ {term.expr}", sub, f"random term ({term.source})")
+        dm = dms.common
+        Z = np.asarray(dm.design_matrix, dtype=float)
+        names = tuple(lme4_name(n) for n in dm.as_dataframe().columns)
+    n, nlev = len(sub), len(levels)
+    apply_check(control, "check_nlev_gtr_1", nlev > 1,
+                f"grouping factor {term.factor!r} has {nlev} level; grouping factors need at "
+                "least 2 levels")
+    apply_check(control, "check_nobs_vs_nlev", nlev < n,
+                f"number of levels of grouping factor {term.factor!r} (={nlev}) must be < number "
+                f"of observations (={n}): every group has one row, so the group effect and the "
+                "residual cannot be told apart")
+    apply_check(control, "check_nobs_vs_nRE", nlev * Z.shape[1] < n,
+                f"number of observations (={n}) <= number of random effects (={nlev * Z.shape[1]})"
+                f" for term ({term.source}); the random-effects parameters and the residual "
+                "variance are probably unidentifiable")
+    for j, name in enumerate(names):
+        if name == "Intercept":
+            continue
+        col = Z[:, j]
+        lo = np.full(nlev, np.inf)
+        hi = np.full(nlev, -np.inf)
+        np.minimum.at(lo, codes, col)
+        np.maximum.at(hi, codes, col)
+        apply_check(control, "check_slope_variation", bool(np.any(hi - lo > 0)),
+                    f"random slope {name!r} in ({term.source}) does not vary within any level of "
+                    f"{term.factor!r}; its group-level variance is not identified by the data")
+    gt = GroupTerm(factor=term.factor, terms=names, correlated=term.correlated and len(names) > 1,
+                   codes=codes, levels=levels, Z=Z)
+    return gt, dm
+
+
+def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
+               control: Control | None = None) -> ModelSpec:
+    """Parse ``formula`` against ``data`` and build the numeric design (lme4's ``lFormula``).
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+    data : pandas.DataFrame
+        Never modified.
+    na_action : {"omit", "raise"}
+        Drop rows with missing values in used columns (with a warning giving the
+        count), or raise.
+    control : Control, optional
+        Actions for the input checks.
+
+    Returns
+    -------
+    ModelSpec
+    """
+    control = control or Control()
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if len(data) == 0:
+        raise DataError("data has no rows")
+    parsed = parse_formula(formula)
+    used = _used_columns(parsed, data)
+    sub = _prepare(data, used, parsed, na_action, control)
+    dms = _eval_design(parsed.fixed_formula, sub, "fixed-effect design")
+    y = np.asarray(dms.response.design_matrix, dtype=float)
+    if y.ndim == 2 and y.shape[1] != 1 or isinstance(sub.get(parsed.response), pd.Categorical) \
+            or (parsed.response in sub and isinstance(sub[parsed.response].dtype, pd.CategoricalDtype)):
+        raise DataError(f"response {parsed.response!r} is not numeric; a Gaussian model needs a "
+                        "numeric response")
+    y = y.reshape(-1)
+    X = np.asarray(dms.common.design_matrix, dtype=float)
+    names = [lme4_name(c) for c in dms.common.as_dataframe().columns]
+    drop = _aliased(X) if X.shape[1] else np.array([], dtype=int)
+    info: dict = {"n_dropped_na": len(data) - len(sub)}
+    if len(drop):
+        dropped = [names[j] for j in drop]
+        apply_check(control, "check_rank", control.check_rank == "ignore",
+                    f"fixed-effect model matrix is rank deficient so dropping {len(drop)} column(s)"
+                    f" / coefficient(s): {', '.join(dropped)}")
+        info["dropped_fixed"] = dropped
+    kept = np.setdiff1d(np.arange(X.shape[1]), drop)
+    groups, rdms = [], []
+    for term in parsed.random:
+        gt, dm = _random_term(term, sub, parsed.response, control)
+        groups.append(gt)
+        rdms.append(dm)
+    design = Design(
+        formula=formula, response=parsed.response, y=y, X=X[:, kept],
+        fixed_names=tuple(names[j] for j in kept), groups=tuple(groups),
+        row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info,
+    )
+    return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, _fixed_dm=dms,
+                     _random_dms=rdms)
+
+
+def build_design(formula: str, data: pd.DataFrame, **kwargs) -> Design:
+    """Numeric design only; see :func:`build_spec` for the arguments."""
+    return build_spec(formula, data, **kwargs).design
+
+
+def _prepare_new(spec: ModelSpec, newdata: pd.DataFrame, needed: set[str]) -> pd.DataFrame:
+    """New data with the training factor levels, so formulae encodes it identically."""
+    if not isinstance(newdata, pd.DataFrame):
+        raise DataError(f"newdata must be a pandas DataFrame, not {type(newdata).__name__}")
+    missing = [c for c in needed if c not in newdata.columns]
+    if missing:
+        raise _missing_column_error(missing[0], newdata.columns)
+    new = newdata[[c for c in spec.data.columns if c in newdata.columns]].copy()
+    for name in new.columns:
+        train = spec.data[name]
+        if isinstance(train.dtype, pd.CategoricalDtype):
+            cats = train.cat.categories
+            col = new[name].astype(object)
+            if cats.dtype == object or pd.api.types.is_string_dtype(cats.dtype):
+                col = col.map(lambda v: v if pd.isna(v) else str(v))
+            elif pd.api.types.is_numeric_dtype(cats.dtype):
+                col = pd.to_numeric(col, errors="coerce")
+            new[name] = pd.Categorical(col, categories=cats, ordered=True)
+    if spec.parsed.response not in new.columns and spec.parsed.response in spec.data.columns:
+        new[spec.parsed.response] = 0.0
+    return new
