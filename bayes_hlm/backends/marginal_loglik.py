@@ -232,15 +232,18 @@ def _pt():
 def _shared(x, name: str):
     """Statistics as shared variables: new data of the same shape reuse compiled code."""
     pytensor, _ = _pt()
-    return pytensor.shared(np.ascontiguousarray(x), name=name, borrow=False)
+    x = np.array(x, order="C")  # np.array keeps 0-d as 0-d
+    # Static shapes: JAX needs them to trace allocs in the gradient graph.
+    return pytensor.shared(x, name=name, borrow=False, shape=x.shape)
 
 
 def _pt_L(L, q: int):
     _, pt = _pt()
     L = pt.as_tensor_variable(L)
+    # Static shapes let JAX trace the gradient graph (no shape-dependent allocs).
     if L.ndim == 1:
-        return pt.diag(L)
-    return L
+        return pt.diag(pt.specify_shape(L, (q,)))
+    return pt.specify_shape(L, (q, q))
 
 
 def _pt_block_factor(L_list, block: FactorBlock):
@@ -391,10 +394,10 @@ def _pt_flat_other(stats: CrossedStats, b_other):
     if b_other is None:
         raise ValueError("crossed structure: b_other (one tensor per stats.other_terms) is required")
     if not isinstance(b_other, (list, tuple)):
-        return pt.as_tensor_variable(b_other)  # already flat (m,)
+        return pt.specify_shape(pt.as_tensor_variable(b_other), (stats.m,))  # already flat
     if len(b_other) != len(stats.other_terms):
         raise ValueError(f"b_other needs {len(stats.other_terms)} arrays (stats.other_terms)")
-    parts = [pt.as_tensor_variable(b).reshape((G * q,)) for b, G, q in
+    parts = [pt.specify_shape(pt.as_tensor_variable(b), (G, q)).reshape((G * q,)) for b, G, q in
              zip(b_other, stats.plan.other_levels, stats.plan.other_q)]
     return parts[0] if len(parts) == 1 else pt.concatenate(parts)
 
@@ -473,7 +476,7 @@ def marginal_loglik_pt(
         O(G q³ + G q p + p²) (+ O(nnz) for crossed); ``N`` does not appear.
     """
     _, pt = _pt()
-    beta = pt.as_tensor_variable(beta)
+    beta = pt.specify_shape(pt.as_tensor_variable(beta), (stats.p,))
     sigma = pt.as_tensor_variable(sigma)
     sh = {name: _shared(getattr(stats, name), name) for name in ("Xty", "XtX")}
     sh["yty"] = _shared(np.asarray(stats.yty, dtype=np.float64), "yty")

@@ -1,0 +1,283 @@
+"""The Bayesian fit result: lme4-style accessors over an ArviZ DataTree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..backends import naming
+from ..spec.build import ModelSpec
+from ..spec.priors import PriorSet
+from . import tables
+from .draws import DrawSource, EffectGenerator, factor_design
+from .variance import VarianceParts, bayes_r2, variance_parts
+
+
+@dataclass
+class FitInfo:
+    """How the fit was made: method, sampler settings, timings (seconds)."""
+
+    method: str
+    sampler: str
+    chains: int
+    draws: int
+    tune: int
+    target_accept: float
+    seed: int
+    wall_s: float = 0.0
+    compile_s: float = 0.0
+    sample_s: float = 0.0
+    effects_s: float = 0.0
+    interrupted: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class BayesResult:
+    """Posterior of a hierarchical linear model with lme4/brms-style accessors.
+
+    Attributes
+    ----------
+    tree : xarray.DataTree
+        ArviZ data: ``posterior``, ``sample_stats``, ``observed_data`` (and
+        ``log_likelihood`` / ``posterior_predictive`` when requested).
+    spec : ModelSpec
+        Parsed formula and design (rebuilds designs for ``predict``).
+    priors : PriorSet
+    info : FitInfo
+    """
+
+    def __init__(self, spec: ModelSpec, priors: PriorSet, tree: xr.DataTree, info: FitInfo,
+                 effect_generator: EffectGenerator | None = None):
+        self.spec = spec
+        self.priors = priors
+        self.tree = tree
+        self.info = info
+        self._draws = DrawSource(tree["posterior"].to_dataset(), spec.design, effect_generator)
+        self._cache: dict = {}
+
+    # ----------------------------------------------------------------- basics
+    @property
+    def design(self):
+        return self.spec.design
+
+    @property
+    def formula(self) -> str:
+        return self.design.formula
+
+    @property
+    def posterior(self) -> xr.Dataset:
+        return self._draws.posterior
+
+    @property
+    def factors(self) -> list[str]:
+        return list(self.design.factors())
+
+    def nobs(self) -> int:
+        """Number of observations used (after dropping missing values)."""
+        return self.design.n
+
+    def ngrps(self) -> dict[str, int]:
+        """Number of levels of each grouping factor."""
+        return self.design.factors()
+
+    def __repr__(self) -> str:
+        return (f"<BayesResult {self.formula!r}: {self.nobs()} obs, groups {self.ngrps()}, "
+                f"{self.info.chains}x{self.info.draws} draws, method={self.info.method}, "
+                f"sampler={self.info.sampler}>")
+
+    # --------------------------------------------------------------- summaries
+    def summary(self, prob: float = tables.HDI_PROB) -> pd.DataFrame:
+        """Fixed effects, group-level SDs and correlations, residual SD.
+
+        Columns: kind, mean, sd, HDI bounds, bulk/tail ESS, R-hat, MCSE.
+        """
+        key = ("summary", prob)
+        if key not in self._cache:
+            parts = [self._frame_fixed(prob).assign(kind="fixed")]
+            for f in self.factors:
+                parts.append(self._frame_sd(f, prob).assign(kind="sd"))
+                if self._draws.has(naming.corr_var(f)):
+                    parts.append(self._frame_corr(f, prob).assign(kind="corr"))
+            parts.append(tables.stat_frame(self._draws.chained(naming.SIGMA), ["sigma"], prob)
+                         .assign(kind="sigma"))
+            df = pd.concat(parts)
+            self._cache[key] = df[["kind"] + tables.STAT_COLUMNS]
+        return self._cache[key].copy()
+
+    def _frame_fixed(self, prob):
+        return tables.stat_frame(self._draws.chained(naming.FIXED), list(self.design.fixed_names), prob)
+
+    def _terms(self, factor: str) -> list[str]:
+        return [str(t) for t in self.posterior[naming.sd_var(factor)].coords[naming.term_dim(factor)].values]
+
+    def _frame_sd(self, factor, prob):
+        names = [f"sd({t} | {factor})" for t in self._terms(factor)]
+        return tables.stat_frame(self._draws.chained(naming.sd_var(factor)), names, prob)
+
+    def _corr_pairs(self, factor) -> list[tuple[int, int]]:
+        """Index pairs (i<j) of correlations that are parameters (within a correlated block)."""
+        pairs, start = [], 0
+        for g in self.design.groups:
+            if g.factor != factor:
+                continue
+            if g.correlated:
+                pairs += [(start + i, start + j) for i in range(g.q) for j in range(i + 1, g.q)]
+            start += g.q
+        return pairs
+
+    def _frame_corr(self, factor, prob):
+        terms = self._terms(factor)
+        arr = self._draws.chained(naming.corr_var(factor))
+        pairs = self._corr_pairs(factor)
+        sub = np.stack([arr[:, :, i, j] for i, j in pairs], axis=-1)
+        names = [f"cor({terms[i]}, {terms[j]} | {factor})" for i, j in pairs]
+        return tables.stat_frame(sub, names, prob)
+
+    def fixef(self, prob: float = tables.HDI_PROB) -> pd.DataFrame:
+        """Posterior of the fixed effects (lme4 ``fixef``)."""
+        return self.summary(prob).query("kind == 'fixed'").drop(columns="kind")
+
+    def varcorr(self) -> pd.DataFrame:
+        """Posterior means of group SDs, correlations and the residual SD (lme4 ``VarCorr``)."""
+        rows = []
+        for f in self.factors:
+            terms = self._terms(f)
+            sd = self._draws.flat(naming.sd_var(f))
+            for i, t in enumerate(terms):
+                rows.append({"group": f, "term": t, "term_b": "", "sd": sd[:, i].mean(),
+                             "variance": (sd[:, i] ** 2).mean(), "corr": np.nan})
+            if self._draws.has(naming.corr_var(f)):
+                c = self._draws.flat(naming.corr_var(f))
+                for i, j in self._corr_pairs(f):
+                    rows.append({"group": f, "term": terms[i], "term_b": terms[j], "sd": np.nan,
+                                 "variance": np.nan, "corr": c[:, i, j].mean()})
+        s = self._draws.flat(naming.SIGMA)
+        rows.append({"group": "Residual", "term": "", "term_b": "", "sd": s.mean(),
+                     "variance": (s**2).mean(), "corr": np.nan})
+        return pd.DataFrame(rows)
+
+    def ranef(self, prob: float = tables.HDI_PROB) -> dict[str, pd.DataFrame]:
+        """Group effects per factor: posterior mean, sd and HDI per (level, term)."""
+        out = {}
+        for f in self.factors:
+            b = self._draws.effects(f)  # (S, L, q)
+            S, L, q = b.shape
+            terms = self._terms(f)
+            flat = b.reshape(S, L * q)
+            lo, hi = tables.hdi(flat, prob)
+            idx = pd.MultiIndex.from_product([[str(v) for v in self._levels(f)], terms],
+                                             names=["level", "term"])
+            out[f] = pd.DataFrame({"mean": flat.mean(0), "sd": flat.std(0, ddof=1),
+                                   "hdi_low": lo, "hdi_high": hi}, index=idx)
+        return out
+
+    def effects_stats(self, prob: float = tables.HDI_PROB) -> dict[str, pd.DataFrame]:
+        """Full statistics (incl. ESS and R-hat) of every group effect, per factor."""
+        key = ("effects_stats", prob)
+        if key not in self._cache:
+            out = {}
+            C = self._draws.n_chains
+            for f in self.factors:
+                b = self._draws.effects(f)
+                S, L, q = b.shape
+                names = [f"{lvl}|{t}" for lvl in map(str, self._levels(f)) for t in self._terms(f)]
+                out[f] = tables.stat_frame(b.reshape(C, S // C, L * q), names, prob)
+            self._cache[key] = out
+        return self._cache[key]
+
+    def diagnostics(self) -> dict:
+        """Divergences, R-hat, ESS, tree depth, BFMI (see :mod:`bayes_hlm.results.diagnostics`)."""
+        from .diagnostics import diagnostics
+
+        if "diag" not in self._cache:
+            self._cache["diag"] = diagnostics(self)
+        return self._cache["diag"]
+
+    def _levels(self, factor: str) -> pd.Index:
+        for g in self.design.groups:
+            if g.factor == factor:
+                return g.levels
+        raise KeyError(factor)
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-level coefficients: fixed effect + group effect posterior means (lme4 ``coef``)."""
+        fixed = self._draws.flat(naming.FIXED).mean(0)
+        names = list(self.design.fixed_names)
+        out = {}
+        for f in self.factors:
+            b = self._draws.effects(f).mean(0)
+            df = pd.DataFrame(np.tile(fixed, (b.shape[0], 1)), columns=names,
+                              index=pd.Index(list(map(str, self._levels(f))), name=f))
+            for i, t in enumerate(self._terms(f)):
+                df[t] = df[t] + b[:, i] if t in df else b[:, i]
+            out[f] = df
+        return out
+
+    # --------------------------------------------------------------- variance
+    def variance_parts(self) -> VarianceParts:
+        if "vp" not in self._cache:
+            covs = {f: self._draws.covariance(f) for f in self.factors}
+            self._cache["vp"] = variance_parts(self.design, self._draws.flat(naming.FIXED),
+                                               self._draws.flat(naming.SIGMA), covs)
+        return self._cache["vp"]
+
+    def _dist_table(self, draws: dict[str, np.ndarray], prob: float) -> pd.DataFrame:
+        C = self._draws.n_chains
+        arr = np.stack([v.reshape(C, -1) for v in draws.values()], axis=-1)
+        return tables.stat_frame(arr, list(draws), prob)
+
+    def icc(self, by_factor: bool = False, prob: float = tables.HDI_PROB) -> pd.DataFrame:
+        """Posterior adjusted ICC (``performance::icc``); per factor with ``by_factor=True``."""
+        vp = self.variance_parts()
+        draws = {"icc": vp.icc()}
+        if by_factor:
+            draws.update({f"icc[{k}]": v for k, v in vp.icc_by_factor().items()})
+        return self._dist_table(draws, prob)[["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "r_hat"]]
+
+    def r2_draws(self, max_draws: int | None = 2000) -> dict[str, np.ndarray]:
+        """Per-draw Bayesian, marginal and conditional R² (Bayesian R² on a thinned set)."""
+        vp = self.variance_parts()
+        idx = self._draws.thinned(max_draws)
+        chunks = self._draws.linpred_chunks(idx, self.design.X, factor_design(self.design))
+        return {"r2_bayes": bayes_r2(self.design.y, chunks), "r2_bayes_idx": idx,
+                "r2_marginal": vp.r2_marginal(), "r2_conditional": vp.r2_conditional()}
+
+    def r2(self, prob: float = tables.HDI_PROB, max_draws: int | None = 2000) -> pd.DataFrame:
+        """Bayesian R² (brms ``bayes_R2``) and marginal/conditional R² (Nakagawa) as distributions."""
+        d = self.r2_draws(max_draws)
+        rows = []
+        for name in ("r2_bayes", "r2_marginal", "r2_conditional"):
+            v = d[name]
+            if name == "r2_bayes" and len(v) != self._draws.size:
+                frame = tables.stat_frame(v[None, :], [name], prob)
+            else:
+                frame = tables.stat_frame(v.reshape(self._draws.n_chains, -1), [name], prob)
+            rows.append(frame)
+        return pd.concat(rows)[["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "r_hat"]]
+
+    # ------------------------------------------------------------- predictions
+    def fitted(self, group_effects: bool = True) -> pd.Series:
+        """Posterior mean of the linear predictor for the data rows."""
+        from .predict import predict
+
+        p = predict(self, None, group_effects=group_effects, new_groups="zero")
+        return pd.Series(p["mean"].to_numpy(), index=self.design.row_index, name="fitted")
+
+    def residuals(self) -> pd.Series:
+        """Observed minus posterior-mean fitted values."""
+        f = self.fitted()
+        return pd.Series(self.design.y - f.to_numpy(), index=f.index, name="residual")
+
+    def predict(self, newdata: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
+        """Posterior predictions; see :func:`bayes_hlm.results.predict.predict`."""
+        from .predict import predict
+
+        return predict(self, newdata, **kwargs)
+
+    # ---------------------------------------------------------------- priors
+    def prior_summary(self) -> pd.DataFrame:
+        """Every prior in use (brms ``prior_summary``)."""
+        return self.priors.table()

@@ -1,0 +1,94 @@
+"""Access to posterior draws as flat arrays, and linear predictors computed in chunks.
+
+The marginal backend may not store group-effect draws (100k groups x 4000
+draws do not fit comfortably in memory); it registers a generator instead,
+and everything here asks for effects through :class:`DrawSource`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import xarray as xr
+
+from ..backends import naming
+from ..spec.design import Design
+
+EffectGenerator = Callable[[str, np.ndarray], np.ndarray]
+
+
+class DrawSource:
+    """Flat (S, ...) views of the posterior, with group effects stored or regenerated."""
+
+    def __init__(self, posterior: xr.Dataset, design: Design, generator: EffectGenerator | None = None):
+        self.posterior = posterior
+        self.design = design
+        self.generator = generator
+        self.n_chains = posterior.sizes["chain"]
+        self.n_draws = posterior.sizes["draw"]
+
+    @property
+    def size(self) -> int:
+        return self.n_chains * self.n_draws
+
+    def flat(self, var: str) -> np.ndarray:
+        a = self.posterior[var].values
+        return a.reshape((self.size,) + a.shape[2:])
+
+    def chained(self, var: str) -> np.ndarray:
+        return self.posterior[var].values
+
+    def has(self, var: str) -> bool:
+        return var in self.posterior
+
+    def effects(self, factor: str, idx: np.ndarray | None = None) -> np.ndarray:
+        """Group effects of ``factor`` for flat draw indices ``idx``: (len(idx), levels, q)."""
+        idx = np.arange(self.size) if idx is None else np.asarray(idx)
+        var = naming.effect_var(factor)
+        if self.has(var):
+            return self.flat(var)[idx]
+        if self.generator is None:
+            raise RuntimeError(f"no draws of the group effects of {factor!r} are available")
+        return self.generator(factor, idx)
+
+    def covariance(self, factor: str) -> np.ndarray:
+        """(S, q, q) covariance of ``factor``'s effects from its SDs and correlations."""
+        sd = self.flat(naming.sd_var(factor))
+        cv = naming.corr_var(factor)
+        corr = self.flat(cv) if self.has(cv) else np.broadcast_to(np.eye(sd.shape[1]), sd.shape + (sd.shape[1],))
+        return corr * sd[:, :, None] * sd[:, None, :]
+
+    def thinned(self, max_draws: int | None) -> np.ndarray:
+        """Evenly spaced flat draw indices, at most ``max_draws`` of them."""
+        if max_draws is None or self.size <= max_draws:
+            return np.arange(self.size)
+        return np.unique(np.linspace(0, self.size - 1, max_draws).astype(int))
+
+    def linpred_chunks(self, idx: np.ndarray, X: np.ndarray, groups: list[tuple[str, np.ndarray, np.ndarray]],
+                       chunk: int | None = None) -> Iterator[np.ndarray]:
+        """Yield (s, n) linear predictors ``X beta + sum Z b[codes]`` for draws ``idx``.
+
+        ``groups``: (factor, codes, Z) with codes -1 for rows whose group effect is 0.
+        """
+        n = X.shape[0]
+        chunk = chunk or max(1, int(2e7 // max(n, 1)))
+        beta = self.flat(naming.FIXED)
+        for s in range(0, len(idx), chunk):
+            sel = idx[s : s + chunk]
+            mu = beta[sel] @ X.T
+            for factor, codes, Z in groups:
+                b = self.effects(factor, sel)  # (s, L, q)
+                known = codes >= 0
+                contrib = np.einsum("snq,nq->sn", b[:, codes[known], :], Z[known])
+                mu[:, known] += contrib
+            yield mu
+
+
+def factor_design(design: Design) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(factor, codes, Z) per factor with its terms concatenated in posterior order."""
+    out: dict[str, list] = {}
+    for g in design.groups:
+        entry = out.setdefault(g.factor, [g.codes, []])
+        entry[1].append(g.Z)
+    return [(f, codes, np.hstack(zs)) for f, (codes, zs) in out.items()]
