@@ -1,1 +1,30 @@
-"""bayes_hlm: Bayesian hierarchical linear models."""
+"""bayes_hlm: Bayesian hierarchical (multilevel, mixed-effects) linear models.
+
+>>> import bayes_hlm as bh
+>>> m = bh.fit("Reaction ~ Days + (Days | Subject)", data=bh.datasets.load("sleepstudy"))
+>>> m.summary(); m.icc(); m.r2()
+
+Architecture: model spec (``bayes_hlm.spec``: formula -> Design, priors,
+checks) -> backends (``bayes_hlm.backends``: full PyMC model, marginalised
+NUTS) -> results (``bayes_hlm.results``) -> reporters (``bayes_hlm.reporters``).
+The frequentist reference lives in ``bayes_hlm.reml``.
+"""
+
+from . import datasets
+from .errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning, DataError, FormulaError
+from .fitting import fit
+from .results.bayes_result import BayesResult
+from .spec.build import build_design, build_spec
+from .spec.centering import center
+from .spec.checks import Control
+from .spec.priors import Prior, get_prior
+
+load = BayesResult.load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BayesHLMError", "BayesHLMWarning", "BayesResult", "Control", "ConvergenceWarning",
+    "DataError", "FormulaError", "Prior", "build_design", "build_spec", "center", "datasets",
+    "fit", "get_prior", "load",
+]

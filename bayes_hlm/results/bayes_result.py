@@ -277,6 +277,62 @@ class BayesResult:
 
         return predict(self, newdata, **kwargs)
 
+    # ------------------------------------------------------------ LOO and I/O
+    def log_likelihood(self) -> xr.DataTree:
+        """The DataTree with a pointwise ``log_likelihood`` group (conditional on group effects).
+
+        Computed on demand (it is draws x rows) and cached.
+        """
+        if "log_likelihood" not in self.tree.children:
+            from scipy.stats import norm
+
+            src = self._draws
+            sigma = src.flat(naming.SIGMA)
+            idx = np.arange(src.size)
+            blocks, start = [], 0
+            for mu in src.linpred_chunks(idx, self.design.X, factor_design(self.design)):
+                s = sigma[start:start + mu.shape[0], None]
+                blocks.append(norm.logpdf(self.design.y[None, :], mu, s))
+                start += mu.shape[0]
+            ll = np.concatenate(blocks).reshape(src.n_chains, src.n_draws, -1)
+            ds = xr.Dataset({"y": (("chain", "draw", "obs"), ll)},
+                            coords={"chain": self.posterior.chain, "draw": self.posterior.draw})
+            groups = {k: self.tree[k].to_dataset() for k in self.tree.children}
+            groups["log_likelihood"] = ds
+            self.tree = xr.DataTree.from_dict(groups)
+        return self.tree
+
+    def loo(self, pointwise: bool = False):
+        """PSIS-LOO through ArviZ, warning when Pareto k > 0.7 (then try ``kfold``/LOGO CV)."""
+        import warnings
+
+        import arviz as az
+
+        from ..errors import ConvergenceWarning
+
+        res = az.loo(self.log_likelihood(), pointwise=True)
+        k = np.asarray(res.pareto_k)
+        bad = int((k > 0.7).sum())
+        if bad:
+            warnings.warn(
+                f"{bad} of {k.size} observations have Pareto k > 0.7: PSIS-LOO is unreliable for "
+                "them (common in hierarchical models); use leave-one-group-out or k-fold "
+                "cross-validation instead", ConvergenceWarning, stacklevel=2)
+        return res
+
+    def save(self, path) -> None:
+        """Write the result (posterior, model spec, data used) to a netCDF file, atomically."""
+        from .io import save_result
+
+        save_result(self, path)
+
+    @classmethod
+    def load(cls, path) -> "BayesResult":
+        """Read a result written by :meth:`save`."""
+        from .io import load_result
+
+        return load_result(path)
+
     # ---------------------------------------------------------------- priors
     def prior_summary(self) -> pd.DataFrame:
         """Every prior in use (brms ``prior_summary``)."""

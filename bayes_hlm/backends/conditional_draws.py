@@ -1,0 +1,281 @@
+"""Exact draws of the group effects given hyperparameter draws (marginalised backend).
+
+Given a posterior draw ``(β, Σ, σ [, b_other])`` the group effects are
+Gaussian; one draw from that conditional per posterior draw yields draws from
+the joint posterior ``p(β, Σ, σ, b | y)`` (``shared/notes/marginal-lmm.md``).
+With the spherical parametrisation ``b_g = Λ w_g`` (``Λ = L/σ``)::
+
+    w_g | · ~ N(M_g⁻¹ Λᵀ(c_g − B_g β), σ² M_g⁻¹),   M_g = I + ΛᵀA_gΛ = R_gR_gᵀ
+    w_g = R_g⁻ᵀ (R_g⁻¹ d_g + σ ξ_g),                ξ_g ~ N(0, I)
+
+Nested: the outer effect from its marginal (Schur complement ``S_a = R_S R_Sᵀ``),
+then each inner effect given it: ``w_j = R_j⁻ᵀ(u_j − V_j w_parent + σ ξ_j)``.
+Crossed: the marginalised factor given ``b_other`` (the other effects are
+already posterior draws).
+
+Everything is vectorised over groups and over a chunk of draws.  Noise for
+draw ``s`` comes from ``SeedSequence(seed, spawn_key=(s,))`` and is generated
+for all groups, so results do not depend on how draws are chunked or which
+subset of groups is requested.
+
+Output: ``{term_index: ndarray (S, G_sel, q_k)}`` keyed by the index of the
+term in ``design.groups`` (merged blocks are split back into their terms),
+absolute scale (the ``b`` of the model, not ``w``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .marginal_loglik import (
+    _T,
+    _flat_other,
+    _np_d,
+    _np_M,
+    _np_resid_cross,
+    _np_trisolve,
+    block_factor,
+    crossed_effective,
+    nested_parts,
+)
+from .sufficient_stats import BaseStats, CrossedStats, FactorBlock, NestedStats, SingleStats
+
+__all__ = [
+    "conditional_mean",
+    "draw_group_effects",
+    "iter_group_effect_draws",
+    "nested_inner_levels",
+    "default_chunk_draws",
+]
+
+
+# --------------------------------------------------------------------------- #
+# Helpers
+# --------------------------------------------------------------------------- #
+def _entropy(seed) -> int | Sequence[int]:
+    """Entropy for per-draw seed sequences; a Generator is consumed once."""
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 2**63))
+    if isinstance(seed, np.random.SeedSequence):
+        return seed.entropy
+    if seed is None:
+        raise ValueError("pass a seed (int, SeedSequence or Generator) for reproducible draws")
+    return seed
+
+
+def _noise(entropy, draw_index: np.ndarray, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Standard normals per draw, one (S, G, q) array per shape, all groups."""
+    out = [np.empty((len(draw_index),) + tuple(s)) for s in shapes]
+    for r, s in enumerate(draw_index):
+        gen = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(int(s),)))
+        for arr, shp in zip(out, shapes):
+            arr[r] = gen.standard_normal(shp)
+    return out
+
+
+def _split_terms(b: np.ndarray, block: FactorBlock) -> dict[int, np.ndarray]:
+    """Split a merged block's effects (..., G, q) back into its terms."""
+    return {k: b[..., off:off + qk] for k, off, qk in zip(block.term_index, block.offsets, block.q_sizes)}
+
+
+def _lam(L_list, block, sigma) -> np.ndarray:
+    return block_factor(L_list, block) / sigma[:, None, None]
+
+
+def _as_draws(beta, sigma, L_list, b_other):
+    """Promote single-draw parameters to a leading draw axis of length S."""
+    beta = np.asarray(beta, dtype=np.float64)
+    single = beta.ndim == 1
+    if single:
+        beta = beta[None]
+        L_list = [None if L is None else np.asarray(L, dtype=np.float64)[None] for L in L_list]
+        if b_other is not None:
+            b_other = ([np.asarray(b)[None] for b in b_other] if isinstance(b_other, (list, tuple))
+                       else np.asarray(b_other)[None])
+    sigma = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    return beta, sigma, list(L_list), b_other, single
+
+
+def nested_inner_levels(stats: NestedStats, groups) -> np.ndarray:
+    """Inner levels (sorted) whose outer level is in ``groups``."""
+    return np.flatnonzero(np.isin(stats.parent, np.asarray(groups)))
+
+
+def _subset(stats, groups):
+    """Statistics restricted to some levels of the (outer / marginalised) factor."""
+    if groups is None:
+        return stats, None
+    groups = np.asarray(groups, dtype=np.int64)
+    if isinstance(stats, NestedStats):
+        inner = nested_inner_levels(stats, groups)
+        pos = np.full(stats.c_out.shape[0], -1, dtype=np.int64)
+        pos[groups] = np.arange(len(groups))
+        sub = replace(
+            stats, A_out=stats.A_out[groups], B_out=stats.B_out[groups], c_out=stats.c_out[groups],
+            n_out=stats.n_out[groups], A_in=stats.A_in[inner], B_in=stats.B_in[inner], c_in=stats.c_in[inner],
+            n_in=stats.n_in[inner], C=stats.C[inner], parent=pos[stats.parent[inner]],
+        )
+        return sub, (groups, inner)
+    kw = dict(A=stats.A[groups], B=stats.B[groups], c=stats.c[groups], n_g=stats.n_g[groups])
+    if isinstance(stats, CrossedStats):
+        q = stats.c.shape[1]
+        kw["BZo"] = stats.BZo[(groups[:, None] * q + np.arange(q)).ravel()]
+    return replace(stats, **kw), (groups,)
+
+
+# --------------------------------------------------------------------------- #
+# One chunk of draws
+# --------------------------------------------------------------------------- #
+def _chunk(stats, beta, sigma, L_list, b_other, xi):
+    """Effects for one chunk of draws; ``xi=None`` gives the conditional mean.
+
+    ``xi`` is a list of (S, G_sel, q) noise arrays matching the (subset) stats.
+    """
+    sig = sigma[:, None, None]
+    if isinstance(stats, NestedStats):
+        Lo, Li = _lam(L_list, stats.outer, sigma), _lam(L_list, stats.inner, sigma)
+        pt = nested_parts(stats, beta, Lo, Li)
+        RS = np.linalg.cholesky(pt["S"])
+        zo = _np_trisolve(RS, pt["et"])
+        if xi is not None:
+            zo = zo + sig * xi[0]
+        wo = _np_trisolve(_T(RS), zo)  # R_S⁻ᵀ(R_S⁻¹ẽ + σξ)
+        zi = pt["ui"] - np.einsum("...gab,...gb->...ga", pt["V"], wo[..., stats.parent, :])
+        if xi is not None:
+            zi = zi + sig * xi[1]
+        wi = _np_trisolve(_T(pt["Ri"]), zi)
+        out = _split_terms(np.einsum("...gj,...ij->...gi", wo, Lo), stats.outer)
+        out.update(_split_terms(np.einsum("...gj,...ij->...gi", wi, Li), stats.inner))
+        return out
+    Lam = _lam(L_list, stats.block, sigma)
+    if isinstance(stats, CrossedStats):
+        _, e = crossed_effective(stats, beta, _flat_other(stats, b_other))
+    else:
+        e = _np_resid_cross(stats.B, stats.c, beta)
+    R = np.linalg.cholesky(_np_M(Lam, stats.A))
+    z = _np_trisolve(R, _np_d(e, Lam))
+    if xi is not None:
+        z = z + sig * xi[0]
+    w = _np_trisolve(_T(R), z)
+    return _split_terms(np.einsum("...gj,...ij->...gi", w, Lam), stats.block)
+
+
+def _noise_shapes(stats):
+    if isinstance(stats, NestedStats):
+        return [stats.c_out.shape, stats.c_in.shape]
+    return [stats.c.shape]
+
+
+def _check(stats):
+    if not isinstance(stats, (SingleStats, NestedStats)):
+        raise ValueError("no group effects to draw (structure 'none')")
+
+
+def default_chunk_draws(stats: BaseStats, budget_bytes: float = 2.5e8) -> int:
+    """Draws per chunk keeping the (S, G, q, q) temporaries within ``budget_bytes``."""
+    if isinstance(stats, NestedStats):
+        size = stats.C.shape[0] * stats.inner.q * (stats.inner.q + stats.outer.q) + stats.A_out[..., 0].size * stats.outer.q
+    else:
+        size = stats.A.size
+    return int(max(1, budget_bytes // (8 * 8 * max(size, 1))))  # ~8 live temporaries
+
+
+# --------------------------------------------------------------------------- #
+# Public API
+# --------------------------------------------------------------------------- #
+def conditional_mean(stats, beta, sigma, L_list, b_other=None, *, groups=None) -> dict[int, np.ndarray]:
+    """Posterior mean of the group effects given hyperparameters.
+
+    Parameters
+    ----------
+    stats : SingleStats, NestedStats or CrossedStats
+    beta : array_like, shape (p,) or (S, p)
+    sigma : float or array_like, shape (S,)
+    L_list : sequence
+        One factor per ``design.groups`` entry, (q_k, q_k) or (S, q_k, q_k)
+        (a trailing (q_k,) vector is read as SDs); crossed ``other_terms``
+        entries are unused.
+    b_other : sequence of array_like, optional
+        Crossed only: (G_k, q_k) or (S, G_k, q_k) per ``stats.other_terms``.
+    groups : array_like of int, optional
+        Levels of the single / marginalised / outer factor to return (nested:
+        the inner levels returned are :func:`nested_inner_levels`).
+
+    Returns
+    -------
+    dict
+        ``{term_index: (G_sel, q_k)}`` for single-draw input, else (S, G_sel, q_k).
+    """
+    _check(stats)
+    beta, sigma, L_list, b_other, single = _as_draws(beta, sigma, L_list, b_other)
+    sub, _ = _subset(stats, groups)
+    out = _chunk(sub, beta, sigma, L_list, b_other, None)
+    return {k: v[0] for k, v in out.items()} if single else out
+
+
+def draw_group_effects(
+    stats, beta, sigma, L_list, b_other=None, *, seed, draw_index=None, groups=None
+) -> dict[int, np.ndarray]:
+    """One exact conditional draw of the group effects per hyperparameter draw.
+
+    Parameters
+    ----------
+    stats, L_list, b_other, groups
+        As in :func:`conditional_mean`, with a leading draw axis S.
+    beta : ndarray, shape (S, p)
+    sigma : ndarray, shape (S,)
+    seed : int, SeedSequence or Generator
+        Draw ``s`` uses ``SeedSequence(seed, spawn_key=(s,))``; with an int or
+        SeedSequence, draws are identical whatever the chunking and group
+        subset.  A Generator is consumed once to derive the entropy.
+    draw_index : array_like of int, shape (S,), optional
+        Global indices of these draws (default ``0..S-1``): pass
+        ``range(start, stop)`` when processing a chunk of a longer chain.
+
+    Returns
+    -------
+    dict
+        ``{term_index: ndarray (S, G_sel, q_k)}``.
+    """
+    _check(stats)
+    beta, sigma, L_list, b_other, _ = _as_draws(beta, sigma, L_list, b_other)
+    S = beta.shape[0]
+    draw_index = np.arange(S) if draw_index is None else np.asarray(draw_index)
+    sub, sel = _subset(stats, groups)
+    xi = _noise(_entropy(seed), draw_index, _noise_shapes(stats))
+    if sel is not None:
+        xi = [x[:, idx] for x, idx in zip(xi, sel)]
+    return _chunk(sub, beta, np.broadcast_to(sigma, (S,)), L_list, b_other, xi)
+
+
+def iter_group_effect_draws(
+    stats, beta, sigma, L_list, b_other=None, *, seed, chunk_draws=None, groups=None
+) -> Iterator[tuple[slice, dict[int, np.ndarray]]]:
+    """Yield ``(draw_slice, effects)`` over chunks of the S hyperparameter draws.
+
+    Same draws as one :func:`draw_group_effects` call on all S draws with an
+    int/SeedSequence ``seed``, but only ``chunk_draws × G`` effects are held at
+    once (e.g. 100k groups × 2000 draws streamed to disk).
+
+    Parameters
+    ----------
+    beta : ndarray, shape (S, p); sigma : (S,); L_list : (S, q_k, q_k) each;
+    b_other : (S, G_k, q_k) each (crossed).
+    chunk_draws : int, optional
+        Default :func:`default_chunk_draws`.
+    """
+    entropy = _entropy(seed)
+    beta = np.asarray(beta, dtype=np.float64)
+    S = beta.shape[0]
+    step = chunk_draws or default_chunk_draws(stats)
+    for a in range(0, S, step):
+        sl = slice(a, min(a + step, S))
+        bo = None
+        if b_other is not None:
+            bo = [np.asarray(b)[sl] for b in b_other] if isinstance(b_other, (list, tuple)) else np.asarray(b_other)[sl]
+        Ls = [None if L is None else np.asarray(L)[sl] for L in L_list]
+        yield sl, draw_group_effects(stats, beta[sl], np.asarray(sigma)[sl], Ls, bo, seed=entropy,
+                                     draw_index=np.arange(sl.start, sl.stop), groups=groups)

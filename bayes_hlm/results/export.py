@@ -1,0 +1,61 @@
+"""Machine-readable export of a Bayesian fit (the CLI's JSON schema)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..backends import naming
+from .tables import stat_dict, stat_frame
+
+if TYPE_CHECKING:
+    from .bayes_result import BayesResult
+
+
+def _dist_stat(result: "BayesResult", draws: np.ndarray) -> dict:
+    C = result._draws.n_chains
+    arr = draws.reshape(C, -1) if draws.size % C == 0 and draws.size == result._draws.size else draws[None, :]
+    return stat_dict(stat_frame(arr, ["x"]).iloc[0])
+
+
+def fit_json(result: "BayesResult") -> dict:
+    """The ``bayes-hlm fit`` JSON: fixed, sigma, group SDs/correlations, ICC, R², diagnostics."""
+    summ = result.summary()
+    d = result.design
+    out: dict = {
+        "formula": d.formula,
+        "n_obs": d.n,
+        "groups": {k: int(v) for k, v in d.factors().items()},
+        "fixed": {name: stat_dict(summ.loc[name]) for name in d.fixed_names},
+        "sigma": stat_dict(summ.loc["sigma"]),
+        "group_sd": {},
+        "group_corr": {},
+    }
+    for f in result.factors:
+        terms = result._terms(f)
+        out["group_sd"][f] = {t: stat_dict(summ.loc[f"sd({t} | {f})"]) for t in terms}
+        if result._draws.has(naming.corr_var(f)):
+            out["group_corr"][f] = {
+                f"{terms[i]},{terms[j]}": stat_dict(summ.loc[f"cor({terms[i]}, {terms[j]} | {f})"])
+                for i, j in result._corr_pairs(f)
+            }
+    vp = result.variance_parts()
+    r2 = result.r2_draws()
+    out["icc"] = _dist_stat(result, vp.icc())
+    out["r2_bayes"] = _dist_stat(result, r2["r2_bayes"])
+    out["r2_marginal"] = _dist_stat(result, r2["r2_marginal"])
+    out["r2_conditional"] = _dist_stat(result, r2["r2_conditional"])
+    diag = result.diagnostics()
+    out["diagnostics"] = {
+        "divergences": int(diag["divergences"]),
+        "max_r_hat": float(diag["max_r_hat"]),
+        "max_r_hat_all": float(diag["max_r_hat_all"]),
+        "min_ess_bulk": float(diag["min_ess_bulk"]),
+        "wall_s": float(result.info.wall_s),
+    }
+    out["fit"] = {"method": result.info.method, "sampler": result.info.sampler,
+                  "chains": result.info.chains, "draws": result.info.draws, "tune": result.info.tune,
+                  "seed": result.info.seed, "compile_s": result.info.compile_s,
+                  "sample_s": result.info.sample_s}
+    return out

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up the environment if needed, then run the default test suite
+# (slow statistical checks: add --runslow).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export PYTHONHASHSEED=0 MPLBACKEND=Agg
+exec .venv/bin/python -m pytest -q "$@"
