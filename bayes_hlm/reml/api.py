@@ -1,0 +1,145 @@
+"""Entry points: :func:`reml`, :func:`anova` (LRT, lme4) and :func:`ranova` (lmerTest)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ..spec.design import Design, GroupTerm
+from .criterion import DevFun
+from .optimize import DEFAULT_CONTROL, check_convergence, optimize_theta
+from .result import RemlResult
+
+__all__ = ["reml", "anova", "ranova", "fit_design"]
+
+
+def _as_spec(formula_or_spec, data):
+    from ..spec.build import ModelSpec, build_spec
+    if isinstance(formula_or_spec, ModelSpec):
+        return formula_or_spec, formula_or_spec.design
+    if isinstance(formula_or_spec, Design):
+        return None, formula_or_spec
+    if isinstance(formula_or_spec, str):
+        if data is None:
+            raise ValueError("a formula needs data")
+        spec = build_spec(formula_or_spec, data)
+        return spec, spec.design
+    raise TypeError("reml() needs a formula string + DataFrame, a ModelSpec or a Design")
+
+
+def fit_design(design: Design, method: str = "REML", control: dict | None = None,
+               spec=None, theta0=None) -> RemlResult:
+    method = method.upper()
+    if method not in ("REML", "ML"):
+        raise ValueError("method must be 'REML' or 'ML'")
+    if not design.groups:
+        raise ValueError("the model has no random-effect terms; use a linear model")
+    ctl = {**DEFAULT_CONTROL, **(control or {})}
+    devfun = DevFun(design, reml=(method == "REML"))
+    opt = optimize_theta(devfun, ctl, theta0=theta0)
+    msgs = check_convergence(devfun, opt, ctl)
+    return RemlResult(spec, devfun, opt, msgs, ctl)
+
+
+def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML",
+         control: dict | None = None) -> RemlResult:
+    """Fit a Gaussian LMM by REML (default) or ML, as ``lme4::lmer``.
+
+    Parameters
+    ----------
+    formula_or_spec : str, ModelSpec or Design
+        lme4 formula (with ``data``) or an already-built spec / design.
+    data : pandas.DataFrame, optional
+    method : {"REML", "ML"}
+    control : dict, optional
+        Optimiser / check settings (see :data:`optimize.DEFAULT_CONTROL`).
+    """
+    spec, design = _as_spec(formula_or_spec, data)
+    return fit_design(design, method, control, spec=spec)
+
+
+# --------------------------------------------------------------------------- #
+# likelihood-ratio tests
+# --------------------------------------------------------------------------- #
+def _refit_ml(m: RemlResult) -> RemlResult:
+    if m.method == "ML":
+        return m
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit_design(m.design, "ML", m.control, spec=m.spec)
+
+
+def anova(*models: RemlResult, refit: bool = True) -> pd.DataFrame:
+    """Likelihood-ratio test of nested models (lme4 ``anova``; REML fits are refitted by ML)."""
+    if len(models) < 2:
+        raise ValueError("anova needs at least two models")
+    if refit and any(m.method == "REML" for m in models):
+        models = tuple(_refit_ml(m) for m in models)
+    models = sorted(models, key=lambda m: m.npar)
+    rows = []
+    prev = None
+    for m in models:
+        r = {"model": m.formula, "npar": m.npar, "AIC": m.aic, "BIC": m.bic, "logLik": m.loglik,
+             "deviance": -2 * m.loglik, "Chisq": np.nan, "Df": np.nan, "p": np.nan}
+        if prev is not None:
+            chisq = max(2 * (m.loglik - prev.loglik), 0.0)
+            dfd = m.npar - prev.npar
+            r.update(Chisq=chisq, Df=dfd, p=float(sps.chi2.sf(chisq, dfd)) if dfd > 0 else np.nan)
+        rows.append(r)
+        prev = m
+    return pd.DataFrame(rows).set_index("model")
+
+
+def _lm_loglik(design: Design, reml: bool) -> tuple[float, int]:
+    X, y = design.X, design.y
+    N, p = X.shape
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    rss = float(np.sum((y - X @ beta) ** 2))
+    if reml:
+        _, ld = np.linalg.slogdet(X.T @ X)
+        dev = (N - p) * (1 + np.log(2 * np.pi * rss / (N - p))) + ld
+    else:
+        dev = N * (1 + np.log(2 * np.pi * rss / N))
+    return -0.5 * dev, p + 1
+
+
+def _term_label(g: GroupTerm) -> str:
+    expr = "1" if g.terms == ("Intercept",) else " + ".join(
+        t for t in g.terms if t != "Intercept") if "Intercept" in g.terms else \
+        "0 + " + " + ".join(g.terms)
+    bar = "|" if g.correlated or g.q == 1 else "||"
+    return f"({expr} {bar} {g.factor})"
+
+
+def ranova(m: RemlResult) -> pd.DataFrame:
+    """lmerTest ``ranova``: drop each random term (reduce ``(x|g)`` to ``(1|g)``), LRT."""
+    reml_fit = m.method == "REML"
+    rows = [{"term": "<none>", "npar": m.npar, "logLik": m.loglik, "AIC": m.aic,
+             "LRT": np.nan, "Df": np.nan, "p": np.nan}]
+    groups = list(m.design.groups)
+    for k, g in enumerate(groups):
+        if g.q > 1 and "Intercept" in g.terms:
+            j = g.terms.index("Intercept")
+            new = dataclasses.replace(g, terms=("Intercept",), Z=g.Z[:, [j]], correlated=False)
+            label = " + ".join(t for t in g.terms if t != "Intercept") + f" in {_term_label(g)}"
+            gs = groups[:k] + [new] + groups[k + 1:]
+        else:
+            label = _term_label(g)
+            gs = groups[:k] + groups[k + 1:]
+        d2 = dataclasses.replace(m.design, groups=tuple(gs))
+        if gs:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m2 = fit_design(d2, m.method, m.control)
+            ll, npar = m2.loglik, m2.npar
+        else:
+            ll, npar = _lm_loglik(d2, reml_fit)
+        lrt = max(2 * (m.loglik - ll), 0.0)
+        dfd = m.npar - npar
+        rows.append({"term": label, "npar": npar, "logLik": ll, "AIC": -2 * ll + 2 * npar,
+                     "LRT": lrt, "Df": dfd, "p": float(sps.chi2.sf(lrt, dfd))})
+    return pd.DataFrame(rows).set_index("term")

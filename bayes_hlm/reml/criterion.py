@@ -1,0 +1,486 @@
+"""Profiled REML / ML deviance of a Gaussian LMM as a function of θ (lme4's ``mkLmerDevfun``).
+
+Notation as in Bates, Mächler, Bolker & Walker (2015) and ``shared/notes/marginal-lmm.md``:
+``b = Λ u``, ``u ~ N(0, σ² I)``, ``K(θ) = Λᵀ Zᵀ Z Λ + I = L Lᵀ``.
+
+The random-effect unknowns are split in two parts:
+
+* ``E``: the factor with most unknowns (levels × q). Its own block of ``K`` is block
+  diagonal (one ``q × q`` block per level), so it is factorised by a vectorised batched
+  ``q × q`` Cholesky over levels (no loop over groups).
+* ``R``: all other factors (nested outer factors, crossed factors). Their block of ``K``
+  after eliminating ``E`` (the Schur complement ``K_RR − F Fᵀ``, ``F = L_E⁻¹ K_ER``) is
+  factorised densely (LAPACK) when small, else by a sparse LDLᵀ (``qdldl`` with AMD).
+
+With one grouping factor ``R`` is empty and every evaluation costs
+``O(G (q³ + q² p) + p³)``, independent of the number of rows: all data enter through
+cross-products computed once (:class:`Stats`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from ..spec.design import Design
+
+DENSE_MAX = 4000  # remainder sizes up to this use a dense Cholesky
+
+__all__ = ["ThetaMap", "Stats", "DevFun", "Evaluation", "make_devfun"]
+
+
+# --------------------------------------------------------------------------- #
+# θ ↔ Λ
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class FactorInfo:
+    """The merged terms of one grouping factor (columns concatenated in formula order)."""
+
+    name: str
+    term_index: tuple[int, ...]   # indices into design.groups
+    terms: tuple[str, ...]        # column names (concatenated)
+    term_slices: tuple[slice, ...]
+    n_levels: int
+    levels: object
+    codes: np.ndarray
+    Z: np.ndarray                 # (N, q)
+    # Λ entries: Λ[rows[i], cols[i]] = θ[tidx[i]]
+    rows: np.ndarray
+    cols: np.ndarray
+    tidx: np.ndarray
+
+    @property
+    def q(self) -> int:
+        return len(self.terms)
+
+    @property
+    def size(self) -> int:
+        return self.q * self.n_levels
+
+
+@dataclass(frozen=True)
+class ThetaMap:
+    """Layout of θ: per term in formula order, lower-triangular Λ elements column-major.
+
+    Correlated terms (``(x|g)``) contribute ``q(q+1)/2`` elements, uncorrelated (or
+    scalar) terms their diagonal only. Diagonal elements have lower bound 0.
+    """
+
+    factors: tuple[FactorInfo, ...]
+    n_theta: int
+    lower: np.ndarray
+    names: tuple[str, ...]
+    theta0: np.ndarray
+
+    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for f in self.factors:
+            L = np.zeros((f.q, f.q))
+            L[f.rows, f.cols] = theta[f.tidx]
+            out.append(L)
+        return out
+
+    def factor(self, name: str) -> FactorInfo:
+        for f in self.factors:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def make_theta_map(design: Design) -> ThetaMap:
+    order: dict[str, list[int]] = {}
+    for k, g in enumerate(design.groups):
+        order.setdefault(g.factor, []).append(k)
+    factors = []
+    t = 0
+    lower, names, theta0 = [], [], []
+    for fname, idx in order.items():
+        gs = [design.groups[k] for k in idx]
+        g0 = gs[0]
+        for g in gs[1:]:
+            if g.n_levels != g0.n_levels or not np.array_equal(g.codes, g0.codes):
+                raise ValueError(f"terms of factor {fname!r} have different level codes")
+        terms, slices, rows, cols, tidx = [], [], [], [], []
+        off = 0
+        for g in gs:
+            q = g.q
+            slices.append(slice(off, off + q))
+            terms.extend(g.terms)
+            corr = g.correlated and q > 1
+            for j in range(q):          # column-major lower triangle (lme4 order)
+                for i in range(j, q):
+                    if i != j and not corr:
+                        continue
+                    rows.append(off + i)
+                    cols.append(off + j)
+                    tidx.append(t)
+                    lower.append(0.0 if i == j else -np.inf)
+                    theta0.append(1.0 if i == j else 0.0)
+                    names.append(f"{fname}.{g.terms[i]}" if i == j
+                                 else f"{fname}.{g.terms[i]}.{g.terms[j]}")
+                    t += 1
+            off += q
+        Z = np.hstack([np.asarray(g.Z, dtype=float) for g in gs]) if len(gs) > 1 \
+            else np.asarray(g0.Z, dtype=float)
+        factors.append(FactorInfo(
+            name=fname, term_index=tuple(idx), terms=tuple(terms), term_slices=tuple(slices),
+            n_levels=g0.n_levels, levels=g0.levels, codes=np.asarray(g0.codes, dtype=np.int64),
+            Z=Z, rows=np.array(rows, dtype=int), cols=np.array(cols, dtype=int),
+            tidx=np.array(tidx, dtype=int)))
+    return ThetaMap(factors=tuple(factors), n_theta=t, lower=np.array(lower),
+                    names=tuple(names), theta0=np.array(theta0))
+
+
+# --------------------------------------------------------------------------- #
+# sufficient statistics (one pass over the rows)
+# --------------------------------------------------------------------------- #
+def _group_cross(codes: np.ndarray, G: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Per-level sums of A[:, i] * B[:, j] -> (G, a, b)."""
+    a, b = A.shape[1], B.shape[1]
+    order = np.argsort(codes, kind="stable")
+    cs = codes[order]
+    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    present = cs[starts]
+    prod = (A[order][:, :, None] * B[order][:, None, :]).reshape(len(codes), a * b)
+    sums = np.add.reduceat(prod, starts, axis=0) if len(starts) else np.zeros((0, a * b))
+    out = np.zeros((G, a * b))
+    out[present] = sums
+    return out.reshape(G, a, b)
+
+
+def _sparse_Z(f: FactorInfo) -> sp.csr_matrix:
+    N, q = f.Z.shape
+    rows = np.repeat(np.arange(N), q)
+    cols = (f.codes[:, None] * q + np.arange(q)[None, :]).ravel()
+    return sp.csr_matrix((f.Z.ravel(), (rows, cols)), shape=(N, f.size))
+
+
+@dataclass
+class Stats:
+    """Cross-products of ``[Z X y]`` that the criterion needs (no per-row data kept)."""
+
+    N: int
+    p: int
+    XtX: np.ndarray
+    Xty: np.ndarray
+    yty: float
+    E: int                      # index of the eliminated factor in ThetaMap.factors
+    R: tuple[int, ...]          # indices of the remainder factors
+    A_E: np.ndarray             # (G, q, q)
+    BC_E: np.ndarray            # (G, q, p+1): Z_gᵀ [X y]
+    A_ER: sp.csr_matrix | None = None   # (n_E, n_R)
+    A_RR: sp.csr_matrix | None = None   # (n_R, n_R)
+    BC_R: np.ndarray | None = None      # (n_R, p+1)
+    r_offsets: tuple[int, ...] = ()
+    n_R: int = 0
+
+
+def compute_stats(design: Design, tmap: ThetaMap) -> Stats:
+    X = np.asarray(design.X, dtype=float)
+    y = np.asarray(design.y, dtype=float)
+    N, p = X.shape
+    Xy = np.column_stack([X, y])
+    sizes = [f.size for f in tmap.factors]
+    E = int(np.argmax(sizes))
+    R = tuple(k for k in range(len(tmap.factors)) if k != E)
+    fE = tmap.factors[E]
+    A_E = _group_cross(fE.codes, fE.n_levels, fE.Z, fE.Z)
+    BC_E = _group_cross(fE.codes, fE.n_levels, fE.Z, Xy)
+    st = Stats(N=N, p=p, XtX=X.T @ X, Xty=X.T @ y, yty=float(y @ y), E=E, R=R, A_E=A_E, BC_E=BC_E)
+    if R:
+        ZE = _sparse_Z(fE)
+        ZR = sp.hstack([_sparse_Z(tmap.factors[k]) for k in R], format="csr")
+        ZRt = ZR.T.tocsr()
+        st.A_ER = (ZE.T.tocsr() @ ZR).tocsr()
+        st.A_RR = (ZRt @ ZR).tocsr()
+        st.BC_R = np.asarray(ZRt @ Xy)
+        offs, o = [], 0
+        for k in R:
+            offs.append(o)
+            o += tmap.factors[k].size
+        st.r_offsets = tuple(offs)
+        st.n_R = o
+    return st
+
+
+# --------------------------------------------------------------------------- #
+# batched small linear algebra
+# --------------------------------------------------------------------------- #
+def batched_chol(M: np.ndarray) -> np.ndarray:
+    q = M.shape[1]
+    if q == 1:
+        return np.sqrt(M)
+    if q == 2:
+        L = np.zeros_like(M)
+        l11 = np.sqrt(M[:, 0, 0])
+        l21 = M[:, 1, 0] / l11
+        L[:, 0, 0] = l11
+        L[:, 1, 0] = l21
+        L[:, 1, 1] = np.sqrt(M[:, 1, 1] - l21 * l21)
+        return L
+    return np.linalg.cholesky(M)
+
+
+def batched_fsolve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve L X = B for lower-triangular (G, q, q) L and (G, q, k) B."""
+    q = L.shape[1]
+    if q == 1:
+        return B / L[:, 0, 0][:, None, None]
+    X = np.empty_like(B)
+    for i in range(q):
+        acc = B[:, i, :]
+        if i:
+            acc = acc - np.einsum("gj,gjk->gk", L[:, i, :i], X[:, :i, :])
+        X[:, i, :] = acc / L[:, i, i][:, None]
+    return X
+
+
+def batched_bsolve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Solve Lᵀ X = B for lower-triangular (G, q, q) L and (G, q, k) B."""
+    q = L.shape[1]
+    if q == 1:
+        return B / L[:, 0, 0][:, None, None]
+    X = np.empty_like(B)
+    for i in range(q - 1, -1, -1):
+        acc = B[:, i, :]
+        if i < q - 1:
+            acc = acc - np.einsum("gj,gjk->gk", L[:, i + 1:, i], X[:, i + 1:, :])
+        X[:, i, :] = acc / L[:, i, i][:, None]
+    return X
+
+
+def _blockdiag(blocks: np.ndarray) -> sp.csr_matrix:
+    """Sparse block-diagonal matrix from (G, q, q) blocks."""
+    G, q, _ = blocks.shape
+    if q == 1:
+        return sp.diags(blocks[:, 0, 0]).tocsr()
+    r = (np.arange(G)[:, None, None] * q + np.arange(q)[None, :, None]).repeat(q, axis=2)
+    c = (np.arange(G)[:, None, None] * q + np.arange(q)[None, None, :]).repeat(q, axis=1)
+    return sp.csr_matrix((blocks.ravel(), (r.ravel(), c.ravel())), shape=(G * q, G * q))
+
+
+# --------------------------------------------------------------------------- #
+# evaluation
+# --------------------------------------------------------------------------- #
+@dataclass
+class Evaluation:
+    """Everything computed at one θ (enough for the result builder)."""
+
+    theta: np.ndarray
+    ldL2: float                 # log|K| = log|L|²
+    ldS: float                  # log|S| = log|RX|²
+    S: np.ndarray               # XᵀV⁻¹X (unit σ)
+    beta: np.ndarray
+    r2: float                   # penalised RSS at (β̂, û)
+    LE: np.ndarray              # (G, q, q) Cholesky blocks of the E part
+    WE: np.ndarray              # (G, q, p+1) L_E⁻¹ Λᵀ Zᵀ [X y]
+    lambdas: list
+    F: sp.csr_matrix | None = None
+    KR: object = None           # dense Cholesky factor (lower) or sparse solver
+    KR_dense: bool = True
+    rhsR: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class DevFun:
+    """Profiled deviance ``θ -> d(θ)`` (REML criterion or ML deviance), like lme4's devfun."""
+
+    def __init__(self, design: Design, reml: bool = True, tmap: ThetaMap | None = None,
+                 stats: Stats | None = None):
+        self.design = design
+        self.reml = bool(reml)
+        self.tmap = tmap or make_theta_map(design)
+        self.stats = stats or compute_stats(design, self.tmap)
+        st = self.stats
+        if st.R:
+            fE = self.tmap.factors[st.E]
+            self._IR = sp.identity(st.n_R, format="csr")
+            self._GE = fE.n_levels
+        self.n_evals = 0
+
+    # -- public -----------------------------------------------------------
+    @property
+    def lower(self) -> np.ndarray:
+        return self.tmap.lower
+
+    @property
+    def theta0(self) -> np.ndarray:
+        return self.tmap.theta0.copy()
+
+    def __call__(self, theta) -> float:
+        return self.deviance(self.evaluate(theta))
+
+    def deviance(self, ev: Evaluation) -> float:
+        N, p = self.stats.N, self.stats.p
+        if ev.r2 <= 0 or not np.isfinite(ev.r2):
+            return np.inf
+        if self.reml:
+            nmp = N - p
+            return ev.ldL2 + ev.ldS + nmp * (1.0 + np.log(2.0 * np.pi * ev.r2 / nmp))
+        return ev.ldL2 + N * (1.0 + np.log(2.0 * np.pi * ev.r2 / N))
+
+    def deviance_unprofiled(self, ev: Evaluation, sigma: float) -> float:
+        """Deviance in (θ, σ) with β profiled (lmerTest's ``devfun_vp``)."""
+        N, p = self.stats.N, self.stats.p
+        s2 = sigma * sigma
+        dev = ev.ldL2 + ev.r2 / s2 + N * np.log(2 * np.pi * s2)
+        if self.reml:
+            dev += ev.ldS - p * np.log(2 * np.pi * s2)
+        return dev
+
+    def sigma_hat(self, ev: Evaluation) -> float:
+        N, p = self.stats.N, self.stats.p
+        return float(np.sqrt(ev.r2 / ((N - p) if self.reml else N)))
+
+    def evaluate(self, theta) -> Evaluation:
+        self.n_evals += 1
+        theta = np.asarray(theta, dtype=float)
+        st = self.stats
+        tm = self.tmap
+        lams = tm.lambdas(theta)
+        LamE = lams[st.E]
+        q = LamE.shape[0]
+        p = st.p
+        # E block: D_g = I + Λᵀ A_g Λ
+        if q == 1:
+            l = LamE[0, 0]
+            D = 1.0 + (l * l) * st.A_E
+            LE = np.sqrt(D)
+            WE = (l * st.BC_E) / LE
+        else:
+            D = np.einsum("ji,gjk,kl->gil", LamE, st.A_E, LamE, optimize=True)
+            D[:, np.arange(q), np.arange(q)] += 1.0
+            LE = batched_chol(D)
+            WE = batched_fsolve(LE, np.einsum("ji,gjk->gik", LamE, st.BC_E))
+        ldL2 = 2.0 * float(np.sum(np.log(LE[:, np.arange(q), np.arange(q)])))
+        G = WE.reshape(-1, p + 1)
+        gram = G.T @ G
+        ev_extra: dict = {}
+        F = KR = rhsR = None
+        dense = True
+        if st.R:
+            LamR = sp.block_diag([sp.kron(sp.identity(tm.factors[k].n_levels), lams[k])
+                                  for k in st.R], format="csr")
+            LamEblk = sp.kron(sp.identity(self._GE), LamE.T, format="csr") if q > 1 \
+                else None
+            C = st.A_ER @ LamR
+            C = (LamEblk @ C) if q > 1 else C * LamE[0, 0]
+            Linv = np.linalg.inv(LE) if q > 1 else 1.0 / LE
+            F = (_blockdiag(Linv) @ C).tocsr()
+            KRm = (LamR.T @ st.A_RR @ LamR) - (F.T @ F) + self._IR
+            rhsR = LamR.T @ st.BC_R - F.T @ G
+            if st.n_R <= DENSE_MAX:
+                Kd = KRm.toarray()
+                try:
+                    LR = sla.cholesky(Kd, lower=True, check_finite=False)
+                except np.linalg.LinAlgError:
+                    return self._bad(theta, lams)
+                WR = sla.solve_triangular(LR, rhsR, lower=True, check_finite=False)
+                ldL2 += 2.0 * float(np.sum(np.log(np.diag(LR))))
+                gram = gram + WR.T @ WR
+                KR = LR
+            else:
+                import qdldl
+                dense = False
+                Ku = sp.triu(KRm, format="csc")
+                solver = qdldl.Solver(Ku, upper=True)
+                _, Dd, _ = solver.factors()
+                if np.any(Dd <= 0):
+                    return self._bad(theta, lams)
+                ldL2 += float(np.sum(np.log(Dd)))
+                sol = np.column_stack([solver.solve(np.ascontiguousarray(rhsR[:, j]))
+                                       for j in range(p + 1)])
+                gram = gram + rhsR.T @ sol
+                KR = solver
+        S = st.XtX - gram[:p, :p]
+        s = st.Xty - gram[:p, p]
+        if p:
+            try:
+                RX = np.linalg.cholesky(S)
+            except np.linalg.LinAlgError:
+                return self._bad(theta, lams)
+            beta = sla.cho_solve((RX, True), s, check_finite=False)
+            ldS = 2.0 * float(np.sum(np.log(np.diag(RX))))
+        else:
+            beta = np.zeros(0)
+            ldS = 0.0
+        r2 = st.yty - gram[p, p] - float(s @ beta)
+        return Evaluation(theta=theta, ldL2=ldL2, ldS=ldS, S=S, beta=beta, r2=r2, LE=LE, WE=WE,
+                          lambdas=lams, F=F, KR=KR, KR_dense=dense, rhsR=rhsR, extra=ev_extra)
+
+    def _bad(self, theta, lams) -> Evaluation:
+        p = self.stats.p
+        return Evaluation(theta=theta, ldL2=np.inf, ldS=np.inf, S=np.full((p, p), np.nan),
+                          beta=np.full(p, np.nan), r2=np.nan, LE=None, WE=None, lambdas=lams)
+
+    # -- solves with K (result stage) ----------------------------------------
+    def _KR_solve(self, ev: Evaluation, B: np.ndarray) -> np.ndarray:
+        if ev.KR_dense:
+            return sla.cho_solve((ev.KR, True), B, check_finite=False)
+        B2 = B.reshape(B.shape[0], -1)
+        out = np.column_stack([ev.KR.solve(np.ascontiguousarray(B2[:, j]))
+                               for j in range(B2.shape[1])])
+        return out.reshape(B.shape)
+
+    def conditional_modes(self, ev: Evaluation) -> list[np.ndarray]:
+        """Spherical modes ``u`` per factor as (G_k, q_k) arrays, at (θ, β̂)."""
+        st = self.stats
+        p = st.p
+        beta = ev.beta
+        zE = ev.WE[:, :, p] - ev.WE[:, :, :p] @ beta        # L_E⁻¹ v_E   (G, q)
+        out: list = [None] * len(self.tmap.factors)
+        if st.R:
+            zR = ev.rhsR[:, p] - ev.rhsR[:, :p] @ beta        # v_R − Fᵀ z_E (already)
+            uR = self._KR_solve(ev, zR)
+            zE = zE - (ev.F @ uR).reshape(zE.shape)
+            for k, off in zip(st.R, st.r_offsets):
+                f = self.tmap.factors[k]
+                out[k] = uR[off:off + f.size].reshape(f.n_levels, f.q)
+        uE = batched_bsolve(ev.LE, zE[:, :, None])[:, :, 0]
+        out[st.E] = uE
+        return out
+
+    def conditional_cov(self, ev: Evaluation) -> list[np.ndarray]:
+        """Diagonal blocks of K⁻¹ per factor, as (G_k, q_k, q_k) (unit σ, spherical scale)."""
+        st = self.stats
+        LE = ev.LE
+        G, q, _ = LE.shape
+        Linv = np.linalg.inv(LE) if q > 1 else 1.0 / LE
+        Dinv = np.einsum("gji,gjk->gik", Linv, Linv)         # (L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹
+        out: list = [None] * len(self.tmap.factors)
+        if st.R:
+            if ev.KR_dense:
+                Kinv = sla.cho_solve((ev.KR, True), np.eye(st.n_R), check_finite=False)
+            else:
+                Kinv = self._KR_solve(ev, np.eye(st.n_R))
+            for k, off in zip(st.R, st.r_offsets):
+                f = self.tmap.factors[k]
+                blk = Kinv[off:off + f.size, off:off + f.size]
+                idx = np.arange(f.n_levels)[:, None] * f.q + np.arange(f.q)[None, :]
+                out[k] = blk[idx[:, :, None], idx[:, None, :]]
+            Y = (_blockdiag(np.transpose(Linv, (0, 2, 1))) @ ev.F).tocsr()   # L_E⁻ᵀ F = D⁻¹C
+            T = np.asarray(Y @ Kinv)                          # (n_E, n_R)
+            Yd = Y.toarray() if Y.shape[0] * Y.shape[1] < 5e7 else None
+            if Yd is not None:
+                Tg = T.reshape(G, q, -1)
+                Yg = Yd.reshape(G, q, -1)
+                extra = np.einsum("gin,gjn->gij", Tg, Yg)
+            else:
+                extra = np.zeros((G, q, q))
+                for i in range(q):
+                    for j in range(q):
+                        rows_i = np.arange(G) * q + i
+                        rows_j = np.arange(G) * q + j
+                        extra[:, i, j] = np.asarray(
+                            Y[rows_j].multiply(T[rows_i]).sum(axis=1)).ravel()
+            Dinv = Dinv + extra
+        out[st.E] = Dinv
+        return out
+
+
+def make_devfun(design: Design, reml: bool = True) -> DevFun:
+    """lme4's ``mkLmerDevfun``: the profiled criterion as a callable of θ."""
+    return DevFun(design, reml=reml)

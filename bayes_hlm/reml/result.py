@@ -1,0 +1,316 @@
+"""The fitted REML / ML model (lme4's ``mkMerMod`` + lmerTest / performance summaries)."""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from ..errors import ConvergenceWarning, BayesHLMWarning
+from .criterion import DevFun
+from .optimize import OptResult
+
+SINGULAR_MSG = "boundary (singular) fit: see help('isSingular')"
+
+__all__ = ["RemlResult", "SINGULAR_MSG"]
+
+
+class RemlResult:
+    """A frequentist (RE)ML fit of a Gaussian linear mixed model.
+
+    Attributes
+    ----------
+    theta : ndarray
+        Free elements of the relative covariance factor Λ (per term in formula order,
+        lower triangle column-major); names in ``theta_names``.
+    sigma : float
+        Residual standard deviation.
+    beta : ndarray
+        Fixed effects (``fixed_names`` order).
+    reml_criterion : float or None
+        REML criterion at the optimum (REML fits).
+    deviance : float
+        ML deviance for ML fits; for REML fits the REML criterion (as lme4's
+        ``deviance(m, REML=TRUE)``); see :attr:`loglik`.
+    singular : bool
+        lme4's ``isSingular`` (some diagonal element of Λ < 1e-4).
+    convergence_messages : list of str
+    """
+
+    def __init__(self, spec, devfun: DevFun, opt: OptResult, messages: list[str],
+                 control: dict | None = None):
+        self.spec = spec
+        self.design = devfun.design
+        self.devfun = devfun
+        self.opt = opt
+        self.control = control or {}
+        self.method = "REML" if devfun.reml else "ML"
+        self.theta = opt.theta
+        self.theta_names = devfun.tmap.names
+        ev = devfun.evaluate(opt.theta)
+        self._ev = ev
+        self.beta = ev.beta
+        self.sigma = devfun.sigma_hat(ev)
+        self.objective = float(devfun.deviance(ev))
+        self.reml_criterion = self.objective if devfun.reml else None
+        self.deviance = self.objective
+        self.fixed_names = tuple(self.design.fixed_names)
+        self.convergence_messages = list(messages)
+        tol = self.control.get("check_singular_tol", 1e-4)
+        low = devfun.lower == 0
+        self.singular = bool(np.any(self.theta[low] < tol))
+        for m in self.convergence_messages:
+            warnings.warn(m, ConvergenceWarning, stacklevel=3)
+        if self.singular:
+            warnings.warn(SINGULAR_MSG, BayesHLMWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def nobs(self) -> int:
+        return self.devfun.stats.N
+
+    @property
+    def formula(self) -> str:
+        return self.design.formula
+
+    @property
+    def npar(self) -> int:
+        return self.devfun.stats.p + len(self.theta) + 1
+
+    @property
+    def loglik(self) -> float:
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.loglik + 2 * self.npar
+
+    @property
+    def bic(self) -> float:
+        return -2 * self.loglik + np.log(self.nobs) * self.npar
+
+    def ngrps(self) -> dict[str, int]:
+        return {f.name: f.n_levels for f in self.devfun.tmap.factors}
+
+    def __repr__(self) -> str:
+        crit = (f"REML criterion {self.reml_criterion:.4f}" if self.reml_criterion is not None
+                else f"deviance {self.deviance:.4f}")
+        return f"RemlResult({self.formula!r}, {self.method}, {crit})"
+
+    # ------------------------------------------------------------------ fixed
+    def vcov(self) -> np.ndarray:
+        return self.sigma ** 2 * np.linalg.inv(self._ev.S)
+
+    @cached_property
+    def _satt(self):
+        from .satterthwaite import vcov_varpar
+        return vcov_varpar(self.devfun, self.theta, self.sigma)
+
+    def df(self, L=None) -> np.ndarray:
+        """Satterthwaite df of each contrast row of ``L`` (default: each coefficient)."""
+        from .satterthwaite import satterthwaite_df
+        A, _, J = self._satt
+        L = np.eye(len(self.beta)) if L is None else np.atleast_2d(L)
+        return satterthwaite_df(self.vcov(), A, J, L)
+
+    def fixef(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """Estimates, SEs, Satterthwaite df, t and two-sided p (lmerTest's summary table)."""
+        se = np.sqrt(np.diag(self.vcov()))
+        t = self.beta / se
+        if ddf == "Satterthwaite":
+            df = self.df()
+            p = 2 * sps.t.sf(np.abs(t), df)
+        else:
+            df = np.full(len(t), np.nan)
+            p = 2 * sps.norm.sf(np.abs(t))
+        return pd.DataFrame({"estimate": self.beta, "se": se, "df": df, "t": t, "p": p},
+                            index=pd.Index(self.fixed_names, name="term"))
+
+    # ------------------------------------------------------------------ random
+    def covariances(self) -> dict[str, np.ndarray]:
+        """Σ_k = σ² Λ_k Λ_kᵀ per factor (terms of the factor concatenated)."""
+        lams = self.devfun.tmap.lambdas(self.theta)
+        return {f.name: self.sigma ** 2 * (L @ L.T)
+                for f, L in zip(self.devfun.tmap.factors, lams)}
+
+    def varcorr(self) -> pd.DataFrame:
+        """Group SDs, within-term correlations and residual SD (lme4 ``VarCorr``)."""
+        rows = []
+        covs = self.covariances()
+        for f in self.devfun.tmap.factors:
+            S = covs[f.name]
+            sd = np.sqrt(np.clip(np.diag(S), 0, None))
+            for i, t in enumerate(f.terms):
+                rows.append({"group": f.name, "term": t, "term_b": "", "sd": sd[i],
+                             "variance": S[i, i], "corr": np.nan})
+            for k, sl in zip(f.term_index, f.term_slices):
+                if not self.design.groups[k].correlated:
+                    continue
+                idx = range(sl.start, sl.stop)
+                for i in idx:
+                    for j in idx:
+                        if j <= i:
+                            continue
+                        c = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                        rows.append({"group": f.name, "term": f.terms[i], "term_b": f.terms[j],
+                                     "sd": np.nan, "variance": np.nan, "corr": c})
+        rows.append({"group": "Residual", "term": "", "term_b": "", "sd": self.sigma,
+                     "variance": self.sigma ** 2, "corr": np.nan})
+        return pd.DataFrame(rows)
+
+    @cached_property
+    def _modes(self):
+        u = self.devfun.conditional_modes(self._ev)
+        lams = self._ev.lambdas
+        return [uk @ L.T for uk, L in zip(u, lams)]
+
+    def ranef(self, cond_var: bool = True) -> dict[str, pd.DataFrame]:
+        """Conditional modes per factor, indexed by (level, term), with lme4 ``condVar`` SDs."""
+        out = {}
+        covs = self.devfun.conditional_cov(self._ev) if cond_var else None
+        for k, f in enumerate(self.devfun.tmap.factors):
+            b = self._modes[k]
+            idx = pd.MultiIndex.from_product([[str(v) for v in f.levels], list(f.terms)],
+                                             names=["level", "term"])
+            df = pd.DataFrame({"mode": b.ravel()}, index=idx)
+            if covs is not None:
+                L = self._ev.lambdas[k]
+                C = self.sigma ** 2 * np.einsum("ij,gjk,lk->gil", L, covs[k], L)
+                df["cond_sd"] = np.sqrt(np.clip(np.diagonal(C, axis1=1, axis2=2), 0, None)).ravel()
+            out[f.name] = df
+        return out
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Fixed + group effects per level (lme4 ``coef``)."""
+        out = {}
+        for k, f in enumerate(self.devfun.tmap.factors):
+            cols = {n: np.full(f.n_levels, b) for n, b in zip(self.fixed_names, self.beta)}
+            for j, t in enumerate(f.terms):
+                cols[t] = cols.get(t, 0.0) + self._modes[k][:, j]
+            out[f.name] = pd.DataFrame(cols, index=pd.Index([str(v) for v in f.levels]))
+        return out
+
+    def fitted(self) -> pd.Series:
+        mu = self.design.X @ self.beta
+        for k, f in enumerate(self.devfun.tmap.factors):
+            mu = mu + np.einsum("nq,nq->n", f.Z, self._modes[k][f.codes])
+        return pd.Series(mu, index=self.design.row_index, name="fitted")
+
+    def residuals(self) -> pd.Series:
+        r = self.design.y - self.fitted().to_numpy()
+        return pd.Series(r, index=self.design.row_index, name="residuals")
+
+    # ------------------------------------------------------------------ ICC / R²
+    def variance_components(self) -> dict:
+        """performance/insight variance parts: fixed, per-factor random (Johnson 2014), residual."""
+        X = self.design.X
+        n = self.nobs
+        var_f = float(np.var(X @ self.beta, ddof=1)) if n > 1 else 0.0
+        covs = self.covariances()
+        rand = {}
+        for f in self.devfun.tmap.factors:
+            ZtZ_n = f.Z.T @ f.Z / n
+            rand[f.name] = float(np.trace(covs[f.name] @ ZtZ_n))
+        return {"fixed": var_f, "random": rand, "residual": self.sigma ** 2}
+
+    def icc(self, by_factor: bool = False) -> dict:
+        """Adjusted and unadjusted ICC (``performance::icc``)."""
+        vc = self.variance_components()
+        vr = sum(vc["random"].values())
+        ve = vc["residual"]
+        out = {"icc_adjusted": vr / (vr + ve), "icc_unadjusted": vr / (vr + ve + vc["fixed"])}
+        if by_factor:
+            out["by_factor"] = {k: v / (vr + ve) for k, v in vc["random"].items()}
+        return out
+
+    def r2(self) -> dict:
+        """Nakagawa marginal / conditional R² (``performance::r2_nakagawa``)."""
+        vc = self.variance_components()
+        vr = sum(vc["random"].values())
+        tot = vc["fixed"] + vr + vc["residual"]
+        return {"r2_marginal": vc["fixed"] / tot, "r2_conditional": (vc["fixed"] + vr) / tot}
+
+    # ------------------------------------------------------------------ intervals
+    def confint(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
+        """Wald intervals for fixed effects; ``"profile"`` adds profile-likelihood intervals
+        for the variance parameters (rows ``sd_<term>|<factor>``, ``cor_<a>.<b>|<factor>``,
+        ``sigma``) and Wald intervals for the fixed effects."""
+        z = sps.norm.ppf(0.5 + level / 2)
+        se = np.sqrt(np.diag(self.vcov()))
+        fixed = pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se},
+                             index=pd.Index(self.fixed_names))
+        if method == "wald":
+            return fixed
+        if method != "profile":
+            raise ValueError("method must be 'wald' or 'profile'")
+        from .profile import profile_confint
+        vp = profile_confint(self, level=level, **kwargs)
+        return pd.concat([vp, fixed])
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self) -> dict:
+        fe = self.fixef()
+        vc = self.varcorr()
+        gsd: dict = {}
+        gcor: dict = {}
+        for _, r in vc.iterrows():
+            if r["group"] == "Residual":
+                continue
+            if r["term_b"]:
+                gcor.setdefault(r["group"], {})[f"{r['term']},{r['term_b']}"] = float(r["corr"])
+            else:
+                gsd.setdefault(r["group"], {})[r["term"]] = float(r["sd"])
+        return {
+            "fixed": {t: {"estimate": float(r["estimate"]), "se": float(r["se"]),
+                          "df": float(r["df"]), "p": float(r["p"])} for t, r in fe.iterrows()},
+            "group_sd": gsd,
+            "group_corr": gcor,
+            "sigma": float(self.sigma),
+            "reml_criterion": None if self.reml_criterion is None else float(self.reml_criterion),
+            "singular": bool(self.singular),
+        }
+
+    def summary(self, print_out: bool = True) -> str:
+        lines = []
+        title = ("Linear mixed model fit by REML. t-tests use Satterthwaite's method"
+                 if self.method == "REML" else
+                 "Linear mixed model fit by maximum likelihood. t-tests use Satterthwaite's method")
+        lines += [title, f"Formula: {self.formula}", ""]
+        if self.method == "REML":
+            lines.append(f"REML criterion at convergence: {self.reml_criterion:.1f}")
+        else:
+            lines.append(f"{'AIC':>9}{'BIC':>9}{'logLik':>9}{'deviance':>9}{'df.resid':>9}")
+            lines.append(f"{self.aic:9.1f}{self.bic:9.1f}{self.loglik:9.1f}{self.deviance:9.1f}"
+                         f"{self.nobs - self.npar:9d}")
+        res = self.residuals().to_numpy() / self.sigma
+        qs = np.quantile(res, [0, .25, .5, .75, 1])
+        lines += ["", "Scaled residuals:", "    Min      1Q  Median      3Q     Max",
+                  " ".join(f"{v:7.4f}" for v in qs), "", "Random effects:"]
+        vc = self.varcorr()
+        lines.append(f" {'Groups':<10} {'Name':<12} {'Variance':>10} {'Std.Dev.':>9}  Corr")
+        for _, r in vc.iterrows():
+            if r["term_b"]:
+                lines.append(f" {'':<10} {r['term']}~{r['term_b']:<12} corr {r['corr']:6.3f}")
+            else:
+                nm = "" if r["group"] == "Residual" else r["term"]
+                lines.append(f" {r['group']:<10} {nm:<12} {r['variance']:10.4g} {r['sd']:9.4g}")
+        lines.append(f"Number of obs: {self.nobs}, groups:  "
+                     + ", ".join(f"{k}, {v}" for k, v in self.ngrps().items()))
+        lines += ["", "Fixed effects:"]
+        fe = self.fixef()
+        lines.append(f"{'':<16}{'Estimate':>11}{'Std. Error':>11}{'df':>9}{'t value':>9}"
+                     f"{'Pr(>|t|)':>11}")
+        for t, r in fe.iterrows():
+            lines.append(f"{t:<16}{r['estimate']:11.4g}{r['se']:11.4g}{r['df']:9.2f}"
+                         f"{r['t']:9.3f}{r['p']:11.3g}")
+        if self.singular:
+            lines += ["", SINGULAR_MSG]
+        for m in self.convergence_messages:
+            lines.append(m)
+        text = "\n".join(lines)
+        if print_out:
+            print(text)
+        return text
