@@ -1,0 +1,155 @@
+"""compare_reml / shrinkage_table: values line up with lme4, exports render."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "lme4_reference.json")
+
+
+class FixtureReml:
+    """A RemlResult look-alike built from the pinned lme4 fixtures (API of bayes_hlm.reml)."""
+
+    def __init__(self, case: str):
+        with open(FIXTURES) as fh:
+            c = json.load(fh)["cases"][case]
+        self._c = c
+        self.sigma = c["sigma"]
+        self.singular = bool(c["singular"])
+        self.reml_criterion = c["reml_criterion"]
+
+    def fixef(self):
+        return pd.DataFrame(self._c["fixed"]).T[["estimate", "se", "df", "t", "p"]].rename_axis("term")
+
+    def varcorr(self):
+        rows = []
+        for g, v in self._c["varcorr"].items():
+            if g == "Residual":
+                rows.append(dict(group="Residual", term="", term_b="", sd=v["sd"], variance=v["var"], corr=np.nan))
+                continue
+            for t, s in v["sd"].items():
+                rows.append(dict(group=g, term=t, term_b="", sd=s, variance=s**2, corr=np.nan))
+            for k, r in (v.get("cor") or {}).items():
+                a, b = k.split(",")
+                rows.append(dict(group=g, term=a, term_b=b, sd=np.nan, variance=np.nan, corr=r))
+        return pd.DataFrame(rows)
+
+    def ranef(self):
+        out = {}
+        for g, v in self._c["ranef"].items():
+            idx = pd.MultiIndex.from_product([v["levels"], v["terms"]], names=["level", "term"])
+            mode = np.column_stack([v["condval"][t] for t in v["terms"]]).ravel()
+            csd = np.column_stack([v["condsd"][t] for t in v["terms"]]).ravel()
+            out[g] = pd.DataFrame({"mode": mode, "cond_sd": csd}, index=idx)
+        return out
+
+    def icc(self):
+        return self._c["performance"]["icc_adjusted"]
+
+    def r2(self):
+        p = self._c["performance"]
+        return {"r2_marginal": p["r2_marginal"], "r2_conditional": p["r2_conditional"]}
+
+
+def real_or_stub(result, case):
+    """The real REML fit when bayes_hlm.reml has landed, else the fixture stub."""
+    try:
+        from bayes_hlm.reml import reml
+
+        return reml(result.spec)
+    except ImportError:
+        return FixtureReml(case)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return FixtureReml("sleep_rs")
+
+
+def test_compare_rows_and_values(sleep_fit, ref):
+    from bayes_hlm.results.compare_reml import compare_reml
+
+    tab = compare_reml(sleep_fit, ref)
+    assert list(tab.index) == ["Intercept", "Days", "sd(Intercept | Subject)", "sd(Days | Subject)",
+                               "cor(Intercept, Days | Subject)", "sigma", "ICC (adjusted)",
+                               "R2 marginal", "R2 conditional"]
+    assert {"mean", "median", "hdi_low", "hdi_high", "reml", "reml_se", "diff_in_post_sd"} <= set(tab.columns)
+    assert tab.loc["Intercept", "reml"] == pytest.approx(251.405, abs=1e-3)
+    assert tab.loc["Days", "reml_se"] == pytest.approx(1.546, abs=1e-3)
+    assert np.isnan(tab.loc["sigma", "reml_se"])
+    assert tab["reml"].notna().all()
+    # diff_in_post_sd is what it says
+    r = tab.loc["Days"]
+    d = sleep_fit._draws.flat("fixed")[:, 1]
+    assert r["diff_in_post_sd"] == pytest.approx((d.mean() - r["reml"]) / d.std(ddof=1))
+    # the posterior agrees with REML on the fixed effects, within 1 posterior sd
+    assert (tab.loc[["Intercept", "Days"], "diff_in_post_sd"].abs() < 1).all()
+    assert (tab["hdi_low"] <= tab["median"]).all() and (tab["median"] <= tab["hdi_high"]).all()
+
+
+def test_exports(sleep_fit, ref):
+    from bayes_hlm.results.compare_reml import compare_reml
+
+    tab = compare_reml(sleep_fit, ref)
+    assert isinstance(tab, pd.DataFrame)
+    html = tab._repr_html_()
+    assert "<table" in html and "Days" in html
+    md = tab.to_markdown()
+    assert md.splitlines()[0].startswith("| parameter | kind | mean")
+    assert len(md.splitlines()) == len(tab) + 2
+    tex = tab.to_latex()
+    assert "\\begin{tabular}" in tex and "Days" in tex
+    # slicing keeps the rich type
+    assert hasattr(tab.loc[["Days"]], "_repr_html_")
+
+
+def test_missing_reml_engine_is_clear(sleep_fit, monkeypatch):
+    import sys
+
+    from bayes_hlm.errors import BayesHLMError
+    from bayes_hlm.results.compare_reml import compare_reml
+
+    monkeypatch.setitem(sys.modules, "bayes_hlm.reml", None)  # import fails
+    with pytest.raises(BayesHLMError, match="REML engine"):
+        compare_reml(sleep_fit)
+
+
+def test_shrinkage_table(sleep_fit, ref, sleepstudy):
+    from bayes_hlm.results.compare_reml import shrinkage_table
+
+    tab = shrinkage_table(sleep_fit, ref)
+    assert tab.shape[0] == 18 * 2
+    assert list(tab.index.names) == ["level", "term"]
+    # no pooling = separate lm(Reaction ~ Days) for each subject
+    s = sleepstudy[sleepstudy["Subject"].astype(str) == "308"]
+    slope, icpt = np.polyfit(s["Days"], s["Reaction"], 1)
+    assert tab.loc[("308", "Intercept"), "no_pool"] == pytest.approx(icpt)
+    assert tab.loc[("308", "Days"), "no_pool"] == pytest.approx(slope)
+    # complete pooling = lm(Reaction ~ Days)
+    assert tab.loc[("308", "Days"), "complete_pool"] == pytest.approx(10.467286, abs=1e-5)
+    # BLUP = REML fixed effect + conditional mode (lme4 coef())
+    assert tab["blup"].notna().all()
+    # partial pooling lies between no pooling and complete pooling for most groups
+    inside = tab["shrinkage"].between(-0.05, 1.05)
+    assert inside.mean() > 0.8
+    # the posterior means are close to the BLUPs
+    assert np.corrcoef(tab["post_mean"], tab["blup"])[0, 1] > 0.98
+    assert "| level | term |" in tab.to_markdown()
+
+
+def test_with_real_reml_engine(sleep_fit):
+    pytest.importorskip("bayes_hlm.reml", reason="REML engine not landed")
+    from bayes_hlm import reml as reml_mod
+
+    if not hasattr(reml_mod, "reml"):
+        pytest.skip("bayes_hlm.reml.reml not available yet")
+    from bayes_hlm.results.compare_reml import compare_reml, shrinkage_table
+
+    tab = compare_reml(sleep_fit)
+    assert tab.loc["Intercept", "reml"] == pytest.approx(251.405, abs=1e-2)
+    assert tab.loc["sd(Days | Subject)", "reml"] == pytest.approx(5.922, abs=1e-2)
+    assert tab.loc["ICC (adjusted)", "reml"] == pytest.approx(0.7217, abs=1e-2)
+    assert shrinkage_table(sleep_fit)["blup"].notna().all()
