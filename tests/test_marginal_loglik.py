@@ -16,7 +16,6 @@ from bayes_hlm.backends.marginal_loglik import marginal_loglik, marginal_loglik_
 from bayes_hlm.backends.sufficient_stats import (
     CrossedStats,
     NestedStats,
-    SingleStats,
     compute_stats,
     make_plan,
     merge_stats,

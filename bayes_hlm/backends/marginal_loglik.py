@@ -36,7 +36,6 @@ from .sufficient_stats import (
     CrossedStats,
     FactorBlock,
     NestedStats,
-    SingleStats,
 )
 
 __all__ = ["marginal_loglik", "marginal_loglik_pt", "block_factor", "UNROLL_MAX_Q"]
