@@ -1,0 +1,122 @@
+"""Shrinkage plots: no pooling -> partial pooling (posterior) <- complete pooling."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.patches import Ellipse
+from scipy.stats import chi2
+
+from ..backends import naming
+from ..errors import BayesHLMError
+from ..results import tables
+from ..results.compare_reml import shrinkage_table
+from ._util import BAYES_COLOR, NOPOOL_COLOR, POOLED_COLOR, REML_COLOR, axes_or_new, factor_terms, pick_factor
+
+if TYPE_CHECKING:
+    from ..results.bayes_result import BayesResult
+
+
+def _table(result, reml_result, factor, prob):
+    return shrinkage_table(result, reml_result, factor, prob)
+
+
+def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None = None,
+                   term: str | None = None, prob: float = tables.HDI_PROB, ax=None):
+    """Per group: no-pooling OLS estimate, posterior mean with HDI, complete pooling, and the pull.
+
+    Parameters
+    ----------
+    result : BayesResult
+    reml_result : RemlResult, optional
+        Adds the REML BLUPs (fixed + conditional mode) as crosses; fitted when omitted.
+    factor, term : str, optional
+        Grouping factor (default the first) and coefficient (default ``Intercept``).
+    prob : float
+        HDI probability of the posterior intervals.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    factor = pick_factor(result, factor)
+    terms = factor_terms(result, factor)
+    term = term or ("Intercept" if "Intercept" in terms else terms[0])
+    if term not in terms:
+        raise BayesHLMError(f"{term!r} is not a term of factor {factor!r}: {terms}")
+    tab = _table(result, reml_result, factor, prob).xs(term, level="term")
+    tab = tab.assign(order=tab["no_pool"].fillna(tab["post_mean"])).sort_values("order")
+    fig, ax = axes_or_new(ax, figsize=(6.5, max(3.0, 0.22 * len(tab) + 1.2)))
+    y = np.arange(len(tab))
+    ax.axvline(tab["complete_pool"].iloc[0], color=POOLED_COLOR, lw=1.5, label="complete pooling")
+    ax.hlines(y, tab["hdi_low"], tab["hdi_high"], color=BAYES_COLOR, alpha=0.5, lw=2,
+              label=f"{int(prob * 100)}% HDI")
+    ax.scatter(tab["no_pool"], y, facecolor="white", edgecolor=NOPOOL_COLOR, zorder=3,
+               label="no pooling (OLS per group)")
+    ax.scatter(tab["post_mean"], y, color=BAYES_COLOR, zorder=4, s=22, label="partial pooling (posterior mean)")
+    for yi, (a, b) in enumerate(zip(tab["no_pool"], tab["post_mean"])):
+        if np.isfinite(a) and abs(b - a) > 0:
+            ax.annotate("", xy=(b, yi), xytext=(a, yi),
+                        arrowprops=dict(arrowstyle="->", color=NOPOOL_COLOR, lw=0.8, shrinkA=3, shrinkB=3))
+    if tab["blup"].notna().any():
+        ax.scatter(tab["blup"], y, marker="x", color=REML_COLOR, zorder=5, s=25, label="REML BLUP")
+    ax.set_yticks(y, list(tab.index), fontsize=8)
+    ax.set_xlabel(f"{term} (per {factor})")
+    ax.set_title(f"Shrinkage of {term} by {factor}")
+    ax.legend(fontsize=7, loc="best")
+    return ax
+
+
+def _ellipse(ax, mean, cov, p, **kw):
+    w, v = np.linalg.eigh(cov)
+    w = np.clip(w, 0, None)
+    r = np.sqrt(chi2.ppf(p, 2) * w)
+    angle = np.degrees(np.arctan2(v[1, 1], v[0, 1]))
+    ax.add_patch(Ellipse(mean, 2 * r[1], 2 * r[0], angle=angle, fill=False, **kw))
+
+
+def plot_shrinkage_2d(result: "BayesResult", reml_result=None, factor: str | None = None,
+                      terms: tuple[str, str] | None = None, ellipses=(0.5, 0.95), ax=None):
+    """Intercept-vs-slope shrinkage: no-pooling points -> posterior means, with the population ellipses.
+
+    The ellipses are contours of ``N(mean fixed effects, mean Sigma)`` (posterior means)
+    enclosing ``ellipses`` probability; REML BLUPs (fixed + mode) are overlaid.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    factor = pick_factor(result, factor)
+    all_terms = factor_terms(result, factor)
+    if len(all_terms) < 2:
+        raise BayesHLMError(f"factor {factor!r} has one term ({all_terms}); a 2-D shrinkage plot needs two")
+    a, b = terms or all_terms[:2]
+    ia, ib = all_terms.index(a), all_terms.index(b)
+    tab = _table(result, reml_result, factor, tables.HDI_PROB)
+    A, B = tab.xs(a, level="term"), tab.xs(b, level="term")
+    fig, ax = axes_or_new(ax, figsize=(6, 5))
+    ax.scatter(A["no_pool"], B["no_pool"], facecolor="white", edgecolor=NOPOOL_COLOR, label="no pooling", zorder=3)
+    ax.scatter(A["post_mean"], B["post_mean"], color=BAYES_COLOR, s=22, label="posterior mean", zorder=4)
+    for x0, y0, x1, y1 in zip(A["no_pool"], B["no_pool"], A["post_mean"], B["post_mean"]):
+        if np.all(np.isfinite([x0, y0])):
+            ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                        arrowprops=dict(arrowstyle="->", color=NOPOOL_COLOR, lw=0.7, shrinkA=3, shrinkB=3))
+    if A["blup"].notna().any():
+        ax.scatter(A["blup"], B["blup"], marker="x", color=REML_COLOR, s=25, label="REML BLUP", zorder=5)
+    names = list(result.design.fixed_names)
+    beta = result._draws.flat(naming.FIXED).mean(0)
+    norm = [("Intercept" if n in ("(Intercept)", "Intercept") else n) for n in names]
+    mean = np.array([beta[norm.index(t)] if t in norm else 0.0 for t in (a, b)])
+    cov = result._draws.covariance(factor).mean(0)[np.ix_([ia, ib], [ia, ib])]
+    for p, ls in zip(ellipses, ["--", ":", "-."]):
+        _ellipse(ax, mean, cov, p, color=POOLED_COLOR, ls=ls, lw=1.2)
+        ax.plot([], [], color=POOLED_COLOR, ls=ls, label=f"{int(p * 100)}% population")
+    ax.scatter(*mean, marker="*", s=160, color=POOLED_COLOR, edgecolor="k", zorder=6, label="population mean")
+    ax.set_xlabel(a)
+    ax.set_ylabel(b)
+    ax.set_title(f"Shrinkage of ({a}, {b}) by {factor}")
+    ax.legend(fontsize=7, loc="best")
+    ax.autoscale_view()
+    return ax
