@@ -127,6 +127,7 @@ def fit(
     info = FitInfo(method=chosen, sampler=cfg.sampler, chains=cfg.chains, draws=cfg.draws,
                    tune=cfg.tune, target_accept=cfg.target_accept, seed=cfg.seed, wall_s=wall,
                    compile_s=out.compile_s, sample_s=out.sample_s, interrupted=out.interrupted,
+                   effects_s=float(extra.get("effects_s", 0.0)),
                    extra=extra)
     result = BayesResult(spec, ps, _clean_tree(out.tree, spec.design), info, generator)
     if warn:

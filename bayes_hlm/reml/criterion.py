@@ -176,6 +176,9 @@ class Stats:
     BC_R: np.ndarray | None = None      # (n_R, p+1)
     r_offsets: tuple[int, ...] = ()
     n_R: int = 0
+    dense_R: bool = False
+    A_ER_d: np.ndarray | None = None
+    A_RR_d: np.ndarray | None = None
 
 
 def compute_stats(design: Design, tmap: ThetaMap) -> Stats:
@@ -203,6 +206,10 @@ def compute_stats(design: Design, tmap: ThetaMap) -> Stats:
             o += tmap.factors[k].size
         st.r_offsets = tuple(offs)
         st.n_R = o
+        if st.A_ER.shape[0] * o * o <= 5e7:
+            st.dense_R = True
+            st.A_ER_d = st.A_ER.toarray()
+            st.A_RR_d = st.A_RR.toarray()
     return st
 
 
@@ -301,6 +308,17 @@ class DevFun:
             self._GE = fE.n_levels
         self.n_evals = 0
 
+    def _lam_R_dense(self, lams) -> np.ndarray:
+        st = self.stats
+        out = np.zeros((st.n_R, st.n_R))
+        for k, off in zip(st.R, st.r_offsets):
+            f = self.tmap.factors[k]
+            L = lams[k]
+            blk = out[off:off + f.size, off:off + f.size]
+            for g in range(f.n_levels):
+                blk[g * f.q:(g + 1) * f.q, g * f.q:(g + 1) * f.q] = L
+        return out
+
     # -- public -----------------------------------------------------------
     @property
     def lower(self) -> np.ndarray:
@@ -362,18 +380,31 @@ class DevFun:
         F = KR = rhsR = None
         dense = True
         if st.R:
-            LamR = sp.block_diag([sp.kron(sp.identity(tm.factors[k].n_levels), lams[k])
-                                  for k in st.R], format="csr")
-            LamEblk = sp.kron(sp.identity(self._GE), LamE.T, format="csr") if q > 1 \
-                else None
-            C = st.A_ER @ LamR
-            C = (LamEblk @ C) if q > 1 else C * LamE[0, 0]
-            Linv = np.linalg.inv(LE) if q > 1 else 1.0 / LE
-            F = (_blockdiag(Linv) @ C).tocsr()
-            KRm = (LamR.T @ st.A_RR @ LamR) - (F.T @ F) + self._IR
-            rhsR = LamR.T @ st.BC_R - F.T @ G
+            if st.dense_R:
+                LamR = self._lam_R_dense(lams)
+                C3 = st.A_ER_d.reshape(self._GE, q, st.n_R)
+                if q > 1:
+                    C3 = np.einsum("ji,gjn->gin", LamE, C3)
+                else:
+                    C3 = C3 * LamE[0, 0]
+                C3 = C3 @ LamR
+                F = batched_fsolve(LE, C3).reshape(-1, st.n_R)
+                KRm = LamR.T @ st.A_RR_d @ LamR - F.T @ F
+                KRm[np.diag_indices(st.n_R)] += 1.0
+                rhsR = LamR.T @ st.BC_R - F.T @ G
+            else:
+                LamR = sp.block_diag([sp.kron(sp.identity(tm.factors[k].n_levels), lams[k])
+                                      for k in st.R], format="csr")
+                LamEblk = sp.kron(sp.identity(self._GE), LamE.T, format="csr") if q > 1 \
+                    else None
+                C = st.A_ER @ LamR
+                C = (LamEblk @ C) if q > 1 else C * LamE[0, 0]
+                Linv = np.linalg.inv(LE) if q > 1 else 1.0 / LE
+                F = (_blockdiag(Linv) @ C).tocsr()
+                KRm = (LamR.T @ st.A_RR @ LamR) - (F.T @ F) + self._IR
+                rhsR = LamR.T @ st.BC_R - F.T @ G
             if st.n_R <= DENSE_MAX:
-                Kd = KRm.toarray()
+                Kd = KRm if isinstance(KRm, np.ndarray) else KRm.toarray()
                 try:
                     LR = sla.cholesky(Kd, lower=True, check_finite=False)
                 except np.linalg.LinAlgError:
@@ -461,9 +492,13 @@ class DevFun:
                 blk = Kinv[off:off + f.size, off:off + f.size]
                 idx = np.arange(f.n_levels)[:, None] * f.q + np.arange(f.q)[None, :]
                 out[k] = blk[idx[:, :, None], idx[:, None, :]]
-            Y = (_blockdiag(np.transpose(Linv, (0, 2, 1))) @ ev.F).tocsr()   # L_E⁻ᵀ F = D⁻¹C
+            Y = _blockdiag(np.transpose(Linv, (0, 2, 1))) @ ev.F      # L_E⁻ᵀ F = D⁻¹C
             T = np.asarray(Y @ Kinv)                          # (n_E, n_R)
-            Yd = Y.toarray() if Y.shape[0] * Y.shape[1] < 5e7 else None
+            if isinstance(Y, np.ndarray):
+                Yd = Y
+            else:
+                Y = sp.csr_matrix(Y)
+                Yd = Y.toarray() if Y.shape[0] * Y.shape[1] < 5e7 else None
             if Yd is not None:
                 Tg = T.reshape(G, q, -1)
                 Yg = Yd.reshape(G, q, -1)

@@ -64,12 +64,29 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
         f0 = devfun(x)
         return f0, _num_grad(devfun, x, f0, h, lower)
 
-    r = minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                 options={"maxiter": ctl["maxiter"], "ftol": ctl["ftol"], "gtol": ctl["gtol"],
-                          "maxls": 50})
+    opts = {"maxiter": ctl["maxiter"], "ftol": ctl["ftol"], "gtol": ctl["gtol"], "maxls": 50}
+    r = minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
     theta = np.array(r.x, dtype=float)
-    # L-BFGS-B can stop a hair above the bound; snap tiny diagonal elements as lme4 reports 0
     fun = float(r.fun)
+    # A diagonal element of a q>1 block at 0 is a stationary point of the criterion (it enters
+    # ΛΛᵀ squared), where a gradient method can stall although moving off the bound lowers
+    # the criterion (BOBYQA, lme4's default, does not stall there). Restart off the bound.
+    for _ in range(3):
+        at0 = (lower == 0) & (theta < 1e-6)
+        if not at0.any():
+            break
+        best = None
+        for v in (0.1, 0.5):
+            t0 = theta.copy()
+            t0[at0] = v
+            r2 = minimize(fg, t0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+            if r2.fun < fun - 1e-9 and (best is None or r2.fun < best.fun):
+                best = r2
+        if best is None:
+            break
+        r = best
+        theta, fun = np.array(best.x, dtype=float), float(best.fun)
+    # L-BFGS-B can stop a hair above the bound; snap tiny diagonal elements as lme4 reports 0
     near = (lower == 0) & (theta < 1e-6) & (theta != 0)
     if near.any():
         t2 = theta.copy()
@@ -77,8 +94,45 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
         f2 = devfun(t2)
         if f2 <= fun + 1e-10:
             theta, fun = t2, f2
+    if ctl.get("polish", True):
+        theta, fun = _newton_polish(devfun, theta, fun, lower, ctl)
     return OptResult(theta=theta, fun=fun, n_evals=getattr(devfun, "n_evals", -1),
                      n_iter=int(r.nit), message=str(r.message), success=bool(r.success))
+
+
+def _newton_polish(devfun, theta, fun, lower, ctl, max_steps=6):
+    """A few projected Newton steps on the parameters off the boundary (numerical Hessian)."""
+    for _ in range(max_steps):
+        free = ~((lower == 0) & (theta <= 1e-8))
+        idx = np.flatnonzero(free)
+        if not len(idx):
+            break
+
+        def fsub(z, idx=idx):
+            t = theta.copy()
+            t[idx] = z
+            return np.array([devfun(t)])
+
+        d = derivs(fsub, theta[idx], want_hessian=True, rel_step=1e-3, min_step=1e-4, levels=1)
+        g, H = d["grad"][0], d["hess"][0]
+        try:
+            np.linalg.cholesky(H)
+            step = np.linalg.solve(H, g)
+        except np.linalg.LinAlgError:
+            break
+        improved = False
+        for a in (1.0, 0.5, 0.25):
+            t = theta.copy()
+            t[idx] = t[idx] - a * step
+            t = np.maximum(t, np.where(np.isfinite(lower), lower, -np.inf))
+            f = devfun(t)
+            if f < fun:
+                improved = fun - f > 1e-12
+                theta, fun = t, f
+                break
+        if not improved or np.max(np.abs(step)) < 1e-9:
+            break
+    return theta, fun
 
 
 def check_convergence(devfun, opt: OptResult, control: dict | None = None) -> list[str]:

@@ -205,31 +205,58 @@ class RemlResult:
 
     # ------------------------------------------------------------------ ICC / R²
     def variance_components(self) -> dict:
-        """performance/insight variance parts: fixed, per-factor random (Johnson 2014), residual."""
+        """performance/insight variance parts: fixed, per-factor random, residual.
+
+        Per random term (lme4 group): a random intercept contributes its variance; a term with
+        intercept and slopes ``(x|g)`` contributes Johnson's (2014) ``tr(Σ Zᵀ Z / n)``; a term
+        without intercept (the slope part of ``(x||g)``) contributes nothing, as in
+        ``insight::get_variance`` (performance 0.10.x), whose numbers the tests pin.
+        """
         X = self.design.X
         n = self.nobs
         var_f = float(np.var(X @ self.beta, ddof=1)) if n > 1 else 0.0
         covs = self.covariances()
         rand = {}
         for f in self.devfun.tmap.factors:
-            ZtZ_n = f.Z.T @ f.Z / n
-            rand[f.name] = float(np.trace(covs[f.name] @ ZtZ_n))
+            v = 0.0
+            for k, sl in zip(f.term_index, f.term_slices):
+                g = self.design.groups[k]
+                if "Intercept" not in g.terms:
+                    continue
+                S = covs[f.name][sl, sl]
+                Z = f.Z[:, sl]
+                v += float(np.trace(S @ (Z.T @ Z / n)))
+            rand[f.name] = v
         return {"fixed": var_f, "random": rand, "residual": self.sigma ** 2}
 
     def icc(self, by_factor: bool = False) -> dict:
-        """Adjusted and unadjusted ICC (``performance::icc``)."""
+        """Adjusted and unadjusted ICC (``performance::icc``); NaN for singular fits, as there."""
         vc = self.variance_components()
         vr = sum(vc["random"].values())
         ve = vc["residual"]
-        out = {"icc_adjusted": vr / (vr + ve), "icc_unadjusted": vr / (vr + ve + vc["fixed"])}
+        if self.singular:
+            warnings.warn("Can't compute random effect variances: the fit is singular "
+                          "(performance returns NA here)", BayesHLMWarning, stacklevel=2)
+            out = {"icc_adjusted": np.nan, "icc_unadjusted": np.nan}
+        else:
+            out = {"icc_adjusted": vr / (vr + ve), "icc_unadjusted": vr / (vr + ve + vc["fixed"])}
         if by_factor:
             out["by_factor"] = {k: v / (vr + ve) for k, v in vc["random"].items()}
         return out
 
     def r2(self) -> dict:
-        """Nakagawa marginal / conditional R² (``performance::r2_nakagawa``)."""
+        """Nakagawa marginal / conditional R² (``performance::r2_nakagawa``).
+
+        For singular fits performance drops the random variances: R²m = var_f / (var_f + σ²),
+        R²c = NaN; reproduced here.
+        """
         vc = self.variance_components()
         vr = sum(vc["random"].values())
+        if self.singular:
+            warnings.warn("Can't compute random effect variances: the fit is singular "
+                          "(performance returns NA for R2c)", BayesHLMWarning, stacklevel=2)
+            return {"r2_marginal": vc["fixed"] / (vc["fixed"] + vc["residual"]),
+                    "r2_conditional": np.nan}
         tot = vc["fixed"] + vr + vc["residual"]
         return {"r2_marginal": vc["fixed"] / tot, "r2_conditional": (vc["fixed"] + vr) / tot}
 

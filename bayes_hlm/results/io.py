@@ -111,5 +111,5 @@ def load_result(path: str | os.PathLike):
     if info.method == "marginal":
         from ..backends.marginal import effect_generator
 
-        generator = effect_generator(spec.design, keep["posterior"], info.seed)
+        generator = effect_generator(spec.design, keep["posterior"], info.extra["effects_seed"])
     return BayesResult(spec, ps, xr.DataTree.from_dict(keep), info, generator)

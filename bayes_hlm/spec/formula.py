@@ -113,7 +113,7 @@ def _clean_fixed(rest: str) -> str:
     """Tidy the fixed part left after removing random groups (dangling ``+``)."""
     terms = [t.strip() for t in _split_top_level(rest, "+")]
     terms = [t for t in terms if t]
-    return " + ".join(terms) if terms else "1"
+    return re.sub(r"\+\s*-", "- ", " + ".join(terms)).replace("-  ", "- ") if terms else "1"
 
 
 def _split_top_level(text: str, sep: str) -> list[str]:
