@@ -39,10 +39,24 @@ def fit_design(design: Design, method: str = "REML", control: dict | None = None
     if not design.groups:
         raise ValueError("the model has no random-effect terms; use a linear model")
     ctl = {**DEFAULT_CONTROL, **(control or {})}
-    devfun = DevFun(design, reml=(method == "REML"))
-    opt = optimize_theta(devfun, ctl, theta0=theta0)
-    msgs = check_convergence(devfun, opt, ctl)
-    return RemlResult(spec, devfun, opt, msgs, ctl)
+    with _blas_threads(ctl.get("blas_threads", 1)):
+        devfun = DevFun(design, reml=(method == "REML"))
+        opt = optimize_theta(devfun, ctl, theta0=theta0)
+        msgs = check_convergence(devfun, opt, ctl)
+        return RemlResult(spec, devfun, opt, msgs, ctl)
+
+
+def _blas_threads(n):
+    """Limit BLAS threads during the fit (the per-θ work is many small/medium calls, for which
+    threading mostly costs; ``control={"blas_threads": None}`` leaves BLAS alone)."""
+    import contextlib
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional
+        return contextlib.nullcontext()
+    return threadpool_limits(n, user_api="blas")
 
 
 def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML",

@@ -151,6 +151,24 @@ def _group_cross(codes: np.ndarray, G: int, A: np.ndarray, B: np.ndarray) -> np.
     return out.reshape(G, a, b)
 
 
+def _outer_products(A: sp.csr_matrix, n: int):
+    """Sparse P with ``(Aᵀ diag(w) A).ravel()[pos] = P @ w`` (row outer products of A)."""
+    A = A.tocsr()
+    A.sort_indices()
+    G = A.shape[0]
+    ng = np.diff(A.indptr)
+    row_of = np.repeat(np.arange(G), ng)
+    per = ng[row_of]
+    first = np.repeat(np.arange(A.nnz), per)
+    cum = np.concatenate([[0], np.cumsum(per)[:-1]])
+    partner = A.indptr[row_of][first] + (np.arange(len(first)) - cum[first])
+    vals = A.data[first] * A.data[partner]
+    lin = A.indices[first].astype(np.int64) * n + A.indices[partner]
+    pos, inv = np.unique(lin, return_inverse=True)
+    P = sp.csr_matrix((vals, (inv, row_of[first])), shape=(len(pos), G))
+    return P, pos
+
+
 def _sparse_Z(f: FactorInfo) -> sp.csr_matrix:
     N, q = f.Z.shape
     rows = np.repeat(np.arange(N), q)
@@ -177,6 +195,9 @@ class Stats:
     r_offsets: tuple[int, ...] = ()
     n_R: int = 0
     dense_R: bool = False
+    scalar_R: bool = False          # all factors q = 1, large remainder: outer-product path
+    P: sp.csr_matrix | None = None  # (n_pairs, G_E): vec(A_REᵀ diag(w) A_ER) = P @ w
+    P_pos: np.ndarray | None = None
     A_ER_d: np.ndarray | None = None
     A_RR_d: np.ndarray | None = None
 
@@ -210,6 +231,10 @@ def compute_stats(design: Design, tmap: ThetaMap) -> Stats:
             st.dense_R = True
             st.A_ER_d = st.A_ER.toarray()
             st.A_RR_d = st.A_RR.toarray()
+        elif all(f.q == 1 for f in tmap.factors) and o <= DENSE_MAX:
+            st.scalar_R = True
+            st.A_RR_d = st.A_RR.toarray()
+            st.P, st.P_pos = _outer_products(st.A_ER, o)
     return st
 
 
@@ -329,7 +354,7 @@ class DevFun:
         return self.tmap.theta0.copy()
 
     def __call__(self, theta) -> float:
-        return self.deviance(self.evaluate(theta))
+        return self.deviance(self.evaluate(theta, full=False))
 
     def deviance(self, ev: Evaluation) -> float:
         N, p = self.stats.N, self.stats.p
@@ -353,7 +378,7 @@ class DevFun:
         N, p = self.stats.N, self.stats.p
         return float(np.sqrt(ev.r2 / ((N - p) if self.reml else N)))
 
-    def evaluate(self, theta) -> Evaluation:
+    def evaluate(self, theta, full: bool = True) -> Evaluation:
         self.n_evals += 1
         theta = np.asarray(theta, dtype=float)
         st = self.stats
@@ -380,29 +405,43 @@ class DevFun:
         F = KR = rhsR = None
         dense = True
         if st.R:
-            if st.dense_R:
-                LamR = self._lam_R_dense(lams)
-                C3 = st.A_ER_d.reshape(self._GE, q, st.n_R)
-                if q > 1:
-                    C3 = np.einsum("ji,gjn->gin", LamE, C3)
-                else:
-                    C3 = C3 * LamE[0, 0]
-                C3 = C3 @ LamR
-                F = batched_fsolve(LE, C3).reshape(-1, st.n_R)
-                KRm = LamR.T @ st.A_RR_d @ LamR - F.T @ F
+            if st.scalar_R:
+                lE = LamE[0, 0]
+                lamR = np.concatenate([np.full(tm.factors[k].n_levels, lams[k][0, 0]) for k in st.R])
+                dinv = (lE * lE) / D[:, 0, 0]
+                Mv = st.P @ dinv
+                Mfull = st.A_RR_d.copy().ravel()
+                Mfull[st.P_pos] -= Mv
+                KRm = Mfull.reshape(st.n_R, st.n_R) * np.outer(lamR, lamR)
                 KRm[np.diag_indices(st.n_R)] += 1.0
-                rhsR = LamR.T @ st.BC_R - F.T @ G
+                scaleE = lE / LE[:, 0, 0]
+                rhsR = lamR[:, None] * (st.BC_R - st.A_ER.T @ (scaleE[:, None] * G))
+                if full:
+                    F = (sp.diags(scaleE) @ st.A_ER @ sp.diags(lamR)).tocsr()
             else:
-                LamR = sp.block_diag([sp.kron(sp.identity(tm.factors[k].n_levels), lams[k])
-                                      for k in st.R], format="csr")
-                LamEblk = sp.kron(sp.identity(self._GE), LamE.T, format="csr") if q > 1 \
-                    else None
-                C = st.A_ER @ LamR
-                C = (LamEblk @ C) if q > 1 else C * LamE[0, 0]
-                Linv = np.linalg.inv(LE) if q > 1 else 1.0 / LE
-                F = (_blockdiag(Linv) @ C).tocsr()
-                KRm = (LamR.T @ st.A_RR @ LamR) - (F.T @ F) + self._IR
-                rhsR = LamR.T @ st.BC_R - F.T @ G
+                if st.dense_R:
+                    LamR = self._lam_R_dense(lams)
+                    C3 = st.A_ER_d.reshape(self._GE, q, st.n_R)
+                    if q > 1:
+                        C3 = np.einsum("ji,gjn->gin", LamE, C3)
+                    else:
+                        C3 = C3 * LamE[0, 0]
+                    C3 = C3 @ LamR
+                    F = batched_fsolve(LE, C3).reshape(-1, st.n_R)
+                    KRm = LamR.T @ st.A_RR_d @ LamR - F.T @ F
+                    KRm[np.diag_indices(st.n_R)] += 1.0
+                    rhsR = LamR.T @ st.BC_R - F.T @ G
+                else:
+                    LamR = sp.block_diag([sp.kron(sp.identity(tm.factors[k].n_levels), lams[k])
+                                          for k in st.R], format="csr")
+                    LamEblk = sp.kron(sp.identity(self._GE), LamE.T, format="csr") if q > 1 \
+                        else None
+                    C = st.A_ER @ LamR
+                    C = (LamEblk @ C) if q > 1 else C * LamE[0, 0]
+                    Linv = np.linalg.inv(LE) if q > 1 else 1.0 / LE
+                    F = (_blockdiag(Linv) @ C).tocsr()
+                    KRm = (LamR.T @ st.A_RR @ LamR) - (F.T @ F) + self._IR
+                    rhsR = LamR.T @ st.BC_R - F.T @ G
             if st.n_R <= DENSE_MAX:
                 Kd = KRm if isinstance(KRm, np.ndarray) else KRm.toarray()
                 try:

@@ -39,6 +39,7 @@ class OptResult:
     messages: list = field(default_factory=list)
     gradient: np.ndarray | None = None
     hessian: np.ndarray | None = None
+    free: np.ndarray | None = None
 
 
 def _num_grad(f, x, f0, h, lower):
@@ -76,6 +77,10 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
         if not at0.any():
             break
         best = None
+        probe = theta.copy()
+        probe[at0] = 0.05
+        if devfun(probe) >= fun:      # moving off the bound does not help: a genuine boundary fit
+            break
         for v in (0.1, 0.5):
             t0 = theta.copy()
             t0[at0] = v
@@ -94,13 +99,18 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
         f2 = devfun(t2)
         if f2 <= fun + 1e-10:
             theta, fun = t2, f2
+    cache = {}
     if ctl.get("polish", True):
-        theta, fun = _newton_polish(devfun, theta, fun, lower, ctl)
-    return OptResult(theta=theta, fun=fun, n_evals=getattr(devfun, "n_evals", -1),
-                     n_iter=int(r.nit), message=str(r.message), success=bool(r.success))
+        theta, fun = _newton_polish(devfun, theta, fun, lower, ctl, cache=cache)
+    out = OptResult(theta=theta, fun=fun, n_evals=getattr(devfun, "n_evals", -1),
+                    n_iter=int(r.nit), message=str(r.message), success=bool(r.success))
+    if "theta" in cache and np.array_equal(cache["theta"], theta):
+        out.gradient, out.hessian = cache["grad"], cache["hess"]
+        out.free = cache["free"]
+    return out
 
 
-def _newton_polish(devfun, theta, fun, lower, ctl, max_steps=6):
+def _newton_polish(devfun, theta, fun, lower, ctl, max_steps=6, cache=None):
     """A few projected Newton steps on the parameters off the boundary (numerical Hessian)."""
     for _ in range(max_steps):
         free = ~((lower == 0) & (theta <= 1e-8))
@@ -115,6 +125,8 @@ def _newton_polish(devfun, theta, fun, lower, ctl, max_steps=6):
 
         d = derivs(fsub, theta[idx], want_hessian=True, rel_step=1e-3, min_step=1e-4, levels=1)
         g, H = d["grad"][0], d["hess"][0]
+        if cache is not None:
+            cache.update(theta=theta.copy(), grad=g, hess=H, free=free.copy())
         try:
             np.linalg.cholesky(H)
             step = np.linalg.solve(H, g)
@@ -154,9 +166,12 @@ def check_convergence(devfun, opt: OptResult, control: dict | None = None) -> li
         t[idx] = z
         return np.array([devfun(t)])
 
-    d = derivs(fsub, theta[idx], want_hessian=True, rel_step=1e-3, levels=2)
-    g = d["grad"][0]
-    H = d["hess"][0]
+    if opt.hessian is not None and np.array_equal(getattr(opt, "free", None), free):
+        g, H = opt.gradient, opt.hessian
+    else:
+        d = derivs(fsub, theta[idx], want_hessian=True, rel_step=1e-3, levels=1)
+        g = d["grad"][0]
+        H = d["hess"][0]
     opt.gradient, opt.hessian = g, H
     tol = ctl["check_conv_tol"]
     try:

@@ -28,7 +28,7 @@ def vcov_varpar(devfun, theta: np.ndarray, sigma: float):
         Sinv = np.linalg.inv(ev.S) if p else np.zeros((0, 0))
         return np.concatenate([[ev.ldL2 + (ev.ldS if reml else 0.0), ev.r2], Sinv.ravel()])
 
-    d = derivs(f, theta, want_hessian=True, rel_step=1e-2, min_step=1e-3, levels=3)
+    d = derivs(f, theta, want_hessian=True, rel_step=1e-2, min_step=1e-3, levels=2)
     f0 = d["f"]
     r2 = f0[1]
     Sinv = f0[2:].reshape(p, p)
