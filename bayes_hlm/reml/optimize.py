@@ -110,7 +110,7 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
     return out
 
 
-def _newton_polish(devfun, theta, fun, lower, ctl, max_steps=6, cache=None):
+def _newton_polish(devfun, theta, fun, lower, ctl, max_steps=2, cache=None):
     """A few projected Newton steps on the parameters off the boundary (numerical Hessian)."""
     for _ in range(max_steps):
         free = ~((lower == 0) & (theta <= 1e-8))
