@@ -273,9 +273,9 @@ class RemlResult:
             return fixed
         if method != "profile":
             raise ValueError("method must be 'wald' or 'profile'")
-        from .profile import profile_confint
-        vp = profile_confint(self, level=level, **kwargs)
-        return pd.concat([vp, fixed])
+        raise NotImplementedError(
+            "profile-likelihood intervals for variance components are not implemented yet; "
+            "use method='wald' for the fixed effects")
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict:
