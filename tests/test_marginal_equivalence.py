@@ -73,6 +73,6 @@ def test_marginal_effects_on_demand_equal_stored(sleepstudy, monkeypatch):
     assert "r__Subject" not in lazy.posterior and lazy.info.extra["lazy_effects"] == ["Subject"]
     np.testing.assert_array_equal(lazy.posterior["fixed"].values, stored.posterior["fixed"].values)
     b = stored.posterior["r__Subject"].values.reshape(400, 18, 2)
-    np.testing.assert_allclose(lazy._draws.effects("Subject"), b, rtol=1e-8)
-    np.testing.assert_allclose(lazy._draws.effects("Subject", np.arange(37, 52)), b[37:52], rtol=1e-8)
+    np.testing.assert_allclose(lazy._draws.effects("Subject"), b, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(lazy._draws.effects("Subject", np.arange(37, 52)), b[37:52], rtol=1e-8, atol=1e-8)
     pd.testing.assert_frame_equal(lazy.summary(), stored.summary(), rtol=1e-8)

@@ -46,3 +46,24 @@ def test_fast_switch_is_read():
     for name in ["01_sleepstudy.ipynb", "02_hsb_schools.ipynb", "03_crossed.ipynb"]:
         text = (NB_DIR / name).read_text()
         assert "BAYES_HLM_FAST" in text, name
+
+
+def test_benchmark_notebook_plots_results(tmp_path, monkeypatch):
+    """04_benchmarks draws time and ESS/s vs rows when result files exist."""
+    import json
+    import shutil
+
+    (tmp_path / "notebooks").mkdir()
+    res = tmp_path / "benchmarks" / "results"
+    res.mkdir(parents=True)
+    runs = [{"method": m, "n_obs": n, "wall_s": t * n / 1e4, "min_ess_bulk": 800.0, "reml_s": n / 1e5}
+            for m, t in (("full", 5.0), ("marginal", 0.5)) for n in (1_000, 10_000, 100_000)]
+    (res / "scaling.json").write_text(json.dumps({"machine": "test", "runs": runs}))
+    shutil.copy(NB_DIR / "04_benchmarks.ipynb", tmp_path / "notebooks")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(tmp_path / "notebooks" / "04_benchmarks.ipynb", as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outs)
+    assert any("1 benchmark file" in o.get("text", "") for o in outs)

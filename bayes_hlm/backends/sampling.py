@@ -1,8 +1,13 @@
 """Run NUTS on a PyMC model with the chosen engine and time its phases.
 
 Engines: PyMC's own NUTS (``"pymc"``), nutpie (``"nutpie"``, numba-compiled),
-NumPyro (``"numpyro"``, JAX). PyMC 6.4's ``pm.sample`` silently picks nutpie
-when installed, so the engine is always passed explicitly.
+NumPyro through ``pm.sample`` (``"numpyro"``), and ``"jax"``: NumPyro's NUTS
+kernel on the jaxified model in one vectorised XLA program whose compiled
+form is cached across processes (:mod:`bayes_hlm.backends.jax_nuts`; the
+fastest end to end once warm). ``"auto"`` picks ``"jax"`` when JAX and NumPyro
+import and the model's graph can be lowered to JAX, else ``"pymc"``.
+PyMC 6.4's ``pm.sample`` silently picks nutpie when installed, so the engine is
+always passed explicitly.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-SAMPLERS = ("pymc", "nutpie", "numpyro")
+SAMPLERS = ("auto", "jax", "pymc", "nutpie", "numpyro")
 
 
 @dataclass
@@ -78,6 +83,11 @@ def sample_model(model: pm.Model, cfg: SamplerConfig, var_names: list[str] | Non
     A ``KeyboardInterrupt`` during nutpie sampling keeps the draws done so far
     (the result is flagged ``interrupted``); PyMC's own sampler does the same.
     """
+    if cfg.sampler in ("auto", "jax"):
+        out = _sample_jax_or_fallback(model, cfg, var_names)
+        if out is not None:
+            return out
+        cfg.sampler = "pymc"
     if cfg.sampler == "nutpie":
         return _sample_nutpie(model, cfg, var_names)
     t0 = time.perf_counter()
@@ -95,6 +105,27 @@ def sample_model(model: pm.Model, cfg: SamplerConfig, var_names: list[str] | Non
     stats = tree["sample_stats"].attrs if "sample_stats" in tree.children else {}
     sample_s = float(stats.get("sampling_time", total))
     return SampleOutput(tree=tree, compile_s=max(total - sample_s, 0.0), sample_s=sample_s)
+
+
+def _sample_jax_or_fallback(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutput | None:
+    """The cached JAX engine; ``None`` (so the caller falls back to PyMC) under ``"auto"``
+    when JAX is missing or the graph has an op without a JAX implementation."""
+    from . import jax_nuts
+
+    if not jax_nuts.available():
+        if cfg.sampler == "jax":
+            raise ImportError("sampler='jax' needs the optional extra: pip install 'bayes_hlm[jax]'")
+        return None
+    try:
+        out = jax_nuts.sample_jax(model, cfg, var_names)
+    except KeyboardInterrupt:
+        raise
+    except NotImplementedError:  # an op PyTensor cannot lower to JAX
+        if cfg.sampler == "jax":
+            raise
+        return None
+    cfg.sampler = "jax"
+    return out
 
 
 def _sample_nutpie(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutput:
