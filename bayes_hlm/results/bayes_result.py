@@ -333,6 +333,51 @@ class BayesResult:
 
         return load_result(path)
 
+    # ------------------------------------------------------------ reporting
+    def reml(self, method: str = "REML"):
+        """The frequentist fit of the same model (lme4's REML/ML), cached."""
+        key = ("reml", method)
+        if key not in self._cache:
+            from ..reml import reml
+
+            self._cache[key] = reml(self.spec, method=method)
+        return self._cache[key]
+
+    def compare_reml(self, reml_result=None, prob: float = tables.HDI_PROB):
+        """Posterior next to the REML estimates: one row per parameter, ICC and R².
+
+        See :func:`bayes_hlm.results.compare_reml.compare_reml`.
+        """
+        from .compare_reml import compare_reml
+
+        return compare_reml(self, reml_result if reml_result is not None else self.reml(), prob)
+
+    def shrinkage_table(self, factor: str | None = None, reml_result=None):
+        """Per group: no-pooling OLS, posterior mean (partial pooling) and REML BLUP."""
+        from .compare_reml import shrinkage_table
+
+        return shrinkage_table(self, reml_result if reml_result is not None else self.reml(), factor=factor)
+
+    def report(self, path, reml_result=None):
+        """Write a self-contained HTML report (model, priors, diagnostics, tables, plots)."""
+        from ..reporters import write_report
+
+        return write_report(self, path, reml_result=reml_result if reml_result is not None else self.reml())
+
+    def plot_shrinkage(self, **kwargs):
+        """Shrinkage plot (no pooling -> partial pooling -> complete pooling); see reporters."""
+        from ..reporters import plot_shrinkage
+
+        kwargs.setdefault("reml_result", self.reml())
+        return plot_shrinkage(self, **kwargs)
+
+    def plot_caterpillar(self, **kwargs):
+        """Caterpillar plot of the group effects with REML BLUPs marked."""
+        from ..reporters import plot_caterpillar
+
+        kwargs.setdefault("reml_result", self.reml())
+        return plot_caterpillar(self, **kwargs)
+
     # ---------------------------------------------------------------- priors
     def prior_summary(self) -> pd.DataFrame:
         """Every prior in use (brms ``prior_summary``)."""
