@@ -21,7 +21,6 @@ NOTEBOOKS = {
 @pytest.mark.parametrize("name", [pytest.param(n, marks=m) for n, m in NOTEBOOKS.items()])
 def test_notebook_runs(name, monkeypatch):
     monkeypatch.setenv("BAYES_HLM_FAST", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NB_DIR / name, as_version=4)
     t0 = time.perf_counter()
     client = nbclient.NotebookClient(nb, timeout=1500, kernel_name="python3",
@@ -60,7 +59,6 @@ def test_benchmark_notebook_plots_results(tmp_path, monkeypatch):
             for m, t in (("full", 5.0), ("marginal", 0.5)) for n in (1_000, 10_000, 100_000)]
     (res / "scaling.json").write_text(json.dumps({"machine": "test", "runs": runs}))
     shutil.copy(NB_DIR / "04_benchmarks.ipynb", tmp_path / "notebooks")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(tmp_path / "notebooks" / "04_benchmarks.ipynb", as_version=4)
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
