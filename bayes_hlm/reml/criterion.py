@@ -265,7 +265,7 @@ def batched_fsolve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     for i in range(q):
         acc = B[:, i, :]
         if i:
-            acc = acc - np.einsum("gj,gjk->gk", L[:, i, :i], X[:, :i, :])
+            acc = acc - (L[:, i, :i, None] * X[:, :i, :]).sum(axis=1)
         X[:, i, :] = acc / L[:, i, i][:, None]
     return X
 
@@ -279,7 +279,7 @@ def batched_bsolve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     for i in range(q - 1, -1, -1):
         acc = B[:, i, :]
         if i < q - 1:
-            acc = acc - np.einsum("gj,gjk->gk", L[:, i + 1:, i], X[:, i + 1:, :])
+            acc = acc - (L[:, i + 1:, i, None] * X[:, i + 1:, :]).sum(axis=1)
         X[:, i, :] = acc / L[:, i, i][:, None]
     return X
 
@@ -394,10 +394,10 @@ class DevFun:
             LE = np.sqrt(D)
             WE = (l * st.BC_E) / LE
         else:
-            D = np.einsum("ji,gjk,kl->gil", LamE, st.A_E, LamE, optimize=True)
+            D = LamE.T @ st.A_E @ LamE
             D[:, np.arange(q), np.arange(q)] += 1.0
             LE = batched_chol(D)
-            WE = batched_fsolve(LE, np.einsum("ji,gjk->gik", LamE, st.BC_E))
+            WE = batched_fsolve(LE, LamE.T @ st.BC_E)
         ldL2 = 2.0 * float(np.sum(np.log(LE[:, np.arange(q), np.arange(q)])))
         G = WE.reshape(-1, p + 1)
         gram = G.T @ G
@@ -423,7 +423,7 @@ class DevFun:
                     LamR = self._lam_R_dense(lams)
                     C3 = st.A_ER_d.reshape(self._GE, q, st.n_R)
                     if q > 1:
-                        C3 = np.einsum("ji,gjn->gin", LamE, C3)
+                        C3 = LamE.T @ C3
                     else:
                         C3 = C3 * LamE[0, 0]
                     C3 = C3 @ LamR

@@ -18,6 +18,7 @@ from .numderiv import derivs
 __all__ = ["OptResult", "optimize_theta", "check_convergence", "DEFAULT_CONTROL"]
 
 DEFAULT_CONTROL = {
+    "optimizer": "bobyqa",      # nlopt LN_BOBYQA (lme4 default); "L-BFGS-B" (scipy) otherwise
     "maxiter": 1000,
     "ftol": 1e-14,
     "gtol": 1e-8,
@@ -54,6 +55,57 @@ def _num_grad(f, x, f0, h, lower):
     return g
 
 
+def _have_nlopt() -> bool:
+    try:
+        import nlopt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _bobyqa(devfun, x0, lower, ctl):
+    """nlopt LN_BOBYQA with lme4's ``nloptwrap`` settings (xtol_abs = ftol_abs = 1e-8)."""
+    import nlopt
+    k = len(x0)
+    o = nlopt.opt(nlopt.LN_BOBYQA, k)
+    o.set_lower_bounds([lo if np.isfinite(lo) else -np.inf for lo in lower])
+    o.set_upper_bounds([np.inf] * k)
+    o.set_xtol_abs(ctl.get("xtol_abs", 1e-8))
+    o.set_ftol_abs(ctl.get("ftol_abs", 1e-8))
+    o.set_maxeval(int(ctl.get("maxfun", 100_000)))
+    best = {"f": np.inf, "x": np.array(x0, dtype=float)}
+
+    def f(x, grad):
+        v = float(devfun(x))
+        if not np.isfinite(v):
+            v = 1e300
+        if v < best["f"]:
+            best["f"], best["x"] = v, np.array(x, dtype=float)
+        return v
+
+    o.set_min_objective(f)
+    x0 = np.maximum(np.asarray(x0, dtype=float), np.where(np.isfinite(lower), lower, -np.inf))
+    try:
+        x = o.optimize(x0)
+        fun = o.last_optimum_value()
+        code = o.last_optimize_result()
+        ok = code in (1, 2, 3, 4)   # 5, 6: maxeval / maxtime reached
+        msg = f"NLOPT result code {code}"
+    except (nlopt.RoundoffLimited, RuntimeError) as e:  # keep the best point seen
+        x, fun, ok, msg = best["x"], best["f"], True, f"NLOPT: {type(e).__name__}"
+    return _Res(x=np.array(x, dtype=float), fun=float(fun), nit=o.get_numevals(), success=ok,
+                message=msg)
+
+
+@dataclass
+class _Res:
+    x: np.ndarray
+    fun: float
+    nit: int
+    success: bool
+    message: str
+
+
 def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResult:
     ctl = {**DEFAULT_CONTROL, **(control or {})}
     lower = devfun.lower
@@ -66,7 +118,16 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
         return f0, _num_grad(devfun, x, f0, h, lower)
 
     opts = {"maxiter": ctl["maxiter"], "ftol": ctl["ftol"], "gtol": ctl["gtol"], "maxls": 50}
-    r = minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+    method = ctl.get("optimizer", "bobyqa")
+    if method == "bobyqa" and not _have_nlopt():
+        method = "L-BFGS-B"
+
+    def run(start):
+        if method == "bobyqa":
+            return _bobyqa(devfun, start, lower, ctl)
+        return minimize(fg, start, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+
+    r = run(x0)
     theta = np.array(r.x, dtype=float)
     fun = float(r.fun)
     # A diagonal element of a q>1 block at 0 is a stationary point of the criterion (it enters
@@ -84,7 +145,7 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
         for v in (0.1, 0.5):
             t0 = theta.copy()
             t0[at0] = v
-            r2 = minimize(fg, t0, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
+            r2 = run(t0)
             if r2.fun < fun - 1e-9 and (best is None or r2.fun < best.fun):
                 best = r2
         if best is None:
@@ -92,7 +153,7 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
         r = best
         theta, fun = np.array(best.x, dtype=float), float(best.fun)
     # L-BFGS-B can stop a hair above the bound; snap tiny diagonal elements as lme4 reports 0
-    near = (lower == 0) & (theta < 1e-6) & (theta != 0)
+    near = (lower == 0) & (theta < ctl["check_singular_tol"]) & (theta != 0)
     if near.any():
         t2 = theta.copy()
         t2[near] = 0.0
@@ -131,6 +192,10 @@ def _newton_polish(devfun, theta, fun, lower, ctl, max_steps=2, cache=None):
             np.linalg.cholesky(H)
             step = np.linalg.solve(H, g)
         except np.linalg.LinAlgError:
+            break
+        # predicted gain of the Newton step below the optimiser's own tolerance: keep the point
+        # (the derivatives just computed then serve checkConv, as in lme4)
+        if 0.5 * float(g @ step) < ctl.get("polish_ftol", 1e-8):
             break
         improved = False
         for a in (1.0, 0.5, 0.25):
