@@ -1,0 +1,528 @@
+"""Metadata pass: fix the design (levels, contrasts, factor codes, structure) before any statistics.
+
+Pass 1 over the partitions (:func:`scan_partition`, reduced by :func:`merge_scans`)
+collects, after dropping rows with missing values in used columns exactly as
+:func:`bayes_hlm.spec.build.build_spec` does:
+
+* row and missing-value counts (per column);
+* the levels of every factor-typed used column (category order for
+  categoricals, e.g. Parquet dictionaries; sorted values otherwise; unused
+  categories dropped, as ``_as_factor`` does in memory);
+* for multi-column grouping factors (``a:b``) and for designs with two
+  factors, the observed combinations of the grouping columns (O(groups)), which
+  give the interaction levels in the in-memory order and the nesting map;
+* the first clean rows, used to build a tiny :class:`~bayes_hlm.spec.build.ModelSpec`.
+
+:class:`DesignMeta` then holds everything each partition needs to build its
+design rows with the same encoding as the in-memory path: the sample spec
+(formulae's fixed and random design matrices, whose ``evaluate_new_data``
+maps levels consistently), the global levels of each factor column and the
+global level table of each grouping factor.  Because levels come from a pass
+over all partitions, no partition can meet an unseen level.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BayesHLMError, BayesHLMWarning, DataError, FormulaError
+from ..backends.sufficient_stats import FactorBlock, StatsPlan, _parent_map
+from ..spec.build import ModelSpec, _expr_vars, _is_factor_dtype, _used_columns, build_spec
+from ..spec.checks import Control, apply_check
+from ..spec.design import Design, GroupTerm
+from ..spec.formula import ParsedFormula, parse_formula
+
+__all__ = ["OutOfCoreError", "ModelFrame", "ScanPart", "DesignMeta", "StatsDesign",
+           "scan_partition", "merge_scans"]
+
+HEAD_ROWS = 200
+MAX_COMBOS = 20_000_000
+
+
+class OutOfCoreError(BayesHLMError, NotImplementedError):
+    """The request needs the rows again (or a layout the out-of-core engine does not handle)."""
+
+
+# --------------------------------------------------------------------------- #
+# Static facts from the formula and the column names
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class ModelFrame:
+    """Formula facts needed before reading any row."""
+
+    formula: str
+    parsed: ParsedFormula
+    used: tuple[str, ...]
+    group_cols: tuple[str, ...]          # columns that define grouping factors
+    formula_cols: tuple[str, ...]        # columns used in the response, fixed part or Z expressions
+    na_action: str = "omit"
+
+    @classmethod
+    def make(cls, formula: str, columns, na_action: str = "omit") -> "ModelFrame":
+        if na_action not in ("omit", "raise"):
+            raise ValueError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
+        parsed = parse_formula(formula)
+        used = _used_columns(parsed, pd.DataFrame(columns=list(columns)))
+        gcols = []
+        for t in parsed.random:
+            for c in t.factor_columns:
+                if c not in gcols:
+                    gcols.append(c)
+        fcols = set(_expr_vars(parsed.fixed_rhs)) | set(_expr_vars(parsed.response))
+        for t in parsed.random:
+            fcols |= _expr_vars(t.expr)
+        return cls(formula, parsed, tuple(used), tuple(gcols),
+                   tuple(c for c in used if c in fcols), na_action)
+
+    @property
+    def factors(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Distinct grouping factors (name, columns) in formula order."""
+        out: dict[str, tuple[str, ...]] = {}
+        for t in self.parsed.random:
+            out.setdefault(t.factor, t.factor_columns)
+        return list(out.items())
+
+    @property
+    def needs_combos(self) -> bool:
+        facs = self.factors
+        return len(facs) >= 2 or any(len(c) > 1 for _, c in facs)
+
+
+# --------------------------------------------------------------------------- #
+# Pass 1
+# --------------------------------------------------------------------------- #
+@dataclass
+class ColumnLevels:
+    """Levels seen in some partitions of one factor-typed column."""
+
+    categories: pd.Index | None = None   # categorical input: its categories ...
+    used: np.ndarray | None = None       # ... and which of them occur
+    values: np.ndarray | None = None     # otherwise: the distinct values
+    numeric: bool = False
+
+    def labels(self) -> np.ndarray:
+        if self.categories is not None:
+            return np.asarray(self.categories[self.used])
+        return self.values
+
+
+@dataclass
+class ScanPart:
+    """Pass-1 summary of one or more partitions (mergeable)."""
+
+    n_rows: int = 0
+    n_kept: int = 0
+    na_rows: int = 0
+    na_cols: dict = field(default_factory=dict)
+    levels: dict = field(default_factory=dict)      # column -> ColumnLevels
+    combos: pd.DataFrame | None = None               # distinct tuples of the grouping columns
+    head: pd.DataFrame | None = None
+    dtypes: dict = field(default_factory=dict)
+
+
+def _clean(df: pd.DataFrame, mf: ModelFrame) -> tuple[pd.DataFrame, dict, int]:
+    """Used columns with rows having missing values dropped (as in memory); infinities raise."""
+    sub = df[list(mf.used)]
+    for name in sub.columns:
+        col = sub[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            n_inf = int(np.isinf(col.to_numpy(dtype=float, na_value=np.nan)).sum())
+            if n_inf:
+                raise DataError(
+                    f"column {name!r} has {n_inf} infinite value(s); remove or recode them "
+                    "(infinite values are never dropped silently)")
+    na = sub.isna()
+    bad = na.any(axis=1).to_numpy()
+    per_col = {c: int(v) for c, v in na.sum().items() if v}
+    n_na = int(bad.sum())
+    if n_na:
+        sub = sub.loc[~bad]
+    return sub, per_col, n_na
+
+
+def _is_factor_col(name: str, col: pd.Series, mf: ModelFrame) -> bool:
+    return name in mf.group_cols or _is_factor_dtype(col)
+
+
+def scan_partition(df: pd.DataFrame, mf: ModelFrame) -> ScanPart:
+    """Pass-1 facts of one partition (after dropping rows with missing values)."""
+    sub, per_col, n_na = _clean(df, mf)
+    out = ScanPart(n_rows=len(df), n_kept=len(sub), na_rows=n_na, na_cols=per_col,
+                   dtypes={c: str(df[c].dtype) for c in mf.used})
+    for name in mf.used:
+        col = sub[name]
+        if not _is_factor_col(name, col, mf):
+            continue
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            cats = col.cat.categories
+            used = np.bincount(np.asarray(col.cat.codes, dtype=np.int64) + 1,
+                               minlength=len(cats) + 1)[1:] > 0
+            out.levels[name] = ColumnLevels(categories=cats, used=used)
+        else:
+            vals = pd.unique(col.to_numpy())
+            num = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+            out.levels[name] = ColumnLevels(values=np.asarray(vals), numeric=num)
+    if mf.needs_combos and len(sub):
+        out.combos = sub[list(mf.group_cols)].drop_duplicates().reset_index(drop=True)
+    out.head = sub.head(HEAD_ROWS) if len(sub) else None
+    return out
+
+
+def _merge_levels(a: ColumnLevels, b: ColumnLevels) -> ColumnLevels:
+    if a.categories is not None and b.categories is not None and (
+            a.categories is b.categories or a.categories.equals(b.categories)):
+        return ColumnLevels(categories=a.categories, used=a.used | b.used)
+    va, vb = a.labels(), b.labels()
+    vals = pd.unique(np.concatenate([np.asarray(va, dtype=object), np.asarray(vb, dtype=object)]))
+    return ColumnLevels(values=np.asarray(vals), numeric=a.numeric and b.numeric)
+
+
+def merge_scans(parts: list[ScanPart]) -> ScanPart:
+    """Union of pass-1 summaries (associative; used in the tree reduction)."""
+    parts = [p for p in parts if p is not None]
+    out = ScanPart()
+    combos = []
+    for p in parts:
+        out.n_rows += p.n_rows
+        out.n_kept += p.n_kept
+        out.na_rows += p.na_rows
+        for c, v in p.na_cols.items():
+            out.na_cols[c] = out.na_cols.get(c, 0) + v
+        for c, lv in p.levels.items():
+            out.levels[c] = lv if c not in out.levels else _merge_levels(out.levels[c], lv)
+        if p.combos is not None:
+            combos.append(p.combos)
+        if out.head is None and p.head is not None:
+            out.head = p.head
+        for c, d in p.dtypes.items():
+            out.dtypes.setdefault(c, d)
+    if combos:
+        cat = pd.concat(combos, ignore_index=True) if len(combos) > 1 else combos[0]
+        out.combos = cat.drop_duplicates().reset_index(drop=True) if len(combos) > 1 else cat
+        if len(out.combos) > MAX_COMBOS:
+            raise OutOfCoreError(
+                f"more than {MAX_COMBOS} distinct combinations of the grouping columns: the "
+                "factors are crossed, which the out-of-core engine does not handle (crossed "
+                "factors need a pass over the rows at every sampler step)")
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Global design facts
+# --------------------------------------------------------------------------- #
+def _sorted_levels(values: np.ndarray) -> list:
+    try:
+        return sorted(values)
+    except TypeError:
+        return sorted(values, key=str)
+
+
+def _column_levels(lv: ColumnLevels) -> pd.Index:
+    """Global levels of a column in R's order (category order, else sorted values)."""
+    if lv.categories is not None:
+        return lv.categories[lv.used]
+    vals = lv.values
+    try:
+        idx = pd.Index(vals)
+    except Exception:  # pragma: no cover
+        idx = pd.Index(vals, dtype=object)
+    return pd.Index(_sorted_levels(list(idx)), dtype=idx.dtype if idx.dtype != object else object)
+
+
+@dataclass(frozen=True, eq=False)
+class StatsDesign(Design):
+    """A :class:`Design` with no rows: names, levels and sizes only (the rows stay on disk).
+
+    ``y``/``X`` and each term's ``codes``/``Z`` have zero rows; :attr:`n` is the
+    number of rows used by the fit.
+    """
+
+    n_rows: int = 0
+
+    @property
+    def n(self) -> int:  # type: ignore[override]
+        return int(self.n_rows)
+
+
+@dataclass
+class FactorInfo:
+    """One grouping factor: its columns and how to turn column codes into level ids."""
+
+    name: str
+    columns: tuple[str, ...]
+    n_levels: int
+    labels: pd.Index                      # level labels in code order (strings)
+    combined: np.ndarray | None = None    # multi-column: sorted combined column codes of the levels
+    radix: tuple[int, ...] = ()           # per column: number of column levels
+
+
+_IGNORE = Control(check_nlev_gtr_1="ignore", check_nobs_vs_nlev="ignore", check_nobs_vs_nRE="ignore",
+                  check_rank="ignore", check_numeric_group="ignore", check_slope_variation="ignore")
+
+
+@dataclass
+class DesignMeta:
+    """Everything fixed by the metadata pass; picklable (ships to the workers once).
+
+    The :class:`ModelSpec` itself holds formulae objects that do not pickle, so
+    workers rebuild it from ``sample`` (a few rows; deterministic) and cache it.
+    """
+
+    mf: ModelFrame
+    sample: pd.DataFrame                  # rows that give formulae every level of factor predictors
+    col_levels: dict                      # factor-typed column -> pd.Index of global levels
+    factors: list                         # FactorInfo per distinct grouping factor, formula order
+    structure: str                        # "none" | "single" | "nested"
+    outer_inner: tuple[int, ...] = ()     # nested: indices into ``factors`` of (outer, inner)
+    parent: np.ndarray | None = None      # nested: outer level of each inner level
+    n_rows: int = 0
+    n_kept: int = 0
+    na_rows: int = 0
+    na_cols: dict = field(default_factory=dict)
+    fixed_names_full: tuple[str, ...] = ()
+    term_names: tuple = ()                # per random term: Z column names
+    token: str = ""
+    _spec: ModelSpec | None = field(default=None, repr=False)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_spec"] = None
+        return d
+
+    # ---------------------------------------------------------------- spec
+    def spec(self) -> ModelSpec:
+        """The sample :class:`ModelSpec` (categories of factor columns set to the global levels)."""
+        if self._spec is None:
+            self._spec = _cached_spec(self)
+        return self._spec
+
+    def factor_of_term(self, k: int) -> int:
+        name = self.mf.parsed.random[k].factor
+        return next(i for i, f in enumerate(self.factors) if f.name == name)
+
+    def blocks(self) -> list[tuple[int, tuple[int, ...]]]:
+        """(factor index, term indices) per distinct factor, formula order."""
+        out: dict[int, list[int]] = {}
+        for k in range(len(self.mf.parsed.random)):
+            out.setdefault(self.factor_of_term(k), []).append(k)
+        return [(f, tuple(ks)) for f, ks in out.items()]
+
+    def plan(self) -> StatsPlan:
+        blocks = []
+        for fi, ks in self.blocks():
+            blocks.append(FactorBlock(self.factors[fi].name, ks,
+                                      tuple(len(self.term_names[k]) for k in ks),
+                                      self.factors[fi].n_levels))
+        if self.structure == "none":
+            return StatsPlan("none", ())
+        if self.structure == "single":
+            return StatsPlan("single", (blocks[0],))
+        order = {b.factor: b for b in blocks}
+        o, i = (self.factors[j].name for j in self.outer_inner)
+        return StatsPlan("nested", (order[o], order[i]), parent=self.parent)
+
+    def design(self, kept: np.ndarray, n_rows: int, info: dict | None = None) -> StatsDesign:
+        parsed = self.mf.parsed
+        groups = []
+        for k, t in enumerate(parsed.random):
+            f = self.factors[self.factor_of_term(k)]
+            q = len(self.term_names[k])
+            groups.append(GroupTerm(factor=t.factor, terms=self.term_names[k],
+                                    correlated=t.correlated and q > 1,
+                                    codes=np.zeros(0, dtype=np.int64), levels=f.labels,
+                                    Z=np.zeros((0, q))))
+        names = tuple(self.fixed_names_full[j] for j in kept)
+        return StatsDesign(formula=self.mf.formula, response=parsed.response, y=np.zeros(0),
+                           X=np.zeros((0, len(names))), fixed_names=names, groups=tuple(groups),
+                           row_index=pd.RangeIndex(0), fixed_formula=parsed.fixed_rhs,
+                           info=dict(info or {}), n_rows=n_rows)
+
+    # ---------------------------------------------------------- codes
+    def column_codes(self, name: str, col: pd.Series) -> np.ndarray:
+        """Global level codes of a factor-typed column (no missing values)."""
+        levels = self.col_levels[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            m = _category_map(name, col.cat.categories, levels)
+            codes = m[np.asarray(col.cat.codes, dtype=np.int64)]
+        else:
+            codes = levels.get_indexer(pd.Index(col.to_numpy()))
+        if len(codes) and codes.min() < 0:
+            raise DataError(f"column {name!r} has values that the metadata pass did not see; was "
+                            "the data changed between the two passes?")
+        return codes.astype(np.int64, copy=False)
+
+    def factor_codes(self, fi: int, col_codes: dict) -> np.ndarray:
+        f = self.factors[fi]
+        if f.combined is None:
+            return col_codes[f.columns[0]]
+        comb = np.zeros(len(col_codes[f.columns[0]]), dtype=np.int64)
+        for c, k in zip(f.columns, f.radix):
+            comb = comb * k + col_codes[c]
+        return np.searchsorted(f.combined, comb).astype(np.int64)
+
+
+_CAT_MAPS: dict = {}
+_SPECS: dict = {}
+
+
+def _category_map(name: str, cats: pd.Index, levels: pd.Index) -> np.ndarray:
+    """Map from a partition's category codes to global level codes (cached per process)."""
+    key = (name, len(cats), len(levels))
+    hit = _CAT_MAPS.get(key)
+    if hit is not None and (hit[0] is cats or hit[0].equals(cats)) and hit[1] is levels:
+        return hit[2]
+    m = np.append(levels.get_indexer(cats).astype(np.int64), -1)  # code -1 -> -1
+    if len(_CAT_MAPS) > 64:
+        _CAT_MAPS.clear()
+    _CAT_MAPS[key] = (cats, levels, m)
+    return m
+
+
+def _cached_spec(meta: DesignMeta) -> ModelSpec:
+    hit = _SPECS.get(meta.token)
+    if hit is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hit = build_spec(meta.mf.formula, meta.sample, control=_IGNORE)
+        # grouping-only columns: the sample does not hold every level; give the spec the global ones
+        for name, levels in meta.col_levels.items():
+            if name in hit.data.columns:
+                hit.data[name] = pd.Categorical(hit.data[name], categories=levels, ordered=True)
+        if len(_SPECS) > 8:
+            _SPECS.clear()
+        _SPECS[meta.token] = hit
+    return hit
+
+
+def _build_sample(scan: ScanPart, mf: ModelFrame, col_levels: dict) -> pd.DataFrame:
+    """A few real rows, extended so each factor predictor shows every global level once."""
+    head = scan.head.reset_index(drop=True).copy()
+    extra = []
+    for name in mf.formula_cols:
+        if name not in col_levels or name == mf.parsed.response:
+            continue
+        levels = col_levels[name]
+        seen = set(pd.Index(head[name].astype(object)).unique())
+        missing = [v for v in levels if v not in seen]
+        if missing:
+            rows = head.iloc[np.zeros(len(missing), dtype=int)].copy()
+            rows[name] = pd.Series(missing, index=rows.index, dtype=object)
+            extra.append(rows)
+    if extra:
+        head = pd.concat([head.astype({c: object for c in col_levels if c in head})] + extra,
+                         ignore_index=True)
+    for name, levels in col_levels.items():
+        if name in head:
+            vals = head[name]
+            if isinstance(vals.dtype, pd.CategoricalDtype):
+                vals = vals.astype(object)
+            head[name] = pd.Categorical(vals, categories=levels, ordered=True)
+    return head
+
+
+def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
+               token: str = "") -> DesignMeta:
+    """Global design facts from the merged pass-1 summary."""
+    control = control or Control()
+    if scan.n_rows == 0:
+        raise DataError("data has no rows")
+    if scan.na_rows:
+        per = {c: v for c, v in scan.na_cols.items()}
+        if mf.na_action == "raise":
+            raise DataError(f"{scan.na_rows} row(s) have missing values in used columns {per}; "
+                            "drop them or use na_action='omit'")
+        warnings.warn(f"dropped {scan.na_rows} of {scan.n_rows} rows with missing values in {per} "
+                      "(na_action='omit')", BayesHLMWarning, stacklevel=3)
+    if scan.n_kept == 0 or scan.head is None:
+        raise DataError("no rows left after dropping rows with missing values in used columns")
+    col_levels = {c: _column_levels(lv) for c, lv in scan.levels.items()}
+    for name in mf.group_cols:
+        lv = scan.levels[name]
+        if lv.categories is None and lv.numeric:
+            vals = np.asarray(col_levels[name], dtype=float)
+            apply_check(control, "check_numeric_group", bool(np.all(vals == np.round(vals))),
+                        f"grouping column {name!r} is numeric with non-integer values; it is "
+                        f"treated as categorical with {len(vals)} levels")
+    sample = _build_sample(scan, mf, col_levels)
+    # grouping factors
+    combos_codes = None
+    if scan.combos is not None:
+        combos_codes = {}
+        for c in mf.group_cols:
+            combos_codes[c] = col_levels[c].get_indexer(pd.Index(
+                scan.combos[c].astype(object) if isinstance(scan.combos[c].dtype, pd.CategoricalDtype)
+                else scan.combos[c]))
+    factors: list[FactorInfo] = []
+    factor_row_codes = {}
+    for name, cols in mf.factors:
+        if len(cols) == 1:
+            lv = col_levels[cols[0]]
+            labels = pd.Index(np.asarray(lv.astype(str), dtype=object), dtype=object)
+            factors.append(FactorInfo(name, cols, len(lv), labels))
+            if combos_codes is not None:
+                factor_row_codes[name] = combos_codes[cols[0]]
+            continue
+        radix = tuple(len(col_levels[c]) for c in cols)
+        comb = np.zeros(len(scan.combos), dtype=np.int64)
+        for c, k in zip(cols, radix):
+            comb = comb * k + combos_codes[c]
+        uniq, inv = np.unique(comb, return_inverse=True)
+        parts, rem = [], uniq.copy()
+        for c, k in reversed(list(zip(cols, radix))):
+            parts.append(np.asarray(col_levels[c].astype(str), dtype=object)[rem % k])
+            rem //= k
+        lab = parts[-1]
+        for p in reversed(parts[:-1]):
+            lab = lab.astype(str) + ":" + p.astype(str)
+        labels = pd.Index(np.asarray(lab, dtype=object), dtype=object)
+        factors.append(FactorInfo(name, cols, len(uniq), labels, combined=uniq, radix=radix))
+        factor_row_codes[name] = inv.astype(np.int64)
+    structure, outer_inner, parent = "none", (), None
+    if len(factors) == 1:
+        structure = "single"
+    elif len(factors) == 2:
+        for o, i in ((0, 1), (1, 0)):
+            p = _parent_map(factor_row_codes[factors[i].name], factors[i].n_levels,
+                            factor_row_codes[factors[o].name])
+            if p is not None:
+                structure, outer_inner, parent = "nested", (o, i), p
+                break
+        else:
+            raise OutOfCoreError(
+                f"grouping factors {[f.name for f in factors]} are crossed: the out-of-core "
+                "engine handles one grouping factor or two nested ones (crossed factors need a "
+                "pass over the rows at every sampler step); use engine='memory'")
+    elif len(factors) > 2:
+        raise OutOfCoreError(
+            f"{len(factors)} grouping factors: the out-of-core engine handles one grouping factor "
+            "or two nested ones; use engine='memory'")
+    meta = DesignMeta(mf=mf, sample=sample, col_levels=col_levels, factors=factors,
+                      structure=structure, outer_inner=outer_inner, parent=parent,
+                      n_rows=scan.n_rows, n_kept=scan.n_kept, na_rows=scan.na_rows,
+                      na_cols=dict(scan.na_cols), token=token)
+    spec = meta.spec()
+    from ..spec.naming import lme4_name
+
+    meta.fixed_names_full = tuple(lme4_name(c) for c in spec._fixed_dm.common.as_dataframe().columns)
+    meta.term_names = tuple(g.terms for g in spec.design.groups)
+    if spec.parsed.response in spec.data and isinstance(spec.data[spec.parsed.response].dtype,
+                                                        pd.CategoricalDtype):
+        raise DataError(f"response {spec.parsed.response!r} is not numeric; a Gaussian model "
+                        "needs a numeric response")
+    return meta
+
+
+def check_formula_supported(mf: ModelFrame) -> None:
+    """Formula features the out-of-core engine cannot reproduce exactly."""
+    stateful = ("center(", "scale(", "standardize(")
+    text = mf.formula.replace(" ", "")
+    for s in stateful:
+        if s in text:
+            raise FormulaError(
+                f"{s[:-1]}() in the formula: its constants would come from a sample, not from all "
+                "rows, in the out-of-core engine; centre/scale the column beforehand (e.g. "
+                "bayes_hlm.center on each partition with global means) or use engine='memory'")

@@ -1,0 +1,380 @@
+"""``engine="dask"``: sufficient statistics by map-reduce on Dask, then sampling from the statistics.
+
+Pipeline (no step holds the full data or the full design matrix in one process):
+
+1. metadata pass (:mod:`.design_meta`): levels, missing values, nesting, a small sample spec;
+2. statistics pass (:mod:`.partition_stats`): each partition builds its design rows and its
+   partial statistics keyed by global group id;
+3. tree reduction by group (:mod:`.reduce`) to the backend's ``SingleStats`` / ``NestedStats``;
+4. the marginalised NUTS model from the statistics (O(groups) per gradient), exact group-effect
+   draws generated on demand (:func:`bayes_hlm.backends.marginal.effect_generator`).
+
+Schedulers: ``None`` (a running ``distributed`` client if there is one, else threads),
+``"sync"``/``"synchronous"``, ``"threads"``, ``"processes"``, a scheduler address
+(``"tcp://host:8786"``), a ``distributed.Client`` or a cluster object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BayesHLMError
+from ..spec.checks import Control, apply_check
+from ..spec.priors import STD, SD_DISTS, Prior, PriorSet, corr_key, sd_key
+from .design_meta import (DesignMeta, ModelFrame, OutOfCoreError, build_meta,
+                          check_formula_supported, merge_scans, scan_partition)
+from .inputs import Partitions, open_source
+from .partition_stats import Partial, partition_stats
+from .reduce import StatsExtras, finalize, kept_columns, merge_partials, tree_reduce
+
+__all__ = ["DaskStats", "compute_stats_dask", "fit_dask", "priors_from_stats"]
+
+LOCAL = {"sync": "sync", "synchronous": "sync", "single-threaded": "sync", "threads": "threads",
+         "threading": "threads", "processes": "processes", "multiprocessing": "processes"}
+
+
+# --------------------------------------------------------------------------- #
+# Scheduler handling
+# --------------------------------------------------------------------------- #
+class _Runner:
+    """Computes delayed objects on the chosen scheduler, with a progress bar."""
+
+    def __init__(self, scheduler, progressbar: bool):
+        self.progressbar = progressbar
+        self.client = None
+        self.local = None
+        self._own_client = False
+        if isinstance(scheduler, str) and scheduler in LOCAL:
+            self.local = LOCAL[scheduler]
+        elif scheduler is None:
+            try:
+                from distributed import default_client
+
+                self.client = default_client()
+            except (ImportError, ValueError):
+                self.local = "threads"
+        else:
+            from distributed import Client
+
+            if isinstance(scheduler, Client):
+                self.client = scheduler
+            elif isinstance(scheduler, str):
+                self.client = Client(scheduler)
+                self._own_client = True
+            elif hasattr(scheduler, "scheduler_address"):
+                self.client = Client(scheduler)
+                self._own_client = True
+            else:
+                raise BayesHLMError(
+                    f"scheduler must be None, one of {sorted(LOCAL)}, an address, a "
+                    f"distributed.Client or a cluster; got {type(scheduler).__name__}")
+        if self.client is not None:
+            link = getattr(self.client, "dashboard_link", None)
+            if link:
+                print(f"bayes_hlm: Dask dashboard at {link}", file=sys.stderr)
+
+    @property
+    def name(self) -> str:
+        return self.local or f"distributed ({self.client.scheduler.address})"
+
+    def compute(self, obj, label: str):
+        import dask
+
+        if self.client is not None:
+            fut = self.client.compute(obj)
+            if self.progressbar:
+                from distributed import progress
+
+                print(f"bayes_hlm: {label}", file=sys.stderr)
+                progress(fut)
+                print(file=sys.stderr)
+            return fut.result()
+        if self.progressbar:
+            from dask.diagnostics import ProgressBar
+
+            print(f"bayes_hlm: {label}", file=sys.stderr)
+            with ProgressBar(out=sys.stderr):
+                return dask.compute(obj, scheduler=self.local)[0]
+        return dask.compute(obj, scheduler=self.local)[0]
+
+    def close(self):
+        if self._own_client:
+            self.client.close()
+
+
+# --------------------------------------------------------------------------- #
+# Statistics
+# --------------------------------------------------------------------------- #
+@dataclass
+class DaskStats:
+    """Output of the statistics passes.
+
+    Attributes
+    ----------
+    stats : SingleStats, NestedStats or BaseStats
+        Same layout as :func:`bayes_hlm.backends.sufficient_stats.compute_stats` in memory.
+    extras : StatsExtras
+    meta : DesignMeta
+    design : StatsDesign
+        Names, levels and sizes; no rows.
+    kept : ndarray
+        Columns of formulae's fixed matrix kept (aliased ones dropped).
+    timings : dict
+        ``meta_s``, ``stats_s`` (seconds), ``n_partitions``, ``rows``, ``rows_per_s``.
+    """
+
+    stats: object
+    extras: StatsExtras
+    meta: DesignMeta
+    design: object
+    kept: np.ndarray
+    timings: dict
+
+
+def _open(source, mf_columns=None, npartitions=None) -> Partitions:
+    return open_source(source, mf_columns, npartitions=npartitions)
+
+
+def compute_stats_dask(formula: str, source, scheduler=None, *, na_action: str = "omit",
+                       control: Control | None = None, progressbar: bool | None = None,
+                       npartitions: int | None = None, split_every: int = 8) -> DaskStats:
+    """Sufficient statistics of ``formula`` on ``source`` by map-reduce on Dask.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula with one grouping factor or two nested ones.
+    source : pandas.DataFrame, dask.dataframe.DataFrame or path
+        CSV file, Parquet file, directory or glob of Parquet files.
+    scheduler : see module docstring.
+    npartitions : int, optional
+        Number of partitions when ``source`` is a pandas frame.
+    split_every : int
+        Fan-in of the tree reductions.
+    """
+    import dask
+
+    control = control or Control()
+    progressbar = sys.stderr.isatty() if progressbar is None else progressbar
+    cols = _open(source, None, npartitions).columns if not hasattr(source, "columns") else list(source.columns)
+    mf = ModelFrame.make(formula, cols, na_action)
+    check_formula_supported(mf)
+    parts = _open(source, list(mf.used), npartitions)
+    runner = _Runner(scheduler, progressbar)
+    try:
+        from dask.base import tokenize
+
+        t0 = time.perf_counter()
+        scan_f = dask.delayed(scan_partition, pure=True)
+        mf_d = dask.delayed(mf, traverse=False, name=f"bayes-hlm-mf-{tokenize(formula, parts.description)}")
+        scans = [scan_f(p, mf_d) for p in parts.parts]
+        scan = runner.compute(tree_reduce(scans, merge_scans, split_every, "merge-scans"),
+                              f"metadata pass over {parts.npartitions} partition(s)")
+        meta = build_meta(scan, mf, control, token=tokenize(formula, parts.description, scan.n_rows,
+                                                               time.time()))
+        t1 = time.perf_counter()
+        stat_f = dask.delayed(partition_stats, pure=True)
+        meta_d = dask.delayed(meta, traverse=False, name=f"bayes-hlm-meta-{meta.token}")
+        partials = [stat_f(p, meta_d) for p in parts.parts]
+        part = runner.compute(tree_reduce(partials, merge_partials, split_every, "merge-stats"),
+                              f"statistics pass over {parts.npartitions} partition(s)")
+        t2 = time.perf_counter()
+    finally:
+        runner.close()
+    kept = kept_columns(part, meta, control)
+    stats, extras = finalize(part, meta, kept)
+    _checks(meta, stats, control)
+    info = {"n_dropped_na": meta.na_rows}
+    if len(kept) < len(meta.fixed_names_full):
+        info["dropped_fixed"] = [meta.fixed_names_full[j] for j in range(len(meta.fixed_names_full))
+                                 if j not in set(kept.tolist())]
+    design = meta.design(kept, int(stats.N), info)
+    spec = meta.spec()
+    spec.design = design
+    spec.kept_fixed = kept
+    timings = {"meta_s": t1 - t0, "stats_s": t2 - t1, "n_partitions": parts.npartitions,
+               "rows": int(scan.n_rows), "rows_per_s": scan.n_rows / max(t2 - t1, 1e-9),
+               "scheduler": runner.name, "source": parts.description}
+    return DaskStats(stats, extras, meta, design, kept, timings)
+
+
+def _checks(meta: DesignMeta, stats, control: Control) -> None:
+    """lme4's input checks on the global statistics (as build_spec does in memory)."""
+    n = int(stats.N)
+    for k, t in enumerate(meta.mf.parsed.random):
+        f = meta.factors[meta.factor_of_term(k)]
+        nlev, q = f.n_levels, len(meta.term_names[k])
+        apply_check(control, "check_nlev_gtr_1", nlev > 1,
+                    f"grouping factor {t.factor!r} has {nlev} level; grouping factors need at least 2 levels")
+        apply_check(control, "check_nobs_vs_nlev", nlev < n,
+                    f"number of levels of grouping factor {t.factor!r} (={nlev}) must be < number "
+                    f"of observations (={n}): every group has one row, so the group effect and the "
+                    "residual cannot be told apart")
+        apply_check(control, "check_nobs_vs_nRE", nlev * q < n,
+                    f"number of observations (={n}) <= number of random effects (={nlev * q}) for term "
+                    f"({t.source}); the random-effects parameters and the residual variance are "
+                    "probably unidentifiable")
+
+
+# --------------------------------------------------------------------------- #
+# Priors from the statistics (Bambi's defaults, as spec.priors.default_priors)
+# --------------------------------------------------------------------------- #
+def _sd(v: float) -> float:
+    s = float(np.sqrt(max(v, 0.0)))
+    return s if s > 0 else 1.0
+
+
+def priors_from_stats(ds: DaskStats, user: dict | None = None) -> PriorSet:
+    """``default_priors`` with means/SDs from the moments in the statistics, plus user overrides."""
+    design, ex = ds.design, ds.extras
+    y_mean = float(ex.y_mom.mean[0])
+    y_sd = float(np.sqrt(ex.y_mom.var()[0]))
+    y_sd = y_sd if y_sd > 0 else 1.0
+    names = design.fixed_names
+    has_int = design.has_intercept
+    xvar = ex.X_mom.var()
+    slope_sigma = {n: STD * y_sd / _sd(xvar[j]) for j, n in enumerate(names) if n != "Intercept"}
+    x_mean = np.asarray(ex.X_mom.mean, dtype=float) if has_int else np.zeros(design.p)
+    int_sigma = STD * y_sd
+    if slope_sigma:
+        means = np.array([x_mean[j] for j, n in enumerate(names) if n != "Intercept"])
+        sig = np.array(list(slope_sigma.values()))
+        int_sigma = float(np.sqrt(int_sigma ** 2 + np.dot(sig ** 2, means ** 2)))
+    priors: dict = {}
+    for name in names:
+        priors[name] = (Prior("Normal", mu=y_mean, sigma=int_sigma) if name == "Intercept"
+                        else Prior("Normal", mu=0.0, sigma=slope_sigma[name]))
+    priors["sigma"] = Prior("HalfStudentT", nu=4.0, sigma=y_sd)
+    offsets: dict = {}
+    for g in design.groups:
+        o = offsets.get(g.factor, 0)
+        offsets[g.factor] = o + g.q
+        zvar = ex.Z_mom[g.factor].var()
+        for j, term in enumerate(g.terms):
+            scale = int_sigma if term == "Intercept" else STD * y_sd / _sd(zvar[o + j])
+            priors[sd_key(term, g.factor)] = Prior("HalfNormal", sigma=scale)
+        if g.correlated:
+            priors[corr_key(g.factor)] = Prior("LKJ", eta=1.0)
+    ps = PriorSet(priors=priors, x_mean=x_mean, centered=has_int)
+    for key, prior in (user or {}).items():  # same validation as spec.priors.resolve_priors
+        if key not in ps.priors:
+            raise BayesHLMError(f"prior given for {key!r}, which is not a parameter of this model; "
+                                f"parameters with priors: {', '.join(ps.priors)}")
+        if isinstance(prior, dict):
+            prior = Prior.from_dict(prior)
+        if not isinstance(prior, Prior):
+            raise BayesHLMError(f"prior for {key!r} must be a bayes_hlm.Prior, got {prior!r}")
+        if key.startswith("corr|") and prior.dist != "LKJ":
+            raise BayesHLMError(f"prior for {key!r} must be Prior('LKJ', eta=...)")
+        if ("|" in key and not key.startswith("corr|") or key == "sigma") and prior.dist not in SD_DISTS:
+            raise BayesHLMError(f"prior for standard deviation {key!r} must be positive-valued "
+                                f"({', '.join(sorted(SD_DISTS))}), got {prior.dist}")
+        ps.priors[key] = prior
+    return ps
+
+
+# --------------------------------------------------------------------------- #
+# Sampling from the statistics
+# --------------------------------------------------------------------------- #
+def run_marginal_stats(design, ps, cfg, stats):
+    """``backends.marginal.run_marginal`` with precomputed statistics (no rows)."""
+    import xarray as xr
+
+    from ..backends import naming
+    from ..backends.hyperparameters import coords, factor_blocks
+    from ..backends.marginal import (MATERIALIZE_BYTES, build_marginal_model, effect_generator,
+                                     effects_seed, marginalised_factors)
+    from ..backends.sampling import sample_model
+
+    t0 = time.perf_counter()
+    model, stats = build_marginal_model(design, ps, stats=stats)
+    t_build = time.perf_counter() - t0
+    out = sample_model(model, cfg)
+    t1 = time.perf_counter()
+    post = out.tree["posterior"].to_dataset()
+    post = post.drop_vars([v for v in post.data_vars if str(v).startswith("_")])
+    seed = effects_seed(cfg.seed)
+    gen = effect_generator(design, post, seed, stats)
+    S = post.sizes["chain"] * post.sizes["draw"]
+    lazy = []
+    for factor in marginalised_factors(stats):
+        q = sum(design.groups[k].q for k in factor_blocks(design)[factor])
+        L = design.factors()[factor]
+        if S * L * q * 8 > MATERIALIZE_BYTES:
+            lazy.append(factor)
+            continue
+        b = gen(factor, np.arange(S)).reshape(post.sizes["chain"], post.sizes["draw"], L, q)
+        post[naming.effect_var(factor)] = (
+            ("chain", "draw", naming.level_dim(factor), naming.term_dim(factor)), b)
+    post = post.assign_coords({d: v for d, v in coords(design).items() if d not in post.coords
+                               and any(d in post[v_].dims for v_ in post.data_vars)})
+    groups = {"posterior": post}
+    if "sample_stats" in out.tree.children:
+        groups["sample_stats"] = out.tree["sample_stats"].to_dataset()
+    out.tree = xr.DataTree.from_dict(groups)
+    effects_s = time.perf_counter() - t1
+    out.compile_s += t_build
+    extra = {"structure": stats.plan.structure, "marginalised": marginalised_factors(stats),
+             "lazy_effects": lazy, "effects_s": effects_s, "effects_seed": seed,
+             "centered": getattr(model, "_bayes_hlm_centered", {})}
+    return out, gen, extra
+
+
+def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", sampler: str | None = None,
+             chains: int = 4, draws: int = 1000, tune: int = 1000, target_accept: float = 0.8,
+             seed: int | None = None, priors: dict | None = None, na_action: str = "omit",
+             control: Control | None = None, centered="auto", progressbar: bool | None = None,
+             warn: bool = True, npartitions: int | None = None, split_every: int = 8):
+    """Fit a Gaussian hierarchical model out of core: statistics on Dask, NUTS on the statistics.
+
+    Same arguments and posterior as :func:`bayes_hlm.fit` with ``method="marginal"``
+    (``method="full"`` is not available out of core), plus:
+
+    Parameters
+    ----------
+    source : pandas.DataFrame, dask.dataframe.DataFrame or path
+        CSV file, a Parquet file, or a directory / glob of Parquet files.
+    scheduler : None, str, distributed.Client or cluster
+        See :mod:`bayes_hlm.distributed.fit_dask`.
+    npartitions, split_every
+        See :func:`compute_stats_dask`.
+
+    Returns
+    -------
+    bayes_hlm.results.stats_result.StatsResult
+    """
+    from ..backends.sampling import SamplerConfig
+    from ..results.bayes_result import FitInfo
+    from ..results.diagnostics import warn_on
+    from ..results.stats_result import StatsResult
+
+    if method not in ("auto", "marginal"):
+        raise OutOfCoreError(
+            f"method={method!r} is not available with engine='dask': the full model samples one "
+            "effect per group with the rows in every gradient; the out-of-core engine uses the "
+            "marginal model (same posterior), method='marginal' or 'auto'")
+    t0 = time.perf_counter()
+    ds = compute_stats_dask(formula, source, scheduler, na_action=na_action, control=control,
+                            progressbar=progressbar, npartitions=npartitions, split_every=split_every)
+    if ds.stats.plan.structure == "none":
+        raise BayesHLMError("engine='dask' needs at least one random-effect term")
+    ps = priors_from_stats(ds, priors)
+    cfg = SamplerConfig(sampler=sampler or "nutpie", chains=chains, draws=draws, tune=tune,
+                        target_accept=target_accept, seed=seed, progressbar=progressbar)
+    out, gen, extra = run_marginal_stats(ds.design, ps, cfg, ds.stats)
+    extra.update({"engine": "dask", "stats_timings": ds.timings})
+    wall = time.perf_counter() - t0
+    info = FitInfo(method="marginal", sampler=cfg.sampler, chains=cfg.chains, draws=cfg.draws,
+                   tune=cfg.tune, target_accept=cfg.target_accept, seed=cfg.seed, wall_s=wall,
+                   compile_s=out.compile_s, sample_s=out.sample_s, interrupted=out.interrupted,
+                   effects_s=float(extra.get("effects_s", 0.0)), extra=extra)
+    result = StatsResult(ds.meta.spec(), ps, out.tree, info, gen, ds.stats, ds.extras)
+    if warn:
+        warn_on(result.diagnostics(), "marginal")
+    return result

@@ -1,0 +1,243 @@
+"""A fit made from sufficient statistics only (``engine="dask"``): no row-level design.
+
+:class:`StatsResult` is a :class:`~bayes_hlm.results.bayes_result.BayesResult`
+whose design has no rows (:class:`~bayes_hlm.distributed.design_meta.StatsDesign`).
+Everything that needs only the statistics works:
+
+* summaries, fixed effects, VarCorr, group effects (drawn on demand from the
+  statistics; streamed over draw chunks when they do not fit in memory);
+* ICC, marginal/conditional R² (``cov(X)`` from ``XᵀX, Xᵀ1, N``; ``ZᵀZ/n`` from ``Σ_g A_g``);
+* Bayesian R²: ``var(μ)`` and ``var(y − μ)`` from ``Σμ``, ``Σμ²``, ``Σyμ`` which are
+  quadratic forms in ``β`` and ``b_g`` with ``XᵀX, Xᵀy, yᵀy, A_g, B_g, c_g, C_j, Z_gᵀ1``;
+* predictions for given new data.
+
+What needs the rows again (fitted values and residuals of every row, pointwise
+log-likelihood for LOO) raises :class:`~bayes_hlm.distributed.design_meta.OutOfCoreError`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..backends import naming
+from . import tables
+from .bayes_result import BayesResult
+from .variance import VarianceParts
+
+__all__ = ["StatsResult"]
+
+# effect draws up to this size are materialised by ranef/effects_stats; above it, streamed
+EFFECTS_BUDGET_BYTES = 1e9
+
+
+def _not_available(what: str, why: str):
+    from ..distributed.design_meta import OutOfCoreError
+
+    return OutOfCoreError(
+        f"{what} is not available for an out-of-core fit (engine='dask'): {why}. The fit kept only "
+        "the sufficient statistics, not the rows. Predictions for given new data work: "
+        "result.predict(newdata)")
+
+
+class StatsResult(BayesResult):
+    """Posterior of a model fitted from sufficient statistics (see module docstring).
+
+    Extra attributes
+    ----------------
+    stats : SingleStats or NestedStats
+        The statistics the posterior was computed from.
+    extras : bayes_hlm.distributed.reduce.StatsExtras
+        Moments of ``y``, ``X`` and ``Z`` columns, ``ZᵀZ`` and ``Z_gᵀ1`` per factor.
+    """
+
+    def __init__(self, spec, priors, tree, info, effect_generator, stats, extras):
+        super().__init__(spec, priors, tree, info, effect_generator)
+        self.stats = stats
+        self.extras = extras
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + ", engine=dask>"
+
+    # --------------------------------------------------------- effect draws
+    def _effects_bytes(self, factor: str) -> float:
+        q = len(self._terms(factor))
+        return float(self._draws.size) * self.ngrps()[factor] * q * 8
+
+    def _chunk_draws(self, factor: str, budget: float = 2.5e8) -> int:
+        q = len(self._terms(factor))
+        return int(max(1, budget // max(1, self.ngrps()[factor] * q * 8 * 4)))
+
+    def ranef(self, prob: float = tables.HDI_PROB) -> dict[str, pd.DataFrame]:
+        """Group effects per factor (mean, sd, HDI); with too many draws x groups to hold,
+        mean and sd are streamed over draw chunks and the HDI columns are NaN."""
+        small = [f for f in self.factors if self._effects_bytes(f) <= EFFECTS_BUDGET_BYTES]
+        if len(small) == len(self.factors):
+            return super().ranef(prob)
+        out = {}
+        for f in self.factors:
+            terms = self._terms(f)
+            idx = pd.MultiIndex.from_product([[str(v) for v in self._levels(f)], terms],
+                                             names=["level", "term"])
+            if f in small:
+                b = self._draws.effects(f)
+                S = b.shape[0]
+                flat = b.reshape(S, -1)
+                lo, hi = tables.hdi(flat, prob)
+                out[f] = pd.DataFrame({"mean": flat.mean(0), "sd": flat.std(0, ddof=1),
+                                       "hdi_low": lo, "hdi_high": hi}, index=idx)
+                continue
+            mean, sd = self._streamed_moments(f)
+            out[f] = pd.DataFrame({"mean": mean.ravel(), "sd": sd.ravel(),
+                                   "hdi_low": np.nan, "hdi_high": np.nan}, index=idx)
+        return out
+
+    def _streamed_moments(self, factor: str) -> tuple[np.ndarray, np.ndarray]:
+        S = self._draws.size
+        step = self._chunk_draws(factor)
+        s1 = s2 = None
+        shift = None
+        for a in range(0, S, step):
+            b = self._draws.effects(factor, np.arange(a, min(a + step, S)))
+            if shift is None:
+                shift = b[0].copy()
+                s1 = np.zeros_like(shift)
+                s2 = np.zeros_like(shift)
+            d = b - shift
+            s1 += d.sum(0)
+            s2 += (d * d).sum(0)
+        mean = shift + s1 / S
+        var = (s2 - s1 * s1 / S) / max(S - 1, 1)
+        return mean, np.sqrt(np.clip(var, 0, None))
+
+    def effects_stats(self, prob: float = tables.HDI_PROB) -> dict[str, pd.DataFrame]:
+        big = [f for f in self.factors if self._effects_bytes(f) > EFFECTS_BUDGET_BYTES]
+        if big:
+            raise _not_available(
+                "effects_stats() (ESS/R-hat of every group effect)",
+                f"it needs all draws of all levels of {big} at once "
+                f"({self._effects_bytes(big[0]) / 1e9:.1f} GB); use ranef() (streamed mean/sd) "
+                "or result.effects_draws(factor, groups=...) for a subset")
+        return super().effects_stats(prob)
+
+    def effects_draws(self, factor: str, groups=None, idx=None) -> np.ndarray:
+        """Draws (S', G', q) of the group effects of ``factor`` (optionally a subset of levels)."""
+        idx = np.arange(self._draws.size) if idx is None else np.asarray(idx)
+        gen = self._draws.generator
+        if groups is None or gen is None:
+            return self._draws.effects(factor, idx)
+        return gen(factor, idx, groups)
+
+    def diagnostics(self) -> dict:
+        from .diagnostics import diagnostics
+
+        if "diag" not in self._cache:
+            small = all(self._effects_bytes(f) <= EFFECTS_BUDGET_BYTES for f in self.factors)
+            self._cache["diag"] = diagnostics(self, include_effects=small)
+        return self._cache["diag"]
+
+    def coef(self) -> dict[str, pd.DataFrame]:
+        if all(self._effects_bytes(f) <= EFFECTS_BUDGET_BYTES for f in self.factors):
+            return super().coef()
+        fixed = self._draws.flat(naming.FIXED).mean(0)
+        names = list(self.design.fixed_names)
+        out = {}
+        for f in self.factors:
+            b = self._streamed_moments(f)[0]
+            df = pd.DataFrame(np.tile(fixed, (b.shape[0], 1)), columns=names,
+                              index=pd.Index(list(map(str, self._levels(f))), name=f))
+            for i, t in enumerate(self._terms(f)):
+                df[t] = df[t] + b[:, i] if t in df else b[:, i]
+            out[f] = df
+        return out
+
+    # -------------------------------------------------------------- variance
+    def variance_parts(self) -> VarianceParts:
+        if "vp" not in self._cache:
+            ex = self.extras
+            n = self.design.n
+            C = ex.X_mom.cov(ddof=1) if n >= 2 else np.zeros((self.design.p, self.design.p))
+            beta = self._draws.flat(naming.FIXED)
+            var_f = np.einsum("sp,pq,sq->s", beta, np.atleast_2d(C), beta)
+            random = {}
+            for f in self.factors:
+                cov = self._draws.covariance(f)
+                random[f] = np.einsum("sij,ji->s", cov, ex.ZtZ[f] / n)
+            self._cache["vp"] = VarianceParts(fixed=var_f, random=random,
+                                              residual=self._draws.flat(naming.SIGMA) ** 2)
+        return self._cache["vp"]
+
+    def _mu_sums(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per draw in ``idx``: Σμ, Σμ², Σyμ over all rows, from the statistics."""
+        st, ex = self.stats, self.extras
+        beta = self._draws.flat(naming.FIXED)[idx]                     # (S, p)
+        s_mu = beta @ ex.X_mom.mean * st.N
+        s_mu2 = np.einsum("sp,pq,sq->s", beta, st.XtX, beta)
+        s_ymu = beta @ st.Xty
+        plan = st.plan
+        if plan.structure == "none":
+            return s_mu, s_mu2, s_ymu
+        if plan.structure == "single":
+            f = plan.blocks[0].factor
+            b = self._draws.effects(f, idx)                            # (S, G, q)
+            s_mu = s_mu + np.einsum("sgq,gq->s", b, ex.zsum[f])
+            s_mu2 = s_mu2 + 2 * np.einsum("sgq,gqp,sp->s", b, st.B, beta, optimize=True) \
+                + np.einsum("sgi,gij,sgj->s", b, st.A, b, optimize=True)
+            s_ymu = s_ymu + np.einsum("sgq,gq->s", b, st.c)
+            return s_mu, s_mu2, s_ymu
+        fo, fi = plan.blocks[0].factor, plan.blocks[1].factor
+        bo = self._draws.effects(fo, idx)
+        bi = self._draws.effects(fi, idx)
+        s_mu = s_mu + np.einsum("sgq,gq->s", bo, ex.zsum[fo]) + np.einsum("sgq,gq->s", bi, ex.zsum[fi])
+        s_mu2 = (s_mu2 + 2 * np.einsum("sgq,gqp,sp->s", bo, st.B_out, beta, optimize=True)
+                 + np.einsum("sgi,gij,sgj->s", bo, st.A_out, bo, optimize=True)
+                 + 2 * np.einsum("sgq,gqp,sp->s", bi, st.B_in, beta, optimize=True)
+                 + np.einsum("sgi,gij,sgj->s", bi, st.A_in, bi, optimize=True)
+                 + 2 * np.einsum("sgi,gij,sgj->s", bi, st.C, bo[:, st.parent, :], optimize=True))
+        s_ymu = s_ymu + np.einsum("sgq,gq->s", bo, st.c_out) + np.einsum("sgq,gq->s", bi, st.c_in)
+        return s_mu, s_mu2, s_ymu
+
+    def r2_draws(self, max_draws: int | None = 2000) -> dict[str, np.ndarray]:
+        """Bayesian R² per draw from the statistics (same definition as in memory)."""
+        vp = self.variance_parts()
+        idx = self._draws.thinned(max_draws)
+        st, ex = self.stats, self.extras
+        N = st.N
+        G = sum(self.ngrps().values()) or 1
+        step = max(1, int(2.5e8 // (8 * 8 * G)))
+        vals = []
+        for a in range(0, len(idx), step):
+            sel = idx[a:a + step]
+            s_mu, s_mu2, s_ymu = self._mu_sums(sel)
+            var_mu = (s_mu2 - s_mu ** 2 / N) / (N - 1)
+            s_e = ex.ysum - s_mu
+            s_e2 = st.yty - 2 * s_ymu + s_mu2
+            var_e = (s_e2 - s_e ** 2 / N) / (N - 1)
+            vals.append(var_mu / (var_mu + var_e))
+        return {"r2_bayes": np.concatenate(vals), "r2_bayes_idx": idx,
+                "r2_marginal": vp.r2_marginal(), "r2_conditional": vp.r2_conditional()}
+
+    # ----------------------------------------------------------- row-level
+    def fitted(self, group_effects: bool = True) -> pd.Series:
+        raise _not_available("fitted() for every row",
+                             "it is one value per row of the data, which was never loaded in one process")
+
+    def residuals(self) -> pd.Series:
+        raise _not_available("residuals() for every row",
+                             "they are one value per row of the data, which was never loaded in one process")
+
+    def log_likelihood(self):
+        raise _not_available("the pointwise log-likelihood (and LOO)",
+                             "it is draws x rows values and needs every row")
+
+    def loo(self, pointwise: bool = False):
+        raise _not_available("loo()", "PSIS-LOO needs the pointwise log-likelihood of every row")
+
+    def predict(self, newdata: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
+        """Posterior predictions for ``newdata`` (required: the fitted rows are not kept)."""
+        if newdata is None:
+            raise _not_available("predict() for the fitted rows", "it needs every row")
+        return super().predict(newdata, **kwargs)
+
+    def save(self, path) -> None:
+        raise _not_available("save()", "the result file format stores the rows used")
