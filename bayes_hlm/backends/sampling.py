@@ -120,9 +120,11 @@ def _sample_jax_or_fallback(model: pm.Model, cfg: SamplerConfig, var_names) -> S
         out = jax_nuts.sample_jax(model, cfg, var_names)
     except KeyboardInterrupt:
         raise
-    except NotImplementedError:  # an op PyTensor cannot lower to JAX
+    except Exception as e:  # e.g. an op PyTensor cannot lower to JAX (batched Cholesky gradient)
         if cfg.sampler == "jax":
             raise
+        warnings.warn(f"JAX NUTS unavailable for this model ({type(e).__name__}: {e}); "
+                      "using PyMC's NUTS", RuntimeWarning, stacklevel=3)
         return None
     cfg.sampler = "jax"
     return out

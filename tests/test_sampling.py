@@ -1,0 +1,136 @@
+"""Sampler engines: standard output, seeding, and the fast JAX engine against PyMC's NUTS."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import bayes_hlm as bh
+from bayes_hlm.backends import jax_nuts, sampling
+from bayes_hlm.backends.marginal import build_marginal_model
+from bayes_hlm.spec.build import build_spec
+from bayes_hlm.spec.priors import resolve_priors
+
+FORMULA = "Reaction ~ Days + (Days | Subject)"
+STAT_VARS = {"diverging", "energy", "tree_depth", "step_size", "lp"}
+needs_jax = pytest.mark.skipif(not jax_nuts.available(), reason="jax/numpyro not installed")
+
+
+def _fit(data, sampler, **kw):
+    args = dict(method="marginal", chains=2, draws=300, tune=300, seed=5, progressbar=False, warn=False)
+    args.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bh.fit(FORMULA, data, sampler=sampler, **args)
+
+
+def _model(data):
+    spec = build_spec(FORMULA, data)
+    return build_marginal_model(spec.design, resolve_priors(spec.design, None))[0]
+
+
+def _layout(res):
+    post = res.posterior
+    return {v: (post[v].dims, {d: list(np.asarray(post[v][d])) for d in post[v].dims if d in post.coords})
+            for v in post.data_vars}
+
+
+@pytest.fixture(scope="module")
+def pymc_ref(sleepstudy):
+    return _fit(sleepstudy, "pymc", draws=1000, tune=1000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def jax_fit(sleepstudy):
+    if not jax_nuts.available():
+        pytest.skip("jax/numpyro not installed")
+    return _fit(sleepstudy, "jax", draws=1000, tune=1000, seed=2)
+
+
+def test_config_accepts_engines():
+    for s in ("auto", "jax", "pymc", "nutpie", "numpyro"):
+        assert sampling.SamplerConfig(sampler=s).sampler == s
+    with pytest.raises(ValueError):
+        sampling.SamplerConfig(sampler="stan")
+
+
+@needs_jax
+def test_jax_standard_output(jax_fit, pymc_ref):
+    assert jax_fit.info.sampler == "jax"
+    assert _layout(jax_fit) == _layout(pymc_ref)
+    for v in ("fixed", "sigma", "sd__Subject", "corr__Subject", "r__Subject"):
+        assert v in jax_fit.posterior.data_vars
+    ss = jax_fit.tree["sample_stats"].to_dataset()
+    assert STAT_VARS <= set(ss.data_vars)
+    assert ss["diverging"].shape == (2, 1000)
+
+
+@needs_jax
+def test_jax_seed_reproducible(sleepstudy, jax_fit):
+    a = _fit(sleepstudy, "jax", draws=1000, tune=1000, seed=2)
+    np.testing.assert_array_equal(a.posterior["fixed"].values, jax_fit.posterior["fixed"].values)
+    np.testing.assert_array_equal(a.posterior["r__Subject"].values,
+                                  jax_fit.posterior["r__Subject"].values)
+    f = a.posterior["fixed"].values
+    assert not np.allclose(f[0], f[1])  # chains differ
+    b = _fit(sleepstudy, "jax", draws=1000, tune=1000, seed=3)
+    assert not np.allclose(b.posterior["fixed"].values, f)
+
+
+@needs_jax
+def test_jax_matches_pymc_within_mcse(jax_fit, pymc_ref):
+    import arviz as az
+
+    names = ["fixed", "sigma", "sd__Subject"]
+    for method, stat in (("mean", np.mean), ("sd", np.std)):
+        m1 = az.mcse(jax_fit.posterior[names], method=method)
+        m2 = az.mcse(pymc_ref.posterior[names], method=method)
+        for v in names:
+            a = stat(jax_fit.posterior[v].values, axis=(0, 1))
+            b = stat(pymc_ref.posterior[v].values, axis=(0, 1))
+            tol = 4 * np.sqrt(np.asarray(m1[v]) ** 2 + np.asarray(m2[v]) ** 2)
+            assert np.all(np.abs(a - b) <= tol), (v, method, a, b, tol)
+    # the correlation of the random intercept and slope
+    c1 = jax_fit.posterior["corr__Subject"].values[..., 0, 1].ravel()
+    c2 = pymc_ref.posterior["corr__Subject"].values[..., 0, 1].ravel()
+    assert abs(c1.mean() - c2.mean()) < 4 * np.hypot(c1.std() / np.sqrt(200), c2.std() / np.sqrt(200))
+
+
+@needs_jax
+def test_structure_key_ignores_data_values(sleepstudy):
+    k1, sh1 = jax_nuts.model_structure(_model(sleepstudy))
+    d2 = sleepstudy.copy()
+    d2["Reaction"] = d2["Reaction"] * 1.1 + 3
+    k2, sh2 = jax_nuts.model_structure(_model(d2))
+    assert k1 == k2 and [s.name for s in sh1] == [s.name for s in sh2]
+    k3, _ = jax_nuts.model_structure(_model(sleepstudy[sleepstudy["Subject"].astype(str) != "308"]))
+    assert k3 != k1  # fewer groups: other shapes
+
+
+@needs_jax
+def test_new_data_same_structure_reuses_programs(sleepstudy, jax_fit):
+    d2 = sleepstudy.copy()
+    d2["Reaction"] = d2["Reaction"] + 50.0
+    r = _fit(d2, "jax", draws=1000, tune=1000, seed=2)
+    assert r.info.compile_s < 5.0  # no tracing or compiling: the programs are reused
+    shift = r.posterior["fixed"].sel(fixed_term="Intercept").mean() \
+        - jax_fit.posterior["fixed"].sel(fixed_term="Intercept").mean()
+    assert 40 < float(shift) < 60
+
+
+def test_auto_falls_back_to_pymc_without_jax(sleepstudy, monkeypatch):
+    monkeypatch.setattr(jax_nuts, "available", lambda: False)
+    r = _fit(sleepstudy, "auto", draws=100, tune=100)
+    assert r.info.sampler == "pymc"
+    with pytest.raises(ImportError):
+        _fit(sleepstudy, "jax", draws=100, tune=100)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["nutpie", "numpyro"])
+def test_other_engines_standard_output(sleepstudy, pymc_ref, engine):
+    r = _fit(sleepstudy, engine, draws=200, tune=200)
+    assert r.info.sampler == engine
+    assert set(r.posterior.data_vars) == set(pymc_ref.posterior.data_vars)
+    for v in r.posterior.data_vars:
+        assert r.posterior[v].dims == pymc_ref.posterior[v].dims
