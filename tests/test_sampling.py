@@ -120,10 +120,10 @@ def test_new_data_same_structure_reuses_programs(sleepstudy, jax_fit):
 
 def test_auto_falls_back_to_pymc_without_jax(sleepstudy, monkeypatch):
     monkeypatch.setattr(jax_nuts, "available", lambda: False)
-    r = _fit(sleepstudy, "auto", draws=100, tune=100)
+    r = _fit(sleepstudy, "auto", chains=1, draws=50, tune=50)
     assert r.info.sampler == "pymc"
     with pytest.raises(ImportError):
-        _fit(sleepstudy, "jax", draws=100, tune=100)
+        _fit(sleepstudy, "jax", chains=1, draws=50, tune=50)
 
 
 @pytest.mark.slow
