@@ -378,6 +378,100 @@ class BayesResult:
         kwargs.setdefault("reml_result", self.reml())
         return plot_caterpillar(self, **kwargs)
 
+    # ---- parity (issue 9) ----
+    # Thin delegates; the R call each mirrors is in docs/r_to_bayes_hlm.md.
+    def update(self, formula: str | None = None, data: pd.DataFrame | None = None,
+               **fit_kwargs) -> "BayesResult":
+        """Refit with changes (R/brms ``update``): ``". ~ . + x"`` formulas, new data, settings."""
+        from .workflow import update
+
+        return update(self, formula, data, **fit_kwargs)
+
+    def kfold(self, k: int | None = 10, group: str | None = None, **kwargs):
+        """Exact k-fold / leave-one-group-out CV by refitting (brms ``kfold``)."""
+        from .workflow import kfold
+
+        return kfold(self, k=k, group=group, **kwargs)
+
+    def simulate(self, n: int = 100, seed: int | None = None, as_frame: bool = True):
+        """``n`` posterior predictive response vectors for the data rows (lme4 ``simulate``)."""
+        from .workflow import simulate
+
+        return simulate(self, n, seed=seed, as_frame=as_frame)
+
+    def confint(self, prob: float = 0.95, kind: str = "hdi", **kwargs):
+        """Posterior HDI / equal-tailed interval of every parameter (brms ``posterior_interval``)."""
+        from .tidy import confint
+
+        return confint(self, prob=prob, kind=kind, **kwargs)
+
+    def tidy(self, effects=("fixed", "ran_pars"), conf_level: float = 0.95, **kwargs):
+        """broom.mixed ``tidy``: effect, group, term, estimate, std.error, conf.low, conf.high."""
+        from .tidy import tidy
+
+        return tidy(self, effects, conf_level, **kwargs)
+
+    def hypothesis(self, hypotheses, alpha: float = 0.05, **kwargs) -> pd.DataFrame:
+        """brms ``hypothesis``: ``"sectorCatholic > 0"``, ``"Days - 2*Intercept = 0"``."""
+        from .hypotheses import hypothesis
+
+        return hypothesis(self, hypotheses, alpha=alpha, **kwargs)
+
+    def lincom(self, weights, prob: float = 0.95, kind: str = "hdi") -> pd.DataFrame:
+        """Posterior of a linear combination of the fixed effects."""
+        from .hypotheses import lincom
+
+        return lincom(self, weights, prob=prob, kind=kind)
+
+    def emmeans(self, specs, **kwargs) -> pd.DataFrame:
+        """Estimated marginal means on the reference grid (emmeans ``emmeans``)."""
+        from .hypotheses import emmeans
+
+        return emmeans(self, specs, **kwargs)
+
+    def contrasts(self, specs, **kwargs) -> pd.DataFrame:
+        """Pairwise contrasts of marginal means (emmeans ``pairs`` / ``contrast``)."""
+        from .hypotheses import contrasts
+
+        return contrasts(self, specs, **kwargs)
+
+    def slopes(self, variable: str, **kwargs) -> pd.DataFrame:
+        """Slopes of a covariate at chosen values (emmeans ``emtrends``, marginaleffects ``slopes``)."""
+        from .hypotheses import slopes
+
+        return slopes(self, variable, **kwargs)
+
+    def standardize(self, method: str = "basic", **kwargs) -> pd.DataFrame:
+        """Standardised coefficients per draw (``parameters::standardize_parameters``)."""
+        from .standardize import standardize
+
+        return standardize(self, method=method, **kwargs)
+
+    def prior_sensitivity(self, scales=(0.5, 2.0), threshold: float = 0.5, **fit_kwargs):
+        """Refit with every prior scale multiplied by ``scales``; flag moved estimates."""
+        from .sensitivity import prior_sensitivity
+
+        return prior_sensitivity(self, scales, threshold, **fit_kwargs)
+
+    def power_sensitivity(self, **kwargs) -> pd.DataFrame:
+        """Power-scaling prior/likelihood sensitivity (priorsense via ``arviz.psense_summary``)."""
+        from .sensitivity import power_sensitivity
+
+        return power_sensitivity(self, **kwargs)
+
+    def conditional_effects(self, effect: str, by: str | None = None, **kwargs) -> pd.DataFrame:
+        """Prediction grid along ``effect`` (brms ``conditional_effects`` data)."""
+        from ..reporters.conditional_effects import conditional_effects
+
+        return conditional_effects(self, effect, by, **kwargs)
+
+    def plot_conditional_effects(self, effect: str, by: str | None = None, **kwargs):
+        """Conditional-effects plot with data points and intervals; returns the Axes."""
+        from ..reporters.conditional_effects import plot_conditional_effects
+
+        return plot_conditional_effects(self, effect, by, **kwargs)
+    # ---- end parity (issue 9) ----
+
     # ---------------------------------------------------------------- priors
     def prior_summary(self) -> pd.DataFrame:
         """Every prior in use (brms ``prior_summary``)."""
