@@ -45,28 +45,107 @@ def _parse_levels(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def read_table(path: str, formula: str, factors: list[str], levels: dict[str, list[str]]) -> pd.DataFrame:
-    """Read a CSV and apply the CLI's column-type rules."""
+def _decode(raw: bytes, path: str) -> str:
+    """File bytes -> text: UTF-8 (BOM allowed), UTF-16 with BOM, else Windows-1252 with a warning."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    sample = raw[:65536]
+    binary = sum(b < 9 or 13 < b < 32 for b in sample if b != 27)
+    if b"\x00" in sample or binary > max(2, len(sample) // 100):
+        raise CliError(f"cannot read {path!r} as CSV: it looks like a binary file, not text "
+                       "(export the data as a comma-separated text file)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        warnings.warn(f"{path!r} is not valid UTF-8; read it as Windows-1252 (Latin-1)",
+                      UserWarning, stacklevel=2)
+        return raw.decode("cp1252", errors="replace")
+
+
+def _sniff_sep(text: str) -> str:
+    """',' unless the header has none and is split by ';' or a tab (European/TSV exports)."""
+    header = text.split("\n", 1)[0]
+    if "," in header:
+        return ","
+    for sep in (";", "\t"):
+        if sep in header:
+            return sep
+    return ","
+
+
+def _formula_columns(formula: str) -> tuple[set[str], set[str], set[str]]:
+    """(columns used as variables, grouping columns, response columns) of a formula."""
+    from .spec.build import _expr_vars
     from .spec.formula import parse_formula
+
+    parsed = parse_formula(formula)
+    groups = {c for t in parsed.random for c in t.factor_columns}
+    used = set(_expr_vars(parsed.response)) | _expr_vars(parsed.fixed_rhs)
+    for t in parsed.random:
+        used |= _expr_vars(t.expr)
+    return used - groups, groups, set(_expr_vars(parsed.response))
+
+
+def read_table(path: str, formula: str, factors: list[str], levels: dict[str, list[str]]) -> pd.DataFrame:
+    """Read a CSV and apply the CLI's column-type rules.
+
+    A column used as a numeric variable whose cells are numbers except for some
+    text is an error naming the column, the values and their rows (a typo in a
+    numeric column must not silently turn it into a factor); ``--factor COL``
+    says it is meant to be a factor.
+    """
+    import io
 
     p = Path(path)
     if not p.is_file():
         raise CliError(f"data file {path!r} does not exist or is not a file")
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CliError(f"cannot read {path!r} as CSV: {str(exc).splitlines()[0]}") from None
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    if not raw.strip():
+        raise CliError(f"data file {path!r} is empty")
+    text = _decode(raw, path)
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=True, sep=_sniff_sep(text),
+                         skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise CliError(f"cannot read {path!r} as CSV: {str(exc).strip().splitlines()[0]}") from None
     if df.shape[1] == 0 or len(df) == 0:
-        raise CliError(f"data file {path!r} has no data rows")
-    group_cols = {c for t in parse_formula(formula).random for c in t.factor_columns}
+        raise CliError(f"data file {path!r} has no data rows (only a header?)")
+    dup = [c for c in df.columns if "." in str(c) and str(c).rsplit(".", 1)[0] in df.columns
+           and str(c).rsplit(".", 1)[1].isdigit()]
+    if dup:
+        raise CliError(f"data file {path!r} has a repeated column name "
+                       f"{str(dup[0]).rsplit('.', 1)[0]!r}; column names must be unique")
+    df.columns = [str(c).strip() for c in df.columns]
+    variables, group_cols, response = _formula_columns(formula)
     for col in list(factors) + list(levels):
         if col not in df.columns:
             raise CliError(f"column {col!r} named in --factor/--levels is not in {path!r} "
                            f"(columns: {', '.join(df.columns)})", EXIT_USAGE)
     for col in df.columns:
-        raw = df[col]
+        raw = df[col].str.strip()
         as_num = pd.to_numeric(raw, errors="coerce")
         numeric_like = bool((as_num.notna() | raw.isna()).all()) and as_num.notna().any()
+        text = raw.notna() & as_num.isna()
+        if (col in variables and col not in factors and col not in levels and col not in group_cols
+                and as_num.notna().any() and text.any()):
+            rows = [int(i) + 2 for i in text[text].index[:3]]  # file line numbers (header = 1)
+            vals = sorted(set(raw[text]))[:3]
+            if col in response:
+                raise CliError(
+                    f"response column {col!r} must be numeric but has {int(text.sum())} text "
+                    f"value(s) {vals} (line(s) {rows}); fix them or leave missing cells empty or 'NA'"
+                )
+            raise CliError(
+                f"column {col!r} is numeric except for {int(text.sum())} text value(s) {vals} "
+                f"(line(s) {rows}); fix them, leave missing cells empty or 'NA', or pass "
+                f"--factor {col} to treat the column as a factor"
+            )
         if col in levels:
             present = set(raw.dropna().unique())
             missing = sorted(present - set(levels[col]))
@@ -83,23 +162,47 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
 
 
 def _check_writable(path: str | None) -> None:
+    """Fail before any work when ``path`` cannot be written (tries a real temp file)."""
+    import tempfile
+
     if path is None:
         return
-    parent = Path(path).resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise CliError(f"cannot write output {path!r}: directory {str(parent)!r} does not exist or "
-                       "is not writable")
+    target = Path(path)
+    if target.is_dir():
+        raise CliError(f"cannot write output {path!r}: it is a directory")
+    parent = target.resolve().parent
+    if not parent.is_dir():
+        raise CliError(f"cannot write output {path!r}: directory {str(parent)!r} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".check", dir=parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise CliError(f"cannot write output {path!r}: {exc.strerror or exc}") from None
+    if target.exists() and not os.access(target, os.W_OK):
+        raise CliError(f"cannot write output {path!r}: the file is read-only")
 
 
 def _write_json(obj: dict, path: str | None) -> None:
+    """JSON to stdout, or atomically to ``path`` (temp file in the same folder + rename)."""
+    import tempfile
+
     text = json.dumps(obj, indent=2, allow_nan=True, default=float)
     if path is None:
         print(text)
         return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    target = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                   dir=target.resolve().parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except OSError as exc:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise CliError(f"cannot write output {path!r}: {exc.strerror or exc}") from None
 
 
 def _cmd_fit(args) -> int:
@@ -165,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line on stderr: ``warning: <message>``."""
+    text = " ".join(str(message).split())
+    print(f"warning: {text}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (also used by ``python -m bayes_hlm``)."""
     from .errors import BayesHLMError
@@ -176,15 +285,22 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("chains", "draws"):
             if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
                 raise CliError(f"--{name} must be at least 1", EXIT_USAGE)
+        if getattr(args, "tune", 0) < 0:
+            raise CliError("--tune must be at least 0", EXIT_USAGE)
+        if not 0 < getattr(args, "target_accept", 0.5) < 1:
+            raise CliError("--target-accept must be between 0 and 1 (e.g. 0.9)", EXIT_USAGE)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
             return args.func(args)
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
-    except (BayesHLMError, ValueError, KeyError) as exc:
-        msg = str(exc).strip("'\"")
-        print(f"error: {msg}", file=sys.stderr)
+    except (BayesHLMError, ValueError, KeyError, OSError) as exc:
+        msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        if isinstance(exc, OSError) and exc.filename:
+            msg = f"{exc.strerror or exc}: {exc.filename!r}"
+        print(f"error: {' '.join(msg.split()) or type(exc).__name__}", file=sys.stderr)
         return EXIT_DATA
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -15,6 +15,38 @@ if TYPE_CHECKING:
 RHAT_MAX = 1.01
 ESS_MIN = 400
 BFMI_MIN = 0.3
+MAX_TREEDEPTH = 10  # PyMC, nutpie and NumPyro default
+
+# names engines give the same statistic: PyMC / nutpie / NumPyro + our JAX engine
+_SATURATED = ("reached_max_treedepth", "maxdepth_reached")
+_DEPTH = ("tree_depth", "depth")
+
+
+def _nanmax(a) -> float:
+    a = np.asarray(a, dtype=float)
+    return float(np.nanmax(a)) if a.size and not np.all(np.isnan(a)) else float("nan")
+
+
+def _nanmin(a) -> float:
+    a = np.asarray(a, dtype=float)
+    return float(np.nanmin(a)) if a.size and not np.all(np.isnan(a)) else float("nan")
+
+
+def _first_stat(result, names):
+    for n in names:
+        v = _stat(result, n)
+        if v is not None:
+            return v
+    return None
+
+
+def bfmi(energy: np.ndarray) -> np.ndarray:
+    """E-BFMI per chain from ``energy`` of shape (chain, draw) (Betancourt 2016)."""
+    energy = np.asarray(energy, dtype=float)
+    num = np.mean(np.diff(energy, axis=1) ** 2, axis=1)
+    den = np.var(energy, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return num / den
 
 
 def _stat(result: "BayesResult", name: str):
@@ -33,43 +65,51 @@ def diagnostics(result: "BayesResult", include_effects: bool = True) -> dict:
     summ = result.summary()
     div = _stat(result, "diverging")
     out = {
-        "divergences": int(div.sum()) if div is not None else 0,
-        "max_r_hat": float(np.nanmax(summ["r_hat"])),
-        "min_ess_bulk": float(np.nanmin(summ["ess_bulk"])),
-        "min_ess_tail": float(np.nanmin(summ["ess_tail"])),
-        "max_r_hat_all": float(np.nanmax(summ["r_hat"])),
+        "divergences": int(np.asarray(div, dtype=bool).sum()) if div is not None else 0,
+        "max_r_hat": _nanmax(summ["r_hat"]),
+        "min_ess_bulk": _nanmin(summ["ess_bulk"]),
+        "min_ess_tail": _nanmin(summ["ess_tail"]),
+        "max_r_hat_all": _nanmax(summ["r_hat"]),
     }
     if include_effects and result.factors:
         for frame in result.effects_stats().values():
-            out["max_r_hat_all"] = max(out["max_r_hat_all"], float(np.nanmax(frame["r_hat"])))
-            out["min_ess_bulk"] = min(out["min_ess_bulk"], float(np.nanmin(frame["ess_bulk"])))
-            out["min_ess_tail"] = min(out["min_ess_tail"], float(np.nanmin(frame["ess_tail"])))
-    depth = _stat(result, "tree_depth")
-    maxdepth = _stat(result, "reached_max_treedepth")
+            out["max_r_hat_all"] = _nanmax([out["max_r_hat_all"], _nanmax(frame["r_hat"])])
+            out["min_ess_bulk"] = _nanmin([out["min_ess_bulk"], _nanmin(frame["ess_bulk"])])
+            out["min_ess_tail"] = _nanmin([out["min_ess_tail"], _nanmin(frame["ess_tail"])])
+    maxdepth = _first_stat(result, _SATURATED)
+    depth = _first_stat(result, _DEPTH)
     if maxdepth is not None:
         out["treedepth_saturated"] = int(np.asarray(maxdepth, dtype=bool).sum())
     elif depth is not None:
-        out["treedepth_saturated"] = int((depth >= 10).sum())
+        out["treedepth_saturated"] = int((np.asarray(depth) >= MAX_TREEDEPTH).sum())
     energy = _stat(result, "energy")
     if energy is not None and energy.ndim == 2 and energy.shape[1] > 2:
-        num = np.mean(np.diff(energy, axis=1) ** 2, axis=1)
-        den = np.var(energy, axis=1)
-        out["bfmi_min"] = float(np.min(num / den))
+        out["bfmi_min"] = _nanmin(bfmi(energy))
     return out
 
 
 def warn_on(diag: dict, method: str) -> list[str]:
     """Emit one :class:`ConvergenceWarning` per problem; return the messages."""
+    msgs = warning_messages(diag, method)
+    for m in msgs:
+        warnings.warn(m, ConvergenceWarning, stacklevel=3)
+    return msgs
+
+
+def warning_messages(diag: dict, method: str) -> list[str]:
+    """The warnings :func:`warn_on` would emit, one per problem, each with its remedy."""
     msgs = []
     other = "method='marginal'" if method == "full" else "more tuning"
-    if diag["divergences"]:
+    if diag.get("divergences", 0):
         msgs.append(f"{diag['divergences']} divergent transitions after tuning: the posterior has "
                     f"regions NUTS cannot explore. Raise target_accept (e.g. 0.95) or use {other}.")
-    if diag["max_r_hat_all"] > RHAT_MAX:
-        msgs.append(f"max R-hat {diag['max_r_hat_all']:.3f} > {RHAT_MAX}: chains disagree. Run longer "
+    if diag.get("max_r_hat_all", diag.get("max_r_hat", 1.0)) > RHAT_MAX:
+        rhat = diag.get("max_r_hat_all", diag.get("max_r_hat"))
+        msgs.append(f"max R-hat {rhat:.3f} > {RHAT_MAX}: chains disagree. Run longer "
                     "(more tune and draws) before trusting the estimates.")
-    if diag["min_ess_bulk"] < ESS_MIN or diag.get("min_ess_tail", np.inf) < ESS_MIN:
-        msgs.append(f"min bulk ESS {diag['min_ess_bulk']:.0f} / tail ESS {diag.get('min_ess_tail', np.nan):.0f}"
+    if diag.get("min_ess_bulk", np.inf) < ESS_MIN or diag.get("min_ess_tail", np.inf) < ESS_MIN:
+        bulk, tail = diag.get("min_ess_bulk", np.nan), diag.get("min_ess_tail", np.nan)
+        msgs.append(f"min bulk ESS {bulk:.0f} / tail ESS {tail:.0f}"
                     f" < {ESS_MIN}: too few effective draws for reliable intervals. Increase draws"
                     f" or use {other}.")
     if diag.get("treedepth_saturated", 0):
@@ -78,6 +118,4 @@ def warn_on(diag: dict, method: str) -> list[str]:
     if diag.get("bfmi_min", 1.0) < BFMI_MIN:
         msgs.append(f"E-BFMI {diag['bfmi_min']:.2f} < {BFMI_MIN}: poor energy exploration (often a "
                     f"funnel). Use {other} or a different parametrisation (centered=...).")
-    for m in msgs:
-        warnings.warn(m, ConvergenceWarning, stacklevel=3)
     return msgs

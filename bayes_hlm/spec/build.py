@@ -42,12 +42,16 @@ class ModelSpec:
     design: Design
     data: pd.DataFrame
     kept_fixed: np.ndarray
+    control: Control = field(default_factory=Control)
+    na_action: str = "omit"
     _fixed_dm: object = field(default=None, repr=False)
     _random_dms: list = field(default_factory=list, repr=False)
 
     def fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
         """Fixed-effect design rows for ``newdata`` (same columns as the fit)."""
         new = _prepare_new(self, newdata, self._fixed_vars())
+        if self._fixed_dm.common is None:
+            return np.zeros((len(new), 0))
         X = np.asarray(self._fixed_dm.common.evaluate_new_data(new).design_matrix, dtype=float)
         return X[:, self.kept_fixed]
 
@@ -98,6 +102,9 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
         for name in sorted(s):
             if name not in data.columns:
                 raise _missing_column_error(name, data.columns)
+            if int((data.columns == name).sum()) > 1:
+                raise DataError(f"column {name!r} appears more than once in the data; rename or "
+                                "drop the duplicates")
             if name not in used:
                 used.append(name)
     return used
@@ -157,10 +164,44 @@ def _handle_missing(sub: pd.DataFrame, na_action: str) -> pd.DataFrame:
     return sub
 
 
+def _check_dtypes(data: pd.DataFrame, used: list[str], group_cols: set[str]) -> None:
+    """Column types a linear model cannot use: an error naming the column and the fix."""
+    for name in used:
+        col = data[name]
+        if name in group_cols:
+            continue
+        if pd.api.types.is_complex_dtype(col):
+            raise DataError(f"column {name!r} holds complex numbers; a linear model needs real "
+                            "numbers (use the real part or the modulus)")
+        if pd.api.types.is_datetime64_any_dtype(col) or pd.api.types.is_timedelta64_dtype(col) \
+                or isinstance(col.dtype, pd.PeriodDtype):
+            raise DataError(f"column {name!r} holds dates/times; convert it to a number first, "
+                            f"e.g. (df[{name!r}] - df[{name!r}].min()).dt.days")
+        if pd.api.types.is_object_dtype(col):
+            vals = col.dropna()
+            kinds = {type(v) for v in vals}
+            nums = sum(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                       for v in vals)
+            if nums and nums < len(vals):
+                text = [v for v in vals if not isinstance(v, (int, float, np.number))][:3]
+                warnings.warn(
+                    f"column {name!r} mixes numbers and text (e.g. {text!r}); it is treated as a "
+                    f"factor with {vals.astype(str).nunique()} levels. If it is numeric, convert "
+                    f"it with pd.to_numeric(df[{name!r}], errors='coerce')",
+                    BayesHLMWarning, stacklevel=4,
+                )
+            elif kinds and not all(issubclass(k, (str, bool, int, float, np.number, np.bool_))
+                                   for k in kinds):
+                odd = sorted({k.__name__ for k in kinds})
+                raise DataError(f"column {name!r} holds values of type {odd}; use numbers, "
+                                "strings or a pandas Categorical")
+
+
 def _prepare(data: pd.DataFrame, used: list[str], parsed: ParsedFormula, na_action: str,
              control: Control) -> pd.DataFrame:
-    sub = _handle_missing(data[used].copy(), na_action)
     group_cols = {c for t in parsed.random for c in t.factor_columns}
+    _check_dtypes(data, used, group_cols)
+    sub = _handle_missing(data[used].copy(), na_action)
     for name in used:
         col = sub[name]
         if name in group_cols and not _is_factor_dtype(col):
@@ -206,11 +247,34 @@ def _factor_codes(sub: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray,
     return inv.astype(np.int64), labels
 
 
+#: Functions usable in formulas besides formulae's own (``C``, ``I``, ``scale``, ``center``,
+#: ``standardize``, ``poly``, ``bs``) and ``np.<name>``: R's usual transformations.
+FORMULA_FUNCTIONS = {
+    "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp,
+    "expm1": np.expm1, "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos,
+    "tan": np.tan, "floor": np.floor, "ceiling": np.ceil, "round": np.round, "np": np,
+}
+_FORMULAE_FUNCTIONS = ("C", "I", "scale", "center", "standardize", "poly", "bs")
+
+
 def _eval_design(formula: str, sub: pd.DataFrame, what: str):
     try:
-        return fm.design_matrices(formula, sub, na_action="error")
+        with np.errstate(all="ignore"):  # log(<=0) etc.: reported below as a DataError
+            return fm.design_matrices(formula, sub, na_action="error",
+                                      extra_namespace=FORMULA_FUNCTIONS)
+    except KeyError as exc:  # formulae's way of saying "unknown function"
+        name = str(exc.args[0]) if exc.args else "?"
+        if name in sub.columns:
+            raise FormulaError(f"cannot build the {what} from {formula!r}: column {name!r} "
+                               "cannot be used this way") from None
+        known = ", ".join(sorted(set(FORMULA_FUNCTIONS) - {"np"}) + list(_FORMULAE_FUNCTIONS))
+        raise FormulaError(
+            f"unknown function {name!r} in {formula!r} ({what}); available functions: {known}, "
+            "or np.<name> for any numpy function"
+        ) from None
     except Exception as exc:
-        raise FormulaError(f"cannot build the {what} from {formula!r}: {exc}") from None
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FormulaError(f"cannot build the {what} from {formula!r}: {msg}") from None
 
 
 def _aliased(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
@@ -240,6 +304,11 @@ def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Co
         dm = dms.common
         Z = np.asarray(dm.design_matrix, dtype=float)
         names = tuple(lme4_name(n) for n in dm.as_dataframe().columns)
+    if not np.all(np.isfinite(Z)):
+        j = int(np.flatnonzero(~np.all(np.isfinite(Z), axis=0))[0])
+        raise DataError(f"random-effect column {names[j]!r} in ({term.source}) evaluates to "
+                        "non-finite values (NaN or inf, e.g. log of a value <= 0); fix the data or "
+                        "the transformation")
     n, nlev = len(sub), len(levels)
     apply_check(control, "check_nlev_gtr_1", nlev > 1,
                 f"grouping factor {term.factor!r} has {nlev} level; grouping factors need at "
@@ -289,6 +358,8 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     ModelSpec
     """
     control = control or Control()
+    if na_action not in ("omit", "raise"):
+        raise DataError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if len(data) == 0:
@@ -303,8 +374,22 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         raise DataError(f"response {parsed.response!r} is not numeric; a Gaussian model needs a "
                         "numeric response")
     y = y.reshape(-1)
-    X = np.asarray(dms.common.design_matrix, dtype=float)
-    names = [lme4_name(c) for c in dms.common.as_dataframe().columns]
+    if dms.common is None:  # 'y ~ 0 + (...)': no fixed effects at all
+        X, names = np.zeros((len(y), 0)), []
+    else:
+        X = np.asarray(dms.common.design_matrix, dtype=float)
+        names = [lme4_name(c) for c in dms.common.as_dataframe().columns]
+    if not np.all(np.isfinite(y)):
+        bad = int((~np.isfinite(y)).sum())
+        raise DataError(f"response {parsed.response!r} evaluates to {bad} non-finite value(s) "
+                        "(NaN or inf, e.g. log of a value <= 0); fix the data or the transformation")
+    if X.size and not np.all(np.isfinite(X)):
+        j = int(np.flatnonzero(~np.all(np.isfinite(X), axis=0))[0])
+        raise DataError(f"fixed-effect term {names[j]!r} evaluates to "
+                        f"{int((~np.isfinite(X[:, j])).sum())} non-finite value(s) (NaN or inf, "
+                        "e.g. log of a value <= 0); fix the data or the transformation")
+    if X.shape[1] == 0 and not parsed.random:
+        raise FormulaError(f"formula {formula!r} has neither fixed nor random effects")
     drop = _aliased(X) if X.shape[1] else np.array([], dtype=int)
     info: dict = {"n_dropped_na": len(data) - len(sub)}
     if len(drop):
@@ -324,8 +409,8 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         fixed_names=tuple(names[j] for j in kept), groups=tuple(groups),
         row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info,
     )
-    return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, _fixed_dm=dms,
-                     _random_dms=rdms)
+    return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
+                     na_action=na_action, _fixed_dm=dms, _random_dms=rdms)
 
 
 def build_design(formula: str, data: pd.DataFrame, **kwargs) -> Design:
