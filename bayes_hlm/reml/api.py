@@ -52,11 +52,17 @@ def _blas_threads(n):
     import contextlib
     if n is None:
         return contextlib.nullcontext()
+    global _CONTROLLER
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # optional
         return contextlib.nullcontext()
-    return threadpool_limits(n, user_api="blas")
+    if _CONTROLLER is None:      # library discovery costs ~10 ms: do it once
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=n, user_api="blas")
+
+
+_CONTROLLER = None
 
 
 def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML",

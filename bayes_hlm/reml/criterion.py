@@ -27,6 +27,8 @@ import scipy.sparse as sp
 
 from ..spec.design import Design
 
+from scipy.linalg.lapack import dpotrf as _potrf, dpotrs as _potrs
+
 DENSE_MAX = 4000  # remainder sizes up to this use a dense Cholesky
 
 __all__ = ["ThetaMap", "Stats", "DevFun", "Evaluation", "make_devfun"]
@@ -262,6 +264,10 @@ def batched_fsolve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     if q == 1:
         return B / L[:, 0, 0][:, None, None]
     X = np.empty_like(B)
+    if q == 2:
+        X[:, 0, :] = B[:, 0, :] / L[:, 0, 0, None]
+        X[:, 1, :] = (B[:, 1, :] - L[:, 1, 0, None] * X[:, 0, :]) / L[:, 1, 1, None]
+        return X
     for i in range(q):
         acc = B[:, i, :]
         if i:
@@ -468,11 +474,10 @@ class DevFun:
         S = st.XtX - gram[:p, :p]
         s = st.Xty - gram[:p, p]
         if p:
-            try:
-                RX = np.linalg.cholesky(S)
-            except np.linalg.LinAlgError:
+            RX, info = _potrf(S, lower=1, clean=1)
+            if info != 0:
                 return self._bad(theta, lams)
-            beta = sla.cho_solve((RX, True), s, check_finite=False)
+            beta, _ = _potrs(RX, s, lower=1)
             ldS = 2.0 * float(np.sum(np.log(np.diag(RX))))
         else:
             beta = np.zeros(0)

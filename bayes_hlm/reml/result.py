@@ -261,21 +261,48 @@ class RemlResult:
         return {"r2_marginal": vc["fixed"] / tot, "r2_conditional": (vc["fixed"] + vr) / tot}
 
     # ------------------------------------------------------------------ intervals
-    def confint(self, method: str = "wald", level: float = 0.95, **kwargs) -> pd.DataFrame:
-        """Wald intervals for fixed effects; ``"profile"`` adds profile-likelihood intervals
-        for the variance parameters (rows ``sd_<term>|<factor>``, ``cor_<a>.<b>|<factor>``,
-        ``sigma``) and Wald intervals for the fixed effects."""
-        z = sps.norm.ppf(0.5 + level / 2)
-        se = np.sqrt(np.diag(self.vcov()))
-        fixed = pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se},
-                             index=pd.Index(self.fixed_names))
+    def confint(self, method: str = "wald", level: float = 0.95, parm=None, nsim: int = 500,
+                seed=None) -> pd.DataFrame:
+        """Confidence intervals, as lme4's ``confint.merMod``.
+
+        ``method="wald"``: fixed effects only (``β ± z se``).
+        ``method="profile"``: profile-likelihood intervals for the variance parameters (rows
+        ``sd(term | factor)``, ``cor(a, b | factor)``, ``sigma``) and the fixed effects, from the
+        ML deviance (REML fits are refitted by ML first, as lme4 does); see
+        :mod:`bayes_hlm.reml.profile`.
+        ``method="boot"``: parametric-bootstrap percentile intervals for the same rows
+        (``nsim`` simulations, ``seed``), refitting by this fit's criterion (lme4 ``bootMer``).
+        ``parm``: optional list of row names to compute (profile / boot return all for boot).
+        """
+        from .api import _blas_threads
+        with _blas_threads(self.control.get("blas_threads", 1)):
+            out = self._confint(method, level, parm, nsim, seed)
+        if parm is not None:
+            out = out.loc[[p for p in parm if p in out.index]]
+        return out
+
+    def _confint(self, method, level, parm, nsim, seed) -> pd.DataFrame:
         if method == "wald":
-            return fixed
-        if method != "profile":
-            raise ValueError("method must be 'wald' or 'profile'")
-        raise NotImplementedError(
-            "profile-likelihood intervals for variance components are not implemented yet; "
-            "use method='wald' for the fixed effects")
+            z = sps.norm.ppf(0.5 + level / 2)
+            se = np.sqrt(np.diag(self.vcov()))
+            out = pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se},
+                               index=pd.Index(self.fixed_names))
+        elif method == "profile":
+            from .profile import profile_confint
+            if self.method == "ML":
+                ml = self
+            else:
+                if "_ml_fit" not in self.__dict__:
+                    from .api import _refit_ml
+                    self.__dict__["_ml_fit"] = _refit_ml(self)
+                ml = self.__dict__["_ml_fit"]
+            out = profile_confint(self, level=level, which=parm, ml=ml)
+        elif method == "boot":
+            from .profile import boot_confint
+            out = boot_confint(self, level=level, nsim=nsim, seed=seed)
+        else:
+            raise ValueError("method must be 'wald', 'profile' or 'boot'")
+        return out
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict:
