@@ -7,13 +7,11 @@ import datetime as _dt
 import html
 import io
 import os
-import traceback
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from ..results.diagnostics import warn_on
 from ._util import factor_terms, reml_values, slope_column
