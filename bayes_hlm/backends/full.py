@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from . import naming
+from .group_effects import sampled_effects
 from .hyperparameters import add_hyperparameters, coords, factor_blocks
 
 
-def group_effect(k: int, design: Design, chol: pt.TensorVariable, centered: bool):
-    """Effects of GroupTerm ``k``, shape (levels, q): centred or non-centred."""
-    g = design.groups[k]
-    shape = (g.n_levels, g.q)
-    if centered:
-        if g.q == 1:
-            return pm.Normal(f"_b{k}__{g.factor}", 0.0, chol[0, 0], shape=shape)
-        return pm.MvNormal(f"_b{k}__{g.factor}", mu=np.zeros(g.q), chol=chol, shape=shape)
-    z = pm.Normal(f"_z{k}__{g.factor}", 0.0, 1.0, shape=shape)
-    return z @ chol.T
+def record_effects(design: Design, effects: dict[int, pt.TensorVariable], factors: list[str]) -> None:
+    """``r__<factor>`` deterministics: the factor's terms side by side, (levels, q)."""
+    blocks = factor_blocks(design)
+    for factor in factors:
+        parts = [effects[k] for k in blocks[factor]]
+        r = pt.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+        pm.Deterministic(naming.effect_var(factor), r,
+                         dims=(naming.level_dim(factor), naming.term_dim(factor)))
 
 
 def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | None = None) -> pm.Model:
@@ -32,22 +30,16 @@ def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | N
     design, ps
         Numeric design and priors.
     centered : dict, optional
-        Factor name -> use the centred parametrisation ``b ~ N(0, Sigma)``
-        instead of the non-centred ``b = L z`` (default non-centred).
+        Factor name -> centred (hierarchically, see :mod:`.group_effects`)
+        instead of non-centred ``b = L z`` group effects (default non-centred).
     """
     centered = centered or {}
     with pm.Model(coords=coords(design)) as model:
         h = add_hyperparameters(design, ps)
+        effects = sampled_effects(design, list(range(len(design.groups))), h.chols, centered, h.beta)
         mu = pt.dot(design.X, h.beta)
-        for factor, ks in factor_blocks(design).items():
-            parts = []
-            for k in ks:
-                g = design.groups[k]
-                b = group_effect(k, design, h.chols[k], centered.get(factor, False))
-                mu = mu + (g.Z * b[g.codes]).sum(axis=1)
-                parts.append(b)
-            r = pt.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-            pm.Deterministic(naming.effect_var(factor), r,
-                             dims=(naming.level_dim(factor), naming.term_dim(factor)))
+        for k, g in enumerate(design.groups):
+            mu = mu + (g.Z * effects[k][g.codes]).sum(axis=1)
+        record_effects(design, effects, list(factor_blocks(design)))
         pm.Normal("y", mu=mu, sigma=h.sigma, observed=design.y)
     return model

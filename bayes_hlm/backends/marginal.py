@@ -21,7 +21,8 @@ from ..spec.design import Design
 from ..spec.priors import PriorSet
 from . import naming
 from .conditional_draws import draw_group_effects
-from .full import group_effect
+from .full import record_effects
+from .group_effects import sampled_effects
 from .hyperparameters import add_hyperparameters, coords, factor_blocks
 from .marginal_loglik import marginal_loglik_pt
 from .parametrization import choose_centering
@@ -49,15 +50,9 @@ def build_marginal_model(design: Design, ps: PriorSet, stats=None) -> tuple[pm.M
     centered = choose_centering(design) if sampled else {}
     with pm.Model(coords=coords(design)) as model:
         h = add_hyperparameters(design, ps)
-        b_other = []
-        for factor, ks in factor_blocks(design).items():
-            if not set(ks) & sampled:
-                continue
-            parts = [group_effect(k, design, h.chols[k], centered.get(factor, False)) for k in ks]
-            b_other.extend(parts)
-            r = pm.math.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-            pm.Deterministic(naming.effect_var(factor), r,
-                             dims=(naming.level_dim(factor), naming.term_dim(factor)))
+        effects = sampled_effects(design, list(plan.other_terms), h.chols, centered, h.beta)
+        b_other = [effects[k] for k in plan.other_terms]
+        record_effects(design, effects, [f for f, ks in factor_blocks(design).items() if set(ks) & sampled])
         pm.Potential("_marginal_loglik",
                      marginal_loglik_pt(stats, h.beta, h.sigma, h.chols, b_other or None))
     model._bayes_hlm_centered = centered  # recorded in FitInfo.extra
