@@ -112,7 +112,7 @@ def choose_scaling(design: Design, mode: bool | str = "auto") -> Scaling | None:
         return compute_scaling(design) if needs_scaling(design) else None
     if mode is True:
         return compute_scaling(design)
-    raise ValueError(f"standardize must be True, False or 'auto', not {mode!r}")
+    raise ValueError(f"rescale must be True, False or 'auto', not {mode!r}")
 
 
 def scale_design(design: Design, sc: Scaling) -> Design:
