@@ -54,14 +54,17 @@ def cases(quick: bool):
 
 
 def time_ours(formula, data, n):
-    ts = []
+    ts, tspec = [], []
     for _ in range(n):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t = time.perf_counter()
-            m = reml(build_spec(formula, data))
+            spec = build_spec(formula, data)
+            t1 = time.perf_counter()
+            m = reml(spec)
             ts.append(time.perf_counter() - t)
-    return float(np.median(ts)), m
+            tspec.append(t1 - t)
+    return float(np.median(ts)), float(np.median(tspec)), m
 
 
 def time_lme4(formula, data, n):
@@ -101,34 +104,48 @@ def time_statsmodels(formula, data, group, n):
     return float(np.median(ts))
 
 
+def _nlopt() -> bool:
+    try:
+        import nlopt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="skip insteval and the 1M-row case")
     ap.add_argument("--no-r", action="store_true")
     ap.add_argument("--no-statsmodels", action="store_true")
-    ap.add_argument("--n", type=int, default=3)
+    ap.add_argument("--n", type=int, default=5)
     a = ap.parse_args()
     rows = []
     for name, formula, data, group in cases(a.quick):
         big = len(data) > 50_000
         n = 1 if big else a.n
-        ours, m = time_ours(formula, data, n)
+        ours, spec_s, m = time_ours(formula, data, n)
         lme4, info = (None, "skipped") if a.no_r else time_lme4(formula, data, n)
         sm = None
         if not a.no_statsmodels and group is not None and len(data) < 200_000:
             sm = time_statsmodels(formula, data, group, n)
         row = {"case": name, "formula": formula, "n_obs": len(data), "ours_s": ours,
-               "lme4_s": lme4, "statsmodels_s": sm,
+               "ours_spec_s": spec_s, "lme4_s": lme4, "statsmodels_s": sm,
                "ours_crit": m.objective,
                "lme4_crit": info.get("reml_criterion") if isinstance(info, dict) else None}
         rows.append(row)
         f = lambda v: "   n/a" if v is None else f"{v:8.3f}"  # noqa: E731
-        print(f"{name:<14} n={len(data):>8}  ours {f(ours)}  lme4 {f(lme4)}  statsmodels {f(sm)}",
+        print(f"{name:<14} n={len(data):>8}  ours {f(ours)} (formula/design {f(spec_s)})  "
+              f"lme4 {f(lme4)}  statsmodels {f(sm)}  crit ours-lme4 "
+              f"{m.objective - row['lme4_crit'] if row['lme4_crit'] is not None else float('nan'):+.2e}",
               flush=True)
     out = ROOT / "benchmarks/results/reml.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cases": rows, "note": "seconds, median of runs; shared 2-core "
-                               "machine, indicative only"}, indent=1))
+    import os
+    out.write_text(json.dumps({"cases": rows, "n_runs": a.n, "load_avg_at_end": os.getloadavg(),
+                               "optimizer": "nlopt LN_BOBYQA" if _nlopt() else "scipy L-BFGS-B",
+                               "note": "seconds, median of runs, ours / lme4 / statsmodels timed "
+                               "back to back per case; ours_s includes formula parsing + design "
+                               "(ours_spec_s); shared 2-core machine, indicative only"}, indent=1))
     print(f"wrote {out}")
 
 

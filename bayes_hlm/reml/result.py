@@ -106,8 +106,10 @@ class RemlResult:
 
     @cached_property
     def _satt(self):
+        from .api import _blas_threads
         from .satterthwaite import vcov_varpar
-        return vcov_varpar(self.devfun, self.theta, self.sigma)
+        with _blas_threads(self.control.get("blas_threads", 1)):
+            return vcov_varpar(self.devfun, self.theta, self.sigma)
 
     def df(self, L=None) -> np.ndarray:
         """Satterthwaite df of each contrast row of ``L`` (default: each coefficient)."""
@@ -170,7 +172,9 @@ class RemlResult:
     def ranef(self, cond_var: bool = True) -> dict[str, pd.DataFrame]:
         """Conditional modes per factor, indexed by (level, term), with lme4 ``condVar`` SDs."""
         out = {}
-        covs = self.devfun.conditional_cov(self._ev) if cond_var else None
+        from .api import _blas_threads
+        with _blas_threads(self.control.get("blas_threads", 1)):
+            covs = self.devfun.conditional_cov(self._ev) if cond_var else None
         for k, f in enumerate(self.devfun.tmap.factors):
             b = self._modes[k]
             idx = pd.MultiIndex.from_product([[str(v) for v in f.levels], list(f.terms)],

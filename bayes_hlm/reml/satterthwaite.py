@@ -5,8 +5,11 @@ Kuznetsova, Brockhoff & Christensen (2017): with varpar = (θ, σ),
 lmerTest's ``devfun_vp``), and ``J_i = ∂ Var(β̂) / ∂ varpar_i`` with ``Var(β̂) = σ² S(θ)⁻¹``.
 For a contrast ``l``: ``df = 2 (lᵀ V l)² / (gᵀ A g)``, ``g_i = lᵀ J_i l``.
 
-The σ-derivatives are analytic; θ-derivatives use central differences with Richardson
-extrapolation on quantities returned by one criterion evaluation.
+The σ-derivatives are analytic; θ-derivatives use one central-difference stencil (relative
+step 3e-3) on quantities returned by one criterion evaluation: 1 + 2k² evaluations. Against
+lmerTest's df (numDeriv with Richardson extrapolation) this is as close (max 1.4e-4 relative over
+the fixture cases) as the two-level Richardson stencil used before, at half the evaluations —
+what matters on large crossed models (insteval: ~0.14 s per evaluation).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 from .numderiv import derivs
 
 
-def vcov_varpar(devfun, theta: np.ndarray, sigma: float):
+def vcov_varpar(devfun, theta: np.ndarray, sigma: float, levels: int = 1, rel_step: float = 3e-3):
     """Return (A, H, J) with J of shape (k+1, p, p)."""
     st = devfun.stats
     N, p = st.N, st.p
@@ -28,7 +31,7 @@ def vcov_varpar(devfun, theta: np.ndarray, sigma: float):
         Sinv = np.linalg.inv(ev.S) if p else np.zeros((0, 0))
         return np.concatenate([[ev.ldL2 + (ev.ldS if reml else 0.0), ev.r2], Sinv.ravel()])
 
-    d = derivs(f, theta, want_hessian=True, rel_step=1e-2, min_step=1e-3, levels=2)
+    d = derivs(f, theta, want_hessian=True, rel_step=rel_step, min_step=rel_step / 10, levels=levels)
     f0 = d["f"]
     r2 = f0[1]
     Sinv = f0[2:].reshape(p, p)
