@@ -447,11 +447,11 @@ class BayesResult:
 
         return standardize(self, method=method, **kwargs)
 
-    def prior_sensitivity(self, scales=(0.5, 2.0), threshold: float = 0.5, **fit_kwargs):
+    def prior_sensitivity(self, scales=(0.5, 2.0), threshold: float = 0.5, **kwargs):
         """Refit with every prior scale multiplied by ``scales``; flag moved estimates."""
         from .sensitivity import prior_sensitivity
 
-        return prior_sensitivity(self, scales, threshold, **fit_kwargs)
+        return prior_sensitivity(self, scales, threshold, **kwargs)
 
     def power_sensitivity(self, **kwargs) -> pd.DataFrame:
         """Power-scaling prior/likelihood sensitivity (priorsense via ``arviz.psense_summary``)."""

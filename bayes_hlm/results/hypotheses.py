@@ -70,7 +70,8 @@ def _wald(m, L: np.ndarray, prob: float, null: np.ndarray | float = 0.0) -> pd.D
     est = L @ m.beta
     se = np.sqrt(np.einsum("ij,jk,ik->i", L, m.vcov(), L))
     df = np.asarray(m.df(L), dtype=float)
-    t = (est - null) / se
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (est - null) / se
     q = sps.t.ppf(0.5 + prob / 2, df)
     return pd.DataFrame({"estimate": est, "std.error": se, "df": df, "statistic": t,
                          "p.value": 2 * sps.t.sf(np.abs(t), df),

@@ -55,13 +55,14 @@ def scaled_priors(result: "BayesResult", factor: float) -> dict[str, Prior]:
 
 
 def prior_sensitivity(result: "BayesResult", scales: Sequence[float] = (0.5, 2.0),
-                      threshold: float = 0.5, **fit_kwargs) -> ReportFrame:
+                      threshold: float = 0.5, return_fits: bool = False, **fit_kwargs):
     """Refit with every prior's scale multiplied by each factor in ``scales``.
 
     Returns one row per (parameter, scale): ``mean_base``, ``sd_base``, ``mean``,
     ``sd``, ``shift_sd`` = (mean - mean_base) / sd_base, ``sd_ratio`` and
     ``sensitive`` (``|shift_sd| > threshold``). ``fit_kwargs`` go to every refit
-    (default: the original fit's settings). The refits are in ``.attrs["fits"]``.
+    (default: the original fit's settings). With ``return_fits`` the refits are
+    returned too, as ``(table, {scale: result})``.
     """
     from .workflow import update
 
@@ -83,9 +84,7 @@ def prior_sensitivity(result: "BayesResult", scales: Sequence[float] = (0.5, 2.0
                          "sd": n["sd"], "shift_sd": shift, "sd_ratio": n["sd"] / r["sd"],
                          "sensitive": bool(abs(shift) > threshold)})
     out = ReportFrame(pd.DataFrame(rows).set_index(["parameter", "scale"]))
-    out.attrs["fits"] = fits
-    out.attrs["threshold"] = threshold
-    return out
+    return (out, fits) if return_fits else out
 
 
 def _logp(prior: Prior, values: np.ndarray) -> np.ndarray:
