@@ -49,7 +49,7 @@ FORMULA = "y ~ x + z + h + (x|g)"
     Prior("InverseGamma", alpha=3.0, beta=2.0), Prior("Weibull", alpha=1.5, beta=2.0),
     Prior("LogNormal", mu=0.2, sigma=0.8),
 ], ids=lambda p: str(p))
-@pytest.mark.parametrize("a", [1e-6, 0.37, 42.0, 1e6])
+@pytest.mark.parametrize("a", [1e-6, 42.0])
 def test_scale_prior_is_density_of_scaled_variable(prior, a):
     """log p'(a t) = log p(t) - log a for every supported family."""
     import pymc as pm
