@@ -14,6 +14,11 @@ from . import datasets
 from .errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning, DataError, FormulaError
 from .fitting import fit
 from .results.bayes_result import BayesResult
+from .results.hypotheses import contrasts, emmeans, hypothesis, lincom, slopes
+from .results.sensitivity import prior_sensitivity
+from .results.standardize import standardize
+from .results.tidy import tidy
+from .results.workflow import compare, kfold, update_formula
 from .spec.build import build_design, build_spec
 from .spec.centering import center
 from .spec.checks import Control
@@ -26,5 +31,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BayesHLMError", "BayesHLMWarning", "BayesResult", "Control", "ConvergenceWarning",
     "DataError", "FormulaError", "Prior", "build_design", "build_spec", "center", "datasets",
-    "fit", "get_prior", "load",
+    "fit", "get_prior", "load", "compare", "kfold", "update_formula", "hypothesis", "emmeans",
+    "contrasts", "slopes", "lincom", "tidy", "standardize", "prior_sensitivity",
 ]
