@@ -3,9 +3,11 @@
 lme4's modular split:
 
 * :func:`make_devfun` (``mkLmerDevfun``): the profiled criterion θ -> d(θ);
-* :func:`optimize_theta` (``optimizeLmer``) and :func:`check_convergence` (``checkConv``);
+* :func:`optimize_theta` (``optimizeLmer``: nlopt BOBYQA as lme4's default ``nloptwrap``,
+  scipy L-BFGS-B when nlopt is absent) and :func:`check_convergence` (``checkConv``);
 * :class:`RemlResult` (``mkMerMod``): estimates, Satterthwaite tests, VarCorr, ranef, ICC/R²,
-  confidence intervals, summaries.
+  confidence intervals (Wald, profile likelihood, parametric bootstrap: :mod:`.profile`),
+  summaries.
 
 :func:`reml` runs the three; :func:`anova` and :func:`ranova` give likelihood-ratio tests.
 """

@@ -1,7 +1,10 @@
 """Optimise the profiled criterion over θ (lme4's ``optimizeLmer``) and check convergence.
 
-Bounded quasi-Newton (scipy L-BFGS-B; lower bound 0 on the diagonal of Λ, start at
-θ = identity as lme4) with central-difference gradients, then lme4's ``checkConv``:
+Derivative-free BOBYQA (nlopt ``LN_BOBYQA`` with lme4's ``nloptwrap`` settings: xtol_abs =
+ftol_abs = 1e-8) when ``nlopt`` is installed, else bounded quasi-Newton (scipy L-BFGS-B with
+central-difference gradients); lower bound 0 on the diagonal of Λ, start at θ = identity as
+lme4. A projected Newton step (numerical Hessian) follows only when it predicts a gain above
+1e-8; its derivatives are reused by lme4's ``checkConv``:
 scaled gradient ``|H⁻¹ g| < 0.002`` (falling back to ``|g|``) and a positive-definite
 Hessian, computed on the parameters not on the boundary.
 """

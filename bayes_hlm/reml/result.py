@@ -276,7 +276,8 @@ class RemlResult:
         :mod:`bayes_hlm.reml.profile`.
         ``method="boot"``: parametric-bootstrap percentile intervals for the same rows
         (``nsim`` simulations, ``seed``), refitting by this fit's criterion (lme4 ``bootMer``).
-        ``parm``: optional list of row names to compute (profile / boot return all for boot).
+        ``parm``: optional list of row names to return (the profile computes only those; the
+        bootstrap refits give all parameters at once).
         """
         from .api import _blas_threads
         with _blas_threads(self.control.get("blas_threads", 1)):
