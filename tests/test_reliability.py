@@ -94,6 +94,7 @@ BAD = [
     ("complex-column", "y ~ c + (1|g)", _with(c=DF.x + 1j), {}, DataError, "'c' holds complex"),
     ("datetime-column", "y ~ t + (1|g)", _with(t=pd.date_range("2020", periods=len(DF))), {},
      DataError, "'t' holds dates"),
+    ("one-level-factor", "y ~ x * f + (1|g)", _with(f="lo"), {}, DataError, "factor 'f' has 1 level"),
     ("object-values", "y ~ o + (1|g)", _with(o=[object()] * len(DF)), {}, DataError, "'o' holds values"),
 ]
 
