@@ -55,13 +55,17 @@ def test_benchmark_notebook_plots_results(tmp_path, monkeypatch):
     (tmp_path / "notebooks").mkdir()
     res = tmp_path / "benchmarks" / "results"
     res.mkdir(parents=True)
-    runs = [{"method": m, "n_obs": n, "wall_s": t * n / 1e4, "min_ess_bulk": 800.0, "reml_s": n / 1e5}
-            for m, t in (("full", 5.0), ("marginal", 0.5)) for n in (1_000, 10_000, 100_000)]
-    (res / "scaling.json").write_text(json.dumps({"machine": "test", "runs": runs}))
+    runs = [{"case": "sim", "contender": m, "rows": n, "wall_s": t * n / 1e4, "min_ess_bulk": 800.0,
+             "status": "ok"} for m, t in (("full", 5.0), ("marginal", 0.5)) for n in (1_000, 10_000, 100_000)]
+    (res / "scaling.json").write_text(json.dumps({"name": "scaling", "cpu_count": 2, "rows": runs}))
+    (res / "reml.json").write_text(json.dumps({"cases": [
+        {"case": "a", "n_obs": 180, "ours_s": 0.02, "lme4_s": 0.05, "ours_crit": 1.0, "lme4_crit": 1.0}]}))
+    (res / "other.json").write_text(json.dumps([{"rows": 10, "scheduler": "threads", "peak": [1, 2]}]))
     shutil.copy(NB_DIR / "04_benchmarks.ipynb", tmp_path / "notebooks")
     nb = nbformat.read(tmp_path / "notebooks" / "04_benchmarks.ipynb", as_version=4)
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path / "notebooks")}}).execute()
     outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert any("image/png" in o.get("data", {}) for o in outs)
-    assert any("1 benchmark file" in o.get("text", "") for o in outs)
+    assert sum("image/png" in o.get("data", {}) for o in outs) >= 3
+    text = "".join(o.get("text", "") for o in outs)
+    assert "3 benchmark file" in text and "Bayesian runs: 6, REML cases: 1" in text
