@@ -384,3 +384,17 @@ def test_conditional_effects_sleepstudy(sleep):
     ax = sleep.plot_conditional_effects("Days", points=True)
     assert ax.get_ylabel() == "Reaction"
     plt.close(ax.figure)
+
+
+def test_reml_result_parity_methods():
+    from bayes_hlm.reml import reml
+
+    r = reml("mAch ~ cses * sector + meanses + (cses | school)", bh.datasets.load("hsb82"))
+    h = r.hypothesis("sectorCatholic = 0")
+    fx = r.fixef().loc["sectorCatholic"]
+    assert abs(h.iloc[0]["estimate"] - fx["estimate"]) < 1e-10 and abs(h.iloc[0]["df"] - fx["df"]) < 1e-6
+    em = r.emmeans("sector")
+    assert list(em["sector"]) == ["Public", "Catholic"]
+    assert {"effect", "term", "estimate", "std.error"} <= set(r.tidy().columns)
+    assert len(r.contrasts("sector")) == 1 and len(r.slopes("cses", at={"sector": ["Public", "Catholic"]})) == 2
+    assert "cses" in set(r.standardize()["term"])

@@ -310,6 +310,43 @@ class RemlResult:
         return out
 
     # ------------------------------------------------------------------ output
+    # ---- parity (issue 9): thin wrappers over bayes_hlm.results.* ----
+    def hypothesis(self, hypotheses, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald tests of linear hypotheses with Satterthwaite df (brms ``hypothesis`` style)."""
+        from ..results.hypotheses import hypothesis_reml
+
+        return hypothesis_reml(self, hypotheses, alpha=alpha)
+
+    def emmeans(self, specs, **kwargs) -> pd.DataFrame:
+        """Estimated marginal means (R ``emmeans``) with Satterthwaite df."""
+        from ..results.hypotheses import emmeans_reml
+
+        return emmeans_reml(self, specs, **kwargs)
+
+    def contrasts(self, specs, **kwargs) -> pd.DataFrame:
+        """Pairwise / treatment contrasts of marginal means (R ``emmeans::contrast``)."""
+        from ..results.hypotheses import contrasts_reml
+
+        return contrasts_reml(self, specs, **kwargs)
+
+    def slopes(self, variable, **kwargs) -> pd.DataFrame:
+        """Slopes of ``variable`` at chosen values (R ``emtrends``)."""
+        from ..results.hypotheses import slopes_reml
+
+        return slopes_reml(self, variable, **kwargs)
+
+    def tidy(self, **kwargs) -> pd.DataFrame:
+        """broom.mixed-style long table."""
+        from ..results.tidy import tidy_reml
+
+        return tidy_reml(self, **kwargs)
+
+    def standardize(self, **kwargs) -> pd.DataFrame:
+        """Standardised fixed effects (``parameters::standardize_parameters(method="basic")``)."""
+        from ..results.standardize import standardize_reml
+
+        return standardize_reml(self, **kwargs)
+
     def to_dict(self) -> dict:
         fe = self.fixef()
         vc = self.varcorr()
