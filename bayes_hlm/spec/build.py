@@ -215,7 +215,7 @@ def _prepare(data: pd.DataFrame, used: list[str], parsed: ParsedFormula, na_acti
         elif _is_factor_dtype(col):
             sub[name] = _as_factor(col)
             levels = list(sub[name].cat.categories)
-            if len(levels) < 2 and name != parsed.response:
+            if len(levels) < 2 and name != parsed.response and name not in group_cols:
                 raise DataError(
                     f"factor {name!r} has {len(levels)} level {levels!r} in the rows used; a "
                     "factor predictor needs at least 2 levels (contrasts), so drop it from the "
