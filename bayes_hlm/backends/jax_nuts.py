@@ -132,11 +132,15 @@ def model_structure(model) -> tuple[str, list]:
             return ids[v]
         ids[v] = len(ids)
         if isinstance(v, SharedVariable):
-            if "Random" in type(v.type).__name__ or "RandomGenerator" in str(v.type):
+            if _is_rng(v):
                 h.update(b"rng;")
-            else:
+            elif _liftable(v):
                 shared.append(v)
                 h.update(f"shared:{v.name}:{v.type};".encode())
+            else:  # integer data (indices, sizes) may set shapes: baked in as constants
+                a = np.ascontiguousarray(v.get_value(borrow=True))
+                h.update(f"baked:{v.name}:{v.type}:".encode())
+                h.update(hashlib.sha1(a.tobytes()).digest())
         elif isinstance(v, Constant) and _liftable(v):
             # prior parameters (Bambi's scale with the data) become program inputs too
             shared.append(v)
@@ -163,6 +167,10 @@ def model_structure(model) -> tuple[str, list]:
     for rv in model.free_RVs:
         h.update(f"tr:{rv.name}:{_transform_sig(model.rvs_to_transforms.get(rv))};".encode())
     return h.hexdigest(), shared
+
+
+def _is_rng(v) -> bool:
+    return "Random" in type(v.type).__name__ or "RandomGenerator" in str(v.type)
 
 
 def _liftable(c) -> bool:
@@ -256,14 +264,21 @@ def _build(model, shared, chains: int, tune: int, draws: int, chunk: int, target
     from pytensor.graph.replace import clone_replace
     from pytensor.link.jax.dispatch import jax_funcify
     _register_asserts()
+    from pytensor.graph.traversal import graph_inputs
 
     from pymc.initial_point import make_initial_point_expression
-    from pytensor.graph.traversal import graph_inputs
 
     free = list(model.free_RVs)
     value_vars = [model.rvs_to_values[rv] for rv in free]
     inputs = [s.type(name=f"_bh_input{i}") for i, s in enumerate(shared)]
     repl = dict(zip(shared, inputs))
+    import pytensor.tensor as pt
+    from pytensor.compile.sharedvalue import SharedVariable
+
+    outs_all = list(model.free_RVs) + list(model.potentials) + list(model.deterministics)
+    for v in graph_inputs(outs_all):
+        if isinstance(v, SharedVariable) and v not in repl and not _is_rng(v):
+            repl[v] = pt.constant(v.get_value(borrow=True), dtype=v.type.dtype)
 
     def jaxify(outputs, with_values=True):
         outs = clone_replace(outputs, replace=repl) if repl else outputs
@@ -284,8 +299,6 @@ def _build(model, shared, chains: int, tune: int, draws: int, chunk: int, target
     back = {v: by_name[v.name] for v in graph_inputs(ip_exprs)
             if v.name in by_name and v is not by_name[v.name]}
     ip_exprs = clone_replace(ip_exprs, replace=back) if back else ip_exprs
-    from pytensor.compile.sharedvalue import SharedVariable
-
     rngs = [v for v in graph_inputs(ip_exprs) if isinstance(v, SharedVariable) and v not in back]
     fg = FunctionGraph(inputs=inputs + rngs, outputs=ip_exprs, clone=True)
     JAX_MODE.optimizer.rewrite(fg)
