@@ -21,6 +21,11 @@ from .spec.priors import Prior, resolve_priors
 METHODS = ("auto", "full", "marginal")
 
 
+def default_sampler(method: str) -> str:
+    """NUTS engine used when ``sampler=None``: PyMC for the full model, the fastest for marginal."""
+    return "nutpie" if method == "marginal" else "pymc"
+
+
 def choose_method(spec: ModelSpec, method: str) -> str:
     """Resolve ``"auto"``: marginal whenever the backend supports the design, else full."""
     if method not in METHODS:
@@ -63,6 +68,8 @@ def fit(
     centered: dict[str, bool] | Literal["auto"] | None = "auto",
     progressbar: bool | None = None,
     warn: bool = True,
+    engine: Literal["memory", "dask"] = "memory",
+    scheduler=None,
 ) -> BayesResult:
     """Fit a Bayesian hierarchical linear model written as an lme4 formula.
 
@@ -99,17 +106,34 @@ def fit(
         Default: on in interactive sessions.
     warn : bool
         Emit convergence warnings after sampling.
+    engine : {"memory", "dask"}
+        ``"dask"`` computes the sufficient statistics out of core on Dask; ``data``
+        may then also be a Dask DataFrame, a CSV path or a Parquet file/directory/glob
+        (see :func:`bayes_hlm.distributed.fit_dask`; marginal method only).
+    scheduler : optional
+        Dask scheduler (address, ``Client``, or ``"sync"``/``"threads"``/``"processes"``).
 
     Returns
     -------
     BayesResult
     """
+    if engine == "dask":
+        from .distributed import fit_dask
+
+        return fit_dask(formula, data, scheduler, method=method, sampler=sampler, chains=chains,
+                        draws=draws, tune=tune, target_accept=target_accept, seed=seed,
+                        priors=priors, na_action=na_action, control=control,
+                        progressbar=progressbar, warn=warn)
+    if engine != "memory":
+        raise BayesHLMError(f"engine must be 'memory' or 'dask', not {engine!r}")
+    if scheduler is not None:
+        raise BayesHLMError("scheduler= needs engine='dask'")
     t0 = time.perf_counter()
     spec = build_spec(formula, data, na_action=na_action, control=control)
     ps = resolve_priors(spec.design, priors)
     chosen = choose_method(spec, method)
     cfg = SamplerConfig(
-        sampler=sampler or ("nutpie" if chosen == "marginal" else "pymc"), chains=chains,
+        sampler=sampler or default_sampler(chosen), chains=chains,
         draws=draws, tune=tune, target_accept=target_accept, seed=seed, progressbar=progressbar,
     )
     if chosen == "marginal":

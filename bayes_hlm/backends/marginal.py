@@ -121,14 +121,19 @@ def effects_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 7919]).generate_state(1)[0])
 
 
-def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig) -> tuple[SampleOutput, object, dict]:
-    """Sample the collapsed model and attach (or register) exact group-effect draws."""
+def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
+                 ) -> tuple[SampleOutput, object, dict]:
+    """Sample the collapsed model and attach (or register) exact group-effect draws.
+
+    ``stats`` may be precomputed (e.g. on Dask); then no row of the data is touched.
+    """
     t0 = time.perf_counter()
-    model, stats = build_marginal_model(design, ps)
+    model, stats = build_marginal_model(design, ps, stats=stats)
     t_build = time.perf_counter() - t0
     out = sample_model(model, cfg)
     t1 = time.perf_counter()
     post = out.tree["posterior"].to_dataset()
+    post = post.drop_vars([v for v in post.data_vars if str(v).startswith("_")])
     seed = effects_seed(cfg.seed)
     gen = effect_generator(design, post, seed, stats)
     S = post.sizes["chain"] * post.sizes["draw"]

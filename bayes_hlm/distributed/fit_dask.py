@@ -32,6 +32,8 @@ from .design_meta import (DesignMeta, ModelFrame, OutOfCoreError, build_meta,
 from .inputs import Partitions, open_source
 from .partition_stats import Partial, partition_stats
 from .reduce import StatsExtras, finalize, kept_columns, merge_partials, tree_reduce
+from ..backends.marginal import run_marginal
+from ..fitting import default_sampler
 
 __all__ = ["DaskStats", "compute_stats_dask", "fit_dask", "priors_from_stats"]
 
@@ -282,50 +284,6 @@ def priors_from_stats(ds: DaskStats, user: dict | None = None) -> PriorSet:
 # --------------------------------------------------------------------------- #
 # Sampling from the statistics
 # --------------------------------------------------------------------------- #
-def run_marginal_stats(design, ps, cfg, stats):
-    """``backends.marginal.run_marginal`` with precomputed statistics (no rows)."""
-    import xarray as xr
-
-    from ..backends import naming
-    from ..backends.hyperparameters import coords, factor_blocks
-    from ..backends.marginal import (MATERIALIZE_BYTES, build_marginal_model, effect_generator,
-                                     effects_seed, marginalised_factors)
-    from ..backends.sampling import sample_model
-
-    t0 = time.perf_counter()
-    model, stats = build_marginal_model(design, ps, stats=stats)
-    t_build = time.perf_counter() - t0
-    out = sample_model(model, cfg)
-    t1 = time.perf_counter()
-    post = out.tree["posterior"].to_dataset()
-    post = post.drop_vars([v for v in post.data_vars if str(v).startswith("_")])
-    seed = effects_seed(cfg.seed)
-    gen = effect_generator(design, post, seed, stats)
-    S = post.sizes["chain"] * post.sizes["draw"]
-    lazy = []
-    for factor in marginalised_factors(stats):
-        q = sum(design.groups[k].q for k in factor_blocks(design)[factor])
-        L = design.factors()[factor]
-        if S * L * q * 8 > MATERIALIZE_BYTES:
-            lazy.append(factor)
-            continue
-        b = gen(factor, np.arange(S)).reshape(post.sizes["chain"], post.sizes["draw"], L, q)
-        post[naming.effect_var(factor)] = (
-            ("chain", "draw", naming.level_dim(factor), naming.term_dim(factor)), b)
-    post = post.assign_coords({d: v for d, v in coords(design).items() if d not in post.coords
-                               and any(d in post[v_].dims for v_ in post.data_vars)})
-    groups = {"posterior": post}
-    if "sample_stats" in out.tree.children:
-        groups["sample_stats"] = out.tree["sample_stats"].to_dataset()
-    out.tree = xr.DataTree.from_dict(groups)
-    effects_s = time.perf_counter() - t1
-    out.compile_s += t_build
-    extra = {"structure": stats.plan.structure, "marginalised": marginalised_factors(stats),
-             "lazy_effects": lazy, "effects_s": effects_s, "effects_seed": seed,
-             "centered": getattr(model, "_bayes_hlm_centered", {})}
-    return out, gen, extra
-
-
 def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", sampler: str | None = None,
              chains: int = 4, draws: int = 1000, tune: int = 1000, target_accept: float = 0.8,
              seed: int | None = None, priors: dict | None = None, na_action: str = "omit",
@@ -365,9 +323,9 @@ def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", samp
     if ds.stats.plan.structure == "none":
         raise BayesHLMError("engine='dask' needs at least one random-effect term")
     ps = priors_from_stats(ds, priors)
-    cfg = SamplerConfig(sampler=sampler or "nutpie", chains=chains, draws=draws, tune=tune,
+    cfg = SamplerConfig(sampler=sampler or default_sampler("marginal"), chains=chains, draws=draws, tune=tune,
                         target_accept=target_accept, seed=seed, progressbar=progressbar)
-    out, gen, extra = run_marginal_stats(ds.design, ps, cfg, ds.stats)
+    out, gen, extra = run_marginal(ds.design, ps, cfg, ds.stats)
     extra.update({"engine": "dask", "stats_timings": ds.timings})
     wall = time.perf_counter() - t0
     info = FitInfo(method="marginal", sampler=cfg.sampler, chains=cfg.chains, draws=cfg.draws,
