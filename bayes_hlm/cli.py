@@ -210,21 +210,28 @@ def _cmd_fit(args) -> int:
     from .results.export import fit_json
 
     _check_writable(args.out)
-    df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels))
-    result = fit(args.formula, df, method=args.method, sampler=args.sampler, chains=args.chains,
-                 draws=args.draws, tune=args.tune, seed=args.seed, target_accept=args.target_accept)
-    out = fit_json(result)
-    try:
-        from .reml import reml
-
-        ref = reml(result.spec)
+    settings = dict(method=args.method, sampler=args.sampler, chains=args.chains, draws=args.draws,
+                    tune=args.tune, seed=args.seed, target_accept=args.target_accept)
+    ref = None
+    if args.engine == "dask":
+        if args.factor or args.levels:
+            raise CliError("--factor/--levels are not supported with --engine dask; store the types "
+                           "in the Parquet/CSV files", EXIT_USAGE)
+        # out of core: the REML reference needs the rows, so the "reml" key is left out
+        result = fit(args.formula, args.data, engine="dask", scheduler=args.scheduler, **settings)
+        out = fit_json(result)
+    else:
+        if args.scheduler:
+            raise CliError("--scheduler needs --engine dask", EXIT_USAGE)
+        df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels))
+        result = fit(args.formula, df, **settings)
+        out = fit_json(result)
+        ref = result.reml()
         out["reml"] = ref.to_dict()
-    except ImportError:
-        pass
     if args.plots:
         from .reporters import write_plots
 
-        write_plots(result, args.plots)
+        write_plots(result, args.plots, reml_result=ref)
     _write_json(out, args.out)
     return 0
 
@@ -246,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     common = _Parser(add_help=False)
     common.add_argument("formula", help="lme4 formula, e.g. 'Reaction ~ Days + (Days | Subject)'")
-    common.add_argument("data", help="CSV file")
+    common.add_argument("data", help="CSV file (with --engine dask also a Parquet file, directory or glob)")
     common.add_argument("--factor", action="append", default=[], metavar="COL",
                         help="treat this numeric-looking column as a factor (repeatable)")
     common.add_argument("--levels", action="append", default=[], metavar="COL=L1,L2,...",
@@ -254,13 +261,17 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--out", help="write JSON here (default: stdout for fit)")
     f = sub.add_parser("fit", parents=[common], help="sample the posterior")
     f.add_argument("--method", choices=["full", "marginal", "auto"], default="auto")
-    f.add_argument("--sampler", choices=["pymc", "nutpie", "numpyro"], default=None)
+    f.add_argument("--sampler", choices=["auto", "jax", "pymc", "nutpie", "numpyro"], default=None)
     f.add_argument("--chains", type=int, default=4)
     f.add_argument("--draws", type=int, default=1000)
     f.add_argument("--tune", type=int, default=1000)
     f.add_argument("--seed", type=int, default=None)
     f.add_argument("--target-accept", type=float, default=0.8)
     f.add_argument("--plots", metavar="DIR", help="write PNG plots and an HTML report here")
+    f.add_argument("--engine", choices=["memory", "dask"], default="memory",
+                   help="dask: sufficient statistics out of core (data never fully in memory)")
+    f.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="Dask scheduler address, or sync/threads/processes (with --engine dask)")
     f.set_defaults(func=_cmd_fit)
     r = sub.add_parser("reml", parents=[common], help="REML/ML point estimates (lme4)")
     r.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")

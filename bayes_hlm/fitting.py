@@ -17,13 +17,17 @@ from .results.diagnostics import warn_on
 from .spec.build import ModelSpec, build_spec
 from .spec.checks import Control
 from .spec.priors import Prior, resolve_priors
+from .spec.scaling import (ScalingError, choose_scaling, scale_design, scale_priors,
+                           unscale_posterior, wrap_generator)
 
 METHODS = ("auto", "full", "marginal")
 
 
 def default_sampler(method: str) -> str:
-    """NUTS engine used when ``sampler=None``: PyMC for the full model, the fastest for marginal."""
-    return "nutpie" if method == "marginal" else "pymc"
+    """NUTS engine used when ``sampler=None``: PyMC for the full model; for the marginal one
+    ``"auto"`` (the cached JAX/NumPyro engine when JAX is installed, else PyMC), measured fastest
+    end to end (benchmarks/README.md)."""
+    return "auto" if method == "marginal" else "pymc"
 
 
 def choose_method(spec: ModelSpec, method: str) -> str:
@@ -56,7 +60,7 @@ def fit(
     data: pd.DataFrame,
     *,
     method: Literal["auto", "full", "marginal"] = "auto",
-    sampler: Literal["pymc", "nutpie", "numpyro"] | None = None,
+    sampler: Literal["auto", "jax", "pymc", "nutpie", "numpyro"] | None = None,
     chains: int = 4,
     draws: int = 1000,
     tune: int = 1000,
@@ -70,6 +74,7 @@ def fit(
     warn: bool = True,
     engine: Literal["memory", "dask"] = "memory",
     scheduler=None,
+    rescale: bool | Literal["auto"] = "auto",
 ) -> BayesResult:
     """Fit a Bayesian hierarchical linear model written as an lme4 formula.
 
@@ -86,9 +91,10 @@ def fit(
         integrates them out analytically and draws them exactly afterwards (same
         posterior, cost per step independent of the number of rows);
         ``"auto"`` uses marginal whenever it applies.
-    sampler : {"pymc", "nutpie", "numpyro"}, optional
-        NUTS engine; default ``"pymc"`` for the full model and ``"nutpie"``
-        for the marginal one.
+    sampler : {"auto", "jax", "pymc", "nutpie", "numpyro"}, optional
+        NUTS engine; default ``"pymc"`` for the full model and ``"auto"`` for the
+        marginal one (``"jax"``: NumPyro's NUTS on the model's JAX log density with
+        compiled programs cached across processes; falls back to PyMC without JAX).
     chains, draws, tune, target_accept, seed
         NUTS settings; the same seed gives identical draws.
     priors : dict, optional
@@ -112,6 +118,12 @@ def fit(
         (see :func:`bayes_hlm.distributed.fit_dask`; marginal method only).
     scheduler : optional
         Dask scheduler (address, ``Client``, or ``"sync"``/``"threads"``/``"processes"``).
+    rescale : bool or "auto"
+        Sample a rescaled copy of the problem (``y`` and every model column
+        divided by its SD; priors transformed exactly) and map the draws back,
+        so results are always on the data's scale. ``"auto"`` rescales only when
+        some parameter's natural scale is outside [1e-2, 1e2] (e.g. ``y ~ 1e6``
+        or ``x ~ 1e-6``), where NUTS otherwise mixes badly.
 
     Returns
     -------
@@ -132,6 +144,15 @@ def fit(
     spec = build_spec(formula, data, na_action=na_action, control=control)
     ps = resolve_priors(spec.design, priors)
     chosen = choose_method(spec, method)
+    design, ps_fit, scaling = spec.design, ps, choose_scaling(spec.design, rescale)
+    if scaling is not None:
+        try:
+            ps_fit = scale_priors(ps, spec.design, scaling)
+            design = scale_design(spec.design, scaling)
+        except ScalingError as exc:  # a user prior of a family we cannot transform
+            if rescale is True:
+                raise BayesHLMError(f"rescale=True: {exc}") from None
+            scaling = None
     cfg = SamplerConfig(
         sampler=sampler or default_sampler(chosen), chains=chains,
         draws=draws, tune=tune, target_accept=target_accept, seed=seed, progressbar=progressbar,
@@ -139,14 +160,20 @@ def fit(
     if chosen == "marginal":
         from .backends.marginal import run_marginal
 
-        out, generator, extra = run_marginal(spec.design, ps, cfg)
+        out, generator, extra = run_marginal(design, ps_fit, cfg)
     else:
         from .backends.full import build_full_model
         from .backends.parametrization import choose_centering
 
-        cent = choose_centering(spec.design) if centered == "auto" else (centered or {})
-        out = sample_model(build_full_model(spec.design, ps, cent), cfg)
+        cent = choose_centering(design) if centered == "auto" else (centered or {})
+        out = sample_model(build_full_model(design, ps_fit, cent), cfg)
         generator, extra = None, {"centered": cent}
+    if scaling is not None:  # draws back to the user's scale (R-hat/ESS are scale-free)
+        groups = {k: out.tree[k].to_dataset() for k in out.tree.children}
+        groups["posterior"] = unscale_posterior(groups["posterior"], spec.design, scaling)
+        out.tree = xr.DataTree.from_dict(groups)
+        generator = wrap_generator(generator, spec.design, scaling)
+        extra = {**extra, "rescaled": scaling.to_dict()}
     wall = time.perf_counter() - t0
     info = FitInfo(method=chosen, sampler=cfg.sampler, chains=cfg.chains, draws=cfg.draws,
                    tune=cfg.tune, target_accept=cfg.target_accept, seed=cfg.seed, wall_s=wall,
@@ -154,6 +181,15 @@ def fit(
                    effects_s=float(extra.get("effects_s", 0.0)),
                    extra=extra)
     result = BayesResult(spec, ps, _clean_tree(out.tree, spec.design), info, generator)
+    if out.interrupted:
+        import warnings
+
+        from .errors import ConvergenceWarning
+
+        n_done = result.tree["posterior"].sizes.get("draw", 0)
+        warnings.warn(f"sampling was interrupted (Ctrl-C): the result holds the {n_done} draws "
+                      f"per chain done so far, not the {draws} asked for", ConvergenceWarning,
+                      stacklevel=2)
     if warn:
         warn_on(result.diagnostics(), chosen)
     return result

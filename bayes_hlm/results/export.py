@@ -57,5 +57,5 @@ def fit_json(result: "BayesResult") -> dict:
     out["fit"] = {"method": result.info.method, "sampler": result.info.sampler,
                   "chains": result.info.chains, "draws": result.info.draws, "tune": result.info.tune,
                   "seed": result.info.seed, "compile_s": result.info.compile_s,
-                  "sample_s": result.info.sample_s}
+                  "sample_s": result.info.sample_s, "interrupted": result.info.interrupted}
     return out

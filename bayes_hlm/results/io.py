@@ -66,6 +66,7 @@ def save_result(result, path: str | os.PathLike) -> Path:
         "priors": {k: p.to_dict() for k, p in result.priors.priors.items()},
         "info": asdict(result.info),
         "kind": "bayes",
+        "control": asdict(result.spec.control),
     }
     groups["model_data"] = _encode_data(result.spec.data)
     tree = xr.DataTree.from_dict(groups)
@@ -100,7 +101,15 @@ def load_result(path: str | os.PathLike):
     tree = xr.open_datatree(path, engine="h5netcdf").load()
     meta = json.loads(tree.attrs["bayes_hlm"])
     data = _decode_data(tree["model_data"].to_dataset())
-    spec = build_spec(meta["formula"], data)
+    import warnings
+
+    from ..errors import BayesHLMWarning
+    from ..spec.checks import Control
+
+    with warnings.catch_warnings():  # the fit already warned
+        warnings.simplefilter("ignore", BayesHLMWarning)
+        spec = build_spec(meta["formula"], data, control=Control(**meta.get("control", {})),
+                          na_action=meta.get("na_action", "omit"))
     priors = {k: Prior.from_dict(v) for k, v in meta["priors"].items()}
     from ..spec.priors import resolve_priors
 
