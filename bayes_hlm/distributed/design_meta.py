@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..errors import BayesHLMError, BayesHLMWarning, DataError, FormulaError
 from ..backends.sufficient_stats import FactorBlock, StatsPlan, _parent_map
-from ..spec.build import ModelSpec, _expr_vars, _is_factor_dtype, _used_columns, build_spec
+from ..spec.build import ModelSpec, _expr_vars, _is_factor_dtype, _used_columns, build_spec, check_finite
 from ..spec.checks import Control, apply_check
 from ..spec.design import Design, GroupTerm
 from ..spec.formula import ParsedFormula, parse_formula
@@ -127,14 +127,7 @@ class ScanPart:
 def _clean(df: pd.DataFrame, mf: ModelFrame) -> tuple[pd.DataFrame, dict, int]:
     """Used columns with rows having missing values dropped (as in memory); infinities raise."""
     sub = df[list(mf.used)]
-    for name in sub.columns:
-        col = sub[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            n_inf = int(np.isinf(col.to_numpy(dtype=float, na_value=np.nan)).sum())
-            if n_inf:
-                raise DataError(
-                    f"column {name!r} has {n_inf} infinite value(s); remove or recode them "
-                    "(infinite values are never dropped silently)")
+    check_finite(sub)
     na = sub.isna()
     bad = na.any(axis=1).to_numpy()
     per_col = {c: int(v) for c, v in na.sum().items() if v}

@@ -16,10 +16,8 @@ Schedulers: ``None`` (a running ``distributed`` client if there is one, else thr
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +28,7 @@ from ..spec.priors import STD, SD_DISTS, Prior, PriorSet, corr_key, sd_key
 from .design_meta import (DesignMeta, ModelFrame, OutOfCoreError, build_meta,
                           check_formula_supported, merge_scans, scan_partition)
 from .inputs import Partitions, open_source
-from .partition_stats import Partial, partition_stats
+from .partition_stats import partition_stats
 from .reduce import StatsExtras, finalize, kept_columns, merge_partials, tree_reduce
 from ..backends.marginal import run_marginal
 from ..fitting import default_sampler

@@ -208,13 +208,17 @@ class BayesResult:
         names = list(self.design.fixed_names)
         out = {}
         for f in self.factors:
-            b = self._draws.effects(f).mean(0)
+            b = self._effect_means(f)
             df = pd.DataFrame(np.tile(fixed, (b.shape[0], 1)), columns=names,
                               index=pd.Index(list(map(str, self._levels(f))), name=f))
             for i, t in enumerate(self._terms(f)):
                 df[t] = df[t] + b[:, i] if t in df else b[:, i]
             out[f] = df
         return out
+
+    def _effect_means(self, factor: str) -> np.ndarray:
+        """Posterior means of ``factor``'s effects, (levels, q); streamed in subclasses."""
+        return self._draws.effects(factor).mean(0)
 
     # --------------------------------------------------------------- variance
     def variance_parts(self) -> VarianceParts:

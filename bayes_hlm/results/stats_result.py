@@ -136,20 +136,10 @@ class StatsResult(BayesResult):
             self._cache["diag"] = diagnostics(self, include_effects=small)
         return self._cache["diag"]
 
-    def coef(self) -> dict[str, pd.DataFrame]:
-        if all(self._effects_bytes(f) <= EFFECTS_BUDGET_BYTES for f in self.factors):
-            return super().coef()
-        fixed = self._draws.flat(naming.FIXED).mean(0)
-        names = list(self.design.fixed_names)
-        out = {}
-        for f in self.factors:
-            b = self._streamed_moments(f)[0]
-            df = pd.DataFrame(np.tile(fixed, (b.shape[0], 1)), columns=names,
-                              index=pd.Index(list(map(str, self._levels(f))), name=f))
-            for i, t in enumerate(self._terms(f)):
-                df[t] = df[t] + b[:, i] if t in df else b[:, i]
-            out[f] = df
-        return out
+    def _effect_means(self, factor: str) -> np.ndarray:
+        if self._effects_bytes(factor) <= EFFECTS_BUDGET_BYTES:
+            return super()._effect_means(factor)
+        return self._streamed_moments(factor)[0]
 
     # -------------------------------------------------------------- variance
     def variance_parts(self) -> VarianceParts:

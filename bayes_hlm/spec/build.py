@@ -132,7 +132,8 @@ def _is_factor_dtype(col: pd.Series) -> bool:
     )
 
 
-def _handle_missing(sub: pd.DataFrame, na_action: str) -> pd.DataFrame:
+def check_finite(sub: pd.DataFrame) -> None:
+    """Infinite values in numeric columns are always an error (never dropped silently)."""
     for name in sub.columns:
         col = sub[name]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
@@ -142,6 +143,10 @@ def _handle_missing(sub: pd.DataFrame, na_action: str) -> pd.DataFrame:
                     f"column {name!r} has {n_inf} infinite value(s); remove or recode them "
                     "(infinite values are never dropped silently)"
                 )
+
+
+def _handle_missing(sub: pd.DataFrame, na_action: str) -> pd.DataFrame:
+    check_finite(sub)
     na = sub.isna()
     n_na = int(na.any(axis=1).sum())
     if n_na:
