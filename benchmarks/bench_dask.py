@@ -80,7 +80,7 @@ def main(argv=None):
         rec["generate_s"] = generate(path, rows, groups)
     rec["disk_mb"] = sum(f.stat().st_size for f in path.glob("*.parquet")) / 2**20
     from bayes_hlm.distributed import compute_stats_dask, priors_from_stats
-    from bayes_hlm.distributed.fit_dask import run_marginal_stats
+    from bayes_hlm.backends.marginal import run_marginal
 
     client = cluster = None
     scheduler = "threads"
@@ -111,7 +111,7 @@ def main(argv=None):
         cfg = SamplerConfig(sampler="nutpie", chains=a.chains, draws=a.draws, tune=a.tune, seed=1,
                             progressbar=False)
         t1 = time.perf_counter()
-        out, gen, extra = run_marginal_stats(ds.design, ps, cfg, ds.stats)
+        out, gen, extra = run_marginal(ds.design, ps, cfg, ds.stats)
         rec["sample_total_s"] = time.perf_counter() - t1
         rec["compile_s"] = out.compile_s
         rec["sample_s"] = out.sample_s

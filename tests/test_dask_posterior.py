@@ -23,7 +23,7 @@ from bayes_hlm.backends.sampling import SamplerConfig  # noqa: E402
 from bayes_hlm.backends.sufficient_stats import compute_stats  # noqa: E402
 from bayes_hlm.datasets.simulate import simulate  # noqa: E402
 from bayes_hlm.distributed import OutOfCoreError, compute_stats_dask, fit_dask  # noqa: E402
-from bayes_hlm.distributed.fit_dask import run_marginal_stats  # noqa: E402
+from bayes_hlm.backends.marginal import run_marginal  # noqa: E402
 from bayes_hlm.results.stats_result import StatsResult  # noqa: E402
 from bayes_hlm.results.variance import bayes_r2  # noqa: E402
 from bayes_hlm.spec.priors import default_priors  # noqa: E402
@@ -67,8 +67,8 @@ def test_same_stats_same_seed_identical_draws(data):
         ds = compute_stats_dask(formula, df, "sync", npartitions=4, progressbar=False)
     ref, ps = compute_stats(spec.design), default_priors(spec.design)
     cfg = lambda: SamplerConfig(sampler="nutpie", chains=1, draws=50, tune=50, seed=3, progressbar=False)  # noqa: E731
-    a = run_marginal_stats(spec.design, ps, cfg(), ref)[0].tree["posterior"]["fixed"].values
-    b = run_marginal_stats(ds.design, ps, cfg(), ref)[0].tree["posterior"]["fixed"].values
+    a = run_marginal(spec.design, ps, cfg(), ref)[0].tree["posterior"]["fixed"].values
+    b = run_marginal(ds.design, ps, cfg(), ref)[0].tree["posterior"]["fixed"].values
     np.testing.assert_array_equal(a, b)
 
 
