@@ -183,10 +183,13 @@ def _run_lme4(case, cap) -> dict:
         return {"status": f"error: {e}"}
 
 
-def run_cases(cases, contenders, cfg, cap, name: str) -> list[dict]:
+def run_cases(cases, contenders, cfg, cap, name: str, caps=None) -> list[dict]:
     rows = []
+    caps = caps or {}
+    cap_all = cap
     for case in cases:
         for con in contenders:
+            cap = caps.get(con, cap_all)
             if con == "lme4":
                 r = _run_lme4(case, cap)
                 rows.append({"case": case, "contender": "lme4 REML", **r})
@@ -201,8 +204,11 @@ def run_cases(cases, contenders, cfg, cap, name: str) -> list[dict]:
                          "full": "ours full (PyMC NUTS)", "marginal_pymc": "ours marginal, PyMC NUTS",
                          "marginal_nutpie": "ours marginal, nutpie"}[con]
                 rows.append({"case": case, "contender": label, **_run_child(case, con, cfg, cap)})
-            print_row(rows[-1])
-    out = {"name": name, "settings": vars(cfg) | {"cap_s": cap},
+            for r in rows[-2 if con == "marginal" else -1:]:
+                r["cap_s"] = cap
+                r["load_avg_after"] = os.getloadavg()
+                print_row(r)
+    out = {"name": name, "settings": vars(cfg) | {"cap_s": cap_all, "caps": caps},
            "load_avg_at_start": os.getloadavg(), "cpu_count": os.cpu_count(), "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1, default=str))
@@ -249,6 +255,8 @@ def main(default_cases, name, default_contenders=CONTENDERS, argv=None):
     ap.add_argument("--tune", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cap", type=float, default=600.0, help="seconds per contender")
+    ap.add_argument("--cap-for", action="append", default=[], metavar="CONTENDER=S",
+                    help="per-contender cap overriding --cap (repeatable)")
     ap.add_argument("--name", default=name)
     a = ap.parse_args(argv)
     contenders = [c for c in a.contenders.split(",") if c]
@@ -256,7 +264,8 @@ def main(default_cases, name, default_contenders=CONTENDERS, argv=None):
         a.draws, a.tune = 500, 500
         contenders = [c for c in contenders if c in ("marginal", "lme4")]
     cfg = argparse.Namespace(chains=a.chains, draws=a.draws, tune=a.tune, seed=a.seed)
-    return run_cases([c for c in a.cases.split(",") if c], contenders, cfg, a.cap, a.name)
+    caps = {k: float(v) for k, v in (x.split("=", 1) for x in a.cap_for)}
+    return run_cases([c for c in a.cases.split(",") if c], contenders, cfg, a.cap, a.name, caps)
 
 
 if __name__ == "__main__":
