@@ -12,7 +12,7 @@ The frequentist reference lives in ``bayes_hlm.reml``.
 
 from . import datasets
 from .errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning, DataError, FormulaError
-from .fitting import fit
+from .fitting import fit, sample_prior_predictive
 from .results.bayes_result import BayesResult
 from .results.hypotheses import contrasts, emmeans, hypothesis, lincom, slopes
 from .results.sensitivity import prior_sensitivity
@@ -33,4 +33,5 @@ __all__ = [
     "DataError", "FormulaError", "Prior", "build_design", "build_spec", "center", "datasets",
     "fit", "get_prior", "load", "compare", "kfold", "update_formula", "hypothesis", "emmeans",
     "contrasts", "slopes", "lincom", "tidy", "standardize", "prior_sensitivity",
+    "sample_prior_predictive",
 ]

@@ -195,4 +195,38 @@ def fit(
     return result
 
 
-__all__ = ["fit", "choose_method", "naming"]
+def sample_prior_predictive(formula_or_spec, data: pd.DataFrame | None = None, *, draws: int = 500,
+                            seed: int | None = None, priors=None, **build_kwargs) -> xr.DataTree:
+    """Prior and prior-predictive draws of a model (PyMC ``sample_prior_predictive``).
+
+    Parameters
+    ----------
+    formula_or_spec : str or ModelSpec
+        A formula (with ``data``) or an already built spec.
+    priors : dict or PriorSet, optional
+        Overrides as in :func:`fit` (or a resolved ``PriorSet``).
+
+    Returns
+    -------
+    DataTree with groups ``prior`` (fixed, sigma, sd__*, corr__*, r__*) and
+    ``prior_predictive`` (y).
+    """
+    import pymc as pm
+
+    from .backends.full import build_full_model
+    from .spec.priors import PriorSet
+
+    spec = formula_or_spec if isinstance(formula_or_spec, ModelSpec) else build_spec(
+        formula_or_spec, data, **build_kwargs)
+    ps = priors if isinstance(priors, PriorSet) else resolve_priors(spec.design, priors)
+    model = build_full_model(spec.design, ps)
+    with model:
+        tree = pm.sample_prior_predictive(draws=draws, random_seed=seed)
+    groups = {k: tree[k].to_dataset() for k in tree.children}
+    if "prior" in groups:
+        prior = groups["prior"]
+        groups["prior"] = prior.drop_vars([v for v in prior.data_vars if str(v).startswith("_")])
+    return xr.DataTree.from_dict(groups)
+
+
+__all__ = ["fit", "choose_method", "naming", "sample_prior_predictive"]

@@ -123,3 +123,20 @@ def test_get_prior_matches_bambi_defaults(sleepstudy):
     assert t.loc["Intercept", "prior"] == f"Normal(mu={y.mean():.4g}, sigma={inter:.4g})"
     assert t.loc["1|Subject", "prior"] == f"HalfNormal(sigma={inter:.4g})"
     assert t.loc["sigma", "prior"] == f"HalfStudentT(nu=4, sigma={y.std():.4g})"
+
+
+def test_prior_and_posterior_predictive(sleep_fit, sleepstudy):
+    tree = bh.sample_prior_predictive("Reaction ~ Days + (Days | Subject)", sleepstudy, draws=200, seed=1)
+    assert {"prior", "prior_predictive"} <= set(tree.children)
+    prior = tree["prior"].to_dataset()
+    assert {"fixed", "sigma", "sd__Subject", "corr__Subject"} <= set(prior.data_vars)
+    assert not [v for v in prior.data_vars if str(v).startswith("_")]
+    # Bambi's default prior for sigma: HalfStudentT(4, sd(y)); its median is ~0.74 sd(y)
+    med = float(np.median(prior["sigma"].values))
+    assert 0.4 * sleepstudy["Reaction"].std() < med < 1.2 * sleepstudy["Reaction"].std()
+    assert tree["prior_predictive"].to_dataset()["y"].shape[-1] == 180
+    pp = sleep_fit.posterior_predictive()["posterior_predictive"].to_dataset()["y"]
+    assert pp.shape == (2, 500, 180)
+    # replicated data resemble the observed data
+    assert abs(float(pp.mean()) - sleepstudy["Reaction"].mean()) < 10
+    assert sleep_fit.prior_predictive(draws=50, seed=2)["prior"].to_dataset()["fixed"].shape[-1] == 2

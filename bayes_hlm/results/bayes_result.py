@@ -306,6 +306,32 @@ class BayesResult:
             self.tree = xr.DataTree.from_dict(groups)
         return self.tree
 
+    def posterior_predictive(self, seed: int | None = None) -> xr.DataTree:
+        """The DataTree with a ``posterior_predictive`` group: one replicated y per draw.
+
+        Computed on demand (draws x rows) and cached; used by PPC plots.
+        """
+        if "posterior_predictive" not in self.tree.children:
+            src = self._draws
+            rng = np.random.default_rng(self.info.seed + 1 if seed is None else seed)
+            sigma = src.flat(naming.SIGMA)
+            idx = np.arange(src.size)
+            mu = np.concatenate(list(src.linpred_chunks(idx, self.design.X, factor_design(self.design))))
+            yrep = (mu + rng.standard_normal(mu.shape) * sigma[:, None]).reshape(
+                src.n_chains, src.n_draws, -1)
+            ds = xr.Dataset({"y": (("chain", "draw", "obs"), yrep)},
+                            coords={"chain": self.posterior.chain, "draw": self.posterior.draw})
+            groups = {k: self.tree[k].to_dataset() for k in self.tree.children}
+            groups["posterior_predictive"] = ds
+            self.tree = xr.DataTree.from_dict(groups)
+        return self.tree
+
+    def prior_predictive(self, draws: int = 500, seed: int | None = None) -> xr.DataTree:
+        """Draws from the prior and the prior predictive of this model (``prior``, ``prior_predictive``)."""
+        from ..fitting import sample_prior_predictive
+
+        return sample_prior_predictive(self.spec, draws=draws, seed=seed, priors=self.priors)
+
     def loo(self, pointwise: bool = False):
         """PSIS-LOO through ArviZ, warning when Pareto k > 0.7 (then try ``kfold``/LOGO CV)."""
         import warnings
