@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .marginal_loglik import (
+    np_cholesky,
     _T,
     _flat_other,
     _np_d,
@@ -138,7 +139,7 @@ def _chunk(stats, beta, sigma, L_list, b_other, xi):
     if isinstance(stats, NestedStats):
         Lo, Li = _lam(L_list, stats.outer, sigma), _lam(L_list, stats.inner, sigma)
         pt = nested_parts(stats, beta, Lo, Li)
-        RS = np.linalg.cholesky(pt["S"])
+        RS = np_cholesky(pt["S"])
         zo = _np_trisolve(RS, pt["et"])
         if xi is not None:
             zo = zo + sig * xi[0]
@@ -155,7 +156,7 @@ def _chunk(stats, beta, sigma, L_list, b_other, xi):
         _, e = crossed_effective(stats, beta, _flat_other(stats, b_other))
     else:
         e = _np_resid_cross(stats.B, stats.c, beta)
-    R = np.linalg.cholesky(_np_M(Lam, stats.A))
+    R = np_cholesky(_np_M(Lam, stats.A))
     z = _np_trisolve(R, _np_d(e, Lam))
     if xi is not None:
         z = z + sig * xi[0]

@@ -20,7 +20,7 @@ import xarray as xr
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from . import naming
-from .conditional_draws import draw_group_effects
+from .conditional_draws import default_chunk_draws, draw_group_effects
 from .full import record_effects
 from .group_effects import sampled_effects
 from .hyperparameters import add_hyperparameters, coords, factor_blocks
@@ -31,6 +31,8 @@ from .sufficient_stats import compute_stats
 
 # group-effect draws above this size are regenerated on demand instead of stored
 MATERIALIZE_BYTES = 256e6
+# working-set size of one chunk of exact effect draws (measured: 3x faster than one big batch)
+CHUNK_BYTES = 1e7
 
 
 def supports_marginal(design: Design) -> bool:
@@ -109,9 +111,16 @@ def effect_generator(design: Design, posterior: xr.Dataset, seed: int, stats=Non
                 seen[key] = o + q
         if plan.structure == "nested" and factor == plan.blocks[1].factor and groups is not None:
             raise ValueError("group subsets of a nested inner factor: ask for the outer levels")
-        eff = draw_group_effects(stats, beta, sigma, L_list, b_other, seed=seed, draw_index=idx,
-                                 groups=groups)
-        return np.concatenate([eff[k] for k in blocks[factor].term_index], axis=2)
+        # cache-sized chunks of draws: the batched small-matrix algebra is memory-bound
+        step = default_chunk_draws(stats, budget_bytes=CHUNK_BYTES)
+        parts = []
+        for a in range(0, len(idx), step):
+            sl = slice(a, a + step)
+            eff = draw_group_effects(stats, beta[sl], sigma[sl], [L[sl] for L in L_list],
+                                     None if b_other is None else [b[sl] for b in b_other],
+                                     seed=seed, draw_index=idx[sl], groups=groups)
+            parts.append(np.concatenate([eff[k] for k in blocks[factor].term_index], axis=2))
+        return np.concatenate(parts, axis=0)
 
     return generate
 

@@ -77,15 +77,52 @@ def _T(a: np.ndarray) -> np.ndarray:
     return np.swapaxes(a, -1, -2)
 
 
+# numpy's batched linalg costs ~0.5 µs per tiny matrix; with draws x groups in the
+# millions (exact effect draws) the q <= 2 cases below are written out elementwise.
+SMALL_Q = 2
+
+
 def _np_M(Lam: np.ndarray, A: np.ndarray) -> np.ndarray:
     """``I + Λᵀ A_g Λ`` for all groups: (..., G, q, q)."""
+    q = A.shape[-1]
     Lb = Lam[..., None, :, :]
-    return np.eye(A.shape[-1]) + _T(Lb) @ A @ Lb
+    if q > SMALL_Q:
+        return np.eye(q) + _T(Lb) @ A @ Lb
+    AL = [[sum(A[..., i, j] * Lb[..., j, k] for j in range(q)) for k in range(q)] for i in range(q)]
+    M = np.empty(np.broadcast_shapes(Lb.shape, A.shape))
+    for i in range(q):
+        for k in range(q):
+            M[..., i, k] = (i == k) + sum(Lb[..., j, i] * AL[j][k] for j in range(q))
+    return M
+
+
+def np_cholesky(M: np.ndarray) -> np.ndarray:
+    """Batched Cholesky factor (lower), closed form for q <= 2."""
+    q = M.shape[-1]
+    if q > SMALL_Q:
+        return np.linalg.cholesky(M)
+    R = np.zeros_like(M)
+    R[..., 0, 0] = np.sqrt(M[..., 0, 0])
+    if q == 2:
+        R[..., 1, 0] = M[..., 1, 0] / R[..., 0, 0]
+        R[..., 1, 1] = np.sqrt(M[..., 1, 1] - R[..., 1, 0] ** 2)
+    return R
 
 
 def _np_trisolve(R: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``R⁻¹ b`` for batched lower-triangular ``R``; ``b`` (..., q) or (..., q, k)."""
+    """``R⁻¹ b`` for batched triangular ``R``; ``b`` (..., q) or (..., q, k)."""
     vec = b.ndim == R.ndim - 1
+    q = R.shape[-1]
+    if q <= SMALL_Q:
+        bb = b[..., None] if vec else b
+        if q == 1:
+            x = bb / R[..., :1, :1]
+        else:
+            a, c, d, e = (R[..., i, j][..., None] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
+            det = a * e - c * d
+            x = np.stack([(e * bb[..., 0, :] - c * bb[..., 1, :]) / det,
+                          (a * bb[..., 1, :] - d * bb[..., 0, :]) / det], axis=-2)
+        return x[..., 0] if vec else x
     x = np.linalg.solve(R, b[..., None] if vec else b)
     return x[..., 0] if vec else x
 
