@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-export PYTHONHASHSEED=0 MPLBACKEND=Agg
+export PYTHONHASHSEED=0  # plots: tests select Agg themselves; notebook kernels keep inline
 exec .venv/bin/python -m pytest -q "$@"
