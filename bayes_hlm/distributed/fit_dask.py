@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import BayesHLMError
 from ..spec.checks import Control, apply_check
-from ..spec.priors import STD, SD_DISTS, Prior, PriorSet, corr_key, sd_key
+from ..spec.priors import Moments, PriorSet, apply_user_priors, priors_from_moments
 from .design_meta import (DesignMeta, ModelFrame, OutOfCoreError, build_meta,
                           check_formula_supported, merge_scans, scan_partition)
 from .inputs import Partitions, open_source
@@ -225,58 +225,19 @@ def _checks(meta: DesignMeta, stats, control: Control) -> None:
 # --------------------------------------------------------------------------- #
 # Priors from the statistics (Bambi's defaults, as spec.priors.default_priors)
 # --------------------------------------------------------------------------- #
-def _sd(v: float) -> float:
-    s = float(np.sqrt(max(v, 0.0)))
-    return s if s > 0 else 1.0
-
-
 def priors_from_stats(ds: DaskStats, user: dict | None = None) -> PriorSet:
     """``default_priors`` with means/SDs from the moments in the statistics, plus user overrides."""
     design, ex = ds.design, ds.extras
-    y_mean = float(ex.y_mom.mean[0])
-    y_sd = float(np.sqrt(ex.y_mom.var()[0]))
-    y_sd = y_sd if y_sd > 0 else 1.0
-    names = design.fixed_names
-    has_int = design.has_intercept
-    xvar = ex.X_mom.var()
-    slope_sigma = {n: STD * y_sd / _sd(xvar[j]) for j, n in enumerate(names) if n != "Intercept"}
-    x_mean = np.asarray(ex.X_mom.mean, dtype=float) if has_int else np.zeros(design.p)
-    int_sigma = STD * y_sd
-    if slope_sigma:
-        means = np.array([x_mean[j] for j, n in enumerate(names) if n != "Intercept"])
-        sig = np.array(list(slope_sigma.values()))
-        int_sigma = float(np.sqrt(int_sigma ** 2 + np.dot(sig ** 2, means ** 2)))
-    priors: dict = {}
-    for name in names:
-        priors[name] = (Prior("Normal", mu=y_mean, sigma=int_sigma) if name == "Intercept"
-                        else Prior("Normal", mu=0.0, sigma=slope_sigma[name]))
-    priors["sigma"] = Prior("HalfStudentT", nu=4.0, sigma=y_sd)
     offsets: dict = {}
-    for g in design.groups:
+    z_sd = {}
+    for k, g in enumerate(design.groups):
         o = offsets.get(g.factor, 0)
         offsets[g.factor] = o + g.q
-        zvar = ex.Z_mom[g.factor].var()
-        for j, term in enumerate(g.terms):
-            scale = int_sigma if term == "Intercept" else STD * y_sd / _sd(zvar[o + j])
-            priors[sd_key(term, g.factor)] = Prior("HalfNormal", sigma=scale)
-        if g.correlated:
-            priors[corr_key(g.factor)] = Prior("LKJ", eta=1.0)
-    ps = PriorSet(priors=priors, x_mean=x_mean, centered=has_int)
-    for key, prior in (user or {}).items():  # same validation as spec.priors.resolve_priors
-        if key not in ps.priors:
-            raise BayesHLMError(f"prior given for {key!r}, which is not a parameter of this model; "
-                                f"parameters with priors: {', '.join(ps.priors)}")
-        if isinstance(prior, dict):
-            prior = Prior.from_dict(prior)
-        if not isinstance(prior, Prior):
-            raise BayesHLMError(f"prior for {key!r} must be a bayes_hlm.Prior, got {prior!r}")
-        if key.startswith("corr|") and prior.dist != "LKJ":
-            raise BayesHLMError(f"prior for {key!r} must be Prior('LKJ', eta=...)")
-        if ("|" in key and not key.startswith("corr|") or key == "sigma") and prior.dist not in SD_DISTS:
-            raise BayesHLMError(f"prior for standard deviation {key!r} must be positive-valued "
-                                f"({', '.join(sorted(SD_DISTS))}), got {prior.dist}")
-        ps.priors[key] = prior
-    return ps
+        z_sd[k] = np.sqrt(np.maximum(ex.Z_mom[g.factor].var()[o:o + g.q], 0.0))
+    mom = Moments(y_mean=float(ex.y_mom.mean[0]), y_sd=float(np.sqrt(max(ex.y_mom.var()[0], 0.0))),
+                  x_mean=np.asarray(ex.X_mom.mean, dtype=float),
+                  x_sd=np.sqrt(np.maximum(ex.X_mom.var(), 0.0)), z_sd=z_sd)
+    return apply_user_priors(priors_from_moments(design, mom), user)
 
 
 # --------------------------------------------------------------------------- #

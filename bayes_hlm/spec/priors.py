@@ -96,23 +96,39 @@ def corr_key(factor: str) -> str:
     return f"corr|{factor}"
 
 
-def _sd(x: np.ndarray) -> float:
-    s = float(np.std(x))
+def _pos(s: float) -> float:
     return s if s > 0 else 1.0
 
 
-def default_priors(design: Design) -> PriorSet:
-    """Bambi 0.21's default priors for a Gaussian model with this design."""
-    y = design.y
-    y_mean, y_sd = float(np.mean(y)), float(np.std(y))
-    y_sd = y_sd if y_sd > 0 else 1.0
+@dataclass(frozen=True)
+class Moments:
+    """Data moments Bambi's default priors depend on (population SDs, ddof=0).
+
+    ``z_sd`` maps each GroupTerm index to the SDs of its Z columns. The
+    in-memory path computes these from the rows; the out-of-core path from the
+    sufficient statistics, so both give the same priors.
+    """
+
+    y_mean: float
+    y_sd: float
+    x_mean: np.ndarray
+    x_sd: np.ndarray
+    z_sd: dict
+
+    @classmethod
+    def of(cls, design: Design) -> "Moments":
+        return cls(float(np.mean(design.y)), float(np.std(design.y)), design.X.mean(axis=0),
+                   design.X.std(axis=0), {k: g.Z.std(axis=0) for k, g in enumerate(design.groups)})
+
+
+def priors_from_moments(design: Design, mom: Moments) -> PriorSet:
+    """Bambi 0.21's default priors given the design's structure and the data moments."""
+    y_sd = _pos(mom.y_sd)
     names = design.fixed_names
     has_int = design.has_intercept
-    slope_sigma = {}
-    for j, name in enumerate(names):
-        if name != "Intercept":
-            slope_sigma[name] = STD * y_sd / _sd(design.X[:, j])
-    x_mean = design.X.mean(axis=0) if has_int else np.zeros(design.p)
+    slope_sigma = {n: STD * y_sd / _pos(float(mom.x_sd[j])) for j, n in enumerate(names)
+                   if n != "Intercept"}
+    x_mean = np.asarray(mom.x_mean, dtype=float) if has_int else np.zeros(design.p)
     int_sigma = STD * y_sd
     if slope_sigma:
         means = np.array([x_mean[j] for j, n in enumerate(names) if n != "Intercept"])
@@ -121,26 +137,30 @@ def default_priors(design: Design) -> PriorSet:
     priors: dict[str, Prior] = {}
     for name in names:
         if name == "Intercept":
-            priors[name] = Prior("Normal", mu=y_mean, sigma=int_sigma)
+            priors[name] = Prior("Normal", mu=mom.y_mean, sigma=int_sigma)
         else:
             priors[name] = Prior("Normal", mu=0.0, sigma=slope_sigma[name])
     priors["sigma"] = Prior("HalfStudentT", nu=4.0, sigma=y_sd)
-    for g in design.groups:
+    for k, g in enumerate(design.groups):
         for j, term in enumerate(g.terms):
-            scale = int_sigma if term == "Intercept" else STD * y_sd / _sd(g.Z[:, j])
+            scale = int_sigma if term == "Intercept" else STD * y_sd / _pos(float(mom.z_sd[k][j]))
             priors[sd_key(term, g.factor)] = Prior("HalfNormal", sigma=scale)
         if g.correlated:
             priors[corr_key(g.factor)] = Prior("LKJ", eta=1.0)
     return PriorSet(priors=priors, x_mean=x_mean, centered=has_int)
 
 
+def default_priors(design: Design) -> PriorSet:
+    """Bambi 0.21's default priors for a Gaussian model with this design."""
+    return priors_from_moments(design, Moments.of(design))
+
+
 SD_DISTS = {"HalfNormal", "HalfStudentT", "HalfCauchy", "Exponential", "Gamma", "InverseGamma",
             "LogNormal", "Weibull", "HalfFlat"}
 
 
-def resolve_priors(design: Design, user: dict | None = None) -> PriorSet:
-    """Defaults with the user's priors laid over them; unknown keys are errors."""
-    ps = default_priors(design)
+def apply_user_priors(ps: PriorSet, user: dict | None) -> PriorSet:
+    """Lay the user's priors over ``ps`` (in place); unknown keys and wrong families are errors."""
     for key, prior in (user or {}).items():
         if key not in ps.priors:
             raise BayesHLMError(
@@ -161,6 +181,11 @@ def resolve_priors(design: Design, user: dict | None = None) -> PriorSet:
             )
         ps.priors[key] = prior
     return ps
+
+
+def resolve_priors(design: Design, user: dict | None = None) -> PriorSet:
+    """Defaults with the user's priors laid over them; unknown keys are errors."""
+    return apply_user_priors(default_priors(design), user)
 
 
 def get_prior(formula: str, data: pd.DataFrame, **kwargs) -> pd.DataFrame:
