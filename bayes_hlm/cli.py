@@ -161,6 +161,28 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
     return df
 
 
+def _parse_control(items: list[str]):
+    """``--control check_name=action`` (repeatable) -> :class:`Control` (lme4's lmerControl)."""
+    from .spec.checks import Control
+
+    changes = {}
+    for item in items or []:
+        name, _, action = item.partition("=")
+        if not action:
+            raise CliError(f"--control expects CHECK=ACTION (e.g. check_nlev_gtr_1=warning), got {item!r}",
+                           EXIT_USAGE)
+        changes[name.strip()] = action.strip()
+    try:
+        ctl = Control().with_(**changes)
+    except TypeError as exc:
+        raise CliError(f"--control: {exc}", EXIT_USAGE) from None
+    for name, action in changes.items():
+        allowed = ("drop", "stop", "ignore") if name == "check_rank" else ("stop", "warning", "ignore")
+        if action not in allowed:
+            raise CliError(f"--control {name}: action must be one of {allowed}, not {action!r}", EXIT_USAGE)
+    return ctl
+
+
 def _check_writable(path: str | None) -> None:
     """Fail before any work when ``path`` cannot be written (tries a real temp file)."""
     import tempfile
@@ -211,7 +233,8 @@ def _cmd_fit(args) -> int:
 
     _check_writable(args.out)
     settings = dict(method=args.method, sampler=args.sampler, chains=args.chains, draws=args.draws,
-                    tune=args.tune, seed=args.seed, target_accept=args.target_accept)
+                    tune=args.tune, seed=args.seed, target_accept=args.target_accept,
+                    control=_parse_control(args.control))
     ref = None
     if args.engine == "dask":
         if args.factor or args.levels:
@@ -241,8 +264,8 @@ def _cmd_reml(args) -> int:
 
     _check_writable(args.out)
     df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels))
-    res = reml(args.formula, df, method="ML" if args.ml else "REML")
-    print(res.summary() if isinstance(res.summary(), str) else res.summary())
+    res = reml(args.formula, df, method="ML" if args.ml else "REML", checks=_parse_control(args.control))
+    res.summary(print_out=True)
     if args.out:
         _write_json(res.to_dict(), args.out)
     return 0
@@ -258,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="treat this numeric-looking column as a factor (repeatable)")
     common.add_argument("--levels", action="append", default=[], metavar="COL=L1,L2,...",
                         help="factor level order; the first level is the reference")
+    common.add_argument("--control", action="append", default=[], metavar="CHECK=ACTION",
+                        help="relax an input check as lme4's lmerControl, e.g. check_nlev_gtr_1=warning")
     common.add_argument("--out", help="write JSON here (default: stdout for fit)")
     f = sub.add_parser("fit", parents=[common], help="sample the posterior")
     f.add_argument("--method", choices=["full", "marginal", "auto"], default="auto")

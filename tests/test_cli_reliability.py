@@ -225,3 +225,29 @@ def test_fit_json_schema(files, capsys, tmp_path):
         assert STAT <= set(stat), stat
     assert {"divergences", "max_r_hat", "max_r_hat_all", "min_ess_bulk", "wall_s"} <= set(d["diagnostics"])
     assert {"fixed", "group_sd", "sigma", "reml_criterion", "singular"} <= set(d["reml"])
+
+
+def test_control_flag_relaxes_a_check(tmp_path, capsys):
+    """--control lets the CLI go on where lme4's check would stop (lmerControl)."""
+    import numpy as np
+    import pandas as pd
+
+    from bayes_hlm.cli import main
+
+    df = bh_load_sleep().assign(g=np.arange(180) // 2)
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    code = main(["reml", "Reaction ~ Days + (Days|g)", str(path)])
+    err = capsys.readouterr().err
+    assert code == 1 and "--control check_nobs_vs_nRE=warning" in err
+    code = main(["reml", "Reaction ~ Days + (Days|g)", str(path), "--control", "check_nobs_vs_nRE=ignore"])
+    assert code == 0
+    assert main(["reml", "Reaction ~ Days + (1|Subject)", str(path), "--control", "check_nobs=ignore"]) == 2
+    assert main(["reml", "Reaction ~ Days + (1|Subject)", str(path), "--control", "check_rank=warning"]) == 2
+    assert "Linear mixed model fit by REML" in capsys.readouterr().out
+
+
+def bh_load_sleep():
+    import bayes_hlm as bh
+
+    return bh.datasets.load("sleepstudy")

@@ -17,7 +17,7 @@ from .result import RemlResult
 __all__ = ["reml", "anova", "ranova", "fit_design"]
 
 
-def _as_spec(formula_or_spec, data):
+def _as_spec(formula_or_spec, data, checks=None):
     from ..spec.build import ModelSpec, build_spec
     if isinstance(formula_or_spec, ModelSpec):
         return formula_or_spec, formula_or_spec.design
@@ -26,7 +26,7 @@ def _as_spec(formula_or_spec, data):
     if isinstance(formula_or_spec, str):
         if data is None:
             raise ValueError("a formula needs data")
-        spec = build_spec(formula_or_spec, data)
+        spec = build_spec(formula_or_spec, data, control=checks)
         return spec, spec.design
     raise TypeError("reml() needs a formula string + DataFrame, a ModelSpec or a Design")
 
@@ -66,7 +66,7 @@ _CONTROLLER = None
 
 
 def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML",
-         control: dict | None = None) -> RemlResult:
+         control: dict | None = None, checks=None) -> RemlResult:
     """Fit a Gaussian LMM by REML (default) or ML, as ``lme4::lmer``.
 
     Parameters
@@ -76,9 +76,11 @@ def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML"
     data : pandas.DataFrame, optional
     method : {"REML", "ML"}
     control : dict, optional
-        Optimiser / check settings (see :data:`optimize.DEFAULT_CONTROL`).
+        Optimiser / convergence-check settings (see :data:`optimize.DEFAULT_CONTROL`).
+    checks : bayes_hlm.Control, optional
+        Input-check actions (lme4's ``lmerControl(check.* = ...)``) when building from a formula.
     """
-    spec, design = _as_spec(formula_or_spec, data)
+    spec, design = _as_spec(formula_or_spec, data, checks)
     return fit_design(design, method, control, spec=spec)
 
 

@@ -58,6 +58,7 @@ def apply_check(control: Control, name: str, ok: bool, message: str) -> None:
         return
     action = getattr(control, name)
     if action == "stop":
-        raise DataError(f"{message} (check '{name}'; set Control({name}='warning') to go on)")
+        raise DataError(f"{message} (check '{name}'; to go on anyway pass control=Control({name}="
+                        f"'warning') in Python or --control {name}=warning on the command line)")
     if action in ("warning", "drop"):
         warnings.warn(message, BayesHLMWarning, stacklevel=3)
