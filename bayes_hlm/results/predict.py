@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..backends import naming
+from ..spec.build import _factor_labels
 from ..errors import BayesHLMError
 from . import tables
 
@@ -41,8 +42,7 @@ def _factor_columns(result: "BayesResult", factor: str, newdata) -> tuple[np.nda
         Zs.append(Z)
     if newdata is not None:
         cols = next(t.factor_columns for t in result.spec.parsed.random if t.factor == factor)
-        raw = newdata[list(cols)].astype(str)
-        labels = pd.Index(raw.apply(lambda r: ":".join(r), axis=1)) if len(cols) > 1 else pd.Index(raw[cols[0]])
+        labels = _factor_labels(newdata, cols)
     return codes, np.hstack(Zs), labels
 
 
@@ -101,7 +101,7 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
             unseen = codes < 0
             if not unseen.any():
                 continue
-            new_codes, _ = pd.factorize(labels[unseen])
+            new_codes, _ = pd.factorize(labels[unseen], use_na_sentinel=False)
             root = _psd_sqrt(src.covariance(f)[idx])  # (s, q, q)
             z = rng.standard_normal((len(idx), new_codes.max() + 1, Z.shape[1]))
             b = np.einsum("sij,smj->smi", root, z)
