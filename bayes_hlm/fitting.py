@@ -60,7 +60,7 @@ def fit(
     data: pd.DataFrame,
     *,
     method: Literal["auto", "full", "marginal"] = "auto",
-    sampler: Literal["auto", "jax", "pymc", "nutpie", "numpyro"] | None = None,
+    sampler: Literal["auto", "numba", "jax", "pymc", "nutpie", "numpyro"] | None = None,
     chains: int = 4,
     draws: int = 1000,
     tune: int = 1000,
@@ -91,10 +91,12 @@ def fit(
         integrates them out analytically and draws them exactly afterwards (same
         posterior, cost per step independent of the number of rows);
         ``"auto"`` uses marginal whenever it applies.
-    sampler : {"auto", "jax", "pymc", "nutpie", "numpyro"}, optional
+    sampler : {"auto", "numba", "jax", "pymc", "nutpie", "numpyro"}, optional
         NUTS engine; default ``"pymc"`` for the full model and ``"auto"`` for the
-        marginal one (``"jax"``: NumPyro's NUTS on the model's JAX log density with
-        compiled programs cached across processes; falls back to PyMC without JAX).
+        marginal one. ``"auto"`` uses ``"numba"`` (nutpie's NUTS on a compiled,
+        cached collapsed density: one grouping factor, the usual prior families)
+        when it covers the model, else ``"jax"`` (NumPyro's NUTS on the model's JAX
+        log density, compiled programs cached across processes), else PyMC.
     chains, draws, tune, target_accept, seed
         NUTS settings; the same seed gives identical draws.
     priors : dict, optional

@@ -305,7 +305,10 @@ def test_pytensor_backends(mode, kind, qs):
         pytest.importorskip("jax")
         import jax
 
+        from bayes_hlm.backends.group_kernel import register_jax
+
         jax.config.update("jax_enable_x64", True)
+        register_jax()
     rng = np.random.default_rng(6)
     d = random_design(rng, kind, 60, 5, qs, 2)
     s = compute_stats(d, plan=make_plan(d, force="crossed" if kind == "crossed" else None))

@@ -48,7 +48,7 @@ def jax_fit(sleepstudy):
 
 
 def test_config_accepts_engines():
-    for s in ("auto", "jax", "pymc", "nutpie", "numpyro"):
+    for s in ("auto", "numba", "jax", "pymc", "nutpie", "numpyro"):
         assert sampling.SamplerConfig(sampler=s).sampler == s
     with pytest.raises(ValueError):
         sampling.SamplerConfig(sampler="stan")
@@ -63,6 +63,39 @@ def test_jax_standard_output(jax_fit, pymc_ref):
     ss = jax_fit.tree["sample_stats"].to_dataset()
     assert STAT_VARS <= set(ss.data_vars)
     assert ss["diverging"].shape == (2, 1000)
+
+
+def test_numba_standard_output(sleepstudy, pymc_ref):
+    r = _fit(sleepstudy, "numba", draws=1000, tune=1000, seed=3)
+    assert r.info.sampler == "numba"
+    assert _layout(r) == _layout(pymc_ref)
+    assert r.posterior["fixed"].values.tobytes() == _fit(
+        sleepstudy, "numba", draws=1000, tune=1000, seed=3).posterior["fixed"].values.tobytes()
+    ss = r.tree["sample_stats"].to_dataset()
+    assert {"diverging", "energy", "step_size"} <= set(ss.data_vars)
+    assert ss["diverging"].shape == (2, 1000)
+
+
+@needs_jax
+def test_jax_broken_cache_entry_is_rebuilt(sleepstudy, jax_fit, monkeypatch):
+    import jax
+
+    real_load = jax_nuts._load
+
+    def broken(path):
+        progs = real_load(path)
+        if progs is None:
+            return None
+
+        def fail(*args, **kwargs):
+            raise jax.errors.JaxRuntimeError("NOT_FOUND: Function wrapped_slice not found")
+
+        return jax_nuts.Programs(progs.run, fail, progs.meta)
+
+    monkeypatch.setattr(jax_nuts, "_load", broken)
+    monkeypatch.setattr(jax_nuts, "_MEMO", {})
+    r = _fit(sleepstudy, "jax", draws=1000, tune=1000, seed=2)
+    np.testing.assert_array_equal(r.posterior["fixed"].values, jax_fit.posterior["fixed"].values)
 
 
 @needs_jax
@@ -119,7 +152,10 @@ def test_new_data_same_structure_reuses_programs(sleepstudy, jax_fit):
 
 
 def test_auto_falls_back_to_pymc_without_jax(sleepstudy, monkeypatch):
+    from bayes_hlm.backends import compiled_nuts
+
     monkeypatch.setattr(jax_nuts, "available", lambda: False)
+    monkeypatch.setattr(compiled_nuts, "available", lambda: False)
     r = _fit(sleepstudy, "auto", chains=1, draws=50, tune=50)
     assert r.info.sampler == "pymc"
     with pytest.raises(ImportError):

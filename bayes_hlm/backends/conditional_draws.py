@@ -28,14 +28,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterator, Sequence
 
+import numba
 import numpy as np
 
 from .marginal_loglik import (
     np_cholesky,
     _T,
     _flat_other,
-    _np_d,
-    _np_M,
     _np_resid_cross,
     _np_trisolve,
     block_factor,
@@ -156,12 +155,67 @@ def _chunk(stats, beta, sigma, L_list, b_other, xi):
         _, e = crossed_effective(stats, beta, _flat_other(stats, b_other))
     else:
         e = _np_resid_cross(stats.B, stats.c, beta)
-    R = np_cholesky(_np_M(Lam, stats.A))
-    z = _np_trisolve(R, _np_d(e, Lam))
-    if xi is not None:
-        z = z + sig * xi[0]
-    w = _np_trisolve(_T(R), z)
-    return _split_terms(np.einsum("...gj,...ij->...gi", w, Lam), stats.block)
+    e = np.ascontiguousarray(np.broadcast_to(e, (len(sigma),) + stats.c.shape))
+    noise = np.zeros((0, 0, 0)) if xi is None else np.ascontiguousarray(xi[0])
+    b = _block_draws(e, np.ascontiguousarray(stats.A), np.ascontiguousarray(Lam),
+                     np.ascontiguousarray(sigma, dtype=np.float64), noise)
+    return _split_terms(b, stats.block)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+def _block_draws(e, A, Lam, sigma, xi):
+    """``b = Λ R⁻ᵀ(R⁻¹Λᵀe + σξ)`` per draw and group, ``RRᵀ = I + ΛᵀAΛ`` (no noise: the mean).
+
+    One fused loop (parallel over draws) instead of ~10 batched NumPy passes over
+    (S, G, q, q) temporaries; ``q`` is small, so the per-group algebra stays in registers.
+    """
+    S, G, q = e.shape
+    out = np.empty((S, G, q))
+    noisy = xi.shape[0] > 0
+    for s in numba.prange(S):
+        L = Lam[s]
+        AL = np.empty((q, q))
+        R = np.empty((q, q))
+        z = np.empty(q)
+        for g in range(G):
+            for i in range(q):
+                for j in range(q):
+                    t = 0.0
+                    for k in range(q):
+                        t += A[g, i, k] * L[k, j]
+                    AL[i, j] = t
+            # Cholesky of M = I + Λᵀ(AΛ), lower, in place
+            for j in range(q):
+                for i in range(j, q):
+                    t = 1.0 if i == j else 0.0
+                    for k in range(q):
+                        t += L[k, i] * AL[k, j]
+                    for k in range(j):
+                        t -= R[i, k] * R[j, k]
+                    R[i, j] = np.sqrt(t) if i == j else t / R[j, j]
+            # z = R⁻¹ Λᵀ e (+ σ ξ)
+            for i in range(q):
+                t = 0.0
+                for k in range(q):
+                    t += L[k, i] * e[s, g, k]
+                for k in range(i):
+                    t -= R[i, k] * z[k]
+                z[i] = t / R[i, i]
+            if noisy:  # after the whole forward solve: the noise is not propagated through it
+                for i in range(q):
+                    z[i] += sigma[s] * xi[s, g, i]
+            # w = R⁻ᵀ z (in place), b = Λ w
+            for i in range(q - 1, -1, -1):
+                t = z[i]
+                for k in range(i + 1, q):
+                    t -= R[k, i] * z[k]
+                z[i] = t / R[i, i]
+            for i in range(q):
+                t = 0.0
+                for k in range(q):
+                    t += L[i, k] * z[k]
+                out[s, g, i] = t
+    return out
 
 
 def _noise_shapes(stats):

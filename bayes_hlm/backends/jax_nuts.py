@@ -17,7 +17,7 @@ What makes a second fit start warm:
   shared variables, transforms), the chain/tune/target-accept settings and the
   library versions and the host CPU: a warm process neither rewrites the
   PyTensor graph nor traces, lowers or compiles anything;
-* cold builds also go through JAX's persistent compilation cache.
+* a cached program that fails to load or run is deleted and rebuilt.
 
 The cache lives in ``$BAYES_HLM_CACHE`` (default ``~/.cache/bayes_hlm``).
 Sampling runs in chunks of iterations so a progress line can be shown and
@@ -30,6 +30,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -55,23 +56,13 @@ _CONFIGURED = False
 
 
 def _configure_jax():
-    """x64, and JAX's persistent compilation cache (unless the user set one)."""
+    """x64 (the executables themselves are cached by this module, see get_programs)."""
     global _CONFIGURED
     import jax
 
-    if _CONFIGURED:
-        return jax
-    jax.config.update("jax_enable_x64", True)
-    if not jax.config.jax_compilation_cache_dir:
-        d = cache_dir() / "xla"
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-            jax.config.update("jax_compilation_cache_dir", str(d))
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-        except OSError:
-            pass
-    _CONFIGURED = True
+    if not _CONFIGURED:
+        jax.config.update("jax_enable_x64", True)
+        _CONFIGURED = True
     return jax
 
 
@@ -195,7 +186,11 @@ def _versions() -> str:
 
     import jaxlib
 
-    src = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
+    from . import group_kernel
+
+    # this engine's code and the JAX kernels it lowers custom ops to
+    src = hashlib.sha1(Path(__file__).read_bytes()
+                       + Path(group_kernel.__file__).read_bytes()).hexdigest()[:12]
     return f"{ENGINE_VERSION}:{src}:jax{jax.__version__}:jaxlib{jaxlib.__version__}:" \
            f"numpyro{numpyro.__version__}:pymc{pymc.__version__}:pytensor{pytensor.__version__}:" \
            f"{_host_id()}"
@@ -250,6 +245,9 @@ def _register_asserts():
 
     jax_funcify.register(Assert)(funcify)
     jax_funcify.register(CheckParameterValue)(funcify)
+    from .group_kernel import register_jax
+
+    register_jax()
 
 
 def _build(model, shared, chains: int, tune: int, draws: int, chunk: int, target_accept: float,
@@ -384,10 +382,17 @@ def _build(model, shared, chains: int, tune: int, draws: int, chunk: int, target
         leaves = jax.lax.cond(first, lambda: init(u, keys, *d), lambda: list(leaves))
         return chunk_fn(leaves, *d)
 
-    run_c = jax.jit(run).lower(leaves_abs, jax.ShapeDtypeStruct((), jnp.bool_), xs_abs, k_abs,
-                               *d_abs).compile()
-    post_c = jax.jit(post).lower(
-        jax.ShapeDtypeStruct((chains * draws, dim), jnp.float64), *d_abs).compile()
+    # Compiled afresh, not from JAX's persistent cache: an executable loaded from that cache
+    # serialises without its kernels ("Function ... not found" when the blob is loaded).
+    prev = jax.config.jax_enable_compilation_cache
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        run_c = jax.jit(run).lower(leaves_abs, jax.ShapeDtypeStruct((), jnp.bool_), xs_abs,
+                                   k_abs, *d_abs).compile()
+        post_c = jax.jit(post).lower(
+            jax.ShapeDtypeStruct((chains * draws, dim), jnp.float64), *d_abs).compile()
+    finally:
+        jax.config.update("jax_enable_compilation_cache", prev)
     meta = dict(
         value_vars=[v.name for v in value_vars], shapes=shapes, dim=dim,
         out_names=[v.name for v in out_vars], chains=chains, tune=tune, draws=draws,
@@ -446,16 +451,23 @@ def _load(path: Path) -> Programs | None:
 _MEMO: dict = {}  # in-process: key -> Programs with jitted callables
 
 
-def get_programs(model, chains: int, tune: int, draws: int, target_accept: float):
-    """Programs for this model structure and settings, plus the shared variables' values."""
+def get_programs(model, chains: int, tune: int, draws: int, target_accept: float,
+                 rebuild: bool = False):
+    """Programs for this model structure and settings, plus the shared variables' values.
+
+    ``rebuild=True`` discards the cached entry (in process and on disk) first.
+    """
     key, shared = model_structure(model)
     data = input_values(shared)
     chunk = chunk_size(tune, draws)
     full = hashlib.sha256(
         f"{key}|{_versions()}|{chains}|{tune}|{draws}|{chunk}|{float(target_accept)!r}".encode()).hexdigest()[:32]
+    path = cache_dir() / "nuts" / full
+    if rebuild:
+        _MEMO.pop(full, None)
+        shutil.rmtree(path, ignore_errors=True)
     if full in _MEMO:
         return _MEMO[full], data, True
-    path = cache_dir() / "nuts" / full
     progs = _load(path)
     warm = progs is not None
     if progs is None:
@@ -484,13 +496,26 @@ def _progress(done: int, total: int, t0: float, div: int, enabled: bool):
 
 def sample_jax(model, cfg, var_names=None):
     """Sample ``model`` with the cached JAX NUTS; returns ``SampleOutput``."""
+    t0 = time.perf_counter()
+    progs, data, warm = get_programs(model, cfg.chains, cfg.tune, cfg.draws, cfg.target_accept)
+    jax = _configure_jax()
+    try:
+        return _sample_with(progs, data, warm, model, cfg, var_names, t0)
+    except jax.errors.JaxRuntimeError:
+        if not warm:
+            raise
+        # a cached executable that does not run (e.g. written by another JAX build): rebuild
+        progs, data, warm = get_programs(model, cfg.chains, cfg.tune, cfg.draws,
+                                         cfg.target_accept, rebuild=True)
+        return _sample_with(progs, data, warm, model, cfg, var_names, t0)
+
+
+def _sample_with(progs, data, warm, model, cfg, var_names, t0):
     import xarray as xr
     from pymc.backends.arviz import coords_and_dims_for_inferencedata
 
     from .sampling import SampleOutput
 
-    t0 = time.perf_counter()
-    progs, data, warm = get_programs(model, cfg.chains, cfg.tune, cfg.draws, cfg.target_accept)
     jax = _configure_jax()
     meta = progs.meta
     chains, tune, draws, C = cfg.chains, cfg.tune, cfg.draws, meta["chunk"]

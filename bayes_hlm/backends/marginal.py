@@ -20,11 +20,13 @@ import xarray as xr
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from . import naming
+from . import compiled_nuts
 from .conditional_draws import default_chunk_draws, draw_group_effects
 from .full import record_effects
 from .group_effects import sampled_effects
 from .hyperparameters import add_hyperparameters, coords, factor_blocks
 from .marginal_loglik import marginal_loglik_pt
+from .numba_density import unsupported_reason
 from .parametrization import choose_centering
 from .sampling import SamplerConfig, SampleOutput, sample_model
 from .sufficient_stats import compute_stats
@@ -137,9 +139,16 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
     ``stats`` may be precomputed (e.g. on Dask); then no row of the data is touched.
     """
     t0 = time.perf_counter()
-    model, stats = build_marginal_model(design, ps, stats=stats)
-    t_build = time.perf_counter() - t0
-    out = sample_model(model, cfg)
+    stats = stats if stats is not None else compute_stats(design)
+    compiled = _use_compiled(design, ps, stats, cfg)
+    if compiled:
+        model = None
+        t_build = time.perf_counter() - t0
+        out = compiled_nuts.sample(design, ps, stats, cfg)
+    else:
+        model, stats = build_marginal_model(design, ps, stats=stats)
+        t_build = time.perf_counter() - t0
+        out = sample_model(model, cfg)
     t1 = time.perf_counter()
     post = out.tree["posterior"].to_dataset()
     post = post.drop_vars([v for v in post.data_vars if str(v).startswith("_")])
@@ -167,3 +176,19 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
              "lazy_effects": lazy, "effects_s": effects_s, "effects_seed": seed,
              "centered": getattr(model, "_bayes_hlm_centered", {})}
     return out, gen, extra
+
+
+def _use_compiled(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> bool:
+    """Whether the compiled density engine runs this fit (``sampler`` "auto" or "numba")."""
+    if cfg.sampler not in ("auto", "numba"):
+        return False
+    reason = unsupported_reason(design, ps, stats)
+    if reason is None and not compiled_nuts.available():
+        reason = "nutpie (with its CompiledPyMCModel interface) is not installed"
+    if reason is None:
+        cfg.sampler = "numba"
+        return True
+    if cfg.sampler == "numba":
+        raise ValueError(f"sampler='numba' does not cover this model: {reason}; "
+                         "use sampler='auto' (JAX or PyMC engines)")
+    return False

@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .group_kernel import GroupMarginalTerm
 from .sufficient_stats import (
     BaseStats,
     CrossedStats,
@@ -373,6 +374,11 @@ class _Small:
         return sum(pt.sum(u[i] ** 2) for i in range(q))
 
 
+def group_term(e, A, L, sigma):
+    """``Σ_g log|K_g| − v_gᵀK_g⁻¹v_g/σ²`` as one fused Op (output 0 of GroupMarginalTerm)."""
+    return GroupMarginalTerm()(e, A, L, sigma)[0]
+
+
 def _pt_rr(sh, beta):
     _, pt = _pt()
     return sh["yty"] - 2.0 * pt.dot(beta, sh["Xty"]) + pt.dot(beta, pt.dot(sh["XtX"], beta))
@@ -483,6 +489,7 @@ def marginal_loglik_pt(
     unroll_max_q: int = UNROLL_MAX_Q,
     dense_max: int = 2000,
     shared: dict | None = None,
+    fused: bool = True,
 ):
     """PyTensor graph of the marginal log-likelihood (scalar, differentiable).
 
@@ -504,6 +511,10 @@ def marginal_loglik_pt(
     shared : dict, optional
         If given, filled with the created shared variables (name -> variable)
         so a caller can ``set_value`` statistics of new data of the same shape.
+    fused : bool
+        Single and crossed structures: compute the per-group algebra and its
+        gradient in one kernel (:class:`~.group_kernel.GroupMarginalTerm`)
+        instead of an elementwise graph (same value; ``False`` is the reference).
 
     Returns
     -------
@@ -533,14 +544,21 @@ def marginal_loglik_pt(
         for name in ("A", "B", "c"):
             sh[name] = _shared(getattr(stats, name), name)
         q = stats.block.q
-        Lam = _pt_block_factor(L_list, stats.block) / sigma
+        if not fused:
+            Lam = _pt_block_factor(L_list, stats.block) / sigma
         if isinstance(stats, CrossedStats):
             sh.update(_crossed_shared(stats, dense_max))
             rr, e = _pt_crossed_effective(stats, sh, beta, _pt_flat_other(stats, b_other))
         else:
             rr, e = _pt_rr(sh, beta), sh["c"] - pt.dot(sh["B"], beta)
-        logdet, quad = _pt_group_term(_Small(q <= unroll_max_q), Lam, sh["A"], e, stats.c.shape[0], q)
-        out = -0.5 * (const + 2.0 * logdet + (rr - quad) / s2)
+        G = stats.c.shape[0]
+        if fused:
+            # one kernel for the per-group algebra and its gradient (group_kernel)
+            F = group_term(e, sh["A"], _pt_block_factor(L_list, stats.block), sigma)
+            out = -0.5 * (const + F - G * q * pt.log(s2) + rr / s2)
+        else:
+            logdet, quad = _pt_group_term(_Small(q <= unroll_max_q), Lam, sh["A"], e, G, q)
+            out = -0.5 * (const + 2.0 * logdet + (rr - quad) / s2)
     if shared is not None:
         shared.update(sh)
     return out

@@ -1,6 +1,9 @@
 """Run NUTS on a PyMC model with the chosen engine and time its phases.
 
 Engines: PyMC's own NUTS (``"pymc"``), nutpie (``"nutpie"``, numba-compiled),
+``"numba"`` (marginal backend only: nutpie on bayes_hlm's cached compiled
+collapsed density, :mod:`bayes_hlm.backends.compiled_nuts`; chosen by the
+marginal backend itself, before a PyMC model is built),
 NumPyro through ``pm.sample`` (``"numpyro"``), and ``"jax"``: NumPyro's NUTS
 kernel on the jaxified model in one vectorised XLA program whose compiled
 form is cached across processes (:mod:`bayes_hlm.backends.jax_nuts`; the
@@ -22,7 +25,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
-SAMPLERS = ("auto", "jax", "pymc", "nutpie", "numpyro")
+SAMPLERS = ("auto", "numba", "jax", "pymc", "nutpie", "numpyro")
 
 
 @dataclass
@@ -97,6 +100,9 @@ def sample_model(model: pm.Model, cfg: SamplerConfig, var_names: list[str] | Non
         nuts_sampler=cfg.sampler, compute_convergence_checks=False, var_names=var_names,
     )
     if cfg.sampler == "numpyro":
+        from .group_kernel import register_jax
+
+        register_jax()
         kwargs["nuts_sampler_kwargs"] = {"chain_method": "sequential" if cfg.cores < 2 else "parallel"}
     with model, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Tt]he number of samples is too small.*")

@@ -1,0 +1,116 @@
+"""NUTS on the compiled collapsed density (``sampler="numba"``): nutpie's sampler
+calling :mod:`.numba_density`'s cached C callback.
+
+nutpie (Rust; Stan-style adaptation; one thread per chain) samples any model
+given as a C log-density callback plus a data pointer; its PyMC front end builds
+that callback by compiling the model graph with Numba on every call (10–20 s,
+not cacheable). Here the callback is a fixed function compiled once per machine,
+so a new fit only packs its statistics into a buffer and starts sampling.
+
+Uses nutpie's ``CompiledPyMCModel`` container (nutpie 0.16); if its layout
+changes, :func:`available` turns this engine off and ``"auto"`` falls back to
+the JAX or PyMC engines.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import xarray as xr
+
+from ..spec.design import Design
+from ..spec.priors import PriorSet
+from . import naming
+from .hyperparameters import coords as model_coords
+from .hyperparameters import factor_blocks
+from .sampling import SamplerConfig, SampleOutput
+
+
+def available() -> bool:
+    try:
+        import dataclasses
+
+        from nutpie.compile_pymc import CompiledPyMCModel
+
+        names = {f.name for f in dataclasses.fields(CompiledPyMCModel)}
+    except Exception:
+        return False
+    return {"compiled_logp_func", "compiled_expand_func", "user_data", "shape_info"} <= names
+
+
+def _compiled_model(packed, seed_jitter: bool = True):
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    from .numba_density import expand_cfunc, logp_cfunc
+
+    n = packed.ndim
+
+    def initial_point(seed):
+        # PyMC's default: the prior's central point, jittered by U(-1, 1)
+        rng = np.random.default_rng(seed)
+        return packed.init + (rng.uniform(-1.0, 1.0, n) if seed_jitter else 0.0)
+
+    return CompiledPyMCModel(
+        dims={"_x": ("_x_dim",)}, compiled_logp_func=logp_cfunc, compiled_expand_func=expand_cfunc,
+        initial_point_func=initial_point, shared_data={}, shared_var_keys={},
+        user_data=packed.buf, n_expanded=n, shape_info=(["_x"], [slice(0, n)], [(n,)]),
+        logp_func=None, expand_func=None, _n_dim=n, _shapes={"_x": (n,)},
+        _coords={"_x_dim": np.arange(n)},
+    )
+
+
+def posterior_dataset(design: Design, ps: PriorSet, packed, z: np.ndarray) -> xr.Dataset:
+    """The same posterior variables, dims and coords as the PyMC model's."""
+    from .numba_density import constrained
+
+    C, D = z.shape[:2]
+    v = constrained(packed, ps, z.reshape(C * D, -1))
+    shape = (C, D)
+    (factor, ks), = factor_blocks(design).items()
+    out = {
+        naming.FIXED: (("chain", "draw", naming.FIXED_DIM), v["fixed"].reshape(shape + (-1,))),
+        naming.SIGMA: (("chain", "draw"), v["sigma"].reshape(shape)),
+        naming.sd_var(factor): (("chain", "draw", naming.term_dim(factor)),
+                                v["sd"].reshape(shape + (-1,))),
+    }
+    if any(design.groups[k].correlated for k in ks):
+        q = v["corr"].shape[-1]
+        out[naming.corr_var(factor)] = (
+            ("chain", "draw", naming.term_dim(factor), naming.term_dim_b(factor)),
+            v["corr"].reshape(shape + (q, q)))
+    cs = model_coords(design)
+    used = {naming.FIXED_DIM, naming.term_dim(factor), naming.term_dim_b(factor)}
+    return xr.Dataset(out, coords={"chain": np.arange(C), "draw": np.arange(D),
+                                   **{k: cs[k] for k in used}})
+
+
+def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOutput:
+    """NUTS with nutpie on the packed model; posterior as the PyMC engines name it."""
+    import nutpie
+
+    from .numba_density import pack
+
+    t0 = time.perf_counter()
+    packed = pack(design, ps, stats)
+    compiled = _compiled_model(packed)
+    t1 = time.perf_counter()
+    sampler = nutpie.sample(
+        compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
+        seed=cfg.seed, progress_bar=cfg.progressbar, save_warmup=False, blocking=False,
+        target_accept=cfg.target_accept,
+    )
+    interrupted = False
+    try:
+        tree = sampler.wait()
+    except KeyboardInterrupt:
+        interrupted = True
+        tree = sampler.abort()
+    t2 = time.perf_counter()
+    z = np.asarray(tree["posterior"]["_x"].values)
+    groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
+    groups["posterior"] = posterior_dataset(design, ps, packed, z)
+    for k in groups:
+        groups[k].attrs.update({"engine": "bayes_hlm.compiled_nuts", "inference_library": "nutpie"})
+    out = xr.DataTree.from_dict(groups)
+    return SampleOutput(tree=out, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted)
