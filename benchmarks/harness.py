@@ -4,7 +4,8 @@ Every contender runs in its own Python process (``python benchmarks/harness.py -
 so the peak memory (``ru_maxrss`` of that process) and the time cap are per contender, and
 imports are excluded from the timings (the worker imports everything, and creates one tiny
 xarray Dataset, before the clock starts). Our marginal backend runs twice: the first process
-with an empty cache (*cold*: traces and compiles), the second with the cache the first left
+with empty caches (*cold*: JAX programs and Numba kernels compiled; ``BAYES_HLM_CACHE`` and
+``NUMBA_CACHE_DIR`` point at a fresh directory), the second with the caches the first left
 (*warm*: the case the targets are about).
 
 Columns: rows, groups, wall (s; ``result.info.wall_s`` for ours, ``fit()`` for Bambi), compile
@@ -70,7 +71,7 @@ def _preimport(contender: str):
     if "nutpie" in contender:
         mods += ["nutpie", "nutpie.compile_pymc"]
     if contender == "marginal":
-        mods += ["jax", "jax.numpy", "jax.experimental.serialize_executable", "numpyro",
+        mods += ["nutpie", "nutpie.compile_pymc", "bayes_hlm.backends.compiled_nuts", "jax", "jax.numpy", "jax.experimental.serialize_executable", "numpyro",
                  "numpyro.infer.hmc", "pytensor.link.jax.dispatch", "pymc.initial_point"]
     if contender.startswith("bambi"):
         mods += ["bambi"]
@@ -200,8 +201,10 @@ def run_cases(cases, contenders, cfg, cap, name: str, caps=None) -> list[dict]:
                 rows.append({"case": case, "contender": "lme4 REML", **r})
             elif con == "marginal":
                 cache = tempfile.mkdtemp(prefix="bh_cache_", dir=SCRATCH)
+                # both of our caches start empty: compiled JAX programs and Numba kernels
+                env = {"BAYES_HLM_CACHE": cache, "NUMBA_CACHE_DIR": str(Path(cache) / "numba")}
                 for phase in ("cold", "warm"):
-                    r = _run_child(case, con, cfg, cap, env={"BAYES_HLM_CACHE": cache})
+                    r = _run_child(case, con, cfg, cap, env=env)
                     rows.append({"case": case, "contender": f"ours marginal ({phase})", **r})
                 shutil.rmtree(cache, ignore_errors=True)
             else:

@@ -24,7 +24,7 @@ from ..spec.priors import PriorSet
 from . import naming
 from .hyperparameters import coords as model_coords
 from .hyperparameters import factor_blocks
-from .sampling import SamplerConfig, SampleOutput
+from .sampling import SamplerConfig, SampleOutput, run_nutpie
 
 
 def available() -> bool:
@@ -42,8 +42,9 @@ def available() -> bool:
 def _compiled_model(packed, seed_jitter: bool = True):
     from nutpie.compile_pymc import CompiledPyMCModel
 
-    from .numba_density import expand_cfunc, logp_cfunc
+    from .numba_density import callbacks
 
+    logp_cfunc, expand_cfunc = callbacks()
     n = packed.ndim
 
     def initial_point(seed):
@@ -87,25 +88,13 @@ def posterior_dataset(design: Design, ps: PriorSet, packed, z: np.ndarray) -> xr
 
 def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOutput:
     """NUTS with nutpie on the packed model; posterior as the PyMC engines name it."""
-    import nutpie
-
     from .numba_density import pack
 
     t0 = time.perf_counter()
     packed = pack(design, ps, stats)
     compiled = _compiled_model(packed)
     t1 = time.perf_counter()
-    sampler = nutpie.sample(
-        compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
-        seed=cfg.seed, progress_bar=cfg.progressbar, save_warmup=False, blocking=False,
-        target_accept=cfg.target_accept,
-    )
-    interrupted = False
-    try:
-        tree = sampler.wait()
-    except KeyboardInterrupt:
-        interrupted = True
-        tree = sampler.abort()
+    tree, interrupted = run_nutpie(compiled, cfg)
     t2 = time.perf_counter()
     z = np.asarray(tree["posterior"]["_x"].values)
     groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}

@@ -31,6 +31,7 @@ from typing import Iterator, Sequence
 import numba
 import numpy as np
 
+from .group_kernel import cholesky_lower, sandwich
 from .marginal_loglik import (
     np_cholesky,
     _T,
@@ -175,24 +176,12 @@ def _block_draws(e, A, Lam, sigma, xi):
     for s in numba.prange(S):
         L = Lam[s]
         AL = np.empty((q, q))
+        M = np.empty((q, q))
         R = np.empty((q, q))
         z = np.empty(q)
         for g in range(G):
-            for i in range(q):
-                for j in range(q):
-                    t = 0.0
-                    for k in range(q):
-                        t += A[g, i, k] * L[k, j]
-                    AL[i, j] = t
-            # Cholesky of M = I + Λᵀ(AΛ), lower, in place
-            for j in range(q):
-                for i in range(j, q):
-                    t = 1.0 if i == j else 0.0
-                    for k in range(q):
-                        t += L[k, i] * AL[k, j]
-                    for k in range(j):
-                        t -= R[i, k] * R[j, k]
-                    R[i, j] = np.sqrt(t) if i == j else t / R[j, j]
+            sandwich(A, g, L, 1.0, AL, M)  # M = I + ΛᵀAΛ
+            cholesky_lower(M, R)
             # z = R⁻¹ Λᵀ e (+ σ ξ)
             for i in range(q):
                 t = 0.0

@@ -114,6 +114,46 @@ def _term_q2(e, A, L, s2, gE, gL):
     return F, gs2
 
 
+@numba.njit(cache=True, fastmath=_FM, nogil=True, error_model="numpy", inline="always")
+def sandwich(A, g, L, d, AL, K):
+    """``AL = A_g L`` and ``K = d I + Lᵀ A_g L`` (full, symmetric) for one group."""
+    q = L.shape[0]
+    for i in range(q):
+        for j in range(q):
+            s = 0.0
+            for k in range(q):
+                s += A[g, i, k] * L[k, j]
+            AL[i, j] = s
+    for i in range(q):
+        for j in range(i + 1):
+            s = d if i == j else 0.0
+            for k in range(q):
+                s += L[k, i] * AL[k, j]
+            K[i, j] = s
+            K[j, i] = s
+
+
+@numba.njit(cache=True, fastmath=_FM, nogil=True, error_model="numpy", inline="always")
+def cholesky_lower(K, C):
+    """``K = C Cᵀ`` into ``C`` (lower); returns ``log|K|`` (NaN if not positive definite)."""
+    q = K.shape[0]
+    logdet = 0.0
+    for j in range(q):
+        s = K[j, j]
+        for k in range(j):
+            s -= C[j, k] * C[j, k]
+        if s <= 0.0:
+            s = np.nan  # propagates: NUTS rejects the point
+        C[j, j] = np.sqrt(s)
+        logdet += np.log(s)
+        for i in range(j + 1, q):
+            s = K[i, j]
+            for k in range(j):
+                s -= C[i, k] * C[j, k]
+            C[i, j] = s / C[j, j]
+    return logdet
+
+
 @numba.njit(cache=True, fastmath=_FM, nogil=True, error_model="numpy")
 def _term_general(e, A, L, s2, gE, gL):
     G, q = e.shape
@@ -131,34 +171,8 @@ def _term_general(e, A, L, s2, gE, gL):
         for j in range(q):
             gL[i, j] = 0.0
     for g in range(G):
-        for i in range(q):
-            for j in range(q):
-                s = 0.0
-                for k in range(q):
-                    s += A[g, i, k] * L[k, j]
-                AL[i, j] = s
-        for i in range(q):
-            for j in range(i + 1):
-                s = s2 if i == j else 0.0
-                for k in range(q):
-                    s += L[k, i] * AL[k, j]
-                K[i, j] = s
-                K[j, i] = s
-        # Cholesky K = C Cᵀ (lower)
-        logdet = 0.0
-        for j in range(q):
-            s = K[j, j]
-            for k in range(j):
-                s -= C[j, k] * C[j, k]
-            if s <= 0.0:
-                s = np.nan  # not positive definite: propagate, NUTS rejects the point
-            C[j, j] = np.sqrt(s)
-            logdet += np.log(s)
-            for i in range(j + 1, q):
-                s = K[i, j]
-                for k in range(j):
-                    s -= C[i, k] * C[j, k]
-                C[i, j] = s / C[j, j]
+        sandwich(A, g, L, s2, AL, K)
+        logdet = cholesky_lower(K, C)
         # K⁻¹ column by column (two triangular solves of unit vectors)
         for col in range(q):
             for i in range(q):

@@ -24,6 +24,7 @@ graph instead.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -287,8 +288,7 @@ _EXPAND_SIG = numba.types.int64(numba.types.uint64, numba.types.uint64,
                                 numba.types.CPointer(numba.types.double), numba.types.voidptr)
 
 
-@numba.cfunc(_LOGP_SIG, cache=True, nogil=True, error_model="numpy")
-def logp_cfunc(dim, x_, out_, logp_, data_):
+def _logp_c(dim, x_, out_, logp_, data_):
     head = numba.carray(data_, (1,), dtype=np.float64)
     buf = numba.carray(data_, (int(head[0]),), dtype=np.float64)
     x = numba.carray(x_, (dim,))
@@ -303,12 +303,18 @@ def logp_cfunc(dim, x_, out_, logp_, data_):
     return 0
 
 
-@numba.cfunc(_EXPAND_SIG, cache=True, nogil=True, error_model="numpy")
-def expand_cfunc(dim, expanded, x_, out_, data_):
+def _expand_c(dim, expanded, x_, out_, data_):
     # the draws are stored as sampled; the posterior variables are derived afterwards
     for i in range(dim):
         out_[i] = x_[i]
     return 0
+
+
+@functools.cache
+def callbacks():
+    """``(logp, expand)`` C callbacks, compiled on first use (then loaded from Numba's cache)."""
+    kw = dict(cache=True, nogil=True, error_model="numpy")
+    return numba.cfunc(_LOGP_SIG, **kw)(_logp_c), numba.cfunc(_EXPAND_SIG, **kw)(_expand_c)
 
 
 # --------------------------------------------------------------------------- #

@@ -142,16 +142,21 @@ def _sample_nutpie(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutp
     t0 = time.perf_counter()
     compiled = nutpie.compile_pymc_model(model, var_names=var_names)
     t1 = time.perf_counter()
+    tree, interrupted = run_nutpie(compiled, cfg)
+    t2 = time.perf_counter()
+    return SampleOutput(tree=tree, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted)
+
+
+def run_nutpie(compiled, cfg: SamplerConfig) -> tuple[xr.DataTree, bool]:
+    """nutpie's NUTS on a compiled model; Ctrl-C keeps the draws done so far."""
+    import nutpie
+
     sampler = nutpie.sample(
         compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
         seed=cfg.seed, progress_bar=cfg.progressbar, save_warmup=False, blocking=False,
         target_accept=cfg.target_accept,
     )
-    interrupted = False
     try:
-        tree = sampler.wait()
+        return sampler.wait(), False
     except KeyboardInterrupt:
-        interrupted = True
-        tree = sampler.abort()
-    t2 = time.perf_counter()
-    return SampleOutput(tree=tree, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted)
+        return sampler.abort(), True
