@@ -66,22 +66,23 @@ def posterior_dataset(design: Design, ps: PriorSet, packed, z: np.ndarray) -> xr
     from .numba_density import constrained
 
     C, D = z.shape[:2]
-    v = constrained(packed, ps, z.reshape(C * D, -1))
-    shape = (C, D)
-    (factor, ks), = factor_blocks(design).items()
-    out = {
-        naming.FIXED: (("chain", "draw", naming.FIXED_DIM), v["fixed"].reshape(shape + (-1,))),
-        naming.SIGMA: (("chain", "draw"), v["sigma"].reshape(shape)),
-        naming.sd_var(factor): (("chain", "draw", naming.term_dim(factor)),
-                                v["sd"].reshape(shape + (-1,))),
-    }
-    if any(design.groups[k].correlated for k in ks):
-        q = v["corr"].shape[-1]
-        out[naming.corr_var(factor)] = (
-            ("chain", "draw", naming.term_dim(factor), naming.term_dim_b(factor)),
-            v["corr"].reshape(shape + (q, q)))
+    v = constrained(packed, ps, design, z.reshape(C * D, -1))
+
+    def cd(a):
+        return a.reshape((C, D) + a.shape[1:])
+
+    out = {naming.FIXED: (("chain", "draw", naming.FIXED_DIM), cd(v["fixed"])),
+           naming.SIGMA: (("chain", "draw"), cd(v["sigma"]))}
+    blocks = factor_blocks(design)
+    for f, fv in v["factors"].items():
+        td, tdb, ld = naming.term_dim(f), naming.term_dim_b(f), naming.level_dim(f)
+        out[naming.sd_var(f)] = (("chain", "draw", td), cd(fv["sd"]))
+        if any(design.groups[k].correlated for k in blocks[f]):
+            out[naming.corr_var(f)] = (("chain", "draw", td, tdb), cd(fv["corr"]))
+        if "b" in fv:  # sampled (crossed) factor: its effects are parameters
+            out[naming.effect_var(f)] = (("chain", "draw", ld, td), cd(fv["b"]))
+    used = {d for dims, _ in out.values() for d in dims} - {"chain", "draw"}
     cs = model_coords(design)
-    used = {naming.FIXED_DIM, naming.term_dim(factor), naming.term_dim_b(factor)}
     return xr.Dataset(out, coords={"chain": np.arange(C), "draw": np.arange(D),
                                    **{k: cs[k] for k in used}})
 
@@ -102,4 +103,5 @@ def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOut
     for k in groups:
         groups[k].attrs.update({"engine": "bayes_hlm.compiled_nuts", "inference_library": "nutpie"})
     out = xr.DataTree.from_dict(groups)
-    return SampleOutput(tree=out, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted)
+    return SampleOutput(tree=out, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted,
+                        extra={"centered": packed.centered})

@@ -174,7 +174,7 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
     out.compile_s += t_build
     extra = {"structure": stats.plan.structure, "marginalised": marginalised_factors(stats),
              "lazy_effects": lazy, "effects_s": effects_s, "effects_seed": seed,
-             "centered": getattr(model, "_bayes_hlm_centered", {})}
+             "centered": getattr(model, "_bayes_hlm_centered", out.extra.get("centered", {}))}
     return out, gen, extra
 
 

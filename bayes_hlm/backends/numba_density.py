@@ -25,7 +25,7 @@ graph instead.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 from ..spec.design import Design
 from ..spec.priors import PriorSet, corr_key, sd_key
 from .group_kernel import term_and_grad
-from .sufficient_stats import SingleStats
+from .sufficient_stats import CrossedStats, SingleStats
 
 #: positive-parameter priors: name -> (code, parameter names)
 POSITIVE_FAMILIES = {
@@ -45,7 +45,7 @@ POSITIVE_FAMILIES = {
     "InverseGamma": (6, ("alpha", "beta")),
     "LogNormal": (7, ("mu", "sigma")),
 }
-_HEAD = 11  # header entries before the per-term blocks
+_HEAD = 13  # header entries before the per-term blocks
 _LOG2PI = float(np.log(2.0 * np.pi))
 
 
@@ -62,8 +62,12 @@ def _positive_code(prior) -> tuple[int, float, float] | None:
 
 def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
     """``None`` when the compiled density covers this model, else why not."""
-    if type(stats) is not SingleStats:
+    if type(stats) not in (SingleStats, CrossedStats):
         return f"{stats.plan.structure} grouping structure"
+    if isinstance(stats, CrossedStats):
+        for k in stats.other_terms:
+            if design.groups[k].q != 1:
+                return f"sampled crossed term {design.groups[k].name} with {design.groups[k].q} coefficients"
     for n in design.fixed_names:
         p = ps.priors[n]
         if p.dist != "Normal" or set(p.params) != {"mu", "sigma"} or np.ndim(p.params["mu"]):
@@ -88,6 +92,19 @@ def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
 # packing the model into one buffer
 # --------------------------------------------------------------------------- #
 @dataclass
+class SampledTerm:
+    """A sampled (crossed) q = 1 term: where its draws sit in ``x`` and how it is centred."""
+
+    term: int  # index in design.groups
+    x_at: int  # offset of its levels in the parameter vector
+    levels: int
+    centered: bool
+    fixed: int  # fixed effect it is centred on (-1: none)
+    parent: int  # design.groups index of the nesting parent it is centred on (-1: none)
+    pmap: np.ndarray | None  # level -> parent level
+
+
+@dataclass
 class Packed:
     """The buffer and how to read the parameter vector back."""
 
@@ -96,6 +113,8 @@ class Packed:
     p: int
     terms: list  # (q_t, correlated) per GroupTerm
     init: np.ndarray  # PyMC-style starting point (before jitter)
+    sampled: list = field(default_factory=list)  # SampledTerm per sampled (crossed) term
+    centered: dict = field(default_factory=dict)  # factor -> centred (sampled factors)
 
 
 def pack(design: Design, ps: PriorSet, stats: SingleStats) -> Packed:
@@ -103,17 +122,22 @@ def pack(design: Design, ps: PriorSet, stats: SingleStats) -> Packed:
     p, (G, q) = design.p, stats.c.shape
     names = design.fixed_names
     i_int = names.index("Intercept") if ps.centered else -1
+    crossed = isinstance(stats, CrossedStats)
+    others = list(stats.other_terms) if crossed else []
     head = [0.0, p, G, q, stats.N, float(stats.yty), len(design.groups), i_int,
-            *_positive_code(ps.priors["sigma"])]
+            *_positive_code(ps.priors["sigma"]), len(others), stats.m if crossed else 0]
     assert len(head) == _HEAD
+    block_off = dict(zip(stats.block.term_index, stats.block.offsets))
     per_term, terms, init = [], [], []
     mu = np.array([float(ps.priors[n].params["mu"]) for n in names])
     sd = np.array([float(ps.priors[n].params["sigma"]) for n in names])
     init += list(mu)
     init.append(np.log(_scale(ps.priors["sigma"])))
-    for g in design.groups:
+    sd_at = []
+    for k, g in enumerate(design.groups):
         eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if g.correlated else 0.0
-        per_term += [g.q, float(g.correlated), eta]
+        per_term += [g.q, float(g.correlated), eta, block_off.get(k, -1)]
+        sd_at.append(len(init))
         for t in g.terms:
             prior = ps.priors[sd_key(t, g.factor)]
             per_term += list(_positive_code(prior))
@@ -124,9 +148,56 @@ def pack(design: Design, ps: PriorSet, stats: SingleStats) -> Packed:
     body = [np.asarray(head), np.asarray(per_term, dtype=float), mu, sd,
             np.asarray(ps.x_mean, dtype=float), stats.XtX.ravel(), stats.Xty.ravel(),
             stats.c.ravel(), stats.B.ravel(), stats.A.ravel()]
+    sampled, centered = [], {}
+    if crossed:
+        body_c, sampled, centered, init_eff = _pack_sampled(design, stats, sd_at, len(init), mu, ps)
+        init += init_eff
+        body += body_c
     buf = np.ascontiguousarray(np.concatenate(body), dtype=np.float64)
     buf[0] = buf.size
-    return Packed(buf=buf, ndim=len(init), p=p, terms=terms, init=np.asarray(init))
+    return Packed(buf=buf, ndim=len(init), p=p, terms=terms, init=np.asarray(init),
+                  sampled=sampled, centered=centered)
+
+
+def _pack_sampled(design: Design, stats: CrossedStats, sd_at: list, x_at: int, mu, ps):
+    """Sampled (crossed) terms as the PyMC model builds them: coarse factors first,
+    centred per factor from the data, hierarchically centred on a nesting parent."""
+    from .group_effects import build_order, nesting_parent
+    from .parametrization import choose_centering
+
+    centered = choose_centering(design)
+    col = dict(zip(stats.other_terms, stats.other_offsets))
+    beta0 = mu.copy()
+    if ps.centered:
+        i = design.fixed_names.index("Intercept")
+        beta0[i] -= mu @ ps.x_mean - mu[i] * ps.x_mean[i]
+    rows, pmaps, sampled, init, done = [], [], [], [], []
+    for k in build_order(design, list(stats.other_terms)):
+        g = design.groups[k]
+        cent = bool(centered.get(g.factor, False))
+        j = design.fixed_names.index(g.terms[0]) if cent and g.terms[0] in design.fixed_names else -1
+        par, pmap = -1, None
+        if cent:
+            found = nesting_parent(design, k, [d for d in done if centered.get(design.groups[d].factor)])
+            if found is not None and design.groups[found[0]].terms[0] == g.terms[0]:
+                par, pmap = found[0], np.asarray(found[1], dtype=np.int64)
+                pmaps.append(pmap.astype(float))
+        rows.append([sd_at[k], x_at, g.n_levels, float(cent), j, col[par] if par >= 0 else -1, col[k]])
+        sampled.append(SampledTerm(k, x_at, g.n_levels, cent, j, par, pmap))
+        init += [beta0[j] if j >= 0 else 0.0] * g.n_levels
+        x_at += g.n_levels
+        done.append(k)
+    ZZ, BZ = stats.ZotZo.tocsr(), stats.BZo.tocsr()
+    body = [np.asarray(rows, dtype=float).ravel(), *pmaps, stats.Zoty.ravel(), stats.XtZo.ravel(),
+            _as_slots(ZZ.indptr), _as_slots(ZZ.indices), ZZ.data,
+            _as_slots(BZ.indptr), _as_slots(BZ.indices), BZ.data]
+    return body, sampled, {f: c for f, c in centered.items() if f in
+                           {design.groups[k].factor for k in stats.other_terms}}, init
+
+
+def _as_slots(ints: np.ndarray) -> np.ndarray:
+    """Integers stored bit for bit in float64 slots of the buffer (read back with ``.view``)."""
+    return np.ascontiguousarray(ints, dtype=np.int64).view(np.float64)
 
 
 def _scale(prior) -> float:
@@ -165,14 +236,33 @@ def _log_positive(code, a, b, u):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _csr_matvec(indptr, indices, data, v, out, sign):
+    """``out += sign · M v`` for a CSR matrix."""
+    for r in range(out.shape[0]):
+        s = 0.0
+        for t in range(indptr[r], indptr[r + 1]):
+            s += data[t] * v[indices[t]]
+        out[r] += sign * s
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _csr_rmatvec(indptr, indices, data, u, out, sign):
+    """``out += sign · Mᵀ u``."""
+    for r in range(u.shape[0]):
+        for t in range(indptr[r], indptr[r + 1]):
+            out[indices[t]] += sign * data[t] * u[r]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def logp_grad(x, buf, grad):
     """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
     p, G, q = int(buf[1]), int(buf[2]), int(buf[3])
     N, yty, T, i_int = buf[4], buf[5], int(buf[6]), int(buf[7])
+    K_o, m = int(buf[11]), int(buf[12])
     o = _HEAD
     term_at = o
     for _ in range(T):  # skip the per-term blocks to find the fixed-effect priors
-        o += 3 + 3 * int(buf[o])
+        o += 4 + 3 * int(buf[o])
     mu, sd, xm = buf[o:o + p], buf[o + p:o + 2 * p], buf[o + 2 * p:o + 3 * p]
     o += 3 * p
     XtX = buf[o:o + p * p].reshape((p, p))
@@ -184,6 +274,9 @@ def logp_grad(x, buf, grad):
     B = buf[o:o + G * q * p].reshape((G, q, p))
     o += G * q * p
     A = buf[o:o + G * q * q].reshape((G, q, q))
+    o += G * q * q
+    for i in range(grad.shape[0]):
+        grad[i] = 0.0
 
     lp = 0.0
     # fixed effects: Normal prior on the raw (centred-intercept) coefficients
@@ -202,19 +295,19 @@ def logp_grad(x, buf, grad):
     sigma = np.exp(u)
     l_s, d_s = _log_positive(int(buf[8]), buf[9], buf[10], u)
     lp += l_s
-    # group-level SDs and correlations -> block Cholesky factor L
+    # group-level SDs and correlations; the marginalised block's Cholesky factor L
     L = np.zeros((q, q))
     k = p + 1
-    off = 0
-    o = term_at
+    ot = term_at
     for _ in range(T):
-        qt, corr, eta = int(buf[o]), buf[o + 1] > 0.5, buf[o + 2]
+        qt, corr, eta, off = int(buf[ot]), buf[ot + 1] > 0.5, buf[ot + 2], int(buf[ot + 3])
         for i in range(qt):
-            l_i, d_i = _log_positive(int(buf[o + 3 + 3 * i]), buf[o + 4 + 3 * i],
-                                     buf[o + 5 + 3 * i], x[k + i])
+            l_i, d_i = _log_positive(int(buf[ot + 4 + 3 * i]), buf[ot + 5 + 3 * i],
+                                     buf[ot + 6 + 3 * i], x[k + i])
             lp += l_i
             grad[k + i] = d_i
-            L[off + i, off + i] = np.exp(x[k + i])
+            if off >= 0:
+                L[off + i, off + i] = np.exp(x[k + i])
         if corr:  # 2×2: L = [[s1, 0], [s2 ρ, s2 √(1−ρ²)]], ρ = tanh z
             rho = np.tanh(x[k + qt])
             s2_ = L[off + 1, off + 1]
@@ -222,58 +315,124 @@ def logp_grad(x, buf, grad):
             L[off + 1, off + 1] = s2_ * np.sqrt(1.0 - rho * rho)
             lp += eta * np.log1p(-rho * rho)  # LKJ(η) density × tanh Jacobian
             grad[k + qt] = -2.0 * eta * rho
-        o += 3 + 3 * qt
+        ot += 4 + 3 * qt
         k += qt + corr
-        off += qt
 
-    # marginal likelihood
+    # sampled (crossed) effects b_o, coarse factors first
+    rows = buf[o:o + 7 * K_o].reshape((K_o, 7))
+    o += 7 * K_o
+    pm_at = np.empty(K_o, dtype=np.int64)
+    for r in range(K_o):
+        pm_at[r] = o
+        if rows[r, 5] >= 0:
+            o += int(rows[r, 2])
+    bo = np.zeros(m)
+    for r in range(K_o):
+        sdk = np.exp(x[int(rows[r, 0])])
+        xo, Gk, cent, j, par, off = (int(rows[r, 1]), int(rows[r, 2]), rows[r, 3] > 0.5,
+                                     int(rows[r, 4]), int(rows[r, 5]), int(rows[r, 6]))
+        for g in range(Gk):
+            v = x[xo + g]
+            if cent:  # m ~ N(shift, sd), b = m − shift
+                sh = beta[j] if j >= 0 else 0.0
+                if par >= 0:
+                    sh += bo[par + int(buf[pm_at[r] + g])]
+                b = v - sh
+                lp -= 0.5 * (b / sdk) ** 2 + np.log(sdk)
+            else:  # z ~ N(0, 1), b = sd z
+                b = sdk * v
+                lp -= 0.5 * v * v
+            bo[off + g] = b
+    Zoty = buf[o:o + m]
+    o += m
+    XtZo = buf[o:o + p * m].reshape((p, m))
+    o += p * m
+    zz_p = buf[o:o + m + 1].view(np.int64) if m else np.zeros(0, dtype=np.int64)
+    nz = zz_p[m] if m else 0
+    zz_i = buf[o + m + 1:o + m + 1 + nz].view(np.int64)
+    zz_v = buf[o + m + 1 + nz:o + m + 1 + 2 * nz]
+    o += m + 1 + 2 * nz
+    bz_p = buf[o:o + G * q + 1].view(np.int64) if m else np.zeros(0, dtype=np.int64)
+    nb = bz_p[G * q] if m else 0
+    bz_i = buf[o + G * q + 1:o + G * q + 1 + nb].view(np.int64)
+    bz_v = buf[o + G * q + 1 + nb:o + G * q + 1 + 2 * nb]
+
+    # marginal likelihood given β, b_o: e_g = c_g − B_g β − (Z_gᵀZ_o) b_o
     e = c.copy()
     for g in range(G):
         for i in range(q):
             s = 0.0
-            for j in range(p):
-                s += B[g, i, j] * beta[j]
+            for jj in range(p):
+                s += B[g, i, jj] * beta[jj]
             e[g, i] -= s
+    ef = e.reshape(G * q)
+    ZZb = np.zeros(m)
+    if m:
+        _csr_matvec(bz_p, bz_i, bz_v, bo, ef, -1.0)
+        _csr_matvec(zz_p, zz_i, zz_v, bo, ZZb, 1.0)
     gE = np.empty((G, q))
     gL = np.zeros((q, q))
     s2 = sigma * sigma
     F, gs2 = term_and_grad(e, A, L, s2, gE, gL)
     Xb = XtX @ beta
-    rr = yty - 2.0 * (beta @ Xty) + beta @ Xb
+    XZb = XtZo @ bo
+    rr = yty - 2.0 * (beta @ Xty) + beta @ Xb - 2.0 * (bo @ Zoty) + 2.0 * (beta @ XZb) + bo @ ZZb
     lp += -0.5 * (N * _LOG2PI + (N - G * q) * np.log(s2) + F + rr / s2)
-    # d/dβ: −½ (∂F/∂β + (2XᵀXβ − 2Xᵀy)/σ²), ∂F/∂β = −Σ_g B_gᵀ ∂F/∂e_g
-    gbeta = -(Xb - Xty) / s2
+    # d/dβ: −½ (∂F/∂β + ∂rr/∂β / σ²), ∂F/∂β = −Σ_g B_gᵀ ∂F/∂e_g
+    gbeta = -(Xb - Xty + XZb) / s2
     for g in range(G):
         for i in range(q):
-            for j in range(p):
-                gbeta[j] += 0.5 * B[g, i, j] * gE[g, i]
+            for jj in range(p):
+                gbeta[jj] += 0.5 * B[g, i, jj] * gE[g, i]
+    # d/db_o likewise: ½ BZoᵀ ∂F/∂e − (ZoᵀZo b_o − Zoᵀy + Z_oᵀX β) / σ²
+    gbo = (Zoty - ZZb - XtZo.T @ beta) / s2
+    if m:
+        _csr_rmatvec(bz_p, bz_i, bz_v, gE.reshape(G * q), gbo, 0.5)
+    # back through the sampled effects, children before their parents
+    for r in range(K_o - 1, -1, -1):
+        ks = int(rows[r, 0])
+        sdk = np.exp(x[ks])
+        xo, Gk, cent, j, par, off = (int(rows[r, 1]), int(rows[r, 2]), rows[r, 3] > 0.5,
+                                     int(rows[r, 4]), int(rows[r, 5]), int(rows[r, 6]))
+        for g in range(Gk):
+            b = bo[off + g]
+            if cent:
+                db = gbo[off + g] - b / (sdk * sdk)
+                grad[xo + g] = db
+                grad[ks] += (b / sdk) ** 2 - 1.0
+                if j >= 0:
+                    gbeta[j] -= db
+                if par >= 0:
+                    gbo[par + int(buf[pm_at[r] + g])] -= db
+            else:
+                grad[xo + g] = -x[xo + g] + sdk * gbo[off + g]
+                grad[ks] += b * gbo[off + g]
     # d/du (u = log σ): σ ∂/∂σ with ∂F/∂σ = 2σ ∂F/∂σ²
     grad[p] = d_s - 0.5 * (2.0 * (N - G * q) + 2.0 * s2 * gs2 - 2.0 * rr / s2)
     # back through the centred-intercept shift: β = S raw
-    for j in range(p):
-        grad[j] += gbeta[j]
-        if i_int >= 0 and j != i_int:
-            grad[j] -= xm[j] * gbeta[i_int]
+    for jj in range(p):
+        grad[jj] += gbeta[jj]
+        if i_int >= 0 and jj != i_int:
+            grad[jj] -= xm[jj] * gbeta[i_int]
     # d/dL = −½ ∂F/∂L, then to log SDs and z
     k = p + 1
-    off = 0
-    o = term_at
+    ot = term_at
     for _ in range(T):
-        qt, corr = int(buf[o]), buf[o + 1] > 0.5
-        for i in range(qt):
-            gsd = 0.0
-            for j in range(qt):  # L[off+i, off+j] = sd_i Lc[i, j]
-                gsd += -0.5 * gL[off + i, off + j] * L[off + i, off + j]
-            grad[k + i] += gsd  # sd_i ∂/∂sd_i = Σ_j g_ij L_ij
+        qt, corr, off = int(buf[ot]), buf[ot + 1] > 0.5, int(buf[ot + 3])
+        if off >= 0:
+            for i in range(qt):
+                gsd = 0.0
+                for jj in range(qt):  # L[off+i, off+jj] = sd_i Lc[i, jj]
+                    gsd += -0.5 * gL[off + i, off + jj] * L[off + i, off + jj]
+                grad[k + i] += gsd  # sd_i ∂/∂sd_i = Σ_j g_ij L_ij
         if corr:
             rho = np.tanh(x[k + qt])
             sd2 = np.exp(x[k + 1])
-            r = np.sqrt(1.0 - rho * rho)
-            drho = -0.5 * sd2 * (gL[off + 1, off] - gL[off + 1, off + 1] * rho / r)
+            r_ = np.sqrt(1.0 - rho * rho)
+            drho = -0.5 * sd2 * (gL[off + 1, off] - gL[off + 1, off + 1] * rho / r_)
             grad[k + qt] += drho * (1.0 - rho * rho)
-        o += 3 + 3 * qt
+        ot += 4 + 3 * qt
         k += qt + corr
-        off += qt
     return lp
 
 
@@ -320,25 +479,50 @@ def callbacks():
 # --------------------------------------------------------------------------- #
 # parameter vector -> posterior variables (vectorised over draws)
 # --------------------------------------------------------------------------- #
-def constrained(packed: Packed, ps: PriorSet, z: np.ndarray) -> dict[str, np.ndarray]:
-    """``fixed`` (S, p), ``sigma`` (S,), ``sd`` (S, q), ``corr`` (S, q, q) from draws ``z`` (S, ndim)."""
+def constrained(packed: Packed, ps: PriorSet, design: Design, z: np.ndarray) -> dict:
+    """Posterior variables from draws ``z`` (S, ndim): ``fixed`` (S, p), ``sigma`` (S,), and
+    per factor ``sd`` (S, q_f), ``corr`` (S, q_f, q_f) and, for sampled factors, ``b``
+    (S, levels, q_f)."""
     p = packed.p
     raw = z[:, :p]
     beta = raw.copy()
     if ps.centered:
         i = int(packed.buf[7])
         beta[:, i] = raw[:, i] - (raw @ ps.x_mean - raw[:, i] * ps.x_mean[i])
-    sds, blocks = [], []
-    k = p + 1
-    q = sum(qt for qt, _ in packed.terms)
-    corr = np.broadcast_to(np.eye(q), (z.shape[0], q, q)).copy()
-    off = 0
+    sd_t, corr_t, k = [], [], p + 1
     for qt, correlated in packed.terms:
-        sds.append(np.exp(z[:, k:k + qt]))
+        sd_t.append(np.exp(z[:, k:k + qt]))
+        c = np.broadcast_to(np.eye(qt), (z.shape[0], qt, qt)).copy()
         if correlated:
-            rho = np.tanh(z[:, k + qt])
-            corr[:, off, off + 1] = corr[:, off + 1, off] = rho
+            c[:, 0, 1] = c[:, 1, 0] = np.tanh(z[:, k + qt])
+        corr_t.append(c)
         k += qt + correlated
-        off += qt
-    return {"fixed": beta, "sigma": np.exp(z[:, p]), "sd": np.concatenate(sds, axis=1),
-            "corr": corr}
+    b_t = {}
+    for st in packed.sampled:  # build order: a nesting parent comes before its children
+        v = z[:, st.x_at:st.x_at + st.levels]
+        if not st.centered:  # b = sd z
+            b_t[st.term] = v * sd_t[st.term][:, :1]
+            continue
+        sh = np.zeros_like(v)  # b = m − shift
+        if st.fixed >= 0:
+            sh += beta[:, st.fixed:st.fixed + 1]
+        if st.parent >= 0:
+            sh += b_t[st.parent][:, st.pmap]
+        b_t[st.term] = v - sh
+    factors = {}
+    for k, g in enumerate(design.groups):
+        factors.setdefault(g.factor, []).append(k)
+    out = {"fixed": beta, "sigma": np.exp(z[:, p]), "factors": {}}
+    for f, ks in factors.items():
+        q = sum(design.groups[k].q for k in ks)
+        corr = np.zeros((z.shape[0], q, q))
+        o = 0
+        for k in ks:
+            qk = design.groups[k].q
+            corr[:, o:o + qk, o:o + qk] = corr_t[k]
+            o += qk
+        fo = {"sd": np.concatenate([sd_t[k] for k in ks], axis=1), "corr": corr}
+        if all(k in b_t for k in ks):
+            fo["b"] = np.stack([b_t[k] for k in ks], axis=2)  # (S, levels, q_f)
+        out["factors"][f] = fo
+    return out

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pymc as pm
@@ -78,6 +78,7 @@ class SampleOutput:
     compile_s: float
     sample_s: float
     interrupted: bool = False
+    extra: dict = field(default_factory=dict)  # engine facts for FitInfo.extra
 
 
 def sample_model(model: pm.Model, cfg: SamplerConfig, var_names: list[str] | None = None) -> SampleOutput:
