@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -156,11 +157,16 @@ def _run_child(case, contender, cfg, cap, env=None) -> dict:
            "--contender", contender, "--chains", str(cfg.chains), "--draws", str(cfg.draws),
            "--tune", str(cfg.tune), "--seed", str(cfg.seed)]
     t0 = time.perf_counter()
+    # own process group: at the cap, the contender's chain processes are killed with it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True)
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=cap, cwd=ROOT,
-                           env={**os.environ, **(env or {})})
+        out, err = proc.communicate(timeout=cap)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return {"status": f"> {cap:.0f} s (cap)", "wall_s": None}
+    p = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     for line in p.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
             res = json.loads(line[7:])
