@@ -210,3 +210,20 @@ def test_numba_engine_matches_pymc_engine():
     assert a.info.sampler == "numba" and b.info.sampler == "pymc"
     bad = disagreements(a, b)
     assert bad.empty, bad
+
+
+def test_effect_diagnostics_subset_for_many_groups():
+    """Above 5000 effect parameters the default check covers a random 1000 levels, with
+    statistics identical to those of the same levels in the full table."""
+    sim = bh.datasets.simulate(n_groups=3000, rows_per_group=4, seed=2)
+    df = sim.data if hasattr(sim, "data") else sim[0]
+    m = bh.fit("y ~ x + (x|g)", df, chains=2, draws=200, tune=300, seed=1, warn=False)
+    d = m.diagnostics()
+    assert d["effects_diagnostics"]["g"].startswith("random subset of 1000 of 3000 levels")
+    full = m.diagnostics(effects="all")
+    assert full["effects_diagnostics"]["g"] == "all 3000 levels"
+    sub = m.effects_stats_subset("g", 1000)
+    ref = m.effects_stats()["g"].loc[sub.index]
+    np.testing.assert_allclose(sub[["mean", "ess_bulk", "r_hat"]].values,
+                               ref[["mean", "ess_bulk", "r_hat"]].values, rtol=1e-12)
+    assert full["min_ess_bulk"] <= d["min_ess_bulk"]

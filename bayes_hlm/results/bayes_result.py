@@ -188,13 +188,41 @@ class BayesResult:
             self._cache[key] = out
         return self._cache[key]
 
-    def diagnostics(self) -> dict:
-        """Divergences, R-hat, ESS, tree depth, BFMI (see :mod:`bayes_hlm.results.diagnostics`)."""
+    def effects_stats_subset(self, factor: str, n_groups: int, seed: int = 0,
+                             prob: float = tables.HDI_PROB) -> pd.DataFrame:
+        """Statistics (incl. ESS and R-hat) of the effects of ``n_groups`` random levels.
+
+        Levels drawn uniformly without replacement (``seed``), all draws; with
+        ``n_groups`` at least the number of levels, every level. ``attrs["subset"]``
+        describes the subset.
+        """
+        L = self.ngrps()[factor]
+        k = min(int(n_groups), L)
+        if k >= L:
+            return self.effects_stats(prob)[factor]
+        groups = np.sort(np.random.default_rng(seed).choice(L, size=k, replace=False))
+        b = self._draws.effects(factor, groups=groups)  # (S, k, q)
+        C, S = self._draws.n_chains, b.shape[0]
+        levels = np.asarray(self._levels(factor), dtype=object)[groups]
+        names = [f"{lvl}|{t}" for lvl in map(str, levels) for t in self._terms(factor)]
+        out = tables.stat_frame(b.reshape(C, S // C, -1), names, prob)
+        out.attrs["subset"] = (f"random subset of {k} of {L} levels (seed {seed}); given the "
+                               "hyperparameters the effects are independent across levels")
+        return out
+
+    def diagnostics(self, effects="auto") -> dict:
+        """Divergences, R-hat, ESS, tree depth, BFMI (see :mod:`bayes_hlm.results.diagnostics`).
+
+        ``effects``: ``"auto"`` covers every group effect up to 5000 effect
+        parameters and a random 1000 levels per factor beyond; ``"all"``; or an
+        int (levels per factor).
+        """
         from .diagnostics import diagnostics
 
-        if "diag" not in self._cache:
-            self._cache["diag"] = diagnostics(self)
-        return self._cache["diag"]
+        key = ("diag", effects)
+        if key not in self._cache:
+            self._cache[key] = diagnostics(self, effects=effects)
+        return self._cache[key]
 
     def _levels(self, factor: str) -> pd.Index:
         for g in self.design.groups:

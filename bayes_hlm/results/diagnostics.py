@@ -16,6 +16,12 @@ RHAT_MAX = 1.01
 ESS_MIN = 400
 BFMI_MIN = 0.3
 MAX_TREEDEPTH = 10  # PyMC, nutpie and NumPyro default
+# Group effects the default diagnostics cover: all up to this many effect parameters, else
+# this many random levels per factor. Exact conditional effect draws are independent across
+# levels given the hyperparameters, so a random subset shows how they mix; the fit-time
+# check then stays a few seconds for 100k+ groups instead of minutes.
+EFFECTS_ALL_MAX = 5000
+EFFECTS_SUBSET = 1000
 
 # names engines give the same statistic: PyMC / nutpie / NumPyro + our JAX engine
 _SATURATED = ("reached_max_treedepth", "maxdepth_reached")
@@ -56,11 +62,15 @@ def _stat(result: "BayesResult", name: str):
     return np.asarray(ss[name].values)
 
 
-def diagnostics(result: "BayesResult", include_effects: bool = True) -> dict:
+def diagnostics(result: "BayesResult", include_effects: bool = True, effects="auto") -> dict:
     """Divergences, max R-hat, min ESS, tree-depth saturation and BFMI of a fit.
 
     ``max_r_hat`` covers fixed effects, SDs, correlations and sigma;
-    ``max_r_hat_all`` and ``min_ess_bulk`` add every group effect.
+    ``max_r_hat_all`` and ``min_ess_bulk`` add the group effects: all of them
+    (``effects="all"``, or ``"auto"`` up to :data:`EFFECTS_ALL_MAX` effect
+    parameters), else a seeded random subset of :data:`EFFECTS_SUBSET` levels per
+    large factor (``"auto"``) or of ``effects`` levels (an int).
+    ``"effects_diagnostics"`` says what was covered per factor.
     """
     summ = result.summary()
     div = _stat(result, "diverging")
@@ -72,10 +82,12 @@ def diagnostics(result: "BayesResult", include_effects: bool = True) -> dict:
         "max_r_hat_all": _nanmax(summ["r_hat"]),
     }
     if include_effects and result.factors:
-        for frame in result.effects_stats().values():
+        frames, notes = _effect_frames(result, effects)
+        for frame in frames:
             out["max_r_hat_all"] = _nanmax([out["max_r_hat_all"], _nanmax(frame["r_hat"])])
             out["min_ess_bulk"] = _nanmin([out["min_ess_bulk"], _nanmin(frame["ess_bulk"])])
             out["min_ess_tail"] = _nanmin([out["min_ess_tail"], _nanmin(frame["ess_tail"])])
+        out["effects_diagnostics"] = notes
     maxdepth = _first_stat(result, _SATURATED)
     depth = _first_stat(result, _DEPTH)
     if maxdepth is not None:
@@ -86,6 +98,21 @@ def diagnostics(result: "BayesResult", include_effects: bool = True) -> dict:
     if energy is not None and energy.ndim == 2 and energy.shape[1] > 2:
         out["bfmi_min"] = _nanmin(bfmi(energy))
     return out
+
+
+def _effect_frames(result: "BayesResult", effects) -> tuple[list, dict]:
+    """Statistics frames of the group effects the diagnostics cover, and a note per factor."""
+    sizes = {f: result.ngrps()[f] * len(result._terms(f)) for f in result.factors}
+    if effects == "all" or (effects == "auto" and sum(sizes.values()) <= EFFECTS_ALL_MAX):
+        stats = result.effects_stats()
+        return list(stats.values()), {f: f"all {result.ngrps()[f]} levels" for f in stats}
+    n = EFFECTS_SUBSET if effects == "auto" else int(effects)
+    frames, notes = [], {}
+    for f in result.factors:
+        frame = result.effects_stats_subset(f, n)
+        frames.append(frame)
+        notes[f] = frame.attrs.get("subset", f"all {result.ngrps()[f]} levels")
+    return frames, notes
 
 
 def warn_on(diag: dict, method: str) -> list[str]:

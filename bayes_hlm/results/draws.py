@@ -42,15 +42,22 @@ class DrawSource:
     def has(self, var: str) -> bool:
         return var in self.posterior
 
-    def effects(self, factor: str, idx: np.ndarray | None = None) -> np.ndarray:
-        """Group effects of ``factor`` for flat draw indices ``idx``: (len(idx), levels, q)."""
+    def effects(self, factor: str, idx: np.ndarray | None = None, groups=None) -> np.ndarray:
+        """Group effects of ``factor`` for flat draw indices ``idx`` and level indices
+        ``groups`` (default all): (len(idx), len(groups), q)."""
         idx = np.arange(self.size) if idx is None else np.asarray(idx)
         var = naming.effect_var(factor)
         if self.has(var):
-            return self.flat(var)[idx]
+            b = self.flat(var)[idx]
+            return b if groups is None else b[:, np.asarray(groups)]
         if self.generator is None:
             raise RuntimeError(f"no draws of the group effects of {factor!r} are available")
-        return self.generator(factor, idx)
+        if groups is None:
+            return self.generator(factor, idx)
+        try:
+            return self.generator(factor, idx, groups)
+        except ValueError:  # a nested inner factor: draw its outer levels whole, then select
+            return self.generator(factor, idx)[:, np.asarray(groups)]
 
     def covariance(self, factor: str) -> np.ndarray:
         """(S, q, q) covariance of ``factor``'s effects from its SDs and correlations."""
