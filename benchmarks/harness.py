@@ -128,8 +128,13 @@ def _worker(args) -> dict:
                    "marginal_nutpie": "nutpie"}[args.contender]
         r = bh.fit(formula, data, method=method, sampler=sampler, seed=args.seed,
                    progressbar=False, warn=False, **s)
+        peak_fit = _peak_mb()
         t1 = time.perf_counter()
-        d = r.diagnostics(effects="all")  # ESS/R-hat of every parameter incl. every group effect
+        # ESS/R-hat of every parameter incl. every group effect, unless all effect draws at
+        # once would not fit in memory (then the documented random subset of levels)
+        S = r.posterior.sizes["chain"] * r.posterior.sizes["draw"]
+        n_eff = sum(r.ngrps()[f] * len(r._terms(f)) for f in r.factors)
+        d = r.diagnostics(effects="all" if S * n_eff * 8 < 2e9 else "auto")
         stats_s = time.perf_counter() - t1
         i = r.info
         out = dict(wall_s=i.wall_s, compile_s=i.compile_s, sample_s=i.sample_s,
@@ -138,7 +143,8 @@ def _worker(args) -> dict:
                    divergences=int(d.get("divergences", d.get("n_divergent", 0)) or 0),
                    stats_s=stats_s, lazy_effects=list(i.extra.get("lazy_effects", []) or []),
                    sampler=i.sampler, cache_warm=bool(
-                       r.tree["posterior"].attrs.get("cache_warm", False)))
+                       r.tree["posterior"].attrs.get("cache_warm", False)),
+                   effects_checked=d.get("effects_diagnostics"), peak_mb_fit=peak_fit)
     out["peak_mb"] = _peak_mb()
     out["rows"] = int(len(data))
     return out
