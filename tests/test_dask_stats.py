@@ -152,3 +152,113 @@ def test_local_cluster_matches():
         ds = _dask(formula, df, scheduler=client, npartitions=6)
         assert ds.timings["scheduler"].startswith("distributed")
         _assert_same(ref, ds.stats, SINGLE)
+
+
+# --------------------------------------------------------------------------- #
+# Fast paths of the passes (integer / string ids, direct design, fused kernel)
+# --------------------------------------------------------------------------- #
+def test_integer_ids_parquet_equal_in_memory(tmp_path):
+    """write_parquet(factor_codes=True): int32 ids, same levels in the same order, same statistics."""
+    sim = simulate(300, "poisson", corr=0.3, seed=21, mean_rows=6)
+    df = sim.data.sample(frac=1, random_state=4).reset_index(drop=True)  # groups split across files
+    write_parquet(df, tmp_path / "pq", rows_per_file=250, factor_codes=True)
+    back = pd.read_parquet(tmp_path / "pq")
+    assert back["g"].dtype == np.int32
+    spec, ref = _memory(sim.formula, df)                 # categorical labels, in memory
+    ds = _dask(sim.formula, tmp_path / "pq", scheduler="threads")
+    assert ds.meta.direct is not None                     # y ~ x + (x | g): data columns as they are
+    _assert_same(ref, ds.stats, SINGLE)
+    levels = list(ds.design.groups[0].levels)
+    assert levels == [str(i) for i in range(len(spec.design.groups[0].levels))]
+    _, ref_back = _memory(sim.formula, back)             # and the frame read back from the files
+    _assert_same(ref_back, ds.stats, SINGLE)
+
+
+def test_string_ids_parquet_and_missing(tmp_path):
+    """Plain string ids (Arrow strings, unsorted, with missing values) through Parquet."""
+    sim = simulate(150, "lognormal", corr=0.2, seed=8, mean_rows=5)
+    df = sim.data.copy()
+    rng = np.random.default_rng(2)
+    df["g"] = np.asarray(["id-" + s[::-1] for s in df["g"].astype(str)], dtype=object)
+    df.loc[rng.choice(len(df), 9, replace=False), "g"] = None
+    df.loc[rng.choice(len(df), 6, replace=False), "x"] = np.nan
+    df = df.sample(frac=1, random_state=3).reset_index(drop=True)
+    write_parquet(df, tmp_path / "pq", rows_per_file=200)
+    back = pd.read_parquet(tmp_path / "pq")
+    spec, ref = _memory(sim.formula, back)
+    ds = _dask(sim.formula, tmp_path / "pq")
+    _assert_same(ref, ds.stats, SINGLE)
+    assert list(ds.design.groups[0].levels) == list(spec.design.groups[0].levels)
+    assert ds.meta.na_rows == spec.design.info["n_dropped_na"] > 0
+
+
+@pytest.mark.parametrize("formula,direct", [("y ~ x + (x | g)", True), ("y ~ 0 + x + (0 + x | g)", True),
+                                            ("y ~ x + I(x ** 2) + (1 | g)", False),
+                                            ("y ~ log(x + 2) + (x | g)", False)])
+def test_direct_design_only_when_columns_are_data_columns(formula, direct):
+    sim = simulate(50, 7, corr=0.3, seed=6)
+    df = sim.data.assign(x=sim.data.x + 0.0)
+    _, ref = _memory(formula, df)
+    ds = _dask(formula, df, npartitions=3)
+    assert (ds.meta.direct is not None) == direct
+    _assert_same(ref, ds.stats, SINGLE)
+
+
+def test_fused_kernel_equals_numpy_and_checks_codes():
+    from bayes_hlm.distributed import kernels
+
+    rng = np.random.default_rng(0)
+    n, u = 5000, 37
+    cols = (rng.standard_normal(n), rng.uniform(-1, 1, n) + 4.0, rng.standard_normal(n))
+    codes = rng.integers(0, 50, n)
+    remap = rng.permutation(50) % u
+    args = (cols, 0, [-1, 1, 2], [-1, 2], codes, remap, u)
+    got = kernels.single_partial(*args)
+    ref = kernels._pair_sums_py  # the NumPy formulation of the same pair sums
+    assert ref is not None
+    saved = kernels.HAVE_NUMBA
+    try:
+        kernels.HAVE_NUMBA = False
+        want = kernels.single_partial(*args)
+    finally:
+        kernels.HAVE_NUMBA = saved
+    for a, b in zip(got, want):
+        assert _rel(b, a) < 1e-12
+    # against the textbook formulas
+    X = np.column_stack([np.ones(n), cols[1], cols[2]])
+    Z = np.column_stack([np.ones(n), cols[2]])
+    g = remap[codes]
+    A = np.stack([Z[g == k].T @ Z[g == k] for k in range(u)])
+    B = np.stack([Z[g == k].T @ X[g == k] for k in range(u)])
+    assert _rel(A, got[1]) < 1e-12 and _rel(B, got[2]) < 1e-12
+    assert _rel(X.T @ X, got[5]) < 1e-12
+    D = X - X.mean(0)
+    assert _rel(D.T @ D, got[12]) < 1e-12
+    with pytest.raises(IndexError):
+        kernels.single_partial(cols, 0, [-1], [-1], codes, remap, 3)
+
+
+def test_dense_and_sorted_group_merges_agree():
+    from bayes_hlm.distributed.partition_stats import GroupPart
+    from bayes_hlm.distributed.reduce import merge_group_parts
+
+    rng = np.random.default_rng(1)
+    G = 400
+    parts = []
+    for size in (300, 20, 150, 390):
+        ids = np.sort(rng.choice(G, size, replace=False))
+        parts.append(GroupPart(ids, {"n": rng.random(size), "A": rng.random((size, 2, 2))}))
+    dense = merge_group_parts(parts)                      # overlapping, >= G/8 entries: dense path
+    ref_n = np.zeros(G)
+    ref_A = np.zeros((G, 2, 2))
+    for p in parts:
+        np.add.at(ref_n, p.ids, p.fields["n"])
+        np.add.at(ref_A, p.ids, p.fields["A"])
+    present = np.flatnonzero(np.isin(np.arange(G), np.concatenate([p.ids for p in parts])))
+    np.testing.assert_array_equal(dense.ids, present)
+    np.testing.assert_allclose(dense.fields["n"], ref_n[present], rtol=1e-14)
+    np.testing.assert_allclose(dense.fields["A"], ref_A[present], rtol=1e-14)
+    few = [GroupPart(np.array([5, 9]), {"n": np.ones(2)}), GroupPart(np.array([9, 100_000]), {"n": np.ones(2)})]
+    m = merge_group_parts(few)                            # sparse: sort path
+    np.testing.assert_array_equal(m.ids, [5, 9, 100_000])
+    np.testing.assert_array_equal(m.fields["n"], [1, 2, 1])

@@ -399,6 +399,16 @@ def _truth_metadata(sim: SimulatedData) -> dict[str, Any]:
     return meta
 
 
+def _codes_column(col: pd.Series):
+    """Integer codes of a categorical (int32; missing values stay missing)."""
+    codes = np.asarray(col.cat.codes, dtype=np.int32)
+    if not (codes < 0).any():
+        return codes
+    out = pd.array(codes, dtype="Int32")
+    out[codes < 0] = pd.NA
+    return out
+
+
 def write_parquet(
     sim_or_df: SimulatedData | pd.DataFrame,
     path: str | os.PathLike,
@@ -406,12 +416,14 @@ def write_parquet(
     *,
     overwrite: bool = False,
     compression: str = "snappy",
+    factor_codes: bool = False,
 ) -> list[Path]:
     """Write a frame as a directory of Parquet partitions (``part-00000.parquet``, ...).
 
     Categorical columns are written as Arrow dictionary columns whose
     dictionary holds *all* categories in every file, so readers (pandas, Dask)
-    get identical categories and codes from each partition. For a
+    get identical categories and codes from each partition; with
+    ``factor_codes=True`` they are written as their integer codes instead. For a
     :class:`SimulatedData`, the formula and the scalar truth are stored in the
     schema metadata under ``b"bayes_hlm.formula"`` and ``b"bayes_hlm.truth"``
     (JSON).
@@ -431,6 +443,14 @@ def write_parquet(
         files in the directory are left alone.
     compression : str, default "snappy"
         Parquet codec passed to :func:`pyarrow.parquet.write_table`.
+    factor_codes : bool, default False
+        Write categorical columns as their integer codes (``int32``, ``0..K-1``)
+        instead of dictionary columns.  Integer ids sort in code order, so a model
+        fitted on the files has the same levels in the same order (category order)
+        as on the frame, labelled ``0..K-1`` instead of the category labels.  Use it
+        for factors with very many levels: every file of a dictionary column
+        carries all K labels, which a reader decodes once per file (about 0.2 s per
+        file for 1M labels with pyarrow), while integer ids cost nothing to decode.
 
     Returns
     -------
@@ -467,6 +487,9 @@ def write_parquet(
         for p in existing:
             p.unlink()
 
+    if factor_codes:
+        df = df.assign(**{c: _codes_column(df[c]) for c in df.columns
+                          if isinstance(df[c].dtype, pd.CategoricalDtype)})
     table = pa.Table.from_pandas(df, preserve_index=False)
     if sim is not None:
         meta = dict(table.schema.metadata or {})

@@ -31,13 +31,13 @@ import pandas as pd
 
 from ..errors import BayesHLMError, BayesHLMWarning, DataError, FormulaError
 from ..backends.sufficient_stats import FactorBlock, StatsPlan, _parent_map
-from ..spec.build import ModelSpec, _expr_vars, _is_factor_dtype, _used_columns, build_spec, check_finite
+from ..spec.build import ModelSpec, _expr_vars, _is_factor_dtype, _used_columns, build_spec
 from ..spec.checks import Control, apply_check
 from ..spec.design import Design, GroupTerm
 from ..spec.formula import ParsedFormula, parse_formula
 
-__all__ = ["OutOfCoreError", "ModelFrame", "ScanPart", "DesignMeta", "StatsDesign",
-           "scan_partition", "merge_scans"]
+__all__ = ["OutOfCoreError", "ModelFrame", "ScanPart", "DesignMeta", "DirectDesign", "StatsDesign",
+           "scan_partition", "merge_scans", "local_codes"]
 
 HEAD_ROWS = 200
 MAX_COMBOS = 20_000_000
@@ -101,7 +101,7 @@ class ColumnLevels:
 
     categories: pd.Index | None = None   # categorical input: its categories ...
     used: np.ndarray | None = None       # ... and which of them occur
-    values: np.ndarray | None = None     # otherwise: the distinct values
+    values: object = None                # otherwise: the distinct values (NumPy or Arrow strings)
     numeric: bool = False
 
     def labels(self) -> np.ndarray:
@@ -124,17 +124,63 @@ class ScanPart:
     dtypes: dict = field(default_factory=dict)
 
 
+def _inf_error(name: str, n_inf: int) -> DataError:
+    return DataError(f"column {name!r} has {n_inf} infinite value(s); remove or recode them "
+                     "(infinite values are never dropped silently)")
+
+
+def _column_na(name: str, col: pd.Series) -> np.ndarray | None:
+    """Missing-value mask of one column (``col.isna()``), ``None`` when there is none.
+
+    Infinite values in numeric columns raise (as :func:`check_finite`).  NumPy
+    float columns cost one reduction when clean (a finite sum has no NaN/inf);
+    integer and boolean columns cannot hold missing values.
+    """
+    dt = col.dtype
+    if isinstance(dt, np.dtype):
+        if dt.kind == "f":
+            a = col.to_numpy()
+            with np.errstate(all="ignore"):
+                if np.isfinite(np.add.reduce(a, dtype=np.float64)):
+                    return None
+            n_inf = int(np.isinf(a).sum())
+            if n_inf:
+                raise _inf_error(name, n_inf)
+            m = np.isnan(a)
+            return m if m.any() else None
+        if dt.kind in "iub":
+            return None
+    elif isinstance(dt, pd.CategoricalDtype):
+        m = np.asarray(col.cat.codes) < 0
+        return m if m.any() else None
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        n_inf = int(np.isinf(col.to_numpy(dtype=float, na_value=np.nan)).sum())
+        if n_inf:
+            raise _inf_error(name, n_inf)
+    m = np.asarray(col.isna().to_numpy(), dtype=bool)
+    return m if m.any() else None
+
+
 def _clean(df: pd.DataFrame, mf: ModelFrame) -> tuple[pd.DataFrame, dict, int]:
-    """Used columns with rows having missing values dropped (as in memory); infinities raise."""
-    sub = df[list(mf.used)]
-    check_finite(sub)
-    na = sub.isna()
-    bad = na.any(axis=1).to_numpy()
-    per_col = {c: int(v) for c, v in na.sum().items() if v}
+    """Used columns with rows having missing values dropped (as in memory); infinities raise.
+
+    Same rule as :func:`bayes_hlm.spec.build.build_spec` (``check_finite`` then
+    ``isna``), column by column on NumPy arrays instead of a boolean frame.
+    """
+    used = list(mf.used)
+    sub = df if list(df.columns) == used else df[used]
+    bad = None
+    per_col = {}
+    for name in used:
+        m = _column_na(name, sub[name])
+        if m is None:
+            continue
+        per_col[name] = int(m.sum())
+        bad = m.copy() if bad is None else (bad | m)
+    if bad is None:
+        return sub, per_col, 0
     n_na = int(bad.sum())
-    if n_na:
-        sub = sub.loc[~bad]
-    return sub, per_col, n_na
+    return sub.loc[~bad], per_col, n_na
 
 
 def _is_factor_col(name: str, col: pd.Series, mf: ModelFrame) -> bool:
@@ -156,9 +202,12 @@ def scan_partition(df: pd.DataFrame, mf: ModelFrame) -> ScanPart:
                                minlength=len(cats) + 1)[1:] > 0
             out.levels[name] = ColumnLevels(categories=cats, used=used)
         else:
-            vals = pd.unique(col.to_numpy())
+            vals = col.unique()  # hash-based; Arrow strings stay Arrow
+            if not (isinstance(vals, pd.api.extensions.ExtensionArray)
+                    and pd.api.types.is_string_dtype(vals.dtype)):
+                vals = np.asarray(vals)
             num = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-            out.levels[name] = ColumnLevels(values=np.asarray(vals), numeric=num)
+            out.levels[name] = ColumnLevels(values=vals, numeric=num)
     if mf.needs_combos and len(sub):
         out.combos = sub[list(mf.group_cols)].drop_duplicates().reset_index(drop=True)
     out.head = sub.head(HEAD_ROWS) if len(sub) else None
@@ -170,7 +219,17 @@ def _merge_levels(a: ColumnLevels, b: ColumnLevels) -> ColumnLevels:
             a.categories is b.categories or a.categories.equals(b.categories)):
         return ColumnLevels(categories=a.categories, used=a.used | b.used)
     va, vb = a.labels(), b.labels()
-    vals = pd.unique(np.concatenate([np.asarray(va, dtype=object), np.asarray(vb, dtype=object)]))
+    if (isinstance(va, pd.api.extensions.ExtensionArray) and type(va) is type(vb)
+            and va.dtype == vb.dtype):
+        # e.g. Arrow strings: concatenated and hashed in Arrow, no Python objects
+        vals = type(va)._concat_same_type([va, vb]).unique()
+        return ColumnLevels(values=vals, numeric=a.numeric and b.numeric)
+    va, vb = np.asarray(va), np.asarray(vb)
+    if va.dtype == vb.dtype and va.dtype != object:
+        # same NumPy dtype (integer / float ids): no boxing into Python objects
+        vals = pd.unique(np.concatenate([va, vb]))
+    else:
+        vals = pd.unique(np.concatenate([va.astype(object), vb.astype(object)]))
     return ColumnLevels(values=np.asarray(vals), numeric=a.numeric and b.numeric)
 
 
@@ -223,6 +282,10 @@ def _column_levels(lv: ColumnLevels) -> pd.Index:
         idx = pd.Index(vals)
     except Exception:  # pragma: no cover
         idx = pd.Index(vals, dtype=object)
+    if idx.dtype != object and (pd.api.types.is_numeric_dtype(idx.dtype)
+                                or pd.api.types.is_string_dtype(idx.dtype)):
+        # vectorised sort: numeric order, or code-point order for strings (= Python's sorted)
+        return idx.sort_values()
     return pd.Index(_sorted_levels(list(idx)), dtype=idx.dtype if idx.dtype != object else object)
 
 
@@ -248,9 +311,28 @@ class FactorInfo:
     name: str
     columns: tuple[str, ...]
     n_levels: int
-    labels: pd.Index                      # level labels in code order (strings)
+    _labels: pd.Index | None = field(default=None, repr=False)  # level labels (strings), code order
     combined: np.ndarray | None = None    # multi-column: sorted combined column codes of the levels
     radix: tuple[int, ...] = ()           # per column: number of column levels
+    source: pd.Index | None = field(default=None, repr=False)   # one column: its global levels
+
+    @property
+    def labels(self) -> pd.Index:
+        """Level labels as strings, in code order (built on first use: not needed by the passes,
+        and 1M labels cost ~0.3 s)."""
+        if self._labels is None:
+            self._labels = _string_labels(self.source)
+        return self._labels
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        if self.source is not None:  # rebuilt on demand; workers never need it
+            d["_labels"] = None
+        return d
+
+
+def _string_labels(levels: pd.Index) -> pd.Index:
+    return pd.Index(np.asarray(levels.astype(str), dtype=object), dtype=object)
 
 
 _IGNORE = Control(check_nlev_gtr_1="ignore", check_nobs_vs_nlev="ignore", check_nobs_vs_nRE="ignore",
@@ -278,6 +360,7 @@ class DesignMeta:
     na_cols: dict = field(default_factory=dict)
     fixed_names_full: tuple[str, ...] = ()
     term_names: tuple = ()                # per random term: Z column names
+    direct: "DirectDesign | None" = None  # design columns that are data columns verbatim
     token: str = ""
     _spec: ModelSpec | None = field(default=None, repr=False)
 
@@ -336,17 +419,75 @@ class DesignMeta:
 
     # ---------------------------------------------------------- codes
     def column_codes(self, name: str, col: pd.Series) -> np.ndarray:
-        """Global level codes of a factor-typed column (no missing values)."""
+        """Global level codes of a factor-typed column (no missing values).
+
+        Categoricals map their category codes through a cached table; other
+        columns are factorised locally (one hash pass) and only the distinct
+        values are looked up in the global levels.
+        """
         levels = self.col_levels[name]
         if isinstance(col.dtype, pd.CategoricalDtype):
             m = _category_map(name, col.cat.categories, levels)
             codes = m[np.asarray(col.cat.codes, dtype=np.int64)]
         else:
-            codes = levels.get_indexer(pd.Index(col.to_numpy()))
+            local, uniq = pd.factorize(col, use_na_sentinel=True)
+            gl = self._lookup(name, levels, uniq)
+            codes = gl[local]
         if len(codes) and codes.min() < 0:
-            raise DataError(f"column {name!r} has values that the metadata pass did not see; was "
-                            "the data changed between the two passes?")
+            raise _unseen(name)
         return codes.astype(np.int64, copy=False)
+
+    def column_local(self, name: str, col: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Groups of a factor column without an n-sized remapping.
+
+        Returns ``(ids, codes, remap)``: the sorted global level ids present, and
+        row codes with ``remap[codes[i]]`` the local id (``0..len(ids)-1``) of row ``i``.
+        Categoricals keep their category codes; other columns are factorised once
+        (one hash pass) and only the distinct values are looked up.
+        """
+        levels = self.col_levels[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = np.asarray(col.cat.codes)
+            ncat = len(col.cat.categories)
+            m = _category_map(name, col.cat.categories, levels)[:ncat]
+            present = np.bincount(codes.astype(np.intp, copy=False), minlength=ncat) > 0 \
+                if len(codes) else np.zeros(ncat, dtype=bool)
+            cats = np.flatnonzero(present)
+            gl = m[cats]
+        else:
+            codes, uniq = pd.factorize(col, use_na_sentinel=True)
+            cats = None
+            gl = self._lookup(name, levels, uniq)
+        if len(codes) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        if gl.min() < 0 or codes.min() < 0:
+            raise _unseen(name)
+        order = np.argsort(gl, kind="stable")
+        rank = np.empty(len(gl), dtype=np.int64)
+        rank[order] = np.arange(len(gl), dtype=np.int64)
+        if cats is not None:
+            remap = np.full(ncat, -1, dtype=np.int64)
+            remap[cats] = rank
+        else:
+            remap = rank
+        return gl[order].astype(np.int64, copy=False), codes, remap
+
+    @staticmethod
+    def _lookup(name: str, levels: pd.Index, uniq) -> np.ndarray:
+        try:
+            return np.asarray(levels.get_indexer(uniq), dtype=np.int64)
+        except Exception:  # pragma: no cover - unorderable/odd mixes: compare as objects
+            return np.asarray(pd.Index(levels, dtype=object).get_indexer(
+                pd.Index(np.asarray(uniq, dtype=object), dtype=object)), dtype=np.int64)
+
+    def factor_local(self, fi: int, sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Factor ``fi`` on ``sub``: ``(ids, codes, remap)`` as :meth:`column_local`."""
+        f = self.factors[fi]
+        if f.combined is None:
+            return self.column_local(f.columns[0], sub[f.columns[0]])
+        codes = self.factor_codes(fi, {c: self.column_codes(c, sub[c]) for c in f.columns})
+        ids, local = local_codes(codes, f.n_levels)
+        return ids, local, np.arange(len(ids), dtype=np.int64)
 
     def factor_codes(self, fi: int, col_codes: dict) -> np.ndarray:
         f = self.factors[fi]
@@ -356,6 +497,88 @@ class DesignMeta:
         for c, k in zip(f.columns, f.radix):
             comb = comb * k + col_codes[c]
         return np.searchsorted(f.combined, comb).astype(np.int64)
+
+
+def _unseen(name: str) -> DataError:
+    return DataError(f"column {name!r} has values that the metadata pass did not see; was "
+                     "the data changed between the two passes?")
+
+
+def local_codes(codes: np.ndarray, G: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted global ids present in ``codes`` (values in ``0..G-1``) and local codes."""
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.int64), np.asarray(codes, dtype=np.int64)
+    if G <= 4 * len(codes):
+        present = np.bincount(codes, minlength=G) > 0
+        ids = np.flatnonzero(present)
+        lut = np.cumsum(present, dtype=np.int64) - 1
+        return ids.astype(np.int64, copy=False), lut[codes]
+    ids, inv = np.unique(codes, return_inverse=True)
+    return ids.astype(np.int64, copy=False), inv.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class DirectDesign:
+    """Design columns that are data columns verbatim (``None``: a column of ones).
+
+    Found by :func:`direct_design` when every fixed-effect and random-effect
+    column of the formula is the intercept or a numeric data column (``y ~ x +
+    (x | g)``); then the statistics pass takes the columns as they are instead
+    of evaluating formulae's design matrices on each partition.
+    """
+
+    y: str
+    X: tuple
+    Z: tuple          # per random term: tuple of column names / None
+
+
+def _plain_numeric(col: pd.Series) -> bool:
+    dt = col.dtype
+    return isinstance(dt, np.dtype) and dt.kind in "iuf"
+
+
+def direct_design(meta: "DesignMeta") -> DirectDesign | None:
+    """The :class:`DirectDesign` of ``meta`` when it applies, checked on the sample rows."""
+    from .partition_stats import design_arrays, formulae_design
+
+    spec = meta.spec()
+    sample = meta.sample
+    resp = meta.mf.parsed.response
+    if resp not in sample.columns or not _plain_numeric(sample[resp]):
+        return None
+    formula_cols = set(meta.mf.formula_cols)
+
+    def sources(names):
+        out = []
+        for nm in names:
+            if nm == "Intercept":
+                out.append(None)
+            elif nm in formula_cols and nm in sample.columns and _plain_numeric(sample[nm]):
+                out.append(nm)
+            else:
+                return None
+        return tuple(out)
+
+    common = spec._fixed_dm.common if spec._fixed_dm is not None else None
+    X = sources(list(common.as_dataframe().columns)) if common is not None else ()
+    if X is None or len(X) != len(meta.fixed_names_full):
+        return None
+    Z = []
+    for k, dm in enumerate(spec._random_dms):
+        z = (None,) if dm is None else sources(list(dm.as_dataframe().columns))
+        if z is None or len(z) != len(meta.term_names[k]):
+            return None
+        Z.append(z)
+    direct = DirectDesign(resp, X, tuple(Z))
+    # the same numbers as formulae on real rows, or no shortcut
+    try:
+        ref = formulae_design(sample, meta)
+        got = design_arrays(sample, meta, direct)
+    except Exception:  # pragma: no cover - defensive: the formulae path stays available
+        return None
+    same = (np.array_equal(ref["y"], got["y"]) and np.array_equal(ref["X"], got["X"])
+            and all(np.array_equal(a, b) for a, b in zip(ref["Z"], got["Z"])))
+    return direct if same else None
 
 
 _CAT_MAPS: dict = {}
@@ -454,8 +677,7 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
     for name, cols in mf.factors:
         if len(cols) == 1:
             lv = col_levels[cols[0]]
-            labels = pd.Index(np.asarray(lv.astype(str), dtype=object), dtype=object)
-            factors.append(FactorInfo(name, cols, len(lv), labels))
+            factors.append(FactorInfo(name, cols, len(lv), source=lv))
             if combos_codes is not None:
                 factor_row_codes[name] = combos_codes[cols[0]]
             continue
@@ -472,7 +694,7 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
         for p in reversed(parts[:-1]):
             lab = lab.astype(str) + ":" + p.astype(str)
         labels = pd.Index(np.asarray(lab, dtype=object), dtype=object)
-        factors.append(FactorInfo(name, cols, len(uniq), labels, combined=uniq, radix=radix))
+        factors.append(FactorInfo(name, cols, len(uniq), _labels=labels, combined=uniq, radix=radix))
         factor_row_codes[name] = inv.astype(np.int64)
     structure, outer_inner, parent = "none", (), None
     if len(factors) == 1:
@@ -506,6 +728,7 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
                                                         pd.CategoricalDtype):
         raise DataError(f"response {spec.parsed.response!r} is not numeric; a Gaussian model "
                         "needs a numeric response")
+    meta.direct = direct_design(meta)
     return meta
 
 

@@ -103,9 +103,30 @@ class _Runner:
                 return dask.compute(obj, scheduler=self.local)[0]
         return dask.compute(obj, scheduler=self.local)[0]
 
+    def warm(self):
+        """One-time process costs kept out of the pass timings: the statistics kernel (loaded
+        from Numba's cache; compiled once per machine) here and on every worker, and the import
+        of ``distributed`` that dask's local schedulers do on their first call."""
+        if self.client is not None:
+            self.client.run(warm_process)
+        else:
+            warm_process()
+            try:
+                import distributed  # noqa: F401  (dask.compute imports it to look for a client)
+            except ImportError:  # pragma: no cover
+                pass
+
     def close(self):
         if self._own_client:
             self.client.close()
+
+
+def warm_process() -> None:
+    """Load the compiled statistics kernel in this process (see :meth:`_Runner.warm`)."""
+    from .kernels import single_partial
+
+    i = np.zeros(1, dtype=np.int64)
+    single_partial((np.zeros(1),), 0, i, i, i, i, 1)
 
 
 # --------------------------------------------------------------------------- #
@@ -170,6 +191,8 @@ def compute_stats_dask(formula: str, source, scheduler=None, *, na_action: str =
     try:
         from dask.base import tokenize
 
+        tw = time.perf_counter()
+        runner.warm()
         t0 = time.perf_counter()
         scan_f = dask.delayed(scan_partition, pure=True)
         mf_d = dask.delayed(mf, traverse=False, name=f"bayes-hlm-mf-{tokenize(formula, parts.description)}")
@@ -198,7 +221,8 @@ def compute_stats_dask(formula: str, source, scheduler=None, *, na_action: str =
     spec = meta.spec()
     spec.design = design
     spec.kept_fixed = kept
-    timings = {"meta_s": t1 - t0, "stats_s": t2 - t1, "n_partitions": parts.npartitions,
+    timings = {"warmup_s": t0 - tw, "meta_s": t1 - t0, "stats_s": t2 - t1,
+               "n_partitions": parts.npartitions,
                "rows": int(scan.n_rows), "rows_per_s": scan.n_rows / max(t2 - t1, 1e-9),
                "scheduler": runner.name, "source": parts.description}
     return DaskStats(stats, extras, meta, design, kept, timings)

@@ -1,15 +1,23 @@
 """Pass 2: per-partition design rows and partial sufficient statistics.
 
 Each partition builds its own design rows with the sample spec of
-:class:`~bayes_hlm.distributed.design_meta.DesignMeta` (formulae's
-``evaluate_new_data`` with the global factor levels, so contrasts and column
-order equal the in-memory design) and reduces them at once to a
-:class:`Partial`: global sums (N, yᵀy, Xᵀy, XᵀX, centred moments of y, X and
-each Z column) plus per-group statistics for only the groups that occur in the
-partition, keyed by their global level ids.  The statistics themselves come
-from :func:`bayes_hlm.backends.sufficient_stats.compute_stats` on the
-partition's rows (local group codes, local plan), so the algebra is the one the
-in-memory backend uses.
+:class:`~bayes_hlm.distributed.design_meta.DesignMeta` and reduces them at once
+to a :class:`Partial`: global sums (N, yᵀy, Xᵀy, XᵀX, centred moments of y, X
+and each Z column) plus per-group statistics for only the groups that occur in
+the partition, keyed by their global level ids.
+
+* Design rows: when every design column is the intercept or a numeric data
+  column (``y ~ x + (x | g)``; :class:`~.design_meta.DirectDesign`, checked
+  against formulae on the sample rows) the data columns are used as they are;
+  otherwise formulae's ``evaluate_new_data`` with the global factor levels, so
+  contrasts and column order equal the in-memory design.
+* Groups: the grouping column is factorised once per partition (or keeps its
+  categorical codes) and only its distinct values are looked up in the global
+  levels (:meth:`~.design_meta.DesignMeta.column_local`).
+* One grouping factor: one fused Numba pass over the rows
+  (:func:`.kernels.single_partial`, GIL released); two nested factors:
+  :func:`bayes_hlm.backends.sufficient_stats.compute_stats` on the partition's
+  rows (local group codes, local plan), the algebra the in-memory backend uses.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import pandas as pd
 from ..backends.sufficient_stats import FactorBlock, StatsPlan, compute_stats
 from ..errors import DataError
 from ..spec.design import Design, GroupTerm
-from .design_meta import DesignMeta, _clean
+from .design_meta import DesignMeta, _clean, local_codes
+from .kernels import single_partial
 
 __all__ = ["Moments", "GroupPart", "Partial", "partition_design", "partition_stats"]
 
@@ -94,23 +103,103 @@ class Partial:
     n_partitions: int = 0
 
 
-def _prepared_frame(sub: pd.DataFrame, meta: DesignMeta) -> tuple[pd.DataFrame, dict]:
-    """Formula columns with factor columns as categoricals over the global levels; column codes."""
+def _prepared_frame(sub: pd.DataFrame, meta: DesignMeta) -> pd.DataFrame:
+    """Formula columns, factor columns as categoricals over the global levels (for formulae)."""
     spec = meta.spec()
-    codes, cols = {}, {}
-    for name in meta.mf.used:
+    cols = {}
+    for name in meta.mf.formula_cols:
         col = sub[name]
         if name in meta.col_levels:
-            codes[name] = meta.column_codes(name, col)
-            if name in meta.mf.formula_cols:
-                dtype = spec.data[name].dtype
-                cols[name] = pd.Categorical.from_codes(codes[name], dtype=dtype)
-        elif name in meta.mf.formula_cols:
+            cols[name] = pd.Categorical.from_codes(meta.column_codes(name, col),
+                                                   dtype=spec.data[name].dtype)
+        else:
             cols[name] = col.to_numpy()
     frame = pd.DataFrame(cols, index=pd.RangeIndex(len(sub)), copy=False)
     if spec.parsed.response not in frame:
         frame[spec.parsed.response] = 0.0
-    return frame, codes
+    return frame
+
+
+def formulae_design(sub: pd.DataFrame, meta: DesignMeta) -> dict:
+    """``y``, ``X`` (all formulae columns) and per-term ``Z`` of clean rows, with formulae."""
+    spec = meta.spec()
+    frame = _prepared_frame(sub, meta)
+    resp = spec.parsed.response
+    n = len(sub)
+    p = len(meta.fixed_names_full)
+    if n == 0:
+        y, X = np.zeros(0), np.zeros((0, p))
+    else:
+        if resp in sub.columns and resp in frame:
+            y = np.asarray(frame[resp], dtype=np.float64)
+        else:
+            y = np.asarray(fm.design_matrices(f"{resp} ~ 1", frame).response.design_matrix,
+                           dtype=np.float64).reshape(-1)
+        common = spec._fixed_dm.common
+        X = (np.asarray(common.evaluate_new_data(frame).design_matrix, dtype=np.float64)
+             if common is not None else np.zeros((n, 0)))
+    Zs = []
+    for k, dm in enumerate(spec._random_dms):
+        if dm is None:
+            Zs.append(np.ones((n, 1)))
+        elif n == 0:
+            Zs.append(np.zeros((0, len(meta.term_names[k]))))
+        else:
+            Zs.append(np.asarray(dm.evaluate_new_data(frame).design_matrix, dtype=np.float64))
+    return {"y": y, "X": X, "Z": Zs}
+
+
+def _fill(n: int, sources: tuple, sub: pd.DataFrame) -> np.ndarray:
+    M = np.empty((n, len(sources)))
+    for j, name in enumerate(sources):
+        if name is None:
+            M[:, j] = 1.0
+        else:
+            M[:, j] = sub[name].to_numpy()
+    return M
+
+
+def design_arrays(sub: pd.DataFrame, meta: DesignMeta, direct=None) -> dict:
+    """``y``, ``X`` and per-term ``Z`` of clean rows: the data columns themselves when the
+    formula allows (:class:`~bayes_hlm.distributed.design_meta.DirectDesign`), else formulae."""
+    direct = meta.direct if direct is None else direct
+    if direct is None:
+        return formulae_design(sub, meta)
+    n = len(sub)
+    y = np.asarray(sub[direct.y].to_numpy(), dtype=np.float64)
+    return {"y": y, "X": _fill(n, direct.X, sub), "Z": [_fill(n, z, sub) for z in direct.Z]}
+
+
+def design_columns(sub: pd.DataFrame, meta: DesignMeta, ks: tuple) -> tuple:
+    """The design as distinct columns plus index maps, for :func:`.kernels.single_partial`.
+
+    Returns ``(cols, yi, xi, zi)``: ``cols`` a tuple of 1-d float64 arrays, ``yi`` the
+    response's index, ``xi``/``zi`` per ``X``/``Z`` column (terms ``ks`` concatenated) an
+    index into ``cols`` or -1 for ones.  With a :class:`DirectDesign` the data columns are
+    used as they are (no ``X``/``Z`` copies); otherwise formulae's matrices are split.
+    """
+    direct = meta.direct
+    if direct is None:
+        d = formulae_design(sub, meta)
+        Z = np.concatenate([d["Z"][k] for k in ks], axis=1)
+        X = d["X"]
+        cols = (d["y"],) + tuple(np.ascontiguousarray(X.T)) + tuple(np.ascontiguousarray(Z.T))
+        p = X.shape[1]
+        return cols, 0, np.arange(1, 1 + p), np.arange(1 + p, 1 + p + Z.shape[1])
+    names: list = []
+
+    def index(name):
+        if name is None:
+            return -1
+        if name not in names:
+            names.append(name)
+        return names.index(name)
+
+    yi = index(direct.y)
+    xi = [index(c) for c in direct.X]
+    zi = [index(c) for k in ks for c in direct.Z[k]]
+    cols = tuple(np.asarray(sub[c].to_numpy(), dtype=np.float64) for c in names)
+    return cols, yi, np.asarray(xi, dtype=np.int64), np.asarray(zi, dtype=np.int64)
 
 
 def partition_design(df: pd.DataFrame, meta: DesignMeta) -> dict:
@@ -121,47 +210,37 @@ def partition_design(df: pd.DataFrame, meta: DesignMeta) -> dict:
     (per distinct factor), ``Z`` (per term).
     """
     sub, _, _ = _clean(df, meta.mf)
-    spec = meta.spec()
-    frame, col_codes = _prepared_frame(sub, meta)
-    resp = spec.parsed.response
-    n = len(sub)
-    if n == 0:
-        y = np.zeros(0)
-        X = np.zeros((0, len(meta.fixed_names_full)))
-    else:
-        if resp in sub.columns and resp in frame:
-            y = np.asarray(frame[resp], dtype=np.float64)
-        else:
-            y = np.asarray(fm.design_matrices(f"{resp} ~ 1", frame).response.design_matrix,
-                           dtype=np.float64).reshape(-1)
-        X = np.asarray(spec._fixed_dm.common.evaluate_new_data(frame).design_matrix, dtype=np.float64)
-    Zs = []
-    for k, dm in enumerate(spec._random_dms):
-        if dm is None:
-            Zs.append(np.ones((n, 1)))
-        elif n == 0:
-            Zs.append(np.zeros((0, len(meta.term_names[k]))))
-        else:
-            Zs.append(np.asarray(dm.evaluate_new_data(frame).design_matrix, dtype=np.float64))
-    codes = [meta.factor_codes(fi, col_codes) for fi in range(len(meta.factors))]
-    return {"y": y, "X": X, "codes": codes, "Z": Zs}
+    d = design_arrays(sub, meta)
+    col_codes = {c: meta.column_codes(c, sub[c]) for c in meta.mf.group_cols}
+    d["codes"] = [meta.factor_codes(fi, col_codes) for fi in range(len(meta.factors))]
+    return d
 
 
 def _local(codes: np.ndarray, G: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted global ids present and local codes ``0..len(ids)-1``."""
-    if len(codes) == 0:
-        return np.zeros(0, dtype=np.int64), codes
-    if G <= 4 * len(codes):
-        present = np.bincount(codes, minlength=G) > 0
-        ids = np.flatnonzero(present)
-        lut = np.cumsum(present) - 1
-        return ids, lut[codes]
-    ids, inv = np.unique(codes, return_inverse=True)
-    return ids, inv.astype(np.int64)
+    return local_codes(codes, G)
+
+
+def _single_fast(sub: pd.DataFrame, meta: DesignMeta) -> Partial:
+    """One grouping factor: local group codes and one fused kernel pass (:mod:`.kernels`)."""
+    (fi, ks), = meta.blocks()
+    cols, yi, xi, zi = design_columns(sub, meta, ks)
+    n = len(sub)
+    ids, codes, remap = meta.factor_local(fi, sub)
+    (n_g, A, B, c, zs, XtX, Xty, yty, my, mx, mz, y2, X2, Z2) = single_partial(
+        cols, yi, xi, zi, codes, remap, len(ids))
+    return Partial(N=n, yty=float(yty), Xty=Xty, XtX=XtX,
+                   y_mom=Moments(n, np.array([my]), np.array([[y2]])), X_mom=Moments(n, mx, X2),
+                   Z_mom=[Moments(n, mz, Z2)],
+                   groups=[GroupPart(ids, {"n": n_g, "A": A, "B": B, "c": c, "zsum": zs})],
+                   n_partitions=1)
 
 
 def partition_stats(df: pd.DataFrame, meta: DesignMeta) -> Partial:
     """Partial statistics of one partition (pass 2 map step)."""
+    if meta.structure == "single":
+        sub, _, _ = _clean(df, meta.mf)
+        return _single_fast(sub, meta)
     d = partition_design(df, meta)
     y, X = d["y"], d["X"]
     n = len(y)
@@ -170,17 +249,17 @@ def partition_stats(df: pd.DataFrame, meta: DesignMeta) -> Partial:
     if meta.structure == "none":
         return out
     blocks = meta.blocks()
-    local_ids, local_codes = [], []
+    local_ids, lcodes = [], []
     for fi, _ in blocks:
         ids, lc = _local(d["codes"][fi], meta.factors[fi].n_levels)
         local_ids.append(ids)
-        local_codes.append(lc)
+        lcodes.append(lc)
     groups_by_term: list = [None] * len(meta.term_names)
     fblocks = []
     for b, (fi, ks) in enumerate(blocks):
         for k in ks:
             groups_by_term[k] = GroupTerm(factor=meta.factors[fi].name, terms=meta.term_names[k],
-                                          correlated=False, codes=local_codes[b],
+                                          correlated=False, codes=lcodes[b],
                                           levels=pd.RangeIndex(0), Z=d["Z"][k])
         fblocks.append(FactorBlock(meta.factors[fi].name, ks, tuple(len(meta.term_names[k]) for k in ks),
                                    len(local_ids[b])))
@@ -191,14 +270,9 @@ def partition_stats(df: pd.DataFrame, meta: DesignMeta) -> Partial:
 
     def zsum(b):
         Z = Zb[b]
-        return np.stack([np.bincount(local_codes[b], weights=Z[:, j], minlength=len(local_ids[b]))
+        return np.stack([np.bincount(lcodes[b], weights=Z[:, j], minlength=len(local_ids[b]))
                          for j in range(Z.shape[1])], axis=1)
 
-    if meta.structure == "single":
-        st = compute_stats(design, plan=StatsPlan("single", (fblocks[0],)))
-        out.groups = [GroupPart(local_ids[0], {"n": st.n_g, "A": st.A, "B": st.B, "c": st.c,
-                                                "zsum": zsum(0)})]
-        return out
     # nested: blocks are in formula order; the plan wants (outer, inner)
     fo, fi_ = meta.outer_inner
     bo = next(b for b, (f, _) in enumerate(blocks) if f == fo)

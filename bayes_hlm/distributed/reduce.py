@@ -15,6 +15,8 @@ from .partition_stats import GroupPart, Moments, Partial
 __all__ = ["merge_group_parts", "merge_partials", "tree_reduce", "finalize", "StatsExtras"]
 
 SPLIT_EVERY = 8
+# merge in dense 0..G-1 arrays when the parts hold at least G / DENSE_FRACTION entries
+DENSE_FRACTION = 8
 
 
 def merge_group_parts(parts: list[GroupPart]) -> GroupPart:
@@ -29,6 +31,22 @@ def merge_group_parts(parts: list[GroupPart]) -> GroupPart:
     # fast path: disjoint, already ordered ids (data sorted by group)
     if np.all(ids[1:] > ids[:-1]):
         return GroupPart(ids, {k: np.concatenate([p.fields[k] for p in parts]) for k in names})
+    G = int(max(p.ids[-1] for p in parts)) + 1
+    if len(ids) >= G // DENSE_FRACTION:
+        # overlapping parts covering much of 0..G-1 (e.g. unsorted data): add into dense
+        # arrays (ids are unique within a part, so fancy-index += is exact) -- O(rows + G)
+        present = np.zeros(G, dtype=bool)
+        for p in parts:
+            present[p.ids] = True
+        out_ids = np.flatnonzero(present)
+        out = {}
+        for k in names:
+            shape = parts[0].fields[k].shape[1:]
+            acc = np.zeros((G,) + shape)
+            for p in parts:
+                acc[p.ids] += p.fields[k]
+            out[k] = acc[out_ids]
+        return GroupPart(out_ids, out)
     order = np.argsort(ids, kind="stable")
     s = ids[order]
     starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
