@@ -105,3 +105,34 @@ def test_predict_newdata_and_row_level_errors(fits, data):
             call()
     rf = dsk.ranef()["g"]
     assert len(rf) == 2 * dsk.ngrps()["g"]
+
+
+def test_large_factor_effect_diagnostics_subset_or_skipped(fits, monkeypatch):
+    """diagnostics() of a statistics-only fit: as in memory (all effects of a small fit; a
+    labelled random subset on request), skipping -- and saying why -- a factor whose subset
+    check would cost too much; effects='all' refuses what does not fit in memory."""
+    import bayes_hlm.results.stats_result as sr
+
+    _, dsk = fits
+
+    def twin():
+        return StatsResult(dsk.spec, dsk.priors, dsk.tree, dsk.info, dsk._draws.generator,
+                           dsk.stats, dsk.extras)
+
+    full_stats = dsk.effects_stats()["g"]
+    assert twin().diagnostics()["effects_diagnostics"]["g"] == "all 40 levels"
+    d = twin().diagnostics(effects=10)
+    assert d["effects_diagnostics"]["g"].startswith("random subset of 10 of 40 levels")
+    sub = twin().effects_stats_subset("g", 10, seed=3)
+    assert len(sub) == 10 * 2 and sub.attrs["subset"].startswith("random subset of 10 of 40")
+    full = full_stats.loc[sub.index]                      # same draws as the full table
+    np.testing.assert_allclose(sub[["mean", "ess_bulk"]].values, full[["mean", "ess_bulk"]].values,
+                               rtol=1e-10)
+    monkeypatch.setattr(sr, "EFFECTS_DIAG_MAX_NORMALS", 1.0)
+    d2 = twin().diagnostics()
+    assert d2["effects_diagnostics"]["g"].startswith("skipped")
+    assert np.isfinite(d2["max_r_hat"]) and d2["max_r_hat_all"] == d2["max_r_hat"]
+    assert twin().diagnostics(effects=5)["effects_diagnostics"]["g"].startswith("random subset of 5")
+    monkeypatch.setattr(sr, "EFFECTS_BUDGET_BYTES", 1.0)
+    with pytest.raises(OutOfCoreError, match="effects='auto'"):
+        twin().diagnostics(effects="all")

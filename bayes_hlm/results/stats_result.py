@@ -29,6 +29,10 @@ __all__ = ["StatsResult"]
 
 # effect draws up to this size are materialised by ranef/effects_stats; above it, streamed
 EFFECTS_BUDGET_BYTES = 1e9
+# diagnostics(effects="auto") skips a factor whose random-subset check would draw more standard
+# normals than this: the exact conditional draws of a subset still draw the noise of every level
+# (bayes_hlm.backends.conditional_draws), draws x levels x q of them (~5 ns each)
+EFFECTS_DIAG_MAX_NORMALS = 1.5e9
 
 
 def _not_available(what: str, why: str):
@@ -128,13 +132,89 @@ class StatsResult(BayesResult):
             return self._draws.effects(factor, idx)
         return gen(factor, idx, groups)
 
-    def diagnostics(self) -> dict:
-        from .diagnostics import diagnostics
+    def effects_stats_subset(self, factor: str, n_groups: int, seed: int = 0,
+                             prob: float = tables.HDI_PROB) -> pd.DataFrame:
+        """As :meth:`BayesResult.effects_stats_subset` (draws generated for those levels only;
+        all levels of a factor whose draws fit ``EFFECTS_BUDGET_BYTES``)."""
+        if min(int(n_groups), self.ngrps()[factor]) >= self.ngrps()[factor]:
+            if self._effects_bytes(factor) > EFFECTS_BUDGET_BYTES:
+                raise _not_available(
+                    f"effects_stats_subset({factor!r}, n_groups >= levels)",
+                    f"every level's draws ({self._effects_bytes(factor) / 1e9:.1f} GB) are needed at "
+                    "once; ask for fewer levels")
+            return self._effects_stats_one(factor, prob)
+        return super().effects_stats_subset(factor, n_groups, seed, prob)
 
-        if "diag" not in self._cache:
-            small = all(self._effects_bytes(f) <= EFFECTS_BUDGET_BYTES for f in self.factors)
-            self._cache["diag"] = diagnostics(self, include_effects=small)
-        return self._cache["diag"]
+    def diagnostics(self, effects="auto") -> dict:
+        """As :meth:`BayesResult.diagnostics`, with the limits of a statistics-only fit.
+
+        ``effects="auto"``: as in memory (every effect up to 5000 effect parameters, else a
+        seeded random 1000 levels per factor), except that a factor is skipped -- and
+        ``"effects_diagnostics"`` says why -- when even a subset would draw more than
+        ``EFFECTS_DIAG_MAX_NORMALS`` standard normals: the exact conditional draws of any
+        subset still draw the noise of every level and draw (1M levels x 2 terms x 2000
+        draws = 4e9 normals, tens of seconds), while the hyperparameters' R-hat/ESS, which
+        the effect draws follow, are always reported.  An int asks for that many random
+        levels per factor regardless of cost; ``"all"`` raises when a factor's draws exceed
+        ``EFFECTS_BUDGET_BYTES``.
+        """
+        from .diagnostics import EFFECTS_SUBSET, _nanmax, _nanmin, diagnostics
+
+        key = ("diag", effects)
+        if key in self._cache:
+            return self._cache[key]
+        if effects == "all":
+            big = [f for f in self.factors if self._effects_bytes(f) > EFFECTS_BUDGET_BYTES]
+            if big:
+                raise _not_available(
+                    "diagnostics(effects='all')",
+                    f"it needs all draws of all levels of {big} at once "
+                    f"({self._effects_bytes(big[0]) / 1e9:.1f} GB); use effects='auto' or an int "
+                    "(a random subset of levels)")
+        skip = {}
+        if effects == "auto":
+            for f in self.factors:
+                q = len(self._terms(f))
+                normals = float(self._draws.size) * self._noise_levels(f) * q
+                if normals > EFFECTS_DIAG_MAX_NORMALS:
+                    skip[f] = (f"skipped ({self.ngrps()[f]} levels x {q} terms x {self._draws.size} "
+                               f"draws: a subset's exact draws would still draw {normals:.1e} "
+                               "normals); R-hat/ESS above cover the hyperparameters, which the "
+                               "exact conditional effect draws follow; "
+                               "result.diagnostics(effects=1000) summarises a random 1000 levels")
+        if not skip:
+            self._cache[key] = super().diagnostics(effects)
+            return self._cache[key]
+        out = diagnostics(self, include_effects=False)
+        notes = {}
+        for f in self.factors:
+            if f in skip:
+                notes[f] = skip[f]
+                continue
+            frame = self.effects_stats_subset(f, EFFECTS_SUBSET)
+            notes[f] = frame.attrs.get("subset", f"all {self.ngrps()[f]} levels")
+            out["max_r_hat_all"] = _nanmax([out["max_r_hat_all"], _nanmax(frame["r_hat"])])
+            out["min_ess_bulk"] = _nanmin([out["min_ess_bulk"], _nanmin(frame["ess_bulk"])])
+            out["min_ess_tail"] = _nanmin([out["min_ess_tail"], _nanmin(frame["ess_tail"])])
+        out["effects_diagnostics"] = notes
+        self._cache[key] = out
+        return out
+
+    def _noise_levels(self, factor: str) -> int:
+        """Levels whose noise a draw of ``factor``'s effects generates (all of its statistics)."""
+        st = self.stats
+        if st.plan.structure == "nested":
+            return int(st.c_out.shape[0] + st.c_in.shape[0])
+        return int(st.c.shape[0])
+
+    def _effects_stats_one(self, factor: str, prob: float = tables.HDI_PROB) -> pd.DataFrame:
+        b = self._draws.effects(factor)
+        S, L, q = b.shape
+        names = [f"{lvl}|{t}" for lvl in map(str, self._levels(factor)) for t in self._terms(factor)]
+        out = tables.stat_frame(b.reshape(self._draws.n_chains, S // self._draws.n_chains, L * q),
+                                names, prob)
+        out.attrs["subset"] = f"all {L} levels"
+        return out
 
     def _effect_means(self, factor: str) -> np.ndarray:
         if self._effects_bytes(factor) <= EFFECTS_BUDGET_BYTES:
