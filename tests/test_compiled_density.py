@@ -227,3 +227,24 @@ def test_effect_diagnostics_subset_for_many_groups():
     np.testing.assert_allclose(sub[["mean", "ess_bulk", "r_hat"]].values,
                                ref[["mean", "ess_bulk", "r_hat"]].values, rtol=1e-12)
     assert full["min_ess_bulk"] <= d["min_ess_bulk"]
+
+
+@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
+def test_degenerate_point_gives_nan_not_an_exception(mode):
+    """σ = 0 with a zero covariance (a wild leapfrog step) must give a non-finite density,
+    which NUTS rejects, never ZeroDivisionError from Numba's Python error model."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from bayes_hlm.backends.group_kernel import GroupMarginalTerm
+
+    e, A, L, s = pt.dmatrix("e"), pt.tensor3("A", dtype="float64"), pt.dmatrix("L"), pt.dscalar("s")
+    out = GroupMarginalTerm()(e, A, L, s)[0]
+    f = pytensor.function([e, A, L, s], [out] + pytensor.grad(out, [e, L, s]), mode=mode)
+    val = f(np.ones((3, 1)), np.ones((3, 1, 1)), np.zeros((1, 1)), 0.0)[0]
+    assert not np.isfinite(val)
+    spec = build_spec("y ~ x + (1|g)", _sim(slope=False))
+    pk = pack(spec.design, resolve_priors(spec.design), compute_stats(spec.design))
+    x = pk.init.copy()
+    x[spec.design.p] = -800.0  # σ = exp(-800) = 0
+    assert not np.isfinite(logp_grad(x, pk.buf, np.zeros(pk.ndim)))

@@ -36,7 +36,7 @@ from pytensor.graph.op import Op
 __all__ = ["group_term", "group_term_grad", "term_and_grad", "GroupMarginalTerm"]
 
 #: bumped when the kernels change (part of PyTensor's numba cache key)
-KERNEL_VERSION = 1
+KERNEL_VERSION = 2
 # IEEE-safe fast-math: reassociation lets LLVM vectorise the sums; NaN/inf stay honest
 _FM = {"nsz", "arcp", "contract", "reassoc"}
 
@@ -301,7 +301,7 @@ def _register_numba():
     def _numba_group_term(op, node=None, **kwargs):
         kernel = group_term_grad
 
-        @numba.njit(nogil=True)
+        @numba.njit(nogil=True, error_model="numpy")  # inf/nan, never ZeroDivisionError
         def fn(e, A, L, sigma):
             F, gE, gL, gs = kernel(np.ascontiguousarray(e), np.ascontiguousarray(A),
                                    np.ascontiguousarray(L), sigma.item())
