@@ -253,6 +253,41 @@ def _csr_rmatvec(indptr, indices, data, u, out, sign):
             out[indices[t]] += sign * data[t] * u[r]
 
 
+#: groups per block of :func:`_term_in_chunks`: its e and ∂F/∂e stay in cache (no G-sized temporaries)
+_CHUNK = 2048
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _term_in_chunks(c, B, A, beta, L, s2, gL, gbeta):
+    """``F`` and ``∂F/∂σ²`` block by block; adds ``∂F/∂L`` to ``gL`` and ``−½∂F/∂β`` to ``gbeta``."""
+    G, q = c.shape
+    p = beta.shape[0]
+    e = np.empty((_CHUNK, q))
+    gE = np.empty((_CHUNK, q))
+    gLc = np.zeros((q, q))
+    F = 0.0
+    gs2 = 0.0
+    for a in range(0, G, _CHUNK):
+        n = min(_CHUNK, G - a)
+        for g in range(n):
+            for i in range(q):
+                s = c[a + g, i]
+                for j in range(p):
+                    s -= B[a + g, i, j] * beta[j]
+                e[g, i] = s
+        Fc, gc = term_and_grad(e[:n], A[a:a + n], L, s2, gE[:n], gLc)
+        F += Fc
+        gs2 += gc
+        for i in range(q):
+            for j in range(q):
+                gL[i, j] += gLc[i, j]
+        for g in range(n):
+            for i in range(q):
+                for j in range(p):
+                    gbeta[j] += 0.5 * B[a + g, i, j] * gE[g, i]
+    return F, gs2
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def logp_grad(x, buf, grad):
     """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
@@ -358,32 +393,35 @@ def logp_grad(x, buf, grad):
     bz_v = buf[o + G * q + 1 + nb:o + G * q + 1 + 2 * nb]
 
     # marginal likelihood given β, b_o: e_g = c_g − B_g β − (Z_gᵀZ_o) b_o
-    e = c.copy()
-    for g in range(G):
-        for i in range(q):
-            s = 0.0
-            for jj in range(p):
-                s += B[g, i, jj] * beta[jj]
-            e[g, i] -= s
-    ef = e.reshape(G * q)
+    s2 = sigma * sigma
+    gL = np.zeros((q, q))
     ZZb = np.zeros(m)
     if m:
-        _csr_matvec(bz_p, bz_i, bz_v, bo, ef, -1.0)
         _csr_matvec(zz_p, zz_i, zz_v, bo, ZZb, 1.0)
-    gE = np.empty((G, q))
-    gL = np.zeros((q, q))
-    s2 = sigma * sigma
-    F, gs2 = term_and_grad(e, A, L, s2, gE, gL)
     Xb = XtX @ beta
     XZb = XtZo @ bo
     rr = yty - 2.0 * (beta @ Xty) + beta @ Xb - 2.0 * (bo @ Zoty) + 2.0 * (beta @ XZb) + bo @ ZZb
-    lp += -0.5 * (N * _LOG2PI + (N - G * q) * np.log(s2) + F + rr / s2)
-    # d/dβ: −½ (∂F/∂β + ∂rr/∂β / σ²), ∂F/∂β = −Σ_g B_gᵀ ∂F/∂e_g
+    # d/dβ: −½ (∂F/∂β + ∂rr/∂β / σ²), ∂F/∂β = −Σ_g B_gᵀ ∂F/∂e_g (added below)
     gbeta = -(Xb - Xty + XZb) / s2
-    for g in range(G):
-        for i in range(q):
-            for jj in range(p):
-                gbeta[jj] += 0.5 * B[g, i, jj] * gE[g, i]
+    gE = np.empty((0, q))  # ∂F/∂e over all groups: kept only for the crossed products below
+    if m == 0:
+        F, gs2 = _term_in_chunks(c, B, A, beta, L, s2, gL, gbeta)
+    else:  # crossed: e and ∂F/∂e over all groups (sparse products with b_o)
+        e = c.copy()
+        for g in range(G):
+            for i in range(q):
+                s = 0.0
+                for jj in range(p):
+                    s += B[g, i, jj] * beta[jj]
+                e[g, i] -= s
+        _csr_matvec(bz_p, bz_i, bz_v, bo, e.reshape(G * q), -1.0)
+        gE = np.empty((G, q))
+        F, gs2 = term_and_grad(e, A, L, s2, gE, gL)
+        for g in range(G):
+            for i in range(q):
+                for jj in range(p):
+                    gbeta[jj] += 0.5 * B[g, i, jj] * gE[g, i]
+    lp += -0.5 * (N * _LOG2PI + (N - G * q) * np.log(s2) + F + rr / s2)
     # d/db_o likewise: ½ BZoᵀ ∂F/∂e − (ZoᵀZo b_o − Zoᵀy + Z_oᵀX β) / σ²
     gbo = (Zoty - ZZb - XtZo.T @ beta) / s2
     if m:
