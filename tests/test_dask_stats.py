@@ -238,27 +238,41 @@ def test_fused_kernel_equals_numpy_and_checks_codes():
         kernels.single_partial(cols, 0, [-1], [-1], codes, remap, 3)
 
 
-def test_dense_and_sorted_group_merges_agree():
+def test_group_merges_overlapping_and_disjoint():
     from bayes_hlm.distributed.partition_stats import GroupPart
     from bayes_hlm.distributed.reduce import merge_group_parts
 
     rng = np.random.default_rng(1)
     G = 400
     parts = []
-    for size in (300, 20, 150, 390):
+    for size in (300, 20, 150, 390, 1):
         ids = np.sort(rng.choice(G, size, replace=False))
         parts.append(GroupPart(ids, {"n": rng.random(size), "A": rng.random((size, 2, 2))}))
-    dense = merge_group_parts(parts)                      # overlapping, >= G/8 entries: dense path
+    m = merge_group_parts(parts)                          # overlapping: pairwise sorted merges
     ref_n = np.zeros(G)
     ref_A = np.zeros((G, 2, 2))
     for p in parts:
         np.add.at(ref_n, p.ids, p.fields["n"])
         np.add.at(ref_A, p.ids, p.fields["A"])
     present = np.flatnonzero(np.isin(np.arange(G), np.concatenate([p.ids for p in parts])))
-    np.testing.assert_array_equal(dense.ids, present)
-    np.testing.assert_allclose(dense.fields["n"], ref_n[present], rtol=1e-14)
-    np.testing.assert_allclose(dense.fields["A"], ref_A[present], rtol=1e-14)
+    np.testing.assert_array_equal(m.ids, present)
+    np.testing.assert_allclose(m.fields["n"], ref_n[present], rtol=1e-14)
+    np.testing.assert_allclose(m.fields["A"], ref_A[present], rtol=1e-14)
     few = [GroupPart(np.array([5, 9]), {"n": np.ones(2)}), GroupPart(np.array([9, 100_000]), {"n": np.ones(2)})]
-    m = merge_group_parts(few)                            # sparse: sort path
-    np.testing.assert_array_equal(m.ids, [5, 9, 100_000])
-    np.testing.assert_array_equal(m.fields["n"], [1, 2, 1])
+    np.testing.assert_array_equal(merge_group_parts(few).ids, [5, 9, 100_000])
+    np.testing.assert_array_equal(merge_group_parts(few).fields["n"], [1, 2, 1])
+    dis = [GroupPart(np.array([1, 2]), {"n": np.ones(2)}), GroupPart(np.array([3]), {"n": np.ones(1)})]
+    np.testing.assert_array_equal(merge_group_parts(dis).ids, [1, 2, 3])   # disjoint: concatenated
+
+
+@pytest.mark.parametrize("scale,offset,dtype", [(7, -300, np.int32), (10**12, 5, np.int64)])
+def test_integer_ids_lookup_table_and_factorize_paths(scale, offset, dtype):
+    """Compact integer ids go through a lookup table, sparse ones through factorize: same stats."""
+    sim = simulate(80, 6, corr=0.2, seed=12)
+    ids = sim.data.g.cat.codes.to_numpy().astype(np.int64) * scale + offset
+    df = sim.data.assign(g=ids.astype(dtype)).sample(frac=1, random_state=1).reset_index(drop=True)
+    spec, ref = _memory(sim.formula, df)
+    ds = _dask(sim.formula, df, npartitions=4)
+    assert (ds.meta._int_lut("g") is not None) == (scale < 1000)
+    _assert_same(ref, ds.stats, SINGLE)
+    assert list(ds.design.groups[0].levels) == list(spec.design.groups[0].levels)

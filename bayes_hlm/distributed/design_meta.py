@@ -35,12 +35,16 @@ from ..spec.build import ModelSpec, _expr_vars, _is_factor_dtype, _used_columns,
 from ..spec.checks import Control, apply_check
 from ..spec.design import Design, GroupTerm
 from ..spec.formula import ParsedFormula, parse_formula
+from .kernels import lut_codes
 
 __all__ = ["OutOfCoreError", "ModelFrame", "ScanPart", "DesignMeta", "DirectDesign", "StatsDesign",
            "scan_partition", "merge_scans", "local_codes"]
 
 HEAD_ROWS = 200
 MAX_COMBOS = 20_000_000
+# integer group ids use a lookup table when max - min + 1 <= max(this x levels, LUT_MIN_SPAN)
+LUT_SPAN_PER_LEVEL = 8
+LUT_MIN_SPAN = 1 << 20
 
 
 class OutOfCoreError(BayesHLMError, NotImplementedError):
@@ -363,10 +367,12 @@ class DesignMeta:
     direct: "DirectDesign | None" = None  # design columns that are data columns verbatim
     token: str = ""
     _spec: ModelSpec | None = field(default=None, repr=False)
+    _luts: dict = field(default_factory=dict, repr=False)   # integer-id lookup tables, per process
 
     def __getstate__(self):
         d = dict(self.__dict__)
         d["_spec"] = None
+        d["_luts"] = {}
         return d
 
     # ---------------------------------------------------------------- spec
@@ -442,10 +448,20 @@ class DesignMeta:
 
         Returns ``(ids, codes, remap)``: the sorted global level ids present, and
         row codes with ``remap[codes[i]]`` the local id (``0..len(ids)-1``) of row ``i``.
-        Categoricals keep their category codes; other columns are factorised once
-        (one hash pass) and only the distinct values are looked up.
+        Integer ids in a compact range go through a lookup table (:func:`.kernels.lut_codes`;
+        ``codes`` index the window of level codes between the lowest and highest present,
+        ``remap = cumsum(present) - 1``); categoricals keep their category codes; other
+        columns are factorised once (one hash pass) and only the distinct values are looked up.
         """
         levels = self.col_levels[name]
+        lut = self._int_lut(name) if col.dtype.kind in "iu" else None
+        if lut is not None:
+            codes, present, lo, ok = lut_codes(col.to_numpy(), lut[0], lut[1])
+            if not ok:
+                raise _unseen(name)
+            ids = np.flatnonzero(present).astype(np.int64) + lo
+            remap = np.cumsum(present, dtype=np.int64) - 1
+            return ids, codes, remap
         if isinstance(col.dtype, pd.CategoricalDtype):
             codes = np.asarray(col.cat.codes)
             ncat = len(col.cat.categories)
@@ -471,6 +487,24 @@ class DesignMeta:
         else:
             remap = rank
         return gl[order].astype(np.int64, copy=False), codes, remap
+
+    def _int_lut(self, name: str):
+        """``(vmin, table)`` with ``table[v - vmin]`` the global code of integer id ``v`` (-1: not
+        a level), when the column's levels are integers in a compact range; cached per process."""
+        if name in self._luts:
+            return self._luts[name]
+        lut = None
+        levels = self.col_levels[name]
+        if levels.dtype.kind in "iu" and len(levels):
+            vals = np.asarray(levels, dtype=np.int64)
+            vmin, vmax = int(vals.min()), int(vals.max())
+            span = vmax - vmin + 1
+            if span <= max(LUT_SPAN_PER_LEVEL * len(vals), LUT_MIN_SPAN) and span < 2**31:
+                table = np.full(span, -1, dtype=np.int32 if len(vals) < 2**31 else np.int64)
+                table[vals - vmin] = np.arange(len(vals))
+                lut = (vmin, table)
+        self._luts[name] = lut
+        return lut
 
     @staticmethod
     def _lookup(name: str, levels: pd.Index, uniq) -> np.ndarray:

@@ -122,11 +122,15 @@ class _Runner:
 
 
 def warm_process() -> None:
-    """Load the compiled statistics kernel in this process (see :meth:`_Runner.warm`)."""
-    from .kernels import single_partial
+    """Load the compiled kernels of the passes in this process (see :meth:`_Runner.warm`)."""
+    from .kernels import lut_codes, merge_sorted, single_pairs
 
     i = np.zeros(1, dtype=np.int64)
-    single_partial((np.zeros(1),), 0, i, i, i, i, 1)
+    single_pairs((np.zeros(1),), 0, i, i, i, i, 1)
+    single_pairs((np.zeros(1), np.zeros(1)), 0, i, i, i, i, 1)
+    for dt in (np.int32, np.int64):
+        lut_codes(np.zeros(1, dtype=dt), 0, np.zeros(1, dtype=np.int32))
+    merge_sorted([(i, np.zeros((1, 1))), (i, np.zeros((1, 1)))])
 
 
 # --------------------------------------------------------------------------- #

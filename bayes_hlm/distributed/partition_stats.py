@@ -11,9 +11,10 @@ the partition, keyed by their global level ids.
   against formulae on the sample rows) the data columns are used as they are;
   otherwise formulae's ``evaluate_new_data`` with the global factor levels, so
   contrasts and column order equal the in-memory design.
-* Groups: the grouping column is factorised once per partition (or keeps its
-  categorical codes) and only its distinct values are looked up in the global
-  levels (:meth:`~.design_meta.DesignMeta.column_local`).
+* Groups: integer ids in a compact range map to level codes through a lookup
+  table built once per process; other columns are factorised once per partition
+  (categoricals keep their codes) and only the distinct values are looked up in
+  the global levels (:meth:`~.design_meta.DesignMeta.column_local`).
 * One grouping factor: one fused Numba pass over the rows
   (:func:`.kernels.single_partial`, GIL released); two nested factors:
   :func:`bayes_hlm.backends.sufficient_stats.compute_stats` on the partition's
@@ -32,7 +33,7 @@ from ..backends.sufficient_stats import FactorBlock, StatsPlan, compute_stats
 from ..errors import DataError
 from ..spec.design import Design, GroupTerm
 from .design_meta import DesignMeta, _clean, local_codes
-from .kernels import single_partial
+from .kernels import single_pairs
 
 __all__ = ["Moments", "GroupPart", "Partial", "partition_design", "partition_stats"]
 
@@ -101,6 +102,7 @@ class Partial:
     Z_mom: list = field(default_factory=list)   # per block: Moments (diagonal)
     groups: list = field(default_factory=list)  # per block: GroupPart
     n_partitions: int = 0
+    layouts: list = field(default_factory=list)  # per block: PairLayout when fields == {"H": ...}
 
 
 def _prepared_frame(sub: pd.DataFrame, meta: DesignMeta) -> pd.DataFrame:
@@ -221,19 +223,39 @@ def _local(codes: np.ndarray, G: int) -> tuple[np.ndarray, np.ndarray]:
     return local_codes(codes, G)
 
 
+def _is_window(remap: np.ndarray) -> bool:
+    """``remap`` is ``cumsum(present) - 1`` over a window of codes (non-decreasing, steps <= 1)."""
+    d = np.diff(remap)
+    return bool(len(d) == 0 or (d.min() >= 0 and d.max() <= 1))
+
+
 def _single_fast(sub: pd.DataFrame, meta: DesignMeta) -> Partial:
-    """One grouping factor: local group codes and one fused kernel pass (:mod:`.kernels`)."""
+    """One grouping factor: local group codes and one fused kernel pass (:mod:`.kernels`).
+
+    The per-group part is kept as pair sums ``H`` (:class:`~.kernels.PairLayout`), expanded
+    to ``n, A, B, c, Z_gᵀ1`` by :func:`~.reduce.finalize` after the reduction.
+    """
     (fi, ks), = meta.blocks()
     cols, yi, xi, zi = design_columns(sub, meta, ks)
     n = len(sub)
     ids, codes, remap = meta.factor_local(fi, sub)
-    (n_g, A, B, c, zs, XtX, Xty, yty, my, mx, mz, y2, X2, Z2) = single_partial(
-        cols, yi, xi, zi, codes, remap, len(ids))
+    present = None
+    if len(remap) and len(remap) <= 2 * len(ids) and np.array_equal(
+            remap[[0, -1]], [0, len(ids) - 1]) and _is_window(remap):
+        # codes index a window of levels mostly present (unsorted data): accumulate by code
+        # and drop the absent rows after -- one random access per row instead of two
+        present = np.diff(remap, prepend=-1) > 0
+        remap, u = np.zeros(0, dtype=np.int64), len(present)
+    else:
+        u = len(ids)
+    (H, layout, XtX, Xty, yty, my, mx, mz, y2, X2, Z2) = single_pairs(
+        cols, yi, xi, zi, codes, remap, u)
+    if present is not None and not present.all():
+        H = H[present]
     return Partial(N=n, yty=float(yty), Xty=Xty, XtX=XtX,
                    y_mom=Moments(n, np.array([my]), np.array([[y2]])), X_mom=Moments(n, mx, X2),
-                   Z_mom=[Moments(n, mz, Z2)],
-                   groups=[GroupPart(ids, {"n": n_g, "A": A, "B": B, "c": c, "zsum": zs})],
-                   n_partitions=1)
+                   Z_mom=[Moments(n, mz, Z2)], groups=[GroupPart(ids, {"H": H})],
+                   n_partitions=1, layouts=[layout])
 
 
 def partition_stats(df: pd.DataFrame, meta: DesignMeta) -> Partial:

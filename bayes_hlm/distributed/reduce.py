@@ -10,17 +10,21 @@ from ..backends.sufficient_stats import NestedStats, SingleStats, BaseStats
 from ..spec.build import _aliased
 from ..spec.checks import Control, apply_check
 from .design_meta import DesignMeta
+from .kernels import merge_sorted
 from .partition_stats import GroupPart, Moments, Partial
 
 __all__ = ["merge_group_parts", "merge_partials", "tree_reduce", "finalize", "StatsExtras"]
 
 SPLIT_EVERY = 8
-# merge in dense 0..G-1 arrays when the parts hold at least G / DENSE_FRACTION entries
-DENSE_FRACTION = 8
 
 
 def merge_group_parts(parts: list[GroupPart]) -> GroupPart:
-    """Sum per-group statistics over partitions; groups split across partitions are added."""
+    """Sum per-group statistics over partitions; groups split across partitions are added.
+
+    Disjoint, ordered parts (data sorted by group) are concatenated; otherwise the
+    fields, flattened side by side, go through :func:`.kernels.merge_sorted` (linear
+    pairwise merges of the sorted ids: no sort and nothing sized by all levels).
+    """
     parts = [p for p in parts if p is not None and len(p.ids)]
     if not parts:
         return None
@@ -31,32 +35,16 @@ def merge_group_parts(parts: list[GroupPart]) -> GroupPart:
     # fast path: disjoint, already ordered ids (data sorted by group)
     if np.all(ids[1:] > ids[:-1]):
         return GroupPart(ids, {k: np.concatenate([p.fields[k] for p in parts]) for k in names})
-    G = int(max(p.ids[-1] for p in parts)) + 1
-    if len(ids) >= G // DENSE_FRACTION:
-        # overlapping parts covering much of 0..G-1 (e.g. unsorted data): add into dense
-        # arrays (ids are unique within a part, so fancy-index += is exact) -- O(rows + G)
-        present = np.zeros(G, dtype=bool)
-        for p in parts:
-            present[p.ids] = True
-        out_ids = np.flatnonzero(present)
-        out = {}
-        for k in names:
-            shape = parts[0].fields[k].shape[1:]
-            acc = np.zeros((G,) + shape)
-            for p in parts:
-                acc[p.ids] += p.fields[k]
-            out[k] = acc[out_ids]
-        return GroupPart(out_ids, out)
-    order = np.argsort(ids, kind="stable")
-    s = ids[order]
-    starts = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]]))
-    out = {}
-    for k in names:
-        v = np.concatenate([p.fields[k] for p in parts])
-        shape = v.shape[1:]
-        flat = v.reshape(len(v), -1)[order]
-        out[k] = np.add.reduceat(flat, starts, axis=0).reshape((len(starts),) + shape)
-    return GroupPart(s[starts], out)
+    shapes = [parts[0].fields[k].shape[1:] for k in names]
+    widths = [int(np.prod(sh)) for sh in shapes]
+    flat = [(p.ids, np.concatenate([p.fields[k].reshape(len(p.ids), -1) for k in names], axis=1))
+            for p in parts]
+    out_ids, vals = merge_sorted(flat)
+    out, o = {}, 0
+    for k, sh, w in zip(names, shapes, widths):
+        out[k] = vals[:, o:o + w].reshape((len(out_ids),) + sh)
+        o += w
+    return GroupPart(out_ids, out)
 
 
 def merge_partials(parts: list[Partial]) -> Partial:
@@ -75,6 +63,8 @@ def merge_partials(parts: list[Partial]) -> Partial:
         out.X_mom = p.X_mom if out.X_mom is None else out.X_mom.merge(p.X_mom)
         if p.Z_mom:
             out.Z_mom = list(p.Z_mom) if not out.Z_mom else [a.merge(b) for a, b in zip(out.Z_mom, p.Z_mom)]
+        if p.layouts and not out.layouts:
+            out.layouts = list(p.layouts)
     nb = max(len(p.groups) for p in parts)
     out.groups = [merge_group_parts([p.groups[b] for p in parts if p.groups]) for b in range(nb)]
     return out
@@ -174,6 +164,8 @@ def finalize(part: Partial, meta: DesignMeta, kept: np.ndarray):
     for b, (fi, _) in enumerate(blocks):
         G = meta.factors[fi].n_levels
         d = _dense(part.groups[b], G)
+        if part.layouts and part.layouts[b] is not None:     # pair sums -> n, A, B, c, zsum
+            d = part.layouts[b].expand(d["H"])
         d["B"] = d["B"][:, :, kx]
         dense.append(d)
         name = meta.factors[fi].name
