@@ -115,14 +115,17 @@ class StatsResult(BayesResult):
         return mean, np.sqrt(np.clip(var, 0, None))
 
     def effects_stats(self, prob: float = tables.HDI_PROB) -> dict[str, pd.DataFrame]:
+        self._refuse_all_draws("effects_stats() (ESS/R-hat of every group effect)",
+                               "use ranef() (streamed mean/sd) or "
+                               "result.effects_draws(factor, groups=...) for a subset")
+        return super().effects_stats(prob)
+
+    def _refuse_all_draws(self, what: str, remedy: str) -> None:
+        """Raise when ``what`` would hold all draws of a factor beyond the memory budget."""
         big = [f for f in self.factors if self._effects_bytes(f) > EFFECTS_BUDGET_BYTES]
         if big:
-            raise _not_available(
-                "effects_stats() (ESS/R-hat of every group effect)",
-                f"it needs all draws of all levels of {big} at once "
-                f"({self._effects_bytes(big[0]) / 1e9:.1f} GB); use ranef() (streamed mean/sd) "
-                "or result.effects_draws(factor, groups=...) for a subset")
-        return super().effects_stats(prob)
+            raise _not_available(what, f"it needs all draws of all levels of {big} at once "
+                                       f"({self._effects_bytes(big[0]) / 1e9:.1f} GB); {remedy}")
 
     def effects_draws(self, factor: str, groups=None, idx=None) -> np.ndarray:
         """Draws (S', G', q) of the group effects of ``factor`` (optionally a subset of levels)."""
@@ -164,13 +167,8 @@ class StatsResult(BayesResult):
         if key in self._cache:
             return self._cache[key]
         if effects == "all":
-            big = [f for f in self.factors if self._effects_bytes(f) > EFFECTS_BUDGET_BYTES]
-            if big:
-                raise _not_available(
-                    "diagnostics(effects='all')",
-                    f"it needs all draws of all levels of {big} at once "
-                    f"({self._effects_bytes(big[0]) / 1e9:.1f} GB); use effects='auto' or an int "
-                    "(a random subset of levels)")
+            self._refuse_all_draws("diagnostics(effects='all')",
+                                   "use effects='auto' or an int (a random subset of levels)")
         skip = {}
         if effects == "auto":
             for f in self.factors:
