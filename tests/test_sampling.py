@@ -170,3 +170,14 @@ def test_other_engines_standard_output(sleepstudy, pymc_ref, engine):
     assert set(r.posterior.data_vars) == set(pymc_ref.posterior.data_vars)
     for v in r.posterior.data_vars:
         assert r.posterior[v].dims == pymc_ref.posterior[v].dims
+
+
+def test_mass_matrix_choice():
+    small, big = sampling.LOW_RANK_MAX_DIM, sampling.LOW_RANK_MAX_DIM + 1
+    cfg = sampling.SamplerConfig(sampler="numba", seed=1)
+    assert sampling.mass_matrix(cfg, small) == "low_rank"
+    assert sampling.mass_matrix(cfg, big) == "diag"
+    cfg = sampling.SamplerConfig(sampler="numba", seed=1, mass_matrix="diag")
+    assert sampling.mass_matrix(cfg, 3) == "diag"
+    with pytest.raises(ValueError, match="mass_matrix must be one of"):
+        sampling.SamplerConfig(mass_matrix="dense")

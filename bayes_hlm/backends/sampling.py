@@ -26,6 +26,13 @@ import pymc as pm
 import xarray as xr
 
 SAMPLERS = ("auto", "numba", "jax", "pymc", "nutpie", "numpyro")
+MASS_MATRICES = ("auto", "diag", "low_rank")
+# nutpie engines: a low-rank-corrected mass matrix learns the ridge between an
+# intercept and sampled effects in small collapsed posteriors (penicillin, 10
+# parameters: min ESS 540-660 -> 1500-1620 of 2000 draws; sleepstudy 1280 -> 1420);
+# on insteval's 1,150 parameters it tuned worse (12 divergences, min ESS 370), so
+# only small problems get it
+LOW_RANK_MAX_DIM = 64
 
 
 @dataclass
@@ -40,10 +47,13 @@ class SamplerConfig:
     seed: int | None = None
     progressbar: bool | None = None
     cores: int | None = None
+    mass_matrix: str = "auto"  # nutpie engines: "diag", "low_rank", or "auto" (by dimension)
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, not {self.sampler!r}")
+        if self.mass_matrix not in MASS_MATRICES:
+            raise ValueError(f"mass_matrix must be one of {MASS_MATRICES}, not {self.mass_matrix!r}")
         for name in ("chains", "draws", "tune"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (1 if name != "tune" else 0):
@@ -148,6 +158,13 @@ def _sample_nutpie(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutp
     return SampleOutput(tree=tree, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted)
 
 
+def mass_matrix(cfg: SamplerConfig, n_dim: int) -> str:
+    """nutpie's ``adaptation`` for a model with ``n_dim`` unconstrained parameters."""
+    if cfg.mass_matrix != "auto":
+        return cfg.mass_matrix
+    return "low_rank" if n_dim <= LOW_RANK_MAX_DIM else "diag"
+
+
 def run_nutpie(compiled, cfg: SamplerConfig) -> tuple[xr.DataTree, bool]:
     """nutpie's NUTS on a compiled model; Ctrl-C keeps the draws done so far."""
     import nutpie
@@ -155,7 +172,7 @@ def run_nutpie(compiled, cfg: SamplerConfig) -> tuple[xr.DataTree, bool]:
     sampler = nutpie.sample(
         compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
         seed=cfg.seed, progress_bar=cfg.progressbar, save_warmup=False, blocking=False,
-        target_accept=cfg.target_accept,
+        target_accept=cfg.target_accept, adaptation=mass_matrix(cfg, compiled.n_dim),
     )
     try:
         return sampler.wait(), False
