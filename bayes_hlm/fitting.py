@@ -66,6 +66,7 @@ def fit(
     tune: int = 1000,
     target_accept: float = 0.8,
     seed: int | None = None,
+    mass_matrix: Literal["auto", "diag", "low_rank"] = "auto",
     priors: dict[str, Prior] | None = None,
     na_action: Literal["omit", "raise"] = "omit",
     control: Control | None = None,
@@ -99,6 +100,12 @@ def fit(
         log density, compiled programs cached across processes), else PyMC.
     chains, draws, tune, target_accept, seed
         NUTS settings; the same seed gives identical draws.
+    mass_matrix : {"auto", "diag", "low_rank"}
+        Mass-matrix adaptation of the nutpie engines (``"numba"``, ``"nutpie"``):
+        diagonal, or diagonal plus a low-rank correction learnt from the
+        gradients (nutpie's ``adaptation="low_rank"``), which removes ridges
+        such as intercept vs. sampled effects. ``"auto"``: low-rank up to 64
+        unconstrained parameters, diagonal above.
     priors : dict, optional
         ``{parameter: Prior(...)}`` overriding Bambi's defaults; see
         :func:`bayes_hlm.get_prior` for the names.
@@ -136,7 +143,7 @@ def fit(
 
         return fit_dask(formula, data, scheduler, method=method, sampler=sampler, chains=chains,
                         draws=draws, tune=tune, target_accept=target_accept, seed=seed,
-                        priors=priors, na_action=na_action, control=control,
+                        mass_matrix=mass_matrix, priors=priors, na_action=na_action, control=control,
                         progressbar=progressbar, warn=warn)
     if engine != "memory":
         raise BayesHLMError(f"engine must be 'memory' or 'dask', not {engine!r}")
@@ -158,6 +165,7 @@ def fit(
     cfg = SamplerConfig(
         sampler=sampler or default_sampler(chosen), chains=chains,
         draws=draws, tune=tune, target_accept=target_accept, seed=seed, progressbar=progressbar,
+        mass_matrix=mass_matrix,
     )
     if chosen == "marginal":
         from .backends.marginal import run_marginal

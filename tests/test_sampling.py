@@ -181,3 +181,15 @@ def test_mass_matrix_choice():
     assert sampling.mass_matrix(cfg, 3) == "diag"
     with pytest.raises(ValueError, match="mass_matrix must be one of"):
         sampling.SamplerConfig(mass_matrix="dense")
+
+
+def test_fit_passes_mass_matrix(sleepstudy):
+    kw = dict(chains=1, draws=50, tune=50, seed=3, warn=False)
+    f = "Reaction ~ Days + (Days | Subject)"
+    auto = bh.fit(f, sleepstudy, **kw)  # 6 parameters: low-rank
+    low = bh.fit(f, sleepstudy, mass_matrix="low_rank", **kw)
+    diag = bh.fit(f, sleepstudy, mass_matrix="diag", **kw)
+    np.testing.assert_array_equal(auto.posterior["sigma"].values, low.posterior["sigma"].values)
+    assert not np.array_equal(auto.posterior["sigma"].values, diag.posterior["sigma"].values)
+    with pytest.raises(ValueError, match="mass_matrix must be one of"):
+        bh.fit(f, sleepstudy, mass_matrix="dense", **kw)

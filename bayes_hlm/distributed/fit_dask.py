@@ -273,7 +273,8 @@ def priors_from_stats(ds: DaskStats, user: dict | None = None) -> PriorSet:
 # --------------------------------------------------------------------------- #
 def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", sampler: str | None = None,
              chains: int = 4, draws: int = 1000, tune: int = 1000, target_accept: float = 0.8,
-             seed: int | None = None, priors: dict | None = None, na_action: str = "omit",
+             seed: int | None = None, mass_matrix: str = "auto", priors: dict | None = None,
+             na_action: str = "omit",
              control: Control | None = None, centered="auto", progressbar: bool | None = None,
              warn: bool = True, npartitions: int | None = None, split_every: int = 8):
     """Fit a Gaussian hierarchical model out of core: statistics on Dask, NUTS on the statistics.
@@ -311,7 +312,8 @@ def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", samp
         raise BayesHLMError("engine='dask' needs at least one random-effect term")
     ps = priors_from_stats(ds, priors)
     cfg = SamplerConfig(sampler=sampler or default_sampler("marginal"), chains=chains, draws=draws, tune=tune,
-                        target_accept=target_accept, seed=seed, progressbar=progressbar)
+                        target_accept=target_accept, seed=seed, progressbar=progressbar,
+                        mass_matrix=mass_matrix)
     out, gen, extra = run_marginal(ds.design, ps, cfg, ds.stats)
     extra.update({"engine": "dask", "stats_timings": ds.timings})
     wall = time.perf_counter() - t0
