@@ -212,6 +212,7 @@ def run_cases(cases, contenders, cfg, cap, name: str, caps=None) -> list[dict]:
                 r = _run_lme4(case, cap)
                 rows.append({"case": case, "contender": "lme4 REML", **r})
             elif con == "marginal":
+                SCRATCH.mkdir(parents=True, exist_ok=True)  # a fresh machine has no scratch folder
                 cache = tempfile.mkdtemp(prefix="bh_cache_", dir=SCRATCH)
                 # both of our caches start empty: compiled JAX programs and Numba kernels
                 env = {"BAYES_HLM_CACHE": cache, "NUMBA_CACHE_DIR": str(Path(cache) / "numba")}
