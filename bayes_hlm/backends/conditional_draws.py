@@ -13,10 +13,10 @@ then each inner effect given it: ``w_j = R_j⁻ᵀ(u_j − V_j w_parent + σ ξ_
 Crossed: the marginalised factor given ``b_other`` (the other effects are
 already posterior draws).
 
-Everything is vectorised over groups and over a chunk of draws.  Noise for
-draw ``s`` comes from ``SeedSequence(seed, spawn_key=(s,))`` and is generated
-for all groups, so results do not depend on how draws are chunked or which
-subset of groups is requested.
+Everything is vectorised over groups and over a chunk of draws.  The noise of
+draw ``s``, level ``g``, column ``j`` is a pure function of ``(seed, s, g, j)``
+(:mod:`.keyed_noise`), so results do not depend on how draws are chunked or
+which subset of levels is requested, and a subset costs only its own levels.
 
 Output: ``{term_index: ndarray (S, G_sel, q_k)}`` keyed by the index of the
 term in ``design.groups`` (merged blocks are split back into their terms),
@@ -32,6 +32,7 @@ import numba
 import numpy as np
 
 from .group_kernel import cholesky_lower, sandwich
+from .keyed_noise import keyed_normals, seed_key
 from .marginal_loglik import (
     np_cholesky,
     _T,
@@ -67,14 +68,12 @@ def _entropy(seed) -> int | Sequence[int]:
     return seed
 
 
-def _noise(entropy, draw_index: np.ndarray, shapes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Standard normals per draw, one (S, G, q) array per shape, all groups."""
-    out = [np.empty((len(draw_index),) + tuple(s)) for s in shapes]
-    for r, s in enumerate(draw_index):
-        gen = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(int(s),)))
-        for arr, shp in zip(out, shapes):
-            arr[r] = gen.standard_normal(shp)
-    return out
+def _noise(entropy, draw_index: np.ndarray, shapes: Sequence[tuple[int, int]], sel=None
+           ) -> list[np.ndarray]:
+    """Standard normals, one (S, G_sel, q) array per shape (stream), for the selected levels."""
+    key = seed_key(entropy)
+    return [keyed_normals(key, k, draw_index, np.arange(G) if sel is None else sel[k], q)
+            for k, (G, q) in enumerate(shapes)]
 
 
 def _split_terms(b: np.ndarray, block: FactorBlock) -> dict[int, np.ndarray]:
@@ -272,9 +271,9 @@ def draw_group_effects(
     beta : ndarray, shape (S, p)
     sigma : ndarray, shape (S,)
     seed : int, SeedSequence or Generator
-        Draw ``s`` uses ``SeedSequence(seed, spawn_key=(s,))``; with an int or
-        SeedSequence, draws are identical whatever the chunking and group
-        subset.  A Generator is consumed once to derive the entropy.
+        Noise keyed by ``(seed, draw, level, column)`` (:mod:`.keyed_noise`); with
+        an int or SeedSequence, draws are identical whatever the chunking and
+        group subset.  A Generator is consumed once to derive the entropy.
     draw_index : array_like of int, shape (S,), optional
         Global indices of these draws (default ``0..S-1``): pass
         ``range(start, stop)`` when processing a chunk of a longer chain.
@@ -289,9 +288,7 @@ def draw_group_effects(
     S = beta.shape[0]
     draw_index = np.arange(S) if draw_index is None else np.asarray(draw_index)
     sub, sel = _subset(stats, groups)
-    xi = _noise(_entropy(seed), draw_index, _noise_shapes(stats))
-    if sel is not None:
-        xi = [x[:, idx] for x, idx in zip(xi, sel)]
+    xi = _noise(_entropy(seed), draw_index, _noise_shapes(stats), sel)
     return _chunk(sub, beta, np.broadcast_to(sigma, (S,)), L_list, b_other, xi)
 
 
