@@ -234,7 +234,7 @@ def _cmd_fit(args) -> int:
     _check_writable(args.out)
     settings = dict(method=args.method, sampler=args.sampler, chains=args.chains, draws=args.draws,
                     tune=args.tune, seed=args.seed, target_accept=args.target_accept,
-                    control=_parse_control(args.control))
+                    mass_matrix=args.mass_matrix, control=_parse_control(args.control))
     ref = None
     if args.engine == "dask":
         if args.factor or args.levels:
@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--tune", type=int, default=1000)
     f.add_argument("--seed", type=int, default=None)
     f.add_argument("--target-accept", type=float, default=0.8)
+    f.add_argument("--mass-matrix", choices=["auto", "diag", "low_rank"], default="auto",
+                   help="nutpie engines: diagonal or low-rank-corrected adaptation (auto: by size)")
     f.add_argument("--plots", metavar="DIR", help="write PNG plots and an HTML report here")
     f.add_argument("--engine", choices=["memory", "dask"], default="memory",
                    help="dask: sufficient statistics out of core (data never fully in memory)")

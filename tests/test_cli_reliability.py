@@ -114,6 +114,7 @@ BAD_CLI = [
     ("tune-negative", lambda f: ["fit", F, f["good"], "--tune", "-1"], 2, "--tune"),
     ("target-accept", lambda f: ["fit", F, f["good"], "--target-accept", "1.5"], 2, "--target-accept"),
     ("bad-method", lambda f: ["fit", F, f["good"], "--method", "bogus"], 2, "invalid choice"),
+    ("bad-mass-matrix", lambda f: ["fit", F, f["good"], "--mass-matrix", "dense"], 2, "invalid choice"),
     ("missing-data-arg", lambda f: ["fit", F], 2, "required"),
     ("no-command", lambda f: [], 2, "choose a command"),
     ("bad-command", lambda f: ["bogus"], 2, "invalid choice"),
@@ -210,7 +211,7 @@ def test_fit_json_schema(files, capsys, tmp_path):
     out = tmp_path / "fit.json"
     rc, _, err = run(["fit", "y ~ x + (1|g)", files["good"], "--method", "marginal", "--sampler",
                       "pymc", "--chains", "1", "--draws", "60", "--tune", "60", "--seed", "3",
-                      "--out", str(out)], capsys)
+                      "--mass-matrix", "diag", "--out", str(out)], capsys)
     assert rc == 0, err
     for ln in err.splitlines():  # warnings are single lines too
         assert ln.startswith(("warning: ", "error: ")) or not ln.strip() or "NUTS" in ln \
