@@ -276,7 +276,9 @@ class GroupMarginalTerm(Op):
         output_storage[2][0] = res[2]
         output_storage[3][0] = np.asarray(res[3])
 
-    def infer_shape(self, fgraph, node, shapes):
+    def infer_shape(self, *args):
+        # (node, shapes) in current PyTensor, (fgraph, node, shapes) before; shapes come last
+        shapes = args[-1]
         return [(), shapes[0], shapes[2], ()]
 
     def connection_pattern(self, node):
