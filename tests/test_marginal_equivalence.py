@@ -60,6 +60,21 @@ def test_simulated_crossed():
     _check(full, marg, min_checks=30)
 
 
+def test_three_crossed_factors_with_gibbs_refresh():
+    # two sampled factors, both given the exact Gibbs step in turn (the second conditions
+    # on the first's new draws): still the full model's posterior
+    rng = np.random.default_rng(3)
+    n = 400
+    g, h, k = rng.integers(0, 30, n), rng.integers(0, 8, n), rng.integers(0, 5, n)
+    x = rng.normal(size=n)
+    y = (1 + 0.5 * x + rng.normal(0, 1, 30)[g] + rng.normal(0, 0.7, 8)[h] + rng.normal(0, 0.5, 5)[k]
+         + rng.normal(0, 1, n))
+    df = pd.DataFrame({"y": y, "x": x, "g": g, "h": h, "k": k})
+    full, marg = _pair("y ~ x + (1|g) + (1|h) + (1|k)", df, seed=1, marg_sampler="numba")
+    assert marg.info.extra["gibbs_refreshed"] == ["h", "k"]
+    _check(full, marg, min_checks=45)
+
+
 def test_hsb82_random_slope():
     # 7,185 rows: the full model runs on nutpie (PyMC's own NUTS takes minutes here), the
     # collapsed one on the default compiled density -- two samplers, two parametrisations

@@ -22,6 +22,7 @@ from ..spec.priors import PriorSet
 from . import naming
 from . import compiled_nuts
 from .conditional_draws import default_chunk_draws, draw_group_effects
+from .effect_refresh import refresh_sampled_effects, refreshable_terms
 from .full import record_effects
 from .group_effects import sampled_effects
 from .hyperparameters import add_hyperparameters, coords, factor_blocks
@@ -29,7 +30,7 @@ from .marginal_loglik import marginal_loglik_pt
 from .numba_density import unsupported_reason
 from .parametrization import choose_centering
 from .sampling import SamplerConfig, SampleOutput, sample_model
-from .sufficient_stats import compute_stats
+from .sufficient_stats import CrossedStats, compute_stats
 
 # group-effect draws above this size are regenerated on demand instead of stored
 MATERIALIZE_BYTES = 256e6
@@ -85,6 +86,22 @@ def _flat(posterior: xr.Dataset, var: str) -> np.ndarray:
     return a.reshape((-1,) + a.shape[2:])
 
 
+def _other_columns(design: Design, plan) -> list[tuple[str, int, int]]:
+    """Per sampled term: (r__ variable, first column in it, q)."""
+    out, seen = [], {}
+    for k in plan.other_terms:
+        key, q = naming.effect_var(design.groups[k].factor), design.groups[k].q
+        o = seen.get(key, 0)
+        out.append((key, o, q))
+        seen[key] = o + q
+    return out
+
+
+def _other_effects(design: Design, posterior: xr.Dataset, plan, idx) -> list[np.ndarray]:
+    """The sampled terms' effects of draws ``idx``: (S, G_k, q_k) each."""
+    return [_flat(posterior, key)[idx][:, :, o:o + q] for key, o, q in _other_columns(design, plan)]
+
+
 def effect_generator(design: Design, posterior: xr.Dataset, seed: int, stats=None):
     """Function ``(factor, draw_idx, groups=None) -> (S', levels, q)`` of exact conditional draws.
 
@@ -94,7 +111,6 @@ def effect_generator(design: Design, posterior: xr.Dataset, seed: int, stats=Non
     stats = stats if stats is not None else compute_stats(design)
     plan = stats.plan
     blocks = {b.factor: b for b in plan.blocks}
-    other_keys = [naming.effect_var(design.groups[k].factor) for k in plan.other_terms]
 
     def generate(factor: str, idx: np.ndarray, groups=None) -> np.ndarray:
         if factor not in blocks:
@@ -103,14 +119,7 @@ def effect_generator(design: Design, posterior: xr.Dataset, seed: int, stats=Non
         beta = _flat(posterior, naming.FIXED)[idx]
         sigma = _flat(posterior, naming.SIGMA)[idx]
         L_list = _term_factors(design, posterior, idx)
-        b_other = None
-        if plan.other_terms:
-            b_other, seen = [], {}
-            for k, key in zip(plan.other_terms, other_keys):
-                o = seen.get(key, 0)
-                q = design.groups[k].q
-                b_other.append(_flat(posterior, key)[idx][:, :, o:o + q])
-                seen[key] = o + q
+        b_other = _other_effects(design, posterior, plan, idx) if plan.other_terms else None
         if plan.structure == "nested" and factor == plan.blocks[1].factor and groups is not None:
             raise ValueError("group subsets of a nested inner factor: ask for the outer levels")
         # cache-sized chunks of draws: the batched small-matrix algebra is memory-bound
@@ -153,18 +162,23 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
     post = out.tree["posterior"].to_dataset()
     post = post.drop_vars([v for v in post.data_vars if str(v).startswith("_")])
     seed = effects_seed(cfg.seed)
-    gen = effect_generator(design, post, seed, stats)
+    # the marginalised effects are drawn (and regenerated) given the NUTS draws of the
+    # sampled ones, which the Gibbs refresh below replaces in `post` only
+    gen = effect_generator(design, post.copy(deep=False), seed, stats)
     S = post.sizes["chain"] * post.sizes["draw"]
-    lazy = []
+    lazy, stored = [], {}
     for factor in marginalised_factors(stats):
         q = sum(design.groups[k].q for k in factor_blocks(design)[factor])
         L = design.factors()[factor]
         if S * L * q * 8 > MATERIALIZE_BYTES:
             lazy.append(factor)
             continue
-        b = gen(factor, np.arange(S)).reshape(post.sizes["chain"], post.sizes["draw"], L, q)
+        b = gen(factor, np.arange(S))
+        stored[factor] = b
         post[naming.effect_var(factor)] = (
-            ("chain", "draw", naming.level_dim(factor), naming.term_dim(factor)), b)
+            ("chain", "draw", naming.level_dim(factor), naming.term_dim(factor)),
+            b.reshape(post.sizes["chain"], post.sizes["draw"], L, q))
+    refreshed = _refresh_sampled(design, stats, post, gen, seed, stored)
     post = post.assign_coords({d: v for d, v in coords(design).items() if d not in post.coords
                                and any(d in post[v_].dims for v_ in post.data_vars)})
     groups = {k: out.tree[k].to_dataset() for k in out.tree.children}
@@ -174,8 +188,44 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
     out.compile_s += t_build
     extra = {"structure": stats.plan.structure, "marginalised": marginalised_factors(stats),
              "lazy_effects": lazy, "effects_s": effects_s, "effects_seed": seed,
+             "gibbs_refreshed": refreshed,
              "centered": getattr(model, "_bayes_hlm_centered", out.extra.get("centered", {}))}
     return out, gen, extra
+
+
+def _refresh_sampled(design: Design, stats, post: xr.Dataset, gen, seed: int, stored: dict
+                     ) -> list[str]:
+    """Replace the sampled q = 1 crossed effects in ``post`` by one exact Gibbs sweep
+    (:mod:`.effect_refresh`); returns the refreshed factors."""
+    if not isinstance(stats, CrossedStats) or not refreshable_terms(stats):
+        return []
+    plan = stats.plan
+    factor = marginalised_factors(stats)[0]
+    S = post.sizes["chain"] * post.sizes["draw"]
+    cols = _other_columns(design, plan)
+    new = np.empty((S, sum(g * q for g, q in zip(plan.other_levels, plan.other_q))))
+    step = default_chunk_draws(stats, budget_bytes=CHUNK_BYTES)
+    for a in range(0, S, step):
+        idx = np.arange(a, min(a + step, S))
+        b_o = np.concatenate([b.reshape(len(idx), -1) for b in _other_effects(design, post, plan, idx)], 1)
+        L_list = _term_factors(design, post, idx)
+        sd = [np.asarray(L_list[k]).reshape(len(idx), -1)[:, 0] for k in plan.other_terms]
+
+        def b_marg(rows, idx=idx):
+            return stored[factor][idx[rows]] if factor in stored else gen(factor, idx[rows])
+
+        new[idx] = refresh_sampled_effects(
+            stats, _flat(post, naming.FIXED)[idx], _flat(post, naming.SIGMA)[idx], sd, b_o, b_marg,
+            seed=seed, draw_index=idx)
+    out = set()
+    for i in refreshable_terms(stats):
+        key, o, _ = cols[i]
+        off, G = plan.other_offsets[i], plan.other_levels[i]
+        arr = post[key].values.copy()  # a new array: the generator keeps the NUTS draws
+        arr[..., o] = new[:, off:off + G].reshape(arr.shape[:-1])
+        post[key] = (post[key].dims, arr)
+        out.add(design.groups[plan.other_terms[i]].factor)
+    return sorted(out)
 
 
 def _use_compiled(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> bool:
