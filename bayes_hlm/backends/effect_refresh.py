@@ -10,7 +10,7 @@ term's effects ``b_k`` with a fresh draw from their full conditional
 The fresh draw carries new noise, which breaks most of the autocorrelation
 NUTS leaves in many weakly coupled effects: on insteval (1,128 lecturers) the
 largest tail R-hat over the lecturer effects drops from 1.011–1.017 to
-1.005–1.007 at 2 chains × 1000 draws, for 0.3 s.
+1.005–1.007 at 2 chains × 1000 draws, for ~0.1 s.
 
 For a q = 1 term the levels are conditionally independent: with ``D_l`` the
 term's diagonal of ``Z_oᵀZ_o``, ``t_l = Z_lᵀ(y − Xβ − Z_{o,−k} b_{o,−k} − Z_m b_m)``,
@@ -24,8 +24,6 @@ what makes the completed draw exact.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 
@@ -41,9 +39,8 @@ def refreshable_terms(stats: CrossedStats) -> list[int]:
 
 
 def refresh_sampled_effects(stats: CrossedStats, beta: np.ndarray, sigma: np.ndarray,
-                            sd: list[np.ndarray], b_other: np.ndarray,
-                            b_marg: Callable[[np.ndarray], np.ndarray], *, seed: int,
-                            draw_index: np.ndarray) -> np.ndarray:
+                            sd: list[np.ndarray], b_other: np.ndarray, b_marg: np.ndarray, *,
+                            seed: int, draw_index: np.ndarray) -> np.ndarray:
     """Refreshed sampled effects for a chunk of draws.
 
     Parameters
@@ -54,9 +51,8 @@ def refresh_sampled_effects(stats: CrossedStats, beta: np.ndarray, sigma: np.nda
         Per sampled term (``plan.other_terms`` order), the SD ``τ_k``; ignored for q > 1 terms.
     b_other : ndarray (S, m)
         The NUTS draws of all sampled effects, laid out as ``Z_o``'s columns.
-    b_marg : callable
-        ``b_marg(rows) -> (len(rows), G, q)``: the marginalised factor's exact draws for
-        chunk rows ``rows`` (positions in ``draw_index``), conditioned on ``b_other``.
+    b_marg : ndarray (S, G, q)
+        The marginalised factor's exact draws, conditioned on ``b_other``.
     seed : int
         Effects seed; the noise is keyed by (seed, term, draw, level).
     draw_index : ndarray (S,)
@@ -69,7 +65,7 @@ def refresh_sampled_effects(stats: CrossedStats, beta: np.ndarray, sigma: np.nda
     """
     S = beta.shape[0]
     out = np.array(b_other, dtype=np.float64, copy=True)
-    bm = b_marg(np.arange(S)).reshape(S, -1)
+    bm = b_marg.reshape(S, -1)
     # t = Z_oᵀ(y − Xβ − Z_o b_o − Z_m b_m) for every draw: (S, m)
     t = stats.Zoty[None, :] - beta @ stats.XtZo - (stats.ZotZo @ out.T).T - (stats.BZo.T @ bm.T).T
     diag = stats.ZotZo.diagonal()

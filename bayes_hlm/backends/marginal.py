@@ -210,10 +210,7 @@ def _refresh_sampled(design: Design, stats, post: xr.Dataset, gen, seed: int, st
         b_o = np.concatenate([b.reshape(len(idx), -1) for b in _other_effects(design, post, plan, idx)], 1)
         L_list = _term_factors(design, post, idx)
         sd = [np.asarray(L_list[k]).reshape(len(idx), -1)[:, 0] for k in plan.other_terms]
-
-        def b_marg(rows, idx=idx):
-            return stored[factor][idx[rows]] if factor in stored else gen(factor, idx[rows])
-
+        b_marg = stored[factor][idx] if factor in stored else gen(factor, idx)
         new[idx] = refresh_sampled_effects(
             stats, _flat(post, naming.FIXED)[idx], _flat(post, naming.SIGMA)[idx], sd, b_o, b_marg,
             seed=seed, draw_index=idx)
