@@ -1,10 +1,16 @@
 """Command line: ``bayes-hlm fit`` and ``bayes-hlm reml``.
 
-CSV column types: grouping columns are always factors; other numeric-looking
-columns are numeric unless named with ``--factor``; string columns are factors
-with levels in sorted order unless ``--levels COL=L1,L2,...`` gives the order
-(first = reference). Every error ends in one clear line on stderr and a
-non-zero exit code (2 for usage, 1 for data/model problems).
+CSVs are read as R's ``read.csv`` reads them: only ``NA`` and empty cells are
+missing (not pandas' long list: a level named ``None``, ``null`` or ``N/A`` is a
+level); ``--na-values`` names other missing-value strings (replacing ``NA``, as
+R's ``na.strings``). Column types: grouping columns are always factors; other
+numeric-looking columns are numeric unless named with ``--factor``; string
+columns are factors with levels in R's order (``sort()`` in an en_US locale:
+case-insensitive first) unless ``--levels COL=L1,L2,...`` (or a JSON list
+``--levels 'COL=["a,b","c"]'`` for labels with commas) gives the order (first =
+reference); a listed level absent from the data is an error. Every error ends in
+one clear line on stderr and a non-zero exit code (2 for usage, 1 for data/model
+problems).
 """
 
 from __future__ import annotations
@@ -35,13 +41,47 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(f"{self.prog}: {message} (see --help)", EXIT_USAGE)
 
 
+def _parse_list(text: str, option: str) -> list[str]:
+    """``a,b,c`` or a JSON list of strings ``["a,b","c"]`` (for labels containing commas)."""
+    if text.lstrip().startswith("["):
+        try:
+            vals = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"{option}: {text!r} is not a valid JSON list ({exc.msg}); write e.g. "
+                           '\'["a,b", "c"]\'', EXIT_USAGE) from None
+        if not isinstance(vals, list) or not all(isinstance(v, str) for v in vals):
+            raise CliError(f"{option}: the JSON list {text!r} must hold strings only, e.g. "
+                           '["1", "2"]', EXIT_USAGE)
+        return vals
+    return [v.strip() for v in text.split(",")]
+
+
 def _parse_levels(items: list[str]) -> dict[str, list[str]]:
+    """``--levels COL=L1,L2,...`` or ``--levels 'COL=["a,b","c"]'`` -> {column: levels}."""
     out = {}
     for item in items or []:
         if "=" not in item or not item.split("=", 1)[1]:
-            raise CliError(f"--levels expects COL=L1,L2,... but got {item!r}", EXIT_USAGE)
+            raise CliError(f"--levels expects COL=L1,L2,... (or COL=[\"L1\",\"L2\"]) but got "
+                           f"{item!r}", EXIT_USAGE)
         col, levels = item.split("=", 1)
-        out[col] = [v.strip() for v in levels.split(",")]
+        col = col.strip()
+        vals = _parse_list(levels, f"--levels {col}")
+        dup = sorted({v for v in vals if vals.count(v) > 1})
+        if dup:
+            raise CliError(f"--levels for {col!r} lists {dup} more than once", EXIT_USAGE)
+        if col in out:
+            raise CliError(f"--levels given twice for column {col!r}", EXIT_USAGE)
+        out[col] = vals
+    return out
+
+
+def _parse_na_values(items: list[str]) -> list[str] | None:
+    """``--na-values`` (repeatable, comma-separated or a JSON list) -> strings, or None (R's NA)."""
+    if not items:
+        return None
+    out: list[str] = []
+    for item in items:
+        out += [v for v in _parse_list(item, "--na-values") if v not in out]
     return out
 
 
@@ -89,15 +129,23 @@ def _formula_columns(formula: str) -> tuple[set[str], set[str], set[str]]:
     return used - groups, groups, set(_expr_vars(parsed.response))
 
 
-def read_table(path: str, formula: str, factors: list[str], levels: dict[str, list[str]]) -> pd.DataFrame:
-    """Read a CSV and apply the CLI's column-type rules.
+def read_table(path: str, formula: str, factors: list[str], levels: dict[str, list[str]],
+               na_values: list[str] | None = None) -> pd.DataFrame:
+    """Read a CSV as R's ``read.csv`` does and apply the CLI's column-type rules.
 
-    A column used as a numeric variable whose cells are numbers except for some
-    text is an error naming the column, the values and their rows (a typo in a
-    numeric column must not silently turn it into a factor); ``--factor COL``
-    says it is meant to be a factor.
+    Missing cells are those equal (after trimming spaces) to ``na_values``
+    (default ``["NA"]``, R's ``na.strings``) and empty cells; nothing else
+    (``"None"``, ``"null"``, ``"N/A"`` are ordinary labels). A column used as a
+    numeric variable whose cells are numbers except for some text is an error
+    naming the column, the values and their rows (a typo in a numeric column must
+    not silently turn it into a factor); ``--factor COL`` says it is meant to be
+    a factor. ``levels`` gives a factor's level order; every listed level must
+    occur in the column and every value in the column must be listed.
     """
     import io
+
+    from .spec.collate import r_sorted
+    from .spec.read_options import na_strings
 
     p = Path(path)
     if not p.is_file():
@@ -110,7 +158,8 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
         raise CliError(f"data file {path!r} is empty")
     text = _decode(raw, path)
     try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=True, sep=_sniff_sep(text),
+        # every cell as text; missing cells are decided below, after trimming, as R does
+        df = pd.read_csv(io.StringIO(text), dtype=str, na_filter=False, sep=_sniff_sep(text),
                          skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise CliError(f"cannot read {path!r} as CSV: {str(exc).strip().splitlines()[0]}") from None
@@ -127,8 +176,10 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
         if col not in df.columns:
             raise CliError(f"column {col!r} named in --factor/--levels is not in {path!r} "
                            f"(columns: {', '.join(df.columns)})", EXIT_USAGE)
+    missing_strings = na_strings(na_values)
     for col in df.columns:
         raw = df[col].str.strip()
+        raw = raw.mask(raw.isin(missing_strings))
         as_num = pd.to_numeric(raw, errors="coerce")
         numeric_like = bool((as_num.notna() | raw.isna()).all()) and as_num.notna().any()
         text = raw.notna() & as_num.isna()
@@ -139,22 +190,31 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
             if col in response:
                 raise CliError(
                     f"response column {col!r} must be numeric but has {int(text.sum())} text "
-                    f"value(s) {vals} (line(s) {rows}); fix them or leave missing cells empty or 'NA'"
+                    f"value(s) {vals} (line(s) {rows}); fix them or leave missing cells empty or 'NA' "
+                    "(or name your missing-value code with --na-values)"
                 )
             raise CliError(
                 f"column {col!r} is numeric except for {int(text.sum())} text value(s) {vals} "
-                f"(line(s) {rows}); fix them, leave missing cells empty or 'NA', or pass "
-                f"--factor {col} to treat the column as a factor"
+                f"(line(s) {rows}); fix them, leave missing cells empty or 'NA' (or name your "
+                f"missing-value code with --na-values), or pass --factor {col} to treat the "
+                "column as a factor"
             )
         if col in levels:
             present = set(raw.dropna().unique())
-            missing = sorted(present - set(levels[col]))
+            missing = r_sorted(present - set(levels[col]))
             if missing:
                 raise CliError(f"--levels for {col!r} does not list value(s) {missing[:5]} found in the data")
+            absent = [v for v in levels[col] if v not in present]
+            if absent:
+                hint = (" (it is read as missing: see --na-values)"
+                        if any(v in missing_strings for v in absent) else "")
+                raise CliError(f"--levels for {col!r} names level(s) {absent[:5]} that do not occur "
+                               f"in column {col!r} of {path!r}{hint}; levels found: "
+                               f"{r_sorted(present)[:10]}")
             df[col] = pd.Categorical(raw, categories=levels[col])
         elif col in group_cols or col in factors or not numeric_like:
             vals = raw.dropna().unique()
-            order = sorted(vals, key=lambda v: (float(v), v)) if numeric_like else sorted(vals)
+            order = sorted(vals, key=lambda v: (float(v), v)) if numeric_like else r_sorted(vals)
             df[col] = pd.Categorical(raw, categories=order)
         else:
             df[col] = as_num
@@ -237,16 +297,17 @@ def _cmd_fit(args) -> int:
                     mass_matrix=args.mass_matrix, control=_parse_control(args.control))
     ref = None
     if args.engine == "dask":
-        if args.factor or args.levels:
-            raise CliError("--factor/--levels are not supported with --engine dask; store the types "
-                           "in the Parquet/CSV files", EXIT_USAGE)
+        if args.factor or args.levels or args.na_values:
+            raise CliError("--factor/--levels/--na-values are not supported with --engine dask; "
+                           "store the types in the Parquet/CSV files", EXIT_USAGE)
         # out of core: the REML reference needs the rows, so the "reml" key is left out
         result = fit(args.formula, args.data, engine="dask", scheduler=args.scheduler, **settings)
         out = fit_json(result)
     else:
         if args.scheduler:
             raise CliError("--scheduler needs --engine dask", EXIT_USAGE)
-        df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels))
+        df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels),
+                        _parse_na_values(args.na_values))
         result = fit(args.formula, df, **settings)
         out = fit_json(result)
         ref = result.reml()
@@ -263,7 +324,8 @@ def _cmd_reml(args) -> int:
     from .reml import reml
 
     _check_writable(args.out)
-    df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels))
+    df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels),
+                    _parse_na_values(args.na_values))
     res = reml(args.formula, df, method="ML" if args.ml else "REML", checks=_parse_control(args.control))
     res.summary(print_out=True)
     if args.out:
@@ -272,7 +334,10 @@ def _cmd_reml(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bayes-hlm", description="Bayesian hierarchical linear models (lme4 formulas)")
+    p = _Parser(prog="bayes-hlm", description="Bayesian hierarchical linear models (lme4 formulas)",
+                epilog="CSV files are read as R's read.csv reads them: only 'NA' and empty cells are "
+                       "missing ('None', 'null', 'N/A' are ordinary values; see --na-values); "
+                       "string columns become factors with levels in R's en_US sort order.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     common = _Parser(add_help=False)
     common.add_argument("formula", help="lme4 formula, e.g. 'Reaction ~ Days + (Days | Subject)'")
@@ -280,7 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--factor", action="append", default=[], metavar="COL",
                         help="treat this numeric-looking column as a factor (repeatable)")
     common.add_argument("--levels", action="append", default=[], metavar="COL=L1,L2,...",
-                        help="factor level order; the first level is the reference")
+                        help="factor level order, the first level is the reference (repeatable, "
+                             "one per column); for labels with commas give a JSON list: "
+                             "COL='[\"a,b\",\"c\"]'. Every level must occur in the data. "
+                             "Default order: R's sort() (en_US: case-insensitive first)")
+    common.add_argument("--na-values", action="append", default=[], metavar="S1,S2,...",
+                        help="strings read as missing, replacing the default 'NA' (as R's "
+                             "na.strings; repeatable, or a JSON list). Empty cells are always "
+                             "missing; nothing else is (a level named 'None' or 'null' is data)")
     common.add_argument("--control", action="append", default=[], metavar="CHECK=ACTION",
                         help="relax an input check as lme4's lmerControl, e.g. check_nlev_gtr_1=warning")
     common.add_argument("--out", help="write JSON here (default: stdout for fit)")

@@ -271,10 +271,9 @@ def merge_scans(parts: list[ScanPart]) -> ScanPart:
 # Global design facts
 # --------------------------------------------------------------------------- #
 def _sorted_levels(values: np.ndarray) -> list:
-    try:
-        return sorted(values)
-    except TypeError:
-        return sorted(values, key=str)
+    from ..spec.collate import r_sorted  # R's (en_US) level order, as in-memory fits use
+
+    return r_sorted(values)
 
 
 def _column_levels(lv: ColumnLevels) -> pd.Index:

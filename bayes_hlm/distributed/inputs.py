@@ -201,7 +201,10 @@ def open_source(source, columns: list[str] | None = None, *, npartitions: int | 
         low = s.lower()
         if low.endswith((".csv", ".csv.gz", ".tsv", ".txt")) or (
                 any(ch in s for ch in "*?[") and ".csv" in low):
-            ddf = dd.read_csv(s, sep="\t" if low.endswith(".tsv") else ",", blocksize="64MB")
+            from ..spec.read_options import read_csv_na_kwargs  # only NA / empty cells, as R
+
+            ddf = dd.read_csv(s, sep="\t" if low.endswith(".tsv") else ",", blocksize="64MB",
+                              **read_csv_na_kwargs())
             cols = [c for c in (columns or list(ddf.columns)) if c in ddf.columns]
             return Partitions(list(ddf[cols].to_delayed()), list(ddf.columns), "csv",
                               f"CSV {s} ({ddf.npartitions} partitions)")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import BayesHLMWarning, DataError, FormulaError
 from .checks import Control, apply_check
+from .collate import r_sorted
 from .design import Design, GroupTerm
 from .formula import ParsedFormula, RandomTerm, parse_formula
 from .naming import lme4_name
@@ -111,15 +112,15 @@ def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
 
 
 def _as_factor(col: pd.Series) -> pd.Categorical:
-    """Categorical with R's level order: given categories, else sorted values; unused dropped."""
+    """Categorical with R's level order: given categories, else sorted values; unused dropped.
+
+    Strings sort as R's ``sort()`` in an en_US locale (case-insensitive first:
+    ``"chilled" < "Nonchilled"``), see :mod:`bayes_hlm.spec.collate`.
+    """
     if isinstance(col.dtype, pd.CategoricalDtype):
         cat = col.cat.remove_unused_categories()
         return pd.Categorical(cat, categories=cat.cat.categories, ordered=True)
-    values = col.dropna().unique()
-    try:
-        levels = sorted(values)
-    except TypeError:
-        levels = sorted(values, key=str)
+    levels = r_sorted(col.dropna().unique())
     return pd.Categorical(col, categories=levels, ordered=True)
 
 

@@ -4,8 +4,14 @@ This is pure string work: nothing here touches data. ``formulae`` (Bambi's
 parser) cannot read ``||`` or ``/`` inside group terms, so random terms are
 split off here and expanded the way lme4 expands them:
 
-* ``(x || g)``     -> ``(1|g) + (0 + x|g)`` (one uncorrelated block per term)
-* ``(x | a/b)``    -> ``(x|a) + (x|a:b)``
+* ``(x || g)``     -> ``(1|g) + (0 + x|g)``: one block per *term*, as lme4 1.1's
+  ``expandDoubleVerts`` does. The columns of one term stay correlated with one another, so
+  ``(f || g)`` with a factor ``f`` is ``(1|g) + (0 + f|g)`` with a full covariance among the
+  ``f`` columns (lme4's documented quirk: only numeric terms end up uncorrelated).
+  ``x * z`` is split into its terms ``x``, ``z``, ``x:z`` first, as R's ``terms()`` does.
+* ``diag(x | g)``  -> one term with a diagonal covariance: every model column uncorrelated
+  (glmmTMB's ``diag()``; afex's ``expand_re = TRUE``). This is the fully uncorrelated model.
+* ``(x | a/b)``    -> ``(x|a) + (x|a:b)`` (lme4 names the inner factor ``b:a``)
 * ``(x | a:b)``    -> a single factor named ``a:b``
 """
 
@@ -30,6 +36,12 @@ class RandomTerm:
     factor_columns: tuple[str, ...]
     correlated: bool
     source: str
+    nested: bool = False  # the inner factor of a nesting ``a/b`` (lme4 names it ``b:a``)
+
+    @property
+    def lme4_factor(self) -> str:
+        """The grouping factor's name as lme4 prints it (``a/b`` gives ``b:a``)."""
+        return ":".join(reversed(self.factor_columns)) if self.nested else self.factor
 
     @property
     def factor(self) -> str:
@@ -81,9 +93,16 @@ def _top_level_bar(inner: str) -> int | None:
     return None
 
 
-def _split_random_groups(rhs: str) -> tuple[str, list[str]]:
-    """Cut every ``( ... | ... )`` group out of ``rhs``; return the rest and the groups."""
-    groups: list[str] = []
+#: covariance-structure wrappers written around a bar group: ``diag(x | g)`` (glmmTMB)
+_STRUCTURES = ("diag",)
+
+
+def _split_random_groups(rhs: str) -> tuple[str, list[tuple[str, str]]]:
+    """Cut every ``( ... | ... )`` group out of ``rhs``; return the rest and the groups.
+
+    Each group is ``(inner text, structure)``; structure is ``""`` or ``"diag"``.
+    """
+    groups: list[tuple[str, str]] = []
     out: list[str] = []
     i = 0
     while i < len(rhs):
@@ -99,8 +118,11 @@ def _split_random_groups(rhs: str) -> tuple[str, list[str]]:
             # a bar group directly after a name is a call argument, e.g. f(a|b): not ours
             prev = rhs[:i].rstrip()
             is_call = bool(prev) and (prev[-1].isalnum() or prev[-1] in "_.")
-            if _top_level_bar(inner) is not None and not is_call:
-                groups.append(inner)
+            struct = next((w for w in _STRUCTURES if re.search(rf"(^|[^\w.]){w}$", prev)), "")
+            if _top_level_bar(inner) is not None and (struct or not is_call):
+                groups.append((inner, struct))
+                if struct:  # drop the wrapper's name already copied to the output
+                    del out[len(out) - (len(rhs[:i]) - len(prev)) - len(struct):]
                 out.append(" ")
                 i = j + 1
                 continue
@@ -176,7 +198,26 @@ def _expr_terms(expr: str) -> list[str]:
     return terms
 
 
-def _expand(inner: str) -> list[RandomTerm]:
+def _term_labels(terms: list[str]) -> list[str]:
+    """R's ``attr(terms(~ ...), "term.labels")``: ``a*b`` -> ``a, b, a:b``; ordered by degree."""
+    from itertools import combinations
+
+    labels: list[tuple[str, ...]] = []
+    for t in terms:
+        parts = [p.strip() for p in _split_top_level(t, "*")]
+        if len(parts) == 1:
+            parts = [p.strip() for p in _split_top_level(t, ":")]
+            combos = [tuple(parts)]
+        else:  # a*b*c: every non-empty subset, as R expands it
+            combos = [c for r in range(1, len(parts) + 1) for c in combinations(parts, r)]
+        for c in combos:
+            if not any(set(c) == set(seen) for seen in labels):
+                labels.append(c)
+    labels.sort(key=len)  # R lists main effects first, then interactions by order (stable)
+    return [":".join(c) for c in labels]
+
+
+def _expand(inner: str, struct: str = "") -> list[RandomTerm]:
     bar = _top_level_bar(inner)
     assert bar is not None
     double = inner[bar + 1 : bar + 2] == "|"
@@ -188,12 +229,20 @@ def _expand(inner: str) -> list[RandomTerm]:
             f"random-effect term '({source})' has nothing before '|': write '(1 | g)' for a "
             "random intercept"
         )
+    if struct:
+        source = f"{struct}({source})"
+        if double:
+            raise FormulaError(f"'{source}': write diag(x | g) with a single '|' (diag() already "
+                               "makes every column uncorrelated)")
     factors = _parse_factor(factor_text, source)
     no_int = _has_no_intercept(expr)
     terms = _expr_terms(expr)
     if double:
-        exprs = ([] if no_int else ["1"]) + [f"0 + {t}" for t in terms]
-        blocks = [(e, False) for e in exprs]
+        # lme4 1.1 (expandDoubleVerts): (1|g) + one (0 + term|g) per term label; the columns of
+        # one term (a factor's dummies) keep a full covariance, so each block is "correlated"
+        labels = _term_labels(terms)
+        exprs = ([] if no_int else ["1"]) + [f"0 + {t}" for t in labels]
+        blocks = [(e, True) for e in exprs]
     else:
         rhs = " + ".join(terms) if terms else ""
         if no_int:
@@ -202,10 +251,10 @@ def _expand(inner: str) -> list[RandomTerm]:
             e = f"0 + {rhs}"
         else:
             e = f"1 + {rhs}" if rhs else "1"
-        blocks = [(e, True)]
+        blocks = [(e, struct != "diag")]
     return [
-        RandomTerm(expr=e, factor_columns=f, correlated=corr, source=source)
-        for f in factors
+        RandomTerm(expr=e, factor_columns=f, correlated=corr, source=source, nested=i > 0)
+        for i, f in enumerate(factors)
         for e, corr in blocks
     ]
 
@@ -246,8 +295,8 @@ def parse_formula(formula: str) -> ParsedFormula:
             "effects as '(expr | group)'"
         )
     random: list[RandomTerm] = []
-    for g in groups:
-        random.extend(_expand(g))
+    for g, struct in groups:
+        random.extend(_expand(g, struct))
     return ParsedFormula(
         formula=formula, response=lhs, fixed_rhs=_clean_fixed(rest), random=tuple(random)
     )
