@@ -321,15 +321,21 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_reml(args) -> int:
+    import time
+
     from .reml import reml
 
     _check_writable(args.out)
     df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels),
                     _parse_na_values(args.na_values))
+    t0 = time.perf_counter()  # wall_s: formula parsing to fitted result (no imports, no file read)
     res = reml(args.formula, df, method="ML" if args.ml else "REML", checks=_parse_control(args.control))
+    wall = time.perf_counter() - t0
     res.summary(print_out=True)
     if args.out:
-        _write_json(res.to_dict(), args.out)
+        out = res.to_dict(names=args.names)
+        out["wall_s"] = wall
+        _write_json(out, args.out)
     return 0
 
 
@@ -374,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_cmd_fit)
     r = sub.add_parser("reml", parents=[common], help="REML/ML point estimates (lme4)")
     r.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    r.add_argument("--names", choices=["bayes_hlm", "lme4"], default="bayes_hlm",
+                   help="JSON parameter names: lme4's ('(Intercept)', groups 'Rat'/'Rat.1', "
+                        "'Variety:Block' for (1|Block/Variety)) to compare with R")
     r.set_defaults(func=_cmd_reml)
     return p
 

@@ -13,7 +13,9 @@ from ..errors import ConvergenceWarning, BayesHLMWarning
 from .criterion import DevFun
 from .optimize import OptResult
 
-SINGULAR_MSG = "boundary (singular) fit: see help('isSingular')"
+SINGULAR_MSG = ("boundary (singular) fit: a variance is estimated as zero or a correlation as +-1; "
+                "see 'Singular fits' in docs/r_to_bayes_hlm.md (bayes_hlm's docs) for what it means "
+                "and what to do")
 
 __all__ = ["RemlResult", "SINGULAR_MSG"]
 
@@ -138,15 +140,24 @@ class RemlResult:
         return {f.name: self.sigma ** 2 * (L @ L.T)
                 for f, L in zip(self.devfun.tmap.factors, lams)}
 
-    def varcorr(self) -> pd.DataFrame:
-        """Group SDs, within-term correlations and residual SD (lme4 ``VarCorr``)."""
+    def varcorr(self, names: str = "bayes_hlm") -> pd.DataFrame:
+        """Group SDs, within-term correlations and residual SD (lme4 ``VarCorr``).
+
+        ``names="lme4"``: lme4's group and term names (``Rat``, ``Rat.1``, ``(Intercept)``,
+        ``Variety:Block``), see :mod:`bayes_hlm.reml.names`.
+        """
+        from .names import check_names, group_labels, term_label
+
+        labels = group_labels(self.design, self.spec, check_names(names))
         rows = []
         covs = self.covariances()
         for f in self.devfun.tmap.factors:
             S = covs[f.name]
             sd = np.sqrt(np.clip(np.diag(S), 0, None))
-            for i, t in enumerate(f.terms):
-                rows.append({"group": f.name, "term": t, "term_b": "", "sd": sd[i],
+            grp = [labels[k] for k, sl in zip(f.term_index, f.term_slices) for _ in range(sl.start, sl.stop)]
+            tl = [term_label(t, names) for t in f.terms]
+            for i, t in enumerate(tl):
+                rows.append({"group": grp[i], "term": t, "term_b": "", "sd": sd[i],
                              "variance": S[i, i], "corr": np.nan})
             for k, sl in zip(f.term_index, f.term_slices):
                 if not self.design.groups[k].correlated:
@@ -157,7 +168,7 @@ class RemlResult:
                         if j <= i:
                             continue
                         c = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
-                        rows.append({"group": f.name, "term": f.terms[i], "term_b": f.terms[j],
+                        rows.append({"group": labels[k], "term": tl[i], "term_b": tl[j],
                                      "sd": np.nan, "variance": np.nan, "corr": c})
         rows.append({"group": "Residual", "term": "", "term_b": "", "sd": self.sigma,
                      "variance": self.sigma ** 2, "corr": np.nan})
@@ -347,24 +358,61 @@ class RemlResult:
 
         return standardize_reml(self, **kwargs)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, names: str = "bayes_hlm") -> dict:
+        """JSON-ready summary: fixed effects, variance components and ``glance()``'s fit statistics.
+
+        Keys: ``fixed``, ``group_sd``, ``group_corr`` (keyed ``"termA,termB"``),
+        ``group_corr_list`` (records ``{group, term1, term2, corr}``, unambiguous when a term
+        name contains a comma), ``sigma``, ``method``, ``nobs``, ``ngrps`` (levels per
+        grouping factor), ``npar``, ``df_residual``, ``theta``, ``logLik``, ``AIC``, ``BIC``,
+        ``deviance`` (ML fits; ``null`` for REML, as broom.mixed's ``glance``),
+        ``reml_criterion`` (REML fits; ``null`` for ML), ``singular``. The same keys for REML
+        and ML. ``names="lme4"`` uses lme4's names (see :mod:`bayes_hlm.reml.names`).
+        """
+        from .names import factor_labels, term_label
+
         fe = self.fixef()
-        vc = self.varcorr()
+        vc = self.varcorr(names=names)
         gsd: dict = {}
         gcor: dict = {}
+        records: list = []
         for _, r in vc.iterrows():
             if r["group"] == "Residual":
                 continue
             if r["term_b"]:
                 gcor.setdefault(r["group"], {})[f"{r['term']},{r['term_b']}"] = float(r["corr"])
+                records.append({"group": r["group"], "term1": r["term"], "term2": r["term_b"],
+                                "corr": float(r["corr"])})
             else:
                 gsd.setdefault(r["group"], {})[r["term"]] = float(r["sd"])
+        flabels = factor_labels(self.design, self.spec, names)
+        fnames = {g.factor: lab for g, lab in zip(self.design.groups, flabels)}
+        theta_names = self.theta_names
+        if names == "lme4":  # getME(m, "theta") names: factor.(Intercept), factor.termB.termA
+            theta_names = []
+            for f in self.devfun.tmap.factors:
+                for r_, c_ in zip(f.rows, f.cols):
+                    a, b = term_label(f.terms[r_], names), term_label(f.terms[c_], names)
+                    theta_names.append(f"{fnames[f.name]}.{a}" if r_ == c_
+                                       else f"{fnames[f.name]}.{a}.{b}")
         return {
-            "fixed": {t: {"estimate": float(r["estimate"]), "se": float(r["se"]),
-                          "df": float(r["df"]), "p": float(r["p"])} for t, r in fe.iterrows()},
+            "fixed": {term_label(t, names): {"estimate": float(r["estimate"]), "se": float(r["se"]),
+                                             "df": float(r["df"]), "p": float(r["p"])}
+                      for t, r in fe.iterrows()},
             "group_sd": gsd,
             "group_corr": gcor,
+            "group_corr_list": records,
             "sigma": float(self.sigma),
+            "method": self.method,
+            "nobs": int(self.nobs),
+            "ngrps": {fnames[k]: int(v) for k, v in self.ngrps().items()},
+            "npar": int(self.npar),
+            "df_residual": int(self.nobs - self.npar),
+            "theta": {n: float(v) for n, v in zip(theta_names, self.theta)},
+            "logLik": float(self.loglik),
+            "AIC": float(self.aic),
+            "BIC": float(self.bic),
+            "deviance": float(self.deviance) if self.method == "ML" else None,
             "reml_criterion": None if self.reml_criterion is None else float(self.reml_criterion),
             "singular": bool(self.singular),
         }

@@ -125,22 +125,31 @@ def _reml_row_name(effect_term: str, group: str) -> list[str]:
 
 
 def tidy_reml(m, effects: Iterable[str] = ("fixed", "ran_pars"), conf_level: float = 0.95,
-              conf_method: str = "wald", **kwargs) -> ReportFrame:
-    """:func:`tidy` for a :class:`~bayes_hlm.reml.RemlResult` (broom.mixed on ``lmerTest``)."""
+              conf_method: str = "wald", names: str = "bayes_hlm", **kwargs) -> ReportFrame:
+    """:func:`tidy` for a :class:`~bayes_hlm.reml.RemlResult` (broom.mixed on ``lmerTest``).
+
+    ``names="lme4"`` gives lme4's names as broom.mixed prints them: ``(Intercept)``,
+    groups ``Rat`` / ``Rat.1`` for two terms on one factor, ``Variety:Block`` for the inner
+    factor of ``(1 | Block/Variety)`` (see :mod:`bayes_hlm.reml.names`).
+    """
+    from ..reml.names import check_names, factor_labels, term_label
+
     effects = _check_effects(effects)
+    check_names(names)
     rows = []
     z = sps.norm.ppf(0.5 + conf_level / 2)
     if "fixed" in effects:
         fe = m.fixef()
         for term, r in fe.iterrows():
-            rows.append({"effect": "fixed", "group": "", "level": "", "term": term,
+            rows.append({"effect": "fixed", "group": "", "level": "", "term": term_label(term, names),
                          "estimate": r["estimate"], "std.error": r["se"],
                          "conf.low": r["estimate"] - z * r["se"],
                          "conf.high": r["estimate"] + z * r["se"],
                          "df": r["df"], "statistic": r["t"], "p.value": r["p"]})
     if "ran_pars" in effects:
         ci = _reml_ranpar_ci(m, conf_level, conf_method, **kwargs)
-        for _, r in m.varcorr().iterrows():
+        shown = m.varcorr(names=names)  # same rows, in the same order, as m.varcorr()
+        for (_, r), (_, rs) in zip(m.varcorr().iterrows(), shown.iterrows()):
             if r["group"] == "Residual":
                 term, est = "sd__Observation", r["sd"]
             elif r["term_b"]:
@@ -153,13 +162,17 @@ def tidy_reml(m, effects: Iterable[str] = ("fixed", "ran_pars"), conf_level: flo
                     if name in ci.index:
                         lo, hi = ci.loc[name].iloc[0], ci.loc[name].iloc[1]
                         break
-            rows.append({"effect": "ran_pars", "group": r["group"], "level": "", "term": term,
+            if names != "bayes_hlm" and r["group"] != "Residual":
+                term = (f"cor__{rs['term']}.{rs['term_b']}" if r["term_b"] else f"sd__{rs['term']}")
+            rows.append({"effect": "ran_pars", "group": rs["group"], "level": "", "term": term,
                          "estimate": est, "std.error": np.nan, "conf.low": lo, "conf.high": hi})
     if "ran_vals" in effects:
+        flab = dict(zip((g.factor for g in m.design.groups), factor_labels(m.design, m.spec, names)))
         for f, df in m.ranef().items():
             for (lvl, term), r in df.iterrows():
                 se = r.get("cond_sd", np.nan)
-                rows.append({"effect": "ran_vals", "group": f, "level": lvl, "term": term,
+                rows.append({"effect": "ran_vals", "group": flab.get(f, f), "level": lvl,
+                             "term": term_label(term, names),
                              "estimate": r["mode"], "std.error": se,
                              "conf.low": r["mode"] - z * se, "conf.high": r["mode"] + z * se})
     cols = TIDY_COLUMNS + (["df", "statistic", "p.value"] if "fixed" in effects else [])
