@@ -10,21 +10,52 @@ NUTS) -> results (``bayes_hlm.results``) -> reporters (``bayes_hlm.reporters``).
 The frequentist reference lives in ``bayes_hlm.reml``.
 """
 
-from . import datasets
 from .errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning, DataError, FormulaError
-from .fitting import fit, sample_prior_predictive
-from .results.bayes_result import BayesResult
-from .results.hypotheses import contrasts, emmeans, hypothesis, lincom, slopes
-from .results.sensitivity import prior_sensitivity
-from .results.standardize import standardize
-from .results.tidy import tidy
-from .results.workflow import compare, kfold, update_formula
-from .spec.build import build_design, build_spec
-from .spec.centering import center
-from .spec.checks import Control
-from .spec.priors import Prior, get_prior
 
-load = BayesResult.load
+# Everything else is imported on first use (PEP 562), so that ``import bayes_hlm`` - and the
+# ``bayes-hlm reml`` command - do not pay for PyMC / PyTensor / ArviZ when they are not needed.
+_LAZY = {
+    "datasets": (".datasets", None),
+    "fit": (".fitting", "fit"),
+    "sample_prior_predictive": (".fitting", "sample_prior_predictive"),
+    "BayesResult": (".results.bayes_result", "BayesResult"),
+    "contrasts": (".results.hypotheses", "contrasts"),
+    "emmeans": (".results.hypotheses", "emmeans"),
+    "hypothesis": (".results.hypotheses", "hypothesis"),
+    "lincom": (".results.hypotheses", "lincom"),
+    "slopes": (".results.hypotheses", "slopes"),
+    "prior_sensitivity": (".results.sensitivity", "prior_sensitivity"),
+    "standardize": (".results.standardize", "standardize"),
+    "tidy": (".results.tidy", "tidy"),
+    "compare": (".results.workflow", "compare"),
+    "kfold": (".results.workflow", "kfold"),
+    "update_formula": (".results.workflow", "update_formula"),
+    "build_design": (".spec.build", "build_design"),
+    "build_spec": (".spec.build", "build_spec"),
+    "center": (".spec.centering", "center"),
+    "Control": (".spec.checks", "Control"),
+    "Prior": (".spec.priors", "Prior"),
+    "get_prior": (".spec.priors", "get_prior"),
+    "load": (".results.bayes_result", "BayesResult.load"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'bayes_hlm' has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    obj = importlib.import_module(module, __name__)
+    for part in (attr.split(".") if attr else []):
+        obj = getattr(obj, part)
+    globals()[name] = obj  # cache: later look-ups skip __getattr__
+    return obj
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

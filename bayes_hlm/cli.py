@@ -181,8 +181,11 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
         raw = df[col].str.strip()
         raw = raw.mask(raw.isin(missing_strings))
         as_num = pd.to_numeric(raw, errors="coerce")
-        numeric_like = bool((as_num.notna() | raw.isna()).all()) and as_num.notna().any()
-        text = raw.notna() & as_num.isna()
+        # R's type.convert reads "NaN" in a numeric column as the number NaN (then dropped
+        # as missing by the model frame); in a text column it stays the label "NaN"
+        nan_cell = raw.eq("NaN") & as_num.isna()
+        numeric_like = bool((as_num.notna() | raw.isna() | nan_cell).all()) and as_num.notna().any()
+        text = raw.notna() & as_num.isna() & ~nan_cell
         if (col in variables and col not in factors and col not in levels and col not in group_cols
                 and as_num.notna().any() and text.any()):
             rows = [int(i) + 2 for i in text[text].index[:3]]  # file line numbers (header = 1)

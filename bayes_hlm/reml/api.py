@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special as _sf  # not scipy.stats: its import costs seconds (CLI start-up)
 
 from ..spec.design import Design, GroupTerm
 from .criterion import DevFun
@@ -110,7 +110,7 @@ def anova(*models: RemlResult, refit: bool = True) -> pd.DataFrame:
         if prev is not None:
             chisq = max(2 * (m.loglik - prev.loglik), 0.0)
             dfd = m.npar - prev.npar
-            r.update(Chisq=chisq, Df=dfd, p=float(sps.chi2.sf(chisq, dfd)) if dfd > 0 else np.nan)
+            r.update(Chisq=chisq, Df=dfd, p=float(_sf.chdtrc(dfd, chisq)) if dfd > 0 else np.nan)
         rows.append(r)
         prev = m
     return pd.DataFrame(rows).set_index("model")
@@ -163,5 +163,5 @@ def ranova(m: RemlResult) -> pd.DataFrame:
         lrt = max(2 * (m.loglik - ll), 0.0)
         dfd = m.npar - npar
         rows.append({"term": label, "npar": npar, "logLik": ll, "AIC": -2 * ll + 2 * npar,
-                     "LRT": lrt, "Df": dfd, "p": float(sps.chi2.sf(lrt, dfd))})
+                     "LRT": lrt, "Df": dfd, "p": float(_sf.chdtrc(dfd, lrt))})
     return pd.DataFrame(rows).set_index("term")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import minimize
 
 from .numderiv import derivs
 
@@ -128,6 +127,8 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
     def run(start):
         if method == "bobyqa":
             return _bobyqa(devfun, start, lower, ctl)
+        from scipy.optimize import minimize  # only here: importing it costs ~1 s at CLI start-up
+
         return minimize(fg, start, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)
 
     r = run(x0)

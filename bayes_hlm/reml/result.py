@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+from scipy import special as _sf  # not scipy.stats: its import costs seconds (CLI start-up)
 
 from ..errors import ConvergenceWarning, BayesHLMWarning
 from .criterion import DevFun
@@ -126,10 +126,10 @@ class RemlResult:
         t = self.beta / se
         if ddf == "Satterthwaite":
             df = self.df()
-            p = 2 * sps.t.sf(np.abs(t), df)
+            p = 2 * _sf.stdtr(df, -np.abs(t))  # = 2 t.sf(|t|, df)
         else:
             df = np.full(len(t), np.nan)
-            p = 2 * sps.norm.sf(np.abs(t))
+            p = 2 * _sf.ndtr(-np.abs(t))
         return pd.DataFrame({"estimate": self.beta, "se": se, "df": df, "t": t, "p": p},
                             index=pd.Index(self.fixed_names, name="term"))
 
@@ -299,7 +299,7 @@ class RemlResult:
 
     def _confint(self, method, level, parm, nsim, seed) -> pd.DataFrame:
         if method == "wald":
-            z = sps.norm.ppf(0.5 + level / 2)
+            z = _sf.ndtri(0.5 + level / 2)
             se = np.sqrt(np.diag(self.vcov()))
             out = pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se},
                                index=pd.Index(self.fixed_names))
