@@ -199,7 +199,10 @@ def test_reml_json_schema(files, capsys, tmp_path):
     assert rc == 0, err
     assert stdout.strip()  # the summary
     d = json.loads(out.read_text())
-    assert set(d) == {"fixed", "group_sd", "group_corr", "sigma", "reml_criterion", "singular"}
+    # issue 19: glance()'s statistics, the correlation records and the fit's wall time too
+    assert set(d) == {"fixed", "group_sd", "group_corr", "sigma", "reml_criterion", "singular",
+                      "group_corr_list", "method", "nobs", "ngrps", "npar", "df_residual", "theta",
+                      "logLik", "AIC", "BIC", "deviance", "wall_s"}
     assert set(d["fixed"]) == {"Intercept", "x"}
     for v in d["fixed"].values():
         assert set(v) == {"estimate", "se", "df", "p"}

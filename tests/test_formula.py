@@ -21,8 +21,11 @@ def test_correlated_slope():
 
 
 def test_uncorrelated_expansion():
-    assert terms("y ~ x + (x || g)") == [("1", "g", False), ("0 + x", "g", False)]
-    assert terms("y ~ (x + z || g)") == [("1", "g", False), ("0 + x", "g", False), ("0 + z", "g", False)]
+    # lme4 1.1: (x || g) is exactly (1 | g) + (0 + x | g); each block is an ordinary term, whose
+    # columns (one for numeric x, the dummies of a factor) share a full covariance (issue 19).
+    # A one-column block is uncorrelated whatever the flag (see test_double_bar_design_*).
+    assert terms("y ~ x + (x || g)") == [("1", "g", True), ("0 + x", "g", True)]
+    assert terms("y ~ (x + z || g)") == [("1", "g", True), ("0 + x", "g", True), ("0 + z", "g", True)]
 
 
 def test_no_intercept_slope():
