@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from bayes_hlm.errors import BayesHLMError, BayesHLMWarning
 from bayes_hlm.spec.build import FORMULA_FUNCTIONS, build_spec
+from bayes_hlm.spec.collate import r_sorted
 from bayes_hlm.spec.formula import parse_formula
 
 RESERVED = set(FORMULA_FUNCTIONS) | {"C", "I", "scale", "center", "standardize", "poly", "bs", "B",
@@ -104,8 +105,8 @@ def test_valid_frames_give_consistent_designs(data, shape):
     if isinstance(df[g].dtype, pd.CategoricalDtype):
         order = [c for c in df[g].cat.categories if c in seen]
         assert list(grp.levels) == order
-    else:
-        assert list(grp.levels) == sorted(seen)
+    else:  # R's sort() order (issue 19: "a" before "A"; strings case-insensitively first)
+        assert list(grp.levels) == r_sorted(seen)
     assert grp.codes.min() == 0 and grp.codes.max() == grp.n_levels - 1
     labels = np.asarray(grp.levels, dtype=object)[grp.codes]
     np.testing.assert_array_equal(labels, df.loc[complete, g].astype(str).to_numpy())

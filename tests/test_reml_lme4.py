@@ -172,7 +172,13 @@ def test_ranova(ref):
 
 def test_to_dict_layout(ref):
     d = fit(ref, "sleep_rs").to_dict()
-    assert set(d) == {"fixed", "group_sd", "group_corr", "sigma", "reml_criterion", "singular"}
+    # issue 19 added glance()'s statistics and the correlation records
+    assert set(d) == {"fixed", "group_sd", "group_corr", "sigma", "reml_criterion", "singular",
+                      "group_corr_list", "method", "nobs", "ngrps", "npar", "df_residual", "theta",
+                      "logLik", "AIC", "BIC", "deviance"}
+    c = ref["cases"]["sleep_rs"]
+    assert d["nobs"] == c["n_obs"] and abs(d["AIC"] - c["AIC"]) < 1e-3
+    assert abs(d["logLik"] - c["logLik"]) < 1e-3 and abs(d["BIC"] - c["BIC"]) < 1e-3
     assert set(d["fixed"]["Days"]) == {"estimate", "se", "df", "p"}
     assert set(d["group_sd"]["Subject"]) == {"Intercept", "Days"}
     assert "Intercept,Days" in d["group_corr"]["Subject"]
