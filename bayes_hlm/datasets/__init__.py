@@ -1,7 +1,8 @@
 """Reference data sets and synthetic hierarchical data.
 
-- :func:`load` / :func:`names`: bundled R reference data (sleepstudy, hsb82,
-  mathachschool, mathachieve, penicillin, insteval) with R's factor levels.
+- :func:`load` / :func:`names`: bundled R reference data with R's factor
+  levels: Gaussian (sleepstudy, hsb82, mathachschool, mathachieve, penicillin,
+  insteval) and generalized (cbpp, grouseticks, verbagg, contraception).
 - :func:`simulate`: synthetic hierarchical Gaussian data with known truth.
 - :func:`write_parquet`: write a frame as a directory of Parquet partitions.
 """

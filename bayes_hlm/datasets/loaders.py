@@ -12,6 +12,13 @@ ordered factor polynomial contrasts (``.L``, ``.Q``, ...) by default; here they
 get treatment contrasts against the first level. R numeric columns are
 ``float64`` (even where every value is a whole number, e.g. ``Days``), R integer
 columns are ``int64``.
+
+The generalized-model data (``cbpp``, ``grouseticks``, ``verbagg``,
+``contraception``) follow the same rules, with one deliberate exception: count
+columns (``cbpp.incidence``/``size``, ``grouseticks.TICKS``) are ``int64``
+although R stores them as doubles (every value is a whole number), because they
+are binomial/Poisson responses. A two-level factor response keeps R's level
+order, whose first level is the *failure* (``use``/``r2``: ``N``, then ``Y``).
 """
 
 from __future__ import annotations
@@ -43,6 +50,16 @@ class _Spec:
 # "15", "5", "10", "6", "3", "11", "2" are confirmed by matching the integer
 # codes str() prints for the first rows against the exported labels.
 _INSTEVAL_DEPT = ["15", "5", "10", "12", "6", "7", "4", "8", "9", "14", "1", "3", "11", "2"]
+
+# R's level order of VerbAgg$item (order of appearance, not alphabetical;
+# "S4wantCurse" really has a lower-case "w" in lme4's data).
+_VERBAGG_ITEM = [
+    f"S{s}{mode}{b}"
+    for mode in ("Want", "Do")
+    for s in (1, 2, 3, 4)
+    for b in ("Curse", "Scold", "Shout")
+]
+_VERBAGG_ITEM[_VERBAGG_ITEM.index("S4WantCurse")] = "S4wantCurse"
 
 _SPECS: dict[str, _Spec] = {
     "sleepstudy": _Spec(
@@ -111,6 +128,56 @@ _SPECS: dict[str, _Spec] = {
         },
         "lme4::InstEval",
     ),
+    "cbpp": _Spec(
+        "cbpp.csv.gz",
+        {
+            "herd": [str(i) for i in range(1, 16)],
+            "incidence": "int",
+            "size": "int",
+            "period": ["1", "2", "3", "4"],
+        },
+        "lme4::cbpp",
+    ),
+    "grouseticks": _Spec(
+        "grouseticks.csv.gz",
+        {
+            "INDEX": _int_sorted,
+            "TICKS": "int",
+            "BROOD": _int_sorted,
+            "HEIGHT": "float",
+            "YEAR": ["95", "96", "97"],
+            "LOCATION": _int_sorted,
+            "cHEIGHT": "float",
+        },
+        "lme4::grouseticks",
+    ),
+    "verbagg": _Spec(
+        "verbagg.csv.gz",
+        {
+            "Anger": "int",
+            "Gender": ["F", "M"],
+            "item": _VERBAGG_ITEM,
+            "resp": ["no", "perhaps", "yes"],
+            "id": _int_sorted,
+            "btype": ["curse", "scold", "shout"],
+            "situ": ["other", "self"],
+            "mode": ["want", "do"],
+            "r2": ["N", "Y"],
+        },
+        "lme4::VerbAgg",
+    ),
+    "contraception": _Spec(
+        "contraception.csv.gz",
+        {
+            "woman": _int_sorted,
+            "district": _int_sorted,
+            "use": ["N", "Y"],
+            "livch": ["0", "1", "2", "3+"],
+            "age": "float",
+            "urban": ["N", "Y"],
+        },
+        "mlmRev::Contraception",
+    ),
 }
 
 #: School-level columns of ``mathachschool`` that ``load("hsb82", with_school=True)`` adds.
@@ -123,8 +190,9 @@ def names() -> list[str]:
     Returns
     -------
     list of str
-        ``['hsb82', 'insteval', 'mathachieve', 'mathachschool', 'penicillin',
-        'sleepstudy']``.
+        ``['cbpp', 'contraception', 'grouseticks', 'hsb82', 'insteval',
+        'mathachieve', 'mathachschool', 'penicillin', 'sleepstudy',
+        'verbagg']``.
     """
     return sorted(_SPECS)
 
@@ -169,7 +237,9 @@ def load(name: str, *, with_school: bool = False) -> pd.DataFrame:
 
     Factors are unordered ``Categorical`` columns of strings whose categories
     follow R's level order (first category = reference level); numeric columns
-    are ``float64``; ``insteval.y`` is ``int64``. Every call returns a new,
+    are ``float64``; integer and count columns (``insteval.y``,
+    ``verbagg.Anger``, ``cbpp.incidence``/``size``, ``grouseticks.TICKS``)
+    are ``int64``. Every call returns a new,
     independent copy, so callers may modify it freely.
 
     Parameters
@@ -245,6 +315,83 @@ def load(name: str, *, with_school: bool = False) -> pd.DataFrame:
               "12", "6", "7", "4", "8", "9", "14", "1", "3", "11", "2"``;
               reference level ``"15"``): department of the lecture.
             - ``y`` (int64): rating 1 (poor) to 5 (very good).
+
+        ``"cbpp"`` (lme4::cbpp, 56 rows): contagious bovine pleuropneumonia in
+            15 Ethiopian zebu herds, followed over 4 periods (Lesnoff et al.
+            2004). Binomial counts.
+
+            - ``herd`` (category ``"1"`` ... ``"15"``): herd.
+            - ``incidence`` (int64): new serological cases in the period
+              (the successes).
+            - ``size`` (int64): herd size at the start of the period (the
+              trials).
+            - ``period`` (category ``["1", "2", "3", "4"]``): period.
+
+            Classic model (lme4's example): ``cbind(incidence, size -
+            incidence) ~ period + (1 | herd)``, binomial logit, by Laplace or
+            ``nAGQ = 9``; ``incidence / size`` with ``weights = size`` is the
+            same model.
+
+        ``"grouseticks"`` (lme4::grouseticks, 403 rows): ticks counted on the
+            heads of red grouse chicks (one row per chick) in 118 broods at 63
+            locations over three years (Elston et al. 2001). Poisson counts,
+            overdispersed.
+
+            - ``INDEX`` (category, 403 levels ``"1"`` ... ``"403"``): chick,
+              one level per row (an observation-level effect).
+            - ``TICKS`` (int64): number of ticks (the response).
+            - ``BROOD`` (category, 118 levels, numeric order): brood.
+            - ``HEIGHT`` (float): height above sea level of the location, m.
+            - ``YEAR`` (category ``["95", "96", "97"]``): year, 1995-97.
+            - ``LOCATION`` (category, 63 levels, numeric order): location.
+            - ``cHEIGHT`` (float): ``HEIGHT`` centred at its sample mean
+              (462.24), as in lme4's example.
+
+            Classic model: ``TICKS ~ YEAR + cHEIGHT + (1 | BROOD) +
+            (1 | LOCATION)``, Poisson log, optionally with ``(1 | INDEX)``
+            for overdispersion (broods are nested in locations).
+
+        ``"verbagg"`` (lme4::VerbAgg, 7584 rows): verbal aggression
+            questionnaire, 316 respondents x 24 items, fully crossed
+            (De Boeck & Wilson 2004).
+
+            - ``Anger`` (int64): the respondent's trait anger score.
+            - ``Gender`` (category ``["F", "M"]``).
+            - ``item`` (category, 24 levels in R's order ``"S1WantCurse"``,
+              ``"S1WantScold"``, ..., ``"S4WantShout"``, ``"S1DoCurse"``, ...,
+              ``"S4DoShout"``; R's label ``"S4wantCurse"`` has a lower-case
+              ``w``).
+            - ``resp`` (category ``["no", "perhaps", "yes"]``): the answer; an
+              ordered factor in R, loaded unordered like every factor here.
+            - ``id`` (category, 316 levels, numeric order): respondent.
+            - ``btype`` (category ``["curse", "scold", "shout"]``): behaviour.
+            - ``situ`` (category ``["other", "self"]``): situation type
+              (someone else or oneself to blame).
+            - ``mode`` (category ``["want", "do"]``): wanting to vs doing.
+            - ``r2`` (category ``["N", "Y"]``): ``resp`` dichotomised ("no"
+              vs "perhaps"/"yes"); the binary response, ``N`` = failure.
+
+            Classic model (lme4's example): ``r2 ~ (Anger + Gender + btype +
+            situ) + (1 | id) + (1 | item)``, binomial logit, crossed.
+
+        ``"contraception"`` (mlmRev::Contraception, 1934 rows): 1988
+            Bangladesh Fertility Survey, contraceptive use of 1934 women in 60
+            districts.
+
+            - ``woman`` (category, 1934 levels, numeric order): woman, one per
+              row.
+            - ``district`` (category, 60 levels, numeric order ``"1"`` ...
+              ``"61"``; there is no district 54).
+            - ``use`` (category ``["N", "Y"]``): uses contraception; the binary
+              response, ``N`` = failure.
+            - ``livch`` (category ``["0", "1", "2", "3+"]``): number of living
+              children.
+            - ``age`` (float): age in years, centred at the sample mean.
+            - ``urban`` (category ``["N", "Y"]``): urban resident.
+
+            Classic model (mlmRev's vignette): ``use ~ age + I(age^2) + urban
+            + livch + (urban | district)``, binomial logit, with a correlated
+            urban slope per district.
 
     with_school : bool, default False
         Only for ``"hsb82"``: left-join the school-level predictors ``Size``,
