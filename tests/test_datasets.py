@@ -67,7 +67,53 @@ EXPECTED = {
             "y": "int64",
         },
     ),
+    "cbpp": (56, {"herd": "category", "incidence": "int64", "size": "int64", "period": "category"}),
+    "grouseticks": (
+        403,
+        {
+            "INDEX": "category",
+            "TICKS": "int64",
+            "BROOD": "category",
+            "HEIGHT": "float64",
+            "YEAR": "category",
+            "LOCATION": "category",
+            "cHEIGHT": "float64",
+        },
+    ),
+    "verbagg": (
+        7584,
+        {
+            "Anger": "int64",
+            "Gender": "category",
+            "item": "category",
+            "resp": "category",
+            "id": "category",
+            "btype": "category",
+            "situ": "category",
+            "mode": "category",
+            "r2": "category",
+        },
+    ),
+    "contraception": (
+        1934,
+        {
+            "woman": "category",
+            "district": "category",
+            "use": "category",
+            "livch": "category",
+            "age": "float64",
+            "urban": "category",
+        },
+    ),
 }
+
+# lme4::VerbAgg$item in R's level order (as printed by levels(VerbAgg$item) in R 4.2.2 / lme4 1.1-31)
+VERBAGG_ITEMS = [
+    "S1WantCurse", "S1WantScold", "S1WantShout", "S2WantCurse", "S2WantScold", "S2WantShout",
+    "S3WantCurse", "S3WantScold", "S3WantShout", "S4wantCurse", "S4WantScold", "S4WantShout",
+    "S1DoCurse", "S1DoScold", "S1DoShout", "S2DoCurse", "S2DoScold", "S2DoShout",
+    "S3DoCurse", "S3DoScold", "S3DoShout", "S4DoCurse", "S4DoScold", "S4DoShout",
+]
 
 SLEEP_SUBJECTS = ["308", "309", "310", "330", "331", "332", "333", "334", "335",
                   "337", "349", "350", "351", "352", "369", "370", "371", "372"]
@@ -87,6 +133,20 @@ LEVELS = {
     ("insteval", "lectage"): ["1", "2", "3", "4", "5", "6"],
     ("insteval", "service"): ["0", "1"],
     ("insteval", "dept"): ["15", "5", "10", "12", "6", "7", "4", "8", "9", "14", "1", "3", "11", "2"],
+    # generalized-model data: orders from /work/shared/data/README.md (R's levels)
+    ("cbpp", "herd"): [str(i) for i in range(1, 16)],
+    ("cbpp", "period"): ["1", "2", "3", "4"],
+    ("grouseticks", "YEAR"): ["95", "96", "97"],
+    ("verbagg", "Gender"): ["F", "M"],
+    ("verbagg", "item"): VERBAGG_ITEMS,
+    ("verbagg", "resp"): ["no", "perhaps", "yes"],
+    ("verbagg", "btype"): ["curse", "scold", "shout"],
+    ("verbagg", "situ"): ["other", "self"],
+    ("verbagg", "mode"): ["want", "do"],
+    ("verbagg", "r2"): ["N", "Y"],
+    ("contraception", "use"): ["N", "Y"],
+    ("contraception", "livch"): ["0", "1", "2", "3+"],
+    ("contraception", "urban"): ["N", "Y"],
 }
 
 
@@ -122,7 +182,9 @@ def test_r_level_order(name, col):
 @pytest.mark.parametrize(
     ("name", "col", "n_levels"),
     [("hsb82", "school", 160), ("mathachschool", "School", 160), ("mathachieve", "School", 160),
-     ("insteval", "s", 2972), ("insteval", "d", 1128)],
+     ("insteval", "s", 2972), ("insteval", "d", 1128),
+     ("grouseticks", "INDEX", 403), ("grouseticks", "BROOD", 118), ("grouseticks", "LOCATION", 63),
+     ("verbagg", "id", 316), ("contraception", "woman", 1934), ("contraception", "district", 60)],
 )
 def test_id_factors_sorted_numerically(name, col, n_levels):
     cats = list(load(name)[col].cat.categories)
@@ -164,6 +226,38 @@ def test_content_spot_checks():
     ma = load("mathachieve")
     np.testing.assert_array_equal(ma.SES.to_numpy(), hsb.ses.to_numpy())
     np.testing.assert_array_equal(ma.MathAch.to_numpy(), hsb.mAch.to_numpy())
+
+
+def test_glmm_content_spot_checks():
+    cbpp = load("cbpp")
+    assert list(cbpp.iloc[0].astype(str)) == ["1", "2", "14", "1"]
+    assert (cbpp.incidence >= 0).all() and (cbpp.incidence <= cbpp["size"]).all()
+    assert cbpp.incidence.sum() == 99 and cbpp["size"].sum() == 842
+
+    gt = load("grouseticks")
+    # cHEIGHT is HEIGHT centred at its sample mean, as in lme4's ?grouseticks example
+    np.testing.assert_allclose(gt.cHEIGHT, gt.HEIGHT - gt.HEIGHT.mean(), atol=1e-12)
+    assert gt.HEIGHT.mean() == pytest.approx(462.2407, abs=1e-4)
+    assert (gt.INDEX.value_counts() == 1).all()  # one level per row: an observation-level factor
+    assert (gt.TICKS >= 0).all() and gt.TICKS.max() == 85
+    assert (gt.groupby("BROOD", observed=True).LOCATION.nunique() == 1).all()  # broods nested in locations
+    assert gt.YEAR.value_counts(sort=False).tolist() == [117, 155, 131]
+
+    va = load("verbagg")
+    assert (pd.crosstab(va.id, va.item) == 1).all().all()  # 316 x 24, fully crossed, once each
+    np.testing.assert_array_equal(va.r2 == "Y", va.resp != "no")  # r2 = resp dichotomised
+    # the item label spells out its situation, mode and behaviour
+    item = va.item.astype(str).str.lower()
+    assert all(i[2:].startswith(m) and i.endswith(b)
+               for i, m, b in zip(item, va["mode"].astype(str), va.btype.astype(str)))
+    assert (va.groupby("id", observed=True)[["Anger", "Gender"]].nunique() == 1).all().all()
+
+    co = load("contraception")
+    assert (co.woman.value_counts() == 1).all()
+    assert "54" not in co.district.cat.categories  # R's Contraception has no district 54
+    assert co.district.cat.categories[-1] == "61"
+    assert abs(co.age.mean()) < 0.01  # age is centred (mlmRev: at the mean of the original sample)
+    assert co.use.value_counts(sort=False).tolist() == [1175, 759]
 
 
 def test_fresh_copy_each_call():
