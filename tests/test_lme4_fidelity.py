@@ -303,6 +303,11 @@ def test_lme4_names(fits, capsys, tmp_path):
     assert "cor__MachineA.MachineB" in set(t["term"])
     t = tidy(fits["machines_nested"], effects=["ran_vals"], names="lme4")
     assert set(t["group"]) == {"Worker", "Machine:Worker"}
+    inner = t[t["group"] == "Machine:Worker"].set_index("level")["estimate"]
+    ref = REF["nested_ranef_head"]  # lme4's labels (inner level first) and conditional modes
+    for lvl, v in zip(ref["levels"], ref["condval"]):
+        assert abs(inner[lvl] - v) < 1e-3, (lvl, inner[lvl], v)
+    assert "W1:A" in set(tidy(fits["machines_nested"], effects=["ran_vals"])["level"])
     with pytest.raises(ValueError, match="names"):
         r.varcorr(names="R")
     out = tmp_path / "n.json"

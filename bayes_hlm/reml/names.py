@@ -9,11 +9,16 @@
   ``(x || Rat)``, gives groups ``Rat``, ``Rat.1``, ... (R's ``make.unique``); bayes_hlm's
   default merges them into one group ``Rat``.
 
+* the levels of such an inner factor as lme4 labels them (``A:W1``, inner level first), in
+  ``tidy(..., effects="ran_vals", names="lme4")``.
+
 Fixed-effect interactions already follow the formula's order (``Variety:nitro`` for
 ``Variety * nitro``), as in R.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 NAME_STYLES = ("bayes_hlm", "lme4")
 
@@ -55,4 +60,24 @@ def group_labels(design, spec, names: str) -> list[str]:
         n = seen.get(f, 0)
         seen[f] = n + 1
         out.append(f if n == 0 else f"{f}.{n}")
+    return out
+
+
+def level_labels(design, spec, names: str) -> dict[str, dict[str, str]]:
+    """Per grouping factor: level label -> lme4's label (``A:W1`` for level ``W1:A`` of ``a/b``).
+
+    Only factors whose names differ (inner factors of a nesting, ``names="lme4"``) appear.
+    """
+    out: dict[str, dict[str, str]] = {}
+    data = getattr(spec, "data", None)
+    if names != "lme4" or data is None:
+        return out
+    from ..spec.build import _factor_labels
+
+    for g, t in zip(design.groups, _random_terms(design, spec)):
+        if t is None or not t.nested or g.factor in out:
+            continue
+        ours = np.asarray(g.levels, dtype=object)[g.codes]
+        theirs = np.asarray(_factor_labels(data, tuple(reversed(t.factor_columns))), dtype=object)
+        out[g.factor] = {str(a): str(b) for a, b in zip(ours, theirs)}
     return out

@@ -132,7 +132,7 @@ def tidy_reml(m, effects: Iterable[str] = ("fixed", "ran_pars"), conf_level: flo
     groups ``Rat`` / ``Rat.1`` for two terms on one factor, ``Variety:Block`` for the inner
     factor of ``(1 | Block/Variety)`` (see :mod:`bayes_hlm.reml.names`).
     """
-    from ..reml.names import check_names, factor_labels, term_label
+    from ..reml.names import check_names, factor_labels, level_labels, term_label
 
     effects = _check_effects(effects)
     check_names(names)
@@ -168,10 +168,12 @@ def tidy_reml(m, effects: Iterable[str] = ("fixed", "ran_pars"), conf_level: flo
                          "estimate": est, "std.error": np.nan, "conf.low": lo, "conf.high": hi})
     if "ran_vals" in effects:
         flab = dict(zip((g.factor for g in m.design.groups), factor_labels(m.design, m.spec, names)))
+        llab = level_labels(m.design, m.spec, names)
         for f, df in m.ranef().items():
             for (lvl, term), r in df.iterrows():
                 se = r.get("cond_sd", np.nan)
-                rows.append({"effect": "ran_vals", "group": flab.get(f, f), "level": lvl,
+                rows.append({"effect": "ran_vals", "group": flab.get(f, f),
+                             "level": llab.get(f, {}).get(lvl, lvl),
                              "term": term_label(term, names),
                              "estimate": r["mode"], "std.error": se,
                              "conf.low": r["mode"] - z * se, "conf.high": r["mode"] + z * se})

@@ -99,6 +99,11 @@ out <- list(
               date = format(Sys.Date())),
   cases = cases,
   alfalfa_levels = levels(alf$Date),
+  ## lme4's labels and conditional modes of the inner factor of (1 | Worker/Machine)
+  nested_ranef_head = local({
+    re <- ranef(fits$machines_nested)[["Machine:Worker"]]
+    list(levels = head(rownames(re), 6), condval = head(re[["(Intercept)"]], 6))
+  }),
   alfalfa_nobs_used = nobs(fits$alfalfa),
   collation = list(input = labels, sorted = sort(labels), ascii_sorted = sort(ascii))
 )
