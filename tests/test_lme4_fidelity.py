@@ -368,3 +368,44 @@ def test_package_attributes_still_resolve():
     assert bh.load == bh.BayesResult.load and "fit" in dir(bh)
     with pytest.raises(AttributeError):
         bh.not_a_thing  # noqa: B018
+
+
+# ---------------------------------------------------------------- the issue's data: lme4's Machines
+
+def test_machines_data_matches_lme4():
+    """Real Machines data (pinned by tests/r/make_glmer_fixtures.R): REML 208.31, not 211.94.
+
+    ``(1|Worker) + (0 + Machine|Worker)`` is not identified: the intercept variance trades off
+    against the common part of the Machine block along a flat ridge, so lme4's individual SDs
+    are one arbitrary point on it. What the data determine - the criterion, the fixed effects
+    and the per-worker covariance of the three machine scores - must match.
+    """
+    from bayes_hlm.reml import reml
+
+    ref = json.loads((FIX / "glmer_reference.json").read_text())["gaussian_cases"]
+    df = read_table(str(FIX / "machines.csv"), "score ~ Machine + (1|Worker)", [], {})
+    cases = {"machines_double_bar": "score ~ Machine + (Machine || Worker)",
+             "machines_independent": "score ~ Machine + (1 | Worker) + diag(0 + Machine | Worker)",
+             "machines_nested": "score ~ Machine + (1 | Worker) + (1 | Worker:Machine)"}
+    for case, formula in cases.items():
+        R = ref[case]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = reml(formula, df)
+        assert _rel(r.reml_criterion, R["reml_criterion"]), case
+        fe = r.fixef()
+        for name, row in R["fixed"].items():
+            ours = fe.loc["Intercept" if name == "(Intercept)" else name]
+            assert _rel(ours["estimate"], row["estimate"], atol=1e-4), (case, name)
+            assert abs(ours["se"] / row["se"] - 1) < 5e-4, (case, name)
+    vc = ref["machines_double_bar"]["varcorr"]
+    sd = np.array([vc["Worker.1"]["sd"][f"Machine{m}"] for m in "ABC"])
+    cor = np.eye(3)
+    for (i, a), (j, b) in [((0, "A"), (1, "B")), ((0, "A"), (2, "C")), ((1, "B"), (2, "C"))]:
+        cor[i, j] = cor[j, i] = vc["Worker.1"]["cor"][f"Machine{a},Machine{b}"]
+    total_r = np.outer(sd, sd) * cor + vc["Worker"]["sd"]["(Intercept)"] ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        S = reml(cases["machines_double_bar"], df).covariances()["Worker"]
+    total = S[1:, 1:] + S[0, 0]
+    np.testing.assert_allclose(total, total_r, rtol=5e-4)  # measured 1.3e-4
