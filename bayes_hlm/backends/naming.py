@@ -7,6 +7,11 @@ Every backend produces the same variables, so reporters never ask which one ran:
 * ``sd__<factor>``     (chain, draw, <factor>__term)
 * ``corr__<factor>``   (chain, draw, <factor>__term, <factor>__term_b)  [correlated factors]
 * ``r__<factor>``      (chain, draw, <factor>__level, <factor>__term)   group effects
+
+That is the layout the backends produce. ``BayesResult.tree`` (what ArviZ sees) stores
+the correlations as their free pairs only, ``corr__<factor>`` (chain, draw,
+<factor>__pair), and orders variables so ArviZ labels them correctly; see
+:mod:`bayes_hlm.results.arviz_layout`.
 """
 
 FIXED = "fixed"
@@ -36,3 +41,8 @@ def term_dim_b(factor: str) -> str:
 
 def level_dim(factor: str) -> str:
     return f"{factor}__level"
+
+
+def pair_dim(factor: str) -> str:
+    """Dimension of the correlation pairs ``"<term_i>, <term_j>"`` (i < j) in ``BayesResult.tree``."""
+    return f"{factor}__pair"

@@ -12,6 +12,7 @@ from ..backends import naming
 from ..spec.build import ModelSpec
 from ..spec.priors import PriorSet
 from . import tables
+from .arviz_layout import arviz_tree, corr_pairs
 from .draws import DrawSource, EffectGenerator, factor_design
 from .variance import VarianceParts, bayes_r2, variance_parts
 
@@ -53,9 +54,9 @@ class BayesResult:
                  effect_generator: EffectGenerator | None = None):
         self.spec = spec
         self.priors = priors
-        self.tree = tree
+        self.tree = arviz_tree(tree, spec.design)  # labelled right by ArviZ, any saved layout
         self.info = info
-        self._draws = DrawSource(tree["posterior"].to_dataset(), spec.design, effect_generator)
+        self._draws = DrawSource(self.tree["posterior"].to_dataset(), spec.design, effect_generator)
         self._cache: dict = {}
 
     # ----------------------------------------------------------------- basics
@@ -119,14 +120,7 @@ class BayesResult:
 
     def _corr_pairs(self, factor) -> list[tuple[int, int]]:
         """Index pairs (i<j) of correlations that are parameters (within a correlated block)."""
-        pairs, start = [], 0
-        for g in self.design.groups:
-            if g.factor != factor:
-                continue
-            if g.correlated:
-                pairs += [(start + i, start + j) for i in range(g.q) for j in range(i + 1, g.q)]
-            start += g.q
-        return pairs
+        return corr_pairs(self.design, factor)
 
     def _frame_corr(self, factor, prob):
         terms = self._terms(factor)

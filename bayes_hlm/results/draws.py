@@ -14,6 +14,7 @@ import xarray as xr
 
 from ..backends import naming
 from ..spec.design import Design
+from .arviz_layout import backend_values
 
 EffectGenerator = Callable[[str, np.ndarray], np.ndarray]
 
@@ -33,11 +34,12 @@ class DrawSource:
         return self.n_chains * self.n_draws
 
     def flat(self, var: str) -> np.ndarray:
-        a = self.posterior[var].values
+        a = self.chained(var)
         return a.reshape((self.size,) + a.shape[2:])
 
     def chained(self, var: str) -> np.ndarray:
-        return self.posterior[var].values
+        """(chain, draw, ...) values in the backend layout (correlations as matrices)."""
+        return backend_values(self.posterior, var, self.design)
 
     def has(self, var: str) -> bool:
         return var in self.posterior

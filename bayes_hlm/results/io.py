@@ -120,5 +120,8 @@ def load_result(path: str | os.PathLike):
     if info.method == "marginal":
         from ..backends.marginal import effect_generator
 
-        generator = effect_generator(spec.design, keep["posterior"], info.extra["effects_seed"])
+        from .arviz_layout import to_backend
+
+        generator = effect_generator(spec.design, to_backend(keep["posterior"], spec.design),
+                                     info.extra["effects_seed"])
     return BayesResult(spec, ps, xr.DataTree.from_dict(keep), info, generator)
