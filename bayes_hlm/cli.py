@@ -270,23 +270,16 @@ def _check_writable(path: str | None) -> None:
 
 def _write_json(obj: dict, path: str | None) -> None:
     """JSON to stdout, or atomically to ``path`` (temp file in the same folder + rename)."""
-    import tempfile
-
     text = json.dumps(obj, indent=2, allow_nan=True, default=float)
     if path is None:
         print(text)
         return
-    target = Path(path)
-    tmp = None
+    from .results.atomic import atomic_path
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                   dir=target.resolve().parent)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
+        with atomic_path(path) as tmp:  # mode as a plain write: 0o666 & ~umask
+            tmp.write_text(text)
     except OSError as exc:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
         raise CliError(f"cannot write output {path!r}: {exc.strerror or exc}") from None
 
 
@@ -299,27 +292,37 @@ def _cmd_fit(args) -> int:
                     tune=args.tune, seed=args.seed, target_accept=args.target_accept,
                     mass_matrix=args.mass_matrix, control=_parse_control(args.control))
     ref = None
+    want_json = bool(args.json or args.out)
     if args.engine == "dask":
         if args.factor or args.levels or args.na_values:
             raise CliError("--factor/--levels/--na-values are not supported with --engine dask; "
                            "store the types in the Parquet/CSV files", EXIT_USAGE)
         # out of core: the REML reference needs the rows, so the "reml" key is left out
         result = fit(args.formula, args.data, engine="dask", scheduler=args.scheduler, **settings)
-        out = fit_json(result)
+        out = fit_json(result) if want_json else None
     else:
         if args.scheduler:
             raise CliError("--scheduler needs --engine dask", EXIT_USAGE)
         df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels),
                         _parse_na_values(args.na_values))
         result = fit(args.formula, df, **settings)
-        out = fit_json(result)
-        ref = result.reml()
-        out["reml"] = ref.to_dict()
+        out = fit_json(result) if want_json else None
+        if want_json or args.plots:
+            ref = result.reml()
+        if want_json:
+            out["reml"] = ref.to_dict()
     if args.plots:
         from .reporters import write_plots
 
         write_plots(result, args.plots, reml_result=ref)
-    _write_json(out, args.out)
+    if args.out:
+        _write_json(out, args.out)
+    if args.json:
+        _write_json(out, None)
+    else:  # people read a table; machines ask for --json or --out
+        from .results.text_summary import format_summary
+
+        print(format_summary(result, data_label=str(args.data)))
     return 0
 
 
@@ -364,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "missing; nothing else is (a level named 'None' or 'null' is data)")
     common.add_argument("--control", action="append", default=[], metavar="CHECK=ACTION",
                         help="relax an input check as lme4's lmerControl, e.g. check_nlev_gtr_1=warning")
-    common.add_argument("--out", help="write JSON here (default: stdout for fit)")
+    common.add_argument("--out", help="write the JSON result here (fit prints a summary table; "
+                        "fit --json prints the JSON)")
     f = sub.add_parser("fit", parents=[common], help="sample the posterior")
     f.add_argument("--method", choices=["full", "marginal", "auto"], default="auto")
     f.add_argument("--sampler", choices=["auto", "numba", "jax", "pymc", "nutpie", "numpyro"], default=None)
@@ -375,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--target-accept", type=float, default=0.8)
     f.add_argument("--mass-matrix", choices=["auto", "diag", "low_rank"], default="auto",
                    help="nutpie engines: diagonal or low-rank-corrected adaptation (auto: by size)")
+    f.add_argument("--json", action="store_true",
+                   help="print the JSON result to stdout instead of the summary table")
     f.add_argument("--plots", metavar="DIR", help="write PNG plots and an HTML report here")
     f.add_argument("--engine", choices=["memory", "dask"], default="memory",
                    help="dask: sufficient statistics out of core (data never fully in memory)")

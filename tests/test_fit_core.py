@@ -54,7 +54,7 @@ def test_posterior_contains_standard_variables(sleep_fit):
 
 def test_predict_known_and_new_groups(sleep_fit):
     new = pd.DataFrame({"Days": [0.0, 9.0, 0.0], "Subject": ["308", "308", "new"]})
-    p = sleep_fit.predict(new)
+    p = sleep_fit.predict(new, new_groups="sample")
     coef = sleep_fit.coef()["Subject"].loc["308"]
     np.testing.assert_allclose(p["mean"].iloc[0], coef["Intercept"], rtol=1e-10)
     np.testing.assert_allclose(p["mean"].iloc[1], coef["Intercept"] + 9 * coef["Days"], rtol=1e-10)
@@ -64,8 +64,22 @@ def test_predict_known_and_new_groups(sleep_fit):
     assert p["sd"].iloc[2] > 2 * p["sd"].iloc[0]
     zero = sleep_fit.predict(new, new_groups="zero")
     np.testing.assert_allclose(zero["mean"].iloc[2], pop["mean"].iloc[2])
-    resp = sleep_fit.predict(new, kind="response")
+    resp = sleep_fit.predict(new, kind="response", new_groups="sample")
     assert (resp["sd"] > p["sd"]).all()
+
+
+def test_predict_refuses_unseen_levels_by_default(sleep_fit):
+    """lme4 allow.new.levels = FALSE: a misspelt level is an error naming it and the option."""
+    new = pd.DataFrame({"Days": [1.0] * 9, "Subject": ["308", "3O8"] + [f"x{i}" for i in range(7)]})
+    with pytest.raises(bh.errors.DataError) as e:
+        sleep_fit.predict(new)
+    msg = str(e.value)
+    assert "'3O8'" in msg and "'Subject'" in msg and "8 level(s)" in msg and "3 more" in msg
+    assert "new_groups='sample'" in msg and "new_groups='zero'" in msg
+    # population-level predictions do not use the factor, so they need no level check
+    sleep_fit.predict(new, group_effects=False)
+    # seen levels only: no error
+    sleep_fit.predict(new.iloc[:1])
 
 
 def test_save_load_roundtrip(sleep_fit, tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from ..spec.build import build_spec
+from .atomic import atomic_path
 from ..spec.priors import Prior, PriorSet
 
 FORMAT_VERSION = 1
@@ -72,15 +72,8 @@ def save_result(result, path: str | os.PathLike) -> Path:
     tree = xr.DataTree.from_dict(groups)
     tree.attrs["bayes_hlm"] = json.dumps(meta, default=_json_default)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:  # the file gets the umask's mode, as a plain write would
         tree.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..backends import naming
 from ..spec.build import _factor_labels
-from ..errors import BayesHLMError
+from ..errors import BayesHLMError, DataError
 from . import tables
 
 if TYPE_CHECKING:
@@ -46,6 +46,29 @@ def _factor_columns(result: "BayesResult", factor: str, newdata) -> tuple[np.nda
     return codes, np.hstack(Zs), labels
 
 
+NEW_GROUPS = ("error", "sample", "zero")
+
+
+def _refuse_unseen(cols: dict, new_groups: str) -> None:
+    """lme4's ``allow.new.levels = FALSE``: a level not seen in fitting (often a typo)
+    is an error unless the caller says how to treat it."""
+    if new_groups != "error":
+        return
+    for f, (codes, _, labels) in cols.items():
+        unseen = codes < 0
+        if not unseen.any():
+            continue
+        names = pd.unique(np.asarray(labels, dtype=object)[unseen])
+        shown = ", ".join("missing" if x is None or x != x else repr(str(x)) for x in names[:5])
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        raise DataError(
+            f"newdata has {len(names)} level(s) of the grouping factor {f!r} not seen in fitting "
+            f"({int(unseen.sum())} row(s)): {shown}{more}. Check the spelling, or say how to "
+            "predict for new groups: new_groups='sample' (draw their effects from the fitted "
+            "population distribution, brms sample_new_levels='gaussian') or new_groups='zero' "
+            "(population-level prediction for them, lme4 allow.new.levels=TRUE).")
+
+
 def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
     """Symmetric square roots of (S, q, q) covariances; robust to singular (boundary) draws."""
     w, v = np.linalg.eigh(cov)
@@ -54,7 +77,7 @@ def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
 
 def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
             group_effects: bool | str | list[str] = True,
-            new_groups: Literal["sample", "zero"] = "sample",
+            new_groups: Literal["error", "sample", "zero"] = "error",
             kind: Literal["mean", "response"] = "mean",
             prob: float = tables.HDI_PROB, max_draws: int | None = None,
             seed: int | None = None, return_draws: bool = False):
@@ -67,11 +90,12 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
     group_effects : bool, str or list of str
         Which factors' group effects to include (lme4 ``re.form``): all
         (``True``), none (``False``, population-level prediction) or the named ones.
-    new_groups : {"sample", "zero"}
-        Levels not seen in fitting: draw their effects from the population
-        distribution ``N(0, Sigma)`` per posterior draw (brms
-        ``sample_new_levels="gaussian"``), or set them to 0 (lme4
-        ``allow.new.levels``).
+    new_groups : {"error", "sample", "zero"}
+        Levels of an included factor not seen in fitting: refuse, naming them
+        (default, as lme4 and brms do: an unseen level is often a typo); draw
+        their effects from the population distribution ``N(0, Sigma)`` per
+        posterior draw (brms ``sample_new_levels="gaussian"``); or set them to
+        0 (lme4 ``allow.new.levels = TRUE``).
     kind : {"mean", "response"}
         Expected value (``posterior_epred``) or a new observation including
         residual noise (``posterior_predict``).
@@ -84,8 +108,8 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
     -------
     DataFrame with ``mean``, ``sd``, ``hdi_low``, ``hdi_high`` per row (and the draws).
     """
-    if new_groups not in ("sample", "zero"):
-        raise BayesHLMError(f"new_groups must be 'sample' or 'zero', not {new_groups!r}")
+    if new_groups not in NEW_GROUPS:
+        raise BayesHLMError(f"new_groups must be one of {NEW_GROUPS}, not {new_groups!r}")
     if kind not in ("mean", "response"):
         raise BayesHLMError(f"kind must be 'mean' or 'response', not {kind!r}")
     src = result._draws
@@ -93,6 +117,8 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
     X = result.design.X if newdata is None else result.spec.fixed_matrix(newdata)
     index = result.design.row_index if newdata is None else newdata.index
     cols = {f: _factor_columns(result, f, newdata) for f in _included(result, group_effects)}
+    if newdata is not None:
+        _refuse_unseen(cols, new_groups)
     idx = src.thinned(max_draws)
     groups = [(f, c, Z) for f, (c, Z, _) in cols.items()]
     mu = np.concatenate(list(src.linpred_chunks(idx, X, groups)))
