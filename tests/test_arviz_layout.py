@@ -120,3 +120,13 @@ def test_backend_values_rebuild_the_matrix(result):
     np.testing.assert_array_equal(c[:, 0, 0], 1.0)
     np.testing.assert_array_equal(c[:, 0, 1], c[:, 1, 0])
     np.testing.assert_array_equal(c[:, 0, 1], result.posterior["corr__Subject"].values.reshape(-1))
+
+
+def test_trace_dist_non_compact_gives_each_coefficient_its_panel(marginal_fit):
+    """Intercept (~250) and Days (~10) are not drawn on one axis with compact=False."""
+    pc = az.plot_trace_dist(marginal_fit.tree, var_names=["fixed", "corr__Subject"], compact=False,
+                            backend="matplotlib")
+    fig = pc.viz["figure"].item()
+    labels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel() and ax.get_xlabel() != "Draw"]
+    assert labels == ["fixed\nIntercept", "fixed\nDays", "corr__Subject\nIntercept, Days"]
+    plt.close(fig)
