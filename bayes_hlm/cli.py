@@ -129,13 +129,47 @@ def _formula_columns(formula: str) -> tuple[set[str], set[str], set[str]]:
     return used - groups, groups, set(_expr_vars(parsed.response))
 
 
+_R_RESERVED = {"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE",
+                "NULL", "Inf", "NaN", "NA", "NA_integer_", "NA_real_", "NA_character_", "in"}
+
+
+def _make_name(name: str) -> str:
+    """R's ``make.names``: invalid characters -> ``.``; ``X`` before a leading digit/``_``/``.digit``."""
+    import re
+
+    out = "".join(ch if ch.isalnum() or ch in "._" else "." for ch in name) or "X"
+    if not (out[0].isalpha() or (out[0] == "." and not out[1:2].isdigit())):
+        out = "X" + out
+    return out + "." if out in _R_RESERVED else out
+
+
+def _r_column_names(columns: list[str], wanted: set[str]) -> list[str]:
+    """Column names as ``read.csv`` (``check.names = TRUE``) makes them, where the formula uses them.
+
+    A header ``Plant Height`` is ``Plant.Height`` in R, and R users write that in the formula; a
+    column is renamed only when the formula (or --factor/--levels) names its R form and not the
+    header itself, so formulas written either way work.
+    """
+    seen: dict[str, int] = {}
+    r_names = []
+    for c in columns:  # make.unique: a repeat gets .1, .2, ...
+        n = _make_name(c)
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        r_names.append(n if k == 0 else f"{n}.{k}")
+    return [r if r != c and r in wanted and c not in wanted and r not in columns else c
+            for c, r in zip(columns, r_names)]
+
+
 def read_table(path: str, formula: str, factors: list[str], levels: dict[str, list[str]],
                na_values: list[str] | None = None) -> pd.DataFrame:
     """Read a CSV as R's ``read.csv`` does and apply the CLI's column-type rules.
 
     Missing cells are those equal (after trimming spaces) to ``na_values``
     (default ``["NA"]``, R's ``na.strings``) and empty cells; nothing else
-    (``"None"``, ``"null"``, ``"N/A"`` are ordinary labels). A column used as a
+    (``"None"``, ``"null"``, ``"N/A"`` are ordinary labels). Headers R would change
+    (``Plant Height`` -> ``Plant.Height``, ``2019`` -> ``X2019``) may be written either way in the
+    formula. A column used as a
     numeric variable whose cells are numbers except for some text is an error
     naming the column, the values and their rows (a typo in a numeric column must
     not silently turn it into a factor); ``--factor COL`` says it is meant to be
@@ -172,6 +206,8 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
                        f"{str(dup[0]).rsplit('.', 1)[0]!r}; column names must be unique")
     df.columns = [str(c).strip() for c in df.columns]
     variables, group_cols, response = _formula_columns(formula)
+    df.columns = _r_column_names(list(df.columns), variables | group_cols | response
+                                 | set(factors) | set(levels))
     for col in list(factors) + list(levels):
         if col not in df.columns:
             raise CliError(f"column {col!r} named in --factor/--levels is not in {path!r} "

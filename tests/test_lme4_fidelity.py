@@ -152,6 +152,19 @@ def test_levels_json_list_allows_commas(tmp_path, capsys):
     assert rc == 2 and "JSON" in err
 
 
+def test_headers_as_read_csv_names_them(tmp_path, capsys):
+    """read.csv's check.names: R users write ``Plant.Height`` for a header ``Plant Height``."""
+    p = tmp_path / "t.csv"
+    p.write_text("Plant Height,2019,grp id\n" + "\n".join(
+        f"{i * 0.7 % 3 + (i % 4)},{i % 5},g{i % 4}" for i in range(20)))
+    df = read_table(str(p), "Plant.Height ~ X2019 + (1|grp.id)", [], {})
+    assert list(df.columns) == ["Plant.Height", "X2019", "grp.id"]
+    df = read_table(str(p), "`Plant Height` ~ 1 + (1|grp.id)", [], {})  # the header as written
+    assert list(df.columns) == ["Plant Height", "2019", "grp.id"]
+    rc, _, err = run(["reml", "Plant.Height ~ X2019 + (1|grp.id)", str(p)], capsys)
+    assert rc == 0, err
+
+
 def test_help_says_how_csvs_are_read(capsys):
     with pytest.raises(SystemExit):
         main(["reml", "--help"])
