@@ -5,6 +5,7 @@ from __future__ import annotations
 import pymc as pm
 import pytensor.tensor as pt
 
+from ..families import Family, default_family
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from . import naming
@@ -22,7 +23,8 @@ def record_effects(design: Design, effects: dict[int, pt.TensorVariable], factor
                          dims=(naming.level_dim(factor), naming.term_dim(factor)))
 
 
-def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | None = None) -> pm.Model:
+def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | None = None,
+                     family: Family | None = None) -> pm.Model:
     """PyMC model with the group effects as parameters (Bambi's model, plus correlations).
 
     Parameters
@@ -32,14 +34,18 @@ def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | N
     centered : dict, optional
         Factor name -> centred (hierarchically, see :mod:`.group_effects`)
         instead of non-centred ``b = L z`` group effects (default non-centred).
+    family : Family, optional
+        Response family (default Gaussian, identity link): builds the likelihood of
+        ``y`` from the linear predictor and creates the family's own parameters.
     """
     centered = centered or {}
+    family = family or default_family()
     with pm.Model(coords=coords(design)) as model:
-        h = add_hyperparameters(design, ps)
+        h = add_hyperparameters(design, ps, family)
         effects = sampled_effects(design, list(range(len(design.groups))), h.chols, centered, h.beta)
         mu = pt.dot(design.X, h.beta)
         for k, g in enumerate(design.groups):
             mu = mu + (g.Z * effects[k][g.codes]).sum(axis=1)
         record_effects(design, effects, list(factor_blocks(design)))
-        pm.Normal("y", mu=mu, sigma=h.sigma, observed=design.y)
+        family.likelihood("y", mu, h.family, design.y)
     return model

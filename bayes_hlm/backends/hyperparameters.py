@@ -7,15 +7,17 @@ the group effects enter the likelihood.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
 from ..errors import BayesHLMError
+from ..families import Family, default_family
 from ..spec.design import Design
-from ..spec.priors import PriorSet, corr_key, sd_key
+from ..spec.prior_registry import get_prior_dist
+from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
 from . import naming
 
 
@@ -24,8 +26,13 @@ class Hyper:
     """Handles to the model's hyperparameters (pytensor variables)."""
 
     beta: pt.TensorVariable            # fixed effects on the original (uncentred) scale, (p,)
-    sigma: pt.TensorVariable           # residual SD
     chols: list[pt.TensorVariable]     # per GroupTerm: absolute covariance Cholesky factor (q, q)
+    family: dict[str, pt.TensorVariable] = field(default_factory=dict)  # the family's parameters
+
+    @property
+    def sigma(self) -> pt.TensorVariable:
+        """Residual SD (Gaussian family)."""
+        return self.family[naming.SIGMA]
 
 
 def factor_blocks(design: Design) -> dict[str, list[int]]:
@@ -48,16 +55,12 @@ def coords(design: Design) -> dict[str, list]:
 
 
 def _dist(prior, name: str, **kw):
-    try:
-        cls = getattr(pm, prior.dist)
-    except AttributeError:
-        raise BayesHLMError(f"unknown prior distribution {prior.dist!r} for {name!r}") from None
-    return cls(name, **prior.params, **kw)
+    return get_prior_dist(prior.dist, name).pymc()(name, **prior.params, **kw)
 
 
 def _fixed(design: Design, ps: PriorSet) -> pt.TensorVariable:
     priors = [ps.priors[n] for n in design.fixed_names]
-    if all(p.dist == "Normal" for p in priors):
+    if all(p.dist == "Normal" and set(p.params) == {"mu", "sigma"} for p in priors):
         mu = np.array([p.params["mu"] for p in priors])
         sd = np.array([p.params["sigma"] for p in priors])
         raw = pm.Normal("_fixed_c", mu=mu, sigma=sd, dims=naming.FIXED_DIM)
@@ -66,8 +69,7 @@ def _fixed(design: Design, ps: PriorSet) -> pt.TensorVariable:
     if ps.centered:
         # Bambi samples the intercept of centred predictors; undo the centring
         i = design.fixed_names.index("Intercept")
-        shift = pt.dot(ps.x_mean, raw) - ps.x_mean[i] * raw[i]
-        raw = pt.set_subtensor(raw[i], raw[i] - shift)
+        raw = pt.set_subtensor(raw[i], raw[i] - intercept_shift(raw, ps.x_mean, i))
     return pm.Deterministic(naming.FIXED, raw, dims=naming.FIXED_DIM)
 
 
@@ -80,7 +82,7 @@ def _sd_dist(priors, name: str, q: int):
         )
     keys = priors[0].params.keys()
     params = {k: np.array([p.params[k] for p in priors]) for k in keys}
-    return getattr(pm, priors[0].dist).dist(**params, shape=q)
+    return get_prior_dist(priors[0].dist, name).pymc().dist(**params, shape=q)
 
 
 def _chol_of_term(k: int, design: Design, ps: PriorSet) -> tuple[pt.TensorVariable, pt.TensorVariable]:
@@ -98,14 +100,15 @@ def _chol_of_term(k: int, design: Design, ps: PriorSet) -> tuple[pt.TensorVariab
     return pt.diag(sds), sds
 
 
-def add_hyperparameters(design: Design, ps: PriorSet) -> Hyper:
-    """Create fixed effects, residual SD and group-level covariances in the current model.
+def add_hyperparameters(design: Design, ps: PriorSet, family: Family | None = None) -> Hyper:
+    """Create fixed effects, the family's parameters (Gaussian: residual SD) and group-level
+    covariances in the current model.
 
     Also records the factor-level deterministics ``sd__<factor>`` and
     ``corr__<factor>`` (for factors with a correlated term).
     """
     beta = _fixed(design, ps)
-    sigma = _dist(ps.priors["sigma"], naming.SIGMA)
+    fam = {name: _dist(ps.priors[name], name) for name in (family or default_family()).param_names}
     chols: list = [None] * len(design.groups)
     for factor, ks in factor_blocks(design).items():
         sds, blocks = [], []
@@ -121,4 +124,4 @@ def add_hyperparameters(design: Design, ps: PriorSet) -> Hyper:
             corr = cov / pt.outer(d, d)
             pm.Deterministic(naming.corr_var(factor), corr,
                              dims=(naming.term_dim(factor), naming.term_dim_b(factor)))
-    return Hyper(beta=beta, sigma=sigma, chols=chols)
+    return Hyper(beta=beta, chols=chols, family=fam)

@@ -31,20 +31,23 @@ import numba
 import numpy as np
 
 from ..spec.design import Design
-from ..spec.priors import PriorSet, corr_key, sd_key
+from ..spec.prior_registry import PRIOR_DISTS, numba_code
+from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
 from .group_kernel import term_and_grad
 from .sufficient_stats import CrossedStats, SingleStats
 
-#: positive-parameter priors: name -> (code, parameter names)
-POSITIVE_FAMILIES = {
-    "HalfNormal": (1, ("sigma",)),
-    "HalfStudentT": (2, ("nu", "sigma")),
-    "HalfCauchy": (3, ("beta",)),
-    "Exponential": (4, ("lam",)),
-    "Gamma": (5, ("alpha", "beta")),
-    "InverseGamma": (6, ("alpha", "beta")),
-    "LogNormal": (7, ("mu", "sigma")),
-}
+#: positive-parameter priors with a compiled density: name -> (code, parameter names),
+#: generated from the prior registry (:mod:`bayes_hlm.spec.prior_registry`)
+POSITIVE_FAMILIES = {n: (d.numba_code, d.numba_params) for n, d in PRIOR_DISTS.items()
+                     if d.numba_code is not None and d.transform == "log"}
+# branch codes of :func:`_log_positive` (compile-time constants inside the jitted code)
+_HALF_NORMAL = numba_code("HalfNormal")
+_HALF_STUDENT_T = numba_code("HalfStudentT")
+_HALF_CAUCHY = numba_code("HalfCauchy")
+_EXPONENTIAL = numba_code("Exponential")
+_GAMMA = numba_code("Gamma")
+_INVERSE_GAMMA = numba_code("InverseGamma")
+_LOG_NORMAL = numba_code("LogNormal")
 _HEAD = 13  # header entries before the per-term blocks
 _LOG2PI = float(np.log(2.0 * np.pi))
 
@@ -170,7 +173,7 @@ def _pack_sampled(design: Design, stats: CrossedStats, sd_at: list, x_at: int, m
     beta0 = mu.copy()
     if ps.centered:
         i = design.fixed_names.index("Intercept")
-        beta0[i] -= mu @ ps.x_mean - mu[i] * ps.x_mean[i]
+        beta0[i] -= intercept_shift(mu, ps.x_mean, i)
     rows, pmaps, sampled, init, done = [], [], [], [], []
     for k in build_order(design, list(stats.other_terms)):
         g = design.groups[k]
@@ -202,13 +205,8 @@ def _as_slots(ints: np.ndarray) -> np.ndarray:
 
 def _scale(prior) -> float:
     """A typical value of a positive prior (PyMC starts near its support point)."""
-    pr = prior.params
-    v = {"HalfNormal": lambda: pr["sigma"], "HalfStudentT": lambda: pr["sigma"],
-         "HalfCauchy": lambda: pr["beta"], "Exponential": lambda: 1.0 / pr["lam"],
-         "Gamma": lambda: pr["alpha"] / pr["beta"],
-         "InverseGamma": lambda: pr["beta"] / (pr["alpha"] + 1.0),
-         "LogNormal": lambda: np.exp(pr["mu"])}[prior.dist]()
-    return float(v) if float(v) > 0 else 1.0
+    v = float(PRIOR_DISTS[prior.dist].typical(prior.params))
+    return v if v > 0 else 1.0
 
 
 # --------------------------------------------------------------------------- #
@@ -218,21 +216,27 @@ def _scale(prior) -> float:
 def _log_positive(code, a, b, u):
     """log prior of ``v = exp(u)`` plus the log-Jacobian ``u``; and its u-derivative."""
     v = np.exp(u)
-    if code == 1:  # HalfNormal(sigma=a)
+    if code == _HALF_NORMAL:  # HalfNormal(sigma=a)
         lp, d = -0.5 * (v / a) ** 2, -v / (a * a)
-    elif code == 2:  # HalfStudentT(nu=a, sigma=b)
+    elif code == _HALF_STUDENT_T:  # HalfStudentT(nu=a, sigma=b)
         lp, d = -0.5 * (a + 1.0) * np.log1p(v * v / (a * b * b)), -(a + 1.0) * v / (a * b * b + v * v)
-    elif code == 3:  # HalfCauchy(beta=a)
+    elif code == _HALF_CAUCHY:  # HalfCauchy(beta=a)
         lp, d = -np.log1p((v / a) ** 2), -2.0 * v / (a * a + v * v)
-    elif code == 4:  # Exponential(lam=a)
+    elif code == _EXPONENTIAL:  # Exponential(lam=a)
         lp, d = -a * v, -a
-    elif code == 5:  # Gamma(alpha=a, beta=b)
+    elif code == _GAMMA:  # Gamma(alpha=a, beta=b)
         lp, d = (a - 1.0) * u - b * v, (a - 1.0) / v - b
-    elif code == 6:  # InverseGamma(alpha=a, beta=b)
+    elif code == _INVERSE_GAMMA:  # InverseGamma(alpha=a, beta=b)
         lp, d = -(a + 1.0) * u - b / v, -(a + 1.0) / v + b / (v * v)
-    else:  # LogNormal(mu=a, sigma=b)
+    elif code == _LOG_NORMAL:  # LogNormal(mu=a, sigma=b)
         lp, d = -u - 0.5 * ((u - a) / b) ** 2, (-1.0 - (u - a) / (b * b)) / v
+    else:  # a code without a branch: no density (the registry test catches this)
+        lp, d = np.nan, np.nan
     return lp + u, d * v + 1.0
+
+
+#: the one centred-intercept shift (:func:`~bayes_hlm.spec.priors.intercept_shift`), compiled
+_intercept_shift = numba.njit(cache=True, nogil=True, error_model="numpy")(intercept_shift)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -318,9 +322,7 @@ def logp_grad(x, buf, grad):
     raw = x[:p]
     beta = raw.copy()
     if i_int >= 0:
-        for j in range(p):
-            if j != i_int:
-                beta[i_int] -= xm[j] * raw[j]
+        beta[i_int] -= _intercept_shift(raw, xm, i_int)
     for j in range(p):
         z = (raw[j] - mu[j]) / sd[j]
         lp -= 0.5 * z * z
@@ -447,7 +449,7 @@ def logp_grad(x, buf, grad):
                 grad[ks] += b * gbo[off + g]
     # d/du (u = log σ): σ ∂/∂σ with ∂F/∂σ = 2σ ∂F/∂σ²
     grad[p] = d_s - 0.5 * (2.0 * (N - G * q) + 2.0 * s2 * gs2 - 2.0 * rr / s2)
-    # back through the centred-intercept shift: β = S raw
+    # back through the centred-intercept shift (its transpose): β = S raw
     for jj in range(p):
         grad[jj] += gbeta[jj]
         if i_int >= 0 and jj != i_int:
@@ -526,7 +528,7 @@ def constrained(packed: Packed, ps: PriorSet, design: Design, z: np.ndarray) -> 
     beta = raw.copy()
     if ps.centered:
         i = int(packed.buf[7])
-        beta[:, i] = raw[:, i] - (raw @ ps.x_mean - raw[:, i] * ps.x_mean[i])
+        beta[:, i] = raw[:, i] - intercept_shift(raw, ps.x_mean, i)
     sd_t, corr_t, k = [], [], p + 1
     for qt, correlated in packed.terms:
         sd_t.append(np.exp(z[:, k:k + qt]))

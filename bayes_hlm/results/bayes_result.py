@@ -247,7 +247,8 @@ class BayesResult:
         if "vp" not in self._cache:
             covs = {f: self._draws.covariance(f) for f in self.factors}
             self._cache["vp"] = variance_parts(self.design, self._draws.flat(naming.FIXED),
-                                               self._draws.flat(naming.SIGMA), covs)
+                                               self._draws.flat(naming.SIGMA), covs,
+                                               family=getattr(self.spec, "family", None))
         return self._cache["vp"]
 
     def _dist_table(self, draws: dict[str, np.ndarray], prob: float) -> pd.DataFrame:

@@ -134,7 +134,9 @@ def parameter_draws(result: "BayesResult", names: Iterable[str] | None = None) -
 def _draw_dist(prior, n: int, rng: np.random.Generator) -> np.ndarray:
     import pymc as pm
 
-    dist = getattr(pm, prior.dist).dist(**prior.params)
+    from ..spec.prior_registry import get_prior_dist
+
+    dist = get_prior_dist(prior.dist).pymc().dist(**prior.params)
     return np.asarray(pm.draw(dist, draws=n, random_seed=int(rng.integers(2**31))), dtype=float)
 
 
@@ -145,7 +147,7 @@ def prior_draws(result: "BayesResult", n: int = 4000, seed: int | None = 0) -> d
     the model does; a correlation of an LKJ(eta) block of size q has the marginal
     ``2 Beta(a, a) - 1`` with ``a = eta - 1 + q / 2``.
     """
-    from ..spec.priors import corr_key, sd_key
+    from ..spec.priors import corr_key, intercept_shift, sd_key
 
     rng = np.random.default_rng(seed)
     ps = result.priors
@@ -154,8 +156,7 @@ def prior_draws(result: "BayesResult", n: int = 4000, seed: int | None = 0) -> d
         np.zeros((n, 0))
     if ps.centered and "Intercept" in names:
         i = names.index("Intercept")
-        shift = raw @ ps.x_mean - ps.x_mean[i] * raw[:, i]
-        raw[:, i] = raw[:, i] - shift
+        raw[:, i] = raw[:, i] - intercept_shift(raw, ps.x_mean, i)
     out = {}
     for j, nm in enumerate(names):
         out[nm] = out[f"b_{nm}"] = raw[:, j]

@@ -20,38 +20,38 @@ import xarray as xr
 
 from ..backends import naming
 from ..errors import BayesHLMError
-from ..spec.priors import Prior, corr_key, sd_key
+from ..spec.prior_registry import PRIOR_DISTS, get_prior_dist
+from ..spec.priors import Prior, corr_key, intercept_shift, sd_key
 from .compare_reml import ReportFrame
 
 if TYPE_CHECKING:
     from .bayes_result import BayesResult
 
-__all__ = ["scale_prior", "scaled_priors", "prior_sensitivity", "log_prior", "power_sensitivity"]
+__all__ = ["widen_prior", "scale_prior", "scaled_priors", "prior_sensitivity", "log_prior", "power_sensitivity"]
 
-# parameter multiplied by the scale factor / divided by it (rates)
-_SCALE = {"Normal": "sigma", "HalfNormal": "sigma", "HalfStudentT": "sigma", "StudentT": "sigma",
-          "HalfCauchy": "beta", "Cauchy": "beta", "Laplace": "b", "Logistic": "s",
-          "InverseGamma": "beta", "Weibull": "beta"}
-_RATE = {"Exponential": "lam", "Gamma": "beta"}
+def widen_prior(prior: Prior, factor: float) -> Prior:
+    """``prior`` with its spread multiplied by ``factor`` and its location kept (scales
+    multiplied, rates divided, LogNormal's ``mu`` shifted by ``log factor``; LKJ unchanged).
+
+    Which parameter is the spread is stated once, in :mod:`bayes_hlm.spec.prior_registry`.
+    """
+    dist = PRIOR_DISTS.get(prior.dist)
+    if dist is None:
+        raise BayesHLMError(f"don't know the scale parameter of {prior}")
+    return Prior(prior.dist, **dist.widen(prior.params, factor))
 
 
 def scale_prior(prior: Prior, factor: float) -> Prior:
-    """``prior`` with its scale multiplied by ``factor`` (rates divided; LKJ unchanged)."""
-    params = dict(prior.params)
-    if prior.dist in _SCALE and _SCALE[prior.dist] in params:
-        params[_SCALE[prior.dist]] = params[_SCALE[prior.dist]] * factor
-    elif prior.dist in _RATE and _RATE[prior.dist] in params:
-        params[_RATE[prior.dist]] = params[_RATE[prior.dist]] / factor
-    elif prior.dist == "LogNormal" and "mu" in params:
-        params["mu"] = params["mu"] + np.log(factor)
-    elif prior.dist != "LKJ":
-        raise BayesHLMError(f"don't know the scale parameter of {prior}")
-    return Prior(prior.dist, **params)
+    """Deprecated name of :func:`widen_prior` (``spec.scaling.scale_prior`` is the prior of a
+    rescaled variable, a different operation)."""
+    warnings.warn("bayes_hlm.results.sensitivity.scale_prior is deprecated; use widen_prior",
+                  DeprecationWarning, stacklevel=2)
+    return widen_prior(prior, factor)
 
 
 def scaled_priors(result: "BayesResult", factor: float) -> dict[str, Prior]:
     """Every prior of ``result`` with its scale multiplied by ``factor``."""
-    return {k: scale_prior(p, factor) for k, p in result.priors.priors.items()}
+    return {k: widen_prior(p, factor) for k, p in result.priors.priors.items()}
 
 
 def prior_sensitivity(result: "BayesResult", scales: Sequence[float] = (0.5, 2.0),
@@ -90,7 +90,7 @@ def prior_sensitivity(result: "BayesResult", scales: Sequence[float] = (0.5, 2.0
 def _logp(prior: Prior, values: np.ndarray) -> np.ndarray:
     import pymc as pm
 
-    dist = getattr(pm, prior.dist).dist(**prior.params)
+    dist = get_prior_dist(prior.dist).pymc().dist(**prior.params)
     return np.asarray(pm.logp(dist, np.asarray(values, dtype=float)).eval(), dtype=float)
 
 
@@ -104,7 +104,7 @@ def log_prior(result: "BayesResult") -> np.ndarray:
     beta = src.flat(naming.FIXED).copy()
     if ps.centered and "Intercept" in names:
         i = names.index("Intercept")
-        beta[:, i] = beta[:, i] + beta @ ps.x_mean - ps.x_mean[i] * beta[:, i]
+        beta[:, i] = beta[:, i] + intercept_shift(beta, ps.x_mean, i)  # back to Bambi's raw
     lp = np.zeros(src.size)
     for j, n in enumerate(names):
         lp += _logp(ps.priors[n], beta[:, j])

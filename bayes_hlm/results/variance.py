@@ -6,6 +6,8 @@ Definitions follow ``performance::icc`` / ``performance::r2_nakagawa``
 
 * random-effect variance of factor k: ``mean_i z_i' Sigma_k z_i = tr(Sigma_k Z_k'Z_k / n)``
 * fixed-effect variance: ``var(X beta)`` over rows (R's ``var``, ddof = 1)
+* distribution-specific (residual) variance: the family's latent-scale variance
+  (:meth:`bayes_hlm.families.Family.latent_variance`; Gaussian ``sigma^2``)
 * adjusted ICC = ``sum_k var_k / (sum_k var_k + sigma^2)``
 * R2m = ``var_f / (var_f + sum var_k + sigma^2)``; R2c = ``(var_f + sum var_k) / (...)``
 * Bayesian R2 = ``var(mu) / (var(mu) + var(y - mu))`` per draw, mu the linear predictor.
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..families import Family, default_family
 from ..spec.design import Design
 
 
@@ -62,12 +65,15 @@ def fixed_covariance(design: Design) -> np.ndarray:
     return np.atleast_2d(np.cov(design.X, rowvar=False, ddof=1))
 
 
-def variance_parts(design: Design, beta: np.ndarray, sigma: np.ndarray,
-                   covs: dict[str, np.ndarray]) -> VarianceParts:
+def variance_parts(design: Design, beta: np.ndarray, sigma: np.ndarray | None,
+                   covs: dict[str, np.ndarray], family: Family | None = None,
+                   family_params: dict[str, np.ndarray] | None = None) -> VarianceParts:
     """Variance components for draws of ``beta`` (S,p), ``sigma`` (S,) and covariances.
 
     ``covs`` maps factor -> (S, q, q) covariance of that factor's effects (terms
-    in the order of :func:`factor_columns`).
+    in the order of :func:`factor_columns`). The residual part is the family's
+    latent-scale variance (default Gaussian: ``sigma^2``) of ``family_params``
+    (default ``{"sigma": sigma}``).
     """
     C = fixed_covariance(design)
     var_f = np.einsum("sp,pq,sq->s", beta, C, beta)
@@ -75,7 +81,9 @@ def variance_parts(design: Design, beta: np.ndarray, sigma: np.ndarray,
     for factor, Z in factor_columns(design).items():
         ZtZ_n = Z.T @ Z / design.n
         random[factor] = np.einsum("sij,ji->s", covs[factor], ZtZ_n)
-    return VarianceParts(fixed=var_f, random=random, residual=np.asarray(sigma) ** 2)
+    family = family or default_family()
+    params = family_params if family_params is not None else {"sigma": sigma}
+    return VarianceParts(fixed=var_f, random=random, residual=family.latent_variance(params))
 
 
 def bayes_r2(y: np.ndarray, mu_draws) -> np.ndarray:

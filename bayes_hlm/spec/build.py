@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BayesHLMWarning, DataError, FormulaError
+from ..families import Family, default_family
 from .checks import Control, apply_check
 from .collate import r_sorted
 from .design import Design, GroupTerm
@@ -37,6 +38,8 @@ class ModelSpec:
         factor preparation (a copy; the user's frame is untouched).
     kept_fixed : ndarray of int
         Columns of formulae's fixed matrix kept after dropping aliased ones.
+    family : Family
+        Response family and link (default Gaussian, identity).
     """
 
     parsed: ParsedFormula
@@ -45,6 +48,7 @@ class ModelSpec:
     kept_fixed: np.ndarray
     control: Control = field(default_factory=Control)
     na_action: str = "omit"
+    family: Family = field(default_factory=default_family)
     _fixed_dm: object = field(default=None, repr=False)
     _random_dms: list = field(default_factory=list, repr=False)
 

@@ -22,7 +22,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BayesHLMError
+from ..families import Family, default_family
+from . import prior_registry
 from .design import Design
+from .prior_registry import PriorError
 
 STD = 2.5  # Bambi's multiplier
 
@@ -36,14 +39,38 @@ class Prior:
     >>> Prior("Normal", mu=0, sigma=10)
     >>> Prior("HalfStudentT", nu=4, sigma=5)
     >>> Prior("LKJ", eta=2)          # for correlations, key ``"corr|<factor>"``
+
+    Impossible values of a known distribution's parameters (negative, zero, NaN
+    or infinite scales) raise :class:`~bayes_hlm.spec.prior_registry.PriorError`
+    here; unknown distributions and parameter names are refused when the prior
+    is laid over a model (:func:`apply_user_priors`), before any sampling. The
+    distributions and their parameters: :mod:`bayes_hlm.spec.prior_registry`.
     """
 
     dist: str
     params: dict = field(default_factory=dict)
 
     def __init__(self, dist: str, **params):
+        if not isinstance(dist, str):
+            raise PriorError(f"Prior's distribution must be a name such as 'Normal', not {dist!r}")
+        vals = {}
+        for k, v in params.items():
+            try:
+                vals[k] = _as_float(v)
+            except (TypeError, ValueError):
+                raise PriorError(f"{dist} prior: parameter {k!r} must be a number, got {v!r}") \
+                    from None
+        known = prior_registry.PRIOR_DISTS.get(dist)
+        if known is not None:
+            known.check_values(vals)
         object.__setattr__(self, "dist", dist)
-        object.__setattr__(self, "params", {k: _as_float(v) for k, v in params.items()})
+        object.__setattr__(self, "params", vals)
+
+    def validate(self, where: str = "") -> "Prior":
+        """Check the distribution, its parameter names and values (``where``: the parameter
+        the prior is for, named in the error); returns ``self``."""
+        prior_registry.get_prior_dist(self.dist, where).validate(self.params, where)
+        return self
 
     def __str__(self) -> str:
         args = ", ".join(f"{k}={_fmt(v)}" for k, v in self.params.items())
@@ -55,6 +82,9 @@ class Prior:
     @classmethod
     def from_dict(cls, d: dict) -> "Prior":
         d = dict(d)
+        if "dist" not in d:
+            raise PriorError(f"a prior given as a dict needs a 'dist' key (e.g. "
+                             f"{{'dist': 'Normal', 'mu': 0, 'sigma': 1}}), got {d!r}")
         return cls(d.pop("dist"), **d)
 
 
@@ -81,6 +111,7 @@ class PriorSet:
     priors: dict[str, Prior]
     x_mean: np.ndarray  # column means used to centre predictors (zeros when no intercept)
     centered: bool
+    family_params: tuple[str, ...] = ("sigma",)  # keys of the family's own (positive) parameters
 
     def table(self) -> pd.DataFrame:
         rows = [{"parameter": k, "prior": str(p)} for k, p in self.priors.items()]
@@ -121,9 +152,15 @@ class Moments:
                    design.X.std(axis=0), {k: g.Z.std(axis=0) for k, g in enumerate(design.groups)})
 
 
-def priors_from_moments(design: Design, mom: Moments) -> PriorSet:
-    """Bambi 0.21's default priors given the design's structure and the data moments."""
-    y_sd = _pos(mom.y_sd)
+def priors_from_moments(design: Design, mom: Moments, family: Family | None = None) -> PriorSet:
+    """Bambi 0.21's default priors given the design's structure and the data moments.
+
+    The family (default Gaussian) gives the response moments the linear predictor's
+    priors are scaled with and the default priors of its own parameters.
+    """
+    family = family or default_family()
+    y_mean, y_sd = family.prior_moments(mom.y_mean, mom.y_sd)
+    y_sd = _pos(y_sd)
     names = design.fixed_names
     has_int = design.has_intercept
     slope_sigma = {n: STD * y_sd / _pos(float(mom.x_sd[j])) for j, n in enumerate(names)
@@ -137,30 +174,46 @@ def priors_from_moments(design: Design, mom: Moments) -> PriorSet:
     priors: dict[str, Prior] = {}
     for name in names:
         if name == "Intercept":
-            priors[name] = Prior("Normal", mu=mom.y_mean, sigma=int_sigma)
+            priors[name] = Prior("Normal", mu=y_mean, sigma=int_sigma)
         else:
             priors[name] = Prior("Normal", mu=0.0, sigma=slope_sigma[name])
-    priors["sigma"] = Prior("HalfStudentT", nu=4.0, sigma=y_sd)
+    for key, (dist, params) in family.default_priors(mom.y_mean, y_sd).items():
+        priors[key] = Prior(dist, **params)
     for k, g in enumerate(design.groups):
         for j, term in enumerate(g.terms):
             scale = int_sigma if term == "Intercept" else STD * y_sd / _pos(float(mom.z_sd[k][j]))
             priors[sd_key(term, g.factor)] = Prior("HalfNormal", sigma=scale)
         if g.correlated:
             priors[corr_key(g.factor)] = Prior("LKJ", eta=1.0)
-    return PriorSet(priors=priors, x_mean=x_mean, centered=has_int)
+    return PriorSet(priors=priors, x_mean=x_mean, centered=has_int,
+                    family_params=family.param_names)
 
 
-def default_priors(design: Design) -> PriorSet:
-    """Bambi 0.21's default priors for a Gaussian model with this design."""
-    return priors_from_moments(design, Moments.of(design))
+def default_priors(design: Design, family: Family | None = None) -> PriorSet:
+    """Bambi 0.21's default priors for a model of ``family`` (default Gaussian) with this design."""
+    return priors_from_moments(design, Moments.of(design), family)
 
 
-SD_DISTS = {"HalfNormal", "HalfStudentT", "HalfCauchy", "Exponential", "Gamma", "InverseGamma",
-            "LogNormal", "Weibull", "HalfFlat"}
+def intercept_shift(raw, x_mean, i: int):
+    """The centred-intercept shift ``sum_{j != i} x_mean[j] raw[..., j]``.
+
+    Bambi samples the intercept of centred predictors; the intercept of the user's
+    (uncentred) predictors is ``raw[i] - intercept_shift(raw, x_mean, i)`` and the
+    other coefficients are unchanged. The one definition, used on NumPy draws
+    ``(..., p)``, PyTensor vectors (PyMC graphs) and inside Numba-compiled code.
+    """
+    return raw @ x_mean - x_mean[i] * raw[..., i]
+
+
+#: positive-valued distributions, allowed for standard deviations (from the registry)
+SD_DISTS = prior_registry.positive_dists()
 
 
 def apply_user_priors(ps: PriorSet, user: dict | None) -> PriorSet:
     """Lay the user's priors over ``ps`` (in place); unknown keys and wrong families are errors."""
+    if user is not None and not isinstance(user, dict):
+        raise BayesHLMError(f"priors must be a dict {{parameter: Prior(...)}}, not "
+                            f"{type(user).__name__}; see bayes_hlm.get_prior for the names")
     for key, prior in (user or {}).items():
         if key not in ps.priors:
             raise BayesHLMError(
@@ -171,21 +224,26 @@ def apply_user_priors(ps: PriorSet, user: dict | None) -> PriorSet:
             prior = Prior.from_dict(prior)
         if not isinstance(prior, Prior):
             raise BayesHLMError(f"prior for {key!r} must be a bayes_hlm.Prior, got {prior!r}")
+        prior.validate(key)
         if key.startswith("corr|") and prior.dist != "LKJ":
             raise BayesHLMError(f"prior for {key!r} must be Prior('LKJ', eta=...)")
-        if ("|" in key and not key.startswith("corr|") or key == "sigma") and \
+        if ("|" in key and not key.startswith("corr|") or key in ps.family_params) and \
                 prior.dist not in SD_DISTS:
             raise BayesHLMError(
-                f"prior for standard deviation {key!r} must be positive-valued "
+                f"prior for {'standard deviation ' if '|' in key or key == 'sigma' else ''}{key!r} "
+                f"must be "
+                f"positive-valued "
                 f"({', '.join(sorted(SD_DISTS))}), got {prior.dist}"
             )
         ps.priors[key] = prior
     return ps
 
 
-def resolve_priors(design: Design, user: dict | None = None) -> PriorSet:
-    """Defaults with the user's priors laid over them; unknown keys are errors."""
-    return apply_user_priors(default_priors(design), user)
+def resolve_priors(design: Design, user: dict | None = None,
+                   family: Family | None = None) -> PriorSet:
+    """Defaults with the user's priors laid over them; unknown keys and impossible priors are
+    errors (:class:`~bayes_hlm.spec.prior_registry.PriorError`), raised before any sampling."""
+    return apply_user_priors(default_priors(design, family), user)
 
 
 def get_prior(formula: str, data: pd.DataFrame, **kwargs) -> pd.DataFrame:

@@ -27,14 +27,11 @@ import numpy as np
 import xarray as xr
 
 from .design import Design
+from .prior_registry import PRIOR_DISTS, ScalingError
 from .priors import Prior, PriorSet, corr_key, sd_key
 
 #: "auto" rescales when some parameter's natural scale is outside [1/AUTO_RATIO, AUTO_RATIO].
 AUTO_RATIO = 100.0
-
-
-class ScalingError(NotImplementedError):
-    """A prior cannot be transformed to the scaled problem (unknown family)."""
 
 
 @dataclass(frozen=True)
@@ -123,58 +120,24 @@ def scale_design(design: Design, sc: Scaling) -> Design:
                    info=info)
 
 
-# parameter roles of each family for theta' = a * theta (a > 0)
-_FAMILIES: dict[str, dict[str, str]] = {
-    "Normal": {"mu": "loc", "sigma": "scale", "tau": "prec"},
-    "StudentT": {"nu": "fixed", "mu": "loc", "sigma": "scale", "lam": "prec"},
-    "Cauchy": {"alpha": "loc", "beta": "scale"},
-    "Laplace": {"mu": "loc", "b": "scale"},
-    "Logistic": {"mu": "loc", "s": "scale"},
-    "SkewNormal": {"mu": "loc", "sigma": "scale", "tau": "prec", "alpha": "fixed"},
-    "Flat": {},
-    "HalfFlat": {},
-    "HalfNormal": {"sigma": "scale", "tau": "prec"},
-    "HalfStudentT": {"nu": "fixed", "sigma": "scale", "lam": "prec"},
-    "HalfCauchy": {"beta": "scale"},
-    "Exponential": {"lam": "rate", "scale": "scale"},
-    "Gamma": {"alpha": "fixed", "beta": "rate", "mu": "scale", "sigma": "scale"},
-    "InverseGamma": {"alpha": "fixed", "beta": "scale", "mu": "scale", "sigma": "scale"},
-    "Weibull": {"alpha": "fixed", "beta": "scale"},
-    "LogNormal": {"mu": "log", "sigma": "fixed", "tau": "fixed"},
-    "LKJ": {"eta": "fixed"},
-}
-
-
 def scale_prior(prior: Prior, a) -> Prior:
     """Prior of ``a * theta`` when ``theta ~ prior`` (``a > 0``; scalar or per-element array).
+
+    Each parameter's role (location, scale, rate, ...) is stated in
+    :mod:`bayes_hlm.spec.prior_registry`.
 
     Raises
     ------
     ScalingError
         For a family (or parameter) whose transformation is not known.
     """
-    roles = _FAMILIES.get(prior.dist)
-    if roles is None:
-        raise ScalingError(f"cannot rescale a {prior.dist} prior; known: {sorted(_FAMILIES)}")
+    dist = PRIOR_DISTS.get(prior.dist)
+    if dist is None:
+        raise ScalingError(f"cannot rescale a {prior.dist} prior; known: {sorted(PRIOR_DISTS)}")
     a = np.asarray(a, dtype=float)
     if np.any(a <= 0) or not np.all(np.isfinite(a)):
         raise ValueError(f"scale factor must be positive and finite, got {a}")
-    out = {}
-    for k, v in prior.params.items():
-        role = roles.get(k)
-        if role is None:
-            raise ScalingError(f"cannot rescale parameter {k!r} of a {prior.dist} prior")
-        v = np.asarray(v, dtype=float)
-        if role in ("loc", "scale"):
-            v = v * a
-        elif role == "prec":
-            v = v / a**2
-        elif role == "rate":
-            v = v / a
-        elif role == "log":
-            v = v + np.log(a)
-        out[k] = v
-    return Prior(prior.dist, **out)
+    return Prior(prior.dist, **dist.rescale(prior.params, a))
 
 
 def scale_priors(ps: PriorSet, design: Design, sc: Scaling) -> PriorSet:
@@ -192,7 +155,7 @@ def scale_priors(ps: PriorSet, design: Design, sc: Scaling) -> PriorSet:
         if corr_key(g.factor) in ps.priors:
             priors[corr_key(g.factor)] = ps.priors[corr_key(g.factor)]
     x_mean = np.asarray(ps.x_mean, dtype=float) / sc.x_scale
-    return PriorSet(priors=priors, x_mean=x_mean, centered=ps.centered)
+    return replace(ps, priors=priors, x_mean=x_mean)
 
 
 def unscale_posterior(post: xr.Dataset, design: Design, sc: Scaling) -> xr.Dataset:
