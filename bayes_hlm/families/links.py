@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy import special
 
 from ..errors import BayesHLMError
 
@@ -39,6 +38,12 @@ class Link:
     inverse_tensor: Callable
 
 
+def _sp():
+    from scipy import special  # lazy: importing the spec stage stays light
+
+    return special
+
+
 def _pt():
     import pytensor.tensor as pt
 
@@ -54,8 +59,10 @@ LINKS: dict[str, Link] = {
     "identity": Link("identity", lambda mu: np.asarray(mu, dtype=float),
                      lambda eta: np.asarray(eta, dtype=float), lambda eta: eta),
     "log": Link("log", np.log, np.exp, lambda eta: _pt().exp(eta)),
-    "logit": Link("logit", special.logit, special.expit, lambda eta: _pt().sigmoid(eta)),
-    "probit": Link("probit", special.ndtri, special.ndtr, _probit_inv_pt),
+    "logit": Link("logit", lambda mu: _sp().logit(mu), lambda eta: _sp().expit(eta),
+                  lambda eta: _pt().sigmoid(eta)),
+    "probit": Link("probit", lambda mu: _sp().ndtri(mu), lambda eta: _sp().ndtr(eta),
+                   _probit_inv_pt),
     "cloglog": Link("cloglog", lambda mu: np.log(-np.log1p(-np.asarray(mu, dtype=float))),
                     lambda eta: -np.expm1(-np.exp(eta)),
                     lambda eta: -_pt().expm1(-_pt().exp(eta))),
