@@ -84,6 +84,13 @@ def test_gaussian_facts():
     assert draws.std() == pytest.approx(2.0, rel=0.03)
 
 
+def test_check_response_names_column_and_family():
+    fam = get_family("gaussian")
+    fam.check_response(np.array([1.0, -2.5]), "y")
+    with pytest.raises(BayesHLMError, match="'Reaction'.*row 1.*gaussian"):
+        fam.check_response(np.array([1.0, np.inf]), "Reaction")
+
+
 def test_gaussian_default_priors_are_bambis():
     """sigma ~ HalfStudentT(nu=4, sigma=sd(y)) (numpy.std, ddof=0): Bambi 0.21's PriorScaler."""
     df = _data()

@@ -16,7 +16,8 @@ Everything else asks the family:
   (:meth:`Family.prior_moments`);
 * :meth:`Family.latent_variance`, the distribution-specific variance used by
   ICC/R² (``performance::icc``, ``r2_nakagawa``);
-* :meth:`Family.engines`, the engines that can fit it.
+* :meth:`Family.engines`, the engines that can fit it;
+* :meth:`Family.check_response`, which responses it can model.
 
 The package imports nothing from :mod:`bayes_hlm.spec` (the spec stage imports
 the families, not the other way round); priors are returned as
@@ -132,6 +133,15 @@ class Family:
     def default_priors(self, y_mean: float, y_sd: float) -> dict[str, tuple[str, dict]]:
         """Bambi 0.21's default prior of each family parameter: ``{name: (dist, params)}``."""
         return {p.name: p.default_prior(y_mean, y_sd) for p in self.params}
+
+    # -------------------------------------------------------------- response
+    def check_response(self, y: np.ndarray, column: str) -> None:
+        """Refuse a response this family cannot model (a 3 in a Bernoulli response, negative
+        counts), naming ``column``, the family and an example row. Default: any finite value."""
+        bad = np.flatnonzero(~np.isfinite(np.asarray(y, dtype=float)))
+        if bad.size:
+            raise BayesHLMError(f"response {column!r} has a non-finite value (row {bad[0]}) "
+                                f"that the {self.name} family cannot model")
 
     # ------------------------------------------------------------ likelihood
     def likelihood(self, name: str, eta, params: Mapping[str, object], observed):
