@@ -319,6 +319,23 @@ def _write_json(obj: dict, path: str | None) -> None:
         raise CliError(f"cannot write output {path!r}: {exc.strerror or exc}") from None
 
 
+#: fit() argument -> the flag that sets it, so messages name what the user typed
+FIT_FLAGS = {"method": "--method", "sampler": "--sampler", "chains": "--chains", "draws": "--draws",
+             "tune": "--tune", "seed": "--seed", "target_accept": "--target-accept",
+             "mass_matrix": "--mass-matrix", "engine": "--engine"}
+
+
+def _check_fit_flags(args) -> None:
+    """The fit flags through the one validation of fit()'s arguments, before reading the data."""
+    from .errors import BayesHLMError
+    from .settings import validate_settings
+
+    try:
+        validate_settings(**{k: getattr(args, k) for k in FIT_FLAGS}, names=FIT_FLAGS)
+    except BayesHLMError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+
+
 def _cmd_fit(args) -> int:
     from .fitting import fit
     from .results.export import fit_json
@@ -446,13 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if not getattr(args, "command", None):
             raise CliError("bayes-hlm: choose a command: fit or reml (see --help)", EXIT_USAGE)
-        for name in ("chains", "draws"):
-            if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
-                raise CliError(f"--{name} must be at least 1", EXIT_USAGE)
-        if getattr(args, "tune", 0) < 0:
-            raise CliError("--tune must be at least 0", EXIT_USAGE)
-        if not 0 < getattr(args, "target_accept", 0.5) < 1:
-            raise CliError("--target-accept must be between 0 and 1 (e.g. 0.9)", EXIT_USAGE)
+        if args.command == "fit":
+            _check_fit_flags(args)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning

@@ -12,6 +12,7 @@ joint posterior of the full model.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pymc as pm
@@ -27,7 +28,6 @@ from .full import record_effects
 from .group_effects import sampled_effects
 from .hyperparameters import add_hyperparameters, coords, factor_blocks
 from .marginal_loglik import marginal_loglik_pt
-from .numba_density import unsupported_reason
 from .parametrization import choose_centering
 from .sampling import SamplerConfig, SampleOutput, sample_model
 from .sufficient_stats import CrossedStats, compute_stats
@@ -146,11 +146,23 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
     """Sample the collapsed model and attach (or register) exact group-effect draws.
 
     ``stats`` may be precomputed (e.g. on Dask); then no row of the data is touched.
+    ``cfg.sampler`` is the engine to run (chosen by
+    :func:`bayes_hlm.backends.engine.choose_engine`); ``"auto"`` (this stage used on its
+    own) asks the chooser here. ``cfg`` is never modified.
     """
     t0 = time.perf_counter()
     stats = stats if stats is not None else compute_stats(design)
-    compiled = _use_compiled(design, ps, stats, cfg)
-    if compiled:
+    if cfg.sampler in ("auto", "numba"):
+        from .engine import choose_engine, engine_status, run_with_fallback
+
+        def choose(unavailable):
+            return choose_engine(design, ps, stats, method="marginal", sampler=cfg.sampler,
+                                 unavailable=unavailable)
+
+        if cfg.sampler == "auto":
+            return run_with_fallback(choose, lambda c: run_marginal(
+                design, ps, replace(cfg, sampler=c.sampler), stats), engine_status())[1]
+        choose(engine_status())  # raises when the compiled density does not cover the model
         model = None
         t_build = time.perf_counter() - t0
         out = compiled_nuts.sample(design, ps, stats, cfg)
@@ -188,7 +200,7 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
     out.compile_s += t_build
     extra = {"structure": stats.plan.structure, "marginalised": marginalised_factors(stats),
              "lazy_effects": lazy, "effects_s": effects_s, "effects_seed": seed,
-             "gibbs_refreshed": refreshed,
+             "gibbs_refreshed": refreshed, "sampler": out.extra.get("sampler", cfg.sampler),
              "centered": getattr(model, "_bayes_hlm_centered", out.extra.get("centered", {}))}
     return out, gen, extra
 
@@ -223,19 +235,3 @@ def _refresh_sampled(design: Design, stats, post: xr.Dataset, gen, seed: int, st
         post[key] = (post[key].dims, arr)
         out.add(design.groups[plan.other_terms[i]].factor)
     return sorted(out)
-
-
-def _use_compiled(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> bool:
-    """Whether the compiled density engine runs this fit (``sampler`` "auto" or "numba")."""
-    if cfg.sampler not in ("auto", "numba"):
-        return False
-    reason = unsupported_reason(design, ps, stats)
-    if reason is None and not compiled_nuts.available():
-        reason = "nutpie (with its CompiledPyMCModel interface) is not installed"
-    if reason is None:
-        cfg.sampler = "numba"
-        return True
-    if cfg.sampler == "numba":
-        raise ValueError(f"sampler='numba' does not cover this model: {reason}; "
-                         "use sampler='auto' (JAX or PyMC engines)")
-    return False

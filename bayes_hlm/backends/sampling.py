@@ -1,16 +1,14 @@
-"""Run NUTS on a PyMC model with the chosen engine and time its phases.
+"""Run NUTS on a PyMC model with a given engine and time its phases.
 
 Engines: PyMC's own NUTS (``"pymc"``), nutpie (``"nutpie"``, numba-compiled),
-``"numba"`` (marginal backend only: nutpie on bayes_hlm's cached compiled
-collapsed density, :mod:`bayes_hlm.backends.compiled_nuts`; chosen by the
-marginal backend itself, before a PyMC model is built),
 NumPyro through ``pm.sample`` (``"numpyro"``), and ``"jax"``: NumPyro's NUTS
 kernel on the jaxified model in one vectorised XLA program whose compiled
-form is cached across processes (:mod:`bayes_hlm.backends.jax_nuts`; the
-fastest end to end once warm). ``"auto"`` picks ``"jax"`` when JAX and NumPyro
-import and the model's graph can be lowered to JAX, else ``"pymc"``.
-PyMC 6.4's ``pm.sample`` silently picks nutpie when installed, so the engine is
-always passed explicitly.
+form is cached across processes (:mod:`bayes_hlm.backends.jax_nuts`).
+``"numba"`` (nutpie on the compiled collapsed density) needs no PyMC model and
+runs from :func:`bayes_hlm.backends.marginal.run_marginal`. Which engine runs
+a fit, and what ``"auto"`` means, is decided in one place:
+:func:`bayes_hlm.backends.engine.choose_engine`. PyMC 6.4's ``pm.sample``
+silently picks nutpie when installed, so the engine is always passed explicitly.
 """
 
 from __future__ import annotations
@@ -19,14 +17,13 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pymc as pm
 import xarray as xr
 
-SAMPLERS = ("auto", "numba", "jax", "pymc", "nutpie", "numpyro")
-MASS_MATRICES = ("auto", "diag", "low_rank")
+from ..settings import MASS_MATRICES, SAMPLERS
 # nutpie engines: a low-rank-corrected mass matrix learns the ridge between an
 # intercept and sampled effects in small collapsed posteriors (penicillin, 10
 # parameters: min ESS 540-660 -> 1500-1620 of 2000 draws; sleepstudy 1280 -> 1420);
@@ -56,7 +53,7 @@ class SamplerConfig:
             raise ValueError(f"mass_matrix must be one of {MASS_MATRICES}, not {self.mass_matrix!r}")
         for name in ("chains", "draws", "tune"):
             v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < (1 if name != "tune" else 0):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, not {v!r}")
         if not 0 < self.target_accept < 1:
             raise ValueError(f"target_accept must be in (0, 1), not {self.target_accept}")
@@ -92,18 +89,41 @@ class SampleOutput:
 
 
 def sample_model(model: pm.Model, cfg: SamplerConfig, var_names: list[str] | None = None) -> SampleOutput:
-    """Sample ``model``; returns the DataTree (posterior + sample_stats) and phase timings.
+    """Sample ``model`` with ``cfg.sampler``; returns the DataTree (posterior + sample_stats)
+    and phase timings. ``cfg`` is never modified.
 
-    A ``KeyboardInterrupt`` during nutpie sampling keeps the draws done so far
-    (the result is flagged ``interrupted``); PyMC's own sampler does the same.
+    ``cfg.sampler="auto"`` (this stage used on its own) resolves with
+    :func:`bayes_hlm.backends.engine.choose_model_sampler`; the engine that ran is
+    ``SampleOutput.extra["sampler"]``. A ``KeyboardInterrupt`` during nutpie sampling keeps
+    the draws done so far (the result is flagged ``interrupted``); PyMC's own sampler does the same.
     """
-    if cfg.sampler in ("auto", "jax"):
-        out = _sample_jax_or_fallback(model, cfg, var_names)
-        if out is not None:
-            return out
-        cfg.sampler = "pymc"
-    if cfg.sampler == "nutpie":
-        return _sample_nutpie(model, cfg, var_names)
+    if cfg.sampler == "auto":
+        from .engine import choose_model_sampler, engine_status, run_with_fallback
+
+        choice, out = run_with_fallback(lambda u: choose_model_sampler("auto", u),
+                                        lambda c: sample_model(model, replace(cfg, sampler=c.sampler),
+                                                               var_names),
+                                        engine_status())
+        return out
+    if cfg.sampler == "numba":
+        raise ValueError("sampler='numba' runs the compiled collapsed density, not a PyMC model: "
+                         "use backends.marginal.run_marginal")
+    if cfg.sampler == "jax":
+        from . import jax_nuts
+
+        if not jax_nuts.available():
+            raise ImportError("sampler='jax' needs the optional extra: pip install 'bayes_hlm[jax]'")
+        out = jax_nuts.sample_jax(model, cfg, var_names)
+    elif cfg.sampler == "nutpie":
+        out = _sample_nutpie(model, cfg, var_names)
+    else:
+        out = _sample_pm(model, cfg, var_names)
+    out.extra.setdefault("sampler", cfg.sampler)
+    return out
+
+
+def _sample_pm(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutput:
+    """``pm.sample`` with PyMC's NUTS or NumPyro's."""
     t0 = time.perf_counter()
     kwargs = dict(
         draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
@@ -122,29 +142,6 @@ def sample_model(model: pm.Model, cfg: SamplerConfig, var_names: list[str] | Non
     stats = tree["sample_stats"].attrs if "sample_stats" in tree.children else {}
     sample_s = float(stats.get("sampling_time", total))
     return SampleOutput(tree=tree, compile_s=max(total - sample_s, 0.0), sample_s=sample_s)
-
-
-def _sample_jax_or_fallback(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutput | None:
-    """The cached JAX engine; ``None`` (so the caller falls back to PyMC) under ``"auto"``
-    when JAX is missing or the graph has an op without a JAX implementation."""
-    from . import jax_nuts
-
-    if not jax_nuts.available():
-        if cfg.sampler == "jax":
-            raise ImportError("sampler='jax' needs the optional extra: pip install 'bayes_hlm[jax]'")
-        return None
-    try:
-        out = jax_nuts.sample_jax(model, cfg, var_names)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # e.g. an op PyTensor cannot lower to JAX (batched Cholesky gradient)
-        if cfg.sampler == "jax":
-            raise
-        warnings.warn(f"JAX NUTS unavailable for this model ({type(e).__name__}: {e}); "
-                      "using PyMC's NUTS", RuntimeWarning, stacklevel=3)
-        return None
-    cfg.sampler = "jax"
-    return out
 
 
 def _sample_nutpie(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutput:

@@ -30,8 +30,6 @@ from .design_meta import (DesignMeta, ModelFrame, OutOfCoreError, build_meta,
 from .inputs import Partitions, open_source
 from .partition_stats import partition_stats
 from .reduce import StatsExtras, finalize, kept_columns, merge_partials, tree_reduce
-from ..backends.marginal import run_marginal
-from ..fitting import default_sampler
 
 __all__ = ["DaskStats", "compute_stats_dask", "fit_dask", "priors_from_stats"]
 
@@ -276,11 +274,17 @@ def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", samp
              seed: int | None = None, mass_matrix: str = "auto", priors: dict | None = None,
              na_action: str = "omit",
              control: Control | None = None, centered="auto", progressbar: bool | None = None,
-             warn: bool = True, npartitions: int | None = None, split_every: int = 8):
+             warn: bool = True, npartitions: int | None = None, split_every: int = 8,
+             rescale: bool | str = "auto", _stacklevel: int = 3):
     """Fit a Gaussian hierarchical model out of core: statistics on Dask, NUTS on the statistics.
 
-    Same arguments and posterior as :func:`bayes_hlm.fit` with ``method="marginal"``
-    (``method="full"`` is not available out of core), plus:
+    Dask is a data source of :func:`bayes_hlm.fit`'s pipeline: the statistics make the
+    :class:`~bayes_hlm.fitting.problem.Problem`, and the same engine choice, sampling and
+    result stages follow. Same arguments and posterior as :func:`bayes_hlm.fit` with
+    ``method="marginal"``; what the statistics cannot honour is refused before any pass:
+    ``method="full"``, a ``centered`` dict (every group effect is integrated out), and
+    ``rescale=True`` (the statistics are on the data's scale; ``rescale="auto"`` refuses a
+    badly scaled model, see :func:`check_scales`). Plus:
 
     Parameters
     ----------
@@ -295,33 +299,83 @@ def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", samp
     -------
     bayes_hlm.results.stats_result.StatsResult
     """
-    from ..backends.sampling import SamplerConfig
-    from ..results.bayes_result import FitInfo
-    from ..results.diagnostics import warn_on
+    from ..backends.engine import choose_method
+    from ..fitting.problem import Problem
+    from ..fitting.sample import choose_and_sample, sampler_config
+    from ..fitting.tail import finish_fit
     from ..results.stats_result import StatsResult
+    from ..settings import validate_settings
 
-    if method not in ("auto", "marginal"):
+    settings = validate_settings(method=method, sampler=sampler, chains=chains, draws=draws,
+                                 tune=tune, target_accept=target_accept, seed=seed,
+                                 mass_matrix=mass_matrix, rescale=rescale, centered=centered,
+                                 priors=priors, na_action=na_action, control=control,
+                                 engine="dask", progressbar=progressbar, warn=warn)
+    choose_method(method, True, out_of_core=True)  # method="full": refused before any pass
+    if isinstance(settings.centered, dict) and settings.centered:
         raise OutOfCoreError(
-            f"method={method!r} is not available with engine='dask': the full model samples one "
-            "effect per group with the rows in every gradient; the out-of-core engine uses the "
-            "marginal model (same posterior), method='marginal' or 'auto'")
+            "centered= is not available with engine='dask': it sets how the full model samples "
+            "the group effects, and the out-of-core engine integrates every one of them out; "
+            "leave centered='auto'")
+    if settings.rescale is True:
+        raise OutOfCoreError(
+            "rescale=True is not available with engine='dask': the sufficient statistics are "
+            "computed on the data's scale. Rescale the columns in the data, or use "
+            "rescale='auto' (refuses a badly scaled model) or False")
+    from ..backends.engine import no_groups_message
+    from ..spec.formula import parse_formula
+
+    if not parse_formula(formula).random:  # before any pass over the data
+        raise BayesHLMError(no_groups_message())
     t0 = time.perf_counter()
     ds = compute_stats_dask(formula, source, scheduler, na_action=na_action, control=control,
                             progressbar=progressbar, npartitions=npartitions, split_every=split_every)
-    if ds.stats.plan.structure == "none":
-        raise BayesHLMError("engine='dask' needs at least one random-effect term")
     ps = priors_from_stats(ds, priors)
-    cfg = SamplerConfig(sampler=sampler or default_sampler("marginal"), chains=chains, draws=draws, tune=tune,
-                        target_accept=target_accept, seed=seed, progressbar=progressbar,
-                        mass_matrix=mass_matrix)
-    out, gen, extra = run_marginal(ds.design, ps, cfg, ds.stats)
-    extra.update({"engine": "dask", "stats_timings": ds.timings})
-    wall = time.perf_counter() - t0
-    info = FitInfo(method="marginal", sampler=cfg.sampler, chains=cfg.chains, draws=cfg.draws,
-                   tune=cfg.tune, target_accept=cfg.target_accept, seed=cfg.seed, wall_s=wall,
-                   compile_s=out.compile_s, sample_s=out.sample_s, interrupted=out.interrupted,
-                   effects_s=float(extra.get("effects_s", 0.0)), extra=extra)
-    result = StatsResult(ds.meta.spec(), ps, out.tree, info, gen, ds.stats, ds.extras)
-    if warn:
-        warn_on(result.diagnostics(), "marginal")
-    return result
+    if settings.rescale == "auto":
+        check_scales(ds)
+    problem = Problem(spec=ds.meta.spec(), priors=ps, design=ds.design, fit_priors=ps,
+                      stats=ds.stats, out_of_core=True, result_type=StatsResult,
+                      result_args=(ds.stats, ds.extras),
+                      source={"engine": "dask", "stats_timings": ds.timings})
+    cfg = sampler_config(settings, progressbar)
+    choice, (out, gen, extra) = choose_and_sample(problem, settings, cfg)
+    return finish_fit(problem, choice, out, gen, extra, settings, cfg, time.perf_counter() - t0,
+                      warn=warn, stacklevel=_stacklevel)
+
+
+def natural_scales(ds: DaskStats) -> np.ndarray:
+    """Prior-implied scale of every parameter from the statistics' moments (as
+    :func:`bayes_hlm.spec.scaling.natural_scales` from the rows): ``sd(y)``, ``sd(y)/sd(x_j)``,
+    ``sd(y)/sd(z_kj)`` (constant columns count 1)."""
+    ex, design = ds.extras, ds.design
+
+    def sd(v):
+        v = np.sqrt(np.maximum(np.asarray(v, dtype=float), 0.0))
+        return np.where((v > 0) & np.isfinite(v), v, 1.0)
+
+    y = float(sd(ex.y_mom.var())[0])
+    x = sd(ex.X_mom.var())
+    x = np.where(np.asarray(design.fixed_names) == "Intercept", 1.0, x)
+    vals, offsets = [y, *(y / x)], {}
+    for g in design.groups:
+        o = offsets.get(g.factor, 0)
+        offsets[g.factor] = o + g.q
+        z = sd(ex.Z_mom[g.factor].var()[o:o + g.q])
+        z = np.where(np.asarray(g.terms) == "Intercept", 1.0, z)
+        vals += list(y / z)
+    return np.asarray(vals, dtype=float)
+
+
+def check_scales(ds: DaskStats) -> None:
+    """``rescale="auto"`` out of core: the statistics cannot be rescaled, so a model that
+    would be (some natural scale outside ``[1/AUTO_RATIO, AUTO_RATIO]``) is refused."""
+    from ..spec.scaling import AUTO_RATIO
+
+    s = natural_scales(ds)
+    if np.any(s > AUTO_RATIO) or np.any(s < 1.0 / AUTO_RATIO):
+        raise OutOfCoreError(
+            f"the model's parameter scales span {s.min():.3g} to {s.max():.3g}: in memory "
+            "bayes_hlm would sample a rescaled copy (rescale='auto'), which the out-of-core "
+            "statistics cannot do. Rescale the response/predictor columns in the data (e.g. "
+            "to units where their SDs are between 0.01 and 100), or pass rescale=False to "
+            "sample as is (NUTS may mix badly)")

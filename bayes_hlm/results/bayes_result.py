@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from ..backends import naming
+from ..settings import FitSettings
 from ..spec.build import ModelSpec
 from ..spec.priors import PriorSet
 from . import tables
@@ -19,7 +20,14 @@ from .variance import VarianceParts, bayes_r2, variance_parts
 
 @dataclass
 class FitInfo:
-    """How the fit was made: method, sampler settings, timings (seconds)."""
+    """How the fit was made.
+
+    ``method``, ``sampler``, ``chains`` ... ``seed`` are what *ran* (resolved: method
+    ``"marginal"``, sampler ``"numba"``, the seed drawn when none was given);
+    ``requested`` is every setting as the user gave it (``None``/``"auto"`` kept), which
+    ``update()`` replays; ``engine_reason`` says why this method and engine were chosen
+    (:func:`bayes_hlm.backends.engine.choose_engine`). Timings in seconds.
+    """
 
     method: str
     sampler: str
@@ -34,6 +42,23 @@ class FitInfo:
     effects_s: float = 0.0
     interrupted: bool = False
     extra: dict = field(default_factory=dict)
+    requested: FitSettings | None = None  # None: a file saved before settings were recorded
+    engine_reason: str = ""
+
+    def __post_init__(self):
+        if isinstance(self.requested, dict):  # dataclasses.asdict / JSON round trip
+            self.requested = FitSettings.from_dict(self.requested)
+
+    def to_dict(self) -> dict:
+        """JSON-able record (``requested`` as a plain dict); inverse of :meth:`from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitInfo":
+        """Read :meth:`to_dict` output; fields missing in older files take their defaults,
+        unknown ones (a newer file) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 class BayesResult:

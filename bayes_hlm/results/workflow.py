@@ -129,18 +129,24 @@ def update(result: "BayesResult", formula: str | None = None, data: pd.DataFrame
         New data; default the rows used by the original fit (their used columns, so
         a formula with new variables needs ``data``).
     **fit_kwargs
-        Any :func:`bayes_hlm.fit` argument; defaults are the original fit's method,
-        sampler, chains, draws, tune, target_accept and seed. The user's priors (those
-        differing from the defaults) are kept for parameters that still exist.
+        Any :func:`bayes_hlm.fit` argument; they win. Every other setting is the original
+        fit's *as the user gave it* (``result.info.requested``: method, sampler - ``None`` or
+        ``"auto"`` stays so, and the engine is chosen afresh for the new model -, chains,
+        draws, tune, target_accept, mass_matrix, rescale, centered, na_action, control,
+        engine), except the seed, which is the one the fit used (so an unchanged update
+        reproduces it). The user's priors (those differing from the defaults) are kept for
+        parameters that still exist; ``centered`` entries for factors the new model lacks
+        are dropped. Files saved before settings were recorded replay the resolved
+        chains/draws/tune/target_accept/seed and method, and the default sampler.
     """
     from ..fitting import fit
 
     new_formula = result.formula if formula is None else update_formula(result.formula, formula)
-    info = result.info
-    kw = dict(method=info.method, sampler=info.sampler, chains=info.chains, draws=info.draws,
-              tune=info.tune, target_accept=info.target_accept, seed=info.seed)
+    kw = replay_settings(result.info)
+    pri = kw.pop("priors", None)
     if "priors" not in fit_kwargs:
-        pri = user_priors(result)
+        if result.info.requested is None:  # an older file: the priors differing from the defaults
+            pri = user_priors(result)
         if pri:
             from ..spec.build import build_design
 
@@ -156,6 +162,11 @@ def update(result: "BayesResult", formula: str | None = None, data: pd.DataFrame
             kw["priors"] = {k: v for k, v in pri.items() if k in keep}
     kw.update(fit_kwargs)
     frame = result.spec.data if data is None else data
+    if isinstance(kw.get("centered"), dict) and "centered" not in fit_kwargs:
+        from ..spec.formula import parse_formula
+
+        factors = {t.factor for t in parse_formula(new_formula).random}
+        kw["centered"] = {f: c for f, c in kw["centered"].items() if f in factors}
     try:
         return fit(new_formula, frame, **kw)
     except FormulaError as exc:
@@ -163,6 +174,19 @@ def update(result: "BayesResult", formula: str | None = None, data: pd.DataFrame
             raise FormulaError(f"{exc}. The stored data holds only the columns of the original "
                                "model; pass data=... to update()") from None
         raise
+
+
+def replay_settings(info) -> dict:
+    """:func:`bayes_hlm.fit` keyword arguments that replay a fit's settings as given."""
+    settings = info.requested
+    if settings is None:  # saved before settings were recorded: the resolved ones
+        return dict(method=info.method, chains=info.chains, draws=info.draws, tune=info.tune,
+                    target_accept=info.target_accept, seed=info.seed)
+    kw = settings.fit_kwargs()
+    kw["seed"] = info.seed  # the seed used (drawn when none was given)
+    if kw.get("engine") == "memory":
+        kw.pop("engine")
+    return kw
 
 
 def _defaults_keys(design) -> list[str]:

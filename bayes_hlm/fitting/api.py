@@ -1,58 +1,51 @@
-"""``bayes_hlm.fit``: formula + data -> posterior (spec -> backend -> sampler -> result)."""
+"""``bayes_hlm.fit``: formula + data -> posterior.
+
+One pipeline, each stage usable alone (as lme4's ``lFormula`` -> ``mkLmerDevfun`` ->
+``optimizeLmer`` -> ``mkMerMod``):
+
+1. :func:`bayes_hlm.settings.validate_settings` - every argument checked, kept as given;
+2. :func:`.problem.build_problem` - spec, priors, scaling, sufficient statistics
+   (or, out of core, :func:`bayes_hlm.distributed.fit_dask` builds the problem from Dask);
+3. :func:`.sample.choose` - method and engine (:func:`bayes_hlm.backends.engine.choose_engine`);
+4. :func:`.sample.sample` - NUTS;
+5. :func:`.tail.finish_fit` - the result, its record and its warnings.
+"""
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Literal
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .backends import naming
-from .backends.sampling import SamplerConfig, sample_model
-from .errors import BayesHLMError
-from .results.bayes_result import BayesResult, FitInfo
-from .results.diagnostics import warn_on
-from .spec.build import ModelSpec, build_spec
-from .spec.checks import Control
-from .spec.priors import Prior, resolve_priors
-from .spec.scaling import (ScalingError, choose_scaling, scale_design, scale_priors,
-                           unscale_posterior, wrap_generator)
-
-METHODS = ("auto", "full", "marginal")
+from ..backends import naming
+from ..errors import BayesHLMError
+from ..results.bayes_result import BayesResult
+from ..settings import METHODS, validate_settings
+from ..spec.build import ModelSpec, build_spec
+from ..spec.checks import Control
+from ..spec.priors import Prior, resolve_priors
+from .problem import build_problem
+from .sample import choose_and_sample, sampler_config
+from .tail import finish_fit
 
 
 def default_sampler(method: str) -> str:
-    """NUTS engine used when ``sampler=None``: PyMC for the full model; for the marginal one
-    ``"auto"`` (the cached JAX/NumPyro engine when JAX is installed, else PyMC), measured fastest
-    end to end (benchmarks/README.md)."""
+    """Deprecated: the engine choice is :func:`bayes_hlm.backends.engine.choose_engine`."""
+    warnings.warn("default_sampler is deprecated; the engine is chosen by "
+                  "bayes_hlm.backends.engine.choose_engine", DeprecationWarning, stacklevel=2)
     return "auto" if method == "marginal" else "pymc"
 
 
 def choose_method(spec: ModelSpec, method: str) -> str:
-    """Resolve ``"auto"``: marginal whenever the backend supports the design, else full."""
+    """Resolve ``"auto"``: the marginal model (see :func:`bayes_hlm.backends.engine.choose_method`)."""
+    from ..backends.engine import choose_method as _choose
+
     if method not in METHODS:
         raise BayesHLMError(f"method must be one of {METHODS}, not {method!r}")
-    if method != "auto":
-        if method == "marginal" and not spec.design.groups:
-            raise BayesHLMError("method='marginal' needs at least one random-effect term")
-        return method
-    from .backends.marginal import supports_marginal
-
-    return "marginal" if supports_marginal(spec.design) else "full"
-
-
-def _clean_tree(tree: xr.DataTree, design) -> xr.DataTree:
-    """Drop internal sampler variables (``_`` prefix) and attach the observed data."""
-    post = tree["posterior"].to_dataset()
-    post = post.drop_vars([v for v in post.data_vars if str(v).startswith("_")])
-    children = {"posterior": xr.DataTree(post)}
-    if "sample_stats" in tree.children:
-        children["sample_stats"] = xr.DataTree(tree["sample_stats"].to_dataset())
-    obs = xr.Dataset({"y": ("obs", np.asarray(design.y))})
-    children["observed_data"] = xr.DataTree(obs)
-    return xr.DataTree.from_dict({k: v.to_dataset() for k, v in children.items()})
+    return _choose(method, bool(spec.design.groups))[0]
 
 
 def fit(
@@ -91,15 +84,16 @@ def fit(
         ``"full"`` samples the group effects with NUTS; ``"marginal"``
         integrates them out analytically and draws them exactly afterwards (same
         posterior, cost per step independent of the number of rows);
-        ``"auto"`` uses marginal whenever it applies.
+        ``"auto"`` is marginal. A formula without a ``( | )`` term is refused
+        (as lme4 does): fit an ordinary linear model instead.
     sampler : {"auto", "numba", "jax", "pymc", "nutpie", "numpyro"}, optional
-        NUTS engine; default ``"pymc"`` for the full model and ``"auto"`` for the
-        marginal one. ``"auto"`` uses ``"numba"`` (nutpie's NUTS on a compiled,
-        cached collapsed density: one grouping factor, the usual prior families)
-        when it covers the model, else ``"jax"`` (NumPyro's NUTS on the model's JAX
-        log density, compiled programs cached across processes), else PyMC.
+        NUTS engine; ``None``: ``"auto"`` for the marginal model, ``"pymc"`` for the
+        full one. What ``"auto"`` picks, and why, is documented once in
+        :mod:`bayes_hlm.backends.engine` and recorded in ``result.info.engine_reason``.
     chains, draws, tune, target_accept, seed
-        NUTS settings; the same seed gives identical draws.
+        NUTS settings (``tune`` >= 1); the same seed gives identical draws. Every
+        argument is checked first (:func:`bayes_hlm.settings.validate_settings`) and
+        recorded as given in ``result.info.requested``, which ``update()`` replays.
     mass_matrix : {"auto", "diag", "low_rank"}
         Mass-matrix adaptation of the nutpie engines (``"numba"``, ``"nutpie"``):
         diagonal, or diagonal plus a low-rank correction learnt from the
@@ -116,7 +110,8 @@ def fit(
         Actions for input checks (lme4's ``lmerControl``).
     centered : dict or "auto", optional
         Per factor, centred (True) or non-centred (False) group effects in the
-        full model; ``"auto"`` chooses from the data.
+        full model (``method="full"``; the marginal model has none to set, so a dict is
+        an error there); ``"auto"`` chooses from the data.
     progressbar : bool, optional
         Default: on in interactive sessions.
     warn : bool
@@ -138,71 +133,28 @@ def fit(
     -------
     BayesResult
     """
+    settings = validate_settings(method=method, sampler=sampler, chains=chains, draws=draws,
+                                 tune=tune, target_accept=target_accept, seed=seed,
+                                 mass_matrix=mass_matrix, rescale=rescale, centered=centered,
+                                 priors=priors, na_action=na_action, control=control,
+                                 engine=engine, progressbar=progressbar, warn=warn)
     if engine == "dask":
-        from .distributed import fit_dask
+        from ..distributed import fit_dask
 
         return fit_dask(formula, data, scheduler, method=method, sampler=sampler, chains=chains,
                         draws=draws, tune=tune, target_accept=target_accept, seed=seed,
                         mass_matrix=mass_matrix, priors=priors, na_action=na_action, control=control,
-                        progressbar=progressbar, warn=warn)
-    if engine != "memory":
-        raise BayesHLMError(f"engine must be 'memory' or 'dask', not {engine!r}")
+                        centered=centered, rescale=rescale, progressbar=progressbar, warn=warn,
+                        _stacklevel=4)
     if scheduler is not None:
         raise BayesHLMError("scheduler= needs engine='dask'")
     t0 = time.perf_counter()
-    spec = build_spec(formula, data, na_action=na_action, control=control)
-    ps = resolve_priors(spec.design, priors)
-    chosen = choose_method(spec, method)
-    design, ps_fit, scaling = spec.design, ps, choose_scaling(spec.design, rescale)
-    if scaling is not None:
-        try:
-            ps_fit = scale_priors(ps, spec.design, scaling)
-            design = scale_design(spec.design, scaling)
-        except ScalingError as exc:  # a user prior of a family we cannot transform
-            if rescale is True:
-                raise BayesHLMError(f"rescale=True: {exc}") from None
-            scaling = None
-    cfg = SamplerConfig(
-        sampler=sampler or default_sampler(chosen), chains=chains,
-        draws=draws, tune=tune, target_accept=target_accept, seed=seed, progressbar=progressbar,
-        mass_matrix=mass_matrix,
-    )
-    if chosen == "marginal":
-        from .backends.marginal import run_marginal
-
-        out, generator, extra = run_marginal(design, ps_fit, cfg)
-    else:
-        from .backends.full import build_full_model
-        from .backends.parametrization import choose_centering
-
-        cent = choose_centering(design) if centered == "auto" else (centered or {})
-        out = sample_model(build_full_model(design, ps_fit, cent), cfg)
-        generator, extra = None, {"centered": cent}
-    if scaling is not None:  # draws back to the user's scale (R-hat/ESS are scale-free)
-        groups = {k: out.tree[k].to_dataset() for k in out.tree.children}
-        groups["posterior"] = unscale_posterior(groups["posterior"], spec.design, scaling)
-        out.tree = xr.DataTree.from_dict(groups)
-        generator = wrap_generator(generator, spec.design, scaling)
-        extra = {**extra, "rescaled": scaling.to_dict()}
-    wall = time.perf_counter() - t0
-    info = FitInfo(method=chosen, sampler=cfg.sampler, chains=cfg.chains, draws=cfg.draws,
-                   tune=cfg.tune, target_accept=cfg.target_accept, seed=cfg.seed, wall_s=wall,
-                   compile_s=out.compile_s, sample_s=out.sample_s, interrupted=out.interrupted,
-                   effects_s=float(extra.get("effects_s", 0.0)),
-                   extra=extra)
-    result = BayesResult(spec, ps, _clean_tree(out.tree, spec.design), info, generator)
-    if out.interrupted:
-        import warnings
-
-        from .errors import ConvergenceWarning
-
-        n_done = result.tree["posterior"].sizes.get("draw", 0)
-        warnings.warn(f"sampling was interrupted (Ctrl-C): the result holds the {n_done} draws "
-                      f"per chain done so far, not the {draws} asked for", ConvergenceWarning,
-                      stacklevel=2)
-    if warn:
-        warn_on(result.diagnostics(), chosen)
-    return result
+    problem = build_problem(formula, data, priors=priors, na_action=na_action, control=control,
+                            rescale=rescale, method=method)
+    cfg = sampler_config(settings, progressbar)
+    choice, (out, generator, extra) = choose_and_sample(problem, settings, cfg)
+    return finish_fit(problem, choice, out, generator, extra, settings, cfg,
+                      time.perf_counter() - t0, warn=warn)
 
 
 def sample_prior_predictive(formula_or_spec, data: pd.DataFrame | None = None, *, draws: int = 500,
@@ -239,4 +191,4 @@ def sample_prior_predictive(formula_or_spec, data: pd.DataFrame | None = None, *
     return xr.DataTree.from_dict(groups)
 
 
-__all__ = ["fit", "choose_method", "naming", "sample_prior_predictive"]
+__all__ = ["fit", "choose_method", "default_sampler", "naming", "sample_prior_predictive"]

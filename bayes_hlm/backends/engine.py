@@ -1,0 +1,188 @@
+"""Which method and NUTS engine run a fit: one pure function, documented here once.
+
+Methods
+    ``"full"`` samples every group effect; ``"marginal"`` integrates them out and draws them
+    exactly afterwards (same posterior). ``"auto"``: marginal, which covers every Gaussian
+    model with a grouping factor (models without one are refused before this point).
+    Out of core (``engine="dask"``) only the marginal model exists.
+
+Samplers (``sampler=None`` is ``"auto"`` for the marginal model and ``"pymc"`` for the full one)
+    ``"auto"`` takes the first engine of this order that can run the model:
+
+    1. ``"numba"`` (marginal only): nutpie's NUTS on bayes_hlm's compiled collapsed density,
+       when it covers the model (:func:`~bayes_hlm.backends.numba_density.unsupported_reason`:
+       one grouping factor or crossed ones with q = 1 sampled terms, correlated blocks of at
+       most 2 terms, Normal fixed-effect priors) and nutpie is installed;
+    2. ``"jax"``: NumPyro's NUTS on the model's JAX log density (programs cached across
+       processes), when JAX and NumPyro import. If the model's graph then turns out not to
+       lower to JAX, the choice is made again with ``"jax"`` marked unavailable
+       (:func:`run_with_fallback`);
+    3. ``"pymc"``: PyMC's own NUTS.
+
+    An explicit engine runs as asked or fails with the reason (``"numba"`` on a model it
+    does not cover, ``"jax"`` without JAX).
+
+Every skipped engine and why is in :attr:`EngineChoice.reason`, which the fit records.
+Nothing here mutates a configuration: a fallback is a new :class:`EngineChoice`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..errors import BayesHLMError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """The resolved method and engine.
+
+    Attributes
+    ----------
+    method : {"full", "marginal"}
+    sampler : {"numba", "jax", "pymc", "nutpie", "numpyro"}
+    reason : str
+        Why: the rule that chose it and every engine skipped on the way.
+    automatic : bool
+        Chosen under ``sampler="auto"`` (so a run-time failure of ``"jax"`` may fall back).
+    """
+
+    method: str
+    sampler: str
+    reason: str
+    automatic: bool = False
+
+
+def engine_status() -> dict[str, str | None]:
+    """Which optional engines are installed: ``{engine: None}`` if usable, else why not.
+
+    The only impure part of the choice (it imports); :func:`choose_engine` takes its result.
+    """
+    from . import compiled_nuts, jax_nuts
+
+    return {
+        "numba": None if compiled_nuts.available() else
+        "nutpie (with its CompiledPyMCModel interface) is not installed",
+        "jax": None if jax_nuts.available() else "JAX/NumPyro are not installed "
+        "(pip install 'bayes_hlm[jax]')",
+    }
+
+
+def choose_method(method: str, has_groups: bool, out_of_core: bool = False) -> tuple[str, str]:
+    """``(method, reason)``: ``"auto"`` -> marginal whenever the model has a grouping factor."""
+    if not has_groups:
+        raise BayesHLMError(no_groups_message())
+    if out_of_core and method == "full":
+        raise BayesHLMError(
+            "method='full' is not available with engine='dask': the full model samples one "
+            "effect per group with the rows in every gradient; the out-of-core engine uses the "
+            "marginal model (same posterior), method='marginal' or 'auto'")
+    if method == "auto":
+        return "marginal", "method 'auto': marginal (group effects integrated out, drawn exactly after)"
+    return method, f"method {method!r} as asked"
+
+
+def no_groups_message() -> str:
+    """lme4's refusal of a formula without a ``( | )`` term, with what to use instead."""
+    return ("no random-effect terms in the formula (like lme4: 'No random effects terms specified "
+            "in formula'): bayes_hlm fits hierarchical models, which need at least one term "
+            "such as (1 | group). Add one, or fit an ordinary linear model instead "
+            "(bambi.Model(formula, data), statsmodels.formula.api.ols, or R's lm/brm)")
+
+
+def choose_model_sampler(sampler: str, unavailable: Mapping[str, str | None]) -> EngineChoice:
+    """Engine for a built PyMC model (full, or marginal without the compiled density)."""
+    if sampler == "jax" and unavailable.get("jax"):
+        raise ImportError(f"sampler='jax' is not available: {unavailable['jax']}")
+    if sampler != "auto":
+        return EngineChoice("", sampler, f"sampler {sampler!r} as asked")
+    if unavailable.get("jax"):
+        return EngineChoice("", "pymc", f"sampler 'auto': pymc (jax skipped: {unavailable['jax']})",
+                            automatic=True)
+    return EngineChoice("", "jax", "sampler 'auto': jax (cached JAX/NumPyro NUTS)", automatic=True)
+
+
+def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str | None = None,
+                  unavailable: Mapping[str, str | None] | None = None,
+                  out_of_core: bool = False) -> EngineChoice:
+    """The method and NUTS engine of a fit (rules in the module docstring). Pure.
+
+    Parameters
+    ----------
+    design : Design
+        The design that will be sampled (only its grouping structure is read).
+    priors : PriorSet
+        Priors of that design (the compiled density covers some families only).
+    stats : sufficient statistics or None
+        Of ``design`` (``compute_stats``, or the Dask passes); needed to rule on
+        ``"numba"`` for the marginal model, unused for ``method="full"``.
+    method, sampler : str
+        As given to :func:`bayes_hlm.fit` (``sampler=None`` allowed).
+    unavailable : mapping, optional
+        ``{engine: why}`` for engines that cannot run (:func:`engine_status`, plus any that
+        failed at run time); ``None`` entries mean available.
+    out_of_core : bool
+        The statistics come from Dask: the full model is not available.
+
+    Returns
+    -------
+    EngineChoice
+    """
+    unavailable = dict(unavailable or {})
+    method, why_method = choose_method(method, bool(design.groups), out_of_core)
+    if sampler is None:
+        sampler = "auto" if method == "marginal" else "pymc"
+        why_method += f"; sampler None -> {sampler!r} for the {method} model"
+    if method == "full":
+        if sampler == "numba":
+            raise BayesHLMError("sampler='numba' samples the marginal model only; use "
+                                "method='marginal' (or 'auto') or another sampler")
+        c = choose_model_sampler(sampler, unavailable)
+        why = why_method if "None ->" in why_method and not c.automatic else f"{why_method}; {c.reason}"
+        return EngineChoice("full", c.sampler, why, c.automatic)
+    if sampler in ("auto", "numba"):
+        from .numba_density import unsupported_reason
+
+        if stats is None:
+            why_not = "no sufficient statistics given"
+        else:
+            why_not = unavailable.get("numba") or unsupported_reason(design, priors, stats)
+        if why_not is None:
+            return EngineChoice("marginal", "numba", f"{why_method}; sampler {sampler!r}: numba "
+                                "(compiled collapsed density covers the model)", sampler == "auto")
+        if sampler == "numba":
+            raise BayesHLMError(f"sampler='numba' does not cover this model: {why_not}; "
+                                "use sampler='auto' (JAX or PyMC engines)")
+        c = choose_model_sampler("auto", unavailable)
+        return EngineChoice("marginal", c.sampler,
+                            f"{why_method}; numba skipped ({why_not}); {c.reason}", True)
+    c = choose_model_sampler(sampler, unavailable)
+    return EngineChoice("marginal", c.sampler, f"{why_method}; {c.reason}", c.automatic)
+
+
+def run_with_fallback(choose: Callable[[dict], EngineChoice], run: Callable[[EngineChoice], T],
+                      unavailable: Mapping[str, str | None]) -> tuple[EngineChoice, T]:
+    """Run the chosen engine; when ``"jax"``, chosen automatically, fails at run time (an op
+    without a JAX implementation), choose again with it marked unavailable.
+
+    ``choose(unavailable) -> EngineChoice`` is :func:`choose_engine` with the model bound, so
+    the fallback and its reason come from the one chooser.
+    """
+    unavailable = dict(unavailable)
+    while True:
+        choice = choose(unavailable)
+        try:
+            return choice, run(choice)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # e.g. a batched Cholesky gradient PyTensor cannot lower to JAX
+            if not (choice.automatic and choice.sampler == "jax"):
+                raise
+            warnings.warn(f"JAX NUTS unavailable for this model ({type(exc).__name__}: {exc}); "
+                          "using PyMC's NUTS", RuntimeWarning, stacklevel=3)
+            unavailable["jax"] = f"failed on this model ({type(exc).__name__}: {exc})"

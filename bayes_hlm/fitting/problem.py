@@ -1,0 +1,92 @@
+"""Stage 1 of a fit: the problem to sample (spec + priors + scaling + statistics).
+
+Like lme4's ``lFormula``: usable on its own. A :class:`Problem` comes from rows in memory
+(:func:`build_problem`) or from sufficient statistics computed elsewhere, e.g. on Dask
+(:func:`bayes_hlm.distributed.fit_dask` builds one); the later stages do not care which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..backends.engine import no_groups_message
+from ..errors import BayesHLMError
+from ..results.bayes_result import BayesResult
+from ..spec.build import ModelSpec, build_spec
+from ..spec.checks import Control
+from ..spec.design import Design
+from ..spec.priors import PriorSet, resolve_priors
+from ..spec.scaling import Scaling, ScalingError, choose_scaling, scale_design, scale_priors
+
+
+@dataclass
+class Problem:
+    """What is sampled, and how the result is reported.
+
+    Attributes
+    ----------
+    spec, priors
+        The user's model and priors (the result is on this scale).
+    design, fit_priors
+        What the sampler sees: a rescaled copy when ``scaling`` is set, else the same objects.
+    scaling : Scaling or None
+    stats : sufficient statistics of ``design``, or None
+        Needed by the marginal model (``None`` for ``method="full"``).
+    out_of_core : bool
+        Built from statistics only (no rows): the full model is not available.
+    observed : array or None
+        The response attached to the result as ``observed_data`` (None out of core).
+    result_type, result_args
+        ``result_type(spec, priors, tree, info, generator, *result_args)`` builds the result.
+    source : dict
+        Facts about the data source recorded in ``FitInfo.extra`` (e.g. Dask timings).
+    """
+
+    spec: ModelSpec
+    priors: PriorSet
+    design: Design
+    fit_priors: PriorSet
+    scaling: Scaling | None = None
+    stats: object | None = None
+    out_of_core: bool = False
+    observed: object | None = None
+    result_type: Callable[..., BayesResult] = BayesResult
+    result_args: tuple = ()
+    source: dict = field(default_factory=dict)
+
+
+def refuse_without_groups(design: Design) -> None:
+    """lme4 refuses a formula without ``( | )`` terms before any work; so do we."""
+    if not design.groups:
+        raise BayesHLMError(no_groups_message())
+
+
+def build_problem(formula: str, data: pd.DataFrame, *, priors: dict | None = None,
+                  na_action: str = "omit", control: Control | None = None,
+                  rescale: bool | str = "auto", method: str = "auto") -> Problem:
+    """Spec, priors, scaling and (unless ``method="full"``) the sufficient statistics.
+
+    Arguments as in :func:`bayes_hlm.fit` (validated there).
+    """
+    spec = build_spec(formula, data, na_action=na_action, control=control)
+    refuse_without_groups(spec.design)
+    ps = resolve_priors(spec.design, priors)
+    design, ps_fit, scaling = spec.design, ps, choose_scaling(spec.design, rescale)
+    if scaling is not None:
+        try:
+            ps_fit = scale_priors(ps, spec.design, scaling)
+            design = scale_design(spec.design, scaling)
+        except ScalingError as exc:  # a user prior of a family we cannot transform
+            if rescale is True:
+                raise BayesHLMError(f"rescale=True: {exc}") from None
+            scaling, design, ps_fit = None, spec.design, ps
+    stats = None
+    if method != "full":  # every other method resolves to the marginal model
+        from ..backends.sufficient_stats import compute_stats
+
+        stats = compute_stats(design)
+    return Problem(spec=spec, priors=ps, design=design, fit_priors=ps_fit, scaling=scaling,
+                   stats=stats, observed=spec.design.y)

@@ -1,0 +1,60 @@
+"""Stages 2 and 3 of a fit: choose the engine, then sample.
+
+:func:`choose` asks :func:`bayes_hlm.backends.engine.choose_engine` (the one place the
+method and engine are decided) about a :class:`~.problem.Problem`; :func:`sample` runs
+the choice. :func:`choose_and_sample` does both, choosing again when an automatically
+chosen engine fails at run time (:func:`~bayes_hlm.backends.engine.run_with_fallback`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..backends.engine import EngineChoice, choose_engine, engine_status, run_with_fallback
+from ..backends.sampling import SampleOutput, SamplerConfig
+from ..settings import FitSettings, check_centered
+from .problem import Problem
+
+
+def choose(problem: Problem, settings: FitSettings, unavailable: dict | None = None) -> EngineChoice:
+    """The method and engine for ``problem`` under the user's ``settings``; also checks the
+    settings that depend on the choice (``centered``)."""
+    choice = choose_engine(problem.design, problem.fit_priors, problem.stats, method=settings.method,
+                           sampler=settings.sampler,
+                           unavailable=engine_status() if unavailable is None else unavailable,
+                           out_of_core=problem.out_of_core)
+    check_centered(settings.centered, list(problem.spec.design.factors()), choice.method)
+    return choice
+
+
+def sampler_config(settings: FitSettings, progressbar: bool | None) -> SamplerConfig:
+    """NUTS settings of a fit (the engine is filled in per choice; the seed drawn once here,
+    so a fallback engine uses the same recorded seed)."""
+    return SamplerConfig(sampler="pymc", chains=settings.chains, draws=settings.draws,
+                         tune=settings.tune, target_accept=settings.target_accept,
+                         seed=settings.seed, progressbar=progressbar,
+                         mass_matrix=settings.mass_matrix)
+
+
+def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered="auto"
+           ) -> tuple[SampleOutput, object, dict]:
+    """Run ``choice`` on ``problem``: ``(output, effect generator or None, facts for FitInfo.extra)``."""
+    cfg = replace(cfg, sampler=choice.sampler)
+    if choice.method == "marginal":
+        from ..backends.marginal import run_marginal
+
+        return run_marginal(problem.design, problem.fit_priors, cfg, problem.stats)
+    from ..backends.full import build_full_model
+    from ..backends.parametrization import choose_centering
+    from ..backends.sampling import sample_model
+
+    cent = choose_centering(problem.design) if centered == "auto" else dict(centered or {})
+    out = sample_model(build_full_model(problem.design, problem.fit_priors, cent), cfg)
+    return out, None, {"centered": cent}
+
+
+def choose_and_sample(problem: Problem, settings: FitSettings, cfg: SamplerConfig
+                      ) -> tuple[EngineChoice, tuple[SampleOutput, object, dict]]:
+    """:func:`choose` then :func:`sample`, with the chooser's run-time fallback."""
+    return run_with_fallback(lambda unavailable: choose(problem, settings, unavailable),
+                             lambda c: sample(problem, c, cfg, settings.centered), engine_status())

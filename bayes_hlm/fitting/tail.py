@@ -1,0 +1,65 @@
+"""Stage 4 of a fit, shared by every data source: the result.
+
+Draws back to the user's scale, the observed data, :class:`FitInfo` (settings as given and
+as resolved), the Ctrl-C warning and the convergence warnings.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import xarray as xr
+
+from ..backends.engine import EngineChoice
+from ..backends.sampling import SampleOutput, SamplerConfig
+from ..errors import ConvergenceWarning
+from ..results.bayes_result import BayesResult, FitInfo
+from ..results.diagnostics import warn_on
+from ..settings import FitSettings
+from ..spec.scaling import unscale_posterior, wrap_generator
+from .problem import Problem
+
+
+def clean_tree(tree: xr.DataTree, observed=None) -> xr.DataTree:
+    """Drop internal sampler variables (``_`` prefix); attach the observed response if given."""
+    post = tree["posterior"].to_dataset()
+    post = post.drop_vars([v for v in post.data_vars if str(v).startswith("_")])
+    groups = {"posterior": post}
+    if "sample_stats" in tree.children:
+        groups["sample_stats"] = tree["sample_stats"].to_dataset()
+    if observed is not None:
+        groups["observed_data"] = xr.Dataset({"y": ("obs", np.asarray(observed))})
+    return xr.DataTree.from_dict(groups)
+
+
+def finish_fit(problem: Problem, choice: EngineChoice, out: SampleOutput, generator, extra: dict,
+               settings: FitSettings, cfg: SamplerConfig, wall_s: float, warn: bool = True,
+               stacklevel: int = 3) -> BayesResult:
+    """Build the result of a fit from the sampler's output (every data source ends here).
+
+    ``stacklevel`` points the warnings at the user's call (``fit`` -> here = 3).
+    """
+    if problem.scaling is not None:  # draws back to the user's scale (R-hat/ESS are scale-free)
+        groups = {k: out.tree[k].to_dataset() for k in out.tree.children}
+        groups["posterior"] = unscale_posterior(groups["posterior"], problem.spec.design,
+                                                problem.scaling)
+        out.tree = xr.DataTree.from_dict(groups)
+        generator = wrap_generator(generator, problem.spec.design, problem.scaling)
+        extra = {**extra, "rescaled": problem.scaling.to_dict()}
+    extra = {**extra, **problem.source, "sampler": choice.sampler}
+    info = FitInfo(method=choice.method, sampler=choice.sampler, chains=cfg.chains,
+                   draws=cfg.draws, tune=cfg.tune, target_accept=cfg.target_accept, seed=cfg.seed,
+                   wall_s=wall_s, compile_s=out.compile_s, sample_s=out.sample_s,
+                   interrupted=out.interrupted, effects_s=float(extra.get("effects_s", 0.0)),
+                   extra=extra, requested=settings, engine_reason=choice.reason)
+    result = problem.result_type(problem.spec, problem.priors, clean_tree(out.tree, problem.observed),
+                                 info, generator, *problem.result_args)
+    if out.interrupted:
+        n_done = result.tree["posterior"].sizes.get("draw", 0)
+        warnings.warn(f"sampling was interrupted (Ctrl-C): the result holds the {n_done} draws "
+                      f"per chain done so far, not the {cfg.draws} asked for", ConvergenceWarning,
+                      stacklevel=stacklevel)
+    if warn:
+        warn_on(result.diagnostics(), choice.method)
+    return result
