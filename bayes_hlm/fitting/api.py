@@ -175,8 +175,8 @@ def sample_prior_predictive(formula_or_spec, data: pd.DataFrame | None = None, *
     """
     import pymc as pm
 
-    from .backends.full import build_full_model
-    from .spec.priors import PriorSet
+    from ..backends.full import build_full_model
+    from ..spec.priors import PriorSet
 
     spec = formula_or_spec if isinstance(formula_or_spec, ModelSpec) else build_spec(
         formula_or_spec, data, **build_kwargs)
