@@ -15,7 +15,7 @@ from ..backends.engine import EngineChoice
 from ..backends.sampling import SampleOutput, SamplerConfig
 from ..errors import ConvergenceWarning
 from ..results.bayes_result import BayesResult, FitInfo
-from ..results.diagnostics import warn_on
+from ..results.diagnostics import warning_messages
 from ..settings import FitSettings
 from ..spec.scaling import unscale_posterior, wrap_generator
 from .problem import Problem
@@ -60,6 +60,7 @@ def finish_fit(problem: Problem, choice: EngineChoice, out: SampleOutput, genera
         warnings.warn(f"sampling was interrupted (Ctrl-C): the result holds the {n_done} draws "
                       f"per chain done so far, not the {cfg.draws} asked for", ConvergenceWarning,
                       stacklevel=stacklevel)
-    if warn:
-        warn_on(result.diagnostics(), choice.method)
+    if warn:  # as results.diagnostics.warn_on, pointed at the user's call
+        for msg in warning_messages(result.diagnostics(), choice.method):
+            warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)
     return result
