@@ -130,3 +130,22 @@ def test_trace_dist_non_compact_gives_each_coefficient_its_panel(marginal_fit):
     labels = [ax.get_xlabel() for ax in fig.axes if ax.get_xlabel() and ax.get_xlabel() != "Draw"]
     assert labels == ["fixed\nIntercept", "fixed\nDays", "corr__Subject\nIntercept, Days"]
     plt.close(fig)
+
+
+def test_on_demand_effects_are_named_and_load_regenerates_them(sleepstudy, monkeypatch, tmp_path):
+    """Too-large marginal effects are not in the tree (ArviZ cannot see them): the posterior
+    says which, and a saved-and-loaded result regenerates the same draws from the pair layout."""
+    import bayes_hlm.backends.marginal as M
+
+    monkeypatch.setattr(M, "MATERIALIZE_BYTES", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lazy = bh.fit("Reaction ~ Days + (Days | Subject)", sleepstudy, method="marginal",
+                      chains=2, draws=60, tune=60, seed=8, sampler="pymc", progressbar=False)
+    post = lazy.tree["posterior"]
+    assert "r__Subject" not in post and post.attrs["group_effects_on_demand"] == "Subject"
+    _summary(lazy.tree)
+    lazy.save(tmp_path / "lazy.nc")
+    back = bh.load(tmp_path / "lazy.nc")
+    np.testing.assert_allclose(back._draws.effects("Subject"), lazy._draws.effects("Subject"),
+                               rtol=1e-10, atol=1e-10)
