@@ -204,40 +204,6 @@ def test_direct_design_only_when_columns_are_data_columns(formula, direct):
     _assert_same(ref, ds.stats, SINGLE)
 
 
-def test_fused_kernel_equals_numpy_and_checks_codes():
-    from bayes_hlm.distributed import kernels
-
-    rng = np.random.default_rng(0)
-    n, u = 5000, 37
-    cols = (rng.standard_normal(n), rng.uniform(-1, 1, n) + 4.0, rng.standard_normal(n))
-    codes = rng.integers(0, 50, n)
-    remap = rng.permutation(50) % u
-    args = (cols, 0, [-1, 1, 2], [-1, 2], codes, remap, u)
-    got = kernels.single_partial(*args)
-    ref = kernels._pair_sums_py  # the NumPy formulation of the same pair sums
-    assert ref is not None
-    saved = kernels.HAVE_NUMBA
-    try:
-        kernels.HAVE_NUMBA = False
-        want = kernels.single_partial(*args)
-    finally:
-        kernels.HAVE_NUMBA = saved
-    for a, b in zip(got, want):
-        assert _rel(b, a) < 1e-12
-    # against the textbook formulas
-    X = np.column_stack([np.ones(n), cols[1], cols[2]])
-    Z = np.column_stack([np.ones(n), cols[2]])
-    g = remap[codes]
-    A = np.stack([Z[g == k].T @ Z[g == k] for k in range(u)])
-    B = np.stack([Z[g == k].T @ X[g == k] for k in range(u)])
-    assert _rel(A, got[1]) < 1e-12 and _rel(B, got[2]) < 1e-12
-    assert _rel(X.T @ X, got[5]) < 1e-12
-    D = X - X.mean(0)
-    assert _rel(D.T @ D, got[12]) < 1e-12
-    with pytest.raises(IndexError):
-        kernels.single_partial(cols, 0, [-1], [-1], codes, remap, 3)
-
-
 def test_group_merges_overlapping_and_disjoint():
     from bayes_hlm.distributed.partition_stats import GroupPart
     from bayes_hlm.distributed.reduce import merge_group_parts

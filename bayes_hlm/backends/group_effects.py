@@ -17,7 +17,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from ..spec.design import Design
-from .sufficient_stats import _parent_map
+from ..statistics import parent_map
 
 
 def nesting_parent(design: Design, k: int, candidates: list[int]) -> tuple[int, np.ndarray] | None:
@@ -28,7 +28,7 @@ def nesting_parent(design: Design, k: int, candidates: list[int]) -> tuple[int, 
         h = design.groups[j]
         if h.factor == g.factor or h.n_levels >= g.n_levels:
             continue
-        pmap = _parent_map(g.codes, g.n_levels, h.codes)
+        pmap = parent_map(g.codes, g.n_levels, h.codes)
         if pmap is not None and (best is None or h.n_levels > design.groups[best[0]].n_levels):
             best = (j, pmap)
     return best

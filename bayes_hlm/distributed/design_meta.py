@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BayesHLMError, BayesHLMWarning, DataError, FormulaError
-from ..backends.sufficient_stats import FactorBlock, StatsPlan, _parent_map
+from ..statistics import FactorBlock, StatsPlan, parent_map
 from ..spec.build import ModelSpec, _expr_vars, _is_factor_dtype, _used_columns, build_spec
 from ..spec.checks import Control, apply_check
 from ..spec.design import Design, GroupTerm
@@ -734,7 +734,7 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
         structure = "single"
     elif len(factors) == 2:
         for o, i in ((0, 1), (1, 0)):
-            p = _parent_map(factor_row_codes[factors[i].name], factors[i].n_levels,
+            p = parent_map(factor_row_codes[factors[i].name], factors[i].n_levels,
                             factor_row_codes[factors[o].name])
             if p is not None:
                 structure, outer_inner, parent = "nested", (o, i), p

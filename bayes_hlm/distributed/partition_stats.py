@@ -15,10 +15,11 @@ the partition, keyed by their global level ids.
   table built once per process; other columns are factorised once per partition
   (categoricals keep their codes) and only the distinct values are looked up in
   the global levels (:meth:`~.design_meta.DesignMeta.column_local`).
-* One grouping factor: one fused Numba pass over the rows
-  (:func:`.kernels.single_partial`, GIL released); two nested factors:
-  :func:`bayes_hlm.backends.sufficient_stats.compute_stats` on the partition's
-  rows (local group codes, local plan), the algebra the in-memory backend uses.
+* Statistics: the statistics layer's kernels, as in memory -- one grouping
+  factor: one fused Numba pass over the distinct data columns
+  (:func:`bayes_hlm.statistics.single_pairs`, GIL released); two nested factors:
+  :func:`bayes_hlm.statistics.block_cross` per factor on the partition's rows
+  (local group codes), the function :func:`bayes_hlm.statistics.compute_stats` uses.
 """
 
 from __future__ import annotations
@@ -29,11 +30,9 @@ import formulae as fm
 import numpy as np
 import pandas as pd
 
-from ..backends.sufficient_stats import FactorBlock, StatsPlan, compute_stats
 from ..errors import DataError
-from ..spec.design import Design, GroupTerm
+from ..statistics import block_cross, single_pairs
 from .design_meta import DesignMeta, _clean, local_codes
-from .kernels import single_pairs
 
 __all__ = ["Moments", "GroupPart", "Partial", "partition_design", "partition_stats"]
 
@@ -173,7 +172,7 @@ def design_arrays(sub: pd.DataFrame, meta: DesignMeta, direct=None) -> dict:
 
 
 def design_columns(sub: pd.DataFrame, meta: DesignMeta, ks: tuple) -> tuple:
-    """The design as distinct columns plus index maps, for :func:`.kernels.single_partial`.
+    """The design as distinct columns plus index maps, for :func:`bayes_hlm.statistics.single_pairs`.
 
     Returns ``(cols, yi, xi, zi)``: ``cols`` a tuple of 1-d float64 arrays, ``yi`` the
     response's index, ``xi``/``zi`` per ``X``/``Z`` column (terms ``ks`` concatenated) an
@@ -230,9 +229,9 @@ def _is_window(remap: np.ndarray) -> bool:
 
 
 def _single_fast(sub: pd.DataFrame, meta: DesignMeta) -> Partial:
-    """One grouping factor: local group codes and one fused kernel pass (:mod:`.kernels`).
+    """One grouping factor: local group codes and one fused kernel pass (:mod:`bayes_hlm.statistics.pairs`).
 
-    The per-group part is kept as pair sums ``H`` (:class:`~.kernels.PairLayout`), expanded
+    The per-group part is kept as pair sums ``H`` (:class:`~bayes_hlm.statistics.PairLayout`), expanded
     to ``n, A, B, c, Z_gᵀ1`` by :func:`~.reduce.finalize` after the reduction.
     """
     (fi, ks), = meta.blocks()
@@ -271,31 +270,14 @@ def partition_stats(df: pd.DataFrame, meta: DesignMeta) -> Partial:
     if meta.structure == "none":
         return out
     blocks = meta.blocks()
-    local_ids, lcodes = [], []
-    for fi, _ in blocks:
+    local_ids, lcodes, Zb = [], [], []
+    for fi, ks in blocks:
         ids, lc = _local(d["codes"][fi], meta.factors[fi].n_levels)
         local_ids.append(ids)
         lcodes.append(lc)
-    groups_by_term: list = [None] * len(meta.term_names)
-    fblocks = []
-    for b, (fi, ks) in enumerate(blocks):
-        for k in ks:
-            groups_by_term[k] = GroupTerm(factor=meta.factors[fi].name, terms=meta.term_names[k],
-                                          correlated=False, codes=lcodes[b],
-                                          levels=pd.RangeIndex(0), Z=d["Z"][k])
-        fblocks.append(FactorBlock(meta.factors[fi].name, ks, tuple(len(meta.term_names[k]) for k in ks),
-                                   len(local_ids[b])))
-    design = Design(formula="", response="", y=y, X=X, fixed_names=meta.fixed_names_full,
-                    groups=tuple(groups_by_term), row_index=pd.RangeIndex(n))
-    Zb = [np.concatenate([d["Z"][k] for k in ks], axis=1) for _, ks in blocks]
+        Zb.append(np.concatenate([d["Z"][k] for k in ks], axis=1))
     out.Z_mom = [Moments.of(Z, full=False) for Z in Zb]
-
-    def zsum(b):
-        Z = Zb[b]
-        return np.stack([np.bincount(lcodes[b], weights=Z[:, j], minlength=len(local_ids[b]))
-                         for j in range(Z.shape[1])], axis=1)
-
-    # nested: blocks are in formula order; the plan wants (outer, inner)
+    # nested: the inner factor's levels also carry Z_iᵀZ_o (coupling to its outer level)
     fo, fi_ = meta.outer_inner
     bo = next(b for b, (f, _) in enumerate(blocks) if f == fo)
     bi = next(b for b, (f, _) in enumerate(blocks) if f == fi_)
@@ -303,12 +285,10 @@ def partition_stats(df: pd.DataFrame, meta: DesignMeta) -> Partial:
     lpar = np.searchsorted(local_ids[bo], gpar).astype(np.int64)
     if len(gpar) and not np.array_equal(local_ids[bo][np.minimum(lpar, len(local_ids[bo]) - 1)], gpar):
         raise DataError("nesting map inconsistent with the partition's rows")
-    plan = StatsPlan("nested", (fblocks[bo], fblocks[bi]), parent=lpar)
-    st = compute_stats(design, plan=plan)
     parts = [None, None]
-    parts[bo] = GroupPart(local_ids[bo], {"n": st.n_out, "A": st.A_out, "B": st.B_out, "c": st.c_out,
-                                          "zsum": zsum(bo)})
-    parts[bi] = GroupPart(local_ids[bi], {"n": st.n_in, "A": st.A_in, "B": st.B_in, "c": st.c_in,
-                                          "C": st.C, "zsum": zsum(bi)})
+    for b, W in ((bo, None), (bi, Zb[bo])):
+        f = block_cross(lcodes[b], len(local_ids[b]), Zb[b], X, y, W)
+        f["n"] = f.pop("n_g")
+        parts[b] = GroupPart(local_ids[b], f)
     out.groups = parts
     return out

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.sufficient_stats import NestedStats, SingleStats, BaseStats
+from ..statistics import BaseStats, NestedStats, SingleStats
 from ..spec.build import _aliased
 from ..spec.checks import Control, apply_check
 from .design_meta import DesignMeta

@@ -14,7 +14,8 @@ The random-effect unknowns are split in two parts:
 
 With one grouping factor ``R`` is empty and every evaluation costs
 ``O(G (q³ + q² p) + p³)``, independent of the number of rows: all data enter through
-cross-products computed once (:class:`Stats`).
+cross-products computed once (:class:`Stats`, from the statistics layer
+:mod:`bayes_hlm.statistics` that the Bayesian backend and the Dask pass share).
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from ..spec.design import Design
-
 from scipy.linalg.lapack import dpotrf as _potrf, dpotrs as _potrs
+
+from ..spec.design import Design
+from ..statistics import (block_columns, block_cross, factor_blocks, global_cross, indicator_csr,
+                          sparse_cross, stacked_csr)
 
 DENSE_MAX = 4000  # remainder sizes up to this use a dense Cholesky
 
@@ -93,18 +96,14 @@ class ThetaMap:
 
 
 def make_theta_map(design: Design) -> ThetaMap:
-    order: dict[str, list[int]] = {}
-    for k, g in enumerate(design.groups):
-        order.setdefault(g.factor, []).append(k)
+    """θ layout of ``design``: its terms merged per factor (:func:`~bayes_hlm.statistics.factor_blocks`)."""
     factors = []
     t = 0
     lower, names, theta0 = [], [], []
-    for fname, idx in order.items():
+    for blk in factor_blocks(design):
+        fname, idx = blk.factor, blk.term_index
         gs = [design.groups[k] for k in idx]
         g0 = gs[0]
-        for g in gs[1:]:
-            if g.n_levels != g0.n_levels or not np.array_equal(g.codes, g0.codes):
-                raise ValueError(f"terms of factor {fname!r} have different level codes")
         terms, slices, rows, cols, tidx = [], [], [], [], []
         off = 0
         for g in gs:
@@ -125,11 +124,10 @@ def make_theta_map(design: Design) -> ThetaMap:
                                  else f"{fname}.{g.terms[i]}.{g.terms[j]}")
                     t += 1
             off += q
-        Z = np.hstack([np.asarray(g.Z, dtype=float) for g in gs]) if len(gs) > 1 \
-            else np.asarray(g0.Z, dtype=float)
+        codes, Z = block_columns(design, blk)
         factors.append(FactorInfo(
             name=fname, term_index=tuple(idx), terms=tuple(terms), term_slices=tuple(slices),
-            n_levels=g0.n_levels, levels=g0.levels, codes=np.asarray(g0.codes, dtype=np.int64),
+            n_levels=g0.n_levels, levels=g0.levels, codes=codes,
             Z=Z, rows=np.array(rows, dtype=int), cols=np.array(cols, dtype=int),
             tidx=np.array(tidx, dtype=int)))
     return ThetaMap(factors=tuple(factors), n_theta=t, lower=np.array(lower),
@@ -137,22 +135,8 @@ def make_theta_map(design: Design) -> ThetaMap:
 
 
 # --------------------------------------------------------------------------- #
-# sufficient statistics (one pass over the rows)
+# sufficient statistics (the statistics layer; one pass over the rows)
 # --------------------------------------------------------------------------- #
-def _group_cross(codes: np.ndarray, G: int, A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Per-level sums of A[:, i] * B[:, j] -> (G, a, b)."""
-    a, b = A.shape[1], B.shape[1]
-    order = np.argsort(codes, kind="stable")
-    cs = codes[order]
-    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
-    present = cs[starts]
-    prod = (A[order][:, :, None] * B[order][:, None, :]).reshape(len(codes), a * b)
-    sums = np.add.reduceat(prod, starts, axis=0) if len(starts) else np.zeros((0, a * b))
-    out = np.zeros((G, a * b))
-    out[present] = sums
-    return out.reshape(G, a, b)
-
-
 def _outer_products(A: sp.csr_matrix, n: int):
     """Sparse P with ``(Aᵀ diag(w) A).ravel()[pos] = P @ w`` (row outer products of A)."""
     A = A.tocsr()
@@ -171,11 +155,15 @@ def _outer_products(A: sp.csr_matrix, n: int):
     return P, pos
 
 
-def _sparse_Z(f: FactorInfo) -> sp.csr_matrix:
-    N, q = f.Z.shape
-    rows = np.repeat(np.arange(N), q)
-    cols = (f.codes[:, None] * q + np.arange(q)[None, :]).ravel()
-    return sp.csr_matrix((f.Z.ravel(), (rows, cols)), shape=(N, f.size))
+def remainder_Z(tmap: ThetaMap, R: tuple[int, ...]) -> sp.csr_matrix:
+    """Sparse ``Z_R`` of the remainder factors ``R`` side by side (level-major per factor)."""
+    return stacked_csr([(tmap.factors[k].codes, tmap.factors[k].Z, tmap.factors[k].n_levels)
+                        for k in R])
+
+
+def response_cross(f: FactorInfo, y: np.ndarray) -> np.ndarray:
+    """``Z_gᵀ y_g`` per level of factor ``f`` (G, q) (e.g. for a simulated response)."""
+    return block_cross(f.codes, f.n_levels, f.Z, y=y)["c"]
 
 
 @dataclass
@@ -205,24 +193,23 @@ class Stats:
 
 
 def compute_stats(design: Design, tmap: ThetaMap) -> Stats:
+    """The cross-products of ``[Z X y]`` the criterion needs (:mod:`bayes_hlm.statistics`)."""
     X = np.asarray(design.X, dtype=float)
     y = np.asarray(design.y, dtype=float)
     N, p = X.shape
-    Xy = np.column_stack([X, y])
     sizes = [f.size for f in tmap.factors]
     E = int(np.argmax(sizes))
     R = tuple(k for k in range(len(tmap.factors)) if k != E)
     fE = tmap.factors[E]
-    A_E = _group_cross(fE.codes, fE.n_levels, fE.Z, fE.Z)
-    BC_E = _group_cross(fE.codes, fE.n_levels, fE.Z, Xy)
-    st = Stats(N=N, p=p, XtX=X.T @ X, Xty=X.T @ y, yty=float(y @ y), E=E, R=R, A_E=A_E, BC_E=BC_E)
+    blk = block_cross(fE.codes, fE.n_levels, fE.Z, X, y)
+    BC_E = np.concatenate([blk["B"], blk["c"][:, :, None]], axis=2)
+    g = global_cross(X, y)
+    st = Stats(N=N, p=p, XtX=g["XtX"], Xty=g["Xty"], yty=g["yty"], E=E, R=R, A_E=blk["A"], BC_E=BC_E)
     if R:
-        ZE = _sparse_Z(fE)
-        ZR = sp.hstack([_sparse_Z(tmap.factors[k]) for k in R], format="csr")
-        ZRt = ZR.T.tocsr()
-        st.A_ER = (ZE.T.tocsr() @ ZR).tocsr()
-        st.A_RR = (ZRt @ ZR).tocsr()
-        st.BC_R = np.asarray(ZRt @ Xy)
+        cr = sparse_cross(indicator_csr(fE.codes, fE.Z, fE.size), remainder_Z(tmap, R), X, y)
+        st.A_ER = cr["ERt"]
+        st.A_RR = cr["RtR"]
+        st.BC_R = np.column_stack([cr["RtX"], cr["Rty"]])
         offs, o = [], 0
         for k in R:
             offs.append(o)

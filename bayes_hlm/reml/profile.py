@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import optimize as sopt
 from scipy import stats as sps
 
-from .criterion import DevFun, Stats, _group_cross, _sparse_Z
+from .criterion import DevFun, Stats, remainder_Z, response_cross
 
 __all__ = ["profile_confint", "boot_confint", "param_names", "theta_to_phi", "phi_to_theta"]
 
@@ -333,7 +333,7 @@ def _stats_new_y(st: Stats, tmap, X, y, ZR=None) -> Stats:
     p = st.p
     fE = tmap.factors[st.E]
     BC_E = st.BC_E.copy()
-    BC_E[:, :, p] = _group_cross(fE.codes, fE.n_levels, fE.Z, y[:, None])[:, :, 0]
+    BC_E[:, :, p] = response_cross(fE, y)
     BC_R = None
     if st.R:
         BC_R = st.BC_R.copy()
@@ -369,8 +369,7 @@ def boot_confint(m, level: float = 0.95, nsim: int = 500, seed=None,
     X = np.asarray(m.design.X, dtype=float)
     ZR = None
     if st.R:
-        import scipy.sparse as sp
-        ZR = sp.hstack([_sparse_Z(tmap.factors[k]) for k in st.R], format="csr")
+        ZR = remainder_Z(tmap, st.R)
     Y = simulate(m, nsim, seed)
     names = param_names(tmap) + list(m.fixed_names)
     est = np.full((nsim, len(names)), np.nan)
