@@ -29,12 +29,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import BayesHLMError, BayesHLMWarning, DataError, FormulaError
-from ..statistics import FactorBlock, StatsPlan, parent_map
-from ..spec.build import ModelSpec, _expr_vars, _is_factor_dtype, _used_columns, build_spec
-from ..spec.checks import Control, apply_check
+from ..errors import BayesHLMError, DataError, FormulaError
+from ..statistics import FactorBlock, StatsPlan, find_nesting
+from ..spec.build import ModelSpec, _expr_vars, _used_columns, build_spec
+from ..spec.checks import Control
 from ..spec.design import Design, GroupTerm
 from ..spec.formula import ParsedFormula, parse_formula
+from ..spec.rules import (check_na_action, check_numeric_group, interaction_labels, is_factor_dtype,
+                          missing_mask, no_data_error, no_rows_left_error, report_missing,
+                          response_not_numeric)
 from .kernels import lut_codes
 
 __all__ = ["OutOfCoreError", "ModelFrame", "ScanPart", "DesignMeta", "DirectDesign", "StatsDesign",
@@ -67,8 +70,7 @@ class ModelFrame:
 
     @classmethod
     def make(cls, formula: str, columns, na_action: str = "omit") -> "ModelFrame":
-        if na_action not in ("omit", "raise"):
-            raise ValueError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
+        check_na_action(na_action)
         parsed = parse_formula(formula)
         used = _used_columns(parsed, pd.DataFrame(columns=list(columns)))
         gcols = []
@@ -128,59 +130,14 @@ class ScanPart:
     dtypes: dict = field(default_factory=dict)
 
 
-def _inf_error(name: str, n_inf: int) -> DataError:
-    return DataError(f"column {name!r} has {n_inf} infinite value(s); remove or recode them "
-                     "(infinite values are never dropped silently)")
-
-
-def _column_na(name: str, col: pd.Series) -> np.ndarray | None:
-    """Missing-value mask of one column (``col.isna()``), ``None`` when there is none.
-
-    Infinite values in numeric columns raise (as :func:`check_finite`).  NumPy
-    float columns cost one reduction when clean (a finite sum has no NaN/inf);
-    integer and boolean columns cannot hold missing values.
-    """
-    dt = col.dtype
-    if isinstance(dt, np.dtype):
-        if dt.kind == "f":
-            a = col.to_numpy()
-            with np.errstate(all="ignore"):
-                if np.isfinite(np.add.reduce(a, dtype=np.float64)):
-                    return None
-            n_inf = int(np.isinf(a).sum())
-            if n_inf:
-                raise _inf_error(name, n_inf)
-            m = np.isnan(a)
-            return m if m.any() else None
-        if dt.kind in "iub":
-            return None
-    elif isinstance(dt, pd.CategoricalDtype):
-        m = np.asarray(col.cat.codes) < 0
-        return m if m.any() else None
-    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-        n_inf = int(np.isinf(col.to_numpy(dtype=float, na_value=np.nan)).sum())
-        if n_inf:
-            raise _inf_error(name, n_inf)
-    m = np.asarray(col.isna().to_numpy(), dtype=bool)
-    return m if m.any() else None
-
-
 def _clean(df: pd.DataFrame, mf: ModelFrame) -> tuple[pd.DataFrame, dict, int]:
     """Used columns with rows having missing values dropped (as in memory); infinities raise.
 
-    Same rule as :func:`bayes_hlm.spec.build.build_spec` (``check_finite`` then
-    ``isna``), column by column on NumPy arrays instead of a boolean frame.
+    The rule of :func:`bayes_hlm.spec.build.build_spec`: :func:`bayes_hlm.spec.rules.missing_mask`.
     """
     used = list(mf.used)
     sub = df if list(df.columns) == used else df[used]
-    bad = None
-    per_col = {}
-    for name in used:
-        m = _column_na(name, sub[name])
-        if m is None:
-            continue
-        per_col[name] = int(m.sum())
-        bad = m.copy() if bad is None else (bad | m)
+    bad, per_col = missing_mask(sub, used)
     if bad is None:
         return sub, per_col, 0
     n_na = int(bad.sum())
@@ -188,7 +145,7 @@ def _clean(df: pd.DataFrame, mf: ModelFrame) -> tuple[pd.DataFrame, dict, int]:
 
 
 def _is_factor_col(name: str, col: pd.Series, mf: ModelFrame) -> bool:
-    return name in mf.group_cols or _is_factor_dtype(col)
+    return name in mf.group_cols or is_factor_dtype(col)
 
 
 def scan_partition(df: pd.DataFrame, mf: ModelFrame) -> ScanPart:
@@ -678,24 +635,17 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
     """Global design facts from the merged pass-1 summary."""
     control = control or Control()
     if scan.n_rows == 0:
-        raise DataError("data has no rows")
+        raise no_data_error()
     if scan.na_rows:
-        per = {c: v for c, v in scan.na_cols.items()}
-        if mf.na_action == "raise":
-            raise DataError(f"{scan.na_rows} row(s) have missing values in used columns {per}; "
-                            "drop them or use na_action='omit'")
-        warnings.warn(f"dropped {scan.na_rows} of {scan.n_rows} rows with missing values in {per} "
-                      "(na_action='omit')", BayesHLMWarning, stacklevel=3)
+        per = {c: scan.na_cols[c] for c in mf.used if c in scan.na_cols}
+        report_missing(scan.na_rows, scan.n_rows, per, mf.na_action, stacklevel=3)
     if scan.n_kept == 0 or scan.head is None:
-        raise DataError("no rows left after dropping rows with missing values in used columns")
+        raise no_rows_left_error()
     col_levels = {c: _column_levels(lv) for c, lv in scan.levels.items()}
     for name in mf.group_cols:
         lv = scan.levels[name]
         if lv.categories is None and lv.numeric:
-            vals = np.asarray(col_levels[name], dtype=float)
-            apply_check(control, "check_numeric_group", bool(np.all(vals == np.round(vals))),
-                        f"grouping column {name!r} is numeric with non-integer values; it is "
-                        f"treated as categorical with {len(vals)} levels")
+            check_numeric_group(control, name, col_levels[name])
     sample = _build_sample(scan, mf, col_levels)
     # grouping factors
     combos_codes = None
@@ -723,22 +673,16 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
         for c, k in reversed(list(zip(cols, radix))):
             parts.append(np.asarray(col_levels[c].astype(str), dtype=object)[rem % k])
             rem //= k
-        lab = parts[-1]
-        for p in reversed(parts[:-1]):
-            lab = lab.astype(str) + ":" + p.astype(str)
-        labels = pd.Index(np.asarray(lab, dtype=object), dtype=object)
+        labels = pd.Index(interaction_labels(parts[::-1]), dtype=object)
         factors.append(FactorInfo(name, cols, len(uniq), _labels=labels, combined=uniq, radix=radix))
         factor_row_codes[name] = inv.astype(np.int64)
     structure, outer_inner, parent = "none", (), None
     if len(factors) == 1:
         structure = "single"
     elif len(factors) == 2:
-        for o, i in ((0, 1), (1, 0)):
-            p = parent_map(factor_row_codes[factors[i].name], factors[i].n_levels,
-                            factor_row_codes[factors[o].name])
-            if p is not None:
-                structure, outer_inner, parent = "nested", (o, i), p
-                break
+        nest = find_nesting([factor_row_codes[f.name] for f in factors], [f.n_levels for f in factors])
+        if nest is not None:
+            structure, outer_inner, parent = "nested", nest[:2], nest[2]
         else:
             raise OutOfCoreError(
                 f"grouping factors {[f.name for f in factors]} are crossed: the out-of-core "
@@ -759,8 +703,7 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
     meta.term_names = tuple(g.terms for g in spec.design.groups)
     if spec.parsed.response in spec.data and isinstance(spec.data[spec.parsed.response].dtype,
                                                         pd.CategoricalDtype):
-        raise DataError(f"response {spec.parsed.response!r} is not numeric; a Gaussian model "
-                        "needs a numeric response")
+        raise response_not_numeric(spec.parsed.response)
     meta.direct = direct_design(meta)
     return meta
 

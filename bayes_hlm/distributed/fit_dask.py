@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BayesHLMError
-from ..spec.checks import Control, apply_check
+from ..spec.checks import Control
+from ..spec.rules import check_group_sizes
 from ..spec.priors import Moments, PriorSet, apply_user_priors, priors_from_moments
 from .design_meta import (DesignMeta, ModelFrame, OutOfCoreError, build_meta,
                           check_formula_supported, merge_scans, scan_partition)
@@ -235,17 +236,7 @@ def _checks(meta: DesignMeta, stats, control: Control) -> None:
     n = int(stats.N)
     for k, t in enumerate(meta.mf.parsed.random):
         f = meta.factors[meta.factor_of_term(k)]
-        nlev, q = f.n_levels, len(meta.term_names[k])
-        apply_check(control, "check_nlev_gtr_1", nlev > 1,
-                    f"grouping factor {t.factor!r} has {nlev} level; grouping factors need at least 2 levels")
-        apply_check(control, "check_nobs_vs_nlev", nlev < n,
-                    f"number of levels of grouping factor {t.factor!r} (={nlev}) must be < number "
-                    f"of observations (={n}): every group has one row, so the group effect and the "
-                    "residual cannot be told apart")
-        apply_check(control, "check_nobs_vs_nRE", nlev * q < n,
-                    f"number of observations (={n}) <= number of random effects (={nlev * q}) for term "
-                    f"({t.source}); the random-effects parameters and the residual variance are "
-                    "probably unidentifiable")
+        check_group_sizes(control, t.factor, t.source, f.n_levels, len(meta.term_names[k]), n)
 
 
 # --------------------------------------------------------------------------- #

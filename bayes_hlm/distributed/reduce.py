@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..statistics import BaseStats, NestedStats, SingleStats
-from ..spec.build import _aliased
-from ..spec.checks import Control, apply_check
+from ..spec.checks import Control
+from ..spec.rules import aliased_columns, check_rank
 from .design_meta import DesignMeta
 from .kernels import merge_sorted
 from .partition_stats import GroupPart, Moments, Partial
@@ -135,16 +135,11 @@ def kept_columns(part: Partial, meta: DesignMeta, control: Control | None = None
     p = XtX.shape[0]
     if p == 0:
         return np.zeros(0, dtype=int)
-    # _aliased works on X; a Cholesky-like factor R with RᵀR = XᵀX gives the same Gram matrix
+    # aliased_columns works on X; a Cholesky-like factor R with RᵀR = XᵀX gives the same Gram matrix
     w, V = np.linalg.eigh(XtX)
     R = (V * np.sqrt(np.clip(w, 0, None))).T
-    drop = _aliased(R)
-    if len(drop):
-        names = meta.fixed_names_full
-        dropped = [names[j] for j in drop]
-        apply_check(control, "check_rank", control.check_rank == "ignore",
-                    f"fixed-effect model matrix is rank deficient so dropping {len(drop)} column(s)"
-                    f" / coefficient(s): {', '.join(dropped)}")
+    drop = aliased_columns(R)
+    check_rank(control, meta.fixed_names_full, drop)
     return np.setdiff1d(np.arange(p), drop)
 
 

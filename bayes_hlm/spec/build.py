@@ -22,6 +22,10 @@ from .collate import r_sorted
 from .design import Design, GroupTerm
 from .formula import ParsedFormula, RandomTerm, parse_formula
 from .naming import lme4_name
+from .rules import (aliased_columns as _aliased, check_group_sizes, check_na_action,
+                    check_numeric_group, check_rank, interaction_labels,
+                    is_factor_dtype as _is_factor_dtype, missing_mask, no_data_error,
+                    no_rows_left_error, report_missing, response_not_numeric)
 
 
 @dataclass
@@ -128,49 +132,18 @@ def _as_factor(col: pd.Series) -> pd.Categorical:
     return pd.Categorical(col, categories=levels, ordered=True)
 
 
-def _is_factor_dtype(col: pd.Series) -> bool:
-    return (
-        isinstance(col.dtype, pd.CategoricalDtype)
-        or pd.api.types.is_object_dtype(col)
-        or pd.api.types.is_string_dtype(col)
-        or pd.api.types.is_bool_dtype(col)
-    )
-
-
 def check_finite(sub: pd.DataFrame) -> None:
     """Infinite values in numeric columns are always an error (never dropped silently)."""
-    for name in sub.columns:
-        col = sub[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            n_inf = int(np.isinf(col.to_numpy(dtype=float, na_value=np.nan)).sum())
-            if n_inf:
-                raise DataError(
-                    f"column {name!r} has {n_inf} infinite value(s); remove or recode them "
-                    "(infinite values are never dropped silently)"
-                )
+    missing_mask(sub)
 
 
 def _handle_missing(sub: pd.DataFrame, na_action: str) -> pd.DataFrame:
-    check_finite(sub)
-    na = sub.isna()
-    n_na = int(na.any(axis=1).sum())
-    if n_na:
-        per_col = {c: int(v) for c, v in na.sum().items() if v}
-        if na_action == "raise":
-            raise DataError(
-                f"{n_na} row(s) have missing values in used columns {per_col}; drop them or "
-                "use na_action='omit'"
-            )
-        if na_action != "omit":
-            raise ValueError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
-        sub = sub.loc[~na.any(axis=1)]
-        warnings.warn(
-            f"dropped {n_na} of {len(na)} rows with missing values in {per_col} (na_action='omit')",
-            BayesHLMWarning,
-            stacklevel=4,
-        )
+    bad, per_col = missing_mask(sub)   # the rules of spec/rules.py (shared with the Dask path)
+    if bad is not None:
+        report_missing(int(bad.sum()), len(sub), per_col, na_action, stacklevel=4)
+        sub = sub.loc[~bad]
     if len(sub) == 0:
-        raise DataError("no rows left after dropping rows with missing values in used columns")
+        raise no_rows_left_error()
     return sub
 
 
@@ -215,12 +188,7 @@ def _prepare(data: pd.DataFrame, used: list[str], parsed: ParsedFormula, na_acti
     for name in used:
         col = sub[name]
         if name in group_cols and not _is_factor_dtype(col):
-            vals = col.to_numpy(dtype=float)
-            apply_check(
-                control, "check_numeric_group", bool(np.all(vals == np.round(vals))),
-                f"grouping column {name!r} is numeric with non-integer values; it is treated "
-                f"as categorical with {len(np.unique(vals))} levels",
-            )
+            check_numeric_group(control, name, col.to_numpy(dtype=float))
             sub[name] = _as_factor(col)
         elif _is_factor_dtype(col):
             sub[name] = _as_factor(col)
@@ -243,11 +211,7 @@ def _labels_of(col: pd.Series) -> np.ndarray:
 
 
 def _factor_labels(sub: pd.DataFrame, cols: tuple[str, ...]) -> pd.Index:
-    parts = [_labels_of(sub[c]) for c in cols]
-    out = parts[0]
-    for p in parts[1:]:
-        out = np.where((out != None) & (p != None), out.astype(str) + ":" + p.astype(str), None)  # noqa: E711
-    return pd.Index(out, dtype=object)
+    return pd.Index(interaction_labels([_labels_of(sub[c]) for c in cols]), dtype=object)
 
 
 def _factor_codes(sub: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
@@ -294,24 +258,6 @@ def _eval_design(formula: str, sub: pd.DataFrame, what: str):
         raise FormulaError(f"cannot build the {what} from {formula!r}: {msg}") from None
 
 
-def _aliased(X: np.ndarray, tol: float = 1e-7) -> np.ndarray:
-    """Indices of columns linearly dependent on earlier ones (R's lm order)."""
-    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
-    norms[norms == 0] = 1.0
-    G = (X.T @ X) / np.outer(norms, norms)
-    keep: list[int] = []
-    drop: list[int] = []
-    for j in range(G.shape[0]):
-        if keep:
-            Gs = G[np.ix_(keep, keep)]
-            g = G[keep, j]
-            resid = G[j, j] - g @ np.linalg.solve(Gs, g)
-        else:
-            resid = G[j, j]
-        (keep if resid > tol else drop).append(j)
-    return np.array(drop, dtype=int)
-
-
 def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Control):
     codes, levels = _factor_codes(sub, term.factor_columns)
     if term.expr == "1":
@@ -326,18 +272,8 @@ def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Co
         raise DataError(f"random-effect column {names[j]!r} in ({term.source}) evaluates to "
                         "non-finite values (NaN or inf, e.g. log of a value <= 0); fix the data or "
                         "the transformation")
-    n, nlev = len(sub), len(levels)
-    apply_check(control, "check_nlev_gtr_1", nlev > 1,
-                f"grouping factor {term.factor!r} has {nlev} level; grouping factors need at "
-                "least 2 levels")
-    apply_check(control, "check_nobs_vs_nlev", nlev < n,
-                f"number of levels of grouping factor {term.factor!r} (={nlev}) must be < number "
-                f"of observations (={n}): every group has one row, so the group effect and the "
-                "residual cannot be told apart")
-    apply_check(control, "check_nobs_vs_nRE", nlev * Z.shape[1] < n,
-                f"number of observations (={n}) <= number of random effects (={nlev * Z.shape[1]})"
-                f" for term ({term.source}); the random-effects parameters and the residual "
-                "variance are probably unidentifiable")
+    nlev = len(levels)
+    check_group_sizes(control, term.factor, term.source, nlev, Z.shape[1], len(sub))
     for j, name in enumerate(names):
         if name == "Intercept":
             continue
@@ -375,12 +311,11 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     ModelSpec
     """
     control = control or Control()
-    if na_action not in ("omit", "raise"):
-        raise DataError(f"na_action must be 'omit' or 'raise', not {na_action!r}")
+    check_na_action(na_action)
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     if len(data) == 0:
-        raise DataError("data has no rows")
+        raise no_data_error()
     parsed = parse_formula(formula)
     used = _used_columns(parsed, data)
     sub = _prepare(data, used, parsed, na_action, control)
@@ -388,8 +323,7 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     y = np.asarray(dms.response.design_matrix, dtype=float)
     if y.ndim == 2 and y.shape[1] != 1 or isinstance(sub.get(parsed.response), pd.Categorical) \
             or (parsed.response in sub and isinstance(sub[parsed.response].dtype, pd.CategoricalDtype)):
-        raise DataError(f"response {parsed.response!r} is not numeric; a Gaussian model needs a "
-                        "numeric response")
+        raise response_not_numeric(parsed.response)
     y = y.reshape(-1)
     if dms.common is None:  # 'y ~ 0 + (...)': no fixed effects at all
         X, names = np.zeros((len(y), 0)), []
@@ -410,11 +344,7 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     drop = _aliased(X) if X.shape[1] else np.array([], dtype=int)
     info: dict = {"n_dropped_na": len(data) - len(sub)}
     if len(drop):
-        dropped = [names[j] for j in drop]
-        apply_check(control, "check_rank", control.check_rank == "ignore",
-                    f"fixed-effect model matrix is rank deficient so dropping {len(drop)} column(s)"
-                    f" / coefficient(s): {', '.join(dropped)}")
-        info["dropped_fixed"] = dropped
+        info["dropped_fixed"] = check_rank(control, names, drop)
     kept = np.setdiff1d(np.arange(X.shape[1]), drop)
     groups, rdms = [], []
     for term in parsed.random:

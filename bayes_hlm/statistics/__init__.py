@@ -23,12 +23,13 @@ from .compute import block_columns, compute_stats
 from .containers import BaseStats, CrossedStats, MarginalStats, NestedStats, SingleStats, merge_stats
 from .cross import block_cross, global_cross, group_cross, indicator_csr, sparse_cross, stacked_csr
 from .pairs import PairLayout, pair_sums, single_pairs, single_partial
-from .plan import FactorBlock, StatsPlan, Structure, factor_blocks, make_plan, parent_map, structure
+from .plan import (FactorBlock, StatsPlan, Structure, factor_blocks, find_nesting, make_plan, parent_map,
+                   structure)
 
 __all__ = [
     "BaseStats", "CrossedStats", "FactorBlock", "MarginalStats", "NestedStats", "PairLayout",
     "SingleStats", "StatsPlan", "Structure", "block_columns", "block_cross", "compute_stats",
-    "factor_blocks", "global_cross", "group_cross", "indicator_csr", "make_plan", "merge_stats",
+    "factor_blocks", "find_nesting", "global_cross", "group_cross", "indicator_csr", "make_plan", "merge_stats",
     "pair_sums", "parent_map", "single_pairs", "single_partial", "sparse_cross", "stacked_csr",
     "structure",
 ]

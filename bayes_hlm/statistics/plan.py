@@ -8,14 +8,14 @@ share one plan so their partial statistics add up.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 
 Structure = Literal["none", "single", "nested", "crossed"]
 
-__all__ = ["FactorBlock", "StatsPlan", "Structure", "factor_blocks", "make_plan", "parent_map",
-           "structure"]
+__all__ = ["FactorBlock", "StatsPlan", "Structure", "factor_blocks", "find_nesting", "make_plan",
+           "parent_map", "structure"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,20 @@ def parent_map(inner_codes: np.ndarray, n_inner: int, outer_codes: np.ndarray) -
     return np.where(seen, hi, 0)
 
 
+def find_nesting(codes: Sequence[np.ndarray], n_levels: Sequence[int]) -> tuple[int, int, np.ndarray] | None:
+    """Which of two factors is nested in the other: ``(outer, inner, parent)`` or ``None``.
+
+    ``codes`` are the two factors' codes on the same rows (or on their distinct
+    combinations); the first factor is tried as the outer one first (formula order),
+    so when each contains the other the first in the formula is the outer.
+    """
+    for o, i in ((0, 1), (1, 0)):
+        parent = parent_map(codes[i], n_levels[i], codes[o])
+        if parent is not None:
+            return o, i, parent
+    return None
+
+
 def make_plan(design, force: Structure | None = None) -> StatsPlan:
     """Decide the structure and the role of each grouping factor.
 
@@ -150,11 +164,11 @@ def make_plan(design, force: Structure | None = None) -> StatsPlan:
     if len(blocks) == 1:
         return StatsPlan("single", (blocks[0],))
     if len(blocks) == 2 and force != "crossed":
-        codes = [design.groups[b.term_index[0]].codes for b in blocks]
-        for o, i in ((0, 1), (1, 0)):
-            parent = parent_map(codes[i], blocks[i].n_levels, codes[o])
-            if parent is not None:
-                return StatsPlan("nested", (blocks[o], blocks[i]), parent=parent)
+        nest = find_nesting([design.groups[b.term_index[0]].codes for b in blocks],
+                            [b.n_levels for b in blocks])
+        if nest is not None:
+            o, i, parent = nest
+            return StatsPlan("nested", (blocks[o], blocks[i]), parent=parent)
     # Crossed: marginalise the factor with most levels (ties: first in formula);
     # it carries most parameters, so removing it helps NUTS most.
     m = max(range(len(blocks)), key=lambda j: (blocks[j].n_levels, -j))
