@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..spec.design import Design, GroupTerm
+from ..statistics import block_cross
 
 # n_g tau^2 / sigma^2 above which centring wins. At 4 the group's own data carry
 # 80% of the information about its effect; penicillin's samples (~60) and
@@ -42,13 +43,8 @@ def term_information(g: GroupTerm, e: np.ndarray) -> np.ndarray:
     an intercept-only term this is ``median(n_g) tau^2 / sigma^2``.
     """
     q, L = g.q, g.n_levels
-    ZtZ = np.empty((L, q, q))
-    for a in range(q):
-        for b in range(a, q):
-            ZtZ[:, a, b] = ZtZ[:, b, a] = np.bincount(g.codes, weights=g.Z[:, a] * g.Z[:, b],
-                                                      minlength=L)
-    Zte = np.stack([np.bincount(g.codes, weights=g.Z[:, a] * e, minlength=L) for a in range(q)], 1)
-    n_g = np.bincount(g.codes, minlength=L)
+    cross = block_cross(g.codes, L, g.Z, y=e)
+    ZtZ, Zte, n_g = cross["A"], cross["c"], cross["n_g"]
     scale = np.maximum(np.einsum("gii->gi", ZtZ).max(axis=1), 1e-300)
     ok = (n_g > q) & (np.linalg.eigvalsh(ZtZ / scale[:, None, None])[:, 0] > 1e-8)
     if ok.sum() < 2:
