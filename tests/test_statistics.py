@@ -291,3 +291,23 @@ def test_dask_partials_reduce_to_in_memory(formula):
         ["n_in", "A_in", "B_in", "c_in", "C", "n_out", "A_out", "B_out", "c_out"])
     for k in names:
         assert _rel(getattr(ref, k), getattr(got, k)) < 1e-9, k
+
+
+def test_dask_levels_follow_in_memory_order_for_arrow_strings():
+    """Level order is one rule (spec/collate's R order) for object and Arrow string columns."""
+    pytest.importorskip("dask")
+    pytest.importorskip("pyarrow")
+    from bayes_hlm.distributed import compute_stats_dask
+    from bayes_hlm.spec.build import build_spec
+
+    rng = np.random.default_rng(2)
+    labels = np.array(["b", "A", "a", "Nonchilled", "chilled", "B"])
+    df = pd.DataFrame({"y": rng.standard_normal(300), "x": rng.standard_normal(300),
+                       "g": labels[rng.integers(0, len(labels), 300)]})
+    for dtype in (object, "string[pyarrow]"):
+        d = df.astype({"g": dtype})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = list(build_spec("y ~ x + (1 | g)", d).design.groups[0].levels)
+            ds = compute_stats_dask("y ~ x + (1 | g)", d, "sync", progressbar=False, npartitions=3)
+        assert [str(v) for v in ds.meta.factors[0].labels] == [str(v) for v in want], dtype

@@ -242,10 +242,9 @@ def _column_levels(lv: ColumnLevels) -> pd.Index:
         idx = pd.Index(vals)
     except Exception:  # pragma: no cover
         idx = pd.Index(vals, dtype=object)
-    if idx.dtype != object and (pd.api.types.is_numeric_dtype(idx.dtype)
-                                or pd.api.types.is_string_dtype(idx.dtype)):
-        # vectorised sort: numeric order, or code-point order for strings (= Python's sorted)
-        return idx.sort_values()
+    if idx.dtype != object and pd.api.types.is_numeric_dtype(idx.dtype):
+        return idx.sort_values()   # vectorised: numeric order (= Python's sorted)
+    # strings (object or Arrow): R's collation, the rule of the in-memory _as_factor
     return pd.Index(_sorted_levels(list(idx)), dtype=idx.dtype if idx.dtype != object else object)
 
 

@@ -94,7 +94,7 @@ def _response_vars(response: str) -> set[str]:
 
 
 def _missing_column_error(name: str, columns) -> FormulaError:
-    close = difflib.get_close_matches(name, [str(c) for c in columns], n=1)
+    close = difflib.get_close_matches(str(name), [str(c) for c in columns], n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return FormulaError(
         f"column {name!r} used in the formula is not in the data{hint} "
