@@ -7,7 +7,8 @@
 Architecture: model spec (``bayes_hlm.spec``: formula -> Design, priors,
 checks) -> backends (``bayes_hlm.backends``: full PyMC model, marginalised
 NUTS) -> results (``bayes_hlm.results``) -> reporters (``bayes_hlm.reporters``).
-The frequentist reference lives in ``bayes_hlm.reml``.
+The frequentist reference lives in ``bayes_hlm.reml``, which is also callable:
+``bh.reml(formula, data)`` (alias ``bh.lmer``) fits by REML as ``lme4::lmer``.
 """
 
 from .errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning, DataError, FormulaError
@@ -37,6 +38,8 @@ _LAZY = {
     "Prior": (".spec.priors", "Prior"),
     "get_prior": (".spec.priors", "get_prior"),
     "load": (".results.bayes_result", "BayesResult.load"),
+    "reml": (".reml", None),           # a callable module: bh.reml(formula, data)
+    "lmer": (".reml.api", "reml"),     # lme4's name for the same fit
 }
 
 
@@ -64,5 +67,5 @@ __all__ = [
     "DataError", "FormulaError", "Prior", "build_design", "build_spec", "center", "datasets",
     "fit", "get_prior", "load", "compare", "kfold", "update_formula", "hypothesis", "emmeans",
     "contrasts", "slopes", "lincom", "tidy", "standardize", "prior_sensitivity",
-    "sample_prior_predictive",
+    "sample_prior_predictive", "reml", "lmer",
 ]

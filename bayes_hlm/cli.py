@@ -388,7 +388,7 @@ def _cmd_reml(args) -> int:
     df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels),
                     _parse_na_values(args.na_values))
     t0 = time.perf_counter()  # wall_s: formula parsing to fitted result (no imports, no file read)
-    res = reml(args.formula, df, method="ML" if args.ml else "REML", checks=_parse_control(args.control))
+    res = reml(args.formula, df, method="ML" if args.ml else "REML", control=_parse_control(args.control))
     wall = time.perf_counter() - t0
     res.summary(print_out=True)
     if args.out:

@@ -10,9 +10,16 @@ lme4's modular split:
   summaries.
 
 :func:`reml` runs the three; :func:`anova` and :func:`ranova` give likelihood-ratio tests.
+
+The module itself is callable: ``bayes_hlm.reml(formula, data, ...)`` is
+``bayes_hlm.reml.reml(formula, data, ...)`` (so ``import bayes_hlm as bh; bh.reml(...)`` reads
+like lme4's ``lmer(...)``; ``bh.lmer`` is the same function).
 """
 
 from __future__ import annotations
+
+import sys
+import types
 
 from .api import anova, ranova, reml
 from .criterion import DevFun, make_devfun
@@ -21,3 +28,13 @@ from .result import RemlResult
 
 __all__ = ["reml", "RemlResult", "anova", "ranova", "make_devfun", "DevFun", "optimize_theta",
            "check_convergence"]
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as its :func:`reml` function."""
+
+    def __call__(self, *args, **kwargs) -> RemlResult:
+        return reml(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

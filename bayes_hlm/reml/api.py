@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 from scipy import special as _sf  # not scipy.stats: its import costs seconds (CLI start-up)
 
+from ..errors import BayesHLMError, DataError, FormulaError
 from ..spec.design import Design, GroupTerm
 from .criterion import DevFun
 from .optimize import DEFAULT_CONTROL, check_convergence, optimize_theta
 from .result import RemlResult
 
-__all__ = ["reml", "anova", "ranova", "fit_design"]
+__all__ = ["reml", "anova", "ranova", "fit_design", "optimizer_dict"]
 
 
 def _as_spec(formula_or_spec, data, checks=None):
@@ -25,7 +26,7 @@ def _as_spec(formula_or_spec, data, checks=None):
         return None, formula_or_spec
     if isinstance(formula_or_spec, str):
         if data is None:
-            raise ValueError("a formula needs data")
+            raise DataError("reml() got a formula but no data: pass data=<DataFrame>")
         spec = build_spec(formula_or_spec, data, control=checks)
         return spec, spec.design
     raise TypeError("reml() needs a formula string + DataFrame, a ModelSpec or a Design")
@@ -35,9 +36,10 @@ def fit_design(design: Design, method: str = "REML", control: dict | None = None
                spec=None, theta0=None) -> RemlResult:
     method = method.upper()
     if method not in ("REML", "ML"):
-        raise ValueError("method must be 'REML' or 'ML'")
+        raise BayesHLMError(f"method must be 'REML' or 'ML', not {method!r}")
     if not design.groups:
-        raise ValueError("the model has no random-effect terms; use a linear model")
+        raise FormulaError("the model has no random-effect terms such as (1 | group); "
+                           "use a linear model")
     ctl = {**DEFAULT_CONTROL, **(control or {})}
     with _blas_threads(ctl.get("blas_threads", 1)):
         devfun = DevFun(design, reml=(method == "REML"))
@@ -66,8 +68,10 @@ _CONTROLLER = None
 
 
 def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML",
-         control: dict | None = None, checks=None) -> RemlResult:
+         control=None, checks=None) -> RemlResult:
     """Fit a Gaussian LMM by REML (default) or ML, as ``lme4::lmer``.
+
+    Also reachable as ``bayes_hlm.reml(formula, data)`` and ``bayes_hlm.lmer(formula, data)``.
 
     Parameters
     ----------
@@ -75,13 +79,60 @@ def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML"
         lme4 formula (with ``data``) or an already-built spec / design.
     data : pandas.DataFrame, optional
     method : {"REML", "ML"}
-    control : dict, optional
-        Optimiser / convergence-check settings (see :data:`optimize.DEFAULT_CONTROL`).
+    control : bayes_hlm.Control, optional
+        The same object as ``fit(control=)`` (lme4's ``lmerControl``): its ``check_*`` actions
+        apply when building from a formula, its ``optimizer`` / ``opt_ctrl`` set the optimiser
+        (see :data:`optimize.DEFAULT_CONTROL`). A plain dict of optimiser settings (the older
+        spelling) still works, with a ``DeprecationWarning``.
     checks : bayes_hlm.Control, optional
-        Input-check actions (lme4's ``lmerControl(check.* = ...)``) when building from a formula.
+        Deprecated: pass ``control=Control(...)``.
     """
+    checks, ctl = _split_control(control, checks)
     spec, design = _as_spec(formula_or_spec, data, checks)
-    return fit_design(design, method, control, spec=spec)
+    return fit_design(design, method, ctl, spec=spec)
+
+
+def _split_control(control, checks):
+    """(input-check Control or None, optimiser dict) from ``reml``'s arguments."""
+    from ..spec.checks import Control
+    if checks is not None:
+        warnings.warn("reml(checks=...) is deprecated: pass control=Control(...), the same object "
+                      "fit(control=) takes", DeprecationWarning, stacklevel=3)
+        if not isinstance(checks, Control):
+            raise TypeError(f"checks must be a bayes_hlm.Control, not {type(checks).__name__}")
+    if control is None:
+        return checks, {}
+    if isinstance(control, Control):
+        if checks is not None:
+            raise TypeError("pass the input checks and the optimiser settings in one "
+                            "control=Control(...), not control= and checks= together")
+        return control, optimizer_dict(control)
+    if isinstance(control, dict):
+        warnings.warn("reml(control={...}) with a dict of optimiser settings is deprecated: pass "
+                      "control=Control(optimizer=..., opt_ctrl={...})", DeprecationWarning,
+                      stacklevel=3)
+        return checks, _validated(dict(control))
+    raise TypeError(f"control must be a bayes_hlm.Control, not {type(control).__name__}")
+
+
+# settings the optimiser and convergence checks read, besides DEFAULT_CONTROL's
+_EXTRA_KEYS = {"xtol_abs", "ftol_abs", "maxfun", "polish", "polish_ftol", "blas_threads"}
+OPTIMIZERS = ("bobyqa", "L-BFGS-B")
+
+
+def _validated(ctl: dict) -> dict:
+    known = set(DEFAULT_CONTROL) | _EXTRA_KEYS
+    bad = sorted(set(ctl) - known)
+    if bad:
+        raise TypeError(f"unknown optimiser setting(s) {bad}; known: {sorted(known)}")
+    if ctl.get("optimizer", "bobyqa") not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, not {ctl['optimizer']!r}")
+    return ctl
+
+
+def optimizer_dict(control) -> dict:
+    """The optimiser settings of a :class:`~bayes_hlm.Control` (``optimizer`` + ``opt_ctrl``)."""
+    return _validated(control.optimizer_settings())
 
 
 # --------------------------------------------------------------------------- #

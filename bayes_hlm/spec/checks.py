@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 from ..errors import BayesHLMWarning, DataError
 
@@ -34,6 +34,15 @@ class Control:
         A grouping column with non-integer numbers (looks continuous).
     check_slope_variation : {"warning", "stop", "ignore"}
         A random slope whose column is constant within every group.
+    optimizer : {"bobyqa", "L-BFGS-B"}
+        Optimiser of the frequentist (REML/ML) fit, as ``lmerControl(optimizer=)``: nlopt's
+        BOBYQA (lme4's default ``nloptwrap``) or scipy's L-BFGS-B. Not used by Bayesian fits.
+    opt_ctrl : mapping
+        Optimiser / convergence-check settings of the REML/ML fit, as ``lmerControl(optCtrl=)``
+        (``maxiter``, ``maxfun``, ``xtol_abs``, ``ftol_abs``, ``check_conv_tol``,
+        ``check_singular_tol``, ``calc_derivs``, ``blas_threads``, ...; see
+        ``bayes_hlm.reml.optimize.DEFAULT_CONTROL``). Stored as sorted ``(key, value)`` pairs so
+        that a Control stays hashable; pass a dict.
     """
 
     check_nlev_gtr_1: Action = "stop"
@@ -42,9 +51,20 @@ class Control:
     check_rank: Literal["drop", "stop", "ignore"] = "drop"
     check_numeric_group: Action = "warning"
     check_slope_variation: Action = "warning"
+    optimizer: str = "bobyqa"
+    opt_ctrl: Mapping[str, Any] | tuple = ()
+
+    def __post_init__(self):
+        # a dict (or the list of pairs a saved result holds) -> sorted tuple of pairs
+        items = self.opt_ctrl.items() if isinstance(self.opt_ctrl, Mapping) else self.opt_ctrl
+        object.__setattr__(self, "opt_ctrl", tuple(sorted((str(k), v) for k, v in items)))
+
+    def optimizer_settings(self) -> dict[str, Any]:
+        """``{"optimizer": ..., **opt_ctrl}``: the settings handed to the REML/ML optimiser."""
+        return {"optimizer": self.optimizer, **dict(self.opt_ctrl)}
 
     def with_(self, **changes: str) -> "Control":
-        """Copy with some actions changed; unknown names raise ``TypeError``."""
+        """Copy with some settings changed; unknown names raise ``TypeError``."""
         known = {f.name for f in fields(self)}
         bad = set(changes) - known
         if bad:
