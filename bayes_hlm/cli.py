@@ -390,7 +390,7 @@ def _cmd_reml(args) -> int:
     t0 = time.perf_counter()  # wall_s: formula parsing to fitted result (no imports, no file read)
     res = reml(args.formula, df, method="ML" if args.ml else "REML", control=_parse_control(args.control))
     wall = time.perf_counter() - t0
-    res.summary(print_out=True)
+    print(res.summary())
     if args.out:
         out = res.to_dict(names=args.names)
         out["wall_s"] = wall

@@ -11,7 +11,7 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "lme4_reference.j
 
 
 class FixtureReml:
-    """A RemlResult look-alike built from the pinned lme4 fixtures (API of bayes_hlm.reml)."""
+    """The pinned lme4 fixture values; :meth:`reference` makes the typed reference from them."""
 
     def __init__(self, case: str):
         with open(FIXTURES) as fh:
@@ -53,6 +53,16 @@ class FixtureReml:
         p = self._c["performance"]
         return {"r2_marginal": p["r2_marginal"], "r2_conditional": p["r2_conditional"]}
 
+    def reference(self):
+        """The lme4 values as the typed reference comparisons take (no duck typing)."""
+        from bayes_hlm.results.reference import FrequentistReference
+
+        r2 = self.r2()
+        return FrequentistReference(
+            engine="lme4 fixture", method="REML", fixef=self.fixef(), varcorr=self.varcorr(),
+            sigma=self.sigma, icc=self.icc(), r2_marginal=r2["r2_marginal"],
+            r2_conditional=r2["r2_conditional"], singular=self.singular, modes=self.ranef())
+
 
 def real_or_stub(result, case):
     """The real REML fit when bayes_hlm.reml has landed, else the fixture stub."""
@@ -61,12 +71,12 @@ def real_or_stub(result, case):
 
         return reml(result.spec)
     except ImportError:
-        return FixtureReml(case)
+        return FixtureReml(case).reference()
 
 
 @pytest.fixture(scope="module")
 def ref():
-    return FixtureReml("sleep_rs")
+    return FixtureReml("sleep_rs").reference()
 
 
 def test_compare_rows_and_values(sleep_fit, ref):

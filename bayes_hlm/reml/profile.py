@@ -294,7 +294,7 @@ def profile_confint(m, level: float = 0.95, which=None, ml=None) -> pd.DataFrame
         v0 = P.phi_hat[j]
         z, reset = P.zeta_var(j)
         if kind == "sigma":
-            s0 = zc * v0 / np.sqrt(2 * m.nobs)
+            s0 = zc * v0 / np.sqrt(2 * m.nobs())
             scale = 1e-3 * v0
         elif kind == "sd":
             s0 = zc * 0.3 * v0 if v0 > 1e-6 * sig else 0.1 * sig

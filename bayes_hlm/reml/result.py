@@ -9,7 +9,11 @@ import numpy as np
 import pandas as pd
 from scipy import special as _sf  # not scipy.stats: its import costs seconds (CLI start-up)
 
-from ..errors import ConvergenceWarning, BayesHLMWarning
+from ..errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning
+from ..inference.frames import ReportFrame
+from ..inference.intervals import DEFAULT_LEVEL, label_interval, wald_table
+from ..results.base import MixedModelResult, ModelSummary, ValueTable
+from ..results.variance import VarianceParts, VarianceTerms, variance_parts
 from .criterion import DevFun
 from .optimize import OptResult
 
@@ -20,8 +24,12 @@ SINGULAR_MSG = ("boundary (singular) fit: a variance is estimated as zero or a c
 __all__ = ["RemlResult", "SINGULAR_MSG"]
 
 
-class RemlResult:
+class RemlResult(MixedModelResult):
     """A frequentist (RE)ML fit of a Gaussian linear mixed model.
+
+    Implements the result contract of :class:`~bayes_hlm.results.base.MixedModelResult`
+    (shared with the Bayesian fit): ``nobs()``, ``fixef()``, ``confint(level=0.95, method=)``,
+    ``icc()``/``r2()`` tables, ``summary()`` returning a :class:`ModelSummary`, ...
 
     Attributes
     ----------
@@ -45,7 +53,7 @@ class RemlResult:
     def __init__(self, spec, devfun: DevFun, opt: OptResult, messages: list[str],
                  control: dict | None = None):
         self.spec = spec
-        self.design = devfun.design
+        self._design = devfun.design
         self.devfun = devfun
         self.opt = opt
         self.control = control or {}
@@ -71,12 +79,8 @@ class RemlResult:
 
     # ------------------------------------------------------------------ basics
     @property
-    def nobs(self) -> int:
-        return self.devfun.stats.N
-
-    @property
-    def formula(self) -> str:
-        return self.design.formula
+    def design(self):
+        return self._design
 
     @property
     def npar(self) -> int:
@@ -92,10 +96,7 @@ class RemlResult:
 
     @property
     def bic(self) -> float:
-        return -2 * self.loglik + np.log(self.nobs) * self.npar
-
-    def ngrps(self) -> dict[str, int]:
-        return {f.name: f.n_levels for f in self.devfun.tmap.factors}
+        return -2 * self.loglik + np.log(self.nobs()) * self.npar
 
     def __repr__(self) -> str:
         crit = (f"REML criterion {self.reml_criterion:.4f}" if self.reml_criterion is not None
@@ -120,8 +121,13 @@ class RemlResult:
         L = np.eye(len(self.beta)) if L is None else np.atleast_2d(L)
         return satterthwaite_df(self.vcov(), A, J, L)
 
-    def fixef(self, ddf: str = "Satterthwaite") -> pd.DataFrame:
-        """Estimates, SEs, Satterthwaite df, t and two-sided p (lmerTest's summary table)."""
+    def fixef(self, level: float | None = None, ddf: str = "Satterthwaite") -> pd.DataFrame:
+        """Estimates, SEs, Satterthwaite df, t and two-sided p (lmerTest's summary table).
+
+        ``level``: accepted for the common signature; the table has no intervals (use
+        :meth:`confint`). ``ddf="normal"`` gives z-tests."""
+        if isinstance(level, str):  # fixef("Satterthwaite"): ddf was the first argument
+            ddf, level = level, None
         se = np.sqrt(np.diag(self.vcov()))
         t = self.beta / se
         if ddf == "Satterthwaite":
@@ -219,66 +225,70 @@ class RemlResult:
         return pd.Series(r, index=self.design.row_index, name="residuals")
 
     # ------------------------------------------------------------------ ICC / R²
-    def variance_components(self) -> dict:
-        """performance/insight variance parts: fixed, per-factor random, residual.
+    def variance_parts(self, terms: VarianceTerms = "performance") -> VarianceParts:
+        """Variance components at the estimates: the Bayesian
+        :func:`~bayes_hlm.results.variance.variance_parts` with one "draw" (so both sides use
+        one definition; performance's rule for slope-only terms by default)."""
+        covs = {}
+        for f, S in self.covariances().items():
+            covs[f] = S[None]
+        return variance_parts(self.design, self.beta[None, :], np.array([self.sigma]), covs, terms)
+
+    def variance_components(self, terms: VarianceTerms = "performance") -> dict:
+        """performance/insight variance parts: fixed, per-factor random, residual (floats).
 
         Per random term (lme4 group): a random intercept contributes its variance; a term with
         intercept and slopes ``(x|g)`` contributes Johnson's (2014) ``tr(Σ Zᵀ Z / n)``; a term
         without intercept (the slope part of ``(x||g)``) contributes nothing, as in
         ``insight::get_variance`` (performance 0.10.x), whose numbers the tests pin.
+        ``terms="all"`` counts it too.
         """
-        X = self.design.X
-        n = self.nobs
-        var_f = float(np.var(X @ self.beta, ddof=1)) if n > 1 else 0.0
-        covs = self.covariances()
-        rand = {}
-        for f in self.devfun.tmap.factors:
-            v = 0.0
-            for k, sl in zip(f.term_index, f.term_slices):
-                g = self.design.groups[k]
-                if "Intercept" not in g.terms:
-                    continue
-                S = covs[f.name][sl, sl]
-                Z = f.Z[:, sl]
-                v += float(np.trace(S @ (Z.T @ Z / n)))
-            rand[f.name] = v
-        return {"fixed": var_f, "random": rand, "residual": self.sigma ** 2}
+        vp = self.variance_parts(terms)
+        return {"fixed": float(vp.fixed[0]), "random": {k: float(v[0]) for k, v in vp.random.items()},
+                "residual": float(vp.residual[0])}
 
-    def icc(self, by_factor: bool = False) -> dict:
-        """Adjusted and unadjusted ICC (``performance::icc``); NaN for singular fits, as there."""
-        vc = self.variance_components()
-        vr = sum(vc["random"].values())
-        ve = vc["residual"]
+    def _value_table(self, values: dict[str, np.ndarray], level: float) -> ValueTable:
+        return ValueTable(pd.DataFrame({"estimate": [float(np.asarray(v).ravel()[0])
+                                                     for v in values.values()]},
+                                       index=pd.Index(list(values), name="quantity")))
+
+    def icc(self, by_factor: bool = False, level: float | None = None,
+            terms: VarianceTerms = "performance", prob: float | None = None) -> ValueTable:
+        """ICC table (``performance::icc``; see :meth:`MixedModelResult.icc`). NaN for singular
+        fits, as performance returns NA there."""
+        out = super().icc(by_factor, level, terms, prob)
         if self.singular:
             warnings.warn("Can't compute random effect variances: the fit is singular "
                           "(performance returns NA here)", BayesHLMWarning, stacklevel=2)
-            out = {"icc_adjusted": np.nan, "icc_unadjusted": np.nan}
-        else:
-            out = {"icc_adjusted": vr / (vr + ve), "icc_unadjusted": vr / (vr + ve + vc["fixed"])}
-        if by_factor:
-            out["by_factor"] = {k: v / (vr + ve) for k, v in vc["random"].items()}
+            out.loc[["icc", "icc_unadjusted"], "estimate"] = np.nan
         return out
 
-    def r2(self) -> dict:
+    def r2(self, level: float | None = None, terms: VarianceTerms = "performance",
+           prob: float | None = None) -> ValueTable:
         """Nakagawa marginal / conditional R² (``performance::r2_nakagawa``).
 
         For singular fits performance drops the random variances: R²m = var_f / (var_f + σ²),
         R²c = NaN; reproduced here.
         """
-        vc = self.variance_components()
-        vr = sum(vc["random"].values())
+        out = super().r2(level, terms, prob)
         if self.singular:
             warnings.warn("Can't compute random effect variances: the fit is singular "
                           "(performance returns NA for R2c)", BayesHLMWarning, stacklevel=2)
-            return {"r2_marginal": vc["fixed"] / (vc["fixed"] + vc["residual"]),
-                    "r2_conditional": np.nan}
-        tot = vc["fixed"] + vr + vc["residual"]
-        return {"r2_marginal": vc["fixed"] / tot, "r2_conditional": (vc["fixed"] + vr) / tot}
+            vc = self.variance_components(terms)
+            out.loc["r2_marginal", "estimate"] = vc["fixed"] / (vc["fixed"] + vc["residual"])
+            out.loc["r2_conditional", "estimate"] = np.nan
+        return out
 
     # ------------------------------------------------------------------ intervals
-    def confint(self, method: str = "wald", level: float = 0.95, parm=None, nsim: int = 500,
-                seed=None) -> pd.DataFrame:
-        """Confidence intervals, as lme4's ``confint.merMod``.
+    def confint(self, *args, level: float | None = None, method: str | None = None, parm=None,
+                nsim: int = 500, seed=None) -> pd.DataFrame:
+        """Confidence intervals, as lme4's ``confint.merMod``: columns ``lower``, ``upper``; the
+        header names the level and method (``"95% Wald CI"``).
+
+        Call as on every result: ``confint(level=0.95, method="wald", parm=None)``, positional
+        ``confint(0.9)`` / ``confint(0.9, "profile")``. The older call with the method first
+        (``confint("profile")``, ``confint("wald", 0.9)``) still works, with a
+        ``DeprecationWarning``.
 
         ``method="wald"``: fixed effects only (``β ± z se``).
         ``method="profile"``: profile-likelihood intervals for the variance parameters (rows
@@ -290,12 +300,31 @@ class RemlResult:
         ``parm``: optional list of row names to return (the profile computes only those; the
         bootstrap refits give all parameters at once).
         """
+        if len(args) > 2:
+            raise TypeError("confint() takes at most two positional arguments (level, method)")
+        pos = list(args)
+        if pos and isinstance(pos[0], str):  # the older order: method first
+            warnings.warn("confint(method, ...) with the method first is deprecated: use "
+                          "confint(level, method=...)", DeprecationWarning, stacklevel=2)
+            pos = pos[1:2] + pos[:1]
+            if len(pos) == 1:
+                pos = [None] + pos
+        if pos:
+            if level is not None and pos[0] is not None:
+                raise TypeError("confint() got the level twice")
+            level = pos[0] if pos[0] is not None else level
+        if len(pos) > 1:
+            if method is not None:
+                raise TypeError("confint() got the method twice")
+            method = pos[1]
+        level = DEFAULT_LEVEL if level is None else float(level)
+        method = method or "wald"
         from .api import _blas_threads
         with _blas_threads(self.control.get("blas_threads", 1)):
             out = self._confint(method, level, parm, nsim, seed)
         if parm is not None:
             out = out.loc[[p for p in parm if p in out.index]]
-        return out
+        return label_interval(out, level, method)
 
     def _confint(self, method, level, parm, nsim, seed) -> pd.DataFrame:
         if method == "wald":
@@ -317,46 +346,89 @@ class RemlResult:
             from .profile import boot_confint
             out = boot_confint(self, level=level, nsim=nsim, seed=seed)
         else:
-            raise ValueError("method must be 'wald', 'profile' or 'boot'")
+            raise BayesHLMError(f"method must be 'wald', 'profile' or 'boot', not {method!r}")
         return out
 
     # ------------------------------------------------------------------ output
-    # ---- parity (issue 9): thin wrappers over bayes_hlm.results.* ----
+    # ------------------------------------------------------- estimation hooks
+    def _linear_estimates(self, L: np.ndarray, level: float = DEFAULT_LEVEL,
+                          kind: str | None = None) -> pd.DataFrame:
+        """Wald t-table of the rows of ``L β`` with Satterthwaite df (``kind`` is ignored)."""
+        return wald_table(self.beta, self.vcov(), self.df, L, level)
+
+    def linear_draws(self, L: np.ndarray) -> np.ndarray:
+        raise BayesHLMError("a REML fit has no draws (return_draws / draws need a Bayesian fit)")
+
     def hypothesis(self, hypotheses, alpha: float = 0.05) -> pd.DataFrame:
-        """Wald tests of linear hypotheses with Satterthwaite df (brms ``hypothesis`` style)."""
-        from ..results.hypotheses import hypothesis_reml
+        """Wald tests of linear hypotheses with Satterthwaite df (brms ``hypothesis`` syntax,
+        lmerTest ``contest``); see :func:`bayes_hlm.inference.hypotheses.wald_hypothesis`."""
+        from ..inference.hypotheses import wald_hypothesis
 
-        return hypothesis_reml(self, hypotheses, alpha=alpha)
+        return wald_hypothesis(self, hypotheses, alpha=alpha)
 
-    def emmeans(self, specs, **kwargs) -> pd.DataFrame:
-        """Estimated marginal means (R ``emmeans``) with Satterthwaite df."""
-        from ..results.hypotheses import emmeans_reml
+    def tidy(self, effects=("fixed", "ran_pars"), conf_level: float = DEFAULT_LEVEL,
+             conf_method: str | None = None, names: str = "bayes_hlm", **kwargs) -> ReportFrame:
+        """broom.mixed-style long table (``conf_method`` ``"wald"``, ``"profile"``, ``"boot"``
+        for the random-effect parameters).
 
-        return emmeans_reml(self, specs, **kwargs)
+        ``names="lme4"`` gives lme4's names as broom.mixed prints them: ``(Intercept)``,
+        groups ``Rat`` / ``Rat.1`` for two terms on one factor, ``Variety:Block`` for the inner
+        factor of ``(1 | Block/Variety)`` (see :mod:`bayes_hlm.reml.names`).
+        """
+        from ..inference.tidy import TidyLabels, wald_tidy
+        from .names import check_names, factor_labels, level_labels, term_label
 
-    def contrasts(self, specs, **kwargs) -> pd.DataFrame:
-        """Pairwise / treatment contrasts of marginal means (R ``emmeans::contrast``)."""
-        from ..results.hypotheses import contrasts_reml
+        check_names(names)
+        labels = None
+        if names != "bayes_hlm":
+            flab = dict(zip((g.factor for g in self.design.groups),
+                            factor_labels(self.design, self.spec, names)))
+            labels = TidyLabels(term=lambda t: term_label(t, names),
+                                varcorr=self.varcorr(names=names), factor=flab,
+                                level=level_labels(self.design, self.spec, names))
+        return wald_tidy(self, effects, conf_level, conf_method, labels, **kwargs)
 
-        return contrasts_reml(self, specs, **kwargs)
+    def predict(self, newdata: pd.DataFrame | None = None, group_effects: bool = True,
+                allow_new_levels: bool = False) -> pd.DataFrame:
+        """Predictions (lme4 ``predict.merMod``): ``X β`` plus the conditional modes of the
+        groups (``group_effects=False``: population level). Levels unseen in fitting raise
+        unless ``allow_new_levels`` (then their effects are 0, as lme4). Column ``estimate``."""
+        if newdata is None:
+            mu = self.fitted().to_numpy() if group_effects else self.design.X @ self.beta
+            return pd.DataFrame({"estimate": mu}, index=self.design.row_index)
+        if self.spec is None:
+            raise BayesHLMError("predict(newdata) needs a fit made from a formula and data")
+        mu = self.spec.fixed_matrix(newdata) @ self.beta
+        if group_effects:
+            for k, f in enumerate(self.devfun.tmap.factors):
+                parts = [self.spec.group_columns(j, newdata) for j in f.term_index]
+                codes = parts[0][0]
+                Z = np.hstack([p[1] for p in parts])
+                unseen = codes < 0
+                if unseen.any() and not allow_new_levels:
+                    raise BayesHLMError(f"newdata has {int(unseen.sum())} row(s) with levels of "
+                                        f"{f.name!r} not seen in fitting; pass "
+                                        "allow_new_levels=True to predict them at the population level")
+                b = self._modes[k][np.where(unseen, 0, codes)]
+                mu = mu + np.where(unseen, 0.0, np.einsum("nq,nq->n", Z, b))
+        return pd.DataFrame({"estimate": mu}, index=newdata.index)
 
-    def slopes(self, variable, **kwargs) -> pd.DataFrame:
-        """Slopes of ``variable`` at chosen values (R ``emtrends``)."""
-        from ..results.hypotheses import slopes_reml
+    def reference(self):
+        """This fit as the typed reference that Bayesian comparisons and plots take
+        (:class:`~bayes_hlm.results.reference.FrequentistReference`)."""
+        from ..results.reference import FrequentistReference
 
-        return slopes_reml(self, variable, **kwargs)
-
-    def tidy(self, **kwargs) -> pd.DataFrame:
-        """broom.mixed-style long table."""
-        from ..results.tidy import tidy_reml
-
-        return tidy_reml(self, **kwargs)
-
-    def standardize(self, **kwargs) -> pd.DataFrame:
-        """Standardised fixed effects (``parameters::standardize_parameters(method="basic")``)."""
-        from ..results.standardize import standardize_reml
-
-        return standardize_reml(self, **kwargs)
+        with warnings.catch_warnings():  # singular: NaN below, flagged by `singular`
+            warnings.simplefilter("ignore", BayesHLMWarning)
+            icc = float(self.icc().loc["icc", "estimate"])
+            r2 = self.r2()
+        return FrequentistReference(
+            engine="REML (bayes_hlm.reml, lme4-exact)" if self.method == "REML"
+            else "ML (bayes_hlm.reml, lme4-exact)",
+            method=self.method, fixef=self.fixef(), varcorr=self.varcorr(), sigma=float(self.sigma),
+            icc=icc, r2_marginal=float(r2.loc["r2_marginal", "estimate"]),
+            r2_conditional=float(r2.loc["r2_conditional", "estimate"]), singular=self.singular,
+            modes=self.ranef())
 
     def to_dict(self, names: str = "bayes_hlm") -> dict:
         """JSON-ready summary: fixed effects, variance components and ``glance()``'s fit statistics.
@@ -417,7 +489,41 @@ class RemlResult:
             "singular": bool(self.singular),
         }
 
-    def summary(self, print_out: bool = True) -> str:
+    def summary(self, level: float | None = None, print_out=None) -> ModelSummary:
+        """lmerTest's summary: a :class:`ModelSummary` (one row per parameter: fixed effects with
+        estimate, SE, Satterthwaite df, t, p; group SDs, correlations and sigma) whose ``print``
+        is lme4's report. ``level`` is accepted for the common signature (no intervals here).
+
+        The older ``summary(print_out=...)`` (printing, returning the text) still works, with a
+        ``DeprecationWarning``.
+        """
+        out = ModelSummary(self._summary_table())
+        out.text = self._summary_text()
+        if print_out is None:
+            return out
+        warnings.warn("summary(print_out=...) is deprecated: summary() returns the table; "
+                      "print(fit.summary()) prints the report", DeprecationWarning, stacklevel=2)
+        if print_out:
+            print(out.text)
+        return out.text
+
+    def _summary_table(self) -> pd.DataFrame:
+        fe = self.fixef()
+        rows = [{"parameter": t, "kind": "fixed", "estimate": r["estimate"], "se": r["se"],
+                 "df": r["df"], "t": r["t"], "p": r["p"]} for t, r in fe.iterrows()]
+        for _, r in self.varcorr().iterrows():
+            if r["group"] == "Residual":
+                rows.append({"parameter": "sigma", "kind": "sigma", "estimate": r["sd"]})
+            elif r["term_b"]:
+                rows.append({"parameter": f"cor({r['term']}, {r['term_b']} | {r['group']})",
+                             "kind": "corr", "estimate": r["corr"]})
+            else:
+                rows.append({"parameter": f"sd({r['term']} | {r['group']})", "kind": "sd",
+                             "estimate": r["sd"]})
+        cols = ["kind", "estimate", "se", "df", "t", "p"]
+        return pd.DataFrame(rows).set_index("parameter").reindex(columns=cols)
+
+    def _summary_text(self) -> str:
         lines = []
         title = ("Linear mixed model fit by REML. t-tests use Satterthwaite's method"
                  if self.method == "REML" else
@@ -428,7 +534,7 @@ class RemlResult:
         else:
             lines.append(f"{'AIC':>9}{'BIC':>9}{'logLik':>9}{'deviance':>9}{'df.resid':>9}")
             lines.append(f"{self.aic:9.1f}{self.bic:9.1f}{self.loglik:9.1f}{self.deviance:9.1f}"
-                         f"{self.nobs - self.npar:9d}")
+                         f"{self.nobs() - self.npar:9d}")
         res = self.residuals().to_numpy() / self.sigma
         qs = np.quantile(res, [0, .25, .5, .75, 1])
         lines += ["", "Scaled residuals:", "    Min      1Q  Median      3Q     Max",
@@ -441,7 +547,7 @@ class RemlResult:
             else:
                 nm = "" if r["group"] == "Residual" else r["term"]
                 lines.append(f" {r['group']:<10} {nm:<12} {r['variance']:10.4g} {r['sd']:9.4g}")
-        lines.append(f"Number of obs: {self.nobs}, groups:  "
+        lines.append(f"Number of obs: {self.nobs()}, groups:  "
                      + ", ".join(f"{k}, {v}" for k, v in self.ngrps().items()))
         lines += ["", "Fixed effects:"]
         fe = self.fixef()
@@ -454,7 +560,4 @@ class RemlResult:
             lines += ["", SINGULAR_MSG]
         for m in self.convergence_messages:
             lines.append(m)
-        text = "\n".join(lines)
-        if print_out:
-            print(text)
-        return text
+        return "\n".join(lines)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BayesHLMError
-from ..results.compare_reml import RemlValues, get_reml, norm_term
+from ..results.reference import FrequentistReference, MissingReference, Reference, norm_term, reference_for
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -42,13 +42,22 @@ def factor_terms(result: "BayesResult", factor: str) -> list[str]:
     return [norm_term(t) for t in result._terms(factor)]
 
 
-def reml_values(result: "BayesResult", reml_result=None) -> RemlValues | None:
-    """REML point estimates, or None if the engine is unavailable or the fit fails."""
-    ref = get_reml(result, reml_result, required=False)
-    try:
-        return RemlValues(ref) if ref is not None else None
-    except Exception:
-        return None
+def reference(result: "BayesResult", reml_result=None) -> Reference:
+    """The typed REML reference (or why there is none) for the plots of ``result``."""
+    return reference_for(result, reml_result)
+
+
+def values(ref: Reference) -> FrequentistReference | None:
+    """The reference's values, or None when it is a :class:`MissingReference`."""
+    return ref if isinstance(ref, FrequentistReference) else None
+
+
+def note_missing(fig, ref: Reference | str | None) -> None:
+    """Write why the REML marks are absent at the bottom of ``fig`` (nothing if they are there)."""
+    text = ref.note if isinstance(ref, MissingReference) else ref if isinstance(ref, str) else None
+    if text:
+        fig.text(0.01, 0.005, f"Note: {text}", fontsize=7, color=REML_COLOR, ha="left", va="bottom",
+                 wrap=True)
 
 
 def row_levels(result: "BayesResult", factor: str) -> np.ndarray:

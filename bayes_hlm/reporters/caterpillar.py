@@ -9,7 +9,7 @@ import numpy as np
 
 from ..results import tables
 from ..results.compare_reml import norm_term
-from ._util import BAYES_COLOR, REML_COLOR, factor_terms, pick_factor, reml_values
+from ._util import BAYES_COLOR, REML_COLOR, factor_terms, note_missing, pick_factor, reference, values
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -43,8 +43,9 @@ def plot_caterpillar(result: "BayesResult", reml_result=None, factor: str | None
     terms = terms or factor_terms(result, factor)
     re_ = result.ranef(prob)[factor].copy()
     re_.index = re_.index.set_levels([re_.index.levels[0], [norm_term(t) for t in re_.index.levels[1]]])
-    vals = reml_values(result, reml_result)
-    modes = vals.modes(factor) if vals is not None else None
+    ref = reference(result, reml_result)
+    vals = values(ref)
+    modes = vals.mode_table(factor) if vals is not None else None
     n_lev = len(re_.index.get_level_values("level").unique())
     height = max(3.0, 0.16 * min(n_lev, max_levels) + 1.2)
     if axes is None:
@@ -67,4 +68,5 @@ def plot_caterpillar(result: "BayesResult", reml_result=None, factor: str | None
         ax.set_title(f"{t} | {factor}")
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Group effects ({int(prob * 100)}% HDI)")
+    note_missing(fig, ref)
     return fig

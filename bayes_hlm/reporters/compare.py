@@ -9,9 +9,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from scipy import stats as sps
+
 from ..backends import naming
+from ..inference.intervals import DEFAULT_LEVEL, interval_label
 from ..results import tables
-from ._util import reml_values
+from ._util import reference, values
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -56,24 +59,29 @@ def _p(p):
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def tab_model(result: "BayesResult", reml_result=None, prob: float = 0.95, digits: int = 2) -> TabModel:
+def tab_model(result: "BayesResult", reml_result=None, prob: float = DEFAULT_LEVEL,
+              digits: int = 2) -> TabModel:
     """Fixed effects with intervals, random-effect variances (σ², τ00, τ11, ρ01), ICC, N per group,
     observations and R²m / R²c, each with a Bayesian and a REML column (sjPlot ``tab_model`` layout).
 
     Parameters
     ----------
     result : BayesResult
-    reml_result : RemlResult, optional
-        Fitted on ``result.spec`` when omitted; REML columns are blank if unavailable.
+    reml_result : RemlResult, FrequentistReference or MissingReference, optional
+        Fitted on ``result.spec`` when omitted; without one the REML columns are blank and a
+        note under the table says why.
     prob : float
-        Posterior HDI probability (REML intervals are Wald 95%: estimate ± 1.96 SE).
+        Level of both intervals (default 0.95): the posterior HDI and the REML Wald interval
+        (estimate ± z SE); both headers name it.
     digits : int
 
     Returns
     -------
     TabModel
     """
-    vals = reml_values(result, reml_result)
+    ref = reference(result, reml_result)
+    vals = values(ref)
+    z = float(sps.norm.ppf(0.5 + prob / 2))
     src = result._draws
     rows: list[tuple] = []  # (section or None, label, b_est, b_ci, r_est, r_ci, p)
 
@@ -89,7 +97,7 @@ def tab_model(result: "BayesResult", reml_result=None, prob: float = 0.95, digit
         r_est = r_ci = p = ""
         if vals is not None and t in rfx.index:
             est, se = vals.fixed(t)
-            r_est, r_ci = _f(est, digits), _ci(est - 1.96 * se, est + 1.96 * se, digits)
+            r_est, r_ci = _f(est, digits), _ci(est - z * se, est + z * se, digits)
             p = _p(float(rfx.loc[t, "p"])) if "p" in rfx else ""
         rows.append((None, t, b_est, b_ci, r_est, r_ci, p))
     rows.append(("Random effects",))
@@ -117,8 +125,8 @@ def tab_model(result: "BayesResult", reml_result=None, prob: float = 0.95, digit
         rows.append((None, "Marginal R² / Conditional R²",
                      f"{np.mean(vp.r2_marginal()):.3f} / {np.mean(vp.r2_conditional()):.3f}", "",
                      f"{vals.r2m:.3f} / {vals.r2c:.3f}" if vals else "", "", ""))
-    pct = f"{int(round(prob * 100))}% HDI"
-    cols = ["Estimate (Bayes)", pct, "Estimate (REML)", "95% CI", "p"]
+    cols = ["Estimate (Bayes)", interval_label(prob, "hdi"), "Estimate (REML)",
+            interval_label(prob, "wald"), "p"]
     body, frame_rows = [], []
     for r in rows:
         if len(r) == 1:
@@ -133,6 +141,8 @@ def tab_model(result: "BayesResult", reml_result=None, prob: float = 0.95, digit
             + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr></thead>")
     out = (f"<style>{CSS}</style><table class='tabmodel'><caption>{title}</caption>{head}"
            f"<tbody>{''.join(body)}</tbody></table>")
-    if vals is not None and vals.singular:
+    if ref.singular:
         out += "<p><b>Note:</b> the REML fit is singular (a variance estimate is on the boundary).</p>"
+    if vals is None:
+        out += f"<p><b>Note:</b> {html.escape(ref.note)}</p>"
     return TabModel(pd.DataFrame(frame_rows), out)

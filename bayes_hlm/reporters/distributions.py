@@ -10,7 +10,7 @@ from scipy.stats import gaussian_kde
 
 from ..errors import BayesHLMError
 from ..results import tables
-from ._util import BAYES_COLOR, REML_COLOR, reml_values
+from ._util import BAYES_COLOR, REML_COLOR, note_missing, reference, values
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -46,7 +46,8 @@ def plot_variance_distributions(result: "BayesResult", reml_result=None, prob: f
         raise BayesHLMError("ICC and R2m/R2c need grouping factors")
     vp = result.variance_parts()
     r2b = result.r2_draws(max_draws)["r2_bayes"]
-    vals = reml_values(result, reml_result)
+    ref_ = reference(result, reml_result)
+    vals = values(ref_)
     panels = [("ICC (adjusted)", vp.icc(), vals.icc if vals else np.nan),
               ("Bayesian R²", r2b, np.nan),
               ("R² marginal", vp.r2_marginal(), vals.r2m if vals else np.nan),
@@ -61,4 +62,5 @@ def plot_variance_distributions(result: "BayesResult", reml_result=None, prob: f
             ax.legend(fontsize=7, loc="upper left")
         lo, hi = tables.hdi(np.asarray(d), prob)
         ax.set_title(f"{name}\n{np.mean(d):.3f} [{float(lo):.3f}, {float(hi):.3f}]", fontsize=9)
+    note_missing(fig, ref_)
     return fig

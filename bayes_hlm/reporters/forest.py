@@ -9,7 +9,7 @@ import numpy as np
 
 from ..results import tables
 from ..results.compare_reml import posterior_rows, reml_value
-from ._util import BAYES_COLOR, REML_COLOR, reml_values
+from ._util import BAYES_COLOR, REML_COLOR, note_missing, reference, values
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -26,7 +26,8 @@ def plot_forest(result: "BayesResult", reml_result=None, prob: float = tables.HD
     -------
     matplotlib.figure.Figure
     """
-    vals = reml_values(result, reml_result)
+    ref = reference(result, reml_result)
+    vals = values(ref)
     rows = [r for r in posterior_rows(result) if r[1] in include]
     fig, axes = plt.subplots(len(rows), 1, figsize=(6.5, 0.42 * len(rows) + 0.9), layout="constrained",
                              squeeze=False)
@@ -53,4 +54,5 @@ def plot_forest(result: "BayesResult", reml_result=None, prob: float = tables.HD
     axes[0, 0].plot([], [], color=BAYES_COLOR, lw=2.5, marker="o", label=f"posterior mean, {int(prob * 100)}% HDI")
     axes[0, 0].plot([], [], color=REML_COLOR, lw=2.5, marker="s", label="REML ± 1.96 SE")
     fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
+    note_missing(fig, ref)
     return fig

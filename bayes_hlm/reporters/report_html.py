@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import matplotlib.pyplot as plt
 
 from ..results.diagnostics import warn_on
-from ._util import factor_terms, reml_values, slope_column
+from ._util import factor_terms, reference, slope_column, values
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -110,8 +110,8 @@ def build_report(result: "BayesResult", reml_result=None, plots: dict | None = N
     from ..results.compare_reml import compare_reml
     from .compare import tab_model
 
-    vals = reml_values(result, reml_result)
-    ref = vals.ref if vals is not None else None
+    ref = reference(result, reml_result)
+    vals = values(ref)
     plots = plots if plots is not None else render_plots(result, ref)
     info = result.info
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bayes_hlm report</title>"
@@ -131,14 +131,11 @@ def build_report(result: "BayesResult", reml_result=None, plots: dict | None = N
                                                    for k, v in diag.items()) + "</table>")
     parts.append("<h2>Bayesian vs REML</h2>")
     parts.append(tab_model(result, ref).html)
-    if ref is not None:
-        try:
-            parts.append("<h3>Posterior vs REML, every parameter</h3>")
-            parts.append(_frame_html(compare_reml(result, ref)))
-        except Exception as exc:
-            parts.append(f"<p>compare_reml failed: {html.escape(str(exc))}</p>")
+    if vals is not None:
+        parts.append("<h3>Posterior vs REML, every parameter</h3>")
+        parts.append(_frame_html(compare_reml(result, ref)))
     else:
-        parts.append("<p>REML reference fit unavailable.</p>")
+        parts.append(f"<p><b>Note:</b> {html.escape(ref.note)}</p>")
     parts.append("<h2>Priors</h2>")
     try:
         parts.append(result.prior_summary().to_html(classes="plain", border=0))
@@ -193,8 +190,7 @@ def write_plots(result: "BayesResult", directory, reml_result=None, dpi: int = 1
     """
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    vals = reml_values(result, reml_result)
-    ref = vals.ref if vals is not None else None
+    ref = reference(result, reml_result)
     plots = render_plots(result, ref, dpi=dpi)
     written = {}
     for name, (_, png) in plots.items():

@@ -12,7 +12,8 @@ from ..backends import naming
 from ..errors import BayesHLMError
 from ..results import tables
 from ..results.compare_reml import shrinkage_table
-from ._util import BAYES_COLOR, NOPOOL_COLOR, POOLED_COLOR, REML_COLOR, axes_or_new, factor_terms, pick_factor
+from ._util import (BAYES_COLOR, NOPOOL_COLOR, POOLED_COLOR, REML_COLOR, axes_or_new, factor_terms,
+                    note_missing, pick_factor)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -46,7 +47,8 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
     term = term or ("Intercept" if "Intercept" in terms else terms[0])
     if term not in terms:
         raise BayesHLMError(f"{term!r} is not a term of factor {factor!r}: {terms}")
-    tab = _table(result, reml_result, factor, prob).xs(term, level="term")
+    full = _table(result, reml_result, factor, prob)
+    tab = full.xs(term, level="term")
     tab = tab.assign(order=tab["no_pool"].fillna(tab["post_mean"])).sort_values("order")
     fig, ax = axes_or_new(ax, figsize=(6.5, max(3.0, 0.22 * len(tab) + 1.2)))
     y = np.arange(len(tab))
@@ -66,6 +68,7 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
     ax.set_xlabel(f"{term} (per {factor})")
     ax.set_title(f"Shrinkage of {term} by {factor}")
     ax.legend(fontsize=7, loc="best")
+    note_missing(fig, full.note)
     return ax
 
 
@@ -119,4 +122,5 @@ def plot_shrinkage_2d(result: "BayesResult", reml_result=None, factor: str | Non
     ax.set_title(f"Shrinkage of ({a}, {b}) by {factor}")
     ax.legend(fontsize=7, loc="best")
     ax.autoscale_view()
+    note_missing(fig, tab.note)
     return ax

@@ -12,10 +12,14 @@ from ..backends import naming
 from ..settings import FitSettings
 from ..spec.build import ModelSpec
 from ..spec.priors import PriorSet
+from ..inference._args import pop_deprecated, reject_unknown, resolve_level
+from ..inference.frames import ReportFrame
+from ..inference.intervals import DEFAULT_LEVEL, label_interval, summarise_draws
 from . import tables
 from .arviz_layout import arviz_tree, corr_pairs
+from .base import MixedModelResult, ModelSummary, ValueTable
 from .draws import DrawSource, EffectGenerator, factor_design
-from .variance import VarianceParts, bayes_r2, variance_parts
+from .variance import VarianceParts, VarianceTerms, bayes_r2, variance_parts
 
 
 @dataclass
@@ -61,8 +65,11 @@ class FitInfo:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-class BayesResult:
+class BayesResult(MixedModelResult):
     """Posterior of a hierarchical linear model with lme4/brms-style accessors.
+
+    Implements the result contract of :class:`~bayes_hlm.results.base.MixedModelResult`
+    (shared with the REML fit); every interval defaults to a 95% HDI.
 
     Attributes
     ----------
@@ -101,25 +108,31 @@ class BayesResult:
     def factors(self) -> list[str]:
         return list(self.design.factors())
 
-    def nobs(self) -> int:
-        """Number of observations used (after dropping missing values)."""
-        return self.design.n
-
-    def ngrps(self) -> dict[str, int]:
-        """Number of levels of each grouping factor."""
-        return self.design.factors()
-
     def __repr__(self) -> str:
         return (f"<BayesResult {self.formula!r}: {self.nobs()} obs, groups {self.ngrps()}, "
                 f"{self.info.chains}x{self.info.draws} draws, method={self.info.method}, "
                 f"sampler={self.info.sampler}>")
 
     # --------------------------------------------------------------- summaries
-    def summary(self, prob: float = tables.HDI_PROB) -> pd.DataFrame:
+    def summary(self, level: float | None = None, prob: float | None = None) -> ModelSummary:
         """Fixed effects, group-level SDs and correlations, residual SD.
 
-        Columns: kind, mean, sd, HDI bounds, bulk/tail ESS, R-hat, MCSE.
+        Columns: kind, mean, sd, HDI bounds (``level``, default 95%, named in the header),
+        bulk/tail ESS, R-hat, MCSE. ``print(fit.summary())`` shows it with the model header.
+        ``prob`` is the deprecated spelling of ``level``.
         """
+        prob = resolve_level(level, prob, "summary")
+        out = ModelSummary(self._summary_frame(prob))
+        head = [f"Bayesian linear mixed model (method={self.info.method}, sampler="
+                f"{self.info.sampler}, {self.info.chains} chains x {self.info.draws} draws)",
+                f"Formula: {self.formula}",
+                f"Number of obs: {self.nobs()}, groups: "
+                + ", ".join(f"{k}, {v}" for k, v in self.ngrps().items()),
+                f"Intervals: {out.columns.name}", ""]
+        out.text = "\n".join(head) + pd.DataFrame(out).to_string(float_format=lambda v: f"{v:.4g}")
+        return out
+
+    def _summary_frame(self, prob: float) -> pd.DataFrame:
         key = ("summary", prob)
         if key not in self._cache:
             parts = [self._frame_fixed(prob).assign(kind="fixed")]
@@ -130,7 +143,7 @@ class BayesResult:
             parts.append(tables.stat_frame(self._draws.chained(naming.SIGMA), ["sigma"], prob)
                          .assign(kind="sigma"))
             df = pd.concat(parts)
-            self._cache[key] = df[["kind"] + tables.STAT_COLUMNS]
+            self._cache[key] = label_interval(df[["kind"] + tables.STAT_COLUMNS], prob, "hdi")
         return self._cache[key].copy()
 
     def _frame_fixed(self, prob):
@@ -155,9 +168,11 @@ class BayesResult:
         names = [f"cor({terms[i]}, {terms[j]} | {factor})" for i, j in pairs]
         return tables.stat_frame(sub, names, prob)
 
-    def fixef(self, prob: float = tables.HDI_PROB) -> pd.DataFrame:
-        """Posterior of the fixed effects (lme4 ``fixef``)."""
-        return self.summary(prob).query("kind == 'fixed'").drop(columns="kind")
+    def fixef(self, level: float | None = None, prob: float | None = None) -> pd.DataFrame:
+        """Posterior of the fixed effects (lme4 ``fixef``): mean, sd, HDI (``level``, default
+        95%), diagnostics. ``prob`` is the deprecated spelling of ``level``."""
+        prob = resolve_level(level, prob, "fixef")
+        return self._summary_frame(prob).query("kind == 'fixed'").drop(columns="kind")
 
     def varcorr(self) -> pd.DataFrame:
         """Posterior means of group SDs, correlations and the residual SD (lme4 ``VarCorr``)."""
@@ -178,8 +193,10 @@ class BayesResult:
                      "variance": (s**2).mean(), "corr": np.nan})
         return pd.DataFrame(rows)
 
-    def ranef(self, prob: float = tables.HDI_PROB) -> dict[str, pd.DataFrame]:
-        """Group effects per factor: posterior mean, sd and HDI per (level, term)."""
+    def ranef(self, level: float | None = None, prob: float | None = None) -> dict[str, pd.DataFrame]:
+        """Group effects per factor: posterior mean, sd and HDI (``level``, default 95%) per
+        (level, term). ``prob`` is the deprecated spelling of ``level``."""
+        prob = resolve_level(level, prob, "ranef")
         out = {}
         for f in self.factors:
             b = self._draws.effects(f)  # (S, L, q)
@@ -189,8 +206,9 @@ class BayesResult:
             lo, hi = tables.hdi(flat, prob)
             idx = pd.MultiIndex.from_product([[str(v) for v in self._levels(f)], terms],
                                              names=["level", "term"])
-            out[f] = pd.DataFrame({"mean": flat.mean(0), "sd": flat.std(0, ddof=1),
-                                   "hdi_low": lo, "hdi_high": hi}, index=idx)
+            out[f] = label_interval(pd.DataFrame({"mean": flat.mean(0), "sd": flat.std(0, ddof=1),
+                                                  "hdi_low": lo, "hdi_high": hi}, index=idx),
+                                    prob, "hdi")
         return out
 
     def effects_stats(self, prob: float = tables.HDI_PROB) -> dict[str, pd.DataFrame]:
@@ -268,47 +286,50 @@ class BayesResult:
         return self._draws.effects(factor).mean(0)
 
     # --------------------------------------------------------------- variance
-    def variance_parts(self) -> VarianceParts:
-        if "vp" not in self._cache:
+    def variance_parts(self, terms: VarianceTerms = "performance") -> VarianceParts:
+        """Per-draw variance components (performance's rule by default, see
+        :mod:`bayes_hlm.results.variance`; ``terms="all"`` counts every random term)."""
+        key = ("vp", terms)
+        if key not in self._cache:
             covs = {f: self._draws.covariance(f) for f in self.factors}
-            self._cache["vp"] = variance_parts(self.design, self._draws.flat(naming.FIXED),
-                                               self._draws.flat(naming.SIGMA), covs,
-                                               family=getattr(self.spec, "family", None))
-        return self._cache["vp"]
+            self._cache[key] = variance_parts(self.design, self._draws.flat(naming.FIXED),
+                                              self._draws.flat(naming.SIGMA), covs,
+                                              family=getattr(self.spec, "family", None), terms=terms)
+        return self._cache[key]
 
-    def _dist_table(self, draws: dict[str, np.ndarray], prob: float) -> pd.DataFrame:
+    def _value_table(self, values: dict[str, np.ndarray], level: float) -> ValueTable:
+        """Posterior summary of derived per-draw quantities (one HDI table)."""
         C = self._draws.n_chains
-        arr = np.stack([v.reshape(C, -1) for v in draws.values()], axis=-1)
-        return tables.stat_frame(arr, list(draws), prob)
+        frames = []
+        for name, v in values.items():
+            v = np.asarray(v, dtype=float)
+            # a quantity on a thinned subset of draws (Bayesian R²) is one pseudo-chain
+            arr = v.reshape(C, -1) if len(v) == self._draws.size else v[None, :]
+            frames.append(tables.stat_frame(arr, [name], level))
+        out = ValueTable(pd.concat(frames)[["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "r_hat"]])
+        return label_interval(out, level, "hdi")
 
-    def icc(self, by_factor: bool = False, prob: float = tables.HDI_PROB) -> pd.DataFrame:
-        """Posterior adjusted ICC (``performance::icc``); per factor with ``by_factor=True``."""
-        vp = self.variance_parts()
-        draws = {"icc": vp.icc()}
-        if by_factor:
-            draws.update({f"icc[{k}]": v for k, v in vp.icc_by_factor().items()})
-        return self._dist_table(draws, prob)[["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "r_hat"]]
+    def _r2_extra(self, max_draws: int | None = 2000) -> dict[str, np.ndarray]:
+        return {"r2_bayes": self.r2_draws(max_draws)["r2_bayes"]}
 
-    def r2_draws(self, max_draws: int | None = 2000) -> dict[str, np.ndarray]:
+    def r2_draws(self, max_draws: int | None = 2000,
+                 terms: VarianceTerms = "performance") -> dict[str, np.ndarray]:
         """Per-draw Bayesian, marginal and conditional R² (Bayesian R² on a thinned set)."""
-        vp = self.variance_parts()
+        vp = self.variance_parts(terms)
         idx = self._draws.thinned(max_draws)
         chunks = self._draws.linpred_chunks(idx, self.design.X, factor_design(self.design))
         return {"r2_bayes": bayes_r2(self.design.y, chunks), "r2_bayes_idx": idx,
                 "r2_marginal": vp.r2_marginal(), "r2_conditional": vp.r2_conditional()}
 
-    def r2(self, prob: float = tables.HDI_PROB, max_draws: int | None = 2000) -> pd.DataFrame:
-        """Bayesian R² (brms ``bayes_R2``) and marginal/conditional R² (Nakagawa) as distributions."""
-        d = self.r2_draws(max_draws)
-        rows = []
-        for name in ("r2_bayes", "r2_marginal", "r2_conditional"):
-            v = d[name]
-            if name == "r2_bayes" and len(v) != self._draws.size:
-                frame = tables.stat_frame(v[None, :], [name], prob)
-            else:
-                frame = tables.stat_frame(v.reshape(self._draws.n_chains, -1), [name], prob)
-            rows.append(frame)
-        return pd.concat(rows)[["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "r_hat"]]
+    # ------------------------------------------------------- estimation hooks
+    def _linear_estimates(self, L: np.ndarray, level: float = DEFAULT_LEVEL,
+                          kind: str | None = None) -> pd.DataFrame:
+        """Posterior summary (mean, sd, HDI or ETI, pd) of each row of ``L β``."""
+        return summarise_draws(self.linear_draws(L), level, kind or "hdi")
+
+    def linear_draws(self, L: np.ndarray) -> np.ndarray:
+        """Draws of ``L β``: (draws, rows of L)."""
+        return self._draws.flat(naming.FIXED) @ np.atleast_2d(L).T
 
     # ------------------------------------------------------------- predictions
     def fitted(self, group_effects: bool = True) -> pd.Series:
@@ -421,39 +442,46 @@ class BayesResult:
             self._cache[key] = reml(self.spec, method=method)
         return self._cache[key]
 
-    def compare_reml(self, reml_result=None, prob: float = tables.HDI_PROB):
+    def reference(self, reml_result=None):
+        """The frequentist reference of this model (typed; see
+        :func:`bayes_hlm.results.reference.reference_for`): a
+        :class:`~bayes_hlm.results.reference.FrequentistReference`, or a
+        :class:`~bayes_hlm.results.reference.MissingReference` saying why there is none."""
+        from .reference import reference_for
+
+        return reference_for(self, reml_result)
+
+    def compare_reml(self, reml_result=None, level: float | None = None, prob: float | None = None):
         """Posterior next to the REML estimates: one row per parameter, ICC and R².
 
         See :func:`bayes_hlm.results.compare_reml.compare_reml`.
         """
         from .compare_reml import compare_reml
 
-        return compare_reml(self, reml_result if reml_result is not None else self.reml(), prob)
+        return compare_reml(self, reml_result, level, prob)
 
     def shrinkage_table(self, factor: str | None = None, reml_result=None):
         """Per group: no-pooling OLS, posterior mean (partial pooling) and REML BLUP."""
         from .compare_reml import shrinkage_table
 
-        return shrinkage_table(self, reml_result if reml_result is not None else self.reml(), factor=factor)
+        return shrinkage_table(self, reml_result, factor=factor)
 
     def report(self, path, reml_result=None):
         """Write a self-contained HTML report (model, priors, diagnostics, tables, plots)."""
         from ..reporters import write_report
 
-        return write_report(self, path, reml_result=reml_result if reml_result is not None else self.reml())
+        return write_report(self, path, reml_result=reml_result)
 
     def plot_shrinkage(self, **kwargs):
         """Shrinkage plot (no pooling -> partial pooling -> complete pooling); see reporters."""
         from ..reporters import plot_shrinkage
 
-        kwargs.setdefault("reml_result", self.reml())
         return plot_shrinkage(self, **kwargs)
 
     def plot_caterpillar(self, **kwargs):
         """Caterpillar plot of the group effects with REML BLUPs marked."""
         from ..reporters import plot_caterpillar
 
-        kwargs.setdefault("reml_result", self.reml())
         return plot_caterpillar(self, **kwargs)
 
     # ---- parity (issue 9) ----
@@ -477,53 +505,65 @@ class BayesResult:
 
         return simulate(self, n, seed=seed, as_frame=as_frame)
 
-    def confint(self, prob: float = 0.95, kind: str = "hdi", **kwargs):
-        """Posterior HDI / equal-tailed interval of every parameter (brms ``posterior_interval``)."""
-        from .tidy import confint
+    def confint(self, level: float = DEFAULT_LEVEL, method: str | None = None, parm=None,
+                ranef: bool = False, **kwargs) -> ReportFrame:
+        """Posterior interval of every parameter (brms ``posterior_interval``, R ``confint``).
 
-        return confint(self, prob=prob, kind=kind, **kwargs)
+        Rows use :meth:`summary`'s names (``Days``, ``sd(Days | Subject)``,
+        ``cor(Intercept, Days | Subject)``, ``sigma``), plus ``r_<factor>[level,term]``
+        group effects with ``ranef=True``. Columns: ``estimate`` (posterior mean),
+        ``lower``, ``upper``; the header names the interval (``"95% HDI"``).
 
-    def tidy(self, effects=("fixed", "ran_pars"), conf_level: float = 0.95, **kwargs):
-        """broom.mixed ``tidy``: effect, group, term, estimate, std.error, conf.low, conf.high."""
-        from .tidy import tidy
+        Parameters
+        ----------
+        level : float
+            Interval probability (default 0.95). ``prob=`` is its deprecated spelling.
+        method : {"hdi", "eti"}
+            Highest-density (default) or equal-tailed interval. ``kind=``: deprecated.
+        parm : list of str, optional
+            Rows to return (lme4's name; ``pars=``: deprecated).
+        """
+        prob = pop_deprecated(kwargs, "prob", "level", "confint")
+        kind = pop_deprecated(kwargs, "kind", "method", "confint")
+        pars = pop_deprecated(kwargs, "pars", "parm", "confint")
+        reject_unknown(kwargs, "confint")
+        level = prob if prob is not None else level
+        method = method or kind or "hdi"
+        parm = parm if parm is not None else pars
+        from ..inference.tidy import draws_interval_table
+        from .parameters import posterior_parameters
 
-        return tidy(self, effects, conf_level, **kwargs)
+        effects = ("fixed", "ran_pars") + (("ran_vals",) if ranef else ())
+        return draws_interval_table(posterior_parameters(self, effects), level, method, parm)
 
-    def hypothesis(self, hypotheses, alpha: float = 0.05, **kwargs) -> pd.DataFrame:
-        """brms ``hypothesis``: ``"sectorCatholic > 0"``, ``"Days - 2*Intercept = 0"``."""
-        from .hypotheses import hypothesis
+    def tidy(self, effects=("fixed", "ran_pars"), conf_level: float = DEFAULT_LEVEL,
+             conf_method: str | None = None, **kwargs) -> ReportFrame:
+        """broom.mixed ``tidy``: effect, group, term, estimate, std.error, conf.low, conf.high
+        (``conf_method`` ``"eti"``, broom.mixed's default for brms, or ``"hdi"``)."""
+        from ..inference.tidy import draws_tidy
+        from .parameters import posterior_parameters
 
-        return hypothesis(self, hypotheses, alpha=alpha, **kwargs)
+        reject_unknown(kwargs, "tidy")
+        return draws_tidy(posterior_parameters(self, effects), conf_level, conf_method)
 
-    def lincom(self, weights, prob: float = 0.95, kind: str = "hdi") -> pd.DataFrame:
-        """Posterior of a linear combination of the fixed effects."""
-        from .hypotheses import lincom
+    def hypothesis(self, hypotheses, alpha: float = 0.05, robust: bool = False,
+                   seed: int | None = 0) -> pd.DataFrame:
+        """brms ``hypothesis``: ``"sectorCatholic > 0"``, ``"Days - 2*Intercept = 0"``.
 
-        return lincom(self, weights, prob=prob, kind=kind)
+        Names: fixed effects (also ``b_``-prefixed), ``sigma``, ``sd_<factor>__<term>``,
+        ``cor_<factor>__<a>__<b>``; see :func:`bayes_hlm.inference.hypotheses.posterior_hypothesis`.
+        """
+        from ..inference.hypotheses import posterior_hypothesis
+        from .parameters import parameter_draws, prior_draws
 
-    def emmeans(self, specs, **kwargs) -> pd.DataFrame:
-        """Estimated marginal means on the reference grid (emmeans ``emmeans``)."""
-        from .hypotheses import emmeans
+        return posterior_hypothesis(hypotheses, parameter_draws(self),
+                                    lambda n: prior_draws(self, n=n, seed=seed), alpha, robust)
 
-        return emmeans(self, specs, **kwargs)
+    def parameter_draws(self, names=None) -> dict[str, np.ndarray]:
+        """Flat posterior draws of named parameters (brms names; see :mod:`.parameters`)."""
+        from .parameters import parameter_draws
 
-    def contrasts(self, specs, **kwargs) -> pd.DataFrame:
-        """Pairwise contrasts of marginal means (emmeans ``pairs`` / ``contrast``)."""
-        from .hypotheses import contrasts
-
-        return contrasts(self, specs, **kwargs)
-
-    def slopes(self, variable: str, **kwargs) -> pd.DataFrame:
-        """Slopes of a covariate at chosen values (emmeans ``emtrends``, marginaleffects ``slopes``)."""
-        from .hypotheses import slopes
-
-        return slopes(self, variable, **kwargs)
-
-    def standardize(self, method: str = "basic", **kwargs) -> pd.DataFrame:
-        """Standardised coefficients per draw (``parameters::standardize_parameters``)."""
-        from .standardize import standardize
-
-        return standardize(self, method=method, **kwargs)
+        return parameter_draws(self, names)
 
     def prior_sensitivity(self, scales=(0.5, 2.0), threshold: float = 0.5, **kwargs):
         """Refit with every prior scale multiplied by ``scales``; flag moved estimates."""

@@ -6,6 +6,12 @@
 * :func:`shrinkage_table` - per group and term: no-pooling OLS coefficient,
   complete-pooling coefficient, posterior coefficient and the REML BLUP.
 
+The reference is a typed :class:`~bayes_hlm.results.reference.FrequentistReference`
+(from a :class:`~bayes_hlm.reml.RemlResult`, or fitted on demand). When there is none - the
+REML fit failed - the REML columns are empty and the table's note (printed with it, and in
+``attrs["reference"]``) says why. ICC and R² use one definition on both sides
+(performance's, :mod:`bayes_hlm.results.variance`).
+
 Both return a :class:`ReportFrame`: a DataFrame with a rich notebook HTML
 rendering, :meth:`ReportFrame.to_markdown` (no ``tabulate`` needed) and
 pandas' ``to_latex``.
@@ -13,216 +19,24 @@ pandas' ``to_latex``.
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..backends import naming
 from ..errors import BayesHLMError
+from ..inference._args import resolve_level
+from ..inference.frames import ReportFrame
+from ..inference.intervals import interval_label, label_interval
 from . import tables
+from .reference import FrequentistReference, MissingReference, Reference, norm_term, reference_for
 
 if TYPE_CHECKING:
     from .bayes_result import BayesResult
 
 COMPARE_COLUMNS = ["kind", "mean", "median", "hdi_low", "hdi_high", "reml", "reml_se",
                    "diff_in_post_sd"]
-
-
-# --------------------------------------------------------------------- frame
-class ReportFrame(pd.DataFrame):
-    """A DataFrame that renders as a styled table in notebooks and exports to Markdown/LaTeX."""
-
-    _metadata = ["caption"]
-
-    @property
-    def _constructor(self):
-        return ReportFrame
-
-    def styled(self, digits: int = 3):
-        """A pandas ``Styler``: fixed digits, |diff_in_post_sd| > 2 highlighted, NaN as blank."""
-        sty = self.style.format(precision=digits, na_rep="")
-        if "diff_in_post_sd" in self.columns:
-            sty = sty.map(lambda v: "background-color:#fde0dd;font-weight:bold"
-                          if isinstance(v, (float, int)) and np.isfinite(v) and abs(v) > 2 else "",
-                          subset=["diff_in_post_sd"])
-        cap = getattr(self, "caption", None)
-        if cap:
-            sty = sty.set_caption(cap)
-        return sty.set_table_styles([{"selector": "th", "props": "text-align:left"}])
-
-    def _repr_html_(self) -> str:  # noqa: D401 - IPython hook
-        try:
-            return self.styled().to_html()
-        except Exception:  # jinja2 missing: plain pandas rendering
-            return pd.DataFrame(self).to_html(float_format=lambda v: f"{v:.3f}", na_rep="")
-
-    def to_markdown(self, buf=None, digits: int = 3, **_: Any) -> str | None:
-        """GitHub-flavoured Markdown table (index included)."""
-        df = pd.DataFrame(self)
-        idx_names = [n or "" for n in df.index.names]
-
-        def fmt(v):
-            if isinstance(v, (float, np.floating)):
-                return "" if not np.isfinite(v) else f"{v:.{digits}f}"
-            return str(v)
-
-        head = idx_names + [str(c) for c in df.columns]
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        for key, row in df.iterrows():
-            keys = list(key) if isinstance(key, tuple) else [key]
-            lines.append("| " + " | ".join([str(k) for k in keys] + [fmt(v) for v in row]) + " |")
-        text = "\n".join(lines) + "\n"
-        if buf is None:
-            return text
-        buf.write(text)
-        return None
-
-    def to_latex(self, *args, float_format=None, na_rep: str = "", **kwargs) -> str | None:
-        """LaTeX tabular (pandas ``to_latex`` with 3-digit floats and blank NaN)."""
-        return pd.DataFrame(self).to_latex(*args, float_format=float_format or "{:.3f}".format,
-                                           na_rep=na_rep, **kwargs)
-
-
-# ---------------------------------------------------------------- REML access
-def get_reml(result: "BayesResult", reml_result=None, required: bool = True):
-    """The REML fit of ``result``'s model: ``reml_result`` or a fresh ``bayes_hlm.reml.reml`` fit.
-
-    Returns None (when ``required`` is False) if the REML engine is unavailable
-    or the model has no random effects.
-    """
-    if reml_result is not None:
-        return reml_result
-    try:
-        from ..reml import reml
-    except ImportError as exc:
-        if required:
-            raise BayesHLMError("the REML engine bayes_hlm.reml is not available yet "
-                                f"({exc}); pass reml_result=... explicitly") from exc
-        return None
-    try:
-        return reml(result.spec)
-    except Exception:
-        if required:
-            raise
-        return None
-
-
-def norm_term(name: str) -> str:
-    """lme4 spells the intercept ``(Intercept)``; the Bayesian side ``Intercept``."""
-    s = str(name)
-    return "Intercept" if s in ("(Intercept)", "Intercept") else s
-
-
-def _call(obj):
-    return obj() if callable(obj) else obj
-
-
-def scalar_from(obj: Any, keys: Iterable[str]) -> float:
-    """Pull one number out of whatever a REML accessor returns (float, dict, Series, DataFrame)."""
-    keys = list(keys)
-    try:
-        obj = _call(obj)
-    except Exception:
-        return np.nan
-    if obj is None:
-        return np.nan
-    if isinstance(obj, (int, float, np.number)):
-        return float(obj)
-    if isinstance(obj, pd.DataFrame):
-        for k in keys:
-            if k in obj.index:
-                row = obj.loc[k]
-                for col in ("estimate", "value", "mean", k):
-                    if col in obj.columns:
-                        return float(row[col])
-                return float(pd.to_numeric(row, errors="coerce").dropna().iloc[0])
-            if k in obj.columns:
-                return float(obj[k].iloc[0])
-        return np.nan
-    if isinstance(obj, (dict, pd.Series)):
-        for k in keys:
-            if k in obj:
-                return scalar_from(obj[k], [])
-        if len(obj) == 1:
-            return scalar_from(next(iter(dict(obj).values())), [])
-        return np.nan
-    if hasattr(obj, "__float__"):
-        return float(obj)
-    for k in keys:  # dataclass / namedtuple style
-        if hasattr(obj, k):
-            return scalar_from(getattr(obj, k), [])
-    return np.nan
-
-
-ICC_KEYS = ("icc", "icc_adjusted", "adjusted", "ICC_adjusted", "ICC")
-R2M_KEYS = ("r2_marginal", "marginal", "R2_marginal", "r2m", "R2m")
-R2C_KEYS = ("r2_conditional", "conditional", "R2_conditional", "r2c", "R2c")
-
-
-class RemlValues:
-    """REML point estimates keyed like :func:`compare_reml` rows (lme4 naming normalised)."""
-
-    def __init__(self, ref):
-        self.ref = ref
-        fx = _call(ref.fixef)
-        fx = fx.copy()
-        fx.index = [norm_term(i) for i in fx.index]
-        self.fixef = fx
-        vc = _call(ref.varcorr).copy()
-        for c in ("term", "term_b"):
-            if c in vc:
-                vc[c] = vc[c].fillna("").map(lambda t: norm_term(t) if t else "")
-        self.varcorr = vc
-        self.sigma = float(_call(ref.sigma)) if hasattr(ref, "sigma") else self._resid_sd()
-        self.icc = scalar_from(getattr(ref, "icc", None), ICC_KEYS)
-        r2 = getattr(ref, "r2", None)
-        self.r2m = scalar_from(r2, R2M_KEYS)
-        self.r2c = scalar_from(r2, R2C_KEYS)
-        self.singular = bool(_call(getattr(ref, "singular", False)))
-
-    def _resid_sd(self) -> float:
-        rows = self.varcorr[self.varcorr["group"] == "Residual"]
-        return float(rows["sd"].iloc[0]) if len(rows) else np.nan
-
-    def _group_rows(self, factor: str) -> pd.DataFrame:
-        vc = self.varcorr
-        rows = vc[vc["group"] == factor]
-        if not len(rows):  # lme4 names split (x||g) blocks g, g.1, ...
-            rows = vc[vc["group"].astype(str).map(lambda g: re.sub(r"\.\d+$", "", g)) == factor]
-        return rows
-
-    def sd(self, factor: str, term: str) -> float:
-        rows = self._group_rows(factor)
-        rows = rows[(rows["term"] == term) & (rows["term_b"].fillna("") == "")]
-        return float(rows["sd"].iloc[0]) if len(rows) else np.nan
-
-    def corr(self, factor: str, a: str, b: str) -> float:
-        rows = self._group_rows(factor)
-        hit = rows[((rows["term"] == a) & (rows["term_b"] == b)) | ((rows["term"] == b) & (rows["term_b"] == a))]
-        return float(hit["corr"].iloc[0]) if len(hit) else np.nan
-
-    def fixed(self, term: str) -> tuple[float, float]:
-        if term not in self.fixef.index:
-            return np.nan, np.nan
-        row = self.fixef.loc[term]
-        return float(row["estimate"]), float(row.get("se", np.nan))
-
-    def modes(self, factor: str) -> pd.DataFrame | None:
-        """Conditional modes of ``factor`` indexed (level, term), or None."""
-        try:
-            re_ = _call(self.ref.ranef)
-        except Exception:
-            return None
-        df = re_.get(factor) if isinstance(re_, dict) else None
-        if df is None:
-            return None
-        df = df.copy()
-        lv, tm = df.index.get_level_values(0), df.index.get_level_values(1)
-        df.index = pd.MultiIndex.from_arrays([lv.astype(str), [norm_term(t) for t in tm]],
-                                             names=["level", "term"])
-        return df
 
 
 # ----------------------------------------------------------------- compare
@@ -267,7 +81,7 @@ def posterior_rows(result: "BayesResult") -> list[tuple[str, str, np.ndarray, tu
     return out
 
 
-def reml_value(vals: RemlValues | None, key: tuple) -> tuple[float, float]:
+def reml_value(vals: FrequentistReference | None, key: tuple) -> tuple[float, float]:
     """REML (estimate, SE) for a :func:`posterior_rows` key; NaN when unknown."""
     if vals is None:
         return np.nan, np.nan
@@ -281,16 +95,22 @@ def reml_value(vals: RemlValues | None, key: tuple) -> tuple[float, float]:
     return {"sigma": vals.sigma, "icc": vals.icc, "r2m": vals.r2m, "r2c": vals.r2c}[kind], np.nan
 
 
-def compare_reml(result: "BayesResult", reml_result=None, prob: float = tables.HDI_PROB) -> ReportFrame:
+def _values(ref: Reference) -> FrequentistReference | None:
+    return ref if isinstance(ref, FrequentistReference) else None
+
+
+def compare_reml(result: "BayesResult", reml_result=None, level: float | None = None,
+                 prob: float | None = None) -> ReportFrame:
     """Posterior summaries next to the REML estimates, one row per parameter.
 
     Parameters
     ----------
     result : BayesResult
-    reml_result : RemlResult, optional
-        A fit from :func:`bayes_hlm.reml.reml`; fitted on ``result.spec`` when omitted.
-    prob : float
-        HDI probability.
+    reml_result : RemlResult, FrequentistReference or MissingReference, optional
+        The reference; fitted on ``result.spec`` when omitted (a failed fit leaves the REML
+        columns empty and the table's note says why; a missing REML engine raises).
+    level : float
+        HDI probability (default 0.95; ``prob`` is its deprecated spelling).
 
     Returns
     -------
@@ -298,16 +118,26 @@ def compare_reml(result: "BayesResult", reml_result=None, prob: float = tables.H
         Index ``parameter``; columns ``kind`` (fixed/sd/corr/sigma/icc/r2), ``mean``,
         ``median``, ``hdi_low``, ``hdi_high``, ``reml``, ``reml_se`` (fixed effects
         only) and ``diff_in_post_sd`` = (posterior mean - REML) / posterior sd.
-        ``attrs["singular"]`` records whether the REML fit is singular.
+        ``attrs["singular"]`` records whether the REML fit is singular,
+        ``attrs["reference"]`` the reference engine or why there is none. The ICC / R² rows
+        use performance's definition on both sides (random terms with an intercept).
     """
-    ref = get_reml(result, reml_result, required=True)
-    vals = RemlValues(ref)
+    prob = resolve_level(level, prob, "compare_reml")
+    ref = reference_for(result, reml_result, engine_required=True)
+    vals = _values(ref)
     rows = [_row(name, kind, d, *reml_value(vals, key), prob)
             for name, kind, d, key in posterior_rows(result)]
     out = ReportFrame(pd.DataFrame(rows).set_index("parameter")[COMPARE_COLUMNS])
-    out.caption = (f"{result.formula}: posterior ({int(prob * 100)}% HDI) vs REML"
-                   + (" (REML fit is singular)" if vals.singular else ""))
-    out.attrs["singular"] = vals.singular
+    label_interval(out, prob, "hdi")
+    engine = vals.engine if vals is not None else "REML"
+    out.caption = (f"{result.formula}: posterior ({interval_label(prob, 'hdi')}) vs {engine}"
+                   + (" (REML fit is singular)" if ref.singular else ""))
+    out.attrs["singular"] = ref.singular
+    if vals is None:
+        out.note = ref.note
+        out.attrs["reference"] = ref.reason
+    else:
+        out.attrs["reference"] = vals.engine
     return out
 
 
@@ -383,7 +213,7 @@ def coefficient_draws(result: "BayesResult", factor: str) -> tuple[np.ndarray, l
 
 
 def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None = None,
-                    prob: float = tables.HDI_PROB) -> ReportFrame:
+                    level: float | None = None, prob: float | None = None) -> ReportFrame:
     """No pooling vs partial pooling (posterior and REML) vs complete pooling, per group and term.
 
     Coefficients are on the lme4 ``coef()`` scale: fixed effect + group effect.
@@ -391,13 +221,13 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
     Parameters
     ----------
     result : BayesResult
-    reml_result : RemlResult, optional
+    reml_result : RemlResult, FrequentistReference or MissingReference, optional
         Supplies the BLUPs (REML fixed effect + conditional mode); fitted when
-        omitted, and the ``blup`` column is NaN if the REML engine is unavailable.
+        omitted. Without a reference the ``blup`` column is NaN and the table's note says why.
     factor : str, optional
         Grouping factor; default all factors (a ``factor`` column tells them apart).
-    prob : float
-        HDI probability.
+    level : float
+        HDI probability (default 0.95; ``prob`` is its deprecated spelling).
 
     Returns
     -------
@@ -406,9 +236,10 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
         ``hdi_low``, ``hdi_high``, ``blup``, ``complete_pool`` and ``shrinkage`` =
         1 - (post_mean - complete_pool) / (no_pool - complete_pool).
     """
+    prob = resolve_level(level, prob, "shrinkage_table")
     factors = [factor] if factor else result.factors
-    ref = get_reml(result, reml_result, required=False)
-    vals = RemlValues(ref) if ref is not None else None
+    ref = reference_for(result, reml_result)
+    vals = _values(ref)
     pooled = complete_pooling(result)
     frames = []
     for f in factors:
@@ -421,7 +252,7 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
         df = pd.DataFrame({"factor": f, "no_pool": nop.to_numpy().ravel(), "post_mean": flat.mean(0),
                            "post_sd": flat.std(0, ddof=1), "hdi_low": lo, "hdi_high": hi}, index=idx)
         blup = np.full(len(df), np.nan)
-        modes = vals.modes(f) if vals is not None else None
+        modes = vals.mode_table(f) if vals is not None else None
         if modes is not None and "mode" in modes:
             m = modes["mode"].reindex(idx).to_numpy()
             fix = np.array([vals.fixed(t)[0] if t in vals.fixef.index else 0.0 for _, t in idx])
@@ -434,10 +265,14 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
     out = pd.concat(frames)
     if len(factors) == 1:
         out = out.drop(columns="factor")
-    out = ReportFrame(out)
+    out = label_interval(ReportFrame(out), prob, "hdi")
     out.caption = f"{result.formula}: no pooling vs partial pooling vs complete pooling"
+    if vals is None:
+        out.note = ref.note
+        out.attrs["reference"] = ref.reason
     return out
 
 
 __all__ = ["ReportFrame", "compare_reml", "shrinkage_table", "no_pooling", "complete_pooling",
-           "coefficient_draws", "get_reml", "RemlValues", "posterior_rows", "reml_value", "norm_term"]
+           "coefficient_draws", "posterior_rows", "reml_value", "norm_term", "FrequentistReference",
+           "MissingReference", "reference_for"]

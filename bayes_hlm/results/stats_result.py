@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 
 from ..backends import naming
+from ..inference._args import resolve_level
+from ..inference.intervals import label_interval
 from . import tables
 from .bayes_result import BayesResult
-from .variance import VarianceParts
+from .variance import VarianceParts, VarianceTerms, random_variance, term_mask
 
 __all__ = ["StatsResult"]
 
@@ -72,9 +74,10 @@ class StatsResult(BayesResult):
         q = len(self._terms(factor))
         return int(max(1, budget // max(1, self.ngrps()[factor] * q * 8 * 4)))
 
-    def ranef(self, prob: float = tables.HDI_PROB) -> dict[str, pd.DataFrame]:
+    def ranef(self, level: float | None = None, prob: float | None = None) -> dict[str, pd.DataFrame]:
         """Group effects per factor (mean, sd, HDI); with too many draws x groups to hold,
         mean and sd are streamed over draw chunks and the HDI columns are NaN."""
+        prob = resolve_level(level, prob, "ranef")
         small = [f for f in self.factors if self._effects_bytes(f) <= EFFECTS_BUDGET_BYTES]
         if len(small) == len(self.factors):
             return super().ranef(prob)
@@ -94,7 +97,7 @@ class StatsResult(BayesResult):
             mean, sd = self._streamed_moments(f)
             out[f] = pd.DataFrame({"mean": mean.ravel(), "sd": sd.ravel(),
                                    "hdi_low": np.nan, "hdi_high": np.nan}, index=idx)
-        return out
+        return {f: label_interval(df, prob, "hdi") for f, df in out.items()}
 
     def _streamed_moments(self, factor: str) -> tuple[np.ndarray, np.ndarray]:
         S = self._draws.size
@@ -220,8 +223,9 @@ class StatsResult(BayesResult):
         return self._streamed_moments(factor)[0]
 
     # -------------------------------------------------------------- variance
-    def variance_parts(self) -> VarianceParts:
-        if "vp" not in self._cache:
+    def variance_parts(self, terms: VarianceTerms = "performance") -> VarianceParts:
+        key = ("vp", terms)
+        if key not in self._cache:
             ex = self.extras
             n = self.design.n
             C = ex.X_mom.cov(ddof=1) if n >= 2 else np.zeros((self.design.p, self.design.p))
@@ -230,10 +234,10 @@ class StatsResult(BayesResult):
             random = {}
             for f in self.factors:
                 cov = self._draws.covariance(f)
-                random[f] = np.einsum("sij,ji->s", cov, ex.ZtZ[f] / n)
-            self._cache["vp"] = VarianceParts(fixed=var_f, random=random,
-                                              residual=self._draws.flat(naming.SIGMA) ** 2)
-        return self._cache["vp"]
+                random[f] = random_variance(cov, ex.ZtZ[f] / n, term_mask(self.design, f, terms))
+            self._cache[key] = VarianceParts(fixed=var_f, random=random,
+                                             residual=self._draws.flat(naming.SIGMA) ** 2)
+        return self._cache[key]
 
     def _mu_sums(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per draw in ``idx``: Σμ, Σμ², Σyμ over all rows, from the statistics."""
@@ -265,9 +269,10 @@ class StatsResult(BayesResult):
         s_ymu = s_ymu + np.einsum("sgq,gq->s", bo, st.c_out) + np.einsum("sgq,gq->s", bi, st.c_in)
         return s_mu, s_mu2, s_ymu
 
-    def r2_draws(self, max_draws: int | None = 2000) -> dict[str, np.ndarray]:
+    def r2_draws(self, max_draws: int | None = 2000,
+                 terms: VarianceTerms = "performance") -> dict[str, np.ndarray]:
         """Bayesian R² per draw from the statistics (same definition as in memory)."""
-        vp = self.variance_parts()
+        vp = self.variance_parts(terms)
         idx = self._draws.thinned(max_draws)
         st, ex = self.stats, self.extras
         N = st.N

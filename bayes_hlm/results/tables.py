@@ -14,26 +14,14 @@ import sys
 import numpy as np
 import pandas as pd
 
+from ..inference.intervals import DEFAULT_LEVEL, hdi, label_interval
 from .mcmc_stats import TAIL_PROB, chain_stats
 
-HDI_PROB = 0.94
+# the interval level of every posterior table: 95%, as lme4's confint and brms (one default)
+HDI_PROB = DEFAULT_LEVEL
 STAT_COLUMNS = ["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "ess_tail", "r_hat",
                 "mcse_mean", "mcse_sd"]
 DIAG_COLUMNS = ["ess_bulk", "ess_tail", "r_hat", "mcse_mean", "mcse_sd"]
-
-
-def hdi(draws: np.ndarray, prob: float = HDI_PROB) -> tuple[np.ndarray, np.ndarray]:
-    """Highest-density interval over the leading (sample) axis of ``draws`` (S, ...)."""
-    x = np.sort(np.asarray(draws, dtype=float), axis=0)
-    n = x.shape[0]
-    k = int(np.floor(prob * n))
-    if k < 1 or n < 2:
-        return x[0], x[-1]
-    widths = x[k:] - x[: n - k]
-    i = np.argmin(widths, axis=0)
-    lo = np.take_along_axis(x, i[None], axis=0)[0]
-    hi = np.take_along_axis(x, (i + k)[None], axis=0)[0]
-    return lo, hi
 
 
 def _tail_prob() -> float:
@@ -73,7 +61,7 @@ def stat_frame(arr: np.ndarray, index: list, prob: float = HDI_PROB) -> pd.DataF
     )
     # constants (a correlation's diagonal, a fixed value) carry no sampling information
     out.loc[constant, DIAG_COLUMNS] = np.nan
-    return out
+    return label_interval(out, prob, "hdi")
 
 
 def stat_dict(row: pd.Series) -> dict:
