@@ -11,7 +11,8 @@ The frequentist reference lives in ``bayes_hlm.reml``, which is also callable:
 ``bh.reml(formula, data)`` (alias ``bh.lmer``) fits by REML as ``lme4::lmer``.
 """
 
-from .errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning, DataError, FormulaError
+from .errors import (BayesHLMError, BayesHLMWarning, ColumnNotFoundError, ConvergenceWarning,
+                     DataError, FormulaError, OutOfCoreError)
 
 # Everything else is imported on first use (PEP 562), so that ``import bayes_hlm`` - and the
 # ``bayes-hlm reml`` command - do not pay for PyMC / PyTensor / ArviZ when they are not needed.
@@ -65,7 +66,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BayesHLMError", "BayesHLMWarning", "BayesResult", "MixedModelResult", "Control",
-    "ConvergenceWarning",
+    "ConvergenceWarning", "ColumnNotFoundError", "OutOfCoreError",
     "DataError", "FormulaError", "Prior", "build_design", "build_spec", "center", "datasets",
     "fit", "get_prior", "load", "compare", "kfold", "update_formula", "hypothesis", "emmeans",
     "contrasts", "slopes", "lincom", "tidy", "standardize", "prior_sensitivity",

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                    tune=args.draws, seed=args.seed)
     print(f"done in {time.perf_counter() - t:.1f} s (method={m.info.method}, sampler={m.info.sampler}, "
           f"wall_s={m.info.wall_s:.2f})\n")
-    print("Posterior summary (94% HDI):")
+    print("Posterior summary (95% HDI):")
     print(m.summary().drop(columns=["mcse_mean", "mcse_sd"]), "\n")
     print("Adjusted ICC:")
     print(m.icc(), "\n")

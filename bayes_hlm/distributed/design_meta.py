@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BayesHLMError, DataError, FormulaError
+from ..errors import OutOfCoreError  # noqa: F401 - re-exported: the class lives in errors.py
 from ..statistics import FactorBlock, StatsPlan, find_nesting
 from ..spec.build import ModelSpec, _expr_vars, _used_columns, build_spec
 from ..spec.checks import Control
@@ -48,10 +49,6 @@ MAX_COMBOS = 20_000_000
 # integer group ids use a lookup table when max - min + 1 <= max(this x levels, LUT_MIN_SPAN)
 LUT_SPAN_PER_LEVEL = 8
 LUT_MIN_SPAN = 1 << 20
-
-
-class OutOfCoreError(BayesHLMError, NotImplementedError):
-    """The request needs the rows again (or a layout the out-of-core engine does not handle)."""
 
 
 # --------------------------------------------------------------------------- #

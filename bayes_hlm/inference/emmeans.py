@@ -23,7 +23,6 @@ import pandas as pd
 
 from ..errors import BayesHLMError
 from ._args import resolve_level
-from .intervals import label_interval
 
 __all__ = ["reference_grid", "emmeans", "contrasts", "slopes"]
 

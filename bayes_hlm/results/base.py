@@ -86,7 +86,8 @@ class ModelSummary(ReportFrame):
 
     @property
     def _constructor(self):
-        return ModelSummary
+        # a table derived from the summary (a slice, a drop) is no longer the report
+        return ReportFrame
 
     def __repr__(self) -> str:
         return self.text if self.text else super().__repr__()

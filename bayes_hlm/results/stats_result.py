@@ -38,7 +38,7 @@ EFFECTS_DIAG_MAX_NORMALS = 1.5e9
 
 
 def _not_available(what: str, why: str):
-    from ..distributed.design_meta import OutOfCoreError
+    from ..errors import OutOfCoreError
 
     return OutOfCoreError(
         f"{what} is not available for an out-of-core fit (engine='dask'): {why}. The fit kept only "

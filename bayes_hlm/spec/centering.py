@@ -14,14 +14,9 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..errors import ColumnNotFoundError
+
 __all__ = ["ColumnNotFoundError", "center"]
-
-
-class ColumnNotFoundError(KeyError):
-    """A column named in a call is not in the data frame (a ``KeyError``)."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message, quotes and all
-        return str(self.args[0]) if self.args else ""
 
 
 def _closest(name: Hashable, columns: Sequence[Hashable]) -> str | None:

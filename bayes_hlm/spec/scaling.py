@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import xarray as xr
 
+from ..errors import ScalingError  # noqa: F401 - re-exported (the class lives in errors.py)
 from .design import Design
 from .prior_registry import PRIOR_DISTS, ScalingError
 from .priors import Prior, PriorSet, corr_key, sd_key
