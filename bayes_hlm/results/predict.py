@@ -138,4 +138,5 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
     lo, hi = tables.hdi(mu, prob)
     frame = pd.DataFrame({"mean": mu.mean(0), "sd": mu.std(0, ddof=1) if len(idx) > 1 else 0.0,
                           "hdi_low": lo, "hdi_high": hi}, index=index)
+    tables.label_interval(frame, prob, "hdi")
     return (frame, mu) if return_draws else frame
