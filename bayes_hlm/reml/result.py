@@ -232,7 +232,8 @@ class RemlResult(MixedModelResult):
         covs = {}
         for f, S in self.covariances().items():
             covs[f] = S[None]
-        return variance_parts(self.design, self.beta[None, :], np.array([self.sigma]), covs, terms)
+        return variance_parts(self.design, self.beta[None, :], np.array([self.sigma]), covs,
+                              terms=terms)
 
     def variance_components(self, terms: VarianceTerms = "performance") -> dict:
         """performance/insight variance parts: fixed, per-factor random, residual (floats).
