@@ -51,7 +51,7 @@ def format_summary(result: "BayesResult", data_label: str | None = None) -> str:
     from .diagnostics import warning_messages
 
     info, d = result.info, result.design
-    summ = result.summary(prob=PROB)
+    summ = result.summary(PROB)
     total = info.chains * result._draws.n_draws
     lines = [
         " Family: gaussian",
