@@ -269,11 +269,44 @@ def test_fitinfo_from_older_files():
 
 
 # --------------------------------------------------------------------------- Ctrl-C, Dask
+def _nan_tail(tree, n_nan: int):
+    """The tree as an aborted nutpie run returns it: the last draws of chain 0 NaN-padded."""
+    import xarray as xr
+
+    groups = {k: tree[k].to_dataset() for k in tree.children}
+    post = groups["posterior"].copy()
+    for v in post.data_vars:
+        if np.issubdtype(post[v].dtype, np.floating):
+            a = post[v].values.copy()
+            a[0, -n_nan:] = np.nan
+            post[v] = (post[v].dims, a)
+    groups["posterior"] = post
+    return xr.DataTree.from_dict(groups)
+
+
+def test_finished_draws_cuts_nan_padding():
+    import xarray as xr
+
+    from bayes_hlm.backends.sampling import finished_draws
+
+    a = np.arange(2 * 10, dtype=float).reshape(2, 10)
+    a[1, 7:] = np.nan
+    tree = xr.DataTree.from_dict({
+        "posterior": xr.Dataset({"mu": (("chain", "draw"), a)}),
+        "sample_stats": xr.Dataset({"diverging": (("chain", "draw"), np.zeros((2, 10), bool))})})
+    cut = finished_draws(tree)
+    assert cut["posterior"].sizes["draw"] == 7 and cut["sample_stats"].sizes["draw"] == 7
+    assert np.isfinite(cut["posterior"]["mu"].values).all()
+    assert finished_draws(cut) is cut
+
+
 def _interrupt_nutpie(monkeypatch):
     from bayes_hlm.backends import compiled_nuts
+    from bayes_hlm.backends.sampling import finished_draws
 
     real = compiled_nuts.run_nutpie
-    monkeypatch.setattr(compiled_nuts, "run_nutpie", lambda compiled, cfg: (real(compiled, cfg)[0], True))
+    monkeypatch.setattr(compiled_nuts, "run_nutpie", lambda compiled, cfg: (
+        finished_draws(_nan_tail(real(compiled, cfg)[0], 5)), True))
 
 
 def test_ctrl_c_warning_through_the_shared_tail(monkeypatch):
@@ -283,11 +316,13 @@ def test_ctrl_c_warning_through_the_shared_tail(monkeypatch):
     _interrupt_nutpie(monkeypatch)
     df = _sim()
     kw = dict(TINY, seed=2, sampler="numba")
-    with pytest.warns(ConvergenceWarning, match="interrupted"):
+    with pytest.warns(ConvergenceWarning, match="holds the 15 draws per chain done so far, not the 20"):
         m = bh.fit("y ~ x + (1 | g)", df, **kw)
     with pytest.warns(ConvergenceWarning, match="interrupted"):
         d = fit_dask("y ~ x + (1 | g)", df, "sync", **kw)
-    assert m.info.interrupted and d.info.interrupted
+    for r in (m, d):
+        assert r.info.interrupted and r.info.draws == 15 and r.info.requested.draws == 20
+        assert np.isfinite(r.summary()["mean"]).all()
 
 
 def test_fit_dask_is_the_same_pipeline():
@@ -310,3 +345,15 @@ def test_fit_dask_is_the_same_pipeline():
     assert d.info.extra["engine"] == "dask" and "stats_timings" in d.info.extra
     assert (d.info.method, d.info.sampler) == (m.info.method, m.info.sampler) == ("marginal", "numba")
     assert d.info.engine_reason == m.info.engine_reason
+
+
+def test_pymc_interrupted_run_is_flagged(monkeypatch):
+    """pm.sample swallows Ctrl-C and returns fewer draws: the fit says so (#21: the CLI record
+    said 'interrupted: false, draws: 20000' for 2,159 draws)."""
+    from bayes_hlm.backends import sampling
+
+    real = sampling.pm.sample
+    monkeypatch.setattr(sampling.pm, "sample", lambda **kw: real(**{**kw, "draws": kw["draws"] - 5}))
+    with pytest.warns(ConvergenceWarning, match="holds the 15 draws"):
+        m = bh.fit("y ~ x + (1 | g)", _sim(), method="full", sampler="pymc", **dict(TINY, seed=3))
+    assert m.info.interrupted and m.info.draws == 15 and m.info.requested.draws == 20

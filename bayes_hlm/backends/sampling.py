@@ -141,7 +141,12 @@ def _sample_pm(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutput:
     total = time.perf_counter() - t0
     stats = tree["sample_stats"].attrs if "sample_stats" in tree.children else {}
     sample_s = float(stats.get("sampling_time", total))
-    return SampleOutput(tree=tree, compile_s=max(total - sample_s, 0.0), sample_s=sample_s)
+    # pm.sample swallows Ctrl-C and returns the draws done so far: fewer draws = interrupted
+    kept = tree["posterior"].sizes.get("draw", 0) if "posterior" in tree.children else 0
+    if kept < cfg.draws:
+        tree = finished_draws(tree)
+    return SampleOutput(tree=tree, compile_s=max(total - sample_s, 0.0), sample_s=sample_s,
+                        interrupted=kept < cfg.draws)
 
 
 def _sample_nutpie(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutput:
@@ -174,4 +179,21 @@ def run_nutpie(compiled, cfg: SamplerConfig) -> tuple[xr.DataTree, bool]:
     try:
         return sampler.wait(), False
     except KeyboardInterrupt:
-        return sampler.abort(), True
+        return finished_draws(sampler.abort()), True
+
+
+def finished_draws(tree: xr.DataTree) -> xr.DataTree:
+    """The leading draws every chain finished (an interrupted nutpie run pads the chains
+    that were behind with NaN, which would make every summary NaN)."""
+    post = tree["posterior"].to_dataset()
+    done = None
+    for v in post.data_vars:
+        if np.issubdtype(post[v].dtype, np.floating):
+            ok = np.isfinite(post[v]).all(dim=[d for d in post[v].dims if d != "draw"]).values
+            done = ok if done is None else done & ok
+    if done is None or done.all():
+        return tree
+    n = int(np.argmin(done))
+    groups = {k: tree[k].to_dataset() for k in tree.children}
+    return xr.DataTree.from_dict({k: ds.isel(draw=slice(0, n)) if "draw" in ds.dims else ds
+                                  for k, ds in groups.items()})

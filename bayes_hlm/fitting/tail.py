@@ -48,16 +48,17 @@ def finish_fit(problem: Problem, choice: EngineChoice, out: SampleOutput, genera
         generator = wrap_generator(generator, problem.spec.design, problem.scaling)
         extra = {**extra, "rescaled": problem.scaling.to_dict()}
     extra = {**extra, **problem.source, "sampler": choice.sampler}
+    tree = clean_tree(out.tree, problem.observed)
+    kept = int(tree["posterior"].sizes.get("draw", 0))  # fewer than asked after Ctrl-C
     info = FitInfo(method=choice.method, sampler=choice.sampler, chains=cfg.chains,
-                   draws=cfg.draws, tune=cfg.tune, target_accept=cfg.target_accept, seed=cfg.seed,
+                   draws=kept, tune=cfg.tune, target_accept=cfg.target_accept, seed=cfg.seed,
                    wall_s=wall_s, compile_s=out.compile_s, sample_s=out.sample_s,
                    interrupted=out.interrupted, effects_s=float(extra.get("effects_s", 0.0)),
                    extra=extra, requested=settings, engine_reason=choice.reason)
-    result = problem.result_type(problem.spec, problem.priors, clean_tree(out.tree, problem.observed),
-                                 info, generator, *problem.result_args)
+    result = problem.result_type(problem.spec, problem.priors, tree, info, generator,
+                                 *problem.result_args)
     if out.interrupted:
-        n_done = result.tree["posterior"].sizes.get("draw", 0)
-        warnings.warn(f"sampling was interrupted (Ctrl-C): the result holds the {n_done} draws "
+        warnings.warn(f"sampling was interrupted (Ctrl-C): the result holds the {kept} draws "
                       f"per chain done so far, not the {cfg.draws} asked for", ConvergenceWarning,
                       stacklevel=stacklevel)
     if warn:  # as results.diagnostics.warn_on, pointed at the user's call
