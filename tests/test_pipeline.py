@@ -144,6 +144,22 @@ def test_bad_argument_names_it(name, kwargs):
             fit_dask("y ~ x + (1 | g)", df, "sync", **kwargs)
 
 
+@pytest.mark.parametrize("name, kwargs", [("npartitions", dict(npartitions=0)),
+                                          ("split_every", dict(split_every=1)),
+                                          ("split_every", dict(split_every=2.5))])
+def test_bad_dask_argument_names_it(name, kwargs):
+    from bayes_hlm.distributed import fit_dask
+
+    with pytest.raises(BayesHLMError, match=name):
+        fit_dask("y ~ x + (1 | g)", _sim(), "sync", **kwargs)
+
+
+@pytest.mark.parametrize("name, kwargs", [("draws", dict(draws=0)), ("seed", dict(seed="a"))])
+def test_prior_predictive_arguments(name, kwargs):
+    with pytest.raises(BayesHLMError, match=name):
+        bh.sample_prior_predictive("y ~ x + (1 | g)", _sim(), **kwargs)
+
+
 def test_centered_checked_against_the_model():
     df = _sim()
     with pytest.raises(BayesHLMError, match="centered names 'Nope'"):

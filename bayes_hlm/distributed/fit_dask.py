@@ -302,6 +302,7 @@ def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", samp
                                  mass_matrix=mass_matrix, rescale=rescale, centered=centered,
                                  priors=priors, na_action=na_action, control=control,
                                  engine="dask", progressbar=progressbar, warn=warn)
+    _check_dask_args(npartitions, split_every)
     choose_method(method, True, out_of_core=True)  # method="full": refused before any pass
     if isinstance(settings.centered, dict) and settings.centered:
         raise OutOfCoreError(
@@ -332,6 +333,18 @@ def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", samp
     choice, (out, gen, extra) = choose_and_sample(problem, settings, cfg)
     return finish_fit(problem, choice, out, gen, extra, settings, cfg, time.perf_counter() - t0,
                       warn=warn, stacklevel=_stacklevel)
+
+
+def _check_dask_args(npartitions, split_every) -> None:
+    """The Dask-only arguments (the others: :func:`bayes_hlm.settings.validate_settings`)."""
+    def whole(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if npartitions is not None and (not whole(npartitions) or npartitions < 1):
+        raise BayesHLMError(f"npartitions must be None or a whole number >= 1, not {npartitions!r}")
+    if not whole(split_every) or split_every < 2:
+        raise BayesHLMError(f"split_every must be a whole number >= 2 (the fan-in of the tree "
+                            f"reductions), not {split_every!r}")
 
 
 def natural_scales(ds: DaskStats) -> np.ndarray:

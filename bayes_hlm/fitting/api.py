@@ -176,6 +176,8 @@ def sample_prior_predictive(formula_or_spec, data: pd.DataFrame | None = None, *
     import pymc as pm
 
     from ..backends.full import build_full_model
+
+    validate_settings(draws=draws, seed=seed)  # messages name `draws` / `seed`
     from ..spec.priors import PriorSet
 
     spec = formula_or_spec if isinstance(formula_or_spec, ModelSpec) else build_spec(
