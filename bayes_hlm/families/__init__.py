@@ -48,6 +48,13 @@ def default_family() -> Family:
     return get_family("gaussian")
 
 
-from .gaussian import Gaussian  # noqa: E402  (registers itself below)
+from .bernoulli import Bernoulli  # noqa: E402  (each family registers below)
+from .binomial import Binomial  # noqa: E402
+from .gamma import Gamma  # noqa: E402
+from .gaussian import Gaussian  # noqa: E402
+from .negativebinomial import NegativeBinomial  # noqa: E402
+from .poisson import Poisson  # noqa: E402
+from .t import StudentT  # noqa: E402
 
-register(Gaussian)
+for _cls in (Gaussian, Bernoulli, Binomial, Poisson, NegativeBinomial, StudentT, Gamma):
+    register(_cls)

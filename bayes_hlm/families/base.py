@@ -77,6 +77,14 @@ class Family:
     params: ClassVar[tuple[FamilyParam, ...]] = ()
     #: engines able to fit the family with its default link
     default_engines: ClassVar[frozenset[str]] = frozenset({"full"})
+    #: the response carries a number of trials (binomial): ``Design.trials``
+    needs_trials: ClassVar[bool] = False
+
+    @property
+    def binary_prior_scaling(self) -> bool:
+        """Bambi 0.21 scales the linear predictor's priors specially for Bernoulli/binomial
+        models with the logit or probit link (``PriorScaler.scale_common``/``scale_intercept``)."""
+        return False
 
     def __init__(self, link: str | None = None):
         if link is None:

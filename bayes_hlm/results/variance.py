@@ -99,14 +99,17 @@ def fixed_covariance(design: Design) -> np.ndarray:
 def variance_parts(design: Design, beta: np.ndarray, sigma: np.ndarray | None,
                    covs: dict[str, np.ndarray], family: Family | None = None,
                    family_params: dict[str, np.ndarray] | None = None,
-                   terms: VarianceTerms = "performance") -> VarianceParts:
+                   terms: VarianceTerms = "performance",
+                   eta_mean: np.ndarray | None = None) -> VarianceParts:
     """Variance components for draws of ``beta`` (S,p), ``sigma`` (S,) and covariances.
 
     ``covs`` maps factor -> (S, q, q) covariance of that factor's effects (terms
     in the order of :func:`factor_columns`). The residual part is the family's
     latent-scale variance (default Gaussian: ``sigma^2``) of ``family_params``
-    (default ``{"sigma": sigma}``). ``terms``: which random terms count (see
-    :func:`term_mask`). A REML fit is one "draw" (S = 1) of the same function.
+    (default ``{"sigma": sigma}``); count families also need ``eta_mean`` (S,), the
+    per-draw mean of the linear predictor (see :meth:`Family.latent_variance`). ``terms``:
+    which random terms count (see :func:`term_mask`). A REML fit is one "draw" (S = 1) of
+    the same function.
     """
     C = fixed_covariance(design)
     var_f = np.einsum("sp,pq,sq->s", beta, C, beta)
@@ -116,7 +119,8 @@ def variance_parts(design: Design, beta: np.ndarray, sigma: np.ndarray | None,
         random[factor] = random_variance(covs[factor], ZtZ_n, term_mask(design, factor, terms))
     family = family or default_family()
     params = family_params if family_params is not None else {"sigma": sigma}
-    return VarianceParts(fixed=var_f, random=random, residual=family.latent_variance(params))
+    return VarianceParts(fixed=var_f, random=random, residual=np.broadcast_to(
+        family.latent_variance(params, eta_mean=eta_mean), var_f.shape).astype(float))
 
 
 def bayes_r2(y: np.ndarray, mu_draws) -> np.ndarray:

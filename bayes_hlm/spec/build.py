@@ -21,6 +21,7 @@ from .checks import Control, apply_check
 from .collate import r_sorted
 from .design import Design, GroupTerm
 from .formula import ParsedFormula, RandomTerm, parse_formula
+from .response import PLACEHOLDER, Response, check_response, evaluate_response, parse_response
 from .naming import lme4_name
 from .rules import (aliased_columns as _aliased, check_group_sizes, check_na_action,
                     check_numeric_group, check_rank, interaction_labels,
@@ -258,7 +259,31 @@ def _eval_design(formula: str, sub: pd.DataFrame, what: str):
         raise FormulaError(f"cannot build the {what} from {formula!r}: {msg}") from None
 
 
-def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Control):
+def _fixed_term_kinds(common, kept: np.ndarray) -> list[tuple[str, list[int]]]:
+    """``(kind, kept column indices)`` of each fixed term: ``intercept``, ``numeric``,
+    ``categoric``, ``interaction`` or ``interaction_categoric`` (every component a factor).
+
+    Bambi's default priors of Bernoulli/binomial models depend on these kinds."""
+    if common is None:
+        return []
+    pos = {int(j): i for i, j in enumerate(kept)}
+    out = []
+    for name, term in common.terms.items():
+        kind = term.kind
+        if kind == "interaction" and all(getattr(c, "kind", "") == "categoric"
+                                         for c in term.components):
+            kind = "interaction_categoric"
+        sl = common.slices[name]
+        cols = [pos[j] for j in range(sl.start, sl.stop) if j in pos]
+        if cols:
+            out.append((str(kind), cols))
+    return out
+
+
+def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Control,
+                 allow_n: bool = False):
+    """One group term; ``allow_n``: one level per row is allowed (glmer's observation-level
+    effects for non-Gaussian families, lme4's ``checkNlevels(allow.n = TRUE)``)."""
     codes, levels = _factor_codes(sub, term.factor_columns)
     if term.expr == "1":
         Z, names, dm = np.ones((len(sub), 1)), ("Intercept",), None
@@ -273,7 +298,8 @@ def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Co
                         "non-finite values (NaN or inf, e.g. log of a value <= 0); fix the data or "
                         "the transformation")
     nlev = len(levels)
-    check_group_sizes(control, term.factor, term.source, nlev, Z.shape[1], len(sub))
+    check_group_sizes(control, term.factor, term.source, nlev, Z.shape[1], len(sub),
+                      allow_n=allow_n)
     for j, name in enumerate(names):
         if name == "Intercept":
             continue
@@ -291,7 +317,7 @@ def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Co
 
 
 def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
-               control: Control | None = None) -> ModelSpec:
+               control: Control | None = None, family: Family | None = None) -> ModelSpec:
     """Parse ``formula`` against ``data`` and build the numeric design (lme4's ``lFormula``).
 
     Parameters
@@ -305,6 +331,10 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         count), or raise.
     control : Control, optional
         Actions for the input checks.
+    family : Family, optional
+        Response family (default Gaussian): decides which responses are valid (0/1, factors,
+        ``cbind(s, f)``, ``p(s, n)``; see :mod:`.response`) and allows one level per row
+        (``(1|obs)``) for non-Gaussian families, as glmer does.
 
     Returns
     -------
@@ -319,12 +349,26 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     parsed = parse_formula(formula)
     used = _used_columns(parsed, data)
     sub = _prepare(data, used, parsed, na_action, control)
-    dms = _eval_design(parsed.fixed_formula, sub, "fixed-effect design")
-    y = np.asarray(dms.response.design_matrix, dtype=float)
-    if y.ndim == 2 and y.shape[1] != 1 or isinstance(sub.get(parsed.response), pd.Categorical) \
-            or (parsed.response in sub and isinstance(sub[parsed.response].dtype, pd.CategoricalDtype)):
-        raise response_not_numeric(parsed.response)
-    y = y.reshape(-1)
+    family = family or default_family()
+    form = parse_response(parsed.response)
+    factor_response = parsed.response in sub and \
+        isinstance(sub[parsed.response].dtype, pd.CategoricalDtype)
+    special = form.kind != "plain" or (factor_response and family.name in ("bernoulli",))
+    resp_name = PLACEHOLDER if special else parsed.response
+    sub_eval = sub.assign(**{PLACEHOLDER: 0.0}) if special else sub
+    dms = _eval_design(f"{resp_name} ~ {parsed.fixed_rhs}", sub_eval, "fixed-effect design")
+    trials = None
+    if special:
+        def numeric(expr: str) -> np.ndarray:
+            return _eval_design(f"{PLACEHOLDER} ~ 0 + I({expr})", sub_eval,
+                                f"response {parsed.response}").common.design_matrix
+        resp = evaluate_response(form, sub, family, numeric)
+        y, trials = resp.y, resp.trials
+    else:
+        y = np.asarray(dms.response.design_matrix, dtype=float)
+        if y.ndim == 2 and y.shape[1] != 1 or factor_response:
+            raise response_not_numeric(parsed.response, family.name)
+        y = y.reshape(-1)
     if dms.common is None:  # 'y ~ 0 + (...)': no fixed effects at all
         X, names = np.zeros((len(y), 0)), []
     else:
@@ -339,6 +383,8 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         raise DataError(f"fixed-effect term {names[j]!r} evaluates to "
                         f"{int((~np.isfinite(X[:, j])).sum())} non-finite value(s) (NaN or inf, "
                         "e.g. log of a value <= 0); fix the data or the transformation")
+    if family.name != "gaussian":
+        check_response(family, Response(y, trials), parsed.response)
     if X.shape[1] == 0 and not parsed.random:
         raise FormulaError(f"formula {formula!r} has neither fixed nor random effects")
     drop = _aliased(X) if X.shape[1] else np.array([], dtype=int)
@@ -346,18 +392,20 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     if len(drop):
         info["dropped_fixed"] = check_rank(control, names, drop)
     kept = np.setdiff1d(np.arange(X.shape[1]), drop)
+    info["fixed_terms"] = _fixed_term_kinds(dms.common, kept)
     groups, rdms = [], []
     for term in parsed.random:
-        gt, dm = _random_term(term, sub, parsed.response, control)
+        gt, dm = _random_term(term, sub_eval, resp_name, control,
+                              allow_n=family.name != "gaussian")
         groups.append(gt)
         rdms.append(dm)
     design = Design(
         formula=formula, response=parsed.response, y=y, X=X[:, kept],
         fixed_names=tuple(names[j] for j in kept), groups=tuple(groups),
-        row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info,
+        row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, trials=trials,
     )
     return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
-                     na_action=na_action, _fixed_dm=dms, _random_dms=rdms)
+                     na_action=na_action, family=family, _fixed_dm=dms, _random_dms=rdms)
 
 
 def build_design(formula: str, data: pd.DataFrame, **kwargs) -> Design:

@@ -86,6 +86,8 @@ class Design:
     info : dict
         Extra facts recorded while building (dropped rows, dropped aliased
         columns, ...), for reports and warnings.
+    trials : ndarray, shape (n,), optional
+        Binomial models: trials per row (``y`` holds the successes).
     """
 
     formula: str
@@ -97,6 +99,7 @@ class Design:
     row_index: pd.Index
     fixed_formula: str = ""
     info: dict = field(default_factory=dict)
+    trials: np.ndarray | None = None  # binomial: the number of trials of each row
 
     @property
     def n(self) -> int:

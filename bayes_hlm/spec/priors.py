@@ -163,17 +163,18 @@ def priors_from_moments(design: Design, mom: Moments, family: Family | None = No
     y_sd = _pos(y_sd)
     names = design.fixed_names
     has_int = design.has_intercept
-    slope_sigma = {n: STD * y_sd / _pos(float(mom.x_sd[j])) for j, n in enumerate(names)
-                   if n != "Intercept"}
+    if family.binary_prior_scaling:
+        slope_sigma = _binary_slope_sigmas(design, mom)
+    else:
+        slope_sigma = {n: STD * y_sd / _pos(float(mom.x_sd[j])) for j, n in enumerate(names)
+                       if n != "Intercept"}
     x_mean = np.asarray(mom.x_mean, dtype=float) if has_int else np.zeros(design.p)
-    int_sigma = STD * y_sd
-    if slope_sigma:
-        means = np.array([x_mean[j] for j, n in enumerate(names) if n != "Intercept"])
-        sig = np.array(list(slope_sigma.values()))
-        int_sigma = float(np.sqrt(int_sigma**2 + np.dot(sig**2, means**2)))
+    int_sigma = _intercept_sigma(STD * y_sd, slope_sigma, names, x_mean)
     priors: dict[str, Prior] = {}
     for name in names:
-        if name == "Intercept":
+        if name == "Intercept" and family.binary_prior_scaling:
+            priors[name] = Prior("Normal", mu=0.0, sigma=1.5)  # Bambi's logit/probit rule
+        elif name == "Intercept":
             priors[name] = Prior("Normal", mu=y_mean, sigma=int_sigma)
         else:
             priors[name] = Prior("Normal", mu=0.0, sigma=slope_sigma[name])
@@ -187,6 +188,37 @@ def priors_from_moments(design: Design, mom: Moments, family: Family | None = No
             priors[corr_key(g.factor)] = Prior("LKJ", eta=1.0)
     return PriorSet(priors=priors, x_mean=x_mean, centered=has_int,
                     family_params=family.param_names)
+
+
+def _intercept_sigma(base: float, slope_sigma: dict, names, x_mean) -> float:
+    """Bambi's ``get_intercept_stats``: ``sqrt(base^2 + sum_j s_j^2 mean(x_j)^2)``; also the
+    default SD prior scale of a random intercept."""
+    if not slope_sigma:
+        return float(base)
+    means = np.array([x_mean[j] for j, n in enumerate(names) if n != "Intercept"])
+    sig = np.array([slope_sigma[n] for n in names if n != "Intercept"])
+    return float(np.sqrt(base**2 + np.dot(sig**2, means**2)))
+
+
+def _binary_slope_sigmas(design: Design, mom: Moments) -> dict[str, float]:
+    """Bambi 0.21's slope prior SDs for Bernoulli/binomial models with a logit/probit link
+    (``PriorScaler.scale_common``): 1 for a factor's columns and for interactions of factors
+    only; ``1/sd(x)`` for a numeric column; for a numeric-by-factor interaction spanning several
+    columns, ``1/sd`` of the row sums of its columns (Bambi's rule, reproduced as is)."""
+    names = design.fixed_names
+    out: dict[str, float] = {}
+    terms = design.info.get("fixed_terms") or [("numeric", [j]) for j in range(design.p)]
+    for kind, cols in terms:
+        for j in cols:
+            if names[j] == "Intercept":
+                continue
+            if kind in ("categoric", "interaction_categoric"):
+                out[names[j]] = 1.0
+            elif kind == "interaction" and len(cols) > 1:
+                out[names[j]] = 1.0 / _pos(float(np.std(design.X[:, cols].sum(axis=1))))
+            else:
+                out[names[j]] = 1.0 / _pos(float(mom.x_sd[j]))
+    return out
 
 
 def default_priors(design: Design, family: Family | None = None) -> PriorSet:

@@ -101,8 +101,10 @@ def no_rows_left_error() -> DataError:
     return DataError("no rows left after dropping rows with missing values in used columns")
 
 
-def response_not_numeric(name: str) -> DataError:
-    return DataError(f"response {name!r} is not numeric; a Gaussian model needs a numeric response")
+def response_not_numeric(name: str, family: str = "gaussian") -> DataError:
+    hint = " (a two-level factor: family='bernoulli')" if family == "gaussian" else ""
+    return DataError(f"response {name!r} is not numeric; a {family.capitalize()} model needs a "
+                     f"numeric response{hint}")
 
 
 def check_numeric_group(control: Control, name: str, values: np.ndarray) -> None:
@@ -113,17 +115,19 @@ def check_numeric_group(control: Control, name: str, values: np.ndarray) -> None
                 f"as categorical with {len(np.unique(vals))} levels")
 
 
-def check_group_sizes(control: Control, factor: str, source: str, n_levels: int, q: int, n: int) -> None:
+def check_group_sizes(control: Control, factor: str, source: str, n_levels: int, q: int, n: int,
+                      allow_n: bool = False) -> None:
     """lme4's checks of a random term's level count against the rows (``check_nlev_gtr_1``,
-    ``check_nobs_vs_nlev``, ``check_nobs_vs_nRE``)."""
+    ``check_nobs_vs_nlev``, ``check_nobs_vs_nRE``). ``allow_n``: one level per row is allowed
+    (glmer's observation-level effects for non-Gaussian families, ``checkNlevels(allow.n=TRUE)``)."""
     apply_check(control, "check_nlev_gtr_1", n_levels > 1,
                 f"grouping factor {factor!r} has {n_levels} level; grouping factors need at "
                 "least 2 levels")
-    apply_check(control, "check_nobs_vs_nlev", n_levels < n,
+    apply_check(control, "check_nobs_vs_nlev", n_levels < n or (allow_n and n_levels <= n),
                 f"number of levels of grouping factor {factor!r} (={n_levels}) must be < number "
                 f"of observations (={n}): every group has one row, so the group effect and the "
                 "residual cannot be told apart")
-    apply_check(control, "check_nobs_vs_nRE", n_levels * q < n,
+    apply_check(control, "check_nobs_vs_nRE", n_levels * q < n or (allow_n and n_levels * q <= n),
                 f"number of observations (={n}) <= number of random effects (={n_levels * q})"
                 f" for term ({source}); the random-effects parameters and the residual "
                 "variance are probably unidentifiable")
