@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import formulae as fm
 import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..spec.build import design_matrices
 from ..statistics import block_cross, single_pairs
 from .design_meta import DesignMeta, _clean, local_codes
 
@@ -134,7 +134,7 @@ def formulae_design(sub: pd.DataFrame, meta: DesignMeta) -> dict:
         if resp in sub.columns and resp in frame:
             y = np.asarray(frame[resp], dtype=np.float64)
         else:
-            y = np.asarray(fm.design_matrices(f"{resp} ~ 1", frame).response.design_matrix,
+            y = np.asarray(design_matrices(f"{resp} ~ 1", frame).response.design_matrix,
                            dtype=np.float64).reshape(-1)
         common = spec._fixed_dm.common
         X = (np.asarray(common.evaluate_new_data(frame).design_matrix, dtype=np.float64)

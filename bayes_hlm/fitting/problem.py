@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..backends.engine import no_groups_message
-from ..errors import BayesHLMError
+from ..errors import BayesHLMError, FormulaError
 from ..results.bayes_result import BayesResult
 from ..spec.build import ModelSpec, build_spec
 from ..spec.checks import Control
@@ -73,6 +73,11 @@ def build_problem(formula: str, data: pd.DataFrame, *, priors: dict | None = Non
     """
     spec = build_spec(formula, data, na_action=na_action, control=control)
     refuse_without_groups(spec.design)
+    if spec.design.p == 0:  # the samplers' draw layouts assume >= 1 coefficient
+        raise FormulaError(
+            f"formula {formula!r} has no fixed effects; lme4 and bayes_hlm.reml.reml() fit such "
+            "a model, but the Bayesian samplers need at least one fixed effect: keep the "
+            "intercept (drop '0 +'/'- 1') or use reml()")
     ps = resolve_priors(spec.design, priors)
     design, ps_fit, scaling = spec.design, ps, choose_scaling(spec.design, rescale)
     if scaling is not None:

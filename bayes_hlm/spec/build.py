@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import formulae as fm
 import numpy as np
 import pandas as pd
+from formulae.environment import Environment
 
 from ..errors import BayesHLMWarning, DataError, FormulaError
 from ..families import Family, default_family
@@ -21,6 +22,7 @@ from .checks import Control, apply_check
 from .collate import r_sorted
 from .design import Design, GroupTerm
 from .formula import ParsedFormula, RandomTerm, parse_formula
+from .formula_safety import FORMULAE_FUNCTIONS, FUNCTIONS, NUMPY_FUNCTIONS, formula_namespace
 from .response import PLACEHOLDER, Response, check_response, evaluate_response, parse_response
 from .naming import lme4_name
 from .rules import (aliased_columns as _aliased, check_group_sizes, check_na_action,
@@ -229,30 +231,36 @@ def _factor_codes(sub: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray,
     return inv.astype(np.int64), labels
 
 
-#: Functions usable in formulas besides formulae's own (``C``, ``I``, ``scale``, ``center``,
-#: ``standardize``, ``poly``, ``bs``) and ``np.<name>``: R's usual transformations.
-FORMULA_FUNCTIONS = {
-    "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp,
-    "expm1": np.expm1, "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos,
-    "tan": np.tan, "floor": np.floor, "ceiling": np.ceil, "round": np.round, "np": np,
-}
-_FORMULAE_FUNCTIONS = ("C", "I", "scale", "center", "standardize", "poly", "bs")
+#: Functions usable in formulas besides formulae's own (``C``, ``I``, ``scale``, ...): the one
+#: allow-list lives in :mod:`.formula_safety`; this name is kept for existing imports.
+FORMULA_FUNCTIONS = FUNCTIONS
+_FORMULAE_FUNCTIONS = tuple(FORMULAE_FUNCTIONS)
+
+
+def design_matrices(formula: str, data: pd.DataFrame, **kwargs):
+    """formulae's ``design_matrices`` with nothing to evaluate but the allowed functions.
+
+    ``env`` is an empty environment (formulae would otherwise capture the caller's
+    globals: modules such as ``pd`` and ``np``), so even a formula that slipped past
+    :func:`~.formula_safety.check_formula_text` finds only the allow-list.
+    """
+    return fm.design_matrices(formula, data, env=Environment([{}]),
+                              extra_namespace=formula_namespace(), **kwargs)
 
 
 def _eval_design(formula: str, sub: pd.DataFrame, what: str):
     try:
         with np.errstate(all="ignore"):  # log(<=0) etc.: reported below as a DataError
-            return fm.design_matrices(formula, sub, na_action="error",
-                                      extra_namespace=FORMULA_FUNCTIONS)
+            return design_matrices(formula, sub, na_action="error")
     except KeyError as exc:  # formulae's way of saying "unknown function"
         name = str(exc.args[0]) if exc.args else "?"
         if name in sub.columns:
             raise FormulaError(f"cannot build the {what} from {formula!r}: column {name!r} "
                                "cannot be used this way") from None
-        known = ", ".join(sorted(set(FORMULA_FUNCTIONS) - {"np"}) + list(_FORMULAE_FUNCTIONS))
+        known = ", ".join(sorted(FORMULA_FUNCTIONS) + list(_FORMULAE_FUNCTIONS))
         raise FormulaError(
             f"unknown function {name!r} in {formula!r} ({what}); available functions: {known}, "
-            "or np.<name> for any numpy function"
+            f"or np.<name> for {', '.join(NUMPY_FUNCTIONS)}"
         ) from None
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

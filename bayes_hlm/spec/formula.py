@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import FormulaError
+from .formula_safety import check_formula_text
 
 
 @dataclass(frozen=True)
@@ -294,9 +295,31 @@ def parse_formula(formula: str) -> ParsedFormula:
             f"formula {formula!r}: a '|' outside a parenthesised group term; write random "
             "effects as '(expr | group)'"
         )
+    # every piece formulae will evaluate passes the allow-list first (and comes back in
+    # formulae's spelling: R's '^' -> '**'); grouping factors are checked as names below
+    lhs = check_formula_text(lhs, formula, response=True)
+    fixed = check_formula_text(_clean_fixed(rest), formula)
     random: list[RandomTerm] = []
     for g, struct in groups:
+        bar = _top_level_bar(g)
+        expr = g[:bar]
+        if expr.strip():
+            lead, trail = expr[:len(expr) - len(expr.lstrip())], expr[len(expr.rstrip()):]
+            g = lead + check_formula_text(expr, formula) + trail + g[bar:]
         random.extend(_expand(g, struct))
-    return ParsedFormula(
-        formula=formula, response=lhs, fixed_rhs=_clean_fixed(rest), random=tuple(random)
-    )
+    _check_duplicates(random, formula)
+    return ParsedFormula(formula=formula, response=lhs, fixed_rhs=fixed, random=tuple(random))
+
+
+def _check_duplicates(random: list[RandomTerm], formula: str) -> None:
+    """The same columns for the same factor twice: two variances for one effect."""
+    seen: dict[tuple, RandomTerm] = {}
+    for t in random:
+        key = (frozenset(_expr_terms(t.expr)), _has_no_intercept(t.expr), t.factor_columns)
+        if key in seen:
+            raise FormulaError(
+                f"formula {formula!r} has the random-effect term ({seen[key].source}) twice"
+                + (f" (also as ({t.source}))" if t.source != seen[key].source else "")
+                + f" for {t.factor!r}: two variances for the same effect cannot be told apart; "
+                "remove the duplicate")
+        seen[key] = t
