@@ -20,6 +20,13 @@ What makes a second fit start warm:
 * a cached program that fails to load or run is deleted and rebuilt.
 
 The cache lives in ``$BAYES_HLM_CACHE`` (default ``~/.cache/bayes_hlm``).
+A serialised executable *is* code (and JAX reads it with pickle), so nothing
+is read from the cache unless it authenticates: every entry carries an
+HMAC-SHA256 made with a per-user secret key kept *outside* the cache
+directory (``$BAYES_HLM_KEY_DIR``, default ``~/.config/bayes_hlm/cache.key``,
+created 0600 in a 0700 directory). An entry someone else wrote or changed
+fails the check and is rebuilt, never unpickled; without a usable key the
+disk cache is not used at all (in-process reuse only).
 Sampling runs in chunks of iterations so a progress line can be shown and
 Ctrl-C keeps the draws finished so far.
 """
@@ -27,9 +34,11 @@ Ctrl-C keeps the draws finished so far.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -50,6 +59,56 @@ def cache_dir() -> Path:
     root = os.environ.get("BAYES_HLM_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "bayes_hlm")
     return Path(root)
+
+
+def key_path() -> Path:
+    """Where the cache's secret key lives: outside the cache directory."""
+    root = os.environ.get("BAYES_HLM_KEY_DIR") or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config"),
+        "bayes_hlm")
+    return Path(root) / "cache.key"
+
+
+def _secret() -> bytes | None:
+    """The per-user HMAC key (created on first use), or None when it cannot be trusted.
+
+    Refused: a key inside the cache directory (whoever writes the cache could read or
+    replace it), a symlink, a file of another user or readable/writable by others.
+    """
+    path = key_path()
+    try:
+        cache = cache_dir().resolve()
+        kdir = path.parent.resolve()
+        if kdir == cache or cache in kdir.parents:
+            return None
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(secrets.token_bytes(32))
+        st = os.lstat(path)
+        import stat
+
+        if not stat.S_ISREG(st.st_mode) or st.st_mode & 0o077 or (
+                hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            return None
+        key = path.read_bytes()
+    except OSError:
+        return None
+    return key if len(key) == 32 else None
+
+
+def _mac(key: bytes, entry: str, meta: dict, blobs: dict) -> str:
+    """HMAC over the entry's name, its metadata and every blob."""
+    h = hmac.new(key, digestmod=hashlib.sha256)
+    h.update(entry.encode() + b"\0" + json.dumps(meta, sort_keys=True).encode())
+    for name in sorted(blobs):
+        h.update(b"\0" + name.encode() + b"\0" + hashlib.sha256(blobs[name]).digest())
+    return h.hexdigest()
 
 
 _CONFIGURED = False
@@ -414,6 +473,9 @@ def _build(model, shared, chains: int, tune: int, draws: int, chunk: int, target
 
 
 def _save(path: Path, blobs: dict, meta: dict):
+    key = _secret()
+    if key is None:  # nothing on disk we could later verify
+        return
     path.mkdir(parents=True, exist_ok=True)
     for name, b in blobs.items():
         fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.")
@@ -422,16 +484,26 @@ def _save(path: Path, blobs: dict, meta: dict):
         os.replace(tmp, path / f"{name}.bin")
     fd, tmp = tempfile.mkstemp(dir=path, prefix=".meta.")
     with os.fdopen(fd, "w") as f:
-        json.dump(meta, f)
+        json.dump({"meta": meta, "hmac": _mac(key, path.name, meta, blobs)}, f)
     os.replace(tmp, path / "meta.json")  # written last: its presence marks a complete entry
 
 
 def _load(path: Path) -> Programs | None:
     if not (path / "meta.json").exists():
         return None
+    key = _secret()
+    if key is None:
+        return None
+    try:  # authenticate before anything is unpickled or loaded as an executable
+        entry = json.loads((path / "meta.json").read_text())
+        meta, tag = entry["meta"], entry["hmac"]
+        blobs = {n: (path / f"{n}.bin").read_bytes() for n in ("run", "post")}
+        if not (isinstance(tag, str) and hmac.compare_digest(tag, _mac(key, path.name, meta, blobs))):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
     _configure_jax()
     try:
-        meta = json.loads((path / "meta.json").read_text())
         import pickle
 
         from jax.experimental import serialize_executable as se
@@ -439,7 +511,7 @@ def _load(path: Path) -> Programs | None:
         import jax
 
         dev = jax.devices("cpu")[:1]  # pymc.sampling.jax may have asked XLA for 100 CPU devices
-        progs = [se.deserialize_and_load(*pickle.loads((path / f"{n}.bin").read_bytes()),
+        progs = [se.deserialize_and_load(*pickle.loads(blobs[n]),
                                          backend=dev[0].client, execution_devices=dev)
                  for n in ("run", "post")]
     except Exception:
