@@ -84,16 +84,27 @@ def _error(what: str, text: str, formula: str) -> FormulaError:
                         f"{_ALLOWED_TEXT}")
 
 
-def _scan(text: str, formula: str) -> tuple[str, str]:
-    """Return ``(normalised, probe)``.
+_WORD = re.compile(r"[\w.]+")
+
+
+def _scan(text: str, formula: str) -> tuple[str, str, list[int]]:
+    """Return ``(normalised, probe, origin)``.
 
     ``normalised`` is ``text`` in formulae's spelling (``^`` -> ``**``, ``TRUE`` ->
     ``True``, whitespace -> spaces). ``probe`` is the same string, same length, made
     parseable by Python for the check: backquoted names become identifiers, ``:``
-    becomes ``&`` and ``%in%`` becomes ``&``.
+    becomes ``&`` and ``%in%`` becomes ``&``. ``origin[k]`` is the index in ``text`` of
+    probe character ``k`` (for messages).
     """
     norm: list[str] = []
     probe: list[str] = []
+    origin: list[int] = []
+
+    def emit(at: int, n_text: str, p_text: str) -> None:
+        norm.append(n_text)
+        probe.append(p_text)
+        origin.extend([at] * len(p_text))
+
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
@@ -110,46 +121,36 @@ def _scan(text: str, formula: str) -> tuple[str, str]:
             if ch == "`":
                 if not body.strip():
                     raise FormulaError(f"empty backquoted name in formula {formula!r}")
-                norm.append(text[i:j + 1])
-                probe.append("_" + "q" * (j - i))  # an identifier of the same length
+                emit(i, text[i:j + 1], "_" + "q" * (j - i))  # an identifier of the same length
             else:
                 if "\\" in body:
                     raise FormulaError(f"backslash in string {text[i:j + 1]!r} in formula "
                                        f"{formula!r} is not allowed")
-                norm.append(text[i:j + 1])
-                probe.append(text[i:j + 1])
+                emit(i, text[i:j + 1], text[i:j + 1])
             i = j + 1
             continue
         if not (ch.isalnum() or ch in _PUNCT) or ch == "~":
             raise _error(f"character {ch!r}", text, formula)
+        step = 1
         if ch == "^":
-            norm.append("**")
-            probe.append("**")
+            emit(i, "**", "**")
         elif text.startswith("%in%", i):
-            norm.append("%in%")
-            probe.append("&   ")
-            i += 4
-            continue
+            emit(i, "%in%", "&   ")
+            step = 4
         elif ch == ":":
-            norm.append(":")
-            probe.append("&")
+            emit(i, ":", "&")
         elif ch in "\t\r\n":
-            norm.append(" ")
-            probe.append(" ")
+            emit(i, " ", " ")
         elif (ch.isalpha() or ch == "_") and (i == 0 or not (text[i - 1].isalnum()
                                                            or text[i - 1] in "_.")):
-            m = re.match(r"[\w.]+", text[i:])
-            word = m.group(0)
+            word = _WORD.match(text, i).group(0)
+            step = len(word)
             word = {"TRUE": "True", "FALSE": "False"}.get(word, word)
-            norm.append(word)
-            probe.append(word)
-            i += len(m.group(0))
-            continue
+            emit(i, word, word)
         else:
-            norm.append(ch)
-            probe.append(ch)
-        i += 1
-    return "".join(norm), "".join(probe)
+            emit(i, ch, ch)
+        i += step
+    return "".join(norm), "".join(probe), origin
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -164,6 +165,7 @@ def _dotted(node: ast.AST) -> str | None:
     return ".".join(reversed(parts))
 
 
+_MAX_POWER = 64  # largest power of constants / interaction order accepted
 _TERM_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.BitAnd)
 _VALUE_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.Mod, ast.FloorDiv)
 
@@ -188,11 +190,12 @@ class _Checker:
             self.term(node.left)
             if isinstance(node.op, ast.Pow):
                 r = node.right
-                if not (isinstance(r, ast.Constant) and type(r.value) is int and r.value >= 1):
+                if not (isinstance(r, ast.Constant) and type(r.value) is int
+                        and 1 <= r.value <= _MAX_POWER):
                     raise FormulaError(
                         f"'^' outside I() in formula {self.formula!r} means interaction expansion "
-                        f"as in R ((a + b)^2 = a + b + a:b) and needs a whole power >= 1; to "
-                        f"raise a value to a power write I(x^2)")
+                        f"as in R ((a + b)^2 = a + b + a:b) and needs a whole power from 1 to "
+                        f"{_MAX_POWER}; to raise a value to a power write I(x^2)")
                 return
             self.term(node.right)
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
@@ -211,6 +214,14 @@ class _Checker:
         if isinstance(node, ast.BinOp) and isinstance(node.op, _VALUE_OPS):
             self.value(node.left)
             self.value(node.right)
+            if isinstance(node.op, ast.Pow) and not any(
+                    isinstance(n, (ast.Name, ast.Attribute, ast.Call)) for n in ast.walk(node)):
+                # constants only: Python would compute 9**9**9**9 exactly, forever
+                e = node.right
+                if not (isinstance(e, ast.Constant) and abs(e.value) <= _MAX_POWER
+                        and isinstance(node.left, ast.Constant)):
+                    raise self.fail(f"constant power {ast.unparse(node)!r} (exponent beyond "
+                                    f"{_MAX_POWER})")
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             self.value(node.operand)
         elif isinstance(node, ast.Compare) and all(
@@ -364,17 +375,33 @@ def check_formula_text(text: str, formula: str, *, response: bool = False) -> st
     FormulaError
         Naming the offending call, name or construct and listing what is allowed.
     """
-    norm, probe = _scan(text.strip(), formula)
+    text = text.strip()
+    norm, probe, origin = _scan(text, formula)
     if not probe.strip():
         raise FormulaError(f"empty term in formula {formula!r}")
     try:
         tree = ast.parse(probe, mode="eval")
+    except (RecursionError, MemoryError):
+        raise FormulaError(f"formula {formula!r} is nested too deeply or too long to read") \
+            from None
+    except ValueError:  # e.g. an integer literal of thousands of digits
+        raise FormulaError(f"cannot read {text.strip()!r} in formula {formula!r}: a number "
+                           "is too long") from None
     except SyntaxError as exc:
-        where = f" near column {exc.offset}" if exc.offset else ""
-        raise FormulaError(f"cannot read {text.strip()!r} in formula {formula!r}{where}; "
-                           f"{_ALLOWED_TEXT}") from None
+        k = (exc.offset or 0) - 1
+        if 0 <= k < len(origin):
+            at = origin[k]
+            m = re.match(r"\w+|\S", text[at:])
+            where = f"unexpected {m.group(0) if m else text[at]!r} at character {at + 1}"
+        else:
+            where = "it ends too early"
+        raise FormulaError(f"cannot read {text!r} in formula {formula!r}: {where}") from None
     checker = _Checker(text, formula)
-    checker.term(tree.body)
+    try:
+        checker.term(tree.body)
+    except RecursionError:
+        raise FormulaError(f"formula {formula!r} is nested too deeply or too long to read") \
+            from None
     if response and not any(isinstance(n, (ast.Name, ast.Attribute)) for n in ast.walk(tree)):
         raise FormulaError(f"the response {text.strip()!r} of formula {formula!r} is not a "
                            "column; write the response column (or a transformation of it) left "
