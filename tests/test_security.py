@@ -334,3 +334,46 @@ def test_jax_cache_entry_authenticates_only_with_the_right_key(tmp_path, monkeyp
     (entry / "run.bin").write_bytes(b"r" * 9 + b"x")  # tampered blob: refused before unpickling
     with mock.patch("pickle.loads", _boom):
         assert jax_nuts._load(entry) is None
+
+
+_SAVE = """
+import pickle, sys
+from pathlib import Path
+import jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+from jax.experimental import serialize_executable as se
+from bayes_hlm.backends import jax_nuts
+f = lambda x: jnp.linalg.cholesky(jnp.outer(x, x) + 3 * jnp.eye(3)).sum()
+c = jax.jit(f).lower(jax.ShapeDtypeStruct((3,), jnp.float64)).compile()
+blob = pickle.dumps(se.serialize(c))
+jax_nuts._save(Path(sys.argv[1]), {"run": blob, "post": blob}, {"shapes": []})
+print(float(c(jnp.ones(3))))
+"""
+_LOAD = """
+import sys
+from pathlib import Path
+import numpy as np
+from bayes_hlm.backends import jax_nuts
+progs = jax_nuts._load(Path(sys.argv[1]))
+assert progs is not None, "authenticated entry not loaded"
+print(float(progs.run(np.ones(3))))
+"""
+
+
+def test_jax_cache_entry_with_lapack_runs_in_a_fresh_process(tmp_path):
+    """A loaded executable calling LAPACK (Cholesky) segfaulted in a new process."""
+    import sys
+
+    from bayes_hlm.backends import jax_nuts
+
+    if not jax_nuts.available():
+        pytest.skip("jax not installed")
+    env = dict(os.environ, BAYES_HLM_CACHE=str(tmp_path / "cache"),
+               BAYES_HLM_KEY_DIR=str(tmp_path / "keys"),
+               PYTHONPATH=os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")]))
+    entry = str(tmp_path / "cache" / "nuts" / "lapack")
+    runs = [subprocess.run([sys.executable, "-c", code, entry], env=env, capture_output=True,
+                           text=True, timeout=300) for code in (_SAVE, _LOAD)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert runs[0].stdout.split()[-1] == runs[1].stdout.split()[-1]

@@ -510,6 +510,12 @@ def _load(path: Path) -> Programs | None:
 
         import jax
 
+        # LAPACK's function pointers are set up lazily, when a linalg op is first lowered; a
+        # loaded executable calls them directly, so without this a fresh process segfaults
+        # on its first Cholesky (every model with a correlation block)
+        from jax._src.lax import linalg as _linalg
+
+        _linalg.initialize_lapack()
         dev = jax.devices("cpu")[:1]  # pymc.sampling.jax may have asked XLA for 100 CPU devices
         progs = [se.deserialize_and_load(*pickle.loads(blobs[n]),
                                          backend=dev[0].client, execution_devices=dev)
