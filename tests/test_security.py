@@ -379,3 +379,12 @@ def test_jax_cache_entry_with_lapack_runs_in_a_fresh_process(tmp_path):
     for r in runs:
         assert r.returncode == 0, r.stderr[-2000:]
     assert runs[0].stdout.split()[-1] == runs[1].stdout.split()[-1]
+
+
+def test_binomial_responses_pass_the_allow_list_only_on_the_left():
+    assert parse_formula("cbind(s, n - s) ~ x + (1 | g)").response == "cbind(s, n - s)"
+    assert parse_formula("p(s, n) ~ x + (1 | g)").response == "p(s, n)"
+    for bad in ['cbind(s, np.load("p")) ~ x + (1 | g)', "y ~ cbind(s, f) + (1 | g)",
+                "cbind(s) ~ x + (1 | g)"]:
+        with pytest.raises(FormulaError):
+            parse_formula(bad)

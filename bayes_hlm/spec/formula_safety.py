@@ -58,6 +58,9 @@ FORMULAE_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "bs": ("df", "knots", "degree", "intercept", "lower_bound", "upper_bound"), "offset": (),
 }
 _KWARGS: dict[str, tuple[str, ...]] = {"log": ("base",), **FORMULAE_FUNCTIONS}
+#: binomial responses (lme4's ``cbind(successes, failures)``, Bambi's ``p(successes, trials)``),
+#: allowed only as the whole left-hand side.
+RESPONSE_FUNCTIONS = ("cbind", "p")
 #: contrast codings, callable only as the second argument of ``C()``.
 CONTRASTS: dict[str, tuple[str, ...]] = {"Treatment": ("reference",), "Sum": ("omit",)}
 
@@ -66,7 +69,8 @@ _ALLOWED_TEXT = (
     "operators + - * / : ^ %in% and parentheses, and the functions "
     + ", ".join(sorted(FUNCTIONS) + list(FORMULAE_FUNCTIONS))
     + " (np.<name> for " + ", ".join(NUMPY_FUNCTIONS) + "), arithmetic and comparisons inside "
-    "I(), and Treatment(...)/Sum(...) or levels=[...] inside C()"
+    "I(), Treatment(...)/Sum(...) or levels=[...] inside C(), and cbind(s, f) or p(s, n) as a "
+    "binomial response"
 )
 
 #: characters a formula may contain outside string literals and backquoted names
@@ -397,8 +401,15 @@ def check_formula_text(text: str, formula: str, *, response: bool = False) -> st
             where = "it ends too early"
         raise FormulaError(f"cannot read {text!r} in formula {formula!r}: {where}") from None
     checker = _Checker(text, formula)
+    body = tree.body
     try:
-        checker.term(tree.body)
+        if response and isinstance(body, ast.Call) and _dotted(body.func) in RESPONSE_FUNCTIONS:
+            if body.keywords or len(body.args) != 2:
+                raise checker.fail(f"{_dotted(body.func)}() with other than two arguments")
+            for a in body.args:
+                checker.value(a)
+        else:
+            checker.term(body)
     except RecursionError:
         raise FormulaError(f"formula {formula!r} is nested too deeply or too long to read") \
             from None
