@@ -8,6 +8,17 @@ matplotlib.use("Agg")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# Hypothesis explores new inputs on every run unless told otherwise; a suite that must be
+# green on every machine runs it derandomized (a fixed, input-derived seed), with no example
+# database and no deadline (CI machines are slow and shared). Every crash it has found is
+# kept as an explicit @example on its test. `HYPOTHESIS_PROFILE=explore` opts back in to
+# random exploration locally (to look for new failures).
+settings.register_profile("ci", derandomize=True, database=None, deadline=None,
+                          print_blob=True)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 

@@ -17,11 +17,11 @@ from posterior_compare import all_scalars, disagreements
 KW = dict(chains=2, draws=1500, tune=1000, sampler="pymc", warn=False)
 
 
-def _pair(formula, data, seed=1, full_sampler="pymc", marg_sampler="pymc", **kw):
+def _pair(formula, data, seed=1, full_sampler="pymc", marg_sampler="pymc", full_kw=None, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        full = bh.fit(formula, data, method="full", seed=seed, target_accept=0.95,
-                      **{**KW, **kw, "sampler": full_sampler})
+        full = bh.fit(formula, data, method="full", seed=seed,
+                      **{**KW, "target_accept": 0.95, **kw, **(full_kw or {}), "sampler": full_sampler})
         marg = bh.fit(formula, data, method="marginal", seed=seed + 100,
                       **{**KW, **kw, "sampler": marg_sampler})
     return full, marg
@@ -47,7 +47,12 @@ def test_sleepstudy_random_slope(sleepstudy):
 def test_simulated_nested():
     sim = bh.datasets.simulate(n_groups=12, rows_per_group=16, slope=False, nested=3, nested_sd=0.8,
                                group_sd=(1.0,), sigma=1.0, seed=5)
-    full, marg = _pair(sim.formula, sim.data, seed=2)
+    # The reference must not diverge on any machine: "auto" centres g:sub (information
+    # ratio 5.1, just over the threshold of 4) under a non-centred g, a combination
+    # whose funnel gave 1-11 divergences per seed/BLAS build. Fully non-centred at
+    # target_accept 0.99 gave 0 divergences on seeds 2-6.
+    full, marg = _pair(sim.formula, sim.data, seed=2,
+                       full_kw=dict(centered={"g": False, "g:sub": False}, target_accept=0.99))
     assert marg.info.extra["structure"] == "nested"
     _check(full, marg, min_checks=40)
 
