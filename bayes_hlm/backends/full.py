@@ -47,6 +47,8 @@ def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | N
         for k, g in enumerate(design.groups):
             mu = mu + (g.Z * effects[k][g.codes]).sum(axis=1)
         record_effects(design, effects, list(factor_blocks(design)))
+        if design.offset is not None:  # coefficient fixed at 1
+            mu = mu + design.offset
         params = dict(h.family)
         if design.trials is not None:  # binomial: successes of a known number of trials
             params["trials"] = design.trials

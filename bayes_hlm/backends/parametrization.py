@@ -27,10 +27,11 @@ INFORMATIVE = 4.0
 
 
 def _residuals(design: Design) -> np.ndarray:
+    y = design.working_y
     if not design.p:
-        return design.y - design.y.mean()
-    beta, *_ = np.linalg.lstsq(design.X, design.y, rcond=None)
-    return design.y - design.X @ beta
+        return y - y.mean()
+    beta, *_ = np.linalg.lstsq(design.X, y, rcond=None)
+    return y - design.X @ beta
 
 
 def term_information(g: GroupTerm, e: np.ndarray) -> np.ndarray:

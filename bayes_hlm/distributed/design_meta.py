@@ -69,6 +69,10 @@ class ModelFrame:
     def make(cls, formula: str, columns, na_action: str = "omit") -> "ModelFrame":
         check_na_action(na_action)
         parsed = parse_formula(formula)
+        if "offset(" in parsed.fixed_rhs.replace(" ", ""):
+            raise OutOfCoreError(
+                "offset(...) terms are not supported by the out-of-core engine (engine='dask') yet; "
+                "fit in memory, or subtract the offset from the response in the data")
         used = _used_columns(parsed, pd.DataFrame(columns=list(columns)))
         gcols = []
         for t in parsed.random:

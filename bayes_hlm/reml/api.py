@@ -168,7 +168,7 @@ def anova(*models: RemlResult, refit: bool = True) -> pd.DataFrame:
 
 
 def _lm_loglik(design: Design, reml: bool) -> tuple[float, int]:
-    X, y = design.X, design.y
+    X, y = design.X, design.working_y
     N, p = X.shape
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     rss = float(np.sum((y - X @ beta) ** 2))

@@ -195,7 +195,7 @@ class Stats:
 def compute_stats(design: Design, tmap: ThetaMap) -> Stats:
     """The cross-products of ``[Z X y]`` the criterion needs (:mod:`bayes_hlm.statistics`)."""
     X = np.asarray(design.X, dtype=float)
-    y = np.asarray(design.y, dtype=float)
+    y = np.asarray(design.working_y, dtype=float)
     N, p = X.shape
     sizes = [f.size for f in tmap.factors]
     E = int(np.argmax(sizes))

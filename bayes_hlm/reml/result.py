@@ -216,6 +216,8 @@ class RemlResult(MixedModelResult):
 
     def fitted(self) -> pd.Series:
         mu = self.design.X @ self.beta
+        if self.design.offset is not None:
+            mu = mu + self.design.offset
         for k, f in enumerate(self.devfun.tmap.factors):
             mu = mu + np.einsum("nq,nq->n", f.Z, self._modes[k][f.codes])
         return pd.Series(mu, index=self.design.row_index, name="fitted")

@@ -317,7 +317,8 @@ class BayesResult(MixedModelResult):
         """Per-draw Bayesian, marginal and conditional R² (Bayesian R² on a thinned set)."""
         vp = self.variance_parts(terms)
         idx = self._draws.thinned(max_draws)
-        chunks = self._draws.linpred_chunks(idx, self.design.X, factor_design(self.design))
+        chunks = self._draws.linpred_chunks(idx, self.design.X, factor_design(self.design),
+                                    offset=self.design.offset)
         return {"r2_bayes": bayes_r2(self.design.y, chunks), "r2_bayes_idx": idx,
                 "r2_marginal": vp.r2_marginal(), "r2_conditional": vp.r2_conditional()}
 
@@ -363,7 +364,8 @@ class BayesResult(MixedModelResult):
             sigma = src.flat(naming.SIGMA)
             idx = np.arange(src.size)
             blocks, start = [], 0
-            for mu in src.linpred_chunks(idx, self.design.X, factor_design(self.design)):
+            for mu in src.linpred_chunks(idx, self.design.X, factor_design(self.design),
+                                    offset=self.design.offset):
                 s = sigma[start:start + mu.shape[0], None]
                 blocks.append(norm.logpdf(self.design.y[None, :], mu, s))
                 start += mu.shape[0]
@@ -385,7 +387,8 @@ class BayesResult(MixedModelResult):
             rng = np.random.default_rng(self.info.seed + 1 if seed is None else seed)
             sigma = src.flat(naming.SIGMA)
             idx = np.arange(src.size)
-            mu = np.concatenate(list(src.linpred_chunks(idx, self.design.X, factor_design(self.design))))
+            mu = np.concatenate(list(src.linpred_chunks(idx, self.design.X, factor_design(self.design),
+                                    offset=self.design.offset)))
             yrep = (mu + rng.standard_normal(mu.shape) * sigma[:, None]).reshape(
                 src.n_chains, src.n_draws, -1)
             ds = xr.Dataset({"y": (("chain", "draw", "obs"), yrep)},

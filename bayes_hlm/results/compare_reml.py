@@ -188,14 +188,14 @@ def no_pooling(result: "BayesResult", factor: str) -> pd.DataFrame:
         if len(rows) < len(terms):
             continue
         M = np.hstack([Z[rows], d.X[rows][:, other]])
-        est[j] = _lstsq(M, d.y[rows], len(terms))
+        est[j] = _lstsq(M, d.working_y[rows], len(terms))
     return pd.DataFrame(est, index=pd.Index(levels, name="level"), columns=terms)
 
 
 def complete_pooling(result: "BayesResult") -> pd.Series:
     """OLS of y on the fixed design, ignoring groups."""
     d = result.design
-    beta = np.linalg.lstsq(d.X, d.y, rcond=None)[0]
+    beta = np.linalg.lstsq(d.X, d.working_y, rcond=None)[0]
     return pd.Series(beta, index=[norm_term(n) for n in d.fixed_names])
 
 

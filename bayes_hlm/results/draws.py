@@ -75,10 +75,11 @@ class DrawSource:
         return np.unique(np.linspace(0, self.size - 1, max_draws).astype(int))
 
     def linpred_chunks(self, idx: np.ndarray, X: np.ndarray, groups: list[tuple[str, np.ndarray, np.ndarray]],
-                       chunk: int | None = None) -> Iterator[np.ndarray]:
-        """Yield (s, n) linear predictors ``X beta + sum Z b[codes]`` for draws ``idx``.
+                       chunk: int | None = None, offset: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Yield (s, n) linear predictors ``offset + X beta + sum Z b[codes]`` for draws ``idx``.
 
-        ``groups``: (factor, codes, Z) with codes -1 for rows whose group effect is 0.
+        ``groups``: (factor, codes, Z) with codes -1 for rows whose group effect is 0;
+        ``offset``: the model's ``offset(...)`` terms on these rows (coefficient 1), if any.
         """
         n = X.shape[0]
         chunk = chunk or max(1, int(2e7 // max(n, 1)))
@@ -86,6 +87,8 @@ class DrawSource:
         for s in range(0, len(idx), chunk):
             sel = idx[s : s + chunk]
             mu = beta[sel] @ X.T
+            if offset is not None:
+                mu = mu + offset
             for factor, codes, Z in groups:
                 b = self.effects(factor, sel)  # (s, L, q)
                 known = codes >= 0

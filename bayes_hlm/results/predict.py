@@ -121,7 +121,8 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
         _refuse_unseen(cols, new_groups)
     idx = src.thinned(max_draws)
     groups = [(f, c, Z) for f, (c, Z, _) in cols.items()]
-    mu = np.concatenate(list(src.linpred_chunks(idx, X, groups)))
+    offset = result.design.offset if newdata is None else result.spec.offset(newdata)
+    mu = np.concatenate(list(src.linpred_chunks(idx, X, groups, offset=offset)))
     if new_groups == "sample":
         for f, (codes, Z, labels) in cols.items():
             unseen = codes < 0

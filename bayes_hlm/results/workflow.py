@@ -279,6 +279,9 @@ def heldout_loglik(fitted: "BayesResult", newdata: pd.DataFrame, y: np.ndarray,
     idx = src.thinned(max_draws)
     X = fitted.spec.fixed_matrix(newdata)
     mu = src.flat(naming.FIXED)[idx] @ X.T
+    off = fitted.spec.offset(newdata)
+    if off is not None:
+        mu = mu + off
     var = np.broadcast_to(src.flat(naming.SIGMA)[idx, None] ** 2, mu.shape).copy()
     for f in fitted.factors:
         codes, Z, _ = _factor_columns(fitted, f, newdata)
@@ -398,7 +401,8 @@ def simulate(result: "BayesResult", n: int = 100, seed: int | None = None,
     rng = np.random.default_rng(result.info.seed if seed is None else seed)
     idx = np.sort(rng.choice(src.size, size=n, replace=n > src.size))
     order = rng.permutation(n)
-    mu = np.concatenate(list(src.linpred_chunks(idx, result.design.X, factor_design(result.design))))
+    mu = np.concatenate(list(src.linpred_chunks(idx, result.design.X, factor_design(result.design),
+                                               offset=result.design.offset)))
     y = mu + rng.standard_normal(mu.shape) * src.flat(naming.SIGMA)[idx, None]
     y, idx = y[order], idx[order]
     if not as_frame:

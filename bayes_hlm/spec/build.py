@@ -44,7 +44,10 @@ class ModelSpec:
         The used columns of the training rows after missing-value handling and
         factor preparation (a copy; the user's frame is untouched).
     kept_fixed : ndarray of int
-        Columns of formulae's fixed matrix kept after dropping aliased ones.
+        Columns of formulae's fixed matrix kept after dropping aliased ones
+        (never an ``offset(...)`` column).
+    offset_cols : ndarray of int
+        Columns of formulae's fixed matrix that are ``offset(...)`` terms.
     family : Family
         Response family and link (default Gaussian, identity).
     """
@@ -58,14 +61,31 @@ class ModelSpec:
     family: Family = field(default_factory=default_family)
     _fixed_dm: object = field(default=None, repr=False)
     _random_dms: list = field(default_factory=list, repr=False)
+    offset_cols: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
+
+    def _fixed_full(self, newdata: pd.DataFrame) -> np.ndarray | None:
+        new = _prepare_new(self, newdata, self._fixed_vars())
+        if self._fixed_dm.common is None:
+            return None
+        return np.asarray(self._fixed_dm.common.evaluate_new_data(new).design_matrix, dtype=float)
 
     def fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
         """Fixed-effect design rows for ``newdata`` (same columns as the fit)."""
-        new = _prepare_new(self, newdata, self._fixed_vars())
-        if self._fixed_dm.common is None:
-            return np.zeros((len(new), 0))
-        X = np.asarray(self._fixed_dm.common.evaluate_new_data(new).design_matrix, dtype=float)
-        return X[:, self.kept_fixed]
+        X = self._fixed_full(newdata)
+        return np.zeros((len(newdata), 0)) if X is None else X[:, self.kept_fixed]
+
+    def offset(self, newdata: pd.DataFrame | None = None) -> np.ndarray | None:
+        """The offset (sum of the ``offset(...)`` terms) for ``newdata`` (default: the
+        training rows); ``None`` when the model has none."""
+        if newdata is None:
+            return self.design.offset
+        if not len(self.offset_cols):
+            return None
+        off = self._fixed_full(newdata)[:, self.offset_cols].sum(axis=1)
+        if not np.all(np.isfinite(off)):
+            raise DataError(f"the offset evaluates to {int((~np.isfinite(off)).sum())} non-finite "
+                            "value(s) in the new data (NaN or inf, e.g. log of a value <= 0)")
+        return off
 
     def group_columns(self, k: int, newdata: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """``(codes, Z)`` of random term ``k`` for ``newdata``; unseen levels get code -1."""
@@ -393,13 +413,23 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
                         "e.g. log of a value <= 0); fix the data or the transformation")
     if family.name != "gaussian":
         check_response(family, Response(y, trials), parsed.response)
+    # offset(...) terms: coefficient fixed at 1, so they leave X (never estimated, never
+    # "dropped as rank deficient"); several offsets add up
+    is_off = np.array([n.replace(" ", "").startswith("offset(") for n in names], dtype=bool)
+    offset_cols = np.flatnonzero(is_off)
+    offset = X[:, offset_cols].sum(axis=1) if len(offset_cols) else None
+    coef_cols = np.flatnonzero(~is_off)
+    X, names_all, names = X[:, coef_cols], names, [names[j] for j in coef_cols]
     if X.shape[1] == 0 and not parsed.random:
         raise FormulaError(f"formula {formula!r} has neither fixed nor random effects")
     drop = _aliased(X) if X.shape[1] else np.array([], dtype=int)
     info: dict = {"n_dropped_na": len(data) - len(sub)}
     if len(drop):
         info["dropped_fixed"] = check_rank(control, names, drop)
-    kept = np.setdiff1d(np.arange(X.shape[1]), drop)
+    kept_local = np.setdiff1d(np.arange(X.shape[1]), drop)
+    kept = coef_cols[kept_local]
+    if offset is not None:
+        info["offset"] = [names_all[j] for j in offset_cols]
     info["fixed_terms"] = _fixed_term_kinds(dms.common, kept)
     groups, rdms = [], []
     for term in parsed.random:
@@ -408,12 +438,21 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         groups.append(gt)
         rdms.append(dm)
     design = Design(
+<<<<<<< HEAD
         formula=formula, response=parsed.response, y=y, X=X[:, kept],
         fixed_names=tuple(names[j] for j in kept), groups=tuple(groups),
         row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, trials=trials,
     )
     return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
                      na_action=na_action, family=family, _fixed_dm=dms, _random_dms=rdms)
+=======
+        formula=formula, response=parsed.response, y=y, X=X[:, kept_local],
+        fixed_names=tuple(names[j] for j in kept_local), groups=tuple(groups),
+        row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, offset=offset,
+    )
+    return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
+                     na_action=na_action, _fixed_dm=dms, _random_dms=rdms, offset_cols=offset_cols)
+>>>>>>> 44faa9d (offset(...) terms: coefficient fixed at 1 (Design.offset, not a column of X, never dropped as aliased, several add up, offset(log(x))); backends fit y - offset (Design.working_y: full model mu += offset, sufficient stats, REML, priors, scaling); fitted/predict/log-lik/simulate/kfold add it back; Dask refuses clearly; tests)
 
 
 def build_design(formula: str, data: pd.DataFrame, **kwargs) -> Design:

@@ -88,6 +88,10 @@ class Design:
         columns, ...), for reports and warnings.
     trials : ndarray, shape (n,), optional
         Binomial models: trials per row (``y`` holds the successes).
+    offset : ndarray, shape (n,), optional
+        Sum of the formula's ``offset(...)`` terms: part of the linear predictor
+        with its coefficient fixed at 1 (never a column of ``X``); ``None`` when
+        the formula has none.
     """
 
     formula: str
@@ -100,6 +104,17 @@ class Design:
     fixed_formula: str = ""
     info: dict = field(default_factory=dict)
     trials: np.ndarray | None = None  # binomial: the number of trials of each row
+    offset: np.ndarray | None = None
+
+    @property
+    def working_y(self) -> np.ndarray:
+        """The response the Gaussian likelihood sees: ``y - offset``.
+
+        ``y ~ N(offset + X b + Z u, sigma^2)`` is ``y - offset ~ N(X b + Z u, sigma^2)``,
+        so every Gaussian backend (and its sufficient statistics) fits the working response;
+        results add the offset back to the linear predictor.
+        """
+        return self.y if self.offset is None else self.y - self.offset
 
     @property
     def n(self) -> int:

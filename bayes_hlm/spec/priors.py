@@ -148,7 +148,7 @@ class Moments:
 
     @classmethod
     def of(cls, design: Design) -> "Moments":
-        return cls(float(np.mean(design.y)), float(np.std(design.y)), design.X.mean(axis=0),
+        return cls(float(np.mean(design.working_y)), float(np.std(design.working_y)), design.X.mean(axis=0),
                    design.X.std(axis=0), {k: g.Z.std(axis=0) for k, g in enumerate(design.groups)})
 
 

@@ -83,7 +83,7 @@ def compute_scaling(design: Design) -> Scaling:
                   for j, name in enumerate(design.fixed_names)], dtype=float)
     z = tuple(np.array([1.0 if t == "Intercept" else _col_scale(g.Z[:, j])
                         for j, t in enumerate(g.terms)], dtype=float) for g in design.groups)
-    return Scaling(y_scale=_col_scale(design.y), x_scale=x, z_scale=z)
+    return Scaling(y_scale=_col_scale(design.working_y), x_scale=x, z_scale=z)
 
 
 def natural_scales(design: Design) -> np.ndarray:
@@ -117,8 +117,9 @@ def scale_design(design: Design, sc: Scaling) -> Design:
     """The design with ``y``, ``X`` and every ``Z`` divided by their scales."""
     groups = tuple(replace(g, Z=g.Z / sc.z_scale[k]) for k, g in enumerate(design.groups))
     info = dict(design.info, scaling=sc.to_dict())
+    offset = None if design.offset is None else design.offset / sc.y_scale
     return replace(design, y=design.y / sc.y_scale, X=design.X / sc.x_scale, groups=groups,
-                   info=info)
+                   info=info, offset=offset)
 
 
 def scale_prior(prior: Prior, a) -> Prior:

@@ -31,7 +31,7 @@ def _single_fields(codes, Z, G, X, y, W=None) -> dict:
 
 def _stats_rows(design, plan: StatsPlan, rows: slice) -> MarginalStats:
     X = np.asarray(design.X[rows], dtype=np.float64)
-    y = np.asarray(design.y[rows], dtype=np.float64)
+    y = np.asarray(design.working_y[rows], dtype=np.float64)
     base = global_cross(X, y)
     if plan.structure == "none":
         return BaseStats(plan=plan, **base)
