@@ -54,6 +54,10 @@ def test_reml_offset_equals_working_response(data):
     np.testing.assert_allclose(a.fitted(), b.fitted() + data["e"] + data["w"], atol=1e-5)
     np.testing.assert_allclose(a.residuals(), b.residuals(), atol=1e-5)
     assert list(a.fixef().index) == ["Intercept", "Days"]
+    new = data.iloc[:4].assign(e=[0.0, 10.0, 20.0, 30.0], w=0.0)
+    p0 = a.predict(new)["estimate"].to_numpy()
+    p1 = a.predict(new.assign(e=new["e"] + 5.0))["estimate"].to_numpy()
+    np.testing.assert_allclose(p1 - p0, 5.0, atol=1e-9)
 
 
 def test_full_model_density_equals_working_response(data):

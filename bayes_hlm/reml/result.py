@@ -397,11 +397,15 @@ class RemlResult(MixedModelResult):
         groups (``group_effects=False``: population level). Levels unseen in fitting raise
         unless ``allow_new_levels`` (then their effects are 0, as lme4). Column ``estimate``."""
         if newdata is None:
-            mu = self.fitted().to_numpy() if group_effects else self.design.X @ self.beta
+            mu = self.fitted().to_numpy() if group_effects else self.design.X @ self.beta + (
+                0.0 if self.design.offset is None else self.design.offset)
             return pd.DataFrame({"estimate": mu}, index=self.design.row_index)
         if self.spec is None:
             raise BayesHLMError("predict(newdata) needs a fit made from a formula and data")
         mu = self.spec.fixed_matrix(newdata) @ self.beta
+        off = self.spec.offset(newdata)
+        if off is not None:
+            mu = mu + off
         if group_effects:
             for k, f in enumerate(self.devfun.tmap.factors):
                 parts = [self.spec.group_columns(j, newdata) for j in f.term_index]
