@@ -438,21 +438,14 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         groups.append(gt)
         rdms.append(dm)
     design = Design(
-<<<<<<< HEAD
-        formula=formula, response=parsed.response, y=y, X=X[:, kept],
-        fixed_names=tuple(names[j] for j in kept), groups=tuple(groups),
-        row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, trials=trials,
-    )
-    return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
-                     na_action=na_action, family=family, _fixed_dm=dms, _random_dms=rdms)
-=======
         formula=formula, response=parsed.response, y=y, X=X[:, kept_local],
         fixed_names=tuple(names[j] for j in kept_local), groups=tuple(groups),
-        row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, offset=offset,
+        row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, trials=trials,
+        offset=offset,
     )
     return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
-                     na_action=na_action, _fixed_dm=dms, _random_dms=rdms, offset_cols=offset_cols)
->>>>>>> 44faa9d (offset(...) terms: coefficient fixed at 1 (Design.offset, not a column of X, never dropped as aliased, several add up, offset(log(x))); backends fit y - offset (Design.working_y: full model mu += offset, sufficient stats, REML, priors, scaling); fitted/predict/log-lik/simulate/kfold add it back; Dask refuses clearly; tests)
+                     na_action=na_action, family=family, _fixed_dm=dms, _random_dms=rdms,
+                     offset_cols=offset_cols)
 
 
 def build_design(formula: str, data: pd.DataFrame, **kwargs) -> Design:
