@@ -96,7 +96,8 @@ def no_groups_message() -> str:
 
 
 def choose_model_sampler(sampler: str, unavailable: Mapping[str, str | None]) -> EngineChoice:
-    """Engine for a built PyMC model (full, or marginal without the compiled density)."""
+    """Engine for a built PyMC model (full, or marginal without the compiled density);
+    ``method`` is left empty (a PyMC model is either)."""
     if sampler == "jax" and unavailable.get("jax"):
         raise ImportError(f"sampler='jax' is not available: {unavailable['jax']}")
     if sampler != "auto":
@@ -135,6 +136,7 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
     """
     unavailable = dict(unavailable or {})
     method, why_method = choose_method(method, bool(design.groups), out_of_core)
+    given = sampler
     if sampler is None:
         sampler = "auto" if method == "marginal" else "pymc"
         why_method += f"; sampler None -> {sampler!r} for the {method} model"
@@ -143,7 +145,7 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
             raise BayesHLMError("sampler='numba' samples the marginal model only; use "
                                 "method='marginal' (or 'auto') or another sampler")
         c = choose_model_sampler(sampler, unavailable)
-        why = why_method if "None ->" in why_method and not c.automatic else f"{why_method}; {c.reason}"
+        why = why_method if given is None else f"{why_method}; {c.reason}"
         return EngineChoice("full", c.sampler, why, c.automatic)
     if sampler in ("auto", "numba"):
         from .numba_density import unsupported_reason
