@@ -211,8 +211,8 @@ GIVEN = dict(chains=1, draws=30, tune=30, target_accept=0.85, seed=5, mass_matri
 
 @pytest.fixture(scope="module", autouse=True)
 def fresh_jax_cache(tmp_path_factory):
-    """A private JAX program cache: loading a cached program of the q = 3 model segfaults
-    on this machine (also on main; reported), and tests must not share state anyway."""
+    """A private JAX program cache: these tests neither read nor leave programs of other runs
+    (a warm cache once segfaulted on the q = 3 model's Cholesky, fixed in jax_nuts)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BAYES_HLM_CACHE", str(tmp_path_factory.mktemp("jax_cache")))
         yield
