@@ -388,3 +388,29 @@ def test_binomial_responses_pass_the_allow_list_only_on_the_left():
                 "cbind(s) ~ x + (1 | g)"]:
         with pytest.raises(FormulaError):
             parse_formula(bad)
+
+
+@pytest.mark.parametrize("cmd", ["reml", "fit"])
+def test_cli_refuses_a_formula_that_calls_code(cmd, tmp_path, capsys):
+    from bayes_hlm.cli import main
+
+    data = tmp_path / "d.csv"
+    FRAME.to_csv(data, index=False)
+    marker = tmp_path / "pwned"
+    formula = f'y ~ x + pd.io.common.os.system("touch {marker}") + (1|g)'
+    rc = main([cmd, formula, str(data)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "pd.io.common.os.system" in err, err
+    assert not marker.exists()
+
+
+def test_other_entry_points_refuse_it_too():
+    import pymc  # noqa: F401 - sample_prior_predictive imports it lazily; it reads its config
+    from bayes_hlm.distributed.design_meta import ModelFrame
+
+    bad = 'y ~ x + pd.io.common.os.system("id") + (1|g)'
+    with _tripwires():
+        for call in (lambda: ModelFrame.make(bad, FRAME.columns),
+                     lambda: bh.sample_prior_predictive(bad, FRAME, draws=5)):
+            with pytest.raises(FormulaError, match="pd.io.common.os.system"):
+                call()
