@@ -50,7 +50,7 @@ def choose_method(spec: ModelSpec, method: str) -> str:
 
 def fit(
     formula: str,
-    data: pd.DataFrame,
+    data: pd.DataFrame | None = None,
     *,
     method: Literal["auto", "full", "marginal"] = "auto",
     sampler: Literal["auto", "numba", "jax", "pymc", "nutpie", "numpyro"] | None = None,
@@ -74,10 +74,12 @@ def fit(
 
     Parameters
     ----------
-    formula : str
+    formula : str or bambi.Model
         e.g. ``"Reaction ~ Days + (Days | Subject)"``. Supports ``(x|g)``
         (correlated, LKJ prior), ``(x||g)``, ``(1|a/b)``, ``(1|a:b)``, crossed
-        factors, categorical predictors and interactions.
+        factors, categorical predictors and interactions. A ``bambi.Model`` is fitted
+        as Bambi defines it (formula, family, priors, data; ``data`` must then be
+        omitted): see :func:`bayes_hlm.interop.bambi.fit_bambi`.
     data : pandas.DataFrame
         Never modified.
     method : {"auto", "full", "marginal"}
@@ -133,6 +135,14 @@ def fit(
     -------
     BayesResult
     """
+    from ..interop.bambi import fit_bambi, is_bambi_model
+
+    if is_bambi_model(formula):  # Bambi's model, our engines (priors= laid over Bambi's)
+        kwargs = {k: v for k, v in locals().items()
+                  if k not in ("formula", "data", "fit_bambi", "is_bambi_model")}
+        return fit_bambi(formula, data, **kwargs)
+    if data is None:
+        raise BayesHLMError("fit(formula, data): data is required with a formula")
     settings = validate_settings(method=method, sampler=sampler, chains=chains, draws=draws,
                                  tune=tune, target_accept=target_accept, seed=seed,
                                  mass_matrix=mass_matrix, rescale=rescale, centered=centered,

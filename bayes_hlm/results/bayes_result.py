@@ -594,6 +594,13 @@ class BayesResult(MixedModelResult):
     # ---- end parity (issue 9) ----
 
     # ---------------------------------------------------------------- priors
+    def to_bambi(self, model=None) -> xr.DataTree:
+        """The posterior with Bambi's names, dims and coordinates, for ``bambi.interpret`` and
+        ArviZ plots next to a Bambi fit; see :func:`bayes_hlm.interop.bambi.to_bambi`."""
+        from ..interop.bambi import to_bambi
+
+        return to_bambi(self, model)
+
     def prior_summary(self) -> pd.DataFrame:
         """Every prior in use (brms ``prior_summary``)."""
         return self.priors.table()

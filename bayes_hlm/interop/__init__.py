@@ -1,0 +1,1 @@
+"""Bridges to other modelling libraries (:mod:`.bambi`: fit a ``bambi.Model``, export to Bambi)."""
