@@ -105,14 +105,14 @@ def _refuse_unsupported(model) -> None:
     if ours is None or ours not in FAMILIES:
         raise BayesHLMError(f"Bambi family {fam.name!r} is not supported by bayes_hlm (families "
                             f"available: {', '.join(sorted(FAMILIES))}); fit it with model.fit()")
-    for name in model.distributional_components:
+    for name in model.conditional_parameters:
         if name != parent:
             raise BayesHLMError(f"Bambi model has a model for the distributional parameter "
                                 f"{name!r} ({name} ~ ...); bayes_hlm models only {parent!r}: "
                                 f"drop that formula or fit it with model.fit()")
     if model.potentials:
         raise BayesHLMError("Bambi model has potentials, which bayes_hlm does not support")
-    resp = model.response_component.term
+    resp = model.response_term
     for flag in ("is_censored", "is_truncated", "is_weighted", "is_constrained"):
         if getattr(resp, flag, False):
             raise _term_error(resp.name, f"the response is {flag[3:]}")
@@ -121,9 +121,9 @@ def _refuse_unsupported(model) -> None:
                                      "add it as a column")
     from bambi.terms import CommonTerm, GroupSpecificTerm
 
-    comp = model.components[parent]
+    comp = model.parameters[parent]
     for name, term in comp.terms.items():
-        if not isinstance(term, (CommonTerm, GroupSpecificTerm)):
+        if type(term) not in (CommonTerm, GroupSpecificTerm):  # OffsetTerm is a CommonTerm
             raise _term_error(name, f"a {type(term).__name__}")
         if isinstance(term, GroupSpecificTerm) and \
                 term.shape[1] != len(term.groups):
@@ -146,7 +146,7 @@ def _common(comp) -> list[tuple[str, object, int]]:
 
 def _formula(model) -> str:
     """Our formula: the common terms as written, ``(1 + x || g)`` per grouping factor."""
-    comp = model.components[model.family.likelihood.parent]
+    comp = model.parameters[model.family.likelihood.parent]
     common = [name for name, _, _ in _common(comp)]
     rhs = ["1" if "Intercept" in common else "0"]
     rhs += [n for n in common if n != "Intercept"]
@@ -161,14 +161,14 @@ def _formula(model) -> str:
         else:
             lead = [] if "1" in exprs else ["0"]
             rhs.append(f"({' + '.join(lead + exprs)} || {factor})")
-    return f"{model.response_component.term.name} ~ {' + '.join(rhs)}"
+    return f"{model.response_term.name} ~ {' + '.join(rhs)}"
 
 
 def _check_same_design(model, design) -> None:
     """Our design must be Bambi's, column for column (same model, same data)."""
-    comp = model.components[model.family.likelihood.parent]
-    if design.n != len(np.asarray(model.response_component.term.data)):
-        raise BayesHLMError(f"the Bambi model has {len(model.response_component.term.data)} rows, "
+    comp = model.parameters[model.family.likelihood.parent]
+    if design.n != len(np.asarray(model.response_term.data)):
+        raise BayesHLMError(f"the Bambi model has {len(model.response_term.data)} rows, "
                             f"our design {design.n} (missing values handled differently?)")
     if comp.design.common is not None:
         X = np.asarray(comp.design.common.design_matrix, dtype=float)
@@ -210,7 +210,7 @@ def _our_group_columns(design, bterm) -> np.ndarray | None:
 
 def bambi_names(model, design) -> BambiNames:
     """Bambi's names, dims and level coordinates for the parameters of ``design``."""
-    comp = model.components[model.family.likelihood.parent]
+    comp = model.parameters[model.family.likelihood.parent]
     fixed: list[tuple[str, str | None]] = []
     for name, term, width in _common(comp):
         var = term.alias or name
@@ -224,9 +224,9 @@ def bambi_names(model, design) -> BambiNames:
         groups.append((term.term.factor.name, "Intercept" if expr == "Intercept" else expr,
                        term.alias or name, f"{term.term.factor.name}__factor_dim",
                        [str(v) for v in term.groups]))
-    resp = model.response_component.term
+    resp = model.response_term
     return BambiNames(fixed=fixed, groups=groups, response=resp.alias or resp.name,
-                      family_params=tuple(model.constant_components))
+                      family_params=tuple(model.marginal_parameters))
 
 
 def names_from_design(design, family_params=("sigma",)) -> BambiNames:
@@ -250,7 +250,7 @@ def translate(model) -> Translation:
 
     _refuse_unsupported(model)
     parent = model.family.likelihood.parent
-    comp = model.components[parent]
+    comp = model.parameters[parent]
     formula = _formula(model)
     data = model.data
     design = build_design(formula, data)
@@ -269,7 +269,7 @@ def translate(model) -> Translation:
         expr = term.term.expr.name
         priors[sd_key("Intercept" if expr == "Intercept" else expr, term.term.factor.name)] = \
             _sd_prior(term.prior, name)
-    for name, c in model.constant_components.items():
+    for name, c in model.marginal_parameters.items():
         priors[name] = _prior(c.prior, name)
     return Translation(formula=formula, data=data, priors=priors,
                        family=FAMILY_NAMES[model.family.name],

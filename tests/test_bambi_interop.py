@@ -1,0 +1,172 @@
+"""bh.fit(bambi.Model) fits Bambi's model; result.to_bambi() works with Bambi's and ArviZ's tools."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import bayes_hlm as bh
+from bayes_hlm.errors import BayesHLMError
+from bayes_hlm.interop.bambi import translate
+from bayes_hlm.results.tables import stat_frame
+
+bmb = pytest.importorskip("bambi")
+K = 4.0  # combined MCSEs
+
+FORMULA = "Reaction ~ Days + (Days|Subject)"  # uncorrelated in Bambi
+
+
+def _model(data, formula=FORMULA, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bmb.Model(formula, data, **kw)
+
+
+@pytest.fixture(scope="module")
+def fits(sleepstudy):
+    """One Bambi model, fitted by Bambi and by us (2 chains x 1000 + 1000 each)."""
+    model = _model(sleepstudy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = model.fit(draws=1000, tune=1000, chains=2, random_seed=3, inference_method="pymc",
+                           progressbar=False)
+        ours = bh.fit(model, chains=2, draws=1000, tune=1000, seed=4, warn=False,
+                      progressbar=False)
+    return model, theirs, ours
+
+
+def test_translation_takes_formula_and_bambis_default_priors(sleepstudy):
+    tr = translate(_model(sleepstudy))
+    assert tr.formula == "Reaction ~ 1 + Days + (1 + Days || Subject)"
+    assert (tr.family, tr.link) == ("gaussian", "identity")
+    defaults = bh.get_prior("Reaction ~ Days + (Days||Subject)", sleepstudy)["prior"]
+    assert {k: str(p) for k, p in tr.priors.items()} == defaults.to_dict()
+
+
+def test_translation_takes_the_users_priors(sleepstudy):
+    days = bmb.Prior("Normal", mu=5.0, sigma=3.0)
+    sd_days = bmb.Prior("Normal", mu=0.0, sigma=bmb.Prior("HalfNormal", sigma=2.0))
+    model = _model(sleepstudy, priors={"Days": days, "Days|Subject": sd_days})
+    tr = translate(model)
+    defaults = bh.get_prior("Reaction ~ Days + (Days||Subject)", sleepstudy)["prior"]
+    assert str(tr.priors["Days"]) == "Normal(mu=5, sigma=3)" != defaults["Days"]
+    assert str(tr.priors["Days|Subject"]) == "HalfNormal(sigma=2)" != defaults["Days|Subject"]
+    # Bambi rescales the intercept's prior with the slopes' priors: we take its final value
+    terms = model.parameters["mu"].terms
+    assert tr.priors["Intercept"].params["sigma"] == pytest.approx(
+        float(terms["Intercept"].prior.args["sigma"]))
+    assert tr.priors["1|Subject"].params["sigma"] == pytest.approx(
+        float(terms["1|Subject"].prior.args["sigma"].args["sigma"]))
+
+
+@pytest.mark.parametrize("build, named", [
+    (lambda d: _model(d, "Reaction ~ Days + offset(Days) + (1|Subject)"), "offset(Days)"),
+    (lambda d: _model(d, bmb.Formula("Reaction ~ Days + (1|Subject)", "sigma ~ Days")), "'sigma'"),
+    (lambda d: _model(d.assign(y=d.Reaction / 1000), "y ~ Days + (1|Subject)", family="beta"),
+     "'beta'"),
+    (lambda d: _model(d, "Reaction ~ Days + (Days|Subject)", priors={"sigma": 10.0}), "'sigma'"),
+    (lambda d: _model(d, "Reaction ~ Days + (Days|Subject)",
+                      priors={"Days|Subject": bmb.Prior("Normal", mu=1.0, sigma=bmb.Prior(
+                          "HalfNormal", sigma=1.0))}), "'Days|Subject'"),
+])
+def test_unsupported_is_named_before_sampling(sleepstudy, monkeypatch, build, named):
+    import bayes_hlm.fitting.api as api
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampling started")
+
+    monkeypatch.setattr(api, "build_problem", no_sampling)
+    model = build(sleepstudy)
+    with pytest.raises(BayesHLMError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        bh.fit(model)
+
+
+def test_data_with_a_bambi_model_is_an_error(sleepstudy):
+    with pytest.raises(BayesHLMError, match="data"):
+        bh.fit(_model(sleepstudy), sleepstudy)
+
+
+def _scalars(post, names):
+    cols, labels = [], []
+    for v in names:
+        a = np.asarray(post[v].values)
+        if a.ndim == 2:
+            cols.append(a[..., None])
+            labels.append(v)
+        else:
+            cols.append(a)
+            labels += [f"{v}[{c}]" for c in post[v].coords[post[v].dims[-1]].values]
+    return stat_frame(np.concatenate(cols, axis=-1), labels)
+
+
+def test_posterior_equals_bambis(fits):
+    _, theirs, ours = fits
+    tree = ours.to_bambi()
+    tp, op = theirs["posterior"], tree["posterior"]
+    # Bambi's names, dims and coordinates
+    assert set(op.data_vars) == set(tp.data_vars)
+    for v in tp.data_vars:
+        assert op[v].dims == tp[v].dims, v
+        for d in tp[v].dims[2:]:
+            assert list(op[v].coords[d].values) == list(tp[v].coords[d].values), v
+    assert list(tree["observed_data"].data_vars) == ["Reaction"]
+    np.testing.assert_allclose(tree["observed_data"]["Reaction"].values,
+                               theirs["observed_data"]["Reaction"].values)
+    # every scalar (fixed, SDs, sigma, 36 group effects) within K combined MCSE, mean and SD
+    names = sorted(tp.data_vars)
+    a, b = _scalars(op, names), _scalars(tp, names)
+    assert len(a) == 5 + 36
+    dm = (a["mean"] - b["mean"]).abs() / np.hypot(a["mcse_mean"], b["mcse_mean"])
+    ds = (a["sd"] - b["sd"]).abs() / np.hypot(a["mcse_sd"], b["mcse_sd"])
+    assert (dm < K).all(), dm[dm >= K]
+    assert (ds < K).all(), ds[ds >= K]
+
+
+def test_plot_predictions_draws_our_posterior(fits):
+    model, _, ours = fits
+    tree = ours.to_bambi()
+    plot = bmb.interpret.plot_predictions(model, tree, conditional="Days").plot()
+    summary = bmb.interpret.predictions(model, tree, conditional="Days").summary
+    (ax,) = plot._figure.axes
+    assert ax.get_xlabel() == "Days"
+    line = ax.lines[0]
+    np.testing.assert_allclose(line.get_xdata(), summary["Days"])
+    np.testing.assert_allclose(line.get_ydata(), summary["estimate"])
+    # the drawn means are our posterior's: Intercept + Days x + that subject's effects
+    subject = str(summary["Subject"].iloc[0])
+    post = tree["posterior"]
+    x = summary["Days"].to_numpy()
+    mu = (post["Intercept"].values[..., None] + post["Days"].values[..., None] * x
+          + post["1|Subject"].sel(Subject__factor_dim=subject).values[..., None]
+          + post["Days|Subject"].sel(Subject__factor_dim=subject).values[..., None] * x)
+    np.testing.assert_allclose(line.get_ydata(), mu.mean(axis=(0, 1)), rtol=1e-10)
+
+
+def test_forest_overlays_both_posteriors(fits):
+    import arviz as az
+
+    _, theirs, ours = fits
+    trees = {"bambi": theirs, "bayes_hlm": ours.to_bambi()}
+    pc = az.plot_forest(trees, var_names=["Intercept", "Days", "1|Subject_sigma", "sigma"],
+                        combined=True, point_estimate="mean")
+    labels = {str(v): pc.viz["variable_label"][v].item().get_text()
+              for v in pc.viz["variable_label"].data_vars}
+    assert labels["Days"] == "Days" and labels["1|Subject_sigma"] == "1|Subject_sigma"
+    points = pc.viz["point_estimate"]
+    assert list(points["model"].values) == ["bambi", "bayes_hlm"]
+    for var in ("Intercept", "Days", "1|Subject_sigma", "sigma"):
+        for name, tree in trees.items():
+            artist = points[var].sel(model=name).item()
+            x = artist.get_offsets()[0][0]
+            assert x == pytest.approx(float(tree["posterior"][var].mean()), rel=1e-10), (var, name)
+
+
+def test_correlated_fit_exports_sds_and_effects(sleep_fit):
+    tree = sleep_fit.to_bambi()
+    post = tree["posterior"]
+    assert {"Intercept", "Days", "sigma", "1|Subject_sigma", "Days|Subject_sigma", "1|Subject",
+            "Days|Subject"} <= set(post.data_vars)
+    assert post["1|Subject"].dims == ("chain", "draw", "Subject__factor_dim")
+    assert "corr__Subject" in post.attrs["bayes_hlm_dropped"]
+    np.testing.assert_allclose(post["Days|Subject_sigma"].values,
+                               sleep_fit.posterior["sd__Subject"].sel(Subject__term="Days").values)
