@@ -59,8 +59,17 @@ def test_translation_takes_the_users_priors(sleepstudy):
         float(terms["1|Subject"].prior.args["sigma"].args["sigma"]))
 
 
+def test_offset_term_is_translated(sleepstudy):
+    tr = translate(_model(sleepstudy, "Reaction ~ Days + offset(Days) + (1|Subject)"))
+    assert tr.formula == "Reaction ~ 1 + Days + offset(Days) + (1 | Subject)"
+    assert set(tr.priors) == {"Intercept", "Days", "sigma", "1|Subject"}
+
+
 @pytest.mark.parametrize("build, named", [
-    (lambda d: _model(d, "Reaction ~ Days + offset(Days) + (1|Subject)"), "offset(Days)"),
+    (lambda d: _model(d, "Reaction ~ hsgp(Days, m=10, c=2) + (1|Subject)"), "hsgp"),
+    (lambda d: _model(d, "Reaction ~ Days + (1|Subject) + (1|Days:Subject)",
+                      priors={"1|Days:Subject": bmb.Prior("Normal", mu=0, sigma=2.0)}),
+     "'1|Days:Subject'"),
     (lambda d: _model(d, bmb.Formula("Reaction ~ Days + (1|Subject)", "sigma ~ Days")), "'sigma'"),
     (lambda d: _model(d.assign(y=d.Reaction / 1000), "y ~ Days + (1|Subject)", family="beta"),
      "'beta'"),

@@ -116,14 +116,11 @@ def _refuse_unsupported(model) -> None:
     for flag in ("is_censored", "is_truncated", "is_weighted", "is_constrained"):
         if getattr(resp, flag, False):
             raise _term_error(resp.name, f"the response is {flag[3:]}")
-    if resp.name not in model.data.columns:
-        raise _term_error(resp.name, "the response is an expression, not a column of the data; "
-                                     "add it as a column")
-    from bambi.terms import CommonTerm, GroupSpecificTerm
+    from bambi.terms import CommonTerm, GroupSpecificTerm, OffsetTerm
 
     comp = model.parameters[parent]
     for name, term in comp.terms.items():
-        if type(term) not in (CommonTerm, GroupSpecificTerm):  # OffsetTerm is a CommonTerm
+        if type(term) not in (CommonTerm, GroupSpecificTerm, OffsetTerm):
             raise _term_error(name, f"a {type(term).__name__}")
         if isinstance(term, GroupSpecificTerm) and \
                 term.shape[1] != len(term.groups):
@@ -135,13 +132,16 @@ def _refuse_unsupported(model) -> None:
                             "build the model with center_predictors=True")
 
 
-def _common(comp) -> list[tuple[str, object, int]]:
-    """(name, term, width) of the common terms (intercept included) in design-matrix order."""
+def _common(comp, offsets: bool = False) -> list[tuple[str, object, slice]]:
+    """(name, term, columns) of the common terms (intercept included) in design-matrix order;
+    with ``offsets`` the ``offset(...)`` terms instead (coefficient 1, no parameter)."""
+    from bambi.terms import OffsetTerm
+
     if comp.design.common is None:
         return []
     sl = comp.design.common.slices
-    return [(name, comp.terms[name], s.stop - s.start)
-            for name, s in sorted(sl.items(), key=lambda kv: kv[1].start)]
+    return [(name, comp.terms[name], s) for name, s in sorted(sl.items(), key=lambda kv: kv[1].start)
+            if isinstance(comp.terms[name], OffsetTerm) == offsets]
 
 
 def _formula(model) -> str:
@@ -149,7 +149,7 @@ def _formula(model) -> str:
     comp = model.parameters[model.family.likelihood.parent]
     common = [name for name, _, _ in _common(comp)]
     rhs = ["1" if "Intercept" in common else "0"]
-    rhs += [n for n in common if n != "Intercept"]
+    rhs += [n for n in common if n != "Intercept"] + [n for n, _, _ in _common(comp, offsets=True)]
     by_factor: dict[str, list[str]] = {}
     for term in comp.group_specific_terms.values():
         factor = term.term.factor.name
@@ -170,8 +170,20 @@ def _check_same_design(model, design) -> None:
     if design.n != len(np.asarray(model.response_term.data)):
         raise BayesHLMError(f"the Bambi model has {len(model.response_term.data)} rows, "
                             f"our design {design.n} (missing values handled differently?)")
+    y = np.asarray(model.response_term.data, dtype=float)
+    if y.ndim == 1 and not np.allclose(y, design.y, rtol=1e-10, atol=1e-10):
+        raise _term_error(model.response_term.name, "our response is not Bambi's (a different "
+                                                    "success level or transformation?)")
     if comp.design.common is not None:
-        X = np.asarray(comp.design.common.design_matrix, dtype=float)
+        full = np.asarray(comp.design.common.design_matrix, dtype=float)
+        X = np.concatenate([full[:, s] for _, _, s in _common(comp)] or [full[:, :0]], axis=1)
+        off = sum((full[:, s].sum(axis=1) for _, _, s in _common(comp, offsets=True)),
+                  np.zeros(design.n))
+        ours_off = np.zeros(design.n) if getattr(design, "offset", None) is None else design.offset
+        if not np.allclose(off, ours_off, rtol=1e-10, atol=1e-10):
+            raise _term_error([n for n, _, _ in _common(comp, offsets=True)][0] if
+                              _common(comp, offsets=True) else "offset",
+                              "it does not translate to the same offset")
         if X.shape != design.X.shape or not np.allclose(X, design.X, rtol=1e-10, atol=1e-10):
             raise BayesHLMError(f"the common terms {[n for n, _, _ in _common(comp)]} do not "
                                 f"translate to "
@@ -212,7 +224,8 @@ def bambi_names(model, design) -> BambiNames:
     """Bambi's names, dims and level coordinates for the parameters of ``design``."""
     comp = model.parameters[model.family.likelihood.parent]
     fixed: list[tuple[str, str | None]] = []
-    for name, term, width in _common(comp):
+    for name, term, cols in _common(comp):
+        width = cols.stop - cols.start
         var = term.alias or name
         levels = getattr(term.term, "levels", None) if term.categorical else None
         if levels is None and width > 1:
@@ -246,6 +259,7 @@ def translate(model) -> Translation:
     BayesHLMError
         Naming the term, family or setting we cannot fit; raised before any sampling.
     """
+    from ..families import get_family
     from ..spec.build import build_design
 
     _refuse_unsupported(model)
@@ -253,12 +267,14 @@ def translate(model) -> Translation:
     comp = model.parameters[parent]
     formula = _formula(model)
     data = model.data
-    design = build_design(formula, data)
+    family, link = FAMILY_NAMES[model.family.name], model.family.link[parent].name
+    design = build_design(formula, data, family=get_family(family, link))
     _check_same_design(model, design)
     names = bambi_names(model, design)
     priors: dict[str, Prior] = {}
     col = 0
-    for name, term, width in _common(comp):
+    for name, term, cols in _common(comp):
+        width = cols.stop - cols.start
         base = _prior(term.prior, name)
         for k in range(width):
             params = {p: (np.asarray(v).ravel()[k] if np.asarray(v).size == width > 1 else v)
@@ -271,9 +287,8 @@ def translate(model) -> Translation:
             _sd_prior(term.prior, name)
     for name, c in model.marginal_parameters.items():
         priors[name] = _prior(c.prior, name)
-    return Translation(formula=formula, data=data, priors=priors,
-                       family=FAMILY_NAMES[model.family.name],
-                       link=model.family.link[parent].name, names=names)
+    return Translation(formula=formula, data=data, priors=priors, family=family, link=link,
+                       names=names)
 
 
 def fit_bambi(model, data=None, **fit_kwargs):
@@ -285,18 +300,21 @@ def fit_bambi(model, data=None, **fit_kwargs):
     """
     import inspect
 
-    from ..families import get_family
     from ..fitting.api import fit
 
     if data is not None:
         raise BayesHLMError("bh.fit(bambi_model) takes the data from the Bambi model; "
                             "do not pass data=")
+    params = inspect.signature(fit).parameters
+    for key in ("family", "link"):  # the Bambi model's; fit() hands its defaults through
+        if key in fit_kwargs and fit_kwargs.pop(key) != params[key].default:
+            raise BayesHLMError(f"bh.fit(bambi_model): the {key} comes from the Bambi model; "
+                                f"do not pass {key}=")
     tr = translate(model)
     priors = {**tr.priors, **(fit_kwargs.pop("priors", None) or {})}
-    family = get_family(tr.family, tr.link)
-    if "family" in inspect.signature(fit).parameters:
-        fit_kwargs["family"] = family
-    elif family.name != "gaussian" or family.link.name != "identity":
+    if "family" in params:
+        fit_kwargs.update(family=tr.family, link=tr.link)
+    elif (tr.family, tr.link) != ("gaussian", "identity"):
         raise BayesHLMError(f"Bambi family {tr.family!r} with link {tr.link!r}: this version of "
                             f"bayes_hlm fits only gaussian models with the identity link")
     result = fit(tr.formula, tr.data, priors=priors, **fit_kwargs)
