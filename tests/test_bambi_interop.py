@@ -68,7 +68,8 @@ def test_offset_term_is_translated(sleepstudy):
 @pytest.mark.parametrize("build, named", [
     (lambda d: _model(d, "Reaction ~ hsgp(Days, m=10, c=2) + (1|Subject)"), "hsgp"),
     (lambda d: _model(d, "Reaction ~ Days + (1|Subject) + (1|Days:Subject)",
-                      priors={"1|Days:Subject": bmb.Prior("Normal", mu=0, sigma=2.0)}),
+                      priors={"1|Days:Subject": bmb.Prior("StudentT", nu=3, mu=0, sigma=bmb.Prior(
+                          "HalfNormal", sigma=2.0))}),
      "'1|Days:Subject'"),
     (lambda d: _model(d, bmb.Formula("Reaction ~ Days + (1|Subject)", "sigma ~ Days")), "'sigma'"),
     (lambda d: _model(d.assign(y=d.Reaction / 1000), "y ~ Days + (1|Subject)", family="beta"),
