@@ -135,7 +135,9 @@ def test_posterior_equals_bambis(fits):
 def test_plot_predictions_draws_our_posterior(fits):
     model, _, ours = fits
     tree = ours.to_bambi()
-    plot = bmb.interpret.plot_predictions(model, tree, conditional="Days").plot()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bmb.PlottingFutureWarning)
+        plot = bmb.interpret.plot_predictions(model, tree, conditional="Days").plot()
     summary = bmb.interpret.predictions(model, tree, conditional="Days").summary
     (ax,) = plot._figure.axes
     assert ax.get_xlabel() == "Days"
@@ -150,6 +152,21 @@ def test_plot_predictions_draws_our_posterior(fits):
           + post["1|Subject"].sel(Subject__factor_dim=subject).values[..., None]
           + post["Days|Subject"].sel(Subject__factor_dim=subject).values[..., None] * x)
     np.testing.assert_allclose(line.get_ydata(), mu.mean(axis=(0, 1)), rtol=1e-10)
+
+
+def test_comparisons_and_slopes_use_our_posterior(fits):
+    model, _, ours = fits
+    tree = ours.to_bambi()
+    post = tree["posterior"]
+    subjects = ["308", "309"]
+    slope = (post["Days"] + post["Days|Subject"].sel(Subject__factor_dim=subjects))
+    expected = slope.mean(("chain", "draw")).values
+    cmp = bmb.interpret.comparisons(model, tree, contrast={"Days": [0, 1]},
+                                    conditional={"Subject": subjects}).summary
+    dydx = bmb.interpret.slopes(model, tree, wrt="Days", conditional={"Subject": subjects}).summary
+    for table in (cmp, dydx):
+        assert [str(v) for v in table["Subject"]] == subjects
+        np.testing.assert_allclose(table["estimate"], expected, rtol=1e-8)
 
 
 def test_forest_overlays_both_posteriors(fits):
