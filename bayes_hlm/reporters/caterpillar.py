@@ -67,6 +67,6 @@ def plot_caterpillar(result: "BayesResult", reml_result=None, factor: str | None
         ax.set_yticks(y, list(d.index), fontsize=7 if len(d) > 25 else 8)
         ax.set_title(f"{t} | {factor}")
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Group effects ({int(prob * 100)}% HDI)")
+    fig.suptitle(f"Group effects ({prob:.0%} HDI)")
     note_missing(fig, ref)
     return fig

@@ -1,148 +1,203 @@
 """Model checks: posterior predictive density overlay, trace, rank and energy plots.
 
-Trace/rank/energy use ArviZ 1.x (``arviz.plot_trace`` etc., matplotlib backend)
-and fall back to plain matplotlib if that fails.
+Drawn with plain matplotlib from the draws, one panel per scalar parameter under its
+user-facing name (``Intercept``, ``sd(Days | Subject)``, ``cor(Intercept, Days | Subject)``,
+``sigma``), the names of ``summary()``. ArviZ's own plots stay one call away on
+``result.tree``; here they would cost seconds (imports, one axes per variable slot) and
+show storage names.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.stats import gaussian_kde
+from matplotlib.collections import LineCollection
 
-from ..backends import naming
 from ..errors import BayesHLMError
-from ._util import BAYES_COLOR, axes_or_new, pc_figure
+from ..results.compare_reml import posterior_rows
+from ._kde import kde
+from ._util import BAYES_COLOR, axes_or_new
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
 
-
-def default_var_names(result: "BayesResult") -> list[str]:
-    """Population-level variables (not the per-group effects): fixed, sigma, SDs, correlations."""
-    names = [naming.FIXED, naming.SIGMA]
-    for f in result.factors:
-        names.append(naming.sd_var(f))
-        if result._draws.has(naming.corr_var(f)) and result._corr_pairs(f):
-            names.append(naming.corr_var(f))
-    return [n for n in names if n in result.posterior]
+POPULATION_KINDS = ("fixed", "sd", "corr", "sigma")
+PPC_KINDS = ("dens_overlay", "hist", "stat")
 
 
-def plot_ppc(result: "BayesResult", n_draws: int = 50, seed: int | None = 0, ax=None):
-    """Density of the observed response over densities of ``n_draws`` replicated data sets.
+def population_series(result: "BayesResult", var_names: list[str] | None = None
+                      ) -> list[tuple[str, str, np.ndarray]]:
+    """(user-facing name, kind, (chain, draw) draws) of every population-level parameter.
 
-    ``y_rep`` comes from ``result.predict(kind="response", return_draws=True)``.
+    ``var_names`` selects by user-facing name (as in ``summary()``'s index) or by kind
+    (``"fixed"``, ``"sd"``, ``"corr"``, ``"sigma"``).
+    """
+    C, D = result._draws.n_chains, result._draws.n_draws
+    rows = [(n, k, d.reshape(C, D)) for n, k, d, _ in posterior_rows(result) if k in POPULATION_KINDS]
+    if var_names is not None:
+        known = {n for n, _, _ in rows}
+        bad = [v for v in var_names if v not in known and v not in POPULATION_KINDS]
+        if bad:
+            raise BayesHLMError(f"unknown parameter(s) {bad}; choose from {sorted(known)} or the kinds "
+                                f"{list(POPULATION_KINDS)}")
+        rows = [r for r in rows if r[0] in var_names or r[1] in var_names]
+    return rows
+
+
+def _yrep(result, n_draws, seed):
+    _, yrep = result.predict(None, kind="response", max_draws=n_draws, seed=seed, return_draws=True)
+    return np.asarray(result.design.y, float), np.asarray(yrep, float)
+
+
+def plot_ppc(result: "BayesResult", n_draws: int = 50, seed: int | None = 0, ax=None,
+             kind: str = "dens_overlay"):
+    """Posterior predictive check: observed response against ``n_draws`` replicated data sets.
+
+    Parameters
+    ----------
+    result : BayesResult
+    n_draws : int
+        Replicated data sets (``result.predict(kind="response", return_draws=True)``).
+    seed : int, optional
+    ax : matplotlib Axes, optional
+    kind : {"dens_overlay", "hist", "stat"}
+        ``dens_overlay``: density of y over the densities of the replicates (bayesplot's
+        ``ppc_dens_overlay``); ``hist``: histograms of y and the pooled replicates;
+        ``stat``: the replicates' means and SDs against the observed ones (``ppc_stat_2d``).
 
     Returns
     -------
     matplotlib.axes.Axes
     """
-    _, yrep = result.predict(None, kind="response", max_draws=n_draws, seed=seed, return_draws=True)
-    y = np.asarray(result.design.y, float)
+    if kind not in PPC_KINDS:
+        raise BayesHLMError(f"unknown pp_check kind {kind!r}; choose one of {list(PPC_KINDS)}")
+    y, yrep = _yrep(result, n_draws, seed)
     fig, ax = axes_or_new(ax, figsize=(6, 3.5))
-    lo = min(y.min(), np.percentile(yrep, 0.5))
-    hi = max(y.max(), np.percentile(yrep, 99.5))
-    grid = np.linspace(lo, hi, 300)
-    for i, rep in enumerate(yrep):
-        ax.plot(grid, gaussian_kde(rep)(grid), color=BAYES_COLOR, alpha=0.15, lw=0.8,
-                label="y_rep (posterior predictive)" if i == 0 else None)
-    ax.plot(grid, gaussian_kde(y)(grid), color="k", lw=2, label="y (observed)")
-    ax.set_xlabel(result.design.response)
-    ax.set_yticks([])
-    ax.set_title("Posterior predictive check")
+    resp = result.design.response
+    if kind == "dens_overlay":
+        lims = (min(y.min(), np.percentile(yrep, 0.5)), max(y.max(), np.percentile(yrep, 99.5)))
+        grid, dens = kde(np.vstack([yrep, y[None, :]]), lims=lims)
+        ax.add_collection(LineCollection([np.column_stack([grid, d]) for d in dens[:-1]], colors=BAYES_COLOR,
+                                         alpha=0.2, lw=0.8, label=f"y_rep ({len(yrep)} posterior predictive draws)"))
+        ax.plot(grid, dens[-1], color="k", lw=2, label="y (observed)")
+        ax.autoscale_view()
+        ax.set_yticks([])
+    elif kind == "hist":
+        bins = np.histogram_bin_edges(np.concatenate([y, yrep.ravel()]), bins=40)
+        ax.hist(yrep.ravel(), bins=bins, density=True, color=BAYES_COLOR, alpha=0.4,
+                label=f"y_rep ({len(yrep)} draws, pooled)")
+        ax.hist(y, bins=bins, density=True, histtype="step", color="k", lw=1.5, label="y (observed)")
+        ax.set_yticks([])
+    else:
+        ax.scatter(yrep.mean(1), yrep.std(1, ddof=1), s=10, color=BAYES_COLOR, alpha=0.6,
+                   label=f"y_rep ({len(yrep)} draws)")
+        ax.scatter([y.mean()], [y.std(ddof=1)], s=80, color="k", marker="*", label="y (observed)", zorder=3)
+        ax.set_ylabel(f"sd({resp})")
+        resp = f"mean({resp})"
+    ax.set_xlabel(resp)
+    ax.set_title(f"Posterior predictive check ({kind})")
     ax.legend(fontsize=8)
     return ax
 
 
-def _arviz(fn_name: str, result, **kw):
-    import arviz as az
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pc = getattr(az, fn_name)(result.tree, backend="matplotlib", **kw)
-    return pc_figure(pc)
-
-
-def _fallback_trace(result, var_names):
-    series = []
-    for v in var_names:
-        a = result._draws.chained(v)
-        a = a.reshape(a.shape[0], a.shape[1], -1)
-        for k in range(a.shape[2]):
-            if np.ptp(a[:, :, k]) > 0:
-                series.append((f"{v}[{k}]" if a.shape[2] > 1 else v, a[:, :, k]))
-    fig, axes = plt.subplots(len(series), 2, figsize=(9, 1.4 * len(series) + 0.5), squeeze=False,
+def _grid(n_rows, ncols, width, row_h):
+    fig, axes = plt.subplots(n_rows, ncols, figsize=(width, row_h * n_rows + 0.5), squeeze=False,
                              layout="constrained")
-    for (name, a), (a1, a2) in zip(series, axes):
-        for c in range(a.shape[0]):
-            a1.hist(a[c], bins=30, histtype="step", density=True)
-            a2.plot(a[c], lw=0.6)
-        a1.set_title(name, fontsize=8)
-    return fig
+    return fig, axes
+
+
+def _chain_lines(ax, x, ys, lw=0.6, alpha=0.8):
+    """One line per chain (C, n) over ``x`` as a single LineCollection."""
+    cols = [f"C{c}" for c in range(len(ys))]
+    ax.add_collection(LineCollection([np.column_stack([x, y]) for y in ys], colors=cols, lw=lw, alpha=alpha))
+    ax.autoscale_view()
 
 
 def plot_trace(result: "BayesResult", var_names: list[str] | None = None):
-    """Trace plot of the population-level parameters (ArviZ ``plot_trace``).
+    """Trace plot of the population-level parameters: per-chain densities (left), draws (right).
+
+    Parameters
+    ----------
+    var_names : list of str, optional
+        User-facing names (``summary()``'s index) or kinds (``"fixed"``, ``"sd"``, ``"corr"``, ``"sigma"``).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    var_names = var_names or default_var_names(result)
-    try:
-        return _arviz("plot_trace", result, var_names=var_names)
-    except Exception:
-        return _fallback_trace(result, var_names)
+    series = population_series(result, var_names)
+    fig, axes = _grid(len(series), 2, 9, 1.25)
+    for (name, kind, a), (a1, a2) in zip(series, axes):
+        lower = 0.0 if kind in ("sd", "sigma") else (-1.0 if kind == "corr" else None)
+        upper = 1.0 if kind == "corr" else None
+        grid, dens = kde(a, lower=lower, upper=upper)
+        _chain_lines(a1, grid, dens, lw=1.0)
+        _chain_lines(a2, np.arange(a.shape[1]), a)
+        a1.set_yticks([])
+        a1.set_title(name, fontsize=8, loc="left")
+        a2.set_title(name, fontsize=8, loc="left")
+        for ax in (a1, a2):
+            ax.tick_params(labelsize=7)
+    axes[-1, 1].set_xlabel("draw", fontsize=8)
+    fig.suptitle(f"{a.shape[0]} chains (one colour each)", fontsize=9)
+    return fig
 
 
-def plot_rank(result: "BayesResult", var_names: list[str] | None = None):
-    """Rank (fractional rank ECDF) plot per chain (ArviZ ``plot_rank``); histograms on fallback.
+def plot_rank(result: "BayesResult", var_names: list[str] | None = None, bins: int = 20):
+    """Rank plots: histogram of each chain's ranks among all draws (flat when chains mix well).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    var_names = var_names or default_var_names(result)
-    try:
-        return _arviz("plot_rank", result, var_names=var_names)
-    except Exception:
-        from scipy.stats import rankdata
+    from scipy.stats import rankdata
 
-        series = []
-        for v in var_names:
-            a = result._draws.chained(v)
-            a = a.reshape(a.shape[0], a.shape[1], -1)
-            series += [(f"{v}[{k}]", a[:, :, k]) for k in range(a.shape[2]) if np.ptp(a[:, :, k]) > 0]
-        fig, axes = plt.subplots(len(series), 1, figsize=(6, 1.3 * len(series) + 0.5), squeeze=False,
-                                 layout="constrained")
-        for (name, a), (ax,) in zip(series, axes):
-            r = rankdata(a.ravel()).reshape(a.shape)
-            for c in range(a.shape[0]):
-                ax.hist(r[c], bins=20, histtype="step")
-            ax.set_title(name, fontsize=8)
-        return fig
+    series = population_series(result, var_names)
+    ncols = 2 if len(series) > 3 else 1
+    nrows = int(np.ceil(len(series) / ncols))
+    fig, axes = _grid(nrows, ncols, 4.5 * ncols, 1.3)
+    flat_axes = axes.ravel()
+    for ax in flat_axes[len(series):]:
+        ax.set_visible(False)
+    for (name, _, a), ax in zip(series, flat_axes):
+        C, D = a.shape
+        r = rankdata(a.ravel()).reshape(a.shape)
+        edges = np.linspace(0.5, a.size + 0.5, bins + 1)
+        counts = np.stack([np.histogram(r[c], bins=edges)[0] for c in range(C)])
+        steps_x = np.repeat(edges, 2)[1:-1]
+        _chain_lines(ax, steps_x, np.repeat(counts, 2, axis=1), lw=1.0, alpha=0.9)
+        ax.axhline(D / bins, color="0.4", ls="--", lw=0.8)
+        ax.set_ylim(0, None)
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=8, loc="left")
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Rank histograms per chain (dashed: uniform)", fontsize=9)
+    return fig
 
 
 def plot_energy(result: "BayesResult"):
-    """Marginal energy vs energy transition distributions with BFMI (ArviZ ``plot_energy``).
+    """Marginal energy vs energy transition distributions, with the E-BFMI of each chain.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
+    from ..results.diagnostics import bfmi
+
     ss = result.tree["sample_stats"] if "sample_stats" in result.tree.children else None
     if ss is None or "energy" not in ss:
         raise BayesHLMError("this fit has no energy sample statistics")
-    try:
-        return _arviz("plot_energy", result)
-    except Exception:
-        e = np.asarray(ss["energy"].values)
-        fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
-        ax.hist((e - e.mean(axis=1, keepdims=True)).ravel(), bins=40, density=True, alpha=0.5,
-                label="marginal energy")
-        ax.hist(np.diff(e, axis=1).ravel(), bins=40, density=True, alpha=0.5, label="energy transition")
-        ax.legend()
-        return fig
+    e = np.asarray(ss["energy"].values, float)
+    fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
+    marg = (e - e.mean(axis=1, keepdims=True)).ravel()
+    trans = np.diff(e, axis=1).ravel()
+    lims = (min(marg.min(), trans.min()), max(marg.max(), trans.max()))
+    for d, col, lab in ((marg, "C0", "marginal energy"), (trans, "C1", "energy transition")):
+        grid, dens = kde(d, lims=lims)
+        ax.fill_between(grid, dens, color=col, alpha=0.4, lw=0, label=lab)
+    ax.set_yticks([])
+    ax.set_title("Energy: E-BFMI per chain " + ", ".join(f"{b:.2f}" for b in bfmi(e)), fontsize=9)
+    ax.legend(fontsize=8)
+    return fig

@@ -10,6 +10,7 @@ import numpy as np
 from ..results import tables
 from ..results.compare_reml import posterior_rows, reml_value
 from ._util import BAYES_COLOR, REML_COLOR, note_missing, reference, values
+from .distributions import degenerate
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -29,6 +30,10 @@ def plot_forest(result: "BayesResult", reml_result=None, prob: float = tables.HD
     ref = reference(result, reml_result)
     vals = values(ref)
     rows = [r for r in posterior_rows(result) if r[1] in include]
+    # a quantity that is identically 0 (R² marginal without fixed predictors) would get an
+    # axis of width 1e-30; it is left out and named in the title instead
+    skipped = [r[0] for r in rows if r[1] in ("icc", "r2") and degenerate(r[2])]
+    rows = [r for r in rows if r[0] not in skipped]
     fig, axes = plt.subplots(len(rows), 1, figsize=(6.5, 0.42 * len(rows) + 0.9), layout="constrained",
                              squeeze=False)
     for ax, (name, kind, d, key) in zip(axes[:, 0], rows):
@@ -51,8 +56,10 @@ def plot_forest(result: "BayesResult", reml_result=None, prob: float = tables.HD
         ax.tick_params(axis="x", labelsize=7, pad=1)
         for s in ("top", "right", "left"):
             ax.spines[s].set_visible(False)
-    axes[0, 0].plot([], [], color=BAYES_COLOR, lw=2.5, marker="o", label=f"posterior mean, {int(prob * 100)}% HDI")
+    axes[0, 0].plot([], [], color=BAYES_COLOR, lw=2.5, marker="o", label=f"posterior mean, {prob:.0%} HDI")
     axes[0, 0].plot([], [], color=REML_COLOR, lw=2.5, marker="s", label="REML ± 1.96 SE")
     fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     note_missing(fig, ref)
+    if skipped:
+        fig.supxlabel(f"not drawn (identically 0): {', '.join(skipped)}", fontsize=8)
     return fig

@@ -54,7 +54,7 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
     y = np.arange(len(tab))
     ax.axvline(tab["complete_pool"].iloc[0], color=POOLED_COLOR, lw=1.5, label="complete pooling")
     ax.hlines(y, tab["hdi_low"], tab["hdi_high"], color=BAYES_COLOR, alpha=0.5, lw=2,
-              label=f"{int(prob * 100)}% HDI")
+              label=f"{prob:.0%} HDI")
     ax.scatter(tab["no_pool"], y, facecolor="white", edgecolor=NOPOOL_COLOR, zorder=3,
                label="no pooling (OLS per group)")
     ax.scatter(tab["post_mean"], y, color=BAYES_COLOR, zorder=4, s=22, label="partial pooling (posterior mean)")
