@@ -146,3 +146,91 @@ def test_report_warns_on_singular_reml(sleep_fit, tmp_path):
     assert "singular" in html and "Diagnostics" in html
     out = rp.write_report(sleep_fit, tmp_path / "r" / "report.html", reml_result=Singular())
     assert out.exists() and "<img" in out.read_text()
+
+
+# ---------------------------------------------------------------- issue 18 items 3, 10
+STORAGE_NAMES = ("fixed", "sd__", "corr__", "r__", "sigma__")
+
+
+def _texts(fig):
+    out = [fig._suptitle.get_text()] if fig._suptitle else []
+    for ax in fig.axes:
+        out += [ax.get_title(loc) for loc in ("left", "center", "right")]
+        out += [ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.get_yticklabels()]
+    return [t for t in out if t]
+
+
+@pytest.mark.parametrize("name", ["trace", "rank", "forest"])
+def test_panels_use_user_facing_names(name, sleep_fit, ref):
+    fig = PLOTS[name](sleep_fit, ref)
+    fig = fig if isinstance(fig, Figure) else fig.figure
+    texts = _texts(fig)
+    assert not [t for t in texts if any(t == s or t.startswith(s) for s in STORAGE_NAMES)], texts
+    if name != "forest":
+        for label in ("Intercept", "Days", "sd(Intercept | Subject)", "sd(Days | Subject)",
+                      "cor(Intercept, Days | Subject)", "sigma"):
+            assert label in texts
+    plt.close("all")
+
+
+def test_report_uses_95_percent_throughout(sleep_fit, ref):
+    import bayes_hlm.reporters.report_html as rh
+
+    specs = rh.plot_specs(sleep_fit, ref)
+    captions = " ".join(c for _, c, _ in specs)
+    assert "94%" not in captions and "95%" in captions
+    html = rh.build_report(sleep_fit, ref, plots={})
+    assert "94%" not in html and "95% HDI" in html
+    for needle in ("R-hat", "Bulk ESS", "Tail ESS", "gaussian", "identity", "matplotlib", "numpy",
+                   "Divergent transitions"):
+        assert needle in html
+    assert "{'" not in html and "max_r_hat" not in html  # a table, not a dict dump
+    fig = rp.plot_group_lines(sleep_fit, "Days", levels=["308"], prob=rh.PROB)
+    assert "95%" in fig._suptitle.get_text()
+    plt.close("all")
+
+
+def test_singular_boundary_rows_have_no_diff(sleep_fit):
+    import pandas as pd
+
+    import bayes_hlm.reporters.report_html as rh
+
+    frame = pd.DataFrame({"kind": ["fixed", "sd", "corr"], "mean": [250.0, 3.0, 0.1], "median": [250.0, 3.0, 0.1],
+                          "hdi_low": [240.0, 0.1, -0.8], "hdi_high": [260.0, 6.0, 0.9], "reml": [251.0, 0.0, np.nan],
+                          "reml_se": [7.0, np.nan, np.nan], "diff_in_post_sd": [-0.2, 3.35, np.nan]},
+                         index=["(Intercept)", "sd(Days | Subject)", "cor(Intercept, Days | Subject)"])
+    html = rh.compare_table(frame, singular=True)
+    assert "3.35" not in html and "-3.35" not in html and "at boundary*" in html and "-0.20" in html
+    assert "3.35" in rh.compare_table(frame, singular=False)
+
+
+def test_degenerate_r2_panel_skipped():
+    from bayes_hlm.reporters.distributions import degenerate
+
+    assert degenerate(np.full(100, 1e-30) * np.random.default_rng(0).random(100))
+    assert not degenerate(np.random.default_rng(0).random(100))
+
+
+def test_reflected_kde_matches_arviz_and_keeps_mass_at_bound():
+    """Boundary-corrected like ArviZ: an SD posterior piling up at 0 is drawn high at 0."""
+    from arviz_stats.base import array_stats
+
+    from bayes_hlm.reporters._kde import kde, silverman_bw
+
+    x = np.abs(np.random.default_rng(1).normal(size=4000))  # half-normal: density max at 0
+    grid, pdf = kde(x, lower=0.0, lims=(0.0, x.max()))
+    assert grid[0] == 0 and pdf[0] > 0.7  # true density 0.80 at 0; uncorrected KDE ~0.4
+    g0, p0, _ = array_stats.kde(x, bw=float(silverman_bw(x)), custom_lims=(0.0, x.max()), bound_correction=True)
+    assert np.max(np.abs(np.interp(g0, grid, pdf) - p0)) < 0.03
+    assert abs(np.trapezoid(pdf, grid) - 1) < 0.01
+
+
+@pytest.mark.parametrize("kind", ["dens_overlay", "hist", "stat"])
+def test_pp_check_returns_axes(kind, sleep_fit):
+    ax = sleep_fit.pp_check(kind=kind, ndraws=10)
+    assert isinstance(ax, Axes) and kind in ax.get_title()
+    plt.close("all")
+    from bayes_hlm.errors import BayesHLMError
+
+    with pytest.raises(BayesHLMError, match="dens_overlay"):
+        sleep_fit.pp_check(kind="nope")

@@ -358,18 +358,9 @@ class BayesResult(MixedModelResult):
         Computed on demand (it is draws x rows) and cached.
         """
         if "log_likelihood" not in self.tree.children:
-            from scipy.stats import norm
+            from .loo import pointwise_loglik
 
-            src = self._draws
-            sigma = src.flat(naming.SIGMA)
-            idx = np.arange(src.size)
-            blocks, start = [], 0
-            for mu in src.linpred_chunks(idx, self.design.X, factor_design(self.design),
-                                    offset=self.design.offset):
-                s = sigma[start:start + mu.shape[0], None]
-                blocks.append(norm.logpdf(self.design.y[None, :], mu, s))
-                start += mu.shape[0]
-            ll = np.concatenate(blocks).reshape(src.n_chains, src.n_draws, -1)
+            ll = pointwise_loglik(self)
             ds = xr.Dataset({"y": (("chain", "draw", "obs"), ll)},
                             coords={"chain": self.posterior.chain, "draw": self.posterior.draw})
             groups = {k: self.tree[k].to_dataset() for k in self.tree.children}
@@ -405,14 +396,19 @@ class BayesResult(MixedModelResult):
         return sample_prior_predictive(self.spec, draws=draws, seed=seed, priors=self.priors)
 
     def loo(self, pointwise: bool = False):
-        """PSIS-LOO through ArviZ, warning when Pareto k > 0.7 (then try ``kfold``/LOGO CV)."""
+        """PSIS-LOO (ArviZ's ``ELPDDataLOO``), warning when Pareto k > 0.7 (then try ``kfold``/LOGO CV).
+
+        Computed vectorised (:mod:`bayes_hlm.results.loo`; same numbers as ``arviz.loo``) and cached.
+        """
         import warnings
 
-        import arviz as az
-
         from ..errors import ConvergenceWarning
+        from .loo import loo
 
-        res = az.loo(self.log_likelihood(), pointwise=True)
+        if "loo" not in self._cache:
+            ll = self.log_likelihood()["log_likelihood"]["y"].values
+            self._cache["loo"] = loo(self, ll)
+        res = self._cache["loo"]
         k = np.asarray(res.pareto_k)
         bad = int((k > 0.7).sum())
         if bad:
@@ -604,3 +600,14 @@ class BayesResult(MixedModelResult):
     def prior_summary(self) -> pd.DataFrame:
         """Every prior in use (brms ``prior_summary``)."""
         return self.priors.table()
+
+    # ---------------------------------------------------------- model checks
+    def pp_check(self, kind: str = "dens_overlay", ndraws: int = 50, seed: int | None = 0, ax=None):
+        """Posterior predictive check, as brms's ``pp_check`` (bayesplot); returns the matplotlib Axes.
+
+        ``kind``: ``"dens_overlay"`` (density of y over ``ndraws`` replicated data sets),
+        ``"hist"`` or ``"stat"`` (replicated means and SDs against the observed).
+        """
+        from ..reporters.checks import plot_ppc
+
+        return plot_ppc(self, n_draws=ndraws, seed=seed, ax=ax, kind=kind)

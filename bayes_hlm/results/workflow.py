@@ -211,6 +211,9 @@ def _elpd(obj):
                         f"{type(obj).__name__}")
 
 
+COMPARE_DECIMALS = {"elpd": 1, "elpd_diff": 1, "se": 1, "dse": 1, "p": 1, "weight": 3, "p_worse": 2, "p_better": 2}
+
+
 def compare(models: dict, method: str = "stacking", warn: bool = True) -> pd.DataFrame:
     """Compare models by expected log predictive density (brms/loo ``loo_compare``,
     ``arviz.compare``).
@@ -235,8 +238,13 @@ def compare(models: dict, method: str = "stacking", warn: bool = True) -> pd.Dat
                             "models fitted to the same data")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tab = az.compare(elpds, method=method)
+        # ArviZ's "auto" rounding keeps ~2 significant digits of se in elpd (-23225.2 printed
+        # as -23200.0); fixed decimals as loo_compare prints them keep the digits readable
+        tab = az.compare(elpds, method=method, round_to="none")
     tab = pd.DataFrame(tab)
+    for col, nd in COMPARE_DECIMALS.items():
+        if col in tab:
+            tab[col] = pd.to_numeric(tab[col], errors="coerce").round(nd)
     kind, nbad, kmax = {}, {}, {}
     for name, e in elpds.items():
         kind[name] = getattr(e, "kind", None) or "loo"
