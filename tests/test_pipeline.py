@@ -86,6 +86,20 @@ def test_chooser_rules_engines_and_methods():
         _choice("y ~ x + (x | g)", method="full", out_of_core=True)
 
 
+def test_chooser_follows_the_family():
+    from bayes_hlm.families import get_family
+
+    bern = get_family("bernoulli")
+    c = _choice("y ~ x + (x | g)", family=bern)
+    assert (c.method, c.sampler) == ("full", "pymc") and "bernoulli" in c.reason
+    assert _choice("y ~ x + (x | g)", family=bern, sampler="auto").sampler == "pymc"
+    assert _choice("y ~ x + (x | g)", family=get_family("gaussian")).sampler == "numba"
+    for kw in (dict(method="marginal"), dict(sampler="numba"), dict(sampler="jax"),
+               dict(out_of_core=True)):
+        with pytest.raises(BayesHLMError, match="bernoulli"):
+            _choice("y ~ x + (x | g)", family=bern, **kw)
+
+
 def test_chooser_is_pure():
     unavailable = {"numba": None, "jax": "missing"}
     spec = bh.build_spec("y ~ x + (1 | g/b)", _sim(nested=True))

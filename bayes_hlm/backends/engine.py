@@ -3,8 +3,10 @@
 Methods
     ``"full"`` samples every group effect; ``"marginal"`` integrates them out and draws them
     exactly afterwards (same posterior). ``"auto"``: marginal, which covers every Gaussian
-    model with a grouping factor (models without one are refused before this point).
-    Out of core (``engine="dask"``) only the marginal model exists.
+    model with a grouping factor (models without one are refused before this point); full
+    for a family without the collapsed form. An engine runs only families that list it
+    (:meth:`bayes_hlm.families.base.Family.engines`). Out of core (``engine="dask"``) only
+    the marginal model exists.
 
 Samplers (``sampler=None`` is ``"auto"`` for the marginal model and ``"pymc"`` for the full one)
     ``"auto"`` takes the first engine of this order that can run the model:
@@ -73,16 +75,34 @@ def engine_status() -> dict[str, str | None]:
     }
 
 
-def choose_method(method: str, has_groups: bool, out_of_core: bool = False) -> tuple[str, str]:
-    """``(method, reason)``: ``"auto"`` -> marginal whenever the model has a grouping factor."""
+def _supports(family, engine: str) -> bool:
+    """Whether ``family`` (None: Gaussian) can be fitted by ``engine`` (its ``engines()``)."""
+    return family is None or family.supports(engine)
+
+
+def _family_name(family) -> str:
+    return f"family {family.name!r} (link {family.link.name!r})"
+
+
+def choose_method(method: str, has_groups: bool, out_of_core: bool = False,
+                  family=None) -> tuple[str, str]:
+    """``(method, reason)``: ``"auto"`` -> marginal whenever the model has a grouping factor
+    and its family has the collapsed (conjugate Gaussian) form, else full."""
     if not has_groups:
         raise BayesHLMError(no_groups_message())
-    if out_of_core and method == "full":
+    if out_of_core and (method == "full" or not _supports(family, "marginal")):
         raise BayesHLMError(
             "method='full' is not available with engine='dask': the full model samples one "
             "effect per group with the rows in every gradient; the out-of-core engine uses the "
-            "marginal model (same posterior), method='marginal' or 'auto'")
+            "marginal model (same posterior), method='marginal' or 'auto'"
+            + ("" if _supports(family, "marginal") else
+               f", which {_family_name(family)} does not have"))
+    if method == "marginal" and not _supports(family, "marginal"):
+        raise BayesHLMError(f"method='marginal' integrates Gaussian group effects out; "
+                            f"{_family_name(family)} has no such form: use method='full' or 'auto'")
     if method == "auto":
+        if not _supports(family, "marginal"):
+            return "full", f"method 'auto': full ({_family_name(family)} has no marginal form)"
         return "marginal", "method 'auto': marginal (group effects integrated out, drawn exactly after)"
     return method, f"method {method!r} as asked"
 
@@ -110,7 +130,7 @@ def choose_model_sampler(sampler: str, unavailable: Mapping[str, str | None]) ->
 
 def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str | None = None,
                   unavailable: Mapping[str, str | None] | None = None,
-                  out_of_core: bool = False) -> EngineChoice:
+                  out_of_core: bool = False, family=None) -> EngineChoice:
     """The method and NUTS engine of a fit (rules in the module docstring). Pure.
 
     Parameters
@@ -129,13 +149,21 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
         failed at run time); ``None`` entries mean available.
     out_of_core : bool
         The statistics come from Dask: the full model is not available.
+    family : Family, optional
+        The response family (None: Gaussian); only engines in ``family.engines()`` are used.
 
     Returns
     -------
     EngineChoice
     """
+    if sampler in ("numba", "jax") and not _supports(family, sampler):
+        raise BayesHLMError(f"sampler={sampler!r} does not fit {_family_name(family)}; "
+                            "use sampler='auto' or 'pymc'")
     unavailable = dict(unavailable or {})
-    method, why_method = choose_method(method, bool(design.groups), out_of_core)
+    for engine in ("numba", "jax"):
+        if not _supports(family, engine) and not unavailable.get(engine):
+            unavailable[engine] = f"{_family_name(family)} is not supported by it"
+    method, why_method = choose_method(method, bool(design.groups), out_of_core, family)
     given = sampler
     if sampler is None:
         sampler = "auto" if method == "marginal" else "pymc"

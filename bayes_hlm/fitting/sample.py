@@ -22,7 +22,8 @@ def choose(problem: Problem, settings: FitSettings, unavailable: dict | None = N
     choice = choose_engine(problem.design, problem.fit_priors, problem.stats, method=settings.method,
                            sampler=settings.sampler,
                            unavailable=engine_status() if unavailable is None else unavailable,
-                           out_of_core=problem.out_of_core)
+                           out_of_core=problem.out_of_core,
+                           family=getattr(problem.spec, "family", None))
     check_centered(settings.centered, list(problem.spec.design.factors()), choice.method)
     return choice
 
@@ -49,7 +50,9 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
     from ..backends.sampling import sample_model
 
     cent = choose_centering(problem.design) if centered == "auto" else dict(centered or {})
-    out = sample_model(build_full_model(problem.design, problem.fit_priors, cent), cfg)
+    model = build_full_model(problem.design, problem.fit_priors, cent,
+                             family=getattr(problem.spec, "family", None))
+    out = sample_model(model, cfg)
     return out, None, {"centered": cent}
 
 
