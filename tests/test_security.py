@@ -152,12 +152,21 @@ def test_r_spellings_of_transformations(sleepstudy):
     d = sleepstudy.assign(D1=sleepstudy.Days + 1)
     spec = build_spec("log(Reaction) ~ poly(Days, degree = 2, raw = TRUE) + log(D1, base = 2) "
                       "+ (1 | Subject)", d)
-    assert spec.design.fixed_names == ("Intercept", "poly(Days, degree=2, raw=True)1",
-                                       "poly(Days, degree=2, raw=True)2", "log(D1, base=2)")
+    assert spec.design.fixed_names == ("Intercept", "poly(Days, degree = 2, raw = TRUE)1",
+                                       "poly(Days, degree = 2, raw = TRUE)2", "log(D1, base = 2)")
     np.testing.assert_allclose(spec.design.X[:, 3], np.log2(d.D1))
     np.testing.assert_allclose(spec.design.y, np.log(d.Reaction))
     cen = build_spec("Reaction ~ scale(Days, scale = FALSE) + (1 | Subject)", d).design
     np.testing.assert_allclose(cen.X[:, 1], d.Days - d.Days.mean())
+    # R's scale(): the sample SD (n - 1), as lme4 sees it; new rows use the training constants
+    spec = build_spec("Reaction ~ scale(Days) + log(scale(D1, center = TRUE, scale = TRUE) + 9) "
+                      "+ (1 | Subject)", d)
+    z = (d.Days - d.Days.mean()) / d.Days.std(ddof=1)
+    np.testing.assert_allclose(spec.design.X[:, 1], z)
+    assert spec.design.fixed_names[1:] == ("scale(Days)", "log(scale(D1) + 9)")
+    np.testing.assert_allclose(spec.fixed_matrix(d.iloc[5:9]), spec.design.X[5:9])
+    plain = build_spec("Reaction ~ scale(Days, center = FALSE, scale = FALSE) + (1 | Subject)", d)
+    np.testing.assert_allclose(plain.design.X[:, 1], d.Days)
 
 
 def test_power_outside_I_is_r_interaction_expansion():

@@ -710,7 +710,7 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
 
 def check_formula_supported(mf: ModelFrame) -> None:
     """Formula features the out-of-core engine cannot reproduce exactly."""
-    stateful = ("center(", "scale(", "standardize(")
+    stateful = ("center(", "scale(", "standardize(", "poly(", "bs(")
     text = mf.formula.replace(" ", "")
     for s in stateful:
         if s in text:

@@ -277,7 +277,7 @@ def _eval_design(formula: str, sub: pd.DataFrame, what: str):
         if name in sub.columns:
             raise FormulaError(f"cannot build the {what} from {formula!r}: column {name!r} "
                                "cannot be used this way") from None
-        known = ", ".join(sorted(FORMULA_FUNCTIONS) + list(_FORMULAE_FUNCTIONS))
+        known = ", ".join(sorted(set(FORMULA_FUNCTIONS) - {"Rscale"}) + list(_FORMULAE_FUNCTIONS))
         raise FormulaError(
             f"unknown function {name!r} in {formula!r} ({what}); available functions: {known}, "
             f"or np.<name> for {', '.join(NUMPY_FUNCTIONS)}"

@@ -22,7 +22,8 @@ reach.
 The same pass writes R's spellings in formulae's: ``^`` becomes ``**``
 (inside ``I()`` a power, outside it R's interaction expansion ``(a+b)^2``,
 which formulae reads the same way), ``TRUE``/``FALSE`` become
-``True``/``False``, and ``scale(x, scale = FALSE)`` becomes ``center(x)``.
+``True``/``False``, ``scale(x)`` becomes R's scale (sample SD, :class:`RScale`) and
+``scale(x, scale = FALSE)`` becomes ``center(x)``.
 """
 
 from __future__ import annotations
@@ -42,11 +43,35 @@ def _log(x, base=None):
     return x if base is None else x / np.log(base)
 
 
+class RScale:
+    """R's ``scale(x)``: centre and divide by the *sample* SD (``n - 1``), as R does.
+
+    formulae's own ``scale`` divides by the population SD, which would put every
+    ``scale(x)`` coefficient off lme4's by ``sqrt(n / (n - 1))``. Stateful like
+    formulae's: new data are scaled with the training mean and SD.
+    """
+
+    __stateful_transform__ = True
+
+    def __init__(self):
+        self.mean = self.sd = None
+
+    def __call__(self, x):
+        if self.mean is None:
+            vals = np.asarray(x, dtype=float)
+            self.mean, self.sd = float(np.mean(vals)), float(np.std(vals, ddof=1))
+        return (x - self.mean) / self.sd
+
+
+#: formulae sees R's ``scale(x)`` under this name (its own ``scale`` cannot be replaced);
+#: term names print it back as ``scale(x)``.
+R_SCALE = "Rscale"
+
 #: Functions a formula may call (besides formulae's own, below): R's usual transformations.
 FUNCTIONS: dict[str, object] = {
     "log": _log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p, "exp": np.exp,
     "expm1": np.expm1, "sqrt": np.sqrt, "abs": np.abs, "sin": np.sin, "cos": np.cos,
-    "tan": np.tan, "floor": np.floor, "ceiling": np.ceil, "round": np.round,
+    "tan": np.tan, "floor": np.floor, "ceiling": np.ceil, "round": np.round, R_SCALE: RScale,
 }
 #: ``np.<name>`` spellings allowed (same pure functions; no other numpy attribute).
 NUMPY_FUNCTIONS = ("log", "log2", "log10", "log1p", "exp", "expm1", "sqrt", "abs", "absolute",
@@ -67,7 +92,7 @@ CONTRASTS: dict[str, tuple[str, ...]] = {"Treatment": ("reference",), "Sum": ("o
 _ALLOWED_TEXT = (
     "allowed in a formula: column names (backquote odd ones: `my col`), numbers, the formula "
     "operators + - * / : ^ %in% and parentheses, and the functions "
-    + ", ".join(sorted(FUNCTIONS) + list(FORMULAE_FUNCTIONS))
+    + ", ".join(sorted(set(FUNCTIONS) - {R_SCALE}) + list(FORMULAE_FUNCTIONS))
     + " (np.<name> for " + ", ".join(NUMPY_FUNCTIONS) + "), arithmetic and comparisons inside "
     "I(), Treatment(...)/Sum(...) or levels=[...] inside C(), and cbind(s, f) or p(s, n) as a "
     "binomial response"
@@ -330,7 +355,7 @@ def _rewrite_scale(norm: str, probe: str, tree: ast.AST) -> str:
 
     edits = []
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and _dotted(node.func) == "scale" and node.keywords):
+        if not (isinstance(node, ast.Call) and _dotted(node.func) == "scale"):
             continue
         opts = {"center": True, "scale": True}
         for kw in node.keywords:
@@ -339,17 +364,19 @@ def _rewrite_scale(norm: str, probe: str, tree: ast.AST) -> str:
             opts[kw.arg] = kw.value.value
         if len(node.args) != 1:
             raise FormulaError("scale() takes one column or expression plus center=/scale=")
-        arg = norm[at(node.args[0].col_offset):at(node.args[0].end_col_offset)]
         if opts["center"] and opts["scale"]:
-            new = f"scale({arg})"
+            name = R_SCALE
         elif opts["center"]:
-            new = f"center({arg})"
+            name = "center"
         elif opts["scale"]:
             raise FormulaError("scale(x, center = FALSE) (scaling without centring) is not "
                                "supported; use I(x / k) with a fixed k, or scale(x)")
         else:
-            new = arg
-        edits.append((at(node.col_offset), at(node.end_col_offset), new))
+            name = "I"
+        # rewrite only the call's head and tail, so nested calls' edits never overlap
+        first = node.args[0]
+        edits.append((at(first.end_col_offset), at(node.end_col_offset), ")"))
+        edits.append((at(node.col_offset), at(first.col_offset), f"{name}("))
     for a, b, new in sorted(edits, reverse=True):
         norm = norm[:a] + new + norm[b:]
     return norm
