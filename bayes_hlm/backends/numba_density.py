@@ -1,7 +1,7 @@
 """The collapsed log density of a one-factor model as one cached Numba function.
 
 For the common case (one grouping factor, normal fixed-effect priors, the usual
-scale priors, LKJ on 2×2 correlations) the whole log posterior and its gradient
+scale priors, LKJ(η) on correlated blocks of any size q) the whole log posterior and its gradient
 is a single Numba function over a flat parameter vector and one float64 buffer
 that holds the prior parameters and the sufficient statistics. It is compiled
 once per machine (``cache=True``) and exported as a C callback, so nutpie's NUTS
@@ -13,13 +13,20 @@ Parameters (unconstrained, in this order)::
 
     raw fixed effects (p)      β = raw, intercept shifted as Bambi's centred predictors
     log σ
-    per group term: log SD (q_t), then atanh(ρ) when the term is a correlated 2×2
+    per group term: log SD (q_t), then, for a correlated term, the q_t(q_t − 1)/2
+    canonical partial correlations as z = atanh(c), row-major lower-triangle order
+    (for q_t = 2 the one z is atanh ρ)
 
 The prior is the model's :class:`~bayes_hlm.spec.priors.PriorSet`, the same
-prior as the PyMC model of the other engines; only the coordinates differ
-(LKJ(η) on ρ becomes ``η log(1 − ρ²)`` in ``z = atanh ρ``). Models outside
-this case return a reason from :func:`unsupported_reason` and use the PyMC
-graph instead.
+prior as the PyMC model of the other engines; only the coordinates differ.
+The correlation's Cholesky factor W is built from the partial correlations
+(Stan's ``cholesky_corr_constrain``: ``W_ij = c_ij Π_{k<j} √(1 − c_ik²)``), and
+LKJ(η) on ``R = WWᵀ`` with every Jacobian (tanh, c → W) becomes separable::
+
+    log p(z) = Σ_{i>j} (η − 1 + (q − j)/2) · log(1 − c_ij²)     (j 0-based)
+
+(for q = 2: ``η log(1 − ρ²)``). Models outside this case return a reason from
+:func:`unsupported_reason` and use the PyMC graph instead.
 """
 
 from __future__ import annotations
@@ -78,8 +85,6 @@ def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
     if _positive_code(ps.priors["sigma"]) is None:
         return f"prior {ps.priors['sigma']} on sigma"
     for g in design.groups:
-        if g.correlated and g.q > 2:
-            return f"correlated term {g.name} with {g.q} coefficients (only 2)"
         fams = set()
         for t in g.terms:
             p = ps.priors[sd_key(t, g.factor)]
@@ -114,7 +119,7 @@ class Packed:
     buf: np.ndarray
     ndim: int
     p: int
-    terms: list  # (q_t, correlated) per GroupTerm
+    terms: list  # (q_t, correlated) per GroupTerm; a correlated term has n_corr(q_t) z's
     init: np.ndarray  # PyMC-style starting point (before jitter)
     sampled: list = field(default_factory=list)  # SampledTerm per sampled (crossed) term
     centered: dict = field(default_factory=dict)  # factor -> centred (sampled factors)
@@ -146,7 +151,7 @@ def pack(design: Design, ps: PriorSet, stats: SingleStats) -> Packed:
             per_term += list(_positive_code(prior))
             init.append(np.log(_scale(prior)))
         if g.correlated:
-            init.append(0.0)
+            init += [0.0] * n_corr(g.q)
         terms.append((g.q, g.correlated))
     body = [np.asarray(head), np.asarray(per_term, dtype=float), mu, sd,
             np.asarray(ps.x_mean, dtype=float), stats.XtX.ravel(), stats.Xty.ravel(),
@@ -207,6 +212,100 @@ def _scale(prior) -> float:
     """A typical value of a positive prior (PyMC starts near its support point)."""
     v = float(PRIOR_DISTS[prior.dist].typical(prior.params))
     return v if v > 0 else 1.0
+
+
+# --------------------------------------------------------------------------- #
+# LKJ(η) in canonical partial correlations (any q)
+# --------------------------------------------------------------------------- #
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def n_corr(q):
+    """Number of partial correlations of a q × q correlation matrix."""
+    return q * (q - 1) // 2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _log_sech2(z):
+    """``log(1 − tanh² z) = −2 log cosh z``, finite for any z (tanh saturates at |z| ≈ 19)."""
+    a = abs(z)
+    return -2.0 * (a + np.log1p(np.exp(-2.0 * a)) - np.log(2.0))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def cpc_cholesky(z, q, W):
+    """Cholesky factor ``W`` (q × q, lower, unit rows) of the correlation matrix with
+    partial correlations ``c = tanh z`` (row-major lower-triangle order)."""
+    t = 0
+    for i in range(q):
+        P = 1.0  # √(1 − Σ_{k<j} W_ik²) = Π_{k<j} √(1 − c_ik²)
+        for j in range(i):
+            W[i, j] = np.tanh(z[t]) * P
+            P *= np.exp(0.5 * _log_sech2(z[t]))
+            t += 1
+        W[i, i] = P
+        for j in range(i + 1, q):
+            W[i, j] = 0.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def lkj_cpc(z, eta, W, gz):
+    """LKJ(η) log density of ``R = WWᵀ`` in the coordinates ``z`` (all Jacobians included,
+    up to a constant); writes ``W`` and sets ``gz`` to the density's z-gradient."""
+    q = W.shape[0]
+    cpc_cholesky(z, q, W)
+    lp = 0.0
+    t = 0
+    for i in range(1, q):
+        for j in range(i):
+            a = eta - 1.0 + 0.5 * (q - j)
+            lp += a * _log_sech2(z[t])
+            gz[t] = -2.0 * a * np.tanh(z[t])
+            t += 1
+    return lp
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def cpc_backward(z, q, gW, gz):
+    """Adds ``∂/∂z`` of a function of ``W = cpc_cholesky(z)`` with ``∂/∂W = gW`` to ``gz``.
+
+    With ``W_ij = c_ij P_j``, ``W_ii = P_i``, ``P_j = Π_{k<j} √(1 − c_ik²)``:
+    ``∂/∂z_im = gW_im P_m (1 − c_im²) − c_im Σ_{m<j≤i} gW_ij W_ij``.
+    """
+    W = np.empty((q, q))
+    cpc_cholesky(z, q, W)
+    t = 0
+    for i in range(1, q):
+        P = 1.0
+        for m in range(i):
+            c = np.tanh(z[t])
+            s = 0.0
+            for j in range(m + 1, i + 1):
+                s += gW[i, j] * W[i, j]
+            gz[t] += gW[i, m] * P * np.exp(_log_sech2(z[t])) - c * s
+            P *= np.exp(0.5 * _log_sech2(z[t]))
+            t += 1
+
+
+def cpc_corr(z: np.ndarray, q: int) -> np.ndarray:
+    """Correlation matrices (S, q, q) from draws ``z`` (S, n_corr(q)) of the partial correlations."""
+    S = z.shape[0]
+    W = np.zeros((S, q, q))
+    t = 0
+    for i in range(q):
+        P = np.ones(S)
+        for j in range(i):
+            c = np.tanh(z[:, t])
+            W[:, i, j] = c * P
+            P = P * np.sqrt(np.exp(_log_sech2_np(z[:, t])))
+            t += 1
+        W[:, i, i] = P
+    R = W @ np.swapaxes(W, 1, 2)
+    R[:, np.arange(q), np.arange(q)] = 1.0
+    return R
+
+
+def _log_sech2_np(z: np.ndarray) -> np.ndarray:
+    a = np.abs(z)
+    return -2.0 * (a + np.log1p(np.exp(-2.0 * a)) - np.log(2.0))
 
 
 # --------------------------------------------------------------------------- #
@@ -345,15 +444,17 @@ def logp_grad(x, buf, grad):
             grad[k + i] = d_i
             if off >= 0:
                 L[off + i, off + i] = np.exp(x[k + i])
-        if corr:  # 2×2: L = [[s1, 0], [s2 ρ, s2 √(1−ρ²)]], ρ = tanh z
-            rho = np.tanh(x[k + qt])
-            s2_ = L[off + 1, off + 1]
-            L[off + 1, off] = s2_ * rho
-            L[off + 1, off + 1] = s2_ * np.sqrt(1.0 - rho * rho)
-            lp += eta * np.log1p(-rho * rho)  # LKJ(η) density × tanh Jacobian
-            grad[k + qt] = -2.0 * eta * rho
+        nc = n_corr(qt) if corr else 0
+        if corr:  # L = diag(sd) W, W from the partial correlations (module docstring)
+            W = np.empty((qt, qt))
+            lp += lkj_cpc(x[k + qt:k + qt + nc], eta, W, grad[k + qt:k + qt + nc])
+            if off >= 0:
+                for i in range(qt):
+                    sd_i = L[off + i, off + i]
+                    for j in range(i + 1):
+                        L[off + i, off + j] = sd_i * W[i, j]
         ot += 4 + 3 * qt
-        k += qt + corr
+        k += qt + nc
 
     # sampled (crossed) effects b_o, coarse factors first
     rows = buf[o:o + 7 * K_o].reshape((K_o, 7))
@@ -465,14 +566,16 @@ def logp_grad(x, buf, grad):
                 for jj in range(qt):  # L[off+i, off+jj] = sd_i Lc[i, jj]
                     gsd += -0.5 * gL[off + i, off + jj] * L[off + i, off + jj]
                 grad[k + i] += gsd  # sd_i ∂/∂sd_i = Σ_j g_ij L_ij
-        if corr:
-            rho = np.tanh(x[k + qt])
-            sd2 = np.exp(x[k + 1])
-            r_ = np.sqrt(1.0 - rho * rho)
-            drho = -0.5 * sd2 * (gL[off + 1, off] - gL[off + 1, off + 1] * rho / r_)
-            grad[k + qt] += drho * (1.0 - rho * rho)
+        nc = n_corr(qt) if corr else 0
+        if corr and off >= 0:
+            gW = np.empty((qt, qt))  # ∂lp/∂W = −½ ∂F/∂L · sd_i (L_ij = sd_i W_ij)
+            for i in range(qt):
+                sd_i = np.exp(x[k + i])
+                for j in range(qt):
+                    gW[i, j] = -0.5 * gL[off + i, off + j] * sd_i
+            cpc_backward(x[k + qt:k + qt + nc], qt, gW, grad[k + qt:k + qt + nc])
         ot += 4 + 3 * qt
-        k += qt + corr
+        k += qt + nc
     return lp
 
 
@@ -532,11 +635,10 @@ def constrained(packed: Packed, ps: PriorSet, design: Design, z: np.ndarray) -> 
     sd_t, corr_t, k = [], [], p + 1
     for qt, correlated in packed.terms:
         sd_t.append(np.exp(z[:, k:k + qt]))
-        c = np.broadcast_to(np.eye(qt), (z.shape[0], qt, qt)).copy()
-        if correlated:
-            c[:, 0, 1] = c[:, 1, 0] = np.tanh(z[:, k + qt])
-        corr_t.append(c)
-        k += qt + correlated
+        nc = n_corr(qt) if correlated else 0
+        corr_t.append(cpc_corr(z[:, k + qt:k + qt + nc], qt) if correlated
+                      else np.broadcast_to(np.eye(qt), (z.shape[0], qt, qt)).copy())
+        k += qt + nc
     b_t = {}
     for st in packed.sampled:  # build order: a nesting parent comes before its children
         v = z[:, st.x_at:st.x_at + st.levels]
