@@ -22,6 +22,8 @@ from bayes_hlm.backends.sufficient_stats import CrossedStats, compute_stats
 from bayes_hlm.spec.build import build_spec
 from bayes_hlm.spec.priors import Prior, resolve_priors
 
+from posterior_compare import correlated_block_data, correlated_block_formula
+
 
 def _dense_F(e, A, L, sigma):
     s2 = sigma**2
@@ -209,29 +211,6 @@ def _check_density(spec, ps, points=4, seed=3):
     return pk
 
 
-def _corr_block_data(q, seed=0, n_groups=25, rows=8, crossed=0):
-    """``y ~ x1 + ... + x_{q-1} + (x1 + ... | g)`` data with correlated effects."""
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-    n = n_groups * rows
-    g = np.repeat(np.arange(n_groups), rows)
-    X = rng.normal(size=(n, q - 1))
-    C = 0.4 * np.ones((q, q)) + 0.6 * np.eye(q)
-    b = rng.multivariate_normal(np.zeros(q), C, size=n_groups)
-    y = 1.0 + X @ np.linspace(0.5, -0.5, q - 1) + b[g, 0] + np.sum(X * b[g, 1:], axis=1) + rng.normal(size=n)
-    df = pd.DataFrame({"y": y, "g": g, **{f"x{i + 1}": X[:, i] for i in range(q - 1)}})
-    if crossed:
-        df["h"] = rng.integers(0, crossed, n)
-        df["y"] += rng.normal(0, 0.7, crossed)[df["h"]]
-    return df
-
-
-def _corr_formula(q, extra=""):
-    xs = " + ".join(f"x{i + 1}" for i in range(q - 1))
-    return f"y ~ {xs} + ({xs} | g){extra}"
-
-
 @pytest.mark.parametrize("q,priors,kw", [
     (3, None, {}),
     (4, None, {}),
@@ -243,7 +222,7 @@ def _corr_formula(q, extra=""):
 def test_compiled_density_correlated_block_any_q(q, priors, kw):
     """LKJ(η) on a q > 2 block in partial-correlation coordinates = PyMC's LKJCholeskyCov."""
     extra = " + (1|h)" if kw.get("crossed") else ""
-    spec = build_spec(_corr_formula(q, extra), _corr_block_data(q, seed=q, **kw))
+    spec = build_spec(correlated_block_formula(q, extra), correlated_block_data(q, seed=q, **kw))
     ps = resolve_priors(spec.design, priors)
     _check_density(spec, ps, points=5, seed=q)
 
