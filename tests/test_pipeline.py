@@ -52,7 +52,7 @@ def _choice(formula, df=None, priors=None, **kw):
 @pytest.mark.parametrize("formula, sampler, skipped", [
     ("y ~ x + (x | g)", "numba", None),
     ("y ~ x + (1 | g) + (1 | h)", "numba", None),                    # crossed, q = 1
-    ("y ~ x + z + (x + z | g)", "jax", "correlated term"),          # 3-term correlated block
+    ("y ~ x + z + (x + z | g)", "numba", None),                      # 3-term correlated block (LKJ)
     ("y ~ x + (1 | g/b)", "jax", "nested"),                          # nested
     ("y ~ x + (1 | g) + (x | h)", "jax", "sampled crossed term"),    # crossed, sampled q = 2
 ])
@@ -254,8 +254,8 @@ def test_update_replays_settings_into_a_model_numba_does_not_cover(q1_fit):
     assert (r.method, r.sampler, r.centered, r.priors) == ("auto", None, "auto", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        q3 = q1_fit.update(". ~ . - (x | g) + (x + z | g)")  # 3-term correlated block
-    assert q3.formula == "y ~ x + z + (x + z | g)"
+        q3 = q1_fit.update(". ~ . + (x | h)", data=_sim())  # a sampled crossed term with a slope
+    assert q3.formula == "y ~ x + z + (x | g) + (x | h)"
     assert q3.info.sampler in ("jax", "pymc") and "numba skipped" in q3.info.engine_reason
     r = _kept(q3.info)
     assert (r.method, r.sampler, r.centered, r.priors) == ("auto", None, "auto", None)
