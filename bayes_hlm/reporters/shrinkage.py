@@ -19,8 +19,58 @@ if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
 
 
+def level2_columns(result: "BayesResult", factor: str) -> tuple[list[str], np.ndarray]:
+    """Fixed columns constant within every level of ``factor`` (level-2 predictors such as a
+    school's ``meanses`` or ``sector``), and their part of each level's intercept,
+    ``W_g @ E[beta_W]`` (one value per level, in level order)."""
+    d = result.design
+    g = next(g for g in d.groups if g.factor == factor)
+    codes, L = np.asarray(g.codes), len(g.levels)
+    terms = set(factor_terms(result, factor))
+    X = np.asarray(d.X, float)
+    names, cols = [], []
+    for j, n in enumerate(d.fixed_names):
+        n = str(n)
+        if n in ("(Intercept)", "Intercept") or n in terms:
+            continue
+        lo = np.full(L, np.inf)
+        hi = np.full(L, -np.inf)
+        np.minimum.at(lo, codes, X[:, j])
+        np.maximum.at(hi, codes, X[:, j])
+        seen = np.isfinite(lo)
+        if np.all(hi[seen] - lo[seen] <= 1e-12 * max(1.0, np.abs(X[:, j]).max())):
+            names.append(n)
+            cols.append(j)
+    part = np.zeros(L)
+    if cols:
+        beta = result._draws.flat(naming.FIXED).mean(0)
+        W = np.zeros((L, len(cols)))
+        W[codes] = X[:, cols]
+        part = W @ beta[cols]
+    return names, part
+
+
 def _table(result, reml_result, factor, prob):
-    return shrinkage_table(result, reml_result, factor, prob)
+    """The shrinkage table with like compared with like: the no-pooling OLS intercept of a
+    group absorbs its level-2 predictors (constant within it), which the model's intercept
+    does not, so their fitted part is taken off the no-pooling intercept."""
+    tab = shrinkage_table(result, reml_result, factor, prob)
+    names, part = level2_columns(result, factor)
+    if names and "Intercept" in tab.index.get_level_values("term"):
+        levels = [str(v) for v in next(g for g in result.design.groups if g.factor == factor).levels]
+        shift = dict(zip(levels, part))
+        is_int = tab.index.get_level_values("term") == "Intercept"
+        lv = tab.index.get_level_values("level").astype(str)
+        adj = np.array([shift.get(v, 0.0) for v in lv])
+        tab.loc[is_int, "no_pool"] = tab["no_pool"].to_numpy()[is_int] - adj[is_int]
+    tab.attrs["level2"] = names
+    return tab
+
+
+def _nopool_label(tab) -> str:
+    names = tab.attrs.get("level2") or []
+    return ("no pooling (OLS per group)" if not names else
+            f"no pooling (OLS per group, minus the fitted {', '.join(names)} part)")
 
 
 def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None = None,
@@ -56,7 +106,7 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
     ax.hlines(y, tab["hdi_low"], tab["hdi_high"], color=BAYES_COLOR, alpha=0.5, lw=2,
               label=f"{prob:.0%} HDI")
     ax.scatter(tab["no_pool"], y, facecolor="white", edgecolor=NOPOOL_COLOR, zorder=3,
-               label="no pooling (OLS per group)")
+               label=_nopool_label(full) if term == "Intercept" else "no pooling (OLS per group)")
     ax.scatter(tab["post_mean"], y, color=BAYES_COLOR, zorder=4, s=22, label="partial pooling (posterior mean)")
     for yi, (a, b) in enumerate(zip(tab["no_pool"], tab["post_mean"])):
         if np.isfinite(a) and abs(b - a) > 0:
@@ -100,7 +150,8 @@ def plot_shrinkage_2d(result: "BayesResult", reml_result=None, factor: str | Non
     tab = _table(result, reml_result, factor, tables.HDI_PROB)
     A, B = tab.xs(a, level="term"), tab.xs(b, level="term")
     fig, ax = axes_or_new(ax, figsize=(6, 5))
-    ax.scatter(A["no_pool"], B["no_pool"], facecolor="white", edgecolor=NOPOOL_COLOR, label="no pooling", zorder=3)
+    ax.scatter(A["no_pool"], B["no_pool"], facecolor="white", edgecolor=NOPOOL_COLOR,
+               label=_nopool_label(tab) if "Intercept" in (a, b) else "no pooling (OLS per group)", zorder=3)
     ax.scatter(A["post_mean"], B["post_mean"], color=BAYES_COLOR, s=22, label="posterior mean", zorder=4)
     for x0, y0, x1, y1 in zip(A["no_pool"], B["no_pool"], A["post_mean"], B["post_mean"]):
         if np.all(np.isfinite([x0, y0])):
@@ -115,12 +166,12 @@ def plot_shrinkage_2d(result: "BayesResult", reml_result=None, factor: str | Non
     cov = result._draws.covariance(factor).mean(0)[np.ix_([ia, ib], [ia, ib])]
     for p, ls in zip(ellipses, ["--", ":", "-."]):
         _ellipse(ax, mean, cov, p, color=POOLED_COLOR, ls=ls, lw=1.2)
-        ax.plot([], [], color=POOLED_COLOR, ls=ls, label=f"{int(p * 100)}% population")
+        ax.plot([], [], color=POOLED_COLOR, ls=ls, label=f"{p:.0%} population")
     ax.scatter(*mean, marker="*", s=160, color=POOLED_COLOR, edgecolor="k", zorder=6, label="population mean")
     ax.set_xlabel(a)
     ax.set_ylabel(b)
     ax.set_title(f"Shrinkage of ({a}, {b}) by {factor}")
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, frameon=False)
     ax.autoscale_view()
     note_missing(fig, tab.note)
     return ax
