@@ -52,6 +52,8 @@ class FitSettings:
     na_action: str = "omit"
     control: dict | None = None
     engine: str = "memory"
+    family: str = "gaussian"
+    link: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,8 +104,8 @@ def _count(name: str, value, label, what: str) -> int:
 def validate_settings(*, method="auto", sampler=None, chains=4, draws=1000, tune=1000,
                       target_accept=0.8, seed=None, mass_matrix="auto", rescale="auto",
                       centered="auto", priors=None, na_action="omit", control=None,
-                      engine="memory", progressbar=None, warn=True,
-                      names: Mapping[str, str] | None = None) -> FitSettings:
+                      engine="memory", progressbar=None, warn=True, family="gaussian",
+                      link=None, names: Mapping[str, str] | None = None) -> FitSettings:
     """Check every argument of :func:`bayes_hlm.fit`; returns them as :class:`FitSettings`.
 
     Parameters
@@ -154,6 +156,7 @@ def validate_settings(*, method="auto", sampler=None, chains=4, draws=1000, tune
         raise BayesHLMError(f"{label('progressbar')} must be True, False or None, not {progressbar!r}")
     if not _is_bool(warn):
         raise BayesHLMError(f"{label('warn')} must be True or False, not {warn!r}")
+    family, link = _family(family, link, label)
     if sampler == "numba" and method == "full":
         raise BayesHLMError(
             f"{label('sampler')}='numba' samples the marginal model (group effects integrated "
@@ -167,7 +170,23 @@ def validate_settings(*, method="auto", sampler=None, chains=4, draws=1000, tune
     return FitSettings(method=method, sampler=sampler, chains=chains, draws=draws, tune=tune,
                        target_accept=target_accept, seed=seed, mass_matrix=mass_matrix,
                        rescale=rescale, centered=centered, priors=priors, na_action=na_action,
-                       control=control, engine=engine)
+                       control=control, engine=engine, family=family, link=link)
+
+
+def _family(family, link, label):
+    """Family name and link as given (a Family instance is recorded by name and link)."""
+    from .families import Family, get_family
+
+    if isinstance(family, Family):
+        return family.name, family.link.name if link is None else link
+    if not isinstance(family, str):
+        raise BayesHLMError(f"{label('family')} must be a family name such as 'bernoulli', not "
+                            f"{family!r}")
+    if link is not None and not isinstance(link, str):
+        raise BayesHLMError(f"{label('link')} must be None or a link name such as 'probit', not "
+                            f"{link!r}")
+    fam = get_family(family, link)  # unknown names: an error listing the valid ones
+    return fam.name, link
 
 
 def _centered(centered, label):

@@ -170,6 +170,10 @@ class Family:
         """The variance function ``V(mu)``: ``Var(y | mu) = dispersion * V(mu)``."""
         raise NotImplementedError
 
+    def response_variance(self, mu: np.ndarray, **params: np.ndarray) -> np.ndarray:
+        """``Var(y | mu, params)`` (Pearson residuals). Default: ``V(mu)`` (no dispersion)."""
+        return self.variance(mu)
+
     def latent_variance(self, params: Mapping[str, np.ndarray],
                         eta_mean: np.ndarray | None = None) -> np.ndarray:
         """Distribution-specific (residual) variance on the latent scale, per draw.

@@ -52,6 +52,9 @@ class Gamma(Family):
     def variance(self, mu) -> np.ndarray:
         return np.asarray(mu, dtype=float) ** 2
 
+    def response_variance(self, mu, *, alpha, **_) -> np.ndarray:
+        return np.asarray(mu, dtype=float) ** 2 / np.asarray(alpha, dtype=float)
+
     def latent_variance(self, params, eta_mean=None, approximation: str = "performance"):
         a = np.asarray(params["alpha"], dtype=float)
         if approximation == "performance":

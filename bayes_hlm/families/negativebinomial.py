@@ -47,5 +47,8 @@ class NegativeBinomial(Poisson):
         mu = np.asarray(mu, dtype=float)
         return mu if alpha is None else mu + mu ** 2 / np.asarray(alpha, dtype=float)
 
+    def response_variance(self, mu, *, alpha, **_) -> np.ndarray:
+        return self.variance(mu, alpha)
+
     def cv2(self, mu, params) -> np.ndarray:
         return 1.0 / np.asarray(mu, dtype=float) + 1.0 / np.asarray(params["alpha"], dtype=float)

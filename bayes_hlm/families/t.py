@@ -47,5 +47,9 @@ class StudentT(Family):
     def variance(self, mu) -> np.ndarray:
         return np.ones_like(np.asarray(mu, dtype=float))
 
+    def response_variance(self, mu, *, sigma, **_) -> np.ndarray:
+        """The scale squared (the t's variance is infinite for ``nu <= 2``)."""
+        return np.broadcast_to(np.asarray(sigma, dtype=float) ** 2, np.shape(mu))
+
     def latent_variance(self, params, eta_mean=None) -> np.ndarray:
         return np.asarray(params["sigma"], dtype=float) ** 2

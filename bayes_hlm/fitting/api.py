@@ -22,6 +22,7 @@ import xarray as xr
 
 from ..backends import naming
 from ..errors import BayesHLMError
+from ..families import get_family
 from ..results.bayes_result import BayesResult
 from ..settings import METHODS, validate_settings
 from ..spec.build import ModelSpec, build_spec
@@ -69,6 +70,8 @@ def fit(
     engine: Literal["memory", "dask"] = "memory",
     scheduler=None,
     rescale: bool | Literal["auto"] = "auto",
+    family: str = "gaussian",
+    link: str | None = None,
 ) -> BayesResult:
     """Fit a Bayesian hierarchical linear model written as an lme4 formula.
 
@@ -129,7 +132,17 @@ def fit(
         divided by its SD; priors transformed exactly) and map the draws back,
         so results are always on the data's scale. ``"auto"`` rescales only when
         some parameter's natural scale is outside [1e-2, 1e2] (e.g. ``y ~ 1e6``
-        or ``x ~ 1e-6``), where NUTS otherwise mixes badly.
+        or ``x ~ 1e-6``), where NUTS otherwise mixes badly. Gaussian models only.
+    family : str
+        Response family: ``"gaussian"`` (default), ``"bernoulli"`` (0/1, booleans or a
+        two-level factor; R's rule: the first level is the failure), ``"binomial"``
+        (``cbind(successes, failures)`` or ``p(successes, trials)``), ``"poisson"``,
+        ``"negativebinomial"`` (NB2; ``alpha`` = lme4's ``theta``), ``"t"`` (Student-t) or
+        ``"gamma"``. Non-Gaussian families run the full model (``method="auto"`` picks it;
+        ``"marginal"`` is refused) with Bambi 0.21's default priors for the family.
+    link : str, optional
+        The family's link; default Bambi's (logit, log, identity; Gamma: inverse).
+        ``"probit"``/``"cloglog"`` for the binomial families, ``"log"`` for Gamma.
 
     Returns
     -------
@@ -147,7 +160,8 @@ def fit(
                                  tune=tune, target_accept=target_accept, seed=seed,
                                  mass_matrix=mass_matrix, rescale=rescale, centered=centered,
                                  priors=priors, na_action=na_action, control=control,
-                                 engine=engine, progressbar=progressbar, warn=warn)
+                                 engine=engine, progressbar=progressbar, warn=warn,
+                                 family=family, link=link)
     if engine == "dask":
         from ..distributed import fit_dask
 
@@ -160,7 +174,8 @@ def fit(
         raise BayesHLMError("scheduler= needs engine='dask'")
     t0 = time.perf_counter()
     problem = build_problem(formula, data, priors=priors, na_action=na_action, control=control,
-                            rescale=rescale, method=method)
+                            rescale=rescale, method=method,
+                            family=get_family(settings.family, settings.link))
     cfg = sampler_config(settings, progressbar)
     choice, (out, generator, extra) = choose_and_sample(problem, settings, cfg)
     return finish_fit(problem, choice, out, generator, extra, settings, cfg,
@@ -192,8 +207,9 @@ def sample_prior_predictive(formula_or_spec, data: pd.DataFrame | None = None, *
 
     spec = formula_or_spec if isinstance(formula_or_spec, ModelSpec) else build_spec(
         formula_or_spec, data, **build_kwargs)
-    ps = priors if isinstance(priors, PriorSet) else resolve_priors(spec.design, priors)
-    model = build_full_model(spec.design, ps)
+    ps = priors if isinstance(priors, PriorSet) else resolve_priors(spec.design, priors,
+                                                                     spec.family)
+    model = build_full_model(spec.design, ps, family=spec.family)
     with model:
         tree = pm.sample_prior_predictive(draws=draws, random_seed=seed)
     groups = {k: tree[k].to_dataset() for k in tree.children}

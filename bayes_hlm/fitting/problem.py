@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..backends.engine import no_groups_message
 from ..errors import BayesHLMError, FormulaError
+from ..families import Family
 from ..results.bayes_result import BayesResult
 from ..spec.build import ModelSpec, build_spec
 from ..spec.checks import Control
@@ -66,20 +67,27 @@ def refuse_without_groups(design: Design) -> None:
 
 def build_problem(formula: str, data: pd.DataFrame, *, priors: dict | None = None,
                   na_action: str = "omit", control: Control | None = None,
-                  rescale: bool | str = "auto", method: str = "auto") -> Problem:
+                  rescale: bool | str = "auto", method: str = "auto",
+                  family: Family | None = None) -> Problem:
     """Spec, priors, scaling and (unless ``method="full"``) the sufficient statistics.
 
     Arguments as in :func:`bayes_hlm.fit` (validated there).
     """
-    spec = build_spec(formula, data, na_action=na_action, control=control)
+    spec = build_spec(formula, data, na_action=na_action, control=control, family=family)
     refuse_without_groups(spec.design)
     if spec.design.p == 0:  # the samplers' draw layouts assume >= 1 coefficient
         raise FormulaError(
             f"formula {formula!r} has no fixed effects; lme4 and bayes_hlm.reml.reml() fit such "
             "a model, but the Bayesian samplers need at least one fixed effect: keep the "
             "intercept (drop '0 +'/'- 1') or use reml()")
-    ps = resolve_priors(spec.design, priors)
-    design, ps_fit, scaling = spec.design, ps, choose_scaling(spec.design, rescale)
+    ps = resolve_priors(spec.design, priors, spec.family)
+    # rescaling divides y by its SD: only for the Gaussian family (counts stay counts)
+    gaussian = spec.family.name == "gaussian"
+    if not gaussian and rescale is True:
+        raise BayesHLMError(f"rescale=True divides the response by its SD, which only a Gaussian "
+                            f"model allows, not the {spec.family.name} family; use rescale=False")
+    design, ps_fit = spec.design, ps
+    scaling = choose_scaling(spec.design, rescale) if gaussian else None
     if scaling is not None:
         try:
             ps_fit = scale_priors(ps, spec.design, scaling)
@@ -89,7 +97,7 @@ def build_problem(formula: str, data: pd.DataFrame, *, priors: dict | None = Non
                 raise BayesHLMError(f"rescale=True: {exc}") from None
             scaling, design, ps_fit = None, spec.design, ps
     stats = None
-    if method != "full":  # every other method resolves to the marginal model
+    if method != "full" and spec.family.supports("marginal"):  # else: the full model
         from ..backends.sufficient_stats import compute_stats
 
         stats = compute_stats(design)

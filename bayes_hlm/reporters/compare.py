@@ -135,7 +135,9 @@ def tab_model(result: "BayesResult", reml_result=None, prob: float = DEFAULT_LEV
         frame_rows.append(pd.Series(r[2:], index=cols, name=r[1]))
         cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in r[2:])
         body.append(f'<tr><td class="lbl">{html.escape(r[1])}</td>{cells}</tr>')
-    title = html.escape(f"{result.design.response}: {result.formula}")
+    fam = getattr(result.spec, "family", None)
+    fam_txt = f" (family: {fam.name}, link: {fam.link.name})" if fam is not None else ""
+    title = html.escape(f"{result.design.response}: {result.formula}{fam_txt}")
     head = (f'<thead><tr><th></th><th colspan="2">Bayesian (posterior mean)</th>'
             f'<th colspan="3">REML (lme4)</th></tr><tr><th class="lbl">Predictors</th>'
             + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr></thead>")

@@ -19,6 +19,8 @@ from . import tables
 from .arviz_layout import arviz_tree, corr_pairs
 from .base import MixedModelResult, ModelSummary, ValueTable
 from .draws import DrawSource, EffectGenerator, factor_design
+from .family_draws import (eta_mean, family_of, param_draws, replicate, response_mean,
+                           trials_kw)
 from .variance import VarianceParts, VarianceTerms, bayes_r2, variance_parts
 
 
@@ -123,8 +125,11 @@ class BayesResult(MixedModelResult):
         """
         prob = resolve_level(level, prob, "summary")
         out = ModelSummary(self._summary_frame(prob))
-        head = [f"Bayesian linear mixed model (method={self.info.method}, sampler="
+        fam = family_of(self)
+        kind = "linear" if fam.name == "gaussian" and fam.link.name == "identity" else "generalized linear"
+        head = [f"Bayesian {kind} mixed model (method={self.info.method}, sampler="
                 f"{self.info.sampler}, {self.info.chains} chains x {self.info.draws} draws)",
+                f"Family: {fam.name} (link: {fam.link.name})",
                 f"Formula: {self.formula}",
                 f"Number of obs: {self.nobs()}, groups: "
                 + ", ".join(f"{k}, {v}" for k, v in self.ngrps().items()),
@@ -140,8 +145,9 @@ class BayesResult(MixedModelResult):
                 parts.append(self._frame_sd(f, prob).assign(kind="sd"))
                 if self._draws.has(naming.corr_var(f)):
                     parts.append(self._frame_corr(f, prob).assign(kind="corr"))
-            parts.append(tables.stat_frame(self._draws.chained(naming.SIGMA), ["sigma"], prob)
-                         .assign(kind="sigma"))
+            for name in family_of(self).param_names:  # sigma only where the family has one
+                parts.append(tables.stat_frame(self._draws.chained(name), [name], prob)
+                             .assign(kind="sigma" if name == naming.SIGMA else "family"))
             df = pd.concat(parts)
             self._cache[key] = label_interval(df[["kind"] + tables.STAT_COLUMNS], prob, "hdi")
         return self._cache[key].copy()
@@ -188,9 +194,10 @@ class BayesResult(MixedModelResult):
                 for i, j in self._corr_pairs(f):
                     rows.append({"group": f, "term": terms[i], "term_b": terms[j], "sd": np.nan,
                                  "variance": np.nan, "corr": c[:, i, j].mean()})
-        s = self._draws.flat(naming.SIGMA)
-        rows.append({"group": "Residual", "term": "", "term_b": "", "sd": s.mean(),
-                     "variance": (s**2).mean(), "corr": np.nan})
+        if naming.SIGMA in family_of(self).param_names:
+            s = self._draws.flat(naming.SIGMA)
+            rows.append({"group": "Residual", "term": "", "term_b": "", "sd": s.mean(),
+                         "variance": (s**2).mean(), "corr": np.nan})
         return pd.DataFrame(rows)
 
     def ranef(self, level: float | None = None, prob: float | None = None) -> dict[str, pd.DataFrame]:
@@ -292,9 +299,11 @@ class BayesResult(MixedModelResult):
         key = ("vp", terms)
         if key not in self._cache:
             covs = {f: self._draws.covariance(f) for f in self.factors}
-            self._cache[key] = variance_parts(self.design, self._draws.flat(naming.FIXED),
-                                              self._draws.flat(naming.SIGMA), covs,
-                                              family=getattr(self.spec, "family", None), terms=terms)
+            fam = family_of(self)
+            self._cache[key] = variance_parts(self.design, self._draws.flat(naming.FIXED), None,
+                                              covs, family=fam, terms=terms,
+                                              family_params=param_draws(self._draws, fam),
+                                              eta_mean=eta_mean(self._draws, self.design))
         return self._cache[key]
 
     def _value_table(self, values: dict[str, np.ndarray], level: float) -> ValueTable:
@@ -319,7 +328,10 @@ class BayesResult(MixedModelResult):
         idx = self._draws.thinned(max_draws)
         chunks = self._draws.linpred_chunks(idx, self.design.X, factor_design(self.design),
                                     offset=self.design.offset)
-        return {"r2_bayes": bayes_r2(self.design.y, chunks), "r2_bayes_idx": idx,
+        fam, extra = family_of(self), trials_kw(self.design)
+        # brms' bayes_R2 on the expected response (posterior_epred)
+        means = (response_mean(eta, fam, extra) for eta in chunks)
+        return {"r2_bayes": bayes_r2(self.design.y, means), "r2_bayes_idx": idx,
                 "r2_marginal": vp.r2_marginal(), "r2_conditional": vp.r2_conditional()}
 
     # ------------------------------------------------------- estimation hooks
@@ -334,16 +346,32 @@ class BayesResult(MixedModelResult):
 
     # ------------------------------------------------------------- predictions
     def fitted(self, group_effects: bool = True) -> pd.Series:
-        """Posterior mean of the linear predictor for the data rows."""
+        """Posterior mean of the expected response ``g^-1(eta)`` for the data rows (the
+        linear predictor for Gaussian models; the probability for binomial ones, as lme4)."""
         from .predict import predict
 
         p = predict(self, None, group_effects=group_effects, new_groups="zero")
         return pd.Series(p["mean"].to_numpy(), index=self.design.row_index, name="fitted")
 
-    def residuals(self) -> pd.Series:
-        """Observed minus posterior-mean fitted values."""
+    def residuals(self, type: str = "response") -> pd.Series:
+        """Residuals at the posterior-mean fit: ``"response"`` (observed minus fitted; binomial:
+        observed proportion minus probability, as lme4) or ``"pearson"`` (divided by the SD of
+        ``y`` given the fitted mean and the posterior-mean family parameters)."""
+        from ..errors import BayesHLMError
+
+        if type not in ("response", "pearson"):
+            raise BayesHLMError(f"type must be 'response' or 'pearson', not {type!r}")
         f = self.fitted()
-        return pd.Series(self.design.y - f.to_numpy(), index=f.index, name="residual")
+        fit = f.to_numpy()
+        n = self.design.trials
+        y = self.design.y if n is None else self.design.y / n
+        r = y - fit
+        if type == "pearson":
+            fam = family_of(self)
+            params = {k: v.mean() for k, v in param_draws(self._draws, fam).items()}
+            var = fam.response_variance(fit, **params)
+            r = r / np.sqrt(var if n is None else var / n)
+        return pd.Series(r, index=f.index, name="residual" if type == "response" else "pearson")
 
     def predict(self, newdata: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
         """Posterior predictions; see :func:`bayes_hlm.results.predict.predict`."""
@@ -376,11 +404,10 @@ class BayesResult(MixedModelResult):
         if "posterior_predictive" not in self.tree.children:
             src = self._draws
             rng = np.random.default_rng(self.info.seed + 1 if seed is None else seed)
-            sigma = src.flat(naming.SIGMA)
             idx = np.arange(src.size)
             mu = np.concatenate(list(src.linpred_chunks(idx, self.design.X, factor_design(self.design),
                                     offset=self.design.offset)))
-            yrep = (mu + rng.standard_normal(mu.shape) * sigma[:, None]).reshape(
+            yrep = replicate(mu, src, idx, family_of(self), rng, trials_kw(self.design)).reshape(
                 src.n_chains, src.n_draws, -1)
             ds = xr.Dataset({"y": (("chain", "draw", "obs"), yrep)},
                             coords={"chain": self.posterior.chain, "draw": self.posterior.draw})

@@ -244,13 +244,17 @@ def load_result(path: str | os.PathLike):
         info = FitInfo(**meta["info"])
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad(path, f"{type(exc).__name__}: {exc}") from None
+    from ..families import get_family
+
+    req = info.requested  # family and link as fitted (#15); older files: Gaussian
+    family = get_family(getattr(req, "family", "gaussian"), getattr(req, "link", None))
     with warnings.catch_warnings():  # the fit already warned
         warnings.simplefilter("ignore", BayesHLMWarning)
         spec = build_spec(meta["formula"], data, control=control,
-                          na_action=meta.get("na_action", "omit"))
+                          na_action=meta.get("na_action", "omit"), family=family)
     from ..spec.priors import resolve_priors
 
-    ps: PriorSet = resolve_priors(spec.design, priors)
+    ps: PriorSet = resolve_priors(spec.design, priors, family)
     keep = {k: tree[k].to_dataset() for k in tree.children if k != "model_data"}
     generator = None
     if info.method == "marginal":

@@ -17,6 +17,8 @@ import numpy as np
 
 from ..backends import naming
 from .draws import factor_design
+from .family_draws import family_of
+from .family_draws import pointwise_loglik as family_pointwise_loglik
 
 if TYPE_CHECKING:
     from .bayes_result import BayesResult
@@ -34,8 +36,13 @@ def logsumexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def pointwise_loglik(result: "BayesResult") -> np.ndarray:
-    """(chain, draw, obs) Gaussian log-likelihood of every row given each draw (group effects included)."""
+    """(chain, draw, obs) log-likelihood of every row given each draw (group effects included);
+    other families than Gaussian (identity link) through the family's ``logpdf``."""
     src = result._draws
+    fam = family_of(result)
+    if fam.name != "gaussian" or fam.link.name != "identity":
+        return family_pointwise_loglik(src, result.design, fam).reshape(
+            src.n_chains, src.n_draws, -1)
     sigma = src.flat(naming.SIGMA)
     y = np.asarray(result.design.y, float)[None, :]
     out = np.empty((src.size, y.shape[1]))

@@ -11,6 +11,7 @@ from ..backends import naming
 from ..spec.build import _factor_labels
 from ..errors import BayesHLMError, DataError
 from . import tables
+from .family_draws import family_of, replicate, trials_kw
 
 if TYPE_CHECKING:
     from .bayes_result import BayesResult
@@ -78,7 +79,7 @@ def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
 def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
             group_effects: bool | str | list[str] = True,
             new_groups: Literal["error", "sample", "zero"] = "error",
-            kind: Literal["mean", "response"] = "mean",
+            kind: Literal["link", "mean", "response"] = "mean",
             prob: float = tables.HDI_PROB, max_draws: int | None = None,
             seed: int | None = None, return_draws: bool = False):
     """Posterior predictions with intervals.
@@ -96,9 +97,11 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
         their effects from the population distribution ``N(0, Sigma)`` per
         posterior draw (brms ``sample_new_levels="gaussian"``); or set them to
         0 (lme4 ``allow.new.levels = TRUE``).
-    kind : {"mean", "response"}
-        Expected value (``posterior_epred``) or a new observation including
-        residual noise (``posterior_predict``).
+    kind : {"link", "mean", "response"}
+        The linear predictor ``eta`` (``posterior_linpred``), the expected value
+        ``g^-1(eta)`` (``posterior_epred``; binomial: the success probability) or a new
+        observation drawn from the family (``posterior_predict``). The same for
+        ``"link"`` and ``"mean"`` in Gaussian identity-link models.
     max_draws : int, optional
         Use at most this many evenly spaced draws.
     return_draws : bool
@@ -110,8 +113,8 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
     """
     if new_groups not in NEW_GROUPS:
         raise BayesHLMError(f"new_groups must be one of {NEW_GROUPS}, not {new_groups!r}")
-    if kind not in ("mean", "response"):
-        raise BayesHLMError(f"kind must be 'mean' or 'response', not {kind!r}")
+    if kind not in ("link", "mean", "response"):
+        raise BayesHLMError(f"kind must be 'link', 'mean' or 'response', not {kind!r}")
     src = result._draws
     rng = np.random.default_rng(result.info.seed if seed is None else seed)
     X = result.design.X if newdata is None else result.spec.fixed_matrix(newdata)
@@ -133,9 +136,11 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
             z = rng.standard_normal((len(idx), new_codes.max() + 1, Z.shape[1]))
             b = np.einsum("sij,smj->smi", root, z)
             mu[:, unseen] += np.einsum("snq,nq->sn", b[:, new_codes, :], Z[unseen])
-    if kind == "response":
-        sigma = src.flat(naming.SIGMA)[idx]
-        mu = mu + rng.standard_normal(mu.shape) * sigma[:, None]
+    fam = family_of(result)
+    if kind == "mean":  # the expected response g^-1(eta); the identity for Gaussian models
+        mu = fam.link.inverse(mu)
+    elif kind == "response":
+        mu = replicate(mu, src, idx, fam, rng, trials_kw(result.design, newdata))
     lo, hi = tables.hdi(mu, prob)
     frame = pd.DataFrame({"mean": mu.mean(0), "sd": mu.std(0, ddof=1) if len(idx) > 1 else 0.0,
                           "hdi_low": lo, "hdi_high": hi}, index=index)

@@ -278,12 +278,16 @@ def resolve_priors(design: Design, user: dict | None = None,
     return apply_user_priors(default_priors(design, family), user)
 
 
-def get_prior(formula: str, data: pd.DataFrame, **kwargs) -> pd.DataFrame:
+def get_prior(formula: str, data: pd.DataFrame, *, family: "str | Family" = "gaussian",
+              link: str | None = None, **kwargs) -> pd.DataFrame:
     """The priors a fit would use, before fitting (brms ``get_prior``).
 
+    ``family``/``link`` as in :func:`bayes_hlm.fit` (Bambi 0.21's defaults per family).
     Returns a table indexed by parameter name; pass overrides to :func:`bayes_hlm.fit`
     as ``priors={name: Prior(...)}``.
     """
-    from .build import build_design
+    from ..families import get_family
+    from .build import build_spec
 
-    return default_priors(build_design(formula, data, **kwargs)).table()
+    fam = get_family(family, link)
+    return default_priors(build_spec(formula, data, family=fam, **kwargs).design, fam).table()

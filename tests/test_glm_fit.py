@@ -1,0 +1,155 @@
+"""Generalized models fitted end to end (#15): bh.fit(family=...), engine choice, results
+through the family, and recovery of simulated fixed effects and group SDs."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import expit
+
+import bayes_hlm as bh
+from bayes_hlm.backends.engine import choose_method
+from bayes_hlm.errors import BayesHLMError
+from bayes_hlm.families import get_family
+
+TRUE = {"Intercept": -0.3, "x": 0.8, "sd": 0.7}
+
+
+def _sim(family, seed, G=40, m=10):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(G), m)
+    x = rng.normal(size=G * m)
+    b = rng.normal(0.0, TRUE["sd"], G)
+    eta = TRUE["Intercept"] + TRUE["x"] * x + b[g]
+    y = (rng.random(eta.size) < expit(eta)).astype(int) if family == "bernoulli" \
+        else rng.poisson(np.exp(eta))
+    return pd.DataFrame({"y": y, "x": x, "g": [f"g{i:02d}" for i in g]})
+
+
+def _fit(family, seed):
+    d = _sim(family, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return d, bh.fit("y ~ x + (1|g)", d, family=family, chains=2, draws=300, tune=300,
+                         seed=seed, progressbar=False, warn=False)
+
+
+@pytest.fixture(scope="module")
+def bern():
+    return _fit("bernoulli", 7)
+
+
+@pytest.fixture(scope="module")
+def pois():
+    return _fit("poisson", 8)
+
+
+def _recovered(res):
+    s = res.summary()
+    rows = {"Intercept": "Intercept", "x": "x", "sd": "sd(Intercept | g)"}
+    for key, row in rows.items():
+        est, sd, mcse = s.loc[row, "mean"], s.loc[row, "sd"], s.loc[row, "mcse_mean"]
+        # the truth lies within the posterior's spread (plus Monte Carlo error)
+        assert abs(est - TRUE[key]) < 3.5 * np.hypot(sd, mcse), (key, est, sd, TRUE[key])
+        assert s.loc[row, "r_hat"] < 1.05
+
+
+@pytest.mark.parametrize("which", ["bern", "pois"])
+def test_recovery_of_fixed_effects_and_group_sd(which, request):
+    _, res = request.getfixturevalue(which)
+    assert res.info.method == "full"
+    _recovered(res)
+
+
+def test_bernoulli_results_go_through_the_family(bern):
+    d, res = bern
+    s = res.summary()
+    assert "sigma" not in s.index and set(s["kind"]) == {"fixed", "sd"}
+    assert "Family: bernoulli (link: logit)" in s.text
+    assert "Residual" not in set(res.varcorr()["group"])
+    link = res.predict(kind="link", max_draws=200, return_draws=True)[1]
+    mean = res.predict(kind="mean", max_draws=200, return_draws=True)[1]
+    np.testing.assert_allclose(mean, expit(link), rtol=1e-12)
+    resp = res.predict(kind="response", max_draws=200, return_draws=True)[1]
+    assert set(np.unique(resp)) <= {0.0, 1.0}
+    np.testing.assert_allclose(res.fitted().to_numpy(), res.predict(kind="mean")["mean"],
+                               rtol=1e-12)
+    pr = res.residuals("pearson")
+    f = res.fitted().to_numpy()
+    np.testing.assert_allclose(pr, (d.y - f) / np.sqrt(f * (1 - f)), rtol=1e-10)
+    # pointwise log likelihood is Bernoulli's at each draw
+    ll = res.log_likelihood()["log_likelihood"]["y"].values.reshape(600, -1)
+    eta = res.predict(kind="link", return_draws=True)[1]
+    p = expit(eta)
+    np.testing.assert_allclose(ll, np.where(d.y.to_numpy() == 1, np.log(p), np.log1p(-p)),
+                               rtol=1e-8, atol=1e-12)
+    loo = res.loo()
+    assert np.isfinite(float(loo.elpd))  # arviz ELPDData
+    yrep = res.posterior_predictive()["posterior_predictive"]["y"].values
+    assert yrep.shape == (2, 300, len(d)) and set(np.unique(yrep)) <= {0.0, 1.0}
+    vp = res.variance_parts()
+    np.testing.assert_allclose(vp.residual, np.pi ** 2 / 3)
+
+
+def test_poisson_latent_variance_per_draw(pois):
+    d, res = pois
+    vp = res.variance_parts()
+    beta = res.posterior["fixed"].values.reshape(600, -1)
+    X = np.column_stack([np.ones(len(d)), d.x])
+    mu = np.exp(beta @ X.mean(0))
+    np.testing.assert_allclose(vp.residual, np.log1p(1 / mu), rtol=1e-10)
+    yrep = res.posterior_predictive()["posterior_predictive"]["y"].values
+    assert np.all(yrep == np.round(yrep)) and yrep.min() >= 0
+    mean = res.predict(kind="mean")["mean"].to_numpy()
+    np.testing.assert_allclose(res.residuals().to_numpy(), d.y - mean, rtol=1e-12)
+    np.testing.assert_allclose(res.residuals("pearson").to_numpy(), (d.y - mean) / np.sqrt(mean),
+                               rtol=1e-12)
+
+
+def test_auto_picks_full_and_marginal_is_refused_for_non_gaussian_families():
+    fam = get_family("poisson")
+    assert choose_method("auto", True, family=fam)[0] == "full"
+    assert choose_method("auto", True, family=get_family())[0] == "marginal"
+    with pytest.raises(BayesHLMError, match="method='marginal'.*poisson.*method='full'"):
+        choose_method("marginal", True, family=fam)
+    with pytest.raises(BayesHLMError, match="engine='dask'.*Gaussian models only"):
+        choose_method("auto", True, out_of_core=True, family=fam)
+    d = _sim("poisson", 1, G=5, m=4)
+    with pytest.raises(BayesHLMError, match="method='marginal'"):
+        bh.fit("y ~ x + (1|g)", d, family="poisson", method="marginal", chains=1, draws=5,
+               tune=5, progressbar=False)
+    with pytest.raises(BayesHLMError, match="unknown family 'poison'"):
+        bh.fit("y ~ x + (1|g)", d, family="poison")
+    with pytest.raises(BayesHLMError, match="link 'logit'.*poisson"):
+        bh.fit("y ~ x + (1|g)", d, family="poisson", link="logit")
+
+
+def test_get_prior_with_family():
+    d = _sim("bernoulli", 3, G=6, m=5)
+    tab = bh.get_prior("y ~ x + (1|g)", d, family="bernoulli")
+    assert tab.loc["Intercept", "prior"] == "Normal(mu=0, sigma=1.5)"
+    assert "sigma" not in tab.index
+    nb = bh.get_prior("y ~ x + (1|g)", d, family="negativebinomial")
+    assert nb.loc["alpha", "prior"].startswith("HalfCauchy")
+    assert "sigma" in bh.get_prior("y ~ x + (1|g)", d.assign(y=d.x * 2)).index
+
+
+def test_settings_record_family_for_update():
+    from bayes_hlm.settings import validate_settings
+
+    s = validate_settings(family="binomial", link="probit")
+    assert (s.family, s.link) == ("binomial", "probit")
+    assert s.fit_kwargs()["family"] == "binomial"
+    with pytest.raises(BayesHLMError, match="family"):
+        validate_settings(family=3)
+
+
+def test_save_load_keeps_the_family(bern, tmp_path):
+    _, res = bern
+    path = tmp_path / "bern.nc"
+    res.save(path)
+    back = bh.load(path)
+    assert back.spec.family == get_family("bernoulli")
+    assert "sigma" not in back.summary().index
+    np.testing.assert_allclose(back.variance_parts().residual, np.pi ** 2 / 3)
