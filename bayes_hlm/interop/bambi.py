@@ -312,12 +312,7 @@ def fit_bambi(model, data=None, **fit_kwargs):
                                 f"do not pass {key}=")
     tr = translate(model)
     priors = {**tr.priors, **(fit_kwargs.pop("priors", None) or {})}
-    if "family" in params:
-        fit_kwargs.update(family=tr.family, link=tr.link)
-    elif (tr.family, tr.link) != ("gaussian", "identity"):
-        raise BayesHLMError(f"Bambi family {tr.family!r} with link {tr.link!r}: this version of "
-                            f"bayes_hlm fits only gaussian models with the identity link")
-    result = fit(tr.formula, tr.data, priors=priors, **fit_kwargs)
+    result = fit(tr.formula, tr.data, priors=priors, family=tr.family, link=tr.link, **fit_kwargs)
     result.bambi_model = model
     return result
 
