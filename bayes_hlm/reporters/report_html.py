@@ -188,7 +188,7 @@ def parameter_table(result: "BayesResult", prob: float = PROB) -> str:
     cols = {"mean": "Estimate", "sd": "Est.Error", "hdi_low": f"l-{prob:.0%} HDI", "hdi_high": f"u-{prob:.0%} HDI",
             "r_hat": "R-hat", "ess_bulk": "Bulk ESS", "ess_tail": "Tail ESS", "mcse_mean": "MCSE"}
     frame = summ[[c for c in cols if c in summ.columns]].rename(columns=cols)
-    frame.index.name = None
+    frame.index.name = frame.columns.name = None
     fmt = {c: (lambda v: "NA" if not np.isfinite(v) else f"{v:.0f}") for c in ("Bulk ESS", "Tail ESS")}
     fmt["R-hat"] = lambda v: "NA" if not np.isfinite(v) else f"{v:.3f}"
     return frame.to_html(classes="plain", border=0, formatters=fmt, na_rep="NA",
@@ -222,7 +222,7 @@ def compare_table(frame, singular: bool) -> str:
     f["diff_in_post_sd"] = [d if d != "NA" else "" for d in diff]
     f = f.rename(columns={"diff_in_post_sd": "diff (posterior SDs)", "reml_se": "REML SE", "reml": "REML",
                           "hdi_low": "HDI low", "hdi_high": "HDI high"})
-    f.index.name = None
+    f.index.name = f.columns.name = None
     out = f.to_html(classes="plain", border=0, na_rep="", float_format=_num)
     if at_bound.any():
         out += ("<p class='note'>* The REML fit is singular and this value is on the boundary of its "
