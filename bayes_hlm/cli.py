@@ -178,6 +178,7 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
     """
     import io
 
+    from .spec.build import looks_like_dates
     from .spec.collate import r_sorted
     from .spec.read_options import na_strings
 
@@ -251,6 +252,11 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
                                f"in column {col!r} of {path!r}{hint}; levels found: "
                                f"{r_sorted(present)[:10]}")
             df[col] = pd.Categorical(raw, categories=levels[col])
+        elif (col in variables and col not in group_cols and col not in factors
+              and not numeric_like and looks_like_dates(raw.dropna().unique())):
+            # dates as text: left as text so build_spec applies the API's rule (one check,
+            # one message, for DataFrames and CSV files alike); --factor makes it a factor
+            df[col] = raw.astype(object)
         elif col in group_cols or col in factors or not numeric_like:
             vals = raw.dropna().unique()
             order = sorted(vals, key=lambda v: (float(v), v)) if numeric_like else r_sorted(vals)

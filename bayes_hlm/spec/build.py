@@ -8,6 +8,7 @@ modified: we work on a copy of the used columns.
 from __future__ import annotations
 
 import difflib
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -170,10 +171,55 @@ def _handle_missing(sub: pd.DataFrame, na_action: str) -> pd.DataFrame:
     return sub
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
+
+
+def looks_like_dates(values) -> bool:
+    """True when every non-missing value is an ISO date/time written as text ("2020-01-31")."""
+    vals = [v for v in values if isinstance(v, str)]
+    return bool(vals) and len(vals) == len([v for v in values if not pd.isna(v)]) \
+        and all(_ISO_DATE.match(v.strip()) for v in vals)
+
+
+def dates_as_text_error(name: str, example: str) -> DataError:
+    """The one message for dates written as text in a predictor (API and CLI alike)."""
+    return DataError(
+        f"column {name!r} holds dates written as text (e.g. {example!r}); as a predictor it would "
+        "become a factor with one coefficient per date. Convert it to a number first, e.g. days "
+        f"since the first date: (pd.to_datetime(df[{name!r}]) - pd.to_datetime(df[{name!r}]).min())"
+        ".dt.days (on the command line: add such a column to the CSV), or group by it with "
+        f"(1 | {name})")
+
+
+def _check_mixed_labels(name: str, col: pd.Series) -> None:
+    """Object columns whose distinct values print alike (``1`` and ``"1"``) are refused:
+    they would become two levels with one label, which no report or prediction can tell apart."""
+    vals = col.dropna()
+    if not len(vals):
+        return
+    kinds = {type(v) for v in vals}
+    if len(kinds) < 2:
+        return
+    labels = vals.map(lambda v: str(v).strip())
+    per_label = pd.DataFrame({"label": labels.to_numpy(),
+                              "kind": vals.map(lambda v: type(v).__name__).to_numpy()})
+    clash = per_label.drop_duplicates().groupby("label")["kind"].nunique()
+    clash = clash[clash > 1]
+    if len(clash):
+        lab = clash.index[0]
+        examples = list(dict.fromkeys(v for v in vals if str(v).strip() == lab))[:3]
+        raise DataError(
+            f"column {name!r} mixes value types that print alike: {examples!r} (types "
+            f"{sorted({type(v).__name__ for v in examples})}) would be different levels with the "
+            f"same label; make the column one type, e.g. df[{name!r}].astype(str)")
+
+
 def _check_dtypes(data: pd.DataFrame, used: list[str], group_cols: set[str]) -> None:
     """Column types a linear model cannot use: an error naming the column and the fix."""
     for name in used:
         col = data[name]
+        if pd.api.types.is_object_dtype(col):
+            _check_mixed_labels(name, col)
         if name in group_cols:
             continue
         if pd.api.types.is_complex_dtype(col):
@@ -183,6 +229,10 @@ def _check_dtypes(data: pd.DataFrame, used: list[str], group_cols: set[str]) -> 
                 or isinstance(col.dtype, pd.PeriodDtype):
             raise DataError(f"column {name!r} holds dates/times; convert it to a number first, "
                             f"e.g. (df[{name!r}] - df[{name!r}].min()).dt.days")
+        if not isinstance(col.dtype, pd.CategoricalDtype) \
+                and (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)) \
+                and looks_like_dates(col.dropna().unique()[:1000]):
+            raise dates_as_text_error(name, str(col.dropna().iloc[0]))
         if pd.api.types.is_object_dtype(col):
             vals = col.dropna()
             kinds = {type(v) for v in vals}
@@ -210,6 +260,8 @@ def _prepare(data: pd.DataFrame, used: list[str], parsed: ParsedFormula, na_acti
     sub = _handle_missing(data[used].copy(), na_action)
     for name in used:
         col = sub[name]
+        if name in group_cols and _is_datetime(col):
+            sub[name] = col = _date_labels(col)  # ISO labels: printable, saveable, predictable
         if name in group_cols and not _is_factor_dtype(col):
             check_numeric_group(control, name, col.to_numpy(dtype=float))
             sub[name] = _as_factor(col)
@@ -223,6 +275,20 @@ def _prepare(data: pd.DataFrame, used: list[str], parsed: ParsedFormula, na_acti
                     "formula"
                 )
     return sub
+
+
+def _is_datetime(col: pd.Series) -> bool:
+    return pd.api.types.is_datetime64_any_dtype(col)
+
+
+def _date_labels(col: pd.Series) -> pd.Series:
+    """Dates as ISO text ("2020-01-31", or with the time when it is not midnight): the level
+    labels of a grouping factor; the same rule applies to new data in ``predict``."""
+    def one(t):
+        if pd.isna(t):
+            return None
+        return t.strftime("%Y-%m-%d") if t == t.normalize() else t.isoformat()
+    return col.map(one).astype(object)
 
 
 def _labels_of(col: pd.Series) -> np.ndarray:
@@ -430,6 +496,8 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     kept = coef_cols[kept_local]
     if offset is not None:
         info["offset"] = [names_all[j] for j in offset_cols]
+    _check_estimable(parsed.response, y if offset is None else y - offset, len(kept_local),
+                     family.name == "gaussian")
     info["fixed_terms"] = _fixed_term_kinds(dms.common, kept)
     groups, rdms = [], []
     for term in parsed.random:
@@ -446,6 +514,20 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
                      na_action=na_action, family=family, _fixed_dm=dms, _random_dms=rdms,
                      offset_cols=offset_cols)
+
+
+def _check_estimable(response: str, y: np.ndarray, p: int, gaussian: bool) -> None:
+    """Models no sampler can answer, refused before any sampling with what is wrong."""
+    n = len(y)
+    if p >= n:
+        raise DataError(
+            f"the model has {p} fixed-effect coefficient(s) but only {n} row(s) of data: they "
+            "cannot all be estimated (no residual degrees of freedom). Drop terms, or check "
+            "for a text column read as a factor with one level per row (dates, IDs)")
+    if gaussian and n > 1 and float(np.ptp(y)) == 0.0:
+        raise DataError(
+            f"response {response!r} is constant (every used row is {y[0]:g}): there is no "
+            "variation to model, so the residual and group variances are not identified")
 
 
 def build_design(formula: str, data: pd.DataFrame, **kwargs) -> Design:
@@ -465,7 +547,7 @@ def _prepare_new(spec: ModelSpec, newdata: pd.DataFrame, needed: set[str]) -> pd
         train = spec.data[name]
         if isinstance(train.dtype, pd.CategoricalDtype):
             cats = train.cat.categories
-            col = new[name].astype(object)
+            col = _date_labels(new[name]) if _is_datetime(new[name]) else new[name].astype(object)
             if cats.dtype == object or pd.api.types.is_string_dtype(cats.dtype):
                 col = col.map(lambda v: v if pd.isna(v) else str(v))
             elif pd.api.types.is_numeric_dtype(cats.dtype):
