@@ -179,7 +179,9 @@ def test_slope_without_within_group_variation_warns():
 def test_mixed_text_and_numbers_warns():
     d = DF.assign(m=[1.5, "oops"] + list(DF.x[2:]))
     with pytest.warns(BayesHLMWarning, match=r"column 'm' mixes numbers and text.*'oops'"):
-        build_design("y ~ m + (1|g)", d)
+        # a factor with one level per row: now also refused (issue #21, p >= n)
+        with pytest.raises(DataError, match="fixed-effect coefficient"):
+            build_design("y ~ m + (1|g)", d)
 
 
 def test_common_r_functions_work_in_formulas():

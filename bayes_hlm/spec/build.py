@@ -496,8 +496,6 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     kept = coef_cols[kept_local]
     if offset is not None:
         info["offset"] = [names_all[j] for j in offset_cols]
-    _check_estimable(parsed.response, y if offset is None else y - offset, len(kept_local),
-                     family.name == "gaussian")
     info["fixed_terms"] = _fixed_term_kinds(dms.common, kept)
     groups, rdms = [], []
     for term in parsed.random:
@@ -505,6 +503,9 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
                               allow_n=family.name != "gaussian")
         groups.append(gt)
         rdms.append(dm)
+    # after lme4's own checks (their messages name the factor), before any sampling
+    _check_estimable(parsed.response, y if offset is None else y - offset, len(kept_local),
+                     family.name == "gaussian")
     design = Design(
         formula=formula, response=parsed.response, y=y, X=X[:, kept_local],
         fixed_names=tuple(names[j] for j in kept_local), groups=tuple(groups),
