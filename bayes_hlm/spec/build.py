@@ -504,8 +504,8 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         groups.append(gt)
         rdms.append(dm)
     # after lme4's own checks (their messages name the factor), before any sampling
-    _check_estimable(parsed.response, y if offset is None else y - offset, len(kept_local),
-                     family.name == "gaussian")
+    _check_estimable(parsed.response, y if offset is None else y - offset,
+                     [names[j] for j in kept_local], family.name == "gaussian")
     design = Design(
         formula=formula, response=parsed.response, y=y, X=X[:, kept_local],
         fixed_names=tuple(names[j] for j in kept_local), groups=tuple(groups),
@@ -517,14 +517,15 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
                      offset_cols=offset_cols)
 
 
-def _check_estimable(response: str, y: np.ndarray, p: int, gaussian: bool) -> None:
+def _check_estimable(response: str, y: np.ndarray, coefs: list[str], gaussian: bool) -> None:
     """Models no sampler can answer, refused before any sampling with what is wrong."""
-    n = len(y)
+    n, p = len(y), len(coefs)
     if p >= n:
+        shown = ", ".join(coefs[:8]) + (", ..." if p > 8 else "")
         raise DataError(
-            f"the model has {p} fixed-effect coefficient(s) but only {n} row(s) of data: they "
-            "cannot all be estimated (no residual degrees of freedom). Drop terms, or check "
-            "for a text column read as a factor with one level per row (dates, IDs)")
+            f"the model has {p} fixed-effect coefficient(s) ({shown}) but only {n} row(s) of "
+            "data: they cannot all be estimated (no residual degrees of freedom). Drop terms, or "
+            "check for a text column read as a factor with one level per row (dates, IDs)")
     if gaussian and n > 1 and float(np.ptp(y)) == 0.0:
         raise DataError(
             f"response {response!r} is constant (every used row is {y[0]:g}): there is no "
