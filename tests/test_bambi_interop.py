@@ -1,4 +1,4 @@
-"""bh.fit(bambi.Model) fits Bambi's model; result.to_bambi() works with Bambi's and ArviZ's tools."""
+"""bh.fit(bambi.Model) fits Bambi's model; result.to_bambi() works with Bambi's and ArviZ tools."""
 
 import warnings
 
@@ -209,7 +209,8 @@ def _glm_data(family: str) -> "pd.DataFrame":
     g = np.repeat(np.arange(20), 12)
     x = rng.normal(size=g.size)
     eta = 0.3 + 0.8 * x + rng.normal(0, 0.7, 20)[g]
-    y = rng.binomial(1, 1 / (1 + np.exp(-eta))) if family == "bernoulli" else rng.poisson(np.exp(eta))
+    p = 1 / (1 + np.exp(-eta))
+    y = rng.binomial(1, p) if family == "bernoulli" else rng.poisson(np.exp(eta))
     return pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"g{i:02d}" for i in g])})
 
 

@@ -140,7 +140,8 @@ def _common(comp, offsets: bool = False) -> list[tuple[str, object, slice]]:
     if comp.design.common is None:
         return []
     sl = comp.design.common.slices
-    return [(name, comp.terms[name], s) for name, s in sorted(sl.items(), key=lambda kv: kv[1].start)
+    ordered = sorted(sl.items(), key=lambda kv: kv[1].start)
+    return [(name, comp.terms[name], s) for name, s in ordered
             if isinstance(comp.terms[name], OffsetTerm) == offsets]
 
 
