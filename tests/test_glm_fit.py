@@ -153,3 +153,10 @@ def test_save_load_keeps_the_family(bern, tmp_path):
     assert back.spec.family == get_family("bernoulli")
     assert "sigma" not in back.summary().index
     np.testing.assert_allclose(back.variance_parts().residual, np.pi ** 2 / 3)
+
+
+def test_simulate_draws_from_the_family(pois):
+    d, res = pois
+    sims = res.simulate(n=20, seed=1, as_frame=False)
+    assert sims.shape == (20, len(d))
+    assert np.all(sims == np.round(sims)) and sims.min() >= 0

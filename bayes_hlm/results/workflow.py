@@ -281,8 +281,14 @@ def heldout_loglik(fitted: "BayesResult", newdata: pd.DataFrame, y: np.ndarray,
     """
     from scipy.stats import norm
 
+    from ..errors import BayesHLMError
+    from .family_draws import family_of
     from .predict import _factor_columns
 
+    fam = family_of(fitted)
+    if fam.name != "gaussian" or fam.link.name != "identity":  # the closed form below is Gaussian
+        raise BayesHLMError(f"held-out log densities (kfold) are implemented for Gaussian models "
+                            f"only, not the {fam.name} family; use loo() instead")
     src = fitted._draws
     idx = src.thinned(max_draws)
     X = fitted.spec.fixed_matrix(newdata)
@@ -411,7 +417,10 @@ def simulate(result: "BayesResult", n: int = 100, seed: int | None = None,
     order = rng.permutation(n)
     mu = np.concatenate(list(src.linpred_chunks(idx, result.design.X, factor_design(result.design),
                                                offset=result.design.offset)))
-    y = mu + rng.standard_normal(mu.shape) * src.flat(naming.SIGMA)[idx, None]
+    from .family_draws import family_of, replicate, trials_kw
+
+    # the family's noise (Gaussian: mu + N(0, sigma^2); binomial: successes of the trials)
+    y = replicate(mu, src, idx, family_of(result), rng, trials_kw(result.design))
     y, idx = y[order], idx[order]
     if not as_frame:
         return y
