@@ -21,7 +21,7 @@ _LAZY = {
     "fit": (".fitting", "fit"),
     "sample_prior_predictive": (".fitting", "sample_prior_predictive"),
     "BayesResult": (".results.bayes_result", "BayesResult"),
-    "MixedModelResult": (".results.base", "MixedModelResult"),
+    "MixedModelResult": (".inference.contract", "MixedModelResult"),
     "contrasts": (".inference.emmeans", "contrasts"),
     "emmeans": (".inference.emmeans", "emmeans"),
     "hypothesis": (".inference.hypotheses", "hypothesis"),

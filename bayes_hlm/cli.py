@@ -118,15 +118,15 @@ def _sniff_sep(text: str) -> str:
 
 def _formula_columns(formula: str) -> tuple[set[str], set[str], set[str]]:
     """(columns used as variables, grouping columns, response columns) of a formula."""
-    from .spec.build import _expr_vars
+    from .spec.build import expr_vars
     from .spec.formula import parse_formula
 
     parsed = parse_formula(formula)
     groups = {c for t in parsed.random for c in t.factor_columns}
-    used = set(_expr_vars(parsed.response)) | _expr_vars(parsed.fixed_rhs)
+    used = set(expr_vars(parsed.response)) | expr_vars(parsed.fixed_rhs)
     for t in parsed.random:
-        used |= _expr_vars(t.expr)
-    return used - groups, groups, set(_expr_vars(parsed.response))
+        used |= expr_vars(t.expr)
+    return used - groups, groups, set(expr_vars(parsed.response))
 
 
 _R_RESERVED = {"if", "else", "repeat", "while", "function", "for", "next", "break", "TRUE", "FALSE",

@@ -1,6 +1,6 @@
 """The settings of a fit as the user gave them, validated in one place.
 
-:func:`validate_settings` is used by :func:`bayes_hlm.fit`, :func:`bayes_hlm.distributed.fit_dask`
+:func:`validate_settings` is used by :func:`bayes_hlm.fit`, :func:`bayes_hlm.fitting.fit_dask`
 and the command line, so every argument is checked once, with a message naming it
 (``--tune`` on the command line, ``tune`` in Python). :class:`FitSettings` is what
 ``FitInfo.requested`` stores and what ``update()`` replays. Light on purpose (no

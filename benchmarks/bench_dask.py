@@ -7,7 +7,7 @@ layout, same levels in the same order as simulate's labels), strings (``--ids st
 dictionary column with every label in every file (``--ids dict``, ``write_parquet``'s default).
 Generation is timed separately and not part of the fit.
 
-Each case runs ``bayes_hlm.distributed.fit_dask`` end to end (both passes, the tree reduction,
+Each case runs ``bayes_hlm.fitting.fit_dask`` end to end (both passes, the tree reduction,
 NUTS on the statistics, result and diagnostics) in a fresh subprocess, so the client's peak
 RSS (``ru_maxrss``) is that of the fit alone; with ``--cluster`` the statistics run on a
 ``LocalCluster`` of 2 worker processes x 1 thread and each worker reports its own peak RSS.
@@ -102,6 +102,7 @@ def run_one(a) -> dict:
            "load_avg_1m_before": os.getloadavg()[0]}
     rec["disk_mb"] = sum(f.stat().st_size for f in path.glob("*.parquet")) / 2**20
     import bayes_hlm.distributed as bd
+    from bayes_hlm.fitting import fit_dask
 
     client = cluster = None
     scheduler = "threads"
@@ -120,7 +121,7 @@ def run_one(a) -> dict:
             ds = bd.compute_stats_dask(FORMULA, str(path), scheduler, progressbar=False)
             timings = ds.timings
         else:
-            res = bd.fit_dask(FORMULA, str(path), scheduler, chains=a.chains, draws=a.draws,
+            res = fit_dask(FORMULA, str(path), scheduler, chains=a.chains, draws=a.draws,
                               tune=a.tune, seed=1, progressbar=False)
             timings = res.info.extra["stats_timings"]
     rec["end_to_end_s"] = time.perf_counter() - t0

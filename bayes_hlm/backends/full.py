@@ -8,7 +8,7 @@ import pytensor.tensor as pt
 from ..families import Family, default_family
 from ..spec.design import Design
 from ..spec.priors import PriorSet
-from . import naming
+from ..spec import variable_names as naming
 from .group_effects import sampled_effects
 from .hyperparameters import add_hyperparameters, coords, factor_blocks
 

@@ -18,7 +18,7 @@ from ..families import Family, default_family
 from ..spec.design import Design
 from ..spec.prior_registry import get_prior_dist
 from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
-from . import naming
+from ..spec import variable_names as naming
 
 
 @dataclass

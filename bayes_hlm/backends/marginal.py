@@ -20,7 +20,7 @@ import xarray as xr
 
 from ..spec.design import Design
 from ..spec.priors import PriorSet
-from . import naming
+from ..spec import variable_names as naming
 from . import compiled_nuts
 from .conditional_draws import default_chunk_draws, draw_group_effects
 from .effect_refresh import refresh_sampled_effects, refreshable_terms

@@ -1,48 +1,7 @@
-"""Posterior variable names and dims shared by every backend and reporter.
+"""Moved to :mod:`bayes_hlm.spec.variable_names` (posterior variable names and dims).
 
-Every backend produces the same variables, so reporters never ask which one ran:
-
-* ``fixed``            (chain, draw, fixed_term)
-* ``sigma``            (chain, draw)
-* ``sd__<factor>``     (chain, draw, <factor>__term)
-* ``corr__<factor>``   (chain, draw, <factor>__term, <factor>__term_b)  [correlated factors]
-* ``r__<factor>``      (chain, draw, <factor>__level, <factor>__term)   group effects
-
-That is the layout the backends produce. ``BayesResult.tree`` (what ArviZ sees) stores
-the correlations as their free pairs only, ``corr__<factor>`` (chain, draw,
-<factor>__pair), and orders variables so ArviZ labels them correctly; see
-:mod:`bayes_hlm.results.arviz_layout`.
+Kept so ``from bayes_hlm.backends import naming`` keeps working.
 """
 
-FIXED = "fixed"
-FIXED_DIM = "fixed_term"
-SIGMA = "sigma"
-
-
-def sd_var(factor: str) -> str:
-    return f"sd__{factor}"
-
-
-def corr_var(factor: str) -> str:
-    return f"corr__{factor}"
-
-
-def effect_var(factor: str) -> str:
-    return f"r__{factor}"
-
-
-def term_dim(factor: str) -> str:
-    return f"{factor}__term"
-
-
-def term_dim_b(factor: str) -> str:
-    return f"{factor}__term_b"
-
-
-def level_dim(factor: str) -> str:
-    return f"{factor}__level"
-
-
-def pair_dim(factor: str) -> str:
-    """Dimension of the correlation pairs ``"<term_i>, <term_j>"`` (i < j) in ``BayesResult.tree``."""
-    return f"{factor}__pair"
+from ..spec.variable_names import *  # noqa: F401,F403
+from ..spec.variable_names import __all__  # noqa: F401

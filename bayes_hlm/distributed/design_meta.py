@@ -32,7 +32,7 @@ import pandas as pd
 from ..errors import BayesHLMError, DataError, FormulaError
 from ..errors import OutOfCoreError  # noqa: F401 - re-exported: the class lives in errors.py
 from ..statistics import FactorBlock, StatsPlan, find_nesting
-from ..spec.build import ModelSpec, _expr_vars, _used_columns, build_spec
+from ..spec.build import ModelSpec, expr_vars, used_columns, build_spec
 from ..spec.checks import Control
 from ..spec.design import Design, GroupTerm
 from ..spec.formula import ParsedFormula, parse_formula
@@ -73,15 +73,15 @@ class ModelFrame:
             raise OutOfCoreError(
                 "offset(...) terms are not supported by the out-of-core engine (engine='dask') yet; "
                 "fit in memory, or subtract the offset from the response in the data")
-        used = _used_columns(parsed, pd.DataFrame(columns=list(columns)))
+        used = used_columns(parsed, pd.DataFrame(columns=list(columns)))
         gcols = []
         for t in parsed.random:
             for c in t.factor_columns:
                 if c not in gcols:
                     gcols.append(c)
-        fcols = set(_expr_vars(parsed.fixed_rhs)) | set(_expr_vars(parsed.response))
+        fcols = set(expr_vars(parsed.fixed_rhs)) | set(expr_vars(parsed.response))
         for t in parsed.random:
-            fcols |= _expr_vars(t.expr)
+            fcols |= expr_vars(t.expr)
         return cls(formula, parsed, tuple(used), tuple(gcols),
                    tuple(c for c in used if c in fcols), na_action)
 

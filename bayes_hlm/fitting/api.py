@@ -5,7 +5,7 @@ One pipeline, each stage usable alone (as lme4's ``lFormula`` -> ``mkLmerDevfun`
 
 1. :func:`bayes_hlm.settings.validate_settings` - every argument checked, kept as given;
 2. :func:`.problem.build_problem` - spec, priors, scaling, sufficient statistics
-   (or, out of core, :func:`bayes_hlm.distributed.fit_dask` builds the problem from Dask);
+   (or, out of core, :func:`bayes_hlm.fitting.fit_dask` builds the problem from Dask);
 3. :func:`.sample.choose` - method and engine (:func:`bayes_hlm.backends.engine.choose_engine`);
 4. :func:`.sample.sample` - NUTS;
 5. :func:`.tail.finish_fit` - the result, its record and its warnings.
@@ -124,7 +124,7 @@ def fit(
     engine : {"memory", "dask"}
         ``"dask"`` computes the sufficient statistics out of core on Dask; ``data``
         may then also be a Dask DataFrame, a CSV path or a Parquet file/directory/glob
-        (see :func:`bayes_hlm.distributed.fit_dask`; marginal method only).
+        (see :func:`bayes_hlm.fitting.fit_dask`; marginal method only).
     scheduler : optional
         Dask scheduler (address, ``Client``, or ``"sync"``/``"threads"``/``"processes"``).
     rescale : bool or "auto"
@@ -163,7 +163,7 @@ def fit(
                                  engine=engine, progressbar=progressbar, warn=warn,
                                  family=family, link=link)
     if engine == "dask":
-        from ..distributed import fit_dask
+        from .out_of_core import fit_dask
 
         return fit_dask(formula, data, scheduler, method=method, sampler=sampler, chains=chains,
                         draws=draws, tune=tune, target_accept=target_accept, seed=seed,

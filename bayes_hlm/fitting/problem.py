@@ -2,7 +2,7 @@
 
 Like lme4's ``lFormula``: usable on its own. A :class:`Problem` comes from rows in memory
 (:func:`build_problem`) or from sufficient statistics computed elsewhere, e.g. on Dask
-(:func:`bayes_hlm.distributed.fit_dask` builds one); the later stages do not care which.
+(:func:`bayes_hlm.fitting.fit_dask` builds one); the later stages do not care which.
 """
 
 from __future__ import annotations

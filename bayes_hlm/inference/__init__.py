@@ -4,11 +4,14 @@
 * :mod:`.hypotheses` - brms ``hypothesis()``, ``lincom``;
 * :mod:`.emmeans` - reference grid, marginal means, contrasts, slopes (emmeans);
 * :mod:`.tidy` - broom.mixed ``tidy``; :mod:`.standardize` - standardised coefficients;
-* :mod:`.frames` - :class:`ReportFrame`, the table type reports return.
+* :mod:`.frames` - :class:`ReportFrame`, the table type reports return;
+* :mod:`.contract` - :class:`MixedModelResult`, the base class of both result types;
+* :mod:`.variance` - ICC/R² variance parts (performance's rule) for both sides;
+* :mod:`.reference` - the typed frequentist reference Bayesian comparisons take.
 
 The helpers never look at how a result was computed: they build weight matrices and
 tables, and ask the result for estimates through the contract of
-:class:`bayes_hlm.results.base.MixedModelResult` (``_linear_estimates``, ``fixef``,
+:class:`bayes_hlm.inference.contract.MixedModelResult` (``_linear_estimates``, ``fixef``,
 ``varcorr``, ...). They import neither :mod:`bayes_hlm.results` nor :mod:`bayes_hlm.reml`.
 """
 

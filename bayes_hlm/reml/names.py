@@ -72,12 +72,12 @@ def level_labels(design, spec, names: str) -> dict[str, dict[str, str]]:
     data = getattr(spec, "data", None)
     if names != "lme4" or data is None:
         return out
-    from ..spec.build import _factor_labels
+    from ..spec.build import factor_labels
 
     for g, t in zip(design.groups, _random_terms(design, spec)):
         if t is None or not t.nested or g.factor in out:
             continue
         ours = np.asarray(g.levels, dtype=object)[g.codes]
-        theirs = np.asarray(_factor_labels(data, tuple(reversed(t.factor_columns))), dtype=object)
+        theirs = np.asarray(factor_labels(data, tuple(reversed(t.factor_columns))), dtype=object)
         out[g.factor] = {str(a): str(b) for a, b in zip(ours, theirs)}
     return out

@@ -12,8 +12,8 @@ from scipy import special as _sf  # not scipy.stats: its import costs seconds (C
 from ..errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning
 from ..inference.frames import ReportFrame
 from ..inference.intervals import DEFAULT_LEVEL, label_interval, wald_table
-from ..results.base import MixedModelResult, ModelSummary, ValueTable
-from ..results.variance import VarianceParts, VarianceTerms, variance_parts
+from ..inference.contract import MixedModelResult, ModelSummary, ValueTable
+from ..inference.variance import VarianceParts, VarianceTerms, variance_parts
 from .criterion import DevFun
 from .optimize import OptResult
 
@@ -27,7 +27,7 @@ __all__ = ["RemlResult", "SINGULAR_MSG"]
 class RemlResult(MixedModelResult):
     """A frequentist (RE)ML fit of a Gaussian linear mixed model.
 
-    Implements the result contract of :class:`~bayes_hlm.results.base.MixedModelResult`
+    Implements the result contract of :class:`~bayes_hlm.inference.contract.MixedModelResult`
     (shared with the Bayesian fit): ``nobs()``, ``fixef()``, ``confint(level=0.95, method=)``,
     ``icc()``/``r2()`` tables, ``summary()`` returning a :class:`ModelSummary`, ...
 
@@ -229,7 +229,7 @@ class RemlResult(MixedModelResult):
     # ------------------------------------------------------------------ ICC / R²
     def variance_parts(self, terms: VarianceTerms = "performance") -> VarianceParts:
         """Variance components at the estimates: the Bayesian
-        :func:`~bayes_hlm.results.variance.variance_parts` with one "draw" (so both sides use
+        :func:`~bayes_hlm.inference.variance.variance_parts` with one "draw" (so both sides use
         one definition; performance's rule for slope-only terms by default)."""
         covs = {}
         for f, S in self.covariances().items():
@@ -422,8 +422,8 @@ class RemlResult(MixedModelResult):
 
     def reference(self):
         """This fit as the typed reference that Bayesian comparisons and plots take
-        (:class:`~bayes_hlm.results.reference.FrequentistReference`)."""
-        from ..results.reference import FrequentistReference
+        (:class:`~bayes_hlm.inference.reference.FrequentistReference`)."""
+        from ..inference.reference import FrequentistReference
 
         with warnings.catch_warnings():  # singular: NaN below, flagged by `singular`
             warnings.simplefilter("ignore", BayesHLMWarning)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..spec.design import Design
 
 SAMPLE_DIMS = ("chain", "draw")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..errors import BayesHLMError
 from ..inference._args import resolve_level
 from ..inference.frames import ReportFrame

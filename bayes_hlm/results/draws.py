@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 import xarray as xr
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..spec.design import Design
 from .arviz_layout import backend_values
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from .tables import stat_dict, stat_frame
 
 if TYPE_CHECKING:

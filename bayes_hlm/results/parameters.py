@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..errors import BayesHLMError
 from ..inference.tidy import Parameter, check_effects
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..backends import naming
-from ..spec.build import _factor_labels
+from ..spec.build import factor_labels
 from ..errors import BayesHLMError, DataError
 from . import tables
 from .family_draws import family_of, replicate, trials_kw
@@ -43,7 +43,7 @@ def _factor_columns(result: "BayesResult", factor: str, newdata) -> tuple[np.nda
         Zs.append(Z)
     if newdata is not None:
         cols = next(t.factor_columns for t in result.spec.parsed.random if t.factor == factor)
-        labels = _factor_labels(newdata, cols)
+        labels = factor_labels(newdata, cols)
     return codes, np.hstack(Zs), labels
 
 

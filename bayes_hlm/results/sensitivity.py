@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..errors import BayesHLMError
 from ..spec.prior_registry import PRIOR_DISTS, get_prior_dist
 from ..spec.priors import Prior, corr_key, intercept_shift, sd_key

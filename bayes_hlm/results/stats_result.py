@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..inference._args import resolve_level
 from ..inference.intervals import label_interval
 from . import tables

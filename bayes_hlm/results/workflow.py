@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..errors import BayesHLMError, BayesHLMWarning, FormulaError
 from .draws import factor_design
 

@@ -92,19 +92,35 @@ class ModelSpec:
         """``(codes, Z)`` of random term ``k`` for ``newdata``; unseen levels get code -1."""
         term = self.parsed.random[k]
         g = self.design.groups[k]
-        new = _prepare_new(self, newdata, _expr_vars(term.expr) | set(term.factor_columns))
+        new = _prepare_new(self, newdata, expr_vars(term.expr) | set(term.factor_columns))
         dm = self._random_dms[k]
         Z = np.asarray(dm.evaluate_new_data(new).design_matrix, dtype=float) if dm is not None \
             else np.ones((len(new), 1))
-        labels = _factor_labels(new, term.factor_columns)
+        labels = factor_labels(new, term.factor_columns)
         codes = pd.Index(g.levels).get_indexer(labels)
         return codes.astype(np.int64), Z
 
     def _fixed_vars(self) -> set[str]:
-        return _expr_vars(self.parsed.fixed_rhs)
+        return expr_vars(self.parsed.fixed_rhs)
 
 
-def _expr_vars(rhs: str) -> set[str]:
+def expr_vars(rhs: str) -> set[str]:
+    """The data columns a formula expression reads (``"x * log(z)"`` -> ``{"x", "z"}``).
+
+    Parameters
+    ----------
+    rhs : str
+        One side of a formula, or one term (formulae's syntax).
+
+    Returns
+    -------
+    set of str
+
+    Raises
+    ------
+    FormulaError
+        When formulae cannot parse ``rhs``.
+    """
     try:
         names = fm.model_description(f"y0bhlm ~ {rhs}").var_names
     except Exception as exc:  # formulae raises several types
@@ -113,7 +129,7 @@ def _expr_vars(rhs: str) -> set[str]:
 
 
 def _response_vars(response: str) -> set[str]:
-    names = _expr_vars(response)
+    names = expr_vars(response)
     return names
 
 
@@ -126,11 +142,20 @@ def _missing_column_error(name: str, columns) -> FormulaError:
     )
 
 
-def _used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+def used_columns(parsed: ParsedFormula, data: pd.DataFrame) -> list[str]:
+    """The columns of ``data`` a parsed formula reads, response first, each once.
+
+    Raises
+    ------
+    FormulaError
+        A column is not in ``data`` (naming the closest match).
+    DataError
+        A column name appears more than once in ``data``.
+    """
     used: list[str] = []
     groups = [set(t.factor_columns) for t in parsed.random]
-    sets = [_response_vars(parsed.response), _expr_vars(parsed.fixed_rhs)]
-    sets += [_expr_vars(t.expr) for t in parsed.random] + groups
+    sets = [_response_vars(parsed.response), expr_vars(parsed.fixed_rhs)]
+    sets += [expr_vars(t.expr) for t in parsed.random] + groups
     for s in sets:
         for name in sorted(s):
             if name not in data.columns:
@@ -299,7 +324,12 @@ def _labels_of(col: pd.Series) -> np.ndarray:
     return np.where(codes >= 0, names[np.maximum(codes, 0)], None)
 
 
-def _factor_labels(sub: pd.DataFrame, cols: tuple[str, ...]) -> pd.Index:
+def factor_labels(sub: pd.DataFrame, cols: tuple[str, ...]) -> pd.Index:
+    """Level label of each row for the (possibly interacted) grouping factor ``cols``.
+
+    One column gives its level as a string; several give lme4's ``a:b`` labels. Missing
+    values give ``None``.
+    """
     return pd.Index(interaction_labels([_labels_of(sub[c]) for c in cols]), dtype=object)
 
 
@@ -313,7 +343,7 @@ def _factor_codes(sub: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray,
     uniq, inv = np.unique(codes, return_inverse=True)
     first = np.zeros(len(uniq), dtype=np.int64)
     first[inv[::-1]] = np.arange(len(inv))[::-1]
-    labels = _factor_labels(sub.iloc[first], cols)
+    labels = factor_labels(sub.iloc[first], cols)
     return inv.astype(np.int64), labels
 
 
@@ -441,7 +471,7 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     if len(data) == 0:
         raise no_data_error()
     parsed = parse_formula(formula)
-    used = _used_columns(parsed, data)
+    used = used_columns(parsed, data)
     sub = _prepare(data, used, parsed, na_action, control)
     family = family or default_family()
     form = parse_response(parsed.response)

@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ScalingError  # noqa: F401 - re-exported (the class lives in errors.py)
+from . import variable_names as naming
 from .design import Design
 from .prior_registry import PRIOR_DISTS, ScalingError
 from .priors import Prior, PriorSet, corr_key, sd_key
@@ -166,7 +167,6 @@ def unscale_posterior(post: xr.Dataset, design: Design, sc: Scaling) -> xr.Datas
     Maps ``fixed``, ``sigma``, ``sd__<factor>`` and ``r__<factor>``; correlations
     and anything else are unchanged.
     """
-    from ..backends import naming  # local: keep spec importable without backends
 
     out = post.copy()
     if naming.FIXED in out:
