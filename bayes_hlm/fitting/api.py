@@ -13,6 +13,7 @@ One pipeline, each stage usable alone (as lme4's ``lFormula`` -> ``mkLmerDevfun`
 
 from __future__ import annotations
 
+import inspect
 import time
 import warnings
 from typing import Literal
@@ -82,7 +83,7 @@ def fit(
         (correlated, LKJ prior), ``(x||g)``, ``(1|a/b)``, ``(1|a:b)``, crossed
         factors, categorical predictors and interactions. A ``bambi.Model`` is fitted
         as Bambi defines it (formula, family, priors, data; ``data`` must then be
-        omitted): see :func:`bayes_hlm.interop.bambi.fit_bambi`.
+        omitted): see :func:`bayes_hlm.interop.bambi.fit_arguments`.
     data : pandas.DataFrame
         Never modified.
     method : {"auto", "full", "marginal"}
@@ -148,12 +149,15 @@ def fit(
     -------
     BayesResult
     """
-    from ..interop.bambi import fit_bambi, is_bambi_model
+    from ..interop.bambi import fit_arguments, is_bambi_model
 
-    if is_bambi_model(formula):  # Bambi's model, our engines (priors= laid over Bambi's)
-        kwargs = {k: v for k, v in locals().items()
-                  if k not in ("formula", "data", "fit_bambi", "is_bambi_model")}
-        return fit_bambi(formula, data, **kwargs)
+    if is_bambi_model(formula):  # translate Bambi's model, then fit it here (priors= laid over Bambi's)
+        given = {k: v for k, v in locals().items()
+                 if k not in ("formula", "data", "fit_arguments", "is_bambi_model")}
+        defaults = {k: p.default for k, p in inspect.signature(fit).parameters.items()}
+        result = fit(**fit_arguments(formula, data, given, defaults))
+        result.bambi_model = formula  # to_bambi() needs no argument
+        return result
     if data is None:
         raise BayesHLMError("fit(formula, data): data is required with a formula")
     settings = validate_settings(method=method, sampler=sampler, chains=chains, draws=draws,

@@ -1,6 +1,6 @@
 """Bambi users keep their models: fit a ``bambi.Model`` here, hand our posterior to Bambi.
 
-* :func:`fit_bambi` (what ``bh.fit(model)`` calls for a ``bambi.Model``) takes over the
+* :func:`fit_arguments` (what ``bh.fit(model)`` translates a ``bambi.Model`` with) takes over the
   model's formula, family, link, data and *final* priors (Bambi's scaled defaults and every
   prior the user set, read from the model's terms after Bambi built them) and fits the
   same model with our engines. In Bambi ``(x|g)`` is **uncorrelated** (an independent
@@ -292,30 +292,40 @@ def translate(model) -> Translation:
                        names=names)
 
 
-def fit_bambi(model, data=None, **fit_kwargs):
-    """Fit a ``bambi.Model`` with :func:`bayes_hlm.fit` (what ``bh.fit(model)`` calls).
+def fit_arguments(model, data, given: dict, defaults: dict) -> dict:
+    """The arguments of :func:`bayes_hlm.fit` for a ``bambi.Model`` (what ``bh.fit(model)`` runs).
 
-    ``priors=`` given here are laid over the Bambi model's; every other keyword is
-    :func:`bayes_hlm.fit`'s. The result remembers the model (``result.bambi_model``), so
-    ``result.to_bambi()`` needs no argument.
+    :func:`bayes_hlm.fit` translates the model here and then runs itself: this module never
+    imports the fit pipeline.
+
+    Parameters
+    ----------
+    model : bambi.Model
+    data : None
+        Must be None: the data come from the model.
+    given : dict
+        The other keywords of the ``fit`` call as passed. ``priors=`` given are laid over the
+        Bambi model's; ``family``/``link`` must be left at their defaults (they are the model's).
+    defaults : dict
+        ``fit``'s default of each keyword.
+
+    Returns
+    -------
+    dict
+        ``formula``, ``data``, ``priors``, ``family``, ``link`` and the rest of ``given``.
     """
-    import inspect
-
-    from ..fitting.api import fit
-
     if data is not None:
         raise BayesHLMError("bh.fit(bambi_model) takes the data from the Bambi model; "
                             "do not pass data=")
-    params = inspect.signature(fit).parameters
-    for key in ("family", "link"):  # the Bambi model's; fit() hands its defaults through
-        if key in fit_kwargs and fit_kwargs.pop(key) != params[key].default:
+    kwargs = dict(given)
+    for key in ("family", "link"):  # the Bambi model's
+        if key in kwargs and kwargs.pop(key) != defaults.get(key):
             raise BayesHLMError(f"bh.fit(bambi_model): the {key} comes from the Bambi model; "
                                 f"do not pass {key}=")
     tr = translate(model)
-    priors = {**tr.priors, **(fit_kwargs.pop("priors", None) or {})}
-    result = fit(tr.formula, tr.data, priors=priors, family=tr.family, link=tr.link, **fit_kwargs)
-    result.bambi_model = model
-    return result
+    priors = {**tr.priors, **(kwargs.pop("priors", None) or {})}
+    return dict(kwargs, formula=tr.formula, data=tr.data, priors=priors, family=tr.family,
+                link=tr.link)
 
 
 def _effects(result, factor: str) -> np.ndarray:
