@@ -310,9 +310,79 @@ def _check_writable(path: str | None) -> None:
         raise CliError(f"cannot write output {path!r}: the file is read-only")
 
 
+def _strict(obj):
+    """NaN/inf -> null everywhere: strict JSON parsers reject bare ``NaN`` tokens."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _check_not_input(out: str | None, data: str | None) -> None:
+    """``--out`` must never replace the data it was computed from."""
+    if out is None or data is None:
+        return
+    try:
+        same = Path(out).resolve() == Path(data).resolve() or (
+            Path(out).exists() and Path(data).exists() and os.path.samefile(out, data))
+    except OSError:
+        same = False
+    if same:
+        raise CliError(f"--out {out!r} is the input data file; choose another output path "
+                       "(the data would be overwritten)", EXIT_USAGE)
+
+
+def _check_plots_dir(path: str | None) -> None:
+    """Fail before sampling when the ``--plots`` directory cannot be created or written."""
+    import tempfile
+
+    if path is None:
+        return
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise CliError(f"cannot write plots to {path!r}: it exists and is not a directory")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".plots.", suffix=".check", dir=target)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise CliError(f"cannot write plots to {path!r}: {exc.strerror or exc}") from None
+
+
+def _rescue(result, out: dict | None, failure: str) -> None:
+    """Writing failed after sampling: keep the fit somewhere that works and say where."""
+    import tempfile
+    import time
+
+    stem = Path(tempfile.gettempdir()) / f"bayes-hlm-fit-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    saved = []
+    try:
+        result.save(f"{stem}.bhlm")
+        saved.append(f"{stem}.bhlm")
+    except Exception:  # noqa: BLE001 - the JSON below may still work
+        pass
+    if out is not None:
+        try:
+            Path(f"{stem}.json").write_text(json.dumps(_strict(out), indent=2, allow_nan=False,
+                                                       default=float))
+            saved.append(f"{stem}.json")
+        except OSError:
+            pass
+    where = " and ".join(saved) if saved else "nowhere (the temporary directory is not writable either)"
+    raise CliError(f"{failure}; the fit was saved to {where}")
+
+
 def _write_json(obj: dict, path: str | None) -> None:
     """JSON to stdout, or atomically to ``path`` (temp file in the same folder + rename)."""
-    text = json.dumps(obj, indent=2, allow_nan=True, default=float)
+    text = json.dumps(_strict(obj), indent=2, allow_nan=False, default=float)
     if path is None:
         print(text)
         return
@@ -347,6 +417,8 @@ def _cmd_fit(args) -> int:
     from .results.export import fit_json
 
     _check_writable(args.out)
+    _check_not_input(args.out, args.data)
+    _check_plots_dir(args.plots)
     settings = dict(method=args.method, sampler=args.sampler, chains=args.chains, draws=args.draws,
                     tune=args.tune, seed=args.seed, target_accept=args.target_accept,
                     mass_matrix=args.mass_matrix, control=_parse_control(args.control))
@@ -370,12 +442,16 @@ def _cmd_fit(args) -> int:
             ref = result.reml()
         if want_json:
             out["reml"] = ref.to_dict()
-    if args.plots:
-        from .reporters import write_plots
+    try:  # outputs were checked before sampling; a late failure must not lose the fit
+        if args.plots:
+            from .reporters import write_plots
 
-        write_plots(result, args.plots, reml_result=ref)
-    if args.out:
-        _write_json(out, args.out)
+            write_plots(result, args.plots, reml_result=ref)
+        if args.out:
+            _write_json(out, args.out)
+    except (OSError, CliError) as exc:
+        _rescue(result, out, str(exc) if isinstance(exc, CliError)
+                else f"cannot write outputs: {exc.strerror or exc}")
     if args.json:
         _write_json(out, None)
     else:  # people read a table; machines ask for --json or --out
@@ -391,6 +467,7 @@ def _cmd_reml(args) -> int:
     from .reml import reml
 
     _check_writable(args.out)
+    _check_not_input(args.out, args.data)
     df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels),
                     _parse_na_values(args.na_values))
     t0 = time.perf_counter()  # wall_s: formula parsing to fitted result (no imports, no file read)

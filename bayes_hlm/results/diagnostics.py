@@ -123,6 +123,13 @@ def warn_on(diag: dict, method: str) -> list[str]:
     return msgs
 
 
+def _is_nan(value) -> bool:
+    try:
+        return bool(np.isnan(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
 def warning_messages(diag: dict, method: str) -> list[str]:
     """The warnings :func:`warn_on` would emit, one per problem, each with its remedy."""
     msgs = []
@@ -130,6 +137,13 @@ def warning_messages(diag: dict, method: str) -> list[str]:
     if diag.get("divergences", 0):
         msgs.append(f"{diag['divergences']} divergent transitions after tuning: the posterior has "
                     f"regions NUTS cannot explore. Raise target_accept (e.g. 0.95) or use {other}.")
+    # NaN compares False with every threshold: left alone it would silence the warnings
+    # below exactly when the draws are too few (1-3) or not finite to judge convergence
+    unknown = [k for k in ("max_r_hat_all", "max_r_hat", "min_ess_bulk", "min_ess_tail")
+               if k in diag and _is_nan(diag[k])]
+    if unknown:
+        msgs.append(f"convergence cannot be judged: {', '.join(unknown)} is NaN (too few draws, "
+                    "or draws that are not finite). Do not trust these estimates; run more draws.")
     if diag.get("max_r_hat_all", diag.get("max_r_hat", 1.0)) > RHAT_MAX:
         rhat = diag.get("max_r_hat_all", diag.get("max_r_hat"))
         msgs.append(f"max R-hat {rhat:.3f} > {RHAT_MAX}: chains disagree. Run longer "

@@ -52,8 +52,17 @@ def fit_json(result: "BayesResult") -> dict:
         "max_r_hat": float(diag["max_r_hat"]),
         "max_r_hat_all": float(diag["max_r_hat_all"]),
         "min_ess_bulk": float(diag["min_ess_bulk"]),
+        "min_ess_tail": float(diag.get("min_ess_tail", float("nan"))),
+        "treedepth_saturated": int(diag.get("treedepth_saturated", 0) or 0),
+        "bfmi_min": float(diag.get("bfmi_min", float("nan"))),
         "wall_s": float(result.info.wall_s),
     }
+    from .diagnostics import warning_messages
+
+    # one flag a pipeline can test: no convergence warning and a complete run
+    msgs = warning_messages(diag, result.info.method)
+    out["diagnostics"]["warnings"] = msgs
+    out["diagnostics"]["converged"] = not msgs and not result.info.interrupted
     out["fit"] = {"method": result.info.method, "sampler": result.info.sampler,
                   "chains": result.info.chains, "draws": result.info.draws, "tune": result.info.tune,
                   "seed": result.info.seed, "compile_s": result.info.compile_s,
