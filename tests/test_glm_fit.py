@@ -160,3 +160,28 @@ def test_simulate_draws_from_the_family(pois):
     sims = res.simulate(n=20, seed=1, as_frame=False)
     assert sims.shape == (20, len(d))
     assert np.all(sims == np.round(sims)) and sims.min() >= 0
+
+
+@pytest.mark.parametrize("family,link,formula,params", [
+    ("t", None, "yc ~ x + (1|g)", ["sigma", "nu"]),
+    ("gamma", "log", "pos ~ x + (1|g)", ["alpha"]),
+    ("binomial", "probit", "p(k, n) ~ x + (1|g)", []),
+])
+def test_other_families_fit_and_report_their_parameters(family, link, formula, params):
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(12), 8)
+    x = rng.normal(size=g.size)
+    b = rng.normal(0, 0.3, 12)[g]
+    d = pd.DataFrame({"x": x, "g": [f"g{i}" for i in g], "n": 8,
+                      "pos": rng.gamma(3.0, np.exp(0.5 + 0.3 * x + b) / 3.0),
+                      "yc": 1 + x + b + rng.standard_t(4, g.size),
+                      "k": rng.binomial(8, 1 / (1 + np.exp(-(0.2 * x + b))))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bh.fit(formula, d, family=family, link=link, chains=2, draws=100, tune=200, seed=1,
+                     progressbar=False, warn=False)
+    s = res.summary()
+    assert [k for k in s.index if s.loc[k, "kind"] in ("sigma", "family")] == params
+    assert f"Family: {family} (link: {link or get_family(family).link.name})" in s.text
+    ll = res.log_likelihood()["log_likelihood"]["y"].values
+    assert ll.shape == (2, 100, len(d)) and np.all(np.isfinite(ll))
