@@ -36,7 +36,7 @@ _LAZY = {
     "build_design": (".spec.build", "build_design"),
     "build_spec": (".spec.build", "build_spec"),
     "center": (".spec.centering", "center"),
-    "Control": (".spec.checks", "Control"),
+    "Control": (".spec.control", "Control"),
     "Prior": (".spec.priors", "Prior"),
     "get_prior": (".spec.priors", "get_prior"),
     "load": (".results.bayes_result", "BayesResult.load"),

@@ -268,7 +268,7 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
 
 def _parse_control(items: list[str]):
     """``--control check_name=action`` (repeatable) -> :class:`Control` (lme4's lmerControl)."""
-    from .spec.checks import Control
+    from .spec.control import Control
 
     changes = {}
     for item in items or []:

@@ -68,7 +68,7 @@ class FitSettings:
 
     def fit_kwargs(self) -> dict:
         """Keyword arguments for :func:`bayes_hlm.fit` that reproduce these settings."""
-        from .spec.checks import Control
+        from .spec.control import Control
         from .spec.priors import Prior
 
         kw = asdict(self)
@@ -231,7 +231,7 @@ def _priors(priors, label):
 def _control(control, label):
     from dataclasses import asdict as _asdict
 
-    from .spec.checks import Control
+    from .spec.control import Control
 
     if control is None:
         return None

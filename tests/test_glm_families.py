@@ -17,7 +17,7 @@ from bayes_hlm.errors import DataError
 from bayes_hlm.families import FAMILIES, get_family
 from bayes_hlm.results.variance import variance_parts
 from bayes_hlm.spec.build import build_spec
-from bayes_hlm.spec.naming import lme4_name
+from bayes_hlm.spec.lme4_names import lme4_name
 from bayes_hlm.spec.priors import default_priors, sd_key
 
 FIXTURES = Path(__file__).parent / "fixtures"

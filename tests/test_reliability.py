@@ -23,7 +23,7 @@ import bayes_hlm as bh
 from bayes_hlm.errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning, DataError, FormulaError
 from bayes_hlm.results import diagnostics as dg
 from bayes_hlm.spec.build import build_design, build_spec
-from bayes_hlm.spec.checks import Control
+from bayes_hlm.spec.control import Control
 
 
 def _frame(n_groups=8, per=5, seed=0):

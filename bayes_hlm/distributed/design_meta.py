@@ -33,7 +33,7 @@ from ..errors import BayesHLMError, DataError, FormulaError
 from ..errors import OutOfCoreError  # noqa: F401 - re-exported: the class lives in errors.py
 from ..statistics import FactorBlock, StatsPlan, find_nesting
 from ..spec.build import ModelSpec, expr_vars, used_columns, build_spec
-from ..spec.checks import Control
+from ..spec.control import Control
 from ..spec.design import Design, GroupTerm
 from ..spec.formula import ParsedFormula, parse_formula
 from ..spec.rules import (check_na_action, check_numeric_group, interaction_labels, is_factor_dtype,
@@ -697,7 +697,7 @@ def build_meta(scan: ScanPart, mf: ModelFrame, control: Control | None = None,
                       n_rows=scan.n_rows, n_kept=scan.n_kept, na_rows=scan.na_rows,
                       na_cols=dict(scan.na_cols), token=token)
     spec = meta.spec()
-    from ..spec.naming import lme4_name
+    from ..spec.lme4_names import lme4_name
 
     meta.fixed_names_full = tuple(lme4_name(c) for c in spec._fixed_dm.common.as_dataframe().columns)
     meta.term_names = tuple(g.terms for g in spec.design.groups)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BayesHLMError
-from ..spec.checks import Control
+from ..spec.control import Control
 from ..spec.rules import check_group_sizes
 from ..spec.priors import Moments, PriorSet, apply_user_priors, priors_from_moments
 from .design_meta import (DesignMeta, ModelFrame, OutOfCoreError, build_meta,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..statistics import BaseStats, NestedStats, SingleStats
-from ..spec.checks import Control
+from ..spec.control import Control
 from ..spec.rules import aliased_columns, check_rank
 from .design_meta import DesignMeta
 from .kernels import merge_sorted

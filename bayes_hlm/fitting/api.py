@@ -27,7 +27,7 @@ from ..families import get_family
 from ..results.bayes_result import BayesResult
 from ..settings import METHODS, validate_settings
 from ..spec.build import ModelSpec, build_spec
-from ..spec.checks import Control
+from ..spec.control import Control
 from ..spec.priors import Prior, resolve_priors
 from .problem import build_problem
 from .sample import choose_and_sample, sampler_config

@@ -14,7 +14,7 @@ from ..backends.engine import choose_method, no_groups_message
 from ..errors import BayesHLMError, OutOfCoreError
 from ..results.stats_result import StatsResult
 from ..settings import validate_settings
-from ..spec.checks import Control
+from ..spec.control import Control
 from ..spec.formula import parse_formula
 from .problem import Problem
 from .sample import choose_and_sample, sampler_config

@@ -17,7 +17,7 @@ from ..errors import BayesHLMError, FormulaError
 from ..families import Family
 from ..results.bayes_result import BayesResult
 from ..spec.build import ModelSpec, build_spec
-from ..spec.checks import Control
+from ..spec.control import Control
 from ..spec.design import Design
 from ..spec.priors import PriorSet, resolve_priors
 from ..spec.scaling import Scaling, ScalingError, choose_scaling, scale_design, scale_priors

@@ -35,13 +35,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..inference.emmeans import contrasts as _contrasts
-from ..inference.emmeans import emmeans as _emmeans
-from ..inference.emmeans import slopes as _slopes
-from ..inference.hypotheses import lincom as _lincom
-from ..inference.standardize import standardize as _standardize
-from ..inference.frames import ReportFrame
-from ..inference.intervals import DEFAULT_LEVEL
+from .emmeans import contrasts as _contrasts
+from .emmeans import emmeans as _emmeans
+from .emmeans import slopes as _slopes
+from .hypotheses import lincom as _lincom
+from .standardize import standardize as _standardize
+from .frames import ReportFrame
+from .intervals import DEFAULT_LEVEL
 from .variance import VarianceParts, VarianceTerms
 
 __all__ = ["MixedModelResult", "ModelSummary", "ValueTable", "Nobs"]

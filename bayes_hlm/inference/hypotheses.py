@@ -12,6 +12,8 @@ Wald/Satterthwaite); this module owns the parsing and the table layout, written 
 
 from __future__ import annotations
 
+import ast
+import operator
 import re
 from typing import Callable, Mapping, Sequence
 
@@ -66,13 +68,71 @@ def parse(hyp: str, names: Sequence[str]) -> tuple[str, str, list[str]]:
         bad = re.sub(r"[\s\d.eE+\-*/()]", " ", bad).split()
         raise BayesHLMError(f"hypothesis {hyp!r} uses unknown name(s) {bad}; parameters: "
                             f"{', '.join(n for n in names if not n.startswith('b_'))}")
+    _check_tree(_tree(expr, hyp), hyp)
     return expr, op, [tokens[t] for t in sorted(tokens)]
 
 
+#: The arithmetic a hypothesis may use; powers only with a number exponent |p| <= MAX_POWER
+#: (so "9^9^9^9 > 0" is refused at once instead of computing a huge integer).
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv, ast.Pow: operator.pow}
+_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+MAX_POWER = 10
+
+
+def _tree(expr: str, hyp: str) -> ast.expr:
+    try:
+        return ast.parse(expr, mode="eval").body
+    except SyntaxError:
+        raise BayesHLMError(f"hypothesis {hyp!r} is not an arithmetic expression of parameters "
+                            "and numbers (+, -, *, /, ^ and parentheses)") from None
+
+
+def _number(node: ast.expr) -> float | None:
+    """The value of a (signed) number literal, else None."""
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        v = _number(node.operand)
+        return None if v is None else _UNARY[type(node.op)](v)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return float(node.value)
+    return None
+
+
+def _check_tree(node: ast.expr, hyp: str) -> None:
+    """Refuse anything but names, numbers, + - * / and small constant powers."""
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        if isinstance(node.op, ast.Pow):
+            p = _number(node.right)
+            if p is None or abs(p) > MAX_POWER:
+                raise BayesHLMError(f"hypothesis {hyp!r}: a power's exponent must be a number "
+                                    f"between -{MAX_POWER} and {MAX_POWER}")
+        _check_tree(node.left, hyp)
+        _check_tree(node.right, hyp)
+    elif isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        _check_tree(node.operand, hyp)
+    elif not (isinstance(node, ast.Name) or _number(node) is not None):
+        raise BayesHLMError(f"hypothesis {hyp!r} may use only parameters, numbers, "
+                            "+, -, *, /, ^ and parentheses")
+
+
+def _eval_tree(node: ast.expr, ns: Mapping[str, np.ndarray]):
+    if isinstance(node, ast.BinOp):
+        return _BINARY[type(node.op)](_eval_tree(node.left, ns), _eval_tree(node.right, ns))
+    if isinstance(node, ast.UnaryOp):
+        return _UNARY[type(node.op)](_eval_tree(node.operand, ns))
+    if isinstance(node, ast.Name):
+        return ns[node.id]
+    return np.float64(node.value)  # float arithmetic: overflow gives inf, never a huge int
+
+
 def evaluate(expr: str, values: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """``expr`` (from :func:`parse`: checked) evaluated on ``values``; no ``eval``."""
     order = sorted(names, key=len, reverse=True)
-    ns = {f"_p{k}_": np.asarray(values[n]) for k, n in enumerate(order) if n in values}
-    return np.asarray(eval(expr, {"__builtins__": {}}, ns), dtype=float)  # noqa: S307 - sanitised
+    ns = {f"_p{k}_": np.asarray(values[n], dtype=float) for k, n in enumerate(order) if n in values}
+    tree = _tree(expr, expr)
+    _check_tree(tree, expr)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return np.asarray(_eval_tree(tree, ns), dtype=float)
 
 
 def expr_label(h: str) -> str:

@@ -94,7 +94,7 @@ def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML"
 
 def _split_control(control, checks):
     """(input-check Control or None, optimiser dict) from ``reml``'s arguments."""
-    from ..spec.checks import Control
+    from ..spec.control import Control
     if checks is not None:
         warnings.warn("reml(checks=...) is deprecated: pass control=Control(...), the same object "
                       "fit(control=) takes", DeprecationWarning, stacklevel=3)

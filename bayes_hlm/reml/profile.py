@@ -341,7 +341,7 @@ def _stats_new_y(st: Stats, tmap, X, y, ZR=None) -> Stats:
     return dataclasses.replace(st, Xty=X.T @ y, yty=float(y @ y), BC_E=BC_E, BC_R=BC_R)
 
 
-def simulate(m, nsim: int, seed=None) -> np.ndarray:
+def bootstrap_responses(m, nsim: int, seed=None) -> np.ndarray:
     """``nsim`` responses simulated from the fitted model (new effects and residuals), (nsim, N)."""
     rng = np.random.default_rng(seed)
     tmap = m.devfun.tmap
@@ -370,7 +370,7 @@ def boot_confint(m, level: float = 0.95, nsim: int = 500, seed=None,
     ZR = None
     if st.R:
         ZR = remainder_Z(tmap, st.R)
-    Y = simulate(m, nsim, seed)
+    Y = bootstrap_responses(m, nsim, seed)
     names = param_names(tmap) + list(m.fixed_names)
     est = np.full((nsim, len(names)), np.nan)
     ctl = {**m.control, "polish": False, "calc_derivs": False}

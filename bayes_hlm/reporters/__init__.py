@@ -6,8 +6,8 @@ returns a matplotlib Figure or Axes; all render headless (Agg).
 
 from ..results.compare_reml import compare_reml, shrinkage_table
 from .caterpillar import plot_caterpillar
-from .checks import plot_energy, plot_ppc, plot_rank, plot_trace
-from .compare import TabModel, tab_model
+from .diagnostic_plots import plot_energy, plot_ppc, plot_rank, plot_trace
+from .tab_model import TabModel, tab_model
 from .distributions import plot_variance_distributions
 from .forest import plot_forest
 from .group_lines import plot_group_lines, plot_spaghetti

@@ -45,7 +45,7 @@ img {max-width: 100%}
 
 def plot_specs(result: "BayesResult", reml_result=None) -> list[tuple[str, str, Callable]]:
     """(name, caption, function returning a Figure/Axes) of every plot that applies to ``result``."""
-    from . import caterpillar, checks, distributions, forest, group_lines, shrinkage
+    from . import caterpillar, diagnostic_plots, distributions, forest, group_lines, shrinkage
 
     p = PROB
     specs = [("forest", f"Posterior mean and {p:.0%} HDI (blue) vs REML estimate ± 1.96 SE (red)",
@@ -68,12 +68,12 @@ def plot_specs(result: "BayesResult", reml_result=None) -> list[tuple[str, str, 
                        lambda: group_lines.plot_spaghetti(result, x, f))]
         specs.append(("variance", f"ICC and R² posteriors ({p:.0%} HDI shaded); REML/performance values in red",
                       lambda: distributions.plot_variance_distributions(result, reml_result, prob=p)))
-    specs += [("ppc", "Posterior predictive check", lambda: checks.plot_ppc(result)),
-              ("trace", "Trace plots (population-level parameters)", lambda: checks.plot_trace(result)),
-              ("rank", "Rank plots (population-level parameters)", lambda: checks.plot_rank(result))]
+    specs += [("ppc", "Posterior predictive check", lambda: diagnostic_plots.plot_ppc(result)),
+              ("trace", "Trace plots (population-level parameters)", lambda: diagnostic_plots.plot_trace(result)),
+              ("rank", "Rank plots (population-level parameters)", lambda: diagnostic_plots.plot_rank(result))]
     ss = result.tree["sample_stats"] if "sample_stats" in result.tree.children else None
     if ss is not None and "energy" in ss:
-        specs.append(("energy", "Energy plot (BFMI)", lambda: checks.plot_energy(result)))
+        specs.append(("energy", "Energy plot (BFMI)", lambda: diagnostic_plots.plot_energy(result)))
     return specs
 
 
@@ -253,7 +253,7 @@ def family_link(result: "BayesResult") -> tuple[str, str]:
 def build_report(result: "BayesResult", reml_result=None, plots: dict | None = None) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
     from ..results.compare_reml import compare_reml
-    from .compare import tab_model
+    from .tab_model import tab_model
 
     ref = reference(result, reml_result)
     vals = values(ref)

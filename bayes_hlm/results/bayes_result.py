@@ -527,9 +527,9 @@ class BayesResult(MixedModelResult):
 
     def simulate(self, n: int = 100, seed: int | None = None, as_frame: bool = True):
         """``n`` posterior predictive response vectors for the data rows (lme4 ``simulate``)."""
-        from .workflow import simulate
+        from .workflow import posterior_predict
 
-        return simulate(self, n, seed=seed, as_frame=as_frame)
+        return posterior_predict(self, n, seed=seed, as_frame=as_frame)
 
     def confint(self, level: float = DEFAULT_LEVEL, method: str | None = None, parm=None,
                 ranef: bool = False, **kwargs) -> ReportFrame:
@@ -635,6 +635,6 @@ class BayesResult(MixedModelResult):
         ``kind``: ``"dens_overlay"`` (density of y over ``ndraws`` replicated data sets),
         ``"hist"`` or ``"stat"`` (replicated means and SDs against the observed).
         """
-        from ..reporters.checks import plot_ppc
+        from ..reporters.diagnostic_plots import plot_ppc
 
         return plot_ppc(self, n_draws=ndraws, seed=seed, ax=ax, kind=kind)

@@ -228,7 +228,7 @@ def load_result(path: str | os.PathLike):
     """
     from .bayes_result import BayesResult, FitInfo
 
-    from ..spec.checks import Control
+    from ..spec.control import Control
 
     tree = _open(path)
     _verify(tree, path)

@@ -6,8 +6,9 @@
   with Pareto-k diagnostics per model.
 * :func:`kfold` - brms ``kfold()``: exact k-fold cross-validation by refitting;
   grouped folds (``group="Subject"``) and leave-one-group-out (``k`` = levels).
-* :func:`simulate` - lme4 ``simulate()`` / brms ``posterior_predict()``: new
-  response vectors from the posterior predictive for the data rows.
+* :func:`posterior_predict` (``BayesResult.simulate``) - lme4 ``simulate()`` / brms
+  ``posterior_predict()``: new response vectors from the posterior predictive for the
+  data rows.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .draws import factor_design
 if TYPE_CHECKING:
     from .bayes_result import BayesResult
 
-__all__ = ["update", "update_formula", "compare", "kfold", "simulate", "user_priors"]
+__all__ = ["update", "update_formula", "compare", "kfold", "posterior_predict", "user_priors"]
 
 PARETO_K_BAD = 0.7
 
@@ -401,8 +402,8 @@ def kfold(result: "BayesResult", k: int | None = 10, group: str | None = None,
     )
 
 
-# ------------------------------------------------------------------- simulate
-def simulate(result: "BayesResult", n: int = 100, seed: int | None = None,
+# ------------------------------------------------------------ posterior_predict
+def posterior_predict(result: "BayesResult", n: int = 100, seed: int | None = None,
              as_frame: bool = True):
     """``n`` replicated response vectors for the data rows from the posterior predictive
     (lme4 ``simulate()``, brms ``posterior_predict(ndraws = n)``).

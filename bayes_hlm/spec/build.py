@@ -19,13 +19,13 @@ from formulae.environment import Environment
 
 from ..errors import BayesHLMWarning, DataError, FormulaError
 from ..families import Family, default_family
-from .checks import Control, apply_check
+from .control import Control, apply_check
 from .collate import r_sorted
 from .design import Design, GroupTerm
 from .formula import ParsedFormula, RandomTerm, parse_formula
 from .formula_safety import FORMULAE_FUNCTIONS, FUNCTIONS, NUMPY_FUNCTIONS, formula_namespace
 from .response import PLACEHOLDER, Response, check_response, evaluate_response, parse_response
-from .naming import lme4_name
+from .lme4_names import lme4_name
 from .rules import (aliased_columns as _aliased, check_group_sizes, check_na_action,
                     check_numeric_group, check_rank, interaction_labels,
                     is_factor_dtype as _is_factor_dtype, missing_mask, no_data_error,

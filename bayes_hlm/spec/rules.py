@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BayesHLMWarning, DataError
-from .checks import Control, apply_check
+from .control import Control, apply_check
 
 __all__ = ["aliased_columns", "check_group_sizes", "check_na_action", "check_numeric_group", "check_rank", "column_na", "inf_error",
            "interaction_labels", "is_factor_dtype", "missing_mask", "no_data_error", "no_rows_left_error",
