@@ -550,6 +550,9 @@ def main(argv: list[str] | None = None) -> int:
             _check_fit_flags(args)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            from .foreign_warnings import ignore_foreign
+
+            ignore_foreign()  # other libraries' notices are not ours to print
             warnings.showwarning = _show_warning
             return args.func(args)
     except CliError as exc:

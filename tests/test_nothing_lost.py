@@ -100,3 +100,20 @@ def test_fit_json_carries_converged_flag_and_warnings(csv, tmp_path, capsys):
     d = json.loads(text)["diagnostics"]
     assert d["converged"] is False and d["warnings"]
     assert {"treedepth_saturated", "bfmi_min", "min_ess_tail"} <= set(d)
+
+
+def test_foreign_notices_are_filtered_narrowly():
+    from bayes_hlm.foreign_warnings import quiet_foreign
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_foreign():
+            warnings.warn("PyTensor could not link to a BLAS installation. Operations ...", UserWarning)
+            warnings.warn("This process (pid=12) is multi-threaded, use of fork() may lead to "
+                          "deadlocks in the child.", DeprecationWarning)
+            warnings.warn("More chains (500) than draws (2). Passed array should have shape "
+                          "(chains, draws, *shape)", UserWarning)
+            warnings.warn("something else entirely", UserWarning)
+            warnings.warn("PyTensor could not link to a BLAS installation", RuntimeWarning)
+    assert [str(w.message) for w in seen] == ["something else entirely",
+                                              "PyTensor could not link to a BLAS installation"]

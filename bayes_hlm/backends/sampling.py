@@ -108,16 +108,19 @@ def sample_model(model: pm.Model, cfg: SamplerConfig, var_names: list[str] | Non
     if cfg.sampler == "numba":
         raise ValueError("sampler='numba' runs the compiled collapsed density, not a PyMC model: "
                          "use backends.marginal.run_marginal")
-    if cfg.sampler == "jax":
-        from . import jax_nuts
+    from ..foreign_warnings import quiet_foreign
 
-        if not jax_nuts.available():
-            raise ImportError("sampler='jax' needs the optional extra: pip install 'bayes_hlm[jax]'")
-        out = jax_nuts.sample_jax(model, cfg, var_names)
-    elif cfg.sampler == "nutpie":
-        out = _sample_nutpie(model, cfg, var_names)
-    else:
-        out = _sample_pm(model, cfg, var_names)
+    with quiet_foreign():  # PyTensor's BLAS paragraph, fork() deprecation: not the user's problem
+        if cfg.sampler == "jax":
+            from . import jax_nuts
+
+            if not jax_nuts.available():
+                raise ImportError("sampler='jax' needs the optional extra: pip install 'bayes_hlm[jax]'")
+            out = jax_nuts.sample_jax(model, cfg, var_names)
+        elif cfg.sampler == "nutpie":
+            out = _sample_nutpie(model, cfg, var_names)
+        else:
+            out = _sample_pm(model, cfg, var_names)
     out.extra.setdefault("sampler", cfg.sampler)
     return out
 
