@@ -192,3 +192,20 @@ def _in_function(module: str, qualname: str) -> bool:
         _FUNCS[module] = funcs
     parts = qualname.split(".")
     return any(".".join(parts[:i]) in _FUNCS[module] for i in range(1, len(parts) + 1))
+
+
+def test_old_module_paths_still_work():
+    import warnings
+
+    import bayes_hlm.distributed as distributed
+    from bayes_hlm.backends import naming
+    from bayes_hlm.fitting import fit_dask
+    from bayes_hlm.inference.contract import MixedModelResult
+    from bayes_hlm.results.base import MixedModelResult as Old
+    from bayes_hlm.spec import variable_names
+
+    assert Old is MixedModelResult and naming.sd_var is variable_names.sd_var
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert distributed.fit_dask is fit_dask
+    assert any(issubclass(w.category, DeprecationWarning) for w in caught)

@@ -21,7 +21,7 @@ from typing import Literal
 import pandas as pd
 import xarray as xr
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..errors import BayesHLMError
 from ..families import get_family
 from ..results.bayes_result import BayesResult

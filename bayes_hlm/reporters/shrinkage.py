@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.patches import Ellipse
 from scipy.stats import chi2
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..errors import BayesHLMError
 from ..results import tables
 from ..results.compare_reml import shrinkage_table

@@ -11,7 +11,7 @@ import pandas as pd
 
 from scipy import stats as sps
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..inference.intervals import DEFAULT_LEVEL, interval_label
 from ..results import tables
 from ._util import reference, values

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..settings import FitSettings
 from ..spec.build import ModelSpec
 from ..spec.priors import PriorSet
@@ -17,11 +17,11 @@ from ..inference.frames import ReportFrame
 from ..inference.intervals import DEFAULT_LEVEL, label_interval, summarise_draws
 from . import tables
 from .arviz_layout import arviz_tree, corr_pairs
-from .base import MixedModelResult, ModelSummary, ValueTable
+from ..inference.contract import MixedModelResult, ModelSummary, ValueTable
 from .draws import DrawSource, EffectGenerator, factor_design
 from .family_draws import (eta_mean, family_of, param_draws, replicate, response_mean,
                            trials_kw)
-from .variance import VarianceParts, VarianceTerms, bayes_r2, variance_parts
+from ..inference.variance import VarianceParts, VarianceTerms, bayes_r2, variance_parts
 
 
 @dataclass
@@ -70,7 +70,7 @@ class FitInfo:
 class BayesResult(MixedModelResult):
     """Posterior of a hierarchical linear model with lme4/brms-style accessors.
 
-    Implements the result contract of :class:`~bayes_hlm.results.base.MixedModelResult`
+    Implements the result contract of :class:`~bayes_hlm.inference.contract.MixedModelResult`
     (shared with the REML fit); every interval defaults to a 95% HDI.
 
     Attributes
@@ -295,7 +295,7 @@ class BayesResult(MixedModelResult):
     # --------------------------------------------------------------- variance
     def variance_parts(self, terms: VarianceTerms = "performance") -> VarianceParts:
         """Per-draw variance components (performance's rule by default, see
-        :mod:`bayes_hlm.results.variance`; ``terms="all"`` counts every random term)."""
+        :mod:`bayes_hlm.inference.variance`; ``terms="all"`` counts every random term)."""
         key = ("vp", terms)
         if key not in self._cache:
             covs = {f: self._draws.covariance(f) for f in self.factors}

@@ -10,7 +10,7 @@ The reference is a typed :class:`~bayes_hlm.results.reference.FrequentistReferen
 (from a :class:`~bayes_hlm.reml.RemlResult`, or fitted on demand). When there is none - the
 REML fit failed - the REML columns are empty and the table's note (printed with it, and in
 ``attrs["reference"]``) says why. ICC and R² use one definition on both sides
-(performance's, :mod:`bayes_hlm.results.variance`).
+(performance's, :mod:`bayes_hlm.inference.variance`).
 
 Both return a :class:`ReportFrame`: a DataFrame with a rich notebook HTML
 rendering, :meth:`ReportFrame.to_markdown` (no ``tabulate`` needed) and

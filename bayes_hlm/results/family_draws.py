@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..families import Family, default_family
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from .draws import factor_design
 from .family_draws import family_of
 from .family_draws import pointwise_loglik as family_pointwise_loglik

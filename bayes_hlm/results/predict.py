@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from ..backends import naming
+from ..spec import variable_names as naming
 from ..spec.build import factor_labels
 from ..errors import BayesHLMError, DataError
 from . import tables

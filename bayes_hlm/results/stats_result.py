@@ -25,7 +25,7 @@ from ..inference._args import resolve_level
 from ..inference.intervals import label_interval
 from . import tables
 from .bayes_result import BayesResult
-from .variance import VarianceParts, VarianceTerms, random_variance, term_mask
+from ..inference.variance import VarianceParts, VarianceTerms, random_variance, term_mask
 
 __all__ = ["StatsResult"]
 
