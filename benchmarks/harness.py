@@ -72,7 +72,7 @@ def _preimport(contender: str):
     if "nutpie" in contender:
         mods += ["nutpie", "nutpie.compile_pymc"]
     if contender == "marginal":
-        mods += ["nutpie", "nutpie.compile_pymc", "bayes_hlm.backends.compiled_nuts", "jax", "jax.numpy", "jax.experimental.serialize_executable", "numpyro",
+        mods += ["nutpie", "nutpie.compile_pymc", "bayes_hlm.backends.numba_nuts", "jax", "jax.numpy", "jax.experimental.serialize_executable", "numpyro",
                  "numpyro.infer.hmc", "pytensor.link.jax.dispatch", "pymc.initial_point"]
     if contender.startswith("bambi"):
         mods += ["bambi"]

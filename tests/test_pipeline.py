@@ -331,11 +331,11 @@ def test_finished_draws_cuts_nan_padding():
 
 
 def _interrupt_nutpie(monkeypatch):
-    from bayes_hlm.backends import compiled_nuts
+    from bayes_hlm.backends import numba_nuts
     from bayes_hlm.backends.sampling import finished_draws
 
-    real = compiled_nuts.run_nutpie
-    monkeypatch.setattr(compiled_nuts, "run_nutpie", lambda compiled, cfg: (
+    real = numba_nuts.run_nutpie
+    monkeypatch.setattr(numba_nuts, "run_nutpie", lambda compiled, cfg: (
         finished_draws(_nan_tail(real(compiled, cfg)[0], 5)), True))
 
 

@@ -153,10 +153,10 @@ def test_new_data_same_structure_reuses_programs(sleepstudy, jax_fit):
 
 
 def test_auto_falls_back_to_pymc_without_jax(sleepstudy, monkeypatch):
-    from bayes_hlm.backends import compiled_nuts
+    from bayes_hlm.backends import numba_nuts
 
     monkeypatch.setattr(jax_nuts, "available", lambda: False)
-    monkeypatch.setattr(compiled_nuts, "available", lambda: False)
+    monkeypatch.setattr(numba_nuts, "available", lambda: False)
     r = _fit(sleepstudy, "auto", chains=1, draws=50, tune=50)
     assert r.info.sampler == "pymc"
     with pytest.raises(ImportError):

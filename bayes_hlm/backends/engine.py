@@ -65,10 +65,10 @@ def engine_status() -> dict[str, str | None]:
 
     The only impure part of the choice (it imports); :func:`choose_engine` takes its result.
     """
-    from . import compiled_nuts, jax_nuts
+    from . import numba_nuts, jax_nuts
 
     return {
-        "numba": None if compiled_nuts.available() else
+        "numba": None if numba_nuts.available() else
         "nutpie (with its CompiledPyMCModel interface) is not installed",
         "jax": None if jax_nuts.available() else "JAX/NumPyro are not installed "
         "(pip install 'bayes_hlm[jax]')",

@@ -21,7 +21,7 @@ import xarray as xr
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from ..spec import variable_names as naming
-from . import compiled_nuts
+from . import numba_nuts
 from .conditional_draws import default_chunk_draws, draw_group_effects
 from .effect_refresh import refresh_sampled_effects, refreshable_terms
 from .full import record_effects
@@ -165,7 +165,7 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
         choose(engine_status())  # raises when the compiled density does not cover the model
         model = None
         t_build = time.perf_counter() - t0
-        out = compiled_nuts.sample(design, ps, stats, cfg)
+        out = numba_nuts.sample(design, ps, stats, cfg)
     else:
         model, stats = build_marginal_model(design, ps, stats=stats)
         t_build = time.perf_counter() - t0

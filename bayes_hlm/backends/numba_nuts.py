@@ -101,6 +101,7 @@ def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOut
     groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
     groups["posterior"] = posterior_dataset(design, ps, packed, z)
     for k in groups:
+        # the label predates the module's name (numba_nuts): kept as saved files carry it
         groups[k].attrs.update({"engine": "bayes_hlm.compiled_nuts", "inference_library": "nutpie"})
     out = xr.DataTree.from_dict(groups)
     return SampleOutput(tree=out, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted,
