@@ -33,24 +33,22 @@ def test_arithmetic_is_evaluated(h, expect):
     assert _estimate(h) == pytest.approx(float(np.mean(expect(POST))), rel=1e-12)
 
 
-@pytest.mark.parametrize("h", ["9**9**9**9 > 0", "9^9^9^9 > 0", "Days^Intercept > 0",
-                               "Days^(1+1) > 0", "Days^100 > 0"])
-def test_big_or_non_number_powers_are_refused_at_once(h):
+#: expression -> what the error says; big or non-number powers are refused before computing
+REFUSED = {
+    "9**9**9**9 > 0": "exponent must be a number", "9^9^9^9 > 0": "exponent must be a number",
+    "Days^Intercept > 0": "exponent must be a number", "Days^(1+1) > 0": "exponent must be",
+    "Days^100 > 0": "exponent must be a number", "Days > )": "not an arithmetic expression",
+    "(Days)(Intercept) > 0": "only parameters, numbers", "sigma > 0": "unknown name",
+    "Days // 2 > 0": "not an arithmetic expression|only parameters",
+}
+
+
+@pytest.mark.parametrize("h", sorted(REFUSED))
+def test_refused_at_once_with_a_clear_error(h):
     t0 = time.perf_counter()
-    with pytest.raises(BayesHLMError, match="exponent must be a number"):
+    with pytest.raises(BayesHLMError, match=REFUSED[h]):
         posterior_hypothesis(h, POST, _no_prior)
     assert time.perf_counter() - t0 < 5  # refused, not computed
-
-
-@pytest.mark.parametrize("h, match", [
-    ("Days > )", "not an arithmetic expression"),
-    ("(Days)(Intercept) > 0", "only parameters, numbers"),
-    ("Days // 2 > 0", "not an arithmetic expression|only parameters"),
-    ("sigma > 0", "unknown name"),
-])
-def test_other_expressions_are_refused_clearly(h, match):
-    with pytest.raises(BayesHLMError, match=match):
-        posterior_hypothesis(h, POST, _no_prior)
 
 
 def test_linear_weights_unchanged():

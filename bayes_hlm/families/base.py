@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import BayesHLMError
 from .links import Link, get_link
 
-__all__ = ["ENGINES", "Family", "FamilyParam"]
+__all__ = ["ENGINES", "Family", "FamilyParam", "ScaleFamily"]
 
 #: every engine name a family may list
 ENGINES = ("full", "marginal", "numba", "jax", "reml")
@@ -188,3 +188,25 @@ class Family:
             (``performance::r2_nakagawa``); unused by Gaussian and binomial families.
         """
         raise NotImplementedError
+
+
+class ScaleFamily(Family):
+    """A location-scale family with residual scale ``sigma`` (Gaussian, Student-t).
+
+    The parts they share: the linear predictor's priors are scaled by ``mean(y)`` and
+    ``sd(y)``; the variance function is constant; ``Var(y | mu)`` and the latent-scale
+    variance (ICC/R²) are ``sigma^2`` (for the t, the scale squared: its own variance
+    ``sigma^2 nu/(nu-2)`` is infinite for ``nu <= 2``).
+    """
+
+    def prior_moments(self, y_mean: float, y_sd: float) -> tuple[float, float]:
+        return y_mean, y_sd
+
+    def variance(self, mu) -> np.ndarray:
+        return np.ones_like(np.asarray(mu, dtype=float))
+
+    def response_variance(self, mu, *, sigma, **_) -> np.ndarray:
+        return np.broadcast_to(np.asarray(sigma, dtype=float) ** 2, np.shape(mu))
+
+    def latent_variance(self, params, eta_mean=None) -> np.ndarray:
+        return np.asarray(params["sigma"], dtype=float) ** 2

@@ -6,10 +6,10 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import Family, FamilyParam
+from .base import FamilyParam, ScaleFamily
 
 
-class Gaussian(Family):
+class Gaussian(ScaleFamily):
     """Normal residuals with SD ``sigma``.
 
     * links: identity (default), log, inverse (Bambi's);
@@ -26,9 +26,6 @@ class Gaussian(Family):
                                                          {"nu": 4.0, "sigma": y_sd})),)
     default_engines = frozenset({"full", "marginal", "numba", "jax", "reml"})
 
-    def prior_moments(self, y_mean: float, y_sd: float) -> tuple[float, float]:
-        return y_mean, y_sd
-
     def likelihood(self, name: str, eta, params: Mapping[str, object], observed):
         import pymc as pm
 
@@ -43,12 +40,3 @@ class Gaussian(Family):
     def random(self, eta, rng, *, sigma, **_) -> np.ndarray:
         mu = self.link.inverse(eta)
         return mu + rng.standard_normal(np.shape(mu)) * sigma
-
-    def variance(self, mu) -> np.ndarray:
-        return np.ones_like(np.asarray(mu, dtype=float))
-
-    def response_variance(self, mu, *, sigma, **_) -> np.ndarray:
-        return np.broadcast_to(np.asarray(sigma, dtype=float) ** 2, np.shape(mu))
-
-    def latent_variance(self, params, eta_mean=None) -> np.ndarray:
-        return np.asarray(params["sigma"], dtype=float) ** 2

@@ -6,10 +6,10 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import Family, FamilyParam
+from .base import FamilyParam, ScaleFamily
 
 
-class StudentT(Family):
+class StudentT(ScaleFamily):
     """Student-t residuals with scale ``sigma`` and degrees of freedom ``nu``.
 
     * links: identity (default), log, inverse;
@@ -26,9 +26,6 @@ class StudentT(Family):
               FamilyParam("nu", lambda y_mean, y_sd: ("Gamma", {"alpha": 2.0, "beta": 0.1}),
                           dispersion=False))
 
-    def prior_moments(self, y_mean: float, y_sd: float) -> tuple[float, float]:
-        return y_mean, y_sd
-
     def likelihood(self, name: str, eta, params: Mapping[str, object], observed):
         import pymc as pm
 
@@ -43,13 +40,3 @@ class StudentT(Family):
     def random(self, eta, rng, *, sigma, nu, **_) -> np.ndarray:
         mu = self.link.inverse(eta)
         return mu + rng.standard_t(np.broadcast_to(nu, np.shape(mu))) * sigma
-
-    def variance(self, mu) -> np.ndarray:
-        return np.ones_like(np.asarray(mu, dtype=float))
-
-    def response_variance(self, mu, *, sigma, **_) -> np.ndarray:
-        """The scale squared (the t's variance is infinite for ``nu <= 2``)."""
-        return np.broadcast_to(np.asarray(sigma, dtype=float) ** 2, np.shape(mu))
-
-    def latent_variance(self, params, eta_mean=None) -> np.ndarray:
-        return np.asarray(params["sigma"], dtype=float) ** 2
