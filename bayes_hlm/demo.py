@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     print(m.icc(), "\n")
     print("R² (Bayesian, marginal, conditional):")
     print(m.r2(), "\n")
-    print("Diagnostics:", {k: round(v, 3) if isinstance(v, float) else v for k, v in m.diagnostics().items()}, "\n")
+    d = m.diagnostics()
+    print(f"Diagnostics: {d['divergences']} divergences, max R-hat {d['max_r_hat']:.3f} "
+          f"({d['max_r_hat_all']:.3f} incl. group effects), min bulk ESS {d['min_ess_bulk']:.0f}, "
+          f"min tail ESS {d['min_ess_tail']:.0f}, tree depth saturated {d['treedepth_saturated']}, "
+          f"min E-BFMI {d['bfmi_min']:.2f}\n")
     if hasattr(m, "compare_reml"):
         try:
             print("Bayesian posterior vs lme4-style REML:")

@@ -11,6 +11,21 @@ import pandas as pd
 __all__ = ["ReportFrame"]
 
 
+def _text_formatters(df: pd.DataFrame) -> dict:
+    """Fixed decimals for printing: counts (ESS) as integers, everything else to 3 decimals,
+    NaN blank. pandas' default switches a whole column to scientific notation as soon as one
+    value is small (a diff of 7e-4 beside 0.4), which reads badly in a report."""
+    def fixed(digits):
+        return lambda v: "" if v is None or (isinstance(v, float) and not np.isfinite(v)) \
+            else f"{v:.{digits}f}"
+
+    out = {}
+    for col in df.columns:
+        if pd.api.types.is_float_dtype(df[col].dtype):
+            out[col] = fixed(0 if str(col).startswith("ess") else 3)
+    return out
+
+
 class ReportFrame(pd.DataFrame):
     """A DataFrame that renders as a styled table in notebooks and exports to Markdown/LaTeX.
 
@@ -40,7 +55,7 @@ class ReportFrame(pd.DataFrame):
 
     def __repr__(self) -> str:
         parts = [self.caption] if self.caption else []
-        parts.append(super().__repr__())
+        parts.append(pd.DataFrame(self).to_string(formatters=_text_formatters(self), na_rep=""))
         if self.note:
             parts.append(f"Note: {self.note}")
         return "\n".join(parts)
