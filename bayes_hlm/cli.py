@@ -398,7 +398,8 @@ def _write_json(obj: dict, path: str | None) -> None:
 #: fit() argument -> the flag that sets it, so messages name what the user typed
 FIT_FLAGS = {"method": "--method", "sampler": "--sampler", "chains": "--chains", "draws": "--draws",
              "tune": "--tune", "seed": "--seed", "target_accept": "--target-accept",
-             "mass_matrix": "--mass-matrix", "engine": "--engine"}
+             "mass_matrix": "--mass-matrix", "engine": "--engine", "family": "--family",
+             "link": "--link"}
 
 
 def _check_fit_flags(args) -> None:
@@ -422,9 +423,16 @@ def _cmd_fit(args) -> int:
     settings = dict(method=args.method, sampler=args.sampler, chains=args.chains, draws=args.draws,
                     tune=args.tune, seed=args.seed, target_accept=args.target_accept,
                     mass_matrix=args.mass_matrix, control=_parse_control(args.control))
+    from .families import get_family
+
+    family = get_family(args.family, args.link)  # checked by _check_fit_flags
+    gaussian = family.name == "gaussian" and family.link.name == "identity"
     ref = None
     want_json = bool(args.json or args.out)
     if args.engine == "dask":
+        if not gaussian:
+            raise CliError("--engine dask fits Gaussian models only; drop --family/--link or "
+                           "use --engine memory", EXIT_USAGE)
         if args.factor or args.levels or args.na_values:
             raise CliError("--factor/--levels/--na-values are not supported with --engine dask; "
                            "store the types in the Parquet/CSV files", EXIT_USAGE)
@@ -436,11 +444,12 @@ def _cmd_fit(args) -> int:
             raise CliError("--scheduler needs --engine dask", EXIT_USAGE)
         df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels),
                         _parse_na_values(args.na_values))
-        result = fit(args.formula, df, **settings)
+        result = fit(args.formula, df, family=args.family, link=args.link, **settings)
         out = fit_json(result) if want_json else None
-        if want_json or args.plots:
+        # the REML reference is a Gaussian LMM: no reference for other families (not a wrong one)
+        if gaussian and (want_json or args.plots):
             ref = result.reml()
-        if want_json:
+        if want_json and ref is not None:
             out["reml"] = ref.to_dict()
     try:  # outputs were checked before sampling; a late failure must not lose the fit
         if args.plots:
@@ -515,6 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--target-accept", type=float, default=0.8)
     f.add_argument("--mass-matrix", choices=["auto", "diag", "low_rank"], default="auto",
                    help="nutpie engines: diagonal or low-rank-corrected adaptation (auto: by size)")
+    f.add_argument("--family", default="gaussian", metavar="FAMILY",
+                   help="response family: gaussian (default), bernoulli, binomial, poisson, "
+                        "negativebinomial, t, gamma. A two-level factor/string response is "
+                        "coded as R does: the first level (see --levels) is the failure")
+    f.add_argument("--link", default=None, metavar="LINK",
+                   help="link function (default: the family's; e.g. probit/cloglog for "
+                        "bernoulli/binomial, log for gamma)")
     f.add_argument("--json", action="store_true",
                    help="print the JSON result to stdout instead of the summary table")
     f.add_argument("--plots", metavar="DIR", help="write PNG plots and an HTML report here")

@@ -20,18 +20,33 @@ def _dist_stat(result: "BayesResult", draws: np.ndarray) -> dict:
 
 
 def fit_json(result: "BayesResult") -> dict:
-    """The ``bayes-hlm fit`` JSON: fixed, sigma, group SDs/correlations, ICC, R², diagnostics."""
+    """The ``bayes-hlm fit`` JSON: family, link, fixed, sigma, dispersion, group
+    SDs/correlations, ICC, R², diagnostics.
+
+    ``sigma`` is present only where the family has one (Gaussian, Student-t);
+    ``dispersion`` only where the family has other parameters of its own, by their names
+    (negative binomial and Gamma ``alpha``; Student-t ``nu``).
+    """
+    from .family_draws import family_of
+
     summ = result.summary()
     d = result.design
+    fam = family_of(result)
     out: dict = {
         "formula": d.formula,
+        "family": fam.name,
+        "link": fam.link.name,
         "n_obs": d.n,
         "groups": {k: int(v) for k, v in d.factors().items()},
         "fixed": {name: stat_dict(summ.loc[name]) for name in d.fixed_names},
-        "sigma": stat_dict(summ.loc["sigma"]),
-        "group_sd": {},
-        "group_corr": {},
     }
+    if naming.SIGMA in fam.param_names:
+        out["sigma"] = stat_dict(summ.loc[naming.SIGMA])
+    others = [p for p in fam.param_names if p != naming.SIGMA]
+    if others:
+        out["dispersion"] = {p: stat_dict(summ.loc[p]) for p in others}
+    out["group_sd"] = {}
+    out["group_corr"] = {}
     for f in result.factors:
         terms = result._terms(f)
         out["group_sd"][f] = {t: stat_dict(summ.loc[f"sd({t} | {f})"]) for t in terms}

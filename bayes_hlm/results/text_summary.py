@@ -49,13 +49,16 @@ def format_summary(result: "BayesResult", data_label: str | None = None) -> str:
         Name of the data (e.g. the CSV path) shown on the ``Data:`` line.
     """
     from .diagnostics import warning_messages
+    from .family_draws import family_of
 
     info, d = result.info, result.design
     summ = result.summary(PROB)
     total = info.chains * result._draws.n_draws
+    fam = family_of(result)
     lines = [
-        " Family: gaussian",
-        "  Links: mu = identity; sigma = identity",
+        f" Family: {fam.name}",
+        "  Links: " + "; ".join([f"mu = {fam.link.name}"]
+                                + [f"{p} = identity" for p in fam.param_names]),
         f"Formula: {result.formula}",
         f"   Data: {data_label or 'data'} (Number of observations: {d.n})",
         f"  Draws: {info.chains} chains, each with iter = {info.tune + result._draws.n_draws}; "
@@ -72,7 +75,9 @@ def format_summary(result: "BayesResult", data_label: str | None = None) -> str:
         rows = summ[summ.index.str.endswith(f" | {f})") & summ["kind"].isin(["sd", "corr"])]
         labels = [i.replace(f" | {f})", ")") for i in rows.index]
         lines += [f"~{f} (Number of levels: {n})", _table(rows, labels), ""]
-    lines += ["Family Specific Parameters:", _table(summ[summ["kind"] == "sigma"], ["sigma"]), ""]
+    if fam.param_names:  # sigma, NB/Gamma alpha, t nu; none for Bernoulli, binomial, Poisson
+        own = summ.loc[list(fam.param_names)]
+        lines += ["Family Specific Parameters:", _table(own, list(fam.param_names)), ""]
     lines += textwrap.wrap(f"Intervals are {PROB:.0%} highest-density intervals. Bulk_ESS and "
                            "Tail_ESS are effective sample sizes; Rhat is the potential scale "
                            "reduction factor on rank-normalised split chains (at convergence, "
