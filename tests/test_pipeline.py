@@ -387,3 +387,21 @@ def test_pymc_interrupted_run_is_flagged(monkeypatch):
     with pytest.warns(ConvergenceWarning, match="holds the 15 draws"):
         m = bh.fit("y ~ x + (1 | g)", _sim(), method="full", sampler="pymc", **dict(TINY, seed=3))
     assert m.info.interrupted and m.info.draws == 15 and m.info.requested.draws == 20
+
+
+def test_update_replays_settings_into_a_nested_model(q1_fit):
+    """#14: a fit made with the default sampler (resolved to "numba") updated into a NESTED
+    model, which the compiled density does not cover: it fits on the next engine of the "auto"
+    order instead of failing on a replayed sampler="numba", and every setting is kept."""
+    assert q1_fit.info.sampler == "numba"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nested = q1_fit.update(". ~ . + (1 | g:b)", data=_sim(nested=True))
+    assert nested.formula == "y ~ x + z + (x | g) + (1 | g:b)"
+    assert nested.info.sampler in ("jax", "pymc") and nested.info.sampler != q1_fit.info.sampler
+    assert "numba skipped" in nested.info.engine_reason and "nested" in nested.info.engine_reason
+    r = _kept(nested.info)
+    assert (r.method, r.sampler, r.centered, r.priors) == ("auto", None, "auto", None)
+    assert (nested.info.method, nested.info.chains, nested.info.draws, nested.info.tune,
+            nested.info.seed, nested.info.target_accept) == ("marginal", 1, 30, 30, 5, 0.85)
+    assert "rescaled" not in nested.info.extra
