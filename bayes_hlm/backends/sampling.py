@@ -23,6 +23,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
+from ..errors import BayesHLMError
 from ..settings import MASS_MATRICES, SAMPLERS
 # nutpie engines: a low-rank-corrected mass matrix learns the ridge between an
 # intercept and sampled effects in small collapsed posteriors (penicillin, 10
@@ -174,15 +175,35 @@ def run_nutpie(compiled, cfg: SamplerConfig) -> tuple[xr.DataTree, bool]:
     """nutpie's NUTS on a compiled model; Ctrl-C keeps the draws done so far."""
     import nutpie
 
-    sampler = nutpie.sample(
-        compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
-        seed=cfg.seed, progress_bar=cfg.progressbar, save_warmup=False, blocking=False,
-        target_accept=cfg.target_accept, adaptation=mass_matrix(cfg, compiled.n_dim),
-    )
     try:
-        return sampler.wait(), False
-    except KeyboardInterrupt:
-        return finished_draws(sampler.abort()), True
+        sampler = nutpie.sample(
+            compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
+            seed=cfg.seed, progress_bar=cfg.progressbar, save_warmup=False, blocking=False,
+            target_accept=cfg.target_accept, adaptation=mass_matrix(cfg, compiled.n_dim),
+        )
+        try:
+            return sampler.wait(), False
+        except KeyboardInterrupt:
+            return finished_draws(sampler.abort()), True
+    except BaseException as e:
+        if not is_rust_panic(e):
+            raise
+        raise BayesHLMError(panic_message(e, cfg)) from None
+
+
+def is_rust_panic(e: BaseException) -> bool:
+    """A panic inside nutpie's Rust code reaches Python as ``pyo3_runtime.PanicException``,
+    a BaseException (so no ``except Exception`` stops it); that module cannot be imported."""
+    return type(e).__name__ == "PanicException"
+
+
+def panic_message(e: BaseException, cfg: SamplerConfig) -> str:
+    """What a user can change when nutpie's sampler stops on an internal assertion."""
+    return (f"nutpie's NUTS ({cfg.sampler!r} engine) stopped on an internal error "
+            f"({str(e).strip() or type(e).__name__}) with tune={cfg.tune}, draws={cfg.draws}, "
+            f"chains={cfg.chains}, mass_matrix={cfg.mass_matrix!r}. Raise tune (the warm-up, "
+            f"e.g. tune=1000), try mass_matrix='diag', or use another engine "
+            f"(sampler='pymc' or 'jax')")
 
 
 def finished_draws(tree: xr.DataTree) -> xr.DataTree:
