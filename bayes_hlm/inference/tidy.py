@@ -26,7 +26,7 @@ from .frames import ReportFrame
 from .intervals import DEFAULT_LEVEL, interval, label_interval
 
 __all__ = ["tidy", "TIDY_COLUMNS", "EFFECTS", "check_effects", "Parameter", "TidyLabels",
-           "draws_tidy", "draws_interval_table", "wald_tidy"]
+           "draws_tidy", "draws_interval_table", "wald_tidy", "ratio_name", "exponentiate_fixed"]
 
 TIDY_COLUMNS = ["effect", "group", "level", "term", "estimate", "std.error", "conf.low", "conf.high"]
 EFFECTS = ("fixed", "ran_pars", "ran_vals")
@@ -56,6 +56,9 @@ def tidy(model, effects: str | Iterable[str] = ("fixed", "ran_pars"),
          conf_level: float = DEFAULT_LEVEL, conf_method: str | None = None, **kwargs) -> ReportFrame:
     """broom.mixed ``tidy(model, effects = ..., conf.int = TRUE)`` for any result.
 
+    Bayesian fits of a logit/log/cloglog link also take ``exponentiate=True`` (odds, rate or
+    hazard ratios of the fixed effects; see :func:`exponentiate_fixed`).
+
     Same as ``model.tidy(effects, conf_level, conf_method=...)``. Bayesian: estimate =
     posterior mean, std.error = posterior SD, interval ``conf_method="eti"`` (quantiles,
     broom.mixed's default for brms) or ``"hdi"``. REML: estimate and Wald SE (Satterthwaite
@@ -72,6 +75,33 @@ def check_effects(effects) -> tuple[str, ...]:
     if bad:
         raise BayesHLMError(f"effects must be among {EFFECTS}, not {bad}")
     return effects
+
+
+# -------------------------------------------------------------- exponentiate
+#: links whose exponentiated coefficients are ratios (logit: odds; cloglog: hazards; log: means)
+_RATIOS = {"logit": "odds ratios", "cloglog": "hazard ratios", "log": "ratios of means"}
+_COUNT_FAMILIES = ("poisson", "negativebinomial")
+
+
+def ratio_name(family: str, link: str) -> str:
+    """What ``exp(coefficient)`` is under ``link``: ``"odds ratios"`` (logit), ``"rate ratios"``
+    (log link of a count family), ``"ratios of means"`` (other log links), ``"hazard ratios"``
+    (cloglog). Other links (identity, probit, inverse) have no such reading: an error."""
+    if link not in _RATIOS:
+        raise BayesHLMError(
+            f"exponentiate=True needs a logit, log or cloglog link, where exp(coefficient) is an "
+            f"odds, rate or hazard ratio; this {family} model has the {link} link, whose "
+            "coefficients are differences on that scale: use exponentiate=False")
+    return "rate ratios" if link == "log" and family in _COUNT_FAMILIES else _RATIOS[link]
+
+
+def exponentiate_fixed(params: Sequence[Parameter], family: str, link: str) -> list[Parameter]:
+    """The fixed effects' draws exponentiated (broom.mixed's ``exponentiate = TRUE``), the other
+    parameters unchanged. Each draw is exponentiated before summarising: the posterior mean of
+    ``exp(beta)`` is not ``exp`` of the mean of ``beta`` (Jensen), while quantile intervals are
+    the same either way."""
+    ratio_name(family, link)
+    return [p._replace(draws=np.exp(p.draws)) if p.effect == "fixed" else p for p in params]
 
 
 # ------------------------------------------------------------------ draws

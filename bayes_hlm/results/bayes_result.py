@@ -116,16 +116,28 @@ class BayesResult(MixedModelResult):
                 f"sampler={self.info.sampler}>")
 
     # --------------------------------------------------------------- summaries
-    def summary(self, level: float | None = None, prob: float | None = None) -> ModelSummary:
+    def summary(self, level: float | None = None, prob: float | None = None, *,
+                exponentiate: bool = False) -> ModelSummary:
         """Fixed effects, group-level SDs and correlations, residual SD.
 
         Columns: kind, mean, sd, HDI bounds (``level``, default 95%, named in the header),
         bulk/tail ESS, R-hat, MCSE. ``print(fit.summary())`` shows it with the model header.
-        ``prob`` is the deprecated spelling of ``level``.
+        ``prob`` is the deprecated spelling of ``level``. ``exponentiate=True`` summarises
+        ``exp`` of each fixed-effect draw (odds/rate/hazard ratios, named in the header) for
+        logit, log and cloglog links, and is an error for other links.
         """
         prob = resolve_level(level, prob, "summary")
-        out = ModelSummary(self._summary_frame(prob))
         fam = family_of(self)
+        frame = self._summary_frame(prob)
+        ratios = None
+        if exponentiate:
+            from ..inference.tidy import ratio_name
+
+            ratios = ratio_name(fam.name, fam.link.name)
+            fixed = tables.stat_frame(np.exp(self._draws.chained(naming.FIXED)),
+                                      list(self.design.fixed_names), prob)
+            frame.loc[fixed.index, tables.STAT_COLUMNS] = fixed[tables.STAT_COLUMNS].to_numpy()
+        out = ModelSummary(frame)
         kind = "linear" if fam.name == "gaussian" and fam.link.name == "identity" else "generalized linear"
         head = [f"Bayesian {kind} mixed model (method={self.info.method}, sampler="
                 f"{self.info.sampler}, {self.info.chains} chains x {self.info.draws} draws)",
@@ -133,7 +145,10 @@ class BayesResult(MixedModelResult):
                 f"Formula: {self.formula}",
                 f"Number of obs: {self.nobs()}, groups: "
                 + ", ".join(f"{k}, {v}" for k, v in self.ngrps().items()),
-                f"Intervals: {out.columns.name}", ""]
+                f"Intervals: {out.columns.name}"]
+        if ratios:
+            head.append(f"Fixed effects exponentiated: {ratios} (exp of each draw, then summarised)")
+        head.append("")
         out.text = "\n".join(head) + pd.DataFrame(out).to_string(float_format=lambda v: f"{v:.4g}")
         return out
 
@@ -563,14 +578,23 @@ class BayesResult(MixedModelResult):
         return draws_interval_table(posterior_parameters(self, effects), level, method, parm)
 
     def tidy(self, effects=("fixed", "ran_pars"), conf_level: float = DEFAULT_LEVEL,
-             conf_method: str | None = None, **kwargs) -> ReportFrame:
+             conf_method: str | None = None, exponentiate: bool = False,
+             **kwargs) -> ReportFrame:
         """broom.mixed ``tidy``: effect, group, term, estimate, std.error, conf.low, conf.high
-        (``conf_method`` ``"eti"``, broom.mixed's default for brms, or ``"hdi"``)."""
-        from ..inference.tidy import draws_tidy
+        (``conf_method`` ``"eti"``, broom.mixed's default for brms, or ``"hdi"``).
+
+        ``exponentiate=True``: fixed effects as odds ratios (logit link), rate ratios (log link
+        of Poisson/NB), ratios of means (other log links) or hazard ratios (cloglog), summarised
+        from ``exp`` of each draw; an error for other links (identity, probit, inverse)."""
+        from ..inference.tidy import draws_tidy, exponentiate_fixed
         from .parameters import posterior_parameters
 
         reject_unknown(kwargs, "tidy")
-        return draws_tidy(posterior_parameters(self, effects), conf_level, conf_method)
+        params = posterior_parameters(self, effects)
+        if exponentiate:
+            fam = family_of(self)
+            params = exponentiate_fixed(params, fam.name, fam.link.name)
+        return draws_tidy(params, conf_level, conf_method)
 
     def hypothesis(self, hypotheses, alpha: float = 0.05, robust: bool = False,
                    seed: int | None = 0) -> pd.DataFrame:

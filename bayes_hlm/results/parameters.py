@@ -16,6 +16,7 @@ import numpy as np
 from ..spec import variable_names as naming
 from ..errors import BayesHLMError
 from ..inference.tidy import Parameter, check_effects
+from .family_draws import family_of
 
 if TYPE_CHECKING:
     from .bayes_result import BayesResult
@@ -127,8 +128,9 @@ def posterior_parameters(result: "BayesResult", effects: Iterable[str]) -> list[
                 for i, j in result._corr_pairs(f):
                     out.append(Parameter("ran_pars", f, "", f"cor__{terms[i]}.{terms[j]}",
                                          f"cor({terms[i]}, {terms[j]} | {f})", c[:, i, j]))
-        out.append(Parameter("ran_pars", "Residual", "", "sd__Observation", "sigma",
-                             src.flat(naming.SIGMA)))
+        if naming.SIGMA in family_of(result).param_names:  # no residual SD in a Poisson fit
+            out.append(Parameter("ran_pars", "Residual", "", "sd__Observation", "sigma",
+                                 src.flat(naming.SIGMA)))
     if "ran_vals" in effects:
         for f in result.factors:
             b = src.effects(f)
