@@ -206,6 +206,15 @@ def _block_draws(e, A, Lam, sigma, xi):
     return out
 
 
+def compile_cache_cold() -> bool:
+    """True when drawing group effects will first compile its Numba kernels (no usable
+    cache entry on this machine)."""
+    from ..progress import numba_cache_cold
+    from .keyed_noise import compiled_kernels
+
+    return numba_cache_cold(_block_draws, *compiled_kernels())
+
+
 def _noise_shapes(stats):
     if isinstance(stats, NestedStats):
         return [stats.c_out.shape, stats.c_in.shape]

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..progress import phase
+
 ENGINE_VERSION = "1"
 #: below this many iterations per chunk the per-call overhead starts to show
 _MIN_CHUNK = 50
@@ -546,10 +548,15 @@ def get_programs(model, chains: int, tune: int, draws: int, target_accept: float
         shutil.rmtree(path, ignore_errors=True)
     if full in _MEMO:
         return _MEMO[full], data, True
-    progs = _load(path)
+    with phase("loading the compiled JAX sampler from the cache"):
+        progs = _load(path)
     warm = progs is not None
     if progs is None:
-        progs, blobs = _build(model, shared, chains, tune, draws, chunk, float(target_accept), data)
+        # cached per model structure and settings: a refit of this model loads it
+        with phase("compiling the model's NUTS sampler with JAX (once per model structure "
+                   "and settings on this machine)", long=True):
+            progs, blobs = _build(model, shared, chains, tune, draws, chunk, float(target_accept),
+                                  data)
         if blobs:
             try:
                 _save(path, blobs, progs.meta)

@@ -47,6 +47,11 @@ def _uniform(h):
     return (np.float64(h >> _S11) + 0.5) * _INV_2_53  # in (0, 1): log is finite
 
 
+def compiled_kernels() -> tuple:
+    """The cached Numba kernels behind :func:`keyed_normals` (to tell a cold compile cache)."""
+    return (_fill,)
+
+
 @numba.njit(cache=True, parallel=True)
 def _fill(key, stream, draws, levels, q, out):
     base = _mix(np.uint64(key), stream)

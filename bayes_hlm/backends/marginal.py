@@ -18,6 +18,7 @@ import numpy as np
 import pymc as pm
 import xarray as xr
 
+from ..progress import phase
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from ..spec import variable_names as naming
@@ -171,9 +172,37 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
         t_build = time.perf_counter() - t0
         out = sample_model(model, cfg)
     t1 = time.perf_counter()
+    with _effects_phase(design, stats):
+        gen, lazy, refreshed = _attach_effects(design, stats, out, cfg.seed)
+    effects_s = time.perf_counter() - t1
+    out.compile_s += t_build
+    seed = effects_seed(cfg.seed)
+    extra = {"structure": stats.plan.structure, "marginalised": marginalised_factors(stats),
+             "lazy_effects": lazy, "effects_s": effects_s, "effects_seed": seed,
+             "gibbs_refreshed": refreshed,
+             "sampler": out.extra.get("sampler", cfg.sampler),
+             "centered": getattr(model, "_bayes_hlm_centered", out.extra.get("centered", {}))}
+    return out, gen, extra
+
+
+def _effects_phase(design: Design, stats):
+    """The progress line of the effect draws: named as a compile where the kernels are cold."""
+    from .conditional_draws import compile_cache_cold
+
+    if not marginalised_factors(stats):
+        return phase("drawing group effects")
+    cold = compile_cache_cold()
+    return phase("drawing group effects (first time on this machine: compiling their Numba "
+                 "kernels, ~10 s)" if cold else "drawing group effects", long=cold)
+
+
+def _attach_effects(design: Design, stats, out: SampleOutput, sampler_seed: int
+                    ) -> tuple[object, list[str], list[str]]:
+    """Add exact draws of the marginalised effects to ``out``'s posterior (``out.tree`` is
+    replaced); returns ``(effect generator, factors left lazy, Gibbs-refreshed factors)``."""
     post = out.tree["posterior"].to_dataset()
     post = post.drop_vars([v for v in post.data_vars if str(v).startswith("_")])
-    seed = effects_seed(cfg.seed)
+    seed = effects_seed(sampler_seed)
     # the marginalised effects are drawn (and regenerated) given the NUTS draws of the
     # sampled ones, which the Gibbs refresh below replaces in `post` only
     gen = effect_generator(design, post.copy(deep=False), seed, stats)
@@ -196,13 +225,7 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
     groups = {k: out.tree[k].to_dataset() for k in out.tree.children}
     groups["posterior"] = post
     out.tree = xr.DataTree.from_dict(groups)
-    effects_s = time.perf_counter() - t1
-    out.compile_s += t_build
-    extra = {"structure": stats.plan.structure, "marginalised": marginalised_factors(stats),
-             "lazy_effects": lazy, "effects_s": effects_s, "effects_seed": seed,
-             "gibbs_refreshed": refreshed, "sampler": out.extra.get("sampler", cfg.sampler),
-             "centered": getattr(model, "_bayes_hlm_centered", out.extra.get("centered", {}))}
-    return out, gen, extra
+    return gen, lazy, refreshed
 
 
 def _refresh_sampled(design: Design, stats, post: xr.Dataset, gen, seed: int, stored: dict

@@ -612,6 +612,13 @@ def _expand_c(dim, expanded, x_, out_, data_):
     return 0
 
 
+def compile_cache_cold() -> bool:
+    """True when :func:`callbacks` will compile (no usable Numba cache entry on this machine)."""
+    from ..progress import numba_cache_cold
+
+    return numba_cache_cold(logp_grad)
+
+
 @functools.cache
 def callbacks():
     """``(logp, expand)`` C callbacks, compiled on first use (then loaded from Numba's cache)."""

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import xarray as xr
 
+from ..progress import phase
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from . import naming
@@ -89,11 +90,18 @@ def posterior_dataset(design: Design, ps: PriorSet, packed, z: np.ndarray) -> xr
 
 def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOutput:
     """NUTS with nutpie on the packed model; posterior as the PyMC engines name it."""
-    from .numba_density import pack
+    from .numba_density import callbacks, compile_cache_cold, pack
 
     t0 = time.perf_counter()
     packed = pack(design, ps, stats)
-    compiled = _compiled_model(packed)
+    if callbacks.cache_info().currsize:  # compiled or loaded already in this process
+        compiled = _compiled_model(packed)
+    else:
+        cold = compile_cache_cold()
+        what = ("compiling the collapsed density with Numba (once per machine, ~30 s)" if cold
+                else "loading the compiled collapsed density from Numba's cache")
+        with phase(what, long=cold):
+            compiled = _compiled_model(packed)
     t1 = time.perf_counter()
     tree, interrupted = run_nutpie(compiled, cfg)
     t2 = time.perf_counter()

@@ -24,6 +24,7 @@ import pymc as pm
 import xarray as xr
 
 from ..errors import BayesHLMError
+from ..progress import phase
 from ..settings import MASS_MATRICES, SAMPLERS
 # nutpie engines: a low-rank-corrected mass matrix learns the ridge between an
 # intercept and sampled effects in small collapsed posteriors (penicillin, 10
@@ -157,7 +158,8 @@ def _sample_nutpie(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutp
     import nutpie
 
     t0 = time.perf_counter()
-    compiled = nutpie.compile_pymc_model(model, var_names=var_names)
+    with phase("compiling the model with nutpie (Numba; every fit, 10-20 s)", long=True):
+        compiled = nutpie.compile_pymc_model(model, var_names=var_names)
     t1 = time.perf_counter()
     tree, interrupted = run_nutpie(compiled, cfg)
     t2 = time.perf_counter()

@@ -24,6 +24,7 @@ import xarray as xr
 from ..spec import variable_names as naming
 from ..errors import BayesHLMError
 from ..families import get_family
+from ..progress import phase, reporting
 from ..results.bayes_result import BayesResult
 from ..settings import METHODS, validate_settings
 from ..spec.build import ModelSpec, build_spec
@@ -177,13 +178,15 @@ def fit(
     if scheduler is not None:
         raise BayesHLMError("scheduler= needs engine='dask'")
     t0 = time.perf_counter()
-    problem = build_problem(formula, data, priors=priors, na_action=na_action, control=control,
-                            rescale=rescale, method=method,
-                            family=get_family(settings.family, settings.link))
-    cfg = sampler_config(settings, progressbar)
-    choice, (out, generator, extra) = choose_and_sample(problem, settings, cfg)
-    return finish_fit(problem, choice, out, generator, extra, settings, cfg,
-                      time.perf_counter() - t0, warn=warn)
+    with reporting(progressbar):  # every slow step says what it is doing (progressbar=False: none)
+        with phase("building the model (formula, data, statistics)"):
+            problem = build_problem(formula, data, priors=priors, na_action=na_action,
+                                    control=control, rescale=rescale, method=method,
+                                    family=get_family(settings.family, settings.link))
+        cfg = sampler_config(settings, progressbar)
+        choice, (out, generator, extra) = choose_and_sample(problem, settings, cfg)
+        return finish_fit(problem, choice, out, generator, extra, settings, cfg,
+                          time.perf_counter() - t0, warn=warn)
 
 
 def sample_prior_predictive(formula_or_spec, data: pd.DataFrame | None = None, *, draws: int = 500,

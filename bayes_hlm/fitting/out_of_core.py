@@ -16,6 +16,7 @@ from ..results.stats_result import StatsResult
 from ..settings import validate_settings
 from ..spec.control import Control
 from ..spec.formula import parse_formula
+from ..progress import reporting
 from .problem import Problem
 from .sample import choose_and_sample, sampler_config
 from .tail import finish_fit
@@ -86,6 +87,7 @@ def fit_dask(formula: str, source, scheduler=None, *, method: str = "auto", samp
                       result_args=(ds.stats, ds.extras),
                       source={"engine": "dask", "stats_timings": ds.timings})
     cfg = sampler_config(settings, progressbar)
-    choice, (out, gen, extra) = choose_and_sample(problem, settings, cfg)
-    return finish_fit(problem, choice, out, gen, extra, settings, cfg, time.perf_counter() - t0,
-                      warn=warn, stacklevel=_stacklevel)
+    with reporting(progressbar):  # slow steps after the data passes say what they are doing
+        choice, (out, gen, extra) = choose_and_sample(problem, settings, cfg)
+        return finish_fit(problem, choice, out, gen, extra, settings, cfg,
+                          time.perf_counter() - t0, warn=warn, stacklevel=_stacklevel)

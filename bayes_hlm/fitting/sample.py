@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from ..backends.engine import EngineChoice, choose_engine, engine_status, run_with_fallback
 from ..backends.sampling import SampleOutput, SamplerConfig
+from ..progress import phase
 from ..settings import FitSettings, check_centered
 from .problem import Problem
 
@@ -50,8 +51,9 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
     from ..backends.sampling import sample_model
 
     cent = choose_centering(problem.design) if centered == "auto" else dict(centered or {})
-    model = build_full_model(problem.design, problem.fit_priors, cent,
-                             family=getattr(problem.spec, "family", None))
+    with phase("building the PyMC model"):
+        model = build_full_model(problem.design, problem.fit_priors, cent,
+                                 family=getattr(problem.spec, "family", None))
     out = sample_model(model, cfg)
     return out, None, {"centered": cent}
 

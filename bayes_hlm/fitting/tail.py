@@ -14,6 +14,7 @@ import xarray as xr
 from ..backends.engine import EngineChoice
 from ..backends.sampling import SampleOutput, SamplerConfig
 from ..errors import ConvergenceWarning
+from ..progress import phase
 from ..results.bayes_result import BayesResult, FitInfo
 from ..results.diagnostics import warning_messages
 from ..settings import FitSettings
@@ -40,6 +41,24 @@ def finish_fit(problem: Problem, choice: EngineChoice, out: SampleOutput, genera
 
     ``stacklevel`` points the warnings at the user's call (``fit`` -> here = 3).
     """
+    with phase("collecting the draws"):
+        result = _result(problem, choice, out, generator, extra, settings, cfg, wall_s)
+    if out.interrupted:
+        kept = int(result.info.draws)
+        warnings.warn(f"sampling was interrupted (Ctrl-C): the result holds the {kept} draws "
+                      f"per chain done so far, not the {cfg.draws} asked for", ConvergenceWarning,
+                      stacklevel=stacklevel)
+    if warn:  # as results.diagnostics.warn_on, pointed at the user's call
+        with phase("computing convergence diagnostics (R-hat, ESS)"):
+            messages = warning_messages(result.diagnostics(), choice.method)
+        for msg in messages:
+            warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)
+    return result
+
+
+def _result(problem: Problem, choice: EngineChoice, out: SampleOutput, generator, extra: dict,
+            settings: FitSettings, cfg: SamplerConfig, wall_s: float) -> BayesResult:
+    """The result object: draws on the user's scale, observed data and :class:`FitInfo`."""
     if problem.scaling is not None:  # draws back to the user's scale (R-hat/ESS are scale-free)
         groups = {k: out.tree[k].to_dataset() for k in out.tree.children}
         groups["posterior"] = unscale_posterior(groups["posterior"], problem.spec.design,
@@ -55,13 +74,5 @@ def finish_fit(problem: Problem, choice: EngineChoice, out: SampleOutput, genera
                    wall_s=wall_s, compile_s=out.compile_s, sample_s=out.sample_s,
                    interrupted=out.interrupted, effects_s=float(extra.get("effects_s", 0.0)),
                    extra=extra, requested=settings, engine_reason=choice.reason)
-    result = problem.result_type(problem.spec, problem.priors, tree, info, generator,
-                                 *problem.result_args)
-    if out.interrupted:
-        warnings.warn(f"sampling was interrupted (Ctrl-C): the result holds the {kept} draws "
-                      f"per chain done so far, not the {cfg.draws} asked for", ConvergenceWarning,
-                      stacklevel=stacklevel)
-    if warn:  # as results.diagnostics.warn_on, pointed at the user's call
-        for msg in warning_messages(result.diagnostics(), choice.method):
-            warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)
-    return result
+    return problem.result_type(problem.spec, problem.priors, tree, info, generator,
+                               *problem.result_args)

@@ -1,0 +1,121 @@
+"""The phase reporter (bayes_hlm.progress): no silent minutes, and silence when asked."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from bayes_hlm import progress
+from bayes_hlm.progress import numba_cache_cold, phase, reporting
+
+
+@pytest.fixture(autouse=True)
+def _loud(monkeypatch):
+    monkeypatch.delenv("BAYES_HLM_QUIET", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+
+
+def test_short_phase_prints_nothing(capsys):
+    with phase("quick step"):
+        pass
+    assert capsys.readouterr().err == ""
+
+
+def test_slow_phase_says_what_and_how_long(capsys):
+    with reporting(None), phase("slow step", delay=0.05):
+        time.sleep(0.3)
+    err = capsys.readouterr().err
+    assert err.startswith("slow step …\n")  # a log (not a terminal): one line at the start
+    assert "slow step: done in " in err
+
+
+def test_long_phase_is_announced_at_once(capsys):
+    with reporting(True), phase("compiling (once per machine)", long=True):
+        assert capsys.readouterr().err == "compiling (once per machine) …\n"
+    assert "compiling (once per machine): done in" in capsys.readouterr().err
+
+
+def test_failed_phase_says_stopped(capsys):
+    with pytest.raises(RuntimeError), reporting(None), phase("step", long=True):
+        raise RuntimeError("boom")
+    assert "step: stopped after" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["progressbar", "env"])
+def test_silenced(capsys, monkeypatch, how):
+    if how == "env":
+        monkeypatch.setenv("BAYES_HLM_QUIET", "1")
+    with reporting(False if how == "progressbar" else True):
+        with phase("long step", long=True, delay=0.0):
+            time.sleep(0.05)
+    assert capsys.readouterr().err == ""
+
+
+def test_nested_phase_is_silent(capsys):
+    with reporting(None), phase("outer", long=True), phase("inner", long=True):
+        pass
+    err = capsys.readouterr().err
+    assert "outer" in err and "inner" not in err
+
+
+def test_live_mode_updates_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "interactive", lambda: True)
+    monkeypatch.setattr(progress, "_TICK_S", 0.05)
+    with reporting(True), phase("compiling", long=True):
+        time.sleep(0.3)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.count("\rcompiling …") >= 2
+    assert "\rcompiling: done in" in err
+
+
+def test_numba_cache_cold():
+    def cached(index):
+        return SimpleNamespace(_cache=SimpleNamespace(
+            _cache_file=SimpleNamespace(_load_index=lambda: index)))
+
+    assert numba_cache_cold(cached({}))                   # no index: compiles
+    assert not numba_cache_cold(cached({"sig": "file"}))  # index present
+    assert not numba_cache_cold(object())                 # unknown: not claimed
+
+
+def test_real_numba_dispatcher_is_understood():
+    pytest.importorskip("numba")
+    from bayes_hlm.backends.numba_density import logp_grad
+
+    index = logp_grad._cache._cache_file._load_index()  # the private API numba_cache_cold reads
+    assert isinstance(index, dict)
+
+
+def _fit(progressbar):
+    import bayes_hlm as bh
+
+    data = bh.datasets.load("sleepstudy")
+    return bh.fit("Reaction ~ Days + (Days | Subject)", data, draws=100, tune=100, chains=2,
+                  seed=1, progressbar=progressbar, sampler="numba")
+
+
+@pytest.mark.filterwarnings("ignore::bayes_hlm.errors.ConvergenceWarning")
+def test_fit_reports_a_cold_compile(capsys, monkeypatch):
+    from bayes_hlm.backends import conditional_draws, numba_density
+
+    monkeypatch.setattr(numba_density, "compile_cache_cold", lambda: True)
+    monkeypatch.setattr(conditional_draws, "compile_cache_cold", lambda: True)
+    numba_density.callbacks.cache_clear()  # as in a new process: the density is fetched again
+    _fit(None)
+    err = capsys.readouterr().err
+    assert "compiling the collapsed density with Numba (once per machine, ~30 s) …" in err
+    assert "compiling the collapsed density with Numba (once per machine, ~30 s): done in" in err
+    assert "drawing group effects (first time on this machine" in err
+
+
+@pytest.mark.filterwarnings("ignore::bayes_hlm.errors.ConvergenceWarning")
+def test_fit_with_progressbar_false_prints_nothing(capsys, monkeypatch):
+    from bayes_hlm.backends import conditional_draws, numba_density
+
+    monkeypatch.setattr(numba_density, "compile_cache_cold", lambda: True)
+    monkeypatch.setattr(conditional_draws, "compile_cache_cold", lambda: True)
+    numba_density.callbacks.cache_clear()
+    _fit(False)
+    assert capsys.readouterr().err == ""
