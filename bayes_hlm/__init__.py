@@ -50,8 +50,12 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'bayes_hlm' has no attribute {name!r}")
     import importlib
 
+    from .progress import phase
+
     module, attr = _LAZY[name]
-    obj = importlib.import_module(module, __name__)
+    # the first fit imports PyMC, ArviZ and the samplers: seconds, more after an install
+    with phase("loading libraries (pandas, PyMC, ArviZ; once per session)"):
+        obj = importlib.import_module(module, __name__)
     for part in (attr.split(".") if attr else []):
         obj = getattr(obj, part)
     globals()[name] = obj  # cache: later look-ups skip __getattr__

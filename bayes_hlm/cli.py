@@ -414,8 +414,11 @@ def _check_fit_flags(args) -> None:
 
 
 def _cmd_fit(args) -> int:
-    from .fitting import fit
-    from .results.export import fit_json
+    from .progress import phase
+
+    with phase("loading libraries (pandas, PyMC, ArviZ)"):  # seconds on a cold start
+        from .fitting import fit
+        from .results.export import fit_json
 
     _check_writable(args.out)
     _check_not_input(args.out, args.data)

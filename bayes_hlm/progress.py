@@ -100,6 +100,7 @@ class _Phase:
         self.what, self.mode, self.long, self.delay = what, m, long, delay
         self.t0 = time.perf_counter()
         self.shown = False
+        self.current = ""
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
@@ -111,16 +112,27 @@ class _Phase:
         except (AttributeError, ValueError, OSError):  # stderr closed or replaced: stay quiet
             pass
 
+    def _label(self) -> str:
+        return f"{self.what} ({self.current})" if self.current else self.what
+
     def _show(self) -> None:
         with self.lock:
             if self.stop.is_set() and self.shown:
                 return
             elapsed = time.perf_counter() - self.t0
             if self.mode == "live":
-                self._write(f"\r{self.what} … {_fmt(elapsed)}\033[K")
+                self._write(f"\r{self._label()} … {_fmt(elapsed)}\033[K")
             elif not self.shown:
-                self._write(f"{self.what} …\n")
+                self._write(f"{self._label()} …\n")
             self.shown = True
+
+    def step(self, text: str) -> None:
+        """Name the part of the phase now running (e.g. ``"3/11: group_lines"``); a log gets
+        a line per step once the phase has been shown."""
+        with self.lock:
+            self.current = text
+            if self.mode == "lines" and self.shown and not self.stop.is_set():
+                self._write(f"{self._label()} …\n")
 
     def _run(self) -> None:
         if not self.long and self.stop.wait(self.delay):
@@ -151,12 +163,23 @@ class _Phase:
                 self._write(f"{self.what}: {status}\n")
 
 
+class _Silent:
+    """The handle of a phase that reports nothing."""
+
+    def step(self, text: str) -> None:
+        pass
+
+
+_SILENT = _Silent()
+
+
 @contextlib.contextmanager
-def phase(what: str, *, long: bool = False, delay: float = DELAY_S) -> Iterator[None]:
+def phase(what: str, *, long: bool = False, delay: float = DELAY_S) -> Iterator[_Phase | _Silent]:
     """Report the step ``what`` on stderr if it takes long (see the module docstring).
 
     A phase inside another (in the same thread) prints nothing: the outer line says
-    what is happening.
+    what is happening. The handle it yields has ``step(text)`` to name the part running now
+    (``with phase("drawing plots") as p: ... p.step("3/11: group_lines")``).
 
     Parameters
     ----------
@@ -171,14 +194,14 @@ def phase(what: str, *, long: bool = False, delay: float = DELAY_S) -> Iterator[
     """
     m = mode()
     if m == "off" or _ACTIVE.get():
-        yield
+        yield _SILENT
         return
     p = _Phase(what, m, long, delay)
     token = _ACTIVE.set(True)
     p.start()
     ok = False
     try:
-        yield
+        yield p
         ok = True
     finally:
         _ACTIVE.reset(token)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import BayesHLMError
+from ..progress import phase
 
 T = TypeVar("T")
 
@@ -67,8 +68,10 @@ def engine_status() -> dict[str, str | None]:
     """
     from . import numba_nuts, jax_nuts
 
+    with phase("loading the samplers (nutpie)"):  # its first import takes seconds
+        numba = numba_nuts.available()
     return {
-        "numba": None if numba_nuts.available() else
+        "numba": None if numba else
         "nutpie (with its CompiledPyMCModel interface) is not installed",
         "jax": None if jax_nuts.available() else "JAX/NumPyro are not installed "
         "(pip install 'bayes_hlm[jax]')",

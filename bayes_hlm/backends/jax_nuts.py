@@ -128,12 +128,15 @@ def _configure_jax():
 
 
 def available() -> bool:
+    """Whether JAX and NumPyro are installed: looked up, not imported (importing JAX takes
+    seconds, wasted when another engine runs; a broken install fails at run time, and the
+    engine chooser then falls back, see :func:`bayes_hlm.backends.engine.run_with_fallback`)."""
+    import importlib.util
+
     try:
-        import jax  # noqa: F401
-        import numpyro  # noqa: F401
-    except Exception:
+        return all(importlib.util.find_spec(m) is not None for m in ("jax", "numpyro"))
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 # --------------------------------------------------------------------------- #

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..progress import phase
 from ..results.diagnostics import warn_on
 from ._util import factor_terms, reference, slope_column, values
 
@@ -109,20 +110,28 @@ def render_plots(result: "BayesResult", reml_result=None, dpi: int = DPI) -> dic
 
 def _render(result, reml_result, dpi):
     out = {}
-    for name, caption, fn in plot_specs(result, reml_result):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fig = _figure(fn())
-                buf = io.BytesIO()
-                fig.savefig(buf, format="png", dpi=dpi)
-                plt.close(fig)
-            out[name] = (caption, buf.getvalue())
-        except Exception as exc:  # one broken plot must not sink the report
-            out[name] = (caption, f"{type(exc).__name__}: {exc}")
-        finally:
-            plt.close("all")
+    specs = plot_specs(result, reml_result)
+    with phase(f"drawing {len(specs)} plots") as progress:
+        for i, (name, caption, fn) in enumerate(specs, 1):
+            progress.step(f"{i}/{len(specs)}: {name}")
+            out[name] = _render_one(fn, caption, dpi)
     return out
+
+
+def _render_one(fn, caption: str, dpi: int) -> tuple[str, bytes | str]:
+    """(caption, PNG bytes) of one plot, or (caption, error text) when it fails."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = _figure(fn())
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=dpi)
+            plt.close(fig)
+        return caption, buf.getvalue()
+    except Exception as exc:  # one broken plot must not sink the report
+        return caption, f"{type(exc).__name__}: {exc}"
+    finally:
+        plt.close("all")
 
 
 def _frame_html(df, digits=3) -> str:

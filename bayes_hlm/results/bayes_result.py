@@ -9,6 +9,7 @@ import pandas as pd
 import xarray as xr
 
 from ..spec import variable_names as naming
+from ..progress import phase
 from ..settings import FitSettings
 from ..spec.build import ModelSpec
 from ..spec.priors import PriorSet
@@ -448,8 +449,9 @@ class BayesResult(MixedModelResult):
         from .loo import loo
 
         if "loo" not in self._cache:
-            ll = self.log_likelihood()["log_likelihood"]["y"].values
-            self._cache["loo"] = loo(self, ll)
+            with phase("PSIS-LOO: pointwise log-likelihood and Pareto smoothing"):
+                ll = self.log_likelihood()["log_likelihood"]["y"].values
+                self._cache["loo"] = loo(self, ll)
         res = self._cache["loo"]
         k = np.asarray(res.pareto_k)
         bad = int((k > 0.7).sum())
@@ -480,7 +482,8 @@ class BayesResult(MixedModelResult):
         if key not in self._cache:
             from ..reml import reml
 
-            self._cache[key] = reml(self.spec, method=method)
+            with phase(f"fitting the {method} reference (lme4's criterion)"):
+                self._cache[key] = reml(self.spec, method=method)
         return self._cache[key]
 
     def reference(self, reml_result=None):
