@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 import bayes_hlm as bh
 from bayes_hlm.errors import BayesHLMError, BayesHLMWarning, DataError, FormulaError
+from bayes_hlm.families import get_family
 from bayes_hlm.results import io as rio
 from bayes_hlm.spec.build import build_spec, design_matrices
 from bayes_hlm.spec.formula import parse_formula
@@ -146,6 +147,25 @@ def test_r_power_inside_I_is_the_same_design_with_lme4_name(sleepstudy):
     assert a.fixed_names == b.fixed_names == ("Intercept", "Days", "I(Days^2)")
     c = build_spec("Reaction ~ Days + (Days + I(Days^2) | Subject)", sleepstudy).design
     assert c.groups[0].terms == ("Intercept", "Days", "I(Days^2)")
+
+
+def test_r_power_inside_I_with_a_family_and_a_factor_response():
+    """R's glmer example as written: ``I(age^2)`` with a factor 0/1 response, family by name
+    (the spelling ``fit`` takes) or as an object; the column is the square, printed as in R."""
+    d = bh.datasets.load("contraception")
+    formula = "use ~ age + I(age^2) + urban + livch + (urban | district)"
+    a = build_spec(formula, d, family="bernoulli")
+    b = build_spec(formula.replace("^", "**"), d, family=get_family("bernoulli"))
+    assert a.family.name == "bernoulli"
+    assert a.design.fixed_names == ("Intercept", "age", "I(age^2)", "urbanY", "livch1", "livch2",
+                                    "livch3+")
+    np.testing.assert_array_equal(a.design.X, b.design.X)
+    np.testing.assert_allclose(a.design.X[:, 2], d["age"].to_numpy(float) ** 2)
+    np.testing.assert_array_equal(a.design.y, (d["use"] == "Y").to_numpy(float))
+    # integers: a power, never Python's XOR
+    ints = FRAME.assign(k=np.arange(len(FRAME)) % 5)
+    np.testing.assert_array_equal(build_spec("y ~ I(k^2) + (1 | g)", ints).design.X[:, 1],
+                                  ints.k.to_numpy() ** 2)
 
 
 def test_r_spellings_of_transformations(sleepstudy):

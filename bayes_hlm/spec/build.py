@@ -18,7 +18,7 @@ import pandas as pd
 from formulae.environment import Environment
 
 from ..errors import BayesHLMWarning, DataError, FormulaError
-from ..families import Family, default_family
+from ..families import Family, default_family, get_family
 from .control import Control, apply_check
 from .collate import r_sorted
 from .design import Design, GroupTerm
@@ -441,7 +441,7 @@ def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Co
 
 
 def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
-               control: Control | None = None, family: Family | None = None) -> ModelSpec:
+               control: Control | None = None, family: Family | str | None = None) -> ModelSpec:
     """Parse ``formula`` against ``data`` and build the numeric design (lme4's ``lFormula``).
 
     Parameters
@@ -455,8 +455,8 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         count), or raise.
     control : Control, optional
         Actions for the input checks.
-    family : Family, optional
-        Response family (default Gaussian): decides which responses are valid (0/1, factors,
+    family : Family or str, optional
+        Response family (default Gaussian; a name such as ``"bernoulli"`` as in ``fit``): decides which responses are valid (0/1, factors,
         ``cbind(s, f)``, ``p(s, n)``; see :mod:`.response`) and allows one level per row
         (``(1|obs)``) for non-Gaussian families, as glmer does.
 
@@ -473,7 +473,7 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     parsed = parse_formula(formula)
     used = used_columns(parsed, data)
     sub = _prepare(data, used, parsed, na_action, control)
-    family = family or default_family()
+    family = default_family() if family is None else get_family(family)
     form = parse_response(parsed.response)
     factor_response = parsed.response in sub and \
         isinstance(sub[parsed.response].dtype, pd.CategoricalDtype)
