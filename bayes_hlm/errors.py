@@ -34,3 +34,11 @@ class BayesHLMWarning(UserWarning):
 
 class ConvergenceWarning(BayesHLMWarning):
     """Sampler or optimiser diagnostics say the result may not be trustworthy."""
+
+
+class SeparationWarning(BayesHLMWarning):
+    """A binary/binomial outcome is perfectly predicted by fixed effects (checked before sampling)."""
+
+
+class OverdispersionWarning(BayesHLMWarning):
+    """The data vary more than the family allows (Pearson chi2/df of a Poisson fit)."""

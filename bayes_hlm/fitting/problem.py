@@ -65,6 +65,21 @@ def refuse_without_groups(design: Design) -> None:
         raise BayesHLMError(no_groups_message())
 
 
+def warn_separation(design: Design, family: Family | None, stacklevel: int = 4) -> None:
+    """Before sampling: a :class:`SeparationWarning` naming the fixed effects that perfectly
+    predict a binary/binomial outcome (their posterior would be the prior's)."""
+    import warnings
+
+    from ..errors import SeparationWarning
+    from ..families.checks import SEPARATION_FAMILIES, find_separation
+
+    if family is None or family.name not in SEPARATION_FAMILIES:
+        return
+    sep = find_separation(design.X, design.y, design.fixed_names, design.trials)
+    if sep is not None:
+        warnings.warn(sep.message(), SeparationWarning, stacklevel=stacklevel)
+
+
 def build_problem(formula: str, data: pd.DataFrame, *, priors: dict | None = None,
                   na_action: str = "omit", control: Control | None = None,
                   rescale: bool | str = "auto", method: str = "auto",
@@ -80,6 +95,7 @@ def build_problem(formula: str, data: pd.DataFrame, *, priors: dict | None = Non
             f"formula {formula!r} has no fixed effects; lme4 and bayes_hlm.reml.reml() fit such "
             "a model, but the Bayesian samplers need at least one fixed effect: keep the "
             "intercept (drop '0 +'/'- 1') or use reml()")
+    warn_separation(spec.design, spec.family)
     ps = resolve_priors(spec.design, priors, spec.family)
     # rescaling divides y by its SD: only for the Gaussian family (counts stay counts)
     gaussian = spec.family.name == "gaussian"

@@ -53,6 +53,7 @@ def finish_fit(problem: Problem, choice: EngineChoice, out: SampleOutput, genera
             messages = warning_messages(result.diagnostics(), choice.method)
         for msg in messages:
             warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)
+        warn_overdispersion(result, stacklevel + 1)
     return result
 
 
@@ -76,3 +77,24 @@ def _result(problem: Problem, choice: EngineChoice, out: SampleOutput, generator
                    extra=extra, requested=settings, engine_reason=choice.reason)
     return problem.result_type(problem.spec, problem.priors, tree, info, generator,
                                *problem.result_args)
+
+
+def warn_overdispersion(result: BayesResult, stacklevel: int = 4) -> None:
+    """After a Poisson fit: an :class:`OverdispersionWarning` when Pearson chi2/df at the
+    posterior-mean fitted values (group effects included) exceeds
+    :data:`~bayes_hlm.families.checks.OVERDISPERSION_RATIO`."""
+    from ..errors import OverdispersionWarning
+    from ..families.checks import OVERDISPERSION_RATIO, pearson_dispersion
+    from ..results.family_draws import family_of
+
+    if family_of(result).name != "poisson":
+        return
+    n_params = result.design.p + len(result.varcorr())  # fixed effects + SDs and correlations
+    ratio = pearson_dispersion(result.residuals("pearson").to_numpy(), n_params)
+    if ratio > OVERDISPERSION_RATIO:
+        warnings.warn(
+            f"overdispersion: Pearson chi2/df = {ratio:.2f} (> {OVERDISPERSION_RATIO}) at the "
+            "posterior-mean fitted values; the counts vary more than a Poisson model allows, "
+            "so intervals are too narrow. Refit with family='negativebinomial', or add an "
+            "observation-level effect (1 | obs) with one level per row",
+            OverdispersionWarning, stacklevel=stacklevel)

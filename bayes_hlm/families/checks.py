@@ -1,0 +1,128 @@
+"""Data checks a GLMM user needs, on plain arrays (the fit calls them and warns).
+
+* :func:`find_separation` - complete or quasi-complete separation of a binary/binomial
+  outcome by the fixed effects, before sampling (the linear program of Konis 2007, as R's
+  ``detectseparation``): some direction ``beta`` of the coefficients makes every success's
+  linear predictor ``>= 0`` and every failure's ``<= 0``. The likelihood then keeps rising
+  along ``beta`` for ever, so those coefficients are determined by their prior alone (glm's
+  "fitted probabilities numerically 0 or 1", huge SEs in glmer).
+* :func:`pearson_dispersion` - Pearson chi-square over its residual degrees of freedom, the
+  overdispersion statistic of ``performance::check_overdispersion`` (> 1: more variance than
+  the family allows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["SEPARATION_FAMILIES", "Separation", "find_separation", "pearson_dispersion",
+           "OVERDISPERSION_RATIO"]
+
+#: families whose outcome can be separated by the predictors
+SEPARATION_FAMILIES = ("bernoulli", "binomial")
+#: Pearson chi2/df above which a Poisson fit is reported as overdispersed
+OVERDISPERSION_RATIO = 1.5
+#: largest linear program solved (unique signed rows x columns); larger designs are not checked
+_MAX_LP_CELLS = 20_000_000
+
+
+@dataclass(frozen=True)
+class Separation:
+    """Terms whose coefficients separate the outcome; ``complete``: every row is predicted
+    perfectly (else quasi-complete: some rows sit on the boundary); ``examples``: a plain
+    description per 0/1 indicator term (``"every row with x = 1 is a success"``)."""
+
+    terms: tuple[str, ...]
+    complete: bool
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def message(self) -> str:
+        kind = "complete" if self.complete else "quasi-complete"
+        what = "; ".join(self.examples[t] for t in self.terms if t in self.examples)
+        return (f"{kind} separation: the outcome is perfectly predicted by the fixed effect(s) "
+                f"{list(self.terms)}" + (f" ({what})" if what else "") + "; the likelihood "
+                "keeps rising as these coefficients grow, so their posterior is set by the prior "
+                "alone (odds ratios near 0 or infinity). Drop or merge the level, give the "
+                "coefficients an informative prior (e.g. Normal(0, 2.5) on the logit scale), or "
+                "report the separation instead of the estimate")
+
+
+def find_separation(X: np.ndarray, successes: np.ndarray, names, trials: np.ndarray | None = None,
+                    tol: float = 1e-7) -> Separation | None:
+    """Complete or quasi-complete separation of a binary/binomial outcome by ``X``.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+        Fixed-effect design (full column rank).
+    successes : ndarray (n,)
+        0/1 outcomes, or numbers of successes out of ``trials``.
+    names : sequence of str
+        Column names of ``X``.
+    trials : ndarray (n,), optional
+        Binomial trials (default 1 per row).
+
+    Returns
+    -------
+    Separation or None
+        None when no direction separates the outcome (or the design is too large to check).
+    """
+    from scipy.optimize import linprog
+
+    X = np.asarray(X, dtype=float)
+    s = np.asarray(successes, dtype=float)
+    n = np.ones_like(s) if trials is None else np.asarray(trials, dtype=float)
+    scale = np.abs(X).max(axis=0)
+    Xs = X / np.where(scale > 0, scale, 1.0)
+    # each success wants x'beta >= 0, each failure x'beta <= 0 (a row with both: x'beta = 0)
+    A = np.vstack([Xs[s > 0], -Xs[(n - s) > 0]])
+    A = np.unique(np.round(A, 12), axis=0)
+    if A.size == 0 or A.size > _MAX_LP_CELLS:
+        return None
+    p = A.shape[1]
+    res = linprog(-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(len(A)), bounds=[(-1.0, 1.0)] * p,
+                  method="highs")
+    if res.status != 0 or -res.fun <= tol * max(1, len(A)):
+        return None
+    bounds = [(-1.0, 1.0)] * p
+    # which coefficients move in some separating direction: max and min of each (2p small LPs,
+    # run only once separation is found); the largest reach first
+    reach = np.zeros(p)
+    for j in range(p):
+        for sign in (-1.0, 1.0):
+            c = np.zeros(p)
+            c[j] = -sign
+            r = linprog(c, A_ub=-A, b_ub=np.zeros(len(A)), bounds=bounds, method="highs")
+            if r.status == 0:
+                reach[j] = max(reach[j], -r.fun)
+    order = [j for j in np.argsort(-reach, kind="stable") if reach[j] > 1e-3]
+    terms = tuple(str(names[j]) for j in order)
+    # complete: some direction puts every row strictly on its side (max t with A beta >= t)
+    r = linprog(np.r_[np.zeros(p), -1.0], A_ub=np.c_[-A, np.ones(len(A))], b_ub=np.zeros(len(A)),
+                bounds=bounds + [(None, 1.0)], method="highs")
+    complete = bool(r.status == 0 and -r.fun > 1e-9)
+    big = np.zeros(p, dtype=bool)
+    big[order] = True
+    examples = {}
+    for j in np.flatnonzero(big):
+        col = X[:, j]
+        name = str(names[j])
+        if np.all(col == 1):  # the intercept: every outcome the same
+            kind = "success" if np.all(s >= n) else "failure" if np.all(s == 0) else ""
+            if kind:
+                examples[name] = f"every outcome is a {kind}"
+        elif np.isin(col, (0.0, 1.0)).all():
+            on = col == 1
+            kind = "success" if np.all(s[on] >= n[on]) else "failure" if np.all(s[on] == 0) else ""
+            if kind:
+                examples[name] = f"every row with {name} = 1 is a {kind}"
+    return Separation(terms, complete, examples)
+
+
+def pearson_dispersion(pearson_residuals: np.ndarray, n_params: int) -> float:
+    """Pearson chi-square / residual df: ``sum(r^2) / (n - n_params)`` (``n_params``: fixed
+    effects plus variance parameters, as ``performance::check_overdispersion``)."""
+    r = np.asarray(pearson_residuals, dtype=float)
+    return float(np.sum(r ** 2) / max(r.size - n_params, 1))

@@ -1,0 +1,89 @@
+"""Warnings a GLMM user needs (#15): separation of a binary/binomial outcome by the fixed
+effects (before sampling, naming the term) and overdispersion of a Poisson fit (after)."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayes_hlm as bh
+from bayes_hlm.errors import OverdispersionWarning, SeparationWarning
+from bayes_hlm.families.checks import find_separation, pearson_dispersion
+
+RNG = np.random.default_rng(0)
+N = 200
+X_CONT = RNG.normal(size=N)
+GRP = (RNG.random(N) < 0.2).astype(float)
+X = np.column_stack([np.ones(N), X_CONT, GRP])
+NAMES = ["Intercept", "x", "grpB"]
+Y = (RNG.random(N) < 1 / (1 + np.exp(-X_CONT))).astype(float)
+
+
+def test_no_separation_in_ordinary_binary_and_binomial_data():
+    assert find_separation(X, Y, NAMES) is None
+    s = RNG.binomial(5, 0.4, size=N).astype(float)
+    assert find_separation(X, s, NAMES, trials=np.full(N, 5.0)) is None
+
+
+def test_quasi_complete_separation_by_a_factor_level_names_it():
+    y = Y.copy()
+    y[GRP == 1] = 1
+    sep = find_separation(X, y, NAMES)
+    assert sep.terms == ("grpB",) and not sep.complete
+    assert "every row with grpB = 1 is a success" in sep.message()
+    assert sep.message().startswith("quasi-complete separation")
+
+
+def test_binomial_level_with_no_successes_is_separated():
+    s = RNG.binomial(5, 0.4, size=N).astype(float)
+    s[GRP == 1] = 0
+    sep = find_separation(X, s, NAMES, trials=np.full(N, 5.0))
+    assert sep.terms == ("grpB",) and "is a failure" in sep.message()
+
+
+def test_complete_separation_by_a_continuous_predictor_leads_with_it():
+    sep = find_separation(X, (X_CONT > 0).astype(float), NAMES)
+    assert sep.complete and sep.terms[0] == "x"
+    assert sep.message().startswith("complete separation")
+
+
+def test_pearson_dispersion_is_chi2_over_residual_df():
+    r = np.array([1.0, -2.0, 0.5, 1.5])
+    assert pearson_dispersion(r, 1) == pytest.approx((1 + 4 + 0.25 + 2.25) / 3)
+
+
+def _groups(n, G=10):
+    return [f"g{i}" for i in np.arange(n) % G]
+
+
+def test_fit_warns_about_separation_before_sampling():
+    d = pd.DataFrame({"y": Y.astype(int), "x": X_CONT, "grp": np.where(GRP == 1, "B", "A"),
+                      "g": _groups(N)})
+    d.loc[d.grp == "B", "y"] = 1
+    with pytest.warns(SeparationWarning, match=r"\['grpB'\]"):
+        bh.fit("y ~ x + grp + (1|g)", d, family="bernoulli", chains=1, draws=20, tune=20,
+               seed=1, progressbar=False, warn=False)
+
+
+def _poisson_fit(y, warn=True):
+    d = pd.DataFrame({"y": y, "x": X_CONT, "g": _groups(N)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bh.fit("y ~ x + (1|g)", d, family="poisson", chains=1, draws=60, tune=60, seed=2,
+               progressbar=False, warn=warn)
+    return [w for w in caught if issubclass(w.category, OverdispersionWarning)]
+
+
+def test_overdispersed_counts_warn_and_suggest_negative_binomial():
+    mu = np.exp(1.0 + 0.3 * X_CONT)
+    y = RNG.poisson(RNG.gamma(1.0, mu))  # NB2 with alpha = 1: Var = mu + mu^2
+    caught = _poisson_fit(y)
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert "family='negativebinomial'" in msg and "(1 | obs)" in msg
+    assert not _poisson_fit(y, warn=False)
+
+
+def test_poisson_counts_do_not_warn():
+    assert not _poisson_fit(RNG.poisson(np.exp(1.0 + 0.3 * X_CONT)))
