@@ -7,10 +7,9 @@
 ## available (capabilities("ICU")), which is what R on macOS/Windows and most Linux builds use in an
 ## en_US locale; the `collation` block records R's sort() of a label list under that collator.
 
-suppressPackageStartupMessages({
-  library(lme4)
-  library(jsonlite)
-})
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))),
+              "common.R"))
+load_packages(c("lme4", "jsonlite"))
 out_dir <- "tests/fixtures"
 
 ## ------------------------------------------------------------------ data

@@ -11,14 +11,11 @@
 ## The output holds no time stamps, timings or paths: with the same data, R and
 ## package versions, a rerun reproduces the JSON and the CSVs byte for byte.
 
-suppressPackageStartupMessages({
-  library(lme4)
-  library(lmerTest)
-  library(performance)
-  library(jsonlite)
-})
-
-args <- commandArgs(trailingOnly = TRUE)
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))),
+              "common.R"))
+load_packages(c("lme4", "lmerTest", "performance", "jsonlite"))
+opts <- fixture_args("tests/fixtures/glmer_reference.json")
+args <- opts$raw
 
 ## Byte-exact reruns: lme4's Eigen kernels use SIMD reductions whose rounding depends
 ## on memory alignment, so with address-space randomisation a flat likelihood
@@ -33,8 +30,8 @@ if (Sys.getenv("GLMER_FIXTURES_NO_ASLR") == "" && nzchar(Sys.which("setarch")) &
                     env = "GLMER_FIXTURES_NO_ASLR=1")
   quit(save = "no", status = status)
 }
-data_dir <- if (length(args) >= 1) args[[1]] else "../shared/data"
-out_json <- if (length(args) >= 2) args[[2]] else "tests/fixtures/glmer_reference.json"
+data_dir <- opts$data_dir
+out_json <- opts$out_json
 fixture_dir <- dirname(out_json)
 dir.create(fixture_dir, showWarnings = FALSE, recursive = TRUE)
 

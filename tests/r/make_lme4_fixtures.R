@@ -7,18 +7,13 @@
 ## DATA_DIR defaults to ../shared/data (relative to the repo root),
 ## OUT_JSON defaults to tests/fixtures/lme4_reference.json.
 
-suppressPackageStartupMessages({
-  library(lme4)
-  library(lmerTest)
-  library(performance)
-  library(jsonlite)
-})
-
-args <- commandArgs(trailingOnly = TRUE)
-no_timing <- "--no-timing" %in% args
-args <- setdiff(args, "--no-timing")
-data_dir <- if (length(args) >= 1) args[[1]] else "../shared/data"
-out_json <- if (length(args) >= 2) args[[2]] else "tests/fixtures/lme4_reference.json"
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))),
+              "common.R"))
+load_packages(c("lme4", "lmerTest", "performance", "jsonlite"))
+opts <- fixture_args("tests/fixtures/lme4_reference.json", flags = "--no-timing")
+no_timing <- "--no-timing" %in% opts$flags
+data_dir <- opts$data_dir
+out_json <- opts$out_json
 N_TIMING <- 3L
 
 ## ------------------------------------------------------------------ data
