@@ -68,8 +68,13 @@ def engine_status() -> dict[str, str | None]:
     """
     from . import numba_nuts, jax_nuts
 
-    with phase("loading the samplers (nutpie)"):  # its first import takes seconds
+    with phase("loading the samplers (nutpie, Numba)"):  # first imports take seconds
         numba = numba_nuts.available()
+        if numba:  # the compiled density's module (imports Numba): the chooser asks it next
+            try:
+                from . import numba_density  # noqa: F401
+            except ImportError:  # left to the chooser, which reports it as before
+                pass
     return {
         "numba": None if numba else
         "nutpie (with its CompiledPyMCModel interface) is not installed",

@@ -93,15 +93,15 @@ def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOut
     from .numba_density import callbacks, compile_cache_cold, pack
 
     t0 = time.perf_counter()
-    packed = pack(design, ps, stats)
     if callbacks.cache_info().currsize:  # compiled or loaded already in this process
-        compiled = _compiled_model(packed)
+        what, cold = "packing the model's statistics", False
     else:
         cold = compile_cache_cold()
         what = ("compiling the collapsed density with Numba (once per machine, ~30 s)" if cold
                 else "loading the compiled collapsed density from Numba's cache")
-        with phase(what, long=cold):
-            compiled = _compiled_model(packed)
+    with phase(what, long=cold):
+        packed = pack(design, ps, stats)
+        compiled = _compiled_model(packed)
     t1 = time.perf_counter()
     tree, interrupted = run_nutpie(compiled, cfg)
     t2 = time.perf_counter()
