@@ -105,9 +105,10 @@ def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOut
     t1 = time.perf_counter()
     tree, interrupted = run_nutpie(compiled, cfg)
     t2 = time.perf_counter()
-    z = np.asarray(tree["posterior"]["_x"].values)
-    groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
-    groups["posterior"] = posterior_dataset(design, ps, packed, z)
+    with phase("transforming the draws to the model's parameters"):
+        z = np.asarray(tree["posterior"]["_x"].values)
+        groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
+        groups["posterior"] = posterior_dataset(design, ps, packed, z)
     for k in groups:
         # the label predates the module's name (numba_nuts): kept as saved files carry it
         groups[k].attrs.update({"engine": "bayes_hlm.compiled_nuts", "inference_library": "nutpie"})
