@@ -80,3 +80,20 @@ def test_bad_family_or_link_is_a_usage_error_before_reading_data(flags, words, c
 def test_dask_engine_refuses_other_families(capsys):
     rc = main(["fit", "y ~ x + (1|g)", "/nonexistent.csv", "--engine", "dask", "--family", "poisson"])
     assert rc == 2 and "Gaussian models only" in capsys.readouterr().err
+
+
+def test_separation_is_one_warning_line_naming_the_level(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=48)
+    arm = np.where(np.arange(48) % 4 == 0, "new", "old")
+    y = np.where(arm == "new", "yes", np.where(rng.random(48) < 0.5, "yes", "no"))
+    path = tmp_path / "sep.csv"
+    path.write_text("y,x,arm,g\n" + "\n".join(
+        f"{a},{b:.4f},{c},g{i % 6}" for i, (a, b, c) in enumerate(zip(y, x, arm))) + "\n")
+    rc = main(["fit", "y ~ x + arm + (1|g)", str(path), *FIT, "--family", "bernoulli", "--json",
+               "--levels", "arm=old,new"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    lines = [ln for ln in err.splitlines() if "separation" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: quasi-complete separation"), err
+    assert "['armnew']" in lines[0] and "every row with armnew = 1 is a success" in lines[0]

@@ -48,6 +48,17 @@ def test_complete_separation_by_a_continuous_predictor_leads_with_it():
     assert sep.message().startswith("complete separation")
 
 
+def test_large_designs_get_the_indicator_check(monkeypatch):
+    import bayes_hlm.families.checks as checks
+
+    monkeypatch.setattr(checks, "_MAX_LP_CELLS", 10)
+    assert find_separation(X, Y, NAMES) is None
+    y = Y.copy()
+    y[GRP == 1] = 0
+    sep = find_separation(X, y, NAMES)
+    assert sep.terms == ("grpB",) and "every row with grpB = 1 is a failure" in sep.message()
+
+
 def test_pearson_dispersion_is_chi2_over_residual_df():
     r = np.array([1.0, -2.0, 0.5, 1.5])
     assert pearson_dispersion(r, 1) == pytest.approx((1 + 4 + 0.25 + 2.25) / 3)

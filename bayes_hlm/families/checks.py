@@ -24,8 +24,9 @@ __all__ = ["SEPARATION_FAMILIES", "Separation", "find_separation", "pearson_disp
 SEPARATION_FAMILIES = ("bernoulli", "binomial")
 #: Pearson chi2/df above which a Poisson fit is reported as overdispersed
 OVERDISPERSION_RATIO = 1.5
-#: largest linear program solved (unique signed rows x columns); larger designs are not checked
-_MAX_LP_CELLS = 20_000_000
+#: largest linear program solved (unique signed rows x columns; ~5 s with HiGHS); larger
+#: designs get only the indicator check (:func:`_indicator_separation`)
+_MAX_LP_CELLS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,10 @@ def find_separation(X: np.ndarray, successes: np.ndarray, names, trials: np.ndar
     # each success wants x'beta >= 0, each failure x'beta <= 0 (a row with both: x'beta = 0)
     A = np.vstack([Xs[s > 0], -Xs[(n - s) > 0]])
     A = np.unique(np.round(A, 12), axis=0)
-    if A.size == 0 or A.size > _MAX_LP_CELLS:
+    if A.size == 0:
         return None
+    if A.size > _MAX_LP_CELLS:
+        return _indicator_separation(X, s, n, names)
     p = A.shape[1]
     res = linprog(-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(len(A)), bounds=[(-1.0, 1.0)] * p,
                   method="highs")
@@ -107,18 +110,33 @@ def find_separation(X: np.ndarray, successes: np.ndarray, names, trials: np.ndar
     big[order] = True
     examples = {}
     for j in np.flatnonzero(big):
-        col = X[:, j]
-        name = str(names[j])
-        if np.all(col == 1):  # the intercept: every outcome the same
-            kind = "success" if np.all(s >= n) else "failure" if np.all(s == 0) else ""
-            if kind:
-                examples[name] = f"every outcome is a {kind}"
-        elif np.isin(col, (0.0, 1.0)).all():
-            on = col == 1
-            kind = "success" if np.all(s[on] >= n[on]) else "failure" if np.all(s[on] == 0) else ""
-            if kind:
-                examples[name] = f"every row with {name} = 1 is a {kind}"
+        text = _same_outcome(X[:, j], s, n, str(names[j]))
+        if text:
+            examples[str(names[j])] = text
     return Separation(terms, complete, examples)
+
+
+def _same_outcome(col: np.ndarray, s: np.ndarray, n: np.ndarray, name: str) -> str:
+    """``"every row with x = 1 is a success"`` for a 0/1 column whose rows share one outcome
+    (for the intercept: every outcome the same), else ``""``."""
+    if np.all(col == 1):
+        on, what = np.ones(col.size, dtype=bool), "every outcome"
+    elif np.isin(col, (0.0, 1.0)).all():
+        on, what = col == 1, f"every row with {name} = 1"
+    else:
+        return ""
+    kind = "success" if np.all(s[on] >= n[on]) else "failure" if np.all(s[on] == 0) else ""
+    return f"{what} is a {kind}" if kind and on.any() else ""
+
+
+def _indicator_separation(X, s, n, names) -> Separation | None:
+    """The check for designs too large for the linear program: 0/1 columns (factor levels)
+    whose rows are all successes or all failures (quasi-complete separation)."""
+    examples = {str(names[j]): t for j in range(X.shape[1])
+                if (t := _same_outcome(X[:, j], s, n, str(names[j])))}
+    if not examples:
+        return None
+    return Separation(tuple(examples), False, examples)
 
 
 def pearson_dispersion(pearson_residuals: np.ndarray, n_params: int) -> float:

@@ -1,7 +1,7 @@
 """Stage 4 of a fit, shared by every data source: the result.
 
 Draws back to the user's scale, the observed data, :class:`FitInfo` (settings as given and
-as resolved), the Ctrl-C warning and the convergence warnings.
+as resolved), the Ctrl-C warning, the convergence warnings and overdispersion (Poisson).
 """
 
 from __future__ import annotations
