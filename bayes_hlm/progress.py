@@ -44,6 +44,11 @@ _TICK_S = 1.0
 _MODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("bayes_hlm_progress", default=None)
 #: a phase inside a reported phase is silent: the outer line already says what is happening
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("bayes_hlm_phase", default=False)
+#: back-to-back phases too short to print would add up to a silent stretch: a phase that
+#: starts within _CHAIN_GAP_S of a silent one's end counts its delay from the start of that
+#: chain (perf_counter times; a printed line starts a new chain)
+_CHAIN_GAP_S = 1.0
+_chain = {"start": float("-inf"), "end": float("-inf")}
 
 
 def interactive() -> bool:
@@ -97,8 +102,11 @@ class _Phase:
     """The state of one running phase: its line is shown by a timer thread or at the end."""
 
     def __init__(self, what: str, m: str, long: bool, delay: float):
-        self.what, self.mode, self.long, self.delay = what, m, long, delay
+        self.what, self.mode, self.long = what, m, long
         self.t0 = time.perf_counter()
+        if self.t0 - _chain["end"] > _CHAIN_GAP_S:  # not right after a silent phase
+            _chain["start"] = self.t0
+        self.delay = max(0.0, delay - (self.t0 - _chain["start"]))
         self.shown = False
         self.current = ""
         self.lock = threading.Lock()
@@ -152,9 +160,12 @@ class _Phase:
         self.stop.set()
         if self.thread is not None:
             self.thread.join()
-        elapsed = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        elapsed = now - self.t0
+        _chain["end"] = now
         if not self.shown and elapsed < self.delay:
             return
+        _chain["start"] = now  # the "done" line below ends the silence
         status = f"done in {_fmt(elapsed)}" if ok else f"stopped after {_fmt(elapsed)}"
         with self.lock:
             if self.mode == "live":

@@ -15,6 +15,7 @@ from bayes_hlm.progress import numba_cache_cold, phase, reporting
 def _loud(monkeypatch):
     monkeypatch.delenv("BAYES_HLM_QUIET", raising=False)
     monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setitem(progress._chain, "end", float("-inf"))  # no chain from an earlier test
 
 
 def test_short_phase_prints_nothing(capsys):
@@ -29,6 +30,17 @@ def test_slow_phase_says_what_and_how_long(capsys):
     err = capsys.readouterr().err
     assert err.startswith("slow step …\n")  # a log (not a terminal): one line at the start
     assert "slow step: done in " in err
+
+
+def test_back_to_back_short_phases_are_not_a_silent_stretch(capsys):
+    # each step is shorter than the delay, together they are not: the later ones speak
+    with reporting(None):
+        for k in range(4):
+            with phase(f"step {k}", delay=0.25):
+                time.sleep(0.1)
+    err = capsys.readouterr().err
+    assert "step 0" not in err and "step 1" not in err
+    assert "step 2: done in" in err or "step 3: done in" in err
 
 
 def test_long_phase_is_announced_at_once(capsys):
