@@ -98,3 +98,11 @@ def test_overdispersed_counts_warn_and_suggest_negative_binomial():
 
 def test_poisson_counts_do_not_warn():
     assert not _poisson_fit(RNG.poisson(np.exp(1.0 + 0.3 * X_CONT)))
+
+
+def test_dask_engine_refuses_other_families_instead_of_fitting_a_gaussian_model():
+    from bayes_hlm.errors import BayesHLMError
+
+    d = pd.DataFrame({"y": Y, "x": X_CONT, "g": _groups(N)})
+    with pytest.raises(BayesHLMError, match="Gaussian models only, not the bernoulli family"):
+        bh.fit("y ~ x + (1|g)", d, engine="dask", family="bernoulli")

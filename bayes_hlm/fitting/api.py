@@ -170,6 +170,11 @@ def fit(
     if engine == "dask":
         from .out_of_core import fit_dask
 
+        fam = get_family(settings.family, settings.link)
+        if fam.name != "gaussian" or fam.link.name != "identity":  # else silently Gaussian
+            raise BayesHLMError(f"engine='dask' fits Gaussian models only, not the {fam.name} "
+                                f"family with the {fam.link.name} link; use engine='memory'")
+
         return fit_dask(formula, data, scheduler, method=method, sampler=sampler, chains=chains,
                         draws=draws, tune=tune, target_accept=target_accept, seed=seed,
                         mass_matrix=mass_matrix, priors=priors, na_action=na_action, control=control,
