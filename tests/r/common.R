@@ -15,3 +15,14 @@ fixture_args <- function(default_json, flags = character()) {
        out_json = if (length(pos) >= 2) pos[[2]] else default_json,
        flags = intersect(flags, raw), raw = raw)
 }
+
+## `list(pkg = "version", ...)` in the order given: the versions a fixture's meta block records.
+package_versions <- function(pkgs) {
+  setNames(lapply(pkgs, function(p) as.character(packageVersion(p))), pkgs)
+}
+
+## The opening of a fixture's meta block (script, R and package versions, platform), then `...`.
+fixture_meta <- function(script, pkgs, ...) {
+  c(list(generated_by = script, R_version = R.version.string, packages = package_versions(pkgs),
+         platform = R.version$platform), list(...))
+}

@@ -497,14 +497,9 @@ dataset_info <- function(nm) {
 glmm <- lapply(setNames(names(cases), names(cases)), function(nm) fit_glmm(nm, cases[[nm]]))
 lmm <- lapply(setNames(names(gaussian_cases), names(gaussian_cases)), function(nm) fit_lmm(nm, gaussian_cases[[nm]]))
 
-pv <- function(p) as.character(packageVersion(p))
-meta <- list(
-  generated_by = "tests/r/make_glmer_fixtures.R",
-  R_version = R.version.string,
-  packages = list(lme4 = pv("lme4"), lmerTest = pv("lmerTest"), performance = pv("performance"),
-                  insight = pv("insight"), Matrix = pv("Matrix"), MASS = pv("MASS"), mlmRev = pv("mlmRev"),
-                  nlme = pv("nlme"), jsonlite = pv("jsonlite")),
-  platform = R.version$platform,
+meta <- fixture_meta(
+  "tests/r/make_glmer_fixtures.R",
+  c("lme4", "lmerTest", "performance", "insight", "Matrix", "MASS", "mlmRev", "nlme", "jsonlite"),
   control = CTRL_TEXT,
   data_check = "each shared CSV, read with the level orders set in the script, equals lme4::cbpp / lme4::grouseticks / lme4::VerbAgg / mlmRev::Contraception (levels, labels, values to 1e-12)",
   simulated = sim_truth,

@@ -326,14 +326,10 @@ lm_per_subject <- list(
                            sigma = summary(lm_inter)$sigma, df_residual = lm_inter$df.residual)
 )
 
-pv <- function(p) as.character(packageVersion(p))
-meta <- list(
-  generated_by = "tests/r/make_lme4_fixtures.R",
+meta <- fixture_meta(
+  "tests/r/make_lme4_fixtures.R",
+  c("lme4", "lmerTest", "performance", "Matrix", "jsonlite", "insight"),
   generated_at = format(Sys.time(), "%Y-%m-%dT%H:%M:%S%z"),
-  R_version = R.version.string,
-  packages = list(lme4 = pv("lme4"), lmerTest = pv("lmerTest"), performance = pv("performance"),
-                  Matrix = pv("Matrix"), jsonlite = pv("jsonlite"), insight = pv("insight")),
-  platform = R.version$platform,
   blas = tryCatch(extSoftVersion()[["BLAS"]], error = function(e) NA_character_),
   data_dir = normalizePath(data_dir),
   timing = list(n_runs = N_TIMING, statistic = "median of system.time(lme4::lmer(...))['elapsed'] (data loaded); timing_lmerTest_s uses lmerTest::lmer",
