@@ -120,7 +120,10 @@ def fit(
         full model (``method="full"``; the marginal model has none to set, so a dict is
         an error there); ``"auto"`` chooses from the data.
     progressbar : bool, optional
-        Default: on in interactive sessions.
+        The sampler's progress bar; default: on in interactive sessions. Steps that take
+        seconds (compiling once per machine, drawing group effects, diagnostics) say what
+        they are doing on stderr (:mod:`bayes_hlm.progress`); ``False`` silences them too,
+        as does the environment variable ``BAYES_HLM_QUIET=1``.
     warn : bool
         Emit convergence warnings after sampling.
     engine : {"memory", "dask"}
