@@ -185,3 +185,17 @@ def test_other_families_fit_and_report_their_parameters(family, link, formula, p
     assert f"Family: {family} (link: {link or get_family(family).link.name})" in s.text
     ll = res.log_likelihood()["log_likelihood"]["y"].values
     assert ll.shape == (2, 100, len(d)) and np.all(np.isfinite(ll))
+
+
+def test_no_gaussian_reml_reference_for_other_families(bern):
+    """REML is the Gaussian criterion: a Bernoulli fit gets no REML column (the reason is
+    shown), and reml() on its spec refuses instead of fitting a Gaussian LMM to 0/1 data."""
+    from bayes_hlm.results.reference import MissingReference
+
+    _, m = bern
+    ref = m.reference()
+    assert isinstance(ref, MissingReference) and "bernoulli" in ref.reason
+    with pytest.raises(BayesHLMError, match="family is 'bernoulli'"):
+        m.reml()
+    table = m.compare_reml()
+    assert table["reml"].isna().all() and "bernoulli" in (table.note or "")

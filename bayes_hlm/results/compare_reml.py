@@ -72,7 +72,8 @@ def posterior_rows(result: "BayesResult") -> list[tuple[str, str, np.ndarray, tu
             for i, j in result._corr_pairs(f):
                 out.append((f"cor({terms[i]}, {terms[j]} | {f})", "corr", c[:, i, j],
                             ("corr", f, terms[i], terms[j])))
-    out.append(("sigma", "sigma", src.flat(naming.SIGMA), ("sigma",)))
+    if src.has(naming.SIGMA):  # only families with a residual SD (not Bernoulli, Poisson, ...)
+        out.append(("sigma", "sigma", src.flat(naming.SIGMA), ("sigma",)))
     if result.factors:
         vp = result.variance_parts()
         out.append(("ICC (adjusted)", "icc", vp.icc(), ("icc",)))
