@@ -38,6 +38,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import all_effect_diagnostics  # noqa: E402  (benchmarks/ is not a package)
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SCRATCH = Path(os.environ.get("BENCH_SCRATCH", "/tmp/perf"))
@@ -90,11 +93,7 @@ def _bayes_job(job: dict, cache: dict) -> dict:
     r = bh.fit(BAYES[job["case"]], data, chains=2, draws=1000, tune=1000, seed=job["seed"],
                progressbar=False, warn=False)
     wall = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    S = r.posterior.sizes["chain"] * r.posterior.sizes["draw"]
-    n_eff = sum(r.ngrps()[f] * len(r._terms(f)) for f in r.factors)
-    d = r.diagnostics(effects="all" if S * n_eff * 8 < 2e9 else "auto")
-    stats_s = time.perf_counter() - t1
+    d, stats_s = all_effect_diagnostics(r)
     i = r.info
     return dict(wall_s=wall, info_wall_s=i.wall_s, compile_s=i.compile_s, sample_s=i.sample_s,
                 effects_s=i.effects_s, stats_s=stats_s, min_ess_bulk=float(d["min_ess_bulk"]),
