@@ -75,7 +75,10 @@ def test_three_crossed_factors_with_gibbs_refresh():
     y = (1 + 0.5 * x + rng.normal(0, 1, 30)[g] + rng.normal(0, 0.7, 8)[h] + rng.normal(0, 0.5, 5)[k]
          + rng.normal(0, 1, n))
     df = pd.DataFrame({"y": y, "x": x, "g": g, "h": h, "k": k})
-    full, marg = _pair("y ~ x + (1|g) + (1|h) + (1|k)", df, seed=1, marg_sampler="numba")
+    # k has 5 levels: the collapsed side still samples its SD's funnel, where the default
+    # target_accept 0.8 left a stray divergence on some machines; both sides at 0.95
+    full, marg = _pair("y ~ x + (1|g) + (1|h) + (1|k)", df, seed=1, marg_sampler="numba",
+                       target_accept=0.95)
     assert marg.info.extra["gibbs_refreshed"] == ["h", "k"]
     _check(full, marg, min_checks=45)
 

@@ -193,7 +193,7 @@ def diagnostics_table(result: "BayesResult") -> str:
 
 def parameter_table(result: "BayesResult", prob: float = PROB) -> str:
     """Per population-level parameter: mean, SD, ``prob`` HDI, R-hat, bulk and tail ESS, MCSE."""
-    summ = result.summary(prob=prob)
+    summ = result.summary(level=prob)
     cols = {"mean": "Estimate", "sd": "Est.Error", "hdi_low": f"l-{prob:.0%} HDI", "hdi_high": f"u-{prob:.0%} HDI",
             "r_hat": "R-hat", "ess_bulk": "Bulk ESS", "ess_tail": "Tail ESS", "mcse_mean": "MCSE"}
     frame = summ[[c for c in cols if c in summ.columns]].rename(columns=cols)
