@@ -199,3 +199,13 @@ def test_no_gaussian_reml_reference_for_other_families(bern):
         m.reml()
     table = m.compare_reml()
     assert table["reml"].isna().all() and "bernoulli" in (table.note or "")
+
+
+def test_convergence_remedies_only_name_engines_the_family_has():
+    """method='marginal' is suggested for Gaussian full-model fits only (the collapsed engine
+    does not exist for other families)."""
+    from bayes_hlm.results.diagnostics import warning_messages
+
+    low = {"divergences": 2, "min_ess_bulk": 50.0, "min_ess_tail": 60.0}
+    assert any("method='marginal'" in m for m in warning_messages(low, "full"))
+    assert not any("method='marginal'" in m for m in warning_messages(low, "full", False))

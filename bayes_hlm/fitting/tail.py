@@ -16,7 +16,7 @@ from ..backends.sampling import SampleOutput, SamplerConfig
 from ..errors import ConvergenceWarning
 from ..progress import phase
 from ..results.bayes_result import BayesResult, FitInfo
-from ..results.diagnostics import warning_messages
+from ..results.diagnostics import marginal_available, warning_messages
 from ..settings import FitSettings
 from ..spec.scaling import unscale_posterior, wrap_generator
 from .problem import Problem
@@ -50,7 +50,8 @@ def finish_fit(problem: Problem, choice: EngineChoice, out: SampleOutput, genera
                       stacklevel=stacklevel)
     if warn:  # as results.diagnostics.warn_on, pointed at the user's call
         with phase("computing convergence diagnostics (R-hat, ESS)"):
-            messages = warning_messages(result.diagnostics(), choice.method)
+            messages = warning_messages(result.diagnostics(), choice.method,
+                                         marginal_available(result))
         for msg in messages:
             warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)
         warn_overdispersion(result, stacklevel + 1)

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ..progress import phase
-from ..results.diagnostics import warn_on
+from ..results.diagnostics import marginal_available, warn_on
 from ._util import factor_terms, reference, slope_column, values
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def diagnostics_messages(result: "BayesResult", reml_vals=None) -> list[str]:
     """Plain-language warnings: divergences, R-hat, ESS, tree depth, BFMI, singular REML fit."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        msgs = list(warn_on(result.diagnostics(), result.info.method))
+        msgs = list(warn_on(result.diagnostics(), result.info.method, marginal_available(result)))
     if reml_vals is not None and reml_vals.singular:
         msgs.append("The REML fit is singular: a variance is estimated at zero or a correlation at ±1 "
                     "(lme4 isSingular). The posterior is still well defined, but that component is "

@@ -115,9 +115,9 @@ def _effect_frames(result: "BayesResult", effects) -> tuple[list, dict]:
     return frames, notes
 
 
-def warn_on(diag: dict, method: str) -> list[str]:
+def warn_on(diag: dict, method: str, marginal_available: bool = True) -> list[str]:
     """Emit one :class:`ConvergenceWarning` per problem; return the messages."""
-    msgs = warning_messages(diag, method)
+    msgs = warning_messages(diag, method, marginal_available)
     for m in msgs:
         warnings.warn(m, ConvergenceWarning, stacklevel=3)
     return msgs
@@ -130,10 +130,19 @@ def _is_nan(value) -> bool:
         return False
 
 
-def warning_messages(diag: dict, method: str) -> list[str]:
-    """The warnings :func:`warn_on` would emit, one per problem, each with its remedy."""
+def marginal_available(result) -> bool:
+    """Whether the collapsed engine could fit ``result``'s model (Gaussian families): only then
+    is ``method='marginal'`` a remedy worth suggesting."""
+    from .family_draws import family_of
+
+    return "marginal" in family_of(result).engines()
+
+
+def warning_messages(diag: dict, method: str, marginal_available: bool = True) -> list[str]:
+    """The warnings :func:`warn_on` would emit, one per problem, each with its remedy
+    (``method='marginal'`` only where ``marginal_available``)."""
     msgs = []
-    other = "method='marginal'" if method == "full" else "more tuning"
+    other = "method='marginal'" if method == "full" and marginal_available else "more tuning"
     if diag.get("divergences", 0):
         msgs.append(f"{diag['divergences']} divergent transitions after tuning: the posterior has "
                     f"regions NUTS cannot explore. Raise target_accept (e.g. 0.95) or use {other}.")

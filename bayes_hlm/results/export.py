@@ -72,10 +72,10 @@ def fit_json(result: "BayesResult") -> dict:
         "bfmi_min": float(diag.get("bfmi_min", float("nan"))),
         "wall_s": float(result.info.wall_s),
     }
-    from .diagnostics import warning_messages
+    from .diagnostics import marginal_available, warning_messages
 
     # one flag a pipeline can test: no convergence warning and a complete run
-    msgs = warning_messages(diag, result.info.method)
+    msgs = warning_messages(diag, result.info.method, marginal_available(result))
     out["diagnostics"]["warnings"] = msgs
     out["diagnostics"]["converged"] = not msgs and not result.info.interrupted
     out["fit"] = {"method": result.info.method, "sampler": result.info.sampler,

@@ -48,7 +48,7 @@ def format_summary(result: "BayesResult", data_label: str | None = None) -> str:
     data_label : str, optional
         Name of the data (e.g. the CSV path) shown on the ``Data:`` line.
     """
-    from .diagnostics import warning_messages
+    from .diagnostics import marginal_available, warning_messages
     from .family_draws import family_of
 
     info, d = result.info, result.design
@@ -83,7 +83,7 @@ def format_summary(result: "BayesResult", data_label: str | None = None) -> str:
                            "reduction factor on rank-normalised split chains (at convergence, "
                            "Rhat = 1).", 100)
     diag = result.diagnostics()
-    msgs = warning_messages(diag, info.method)
+    msgs = warning_messages(diag, info.method, marginal_available(result))
     lines.append("")
     if msgs:
         lines += ["Convergence warnings:"] + [f"  - {m}" for m in msgs]
