@@ -209,3 +209,11 @@ def test_convergence_remedies_only_name_engines_the_family_has():
     low = {"divergences": 2, "min_ess_bulk": 50.0, "min_ess_tail": 60.0}
     assert any("method='marginal'" in m for m in warning_messages(low, "full"))
     assert not any("method='marginal'" in m for m in warning_messages(low, "full", False))
+
+
+def test_reml_refuses_a_gaussian_model_with_a_non_identity_link():
+    """REML is the identity-link criterion: a log-link Gaussian spec is refused by name."""
+    d = bh.datasets.load("sleepstudy")
+    spec = bh.build_spec("Reaction ~ Days + (1 | Subject)", d, family=get_family("gaussian", "log"))
+    with pytest.raises(BayesHLMError, match="link 'log'"):
+        bh.reml(spec)

@@ -22,13 +22,13 @@ def _as_spec(formula_or_spec, data, checks=None):
     from ..spec.build import ModelSpec, build_spec
     if isinstance(formula_or_spec, ModelSpec):
         family = getattr(formula_or_spec, "family", None)
-        if family is not None and family.name != "gaussian":
-            # REML is the Gaussian LMM's criterion: fitting it to 0/1 or count data would be a
-            # silently wrong reference (glmer's Laplace/AGQ engine is issue #16)
+        if family is not None and "reml" not in family.engines():
+            # REML is the identity-link Gaussian LMM's criterion: fitting it to 0/1 or count
+            # data would be a silently wrong reference (glmer's Laplace/AGQ engine is issue #16)
             raise BayesHLMError(
-                f"reml() fits Gaussian linear mixed models; this model's family is "
-                f"{family.name!r}. A frequentist reference for generalized models (glmer) is "
-                "not available yet")
+                f"reml() fits Gaussian linear mixed models (identity link); this model's family "
+                f"is {family.name!r} with link {family.link.name!r}. A frequentist reference for "
+                "generalized models (glmer) is not available yet")
         return formula_or_spec, formula_or_spec.design
     if isinstance(formula_or_spec, Design):
         return None, formula_or_spec

@@ -44,9 +44,10 @@ def reference_for(result: "BayesResult", given=None, engine_required: bool = Fal
                             f"MissingReference, not {type(given).__name__}")
         return given.reference()
     family = getattr(result.spec, "family", None)
-    if family is not None and family.name != "gaussian":
-        return MissingReference(f"no frequentist reference for family {family.name!r} yet: REML "
-                                "applies to Gaussian models (glmer's Laplace fit is not built)")
+    if family is not None and "reml" not in family.engines():  # the family states what fits it
+        return MissingReference(f"no frequentist reference for family {family.name!r} (link "
+                                f"{family.link.name!r}) yet: REML applies to identity-link Gaussian "
+                                "models (glmer's Laplace fit is not built)")
     try:
         fit = result.reml()
     except Exception as exc:  # any failure of the reference fit is reported, not dropped
