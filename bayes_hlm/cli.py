@@ -399,7 +399,7 @@ def _write_json(obj: dict, path: str | None) -> None:
 FIT_FLAGS = {"method": "--method", "sampler": "--sampler", "chains": "--chains", "draws": "--draws",
              "tune": "--tune", "seed": "--seed", "target_accept": "--target-accept",
              "mass_matrix": "--mass-matrix", "engine": "--engine", "family": "--family",
-             "link": "--link"}
+             "link": "--link", "weights": "--weights"}
 
 
 def _check_fit_flags(args) -> None:
@@ -436,6 +436,8 @@ def _cmd_fit(args) -> int:
         if not gaussian:
             raise CliError("--engine dask fits Gaussian models only; drop --family/--link or "
                            "use --engine memory", EXIT_USAGE)
+        if args.weights:
+            raise CliError("--weights is not supported with --engine dask", EXIT_USAGE)
         if args.factor or args.levels or args.na_values:
             raise CliError("--factor/--levels/--na-values are not supported with --engine dask; "
                            "store the types in the Parquet/CSV files", EXIT_USAGE)
@@ -447,7 +449,8 @@ def _cmd_fit(args) -> int:
             raise CliError("--scheduler needs --engine dask", EXIT_USAGE)
         df = read_table(args.data, args.formula, args.factor, _parse_levels(args.levels),
                         _parse_na_values(args.na_values))
-        result = fit(args.formula, df, family=args.family, link=args.link, **settings)
+        result = fit(args.formula, df, family=args.family, link=args.link, weights=args.weights,
+                     **settings)
         out = fit_json(result) if want_json else None
         # the REML reference is a Gaussian LMM: no reference for other families (not a wrong one)
         if gaussian and (want_json or args.plots):
@@ -534,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--link", default=None, metavar="LINK",
                    help="link function (default: the family's; e.g. probit/cloglog for "
                         "bernoulli/binomial, log for gamma)")
+    f.add_argument("--weights", default=None, metavar="COL",
+                   help="column of row weights: the trials of a binomial proportion response "
+                        "(R's glm weights=), else frequency weights (not for gaussian)")
     f.add_argument("--json", action="store_true",
                    help="print the JSON result to stdout instead of the summary table")
     f.add_argument("--plots", metavar="DIR", help="write PNG plots and an HTML report here")

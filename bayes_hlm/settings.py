@@ -54,6 +54,7 @@ class FitSettings:
     engine: str = "memory"
     family: str = "gaussian"
     link: str | None = None
+    weights: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +106,8 @@ def validate_settings(*, method="auto", sampler=None, chains=4, draws=1000, tune
                       target_accept=0.8, seed=None, mass_matrix="auto", rescale="auto",
                       centered="auto", priors=None, na_action="omit", control=None,
                       engine="memory", progressbar=None, warn=True, family="gaussian",
-                      link=None, names: Mapping[str, str] | None = None) -> FitSettings:
+                      link=None, weights=None,
+                      names: Mapping[str, str] | None = None) -> FitSettings:
     """Check every argument of :func:`bayes_hlm.fit`; returns them as :class:`FitSettings`.
 
     Parameters
@@ -157,6 +159,9 @@ def validate_settings(*, method="auto", sampler=None, chains=4, draws=1000, tune
     if not _is_bool(warn):
         raise BayesHLMError(f"{label('warn')} must be True or False, not {warn!r}")
     family, link = _family(family, link, label)
+    if weights is not None and not isinstance(weights, str):
+        raise BayesHLMError(f"{label('weights')} must be None or the name of a data column "
+                            f"(e.g. 'n'), not {type(weights).__name__}")
     if sampler == "numba" and method == "full":
         raise BayesHLMError(
             f"{label('sampler')}='numba' samples the marginal model (group effects integrated "
@@ -170,7 +175,8 @@ def validate_settings(*, method="auto", sampler=None, chains=4, draws=1000, tune
     return FitSettings(method=method, sampler=sampler, chains=chains, draws=draws, tune=tune,
                        target_accept=target_accept, seed=seed, mass_matrix=mass_matrix,
                        rescale=rescale, centered=centered, priors=priors, na_action=na_action,
-                       control=control, engine=engine, family=family, link=link)
+                       control=control, engine=engine, family=family, link=link,
+                       weights=weights)
 
 
 def _family(family, link, label):

@@ -52,5 +52,8 @@ def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | N
         params = dict(h.family)
         if design.trials is not None:  # binomial: successes of a known number of trials
             params["trials"] = design.trials
-        family.likelihood("y", mu, params, design.y)
+        y = family.likelihood("y", mu, params, design.y)
+        weights = getattr(design, "weights", None)
+        if weights is not None:  # frequency weights: row i's log likelihood counted w_i times
+            pm.Potential("y_weights", pt.sum((weights - 1.0) * pm.logp(y, design.y)))
     return model

@@ -74,6 +74,7 @@ def fit(
     rescale: bool | Literal["auto"] = "auto",
     family: str = "gaussian",
     link: str | None = None,
+    weights: str | None = None,
 ) -> BayesResult:
     """Fit a Bayesian hierarchical linear model written as an lme4 formula.
 
@@ -148,6 +149,12 @@ def fit(
     link : str, optional
         The family's link; default Bambi's (logit, log, identity; Gamma: inverse).
         ``"probit"``/``"cloglog"`` for the binomial families, ``"log"`` for Gamma.
+    weights : str, optional
+        A data column of row weights, as R's ``glm``/``glmer`` and brms use them: with
+        ``family="binomial"`` and a proportion response, the numbers of trials
+        (``prop * n`` successes of ``n``); otherwise frequency weights (row ``i``'s log
+        likelihood counted ``w_i`` times, the same posterior as repeating the row). Refused for
+        the Gaussian family (lme4's are precision weights). See :mod:`bayes_hlm.spec.weights`.
 
     Returns
     -------
@@ -169,7 +176,7 @@ def fit(
                                  mass_matrix=mass_matrix, rescale=rescale, centered=centered,
                                  priors=priors, na_action=na_action, control=control,
                                  engine=engine, progressbar=progressbar, warn=warn,
-                                 family=family, link=link)
+                                 family=family, link=link, weights=weights)
     if engine == "dask":
         from .out_of_core import fit_dask
 
@@ -177,6 +184,8 @@ def fit(
         if fam.name != "gaussian" or fam.link.name != "identity":  # else silently Gaussian
             raise BayesHLMError(f"engine='dask' fits Gaussian models only, not the {fam.name} "
                                 f"family with the {fam.link.name} link; use engine='memory'")
+        if weights is not None:
+            raise BayesHLMError("engine='dask' does not take weights=; use engine='memory'")
 
         return fit_dask(formula, data, scheduler, method=method, sampler=sampler, chains=chains,
                         draws=draws, tune=tune, target_accept=target_accept, seed=seed,
@@ -190,7 +199,8 @@ def fit(
         with phase("building the model (formula, data, statistics)"):
             problem = build_problem(formula, data, priors=priors, na_action=na_action,
                                     control=control, rescale=rescale, method=method,
-                                    family=get_family(settings.family, settings.link))
+                                    family=get_family(settings.family, settings.link),
+                                    weights=weights)
         cfg = sampler_config(settings, progressbar)
         choice, (out, generator, extra) = choose_and_sample(problem, settings, cfg)
         return finish_fit(problem, choice, out, generator, extra, settings, cfg,

@@ -83,12 +83,13 @@ def warn_separation(design: Design, family: Family | None, stacklevel: int = 4) 
 def build_problem(formula: str, data: pd.DataFrame, *, priors: dict | None = None,
                   na_action: str = "omit", control: Control | None = None,
                   rescale: bool | str = "auto", method: str = "auto",
-                  family: Family | None = None) -> Problem:
+                  family: Family | None = None, weights: str | None = None) -> Problem:
     """Spec, priors, scaling and (unless ``method="full"``) the sufficient statistics.
 
     Arguments as in :func:`bayes_hlm.fit` (validated there).
     """
-    spec = build_spec(formula, data, na_action=na_action, control=control, family=family)
+    spec = build_spec(formula, data, na_action=na_action, control=control, family=family,
+                      weights=weights)
     refuse_without_groups(spec.design)
     if spec.design.p == 0:  # the samplers' draw layouts assume >= 1 coefficient
         raise FormulaError(

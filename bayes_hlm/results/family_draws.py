@@ -38,17 +38,39 @@ def _row_params(params: dict[str, np.ndarray], start: int, stop: int) -> dict[st
     return {k: v[start:stop, None] for k, v in params.items()}
 
 
-def trials_kw(design, newdata=None) -> dict:
-    """``{"trials": (n,)}`` for binomial fits on their own rows, else ``{}``."""
-    if design.trials is None:
-        return {}
-    if newdata is not None:
-        from ..errors import BayesHLMError
+def trials_kw(design, newdata=None, spec=None, trials=None) -> dict:
+    """``{"trials": (n,)}`` for binomial fits, else ``{}``.
 
-        raise BayesHLMError("predictions for new data of a binomial model on the response scale "
-                            "need the number of trials of each new row, which is not supported "
-                            "yet; use kind='mean' (the success probability) or kind='link'")
-    return {"trials": design.trials}
+    On the fitted rows, the fit's trials; on ``newdata``, ``trials`` when given (a number or
+    one per row), else read from the response's ``cbind``/``p`` columns (or the weights column
+    of a proportion response) through ``spec`` - an error naming what is missing.
+    """
+    from ..errors import DataError
+
+    if design.trials is None:
+        if trials is not None:
+            raise DataError("trials= is for binomial models only")
+        return {}
+    if newdata is None and trials is None:
+        return {"trials": design.trials}
+    n_rows = design.n if newdata is None else len(newdata)
+    if trials is None:
+        n = spec.trials(newdata)
+    else:
+        n = np.broadcast_to(np.asarray(trials, dtype=float), (n_rows,)) \
+            if np.ndim(trials) == 0 else np.asarray(trials, dtype=float)
+        if n.shape != (n_rows,):
+            raise DataError(f"trials= needs one number per row ({n_rows}), not shape {n.shape}")
+    bad = np.flatnonzero(~np.isfinite(n) | (n < 1) | (n != np.round(n)))
+    if bad.size:
+        raise DataError(f"the number of trials must be a whole number >= 1 on every row "
+                        f"(row {bad[0]}: {n[bad[0]]!r})")
+    return {"trials": n}
+
+
+def weights_of(design) -> np.ndarray | None:
+    """The fit's frequency weights (None: unweighted; older results have none)."""
+    return getattr(design, "weights", None)
 
 
 def pointwise_loglik(src, design, family: Family) -> np.ndarray:
@@ -64,7 +86,11 @@ def pointwise_loglik(src, design, family: Family) -> np.ndarray:
         blocks.append(family.logpdf(design.y[None, :], mu, **_row_params(params, start, stop),
                                     **extra))
         start = stop
-    return np.concatenate(blocks)
+    ll = np.concatenate(blocks)
+    w = weights_of(design)
+    # a weighted row is its log likelihood times w (brms log_lik): loo then treats it as one
+    # observation; loo of the expanded rows would leave out one copy at a time instead
+    return ll if w is None else ll * w
 
 
 def replicate(eta: np.ndarray, src, idx, family: Family, rng, extra: dict) -> np.ndarray:

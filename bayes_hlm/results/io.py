@@ -251,7 +251,8 @@ def load_result(path: str | os.PathLike):
     with warnings.catch_warnings():  # the fit already warned
         warnings.simplefilter("ignore", BayesHLMWarning)
         spec = build_spec(meta["formula"], data, control=control,
-                          na_action=meta.get("na_action", "omit"), family=family)
+                          na_action=meta.get("na_action", "omit"), family=family,
+                          weights=getattr(req, "weights", None))
     from ..spec.priors import resolve_priors
 
     ps: PriorSet = resolve_priors(spec.design, priors, family)

@@ -81,7 +81,7 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
             new_groups: Literal["error", "sample", "zero"] = "error",
             kind: Literal["link", "mean", "response"] = "mean",
             prob: float = tables.HDI_PROB, max_draws: int | None = None,
-            seed: int | None = None, return_draws: bool = False):
+            seed: int | None = None, return_draws: bool = False, trials=None):
     """Posterior predictions with intervals.
 
     Parameters
@@ -106,6 +106,11 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
         Use at most this many evenly spaced draws.
     return_draws : bool
         Also return the (draws, rows) array.
+    trials : int or array, optional
+        Binomial models, ``kind="response"``: the number of trials of each new row (a number
+        or one per row). Default: read from the response's ``cbind(s, f)``/``p(s, n)`` columns
+        in ``newdata`` (or the weights column of a proportion response); an error when they
+        are missing. ``kind="mean"`` is the success probability and needs no trials.
 
     Returns
     -------
@@ -140,7 +145,8 @@ def predict(result: "BayesResult", newdata: pd.DataFrame | None = None, *,
     if kind == "mean":  # the expected response g^-1(eta); the identity for Gaussian models
         mu = fam.link.inverse(mu)
     elif kind == "response":
-        mu = replicate(mu, src, idx, fam, rng, trials_kw(result.design, newdata))
+        mu = replicate(mu, src, idx, fam, rng,
+                       trials_kw(result.design, newdata, result.spec, trials))
     lo, hi = tables.hdi(mu, prob)
     frame = pd.DataFrame({"mean": mu.mean(0), "sd": mu.std(0, ddof=1) if len(idx) > 1 else 0.0,
                           "hdi_low": lo, "hdi_high": hi}, index=index)

@@ -25,6 +25,8 @@ from .design import Design, GroupTerm
 from .formula import ParsedFormula, RandomTerm, parse_formula
 from .formula_safety import FORMULAE_FUNCTIONS, FUNCTIONS, NUMPY_FUNCTIONS, formula_namespace
 from .response import PLACEHOLDER, Response, check_response, evaluate_response, parse_response
+from .weights import (check_weights_column, proportion_successes, read_weights,
+                      refuse_gaussian_weights)
 from .lme4_names import lme4_name
 from .rules import (aliased_columns as _aliased, check_group_sizes, check_na_action,
                     check_numeric_group, check_rank, interaction_labels,
@@ -63,6 +65,55 @@ class ModelSpec:
     _fixed_dm: object = field(default=None, repr=False)
     _random_dms: list = field(default_factory=list, repr=False)
     offset_cols: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
+    #: the ``weights=`` column, and whether it holds binomial trials (proportion response)
+    weights_col: str | None = None
+    weights_are_trials: bool = False
+
+    def response(self, newdata: pd.DataFrame | None = None) -> Response:
+        """The response of ``newdata`` as the model sees it (``y``, and binomial trials from
+        the ``cbind``/``p`` columns or the weights column); default the training rows."""
+        if newdata is None:
+            return Response(self.design.y, self.design.trials)
+        new = _prepare_new(self, newdata, _response_vars(self.parsed.response)
+                           | ({self.weights_col} if self.weights_col else set()))
+        resp = _response_values(self.parsed, new, self.family)
+        if self.weights_are_trials:
+            n = read_weights(newdata, self.weights_col)
+            y = proportion_successes(resp.y, n, self.parsed.response, self.weights_col,
+                                     newdata.index)
+            return Response(y, n)
+        return resp
+
+    def trials(self, newdata: pd.DataFrame) -> np.ndarray:
+        """Binomial trials of the rows of ``newdata``: from the ``cbind``/``p`` columns, or the
+        weights column of a proportion response; an error saying what is missing."""
+        if self.weights_are_trials:
+            if self.weights_col not in newdata.columns:
+                raise DataError(f"the binomial model needs the number of trials of each new row: "
+                                f"newdata lacks the weights column {self.weights_col!r}; add it "
+                                "or pass trials=... (a number or one per row)")
+            return read_weights(newdata, self.weights_col)
+        form = parse_response(self.parsed.response)
+        needed = expr_vars(form.args[1]) if form.kind == "p" else \
+            _response_vars(self.parsed.response)
+        missing = sorted(c for c in needed if c not in newdata.columns)
+        if missing:
+            raise DataError(f"the binomial model needs the number of trials of each new row: "
+                            f"newdata lacks column(s) {missing} of the response "
+                            f"{self.parsed.response!r}; add them, or pass trials=... (a number "
+                            "or one per row)")
+        new = _prepare_new(self, newdata, needed)
+        if form.kind == "p":
+            return _response_values(self.parsed, new, self.family, part="trials")
+        return _response_values(self.parsed, new, self.family).trials
+
+    def weights(self, newdata: pd.DataFrame | None = None) -> np.ndarray | None:
+        """Frequency weights of ``newdata`` (default: the training rows); None if unweighted."""
+        if self.weights_col is None or self.weights_are_trials:
+            return None
+        if newdata is None:
+            return self.design.weights
+        return read_weights(newdata, self.weights_col)
 
     def _fixed_full(self, newdata: pd.DataFrame) -> np.ndarray | None:
         new = _prepare_new(self, newdata, self._fixed_vars())
@@ -441,7 +492,8 @@ def _random_term(term: RandomTerm, sub: pd.DataFrame, response: str, control: Co
 
 
 def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
-               control: Control | None = None, family: Family | str | None = None) -> ModelSpec:
+               control: Control | None = None, family: Family | str | None = None,
+               weights: str | None = None) -> ModelSpec:
     """Parse ``formula`` against ``data`` and build the numeric design (lme4's ``lFormula``).
 
     Parameters
@@ -459,6 +511,9 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         Response family (default Gaussian; a name such as ``"bernoulli"`` as in ``fit``): decides which responses are valid (0/1, factors,
         ``cbind(s, f)``, ``p(s, n)``; see :mod:`.response`) and allows one level per row
         (``(1|obs)``) for non-Gaussian families, as glmer does.
+    weights : str, optional
+        A data column of row weights: the trials of a binomial proportion response, else
+        frequency weights (see :mod:`.weights`; refused for the Gaussian family).
 
     Returns
     -------
@@ -472,27 +527,36 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         raise no_data_error()
     parsed = parse_formula(formula)
     used = used_columns(parsed, data)
+    if weights is not None:  # checked on the rows the formula keeps: no NA silently dropped
+        check_weights_column(data, weights)
+        other_na, _ = missing_mask(data[used])
+        read_weights(data, weights, None if other_na is None else ~other_na)
+        used = used + [weights] if weights not in used else used
     sub = _prepare(data, used, parsed, na_action, control)
     family = default_family() if family is None else get_family(family)
     form = parse_response(parsed.response)
     factor_response = parsed.response in sub and \
         isinstance(sub[parsed.response].dtype, pd.CategoricalDtype)
-    special = form.kind != "plain" or (factor_response and family.name in ("bernoulli",))
+    special = _special_response(parsed, sub, family)
     resp_name = PLACEHOLDER if special else parsed.response
     sub_eval = sub.assign(**{PLACEHOLDER: 0.0}) if special else sub
     dms = _eval_design(f"{resp_name} ~ {parsed.fixed_rhs}", sub_eval, "fixed-effect design")
-    trials = None
     if special:
-        def numeric(expr: str) -> np.ndarray:
-            return _eval_design(f"{PLACEHOLDER} ~ 0 + I({expr})", sub_eval,
-                                f"response {parsed.response}").common.design_matrix
-        resp = evaluate_response(form, sub, family, numeric)
-        y, trials = resp.y, resp.trials
+        resp = _response_values(parsed, sub, family)
     else:
         y = np.asarray(dms.response.design_matrix, dtype=float)
         if y.ndim == 2 and y.shape[1] != 1 or factor_response:
             raise response_not_numeric(parsed.response, family.name)
-        y = y.reshape(-1)
+        resp = Response(y.reshape(-1))
+    y, trials = resp.y, resp.trials
+    w, weights_are_trials = None, False
+    if weights is not None:  # sub keeps the column (update, kfold, save/load)
+        w = sub[weights].to_numpy(dtype=float)
+        if family.name == "gaussian":
+            raise refuse_gaussian_weights(weights)
+        if family.needs_trials and form.kind == "plain":  # glm's proportion + trials as weights
+            y = proportion_successes(y, w, parsed.response, weights, sub.index)
+            trials, w, weights_are_trials = w, None, True
     if dms.common is None:  # 'y ~ 0 + (...)': no fixed effects at all
         X, names = np.zeros((len(y), 0)), []
     else:
@@ -540,11 +604,41 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         formula=formula, response=parsed.response, y=y, X=X[:, kept_local],
         fixed_names=tuple(names[j] for j in kept_local), groups=tuple(groups),
         row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, trials=trials,
-        offset=offset,
+        offset=offset, weights=w,
     )
     return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
                      na_action=na_action, family=family, _fixed_dm=dms, _random_dms=rdms,
-                     offset_cols=offset_cols)
+                     offset_cols=offset_cols, weights_col=weights,
+                     weights_are_trials=weights_are_trials)
+
+
+def _special_response(parsed: ParsedFormula, sub: pd.DataFrame, family: Family) -> bool:
+    """A response formulae cannot evaluate itself: ``cbind``/``p``, or a factor for Bernoulli."""
+    factor_response = parsed.response in sub and \
+        isinstance(sub[parsed.response].dtype, pd.CategoricalDtype)
+    return parse_response(parsed.response).kind != "plain" or \
+        (factor_response and family.name in ("bernoulli",))
+
+
+def _response_values(parsed: ParsedFormula, sub: pd.DataFrame, family: Family,
+                     part: str | None = None) -> Response:
+    """The response of the prepared rows ``sub`` (``part="trials"``: only the trials argument
+    of ``p(s, n)``, returned as an array)."""
+    sub_eval = sub.assign(**{PLACEHOLDER: 0.0})
+
+    def numeric(expr: str) -> np.ndarray:
+        return _eval_design(f"{PLACEHOLDER} ~ 0 + I({expr})", sub_eval,
+                            f"response {parsed.response}").common.design_matrix
+
+    form = parse_response(parsed.response)
+    if part == "trials":
+        expr = form.args[1]
+        return np.asarray(sub[expr] if expr in sub.columns else numeric(expr),
+                          dtype=float).reshape(-1)
+    if _special_response(parsed, sub, family):
+        return evaluate_response(form, sub, family, numeric)
+    y = _eval_design(f"{parsed.response} ~ 1", sub, f"response {parsed.response}").response
+    return Response(np.asarray(y.design_matrix, dtype=float).reshape(-1))
 
 
 def _check_estimable(response: str, y: np.ndarray, coefs: list[str], gaussian: bool) -> None:

@@ -92,6 +92,10 @@ class Design:
         Sum of the formula's ``offset(...)`` terms: part of the linear predictor
         with its coefficient fixed at 1 (never a column of ``X``); ``None`` when
         the formula has none.
+    weights : ndarray, shape (n,), optional
+        Frequency weights (``fit(weights=...)``): row ``i``'s log likelihood is multiplied
+        by ``weights[i]`` (brms ``weights()``); ``None`` when unweighted. Binomial
+        proportions with weights hold their trials in ``trials`` instead.
     """
 
     formula: str
@@ -105,6 +109,7 @@ class Design:
     info: dict = field(default_factory=dict)
     trials: np.ndarray | None = None  # binomial: the number of trials of each row
     offset: np.ndarray | None = None
+    weights: np.ndarray | None = None  # frequency weights of the rows' log likelihood
 
     @property
     def working_y(self) -> np.ndarray:

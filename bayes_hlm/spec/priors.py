@@ -148,8 +148,20 @@ class Moments:
 
     @classmethod
     def of(cls, design: Design) -> "Moments":
-        return cls(float(np.mean(design.working_y)), float(np.std(design.working_y)), design.X.mean(axis=0),
-                   design.X.std(axis=0), {k: g.Z.std(axis=0) for k, g in enumerate(design.groups)})
+        """The moments of the rows; with frequency weights, of the rows repeated ``w`` times
+        (so a weighted model has the priors Bambi gives the expanded data)."""
+        w = getattr(design, "weights", None)
+
+        def mean(a):
+            return np.average(a, axis=0, weights=w)
+
+        def sd(a):
+            return np.sqrt(np.average((a - mean(a)) ** 2, axis=0, weights=w))
+
+        # Bambi 0.21 scales by the response as given, offset or not (PriorScaler reads
+        # response_term.data); only Gaussian and t use these moments
+        return cls(float(mean(design.y)), float(sd(design.y)), mean(design.X),
+                   sd(design.X), {k: sd(g.Z) for k, g in enumerate(design.groups)})
 
 
 def priors_from_moments(design: Design, mom: Moments, family: Family | None = None) -> PriorSet:
