@@ -124,7 +124,7 @@ def _split_control(control, checks):
 
 
 # settings the optimiser and convergence checks read, besides DEFAULT_CONTROL's
-_EXTRA_KEYS = {"xtol_abs", "ftol_abs", "maxfun", "polish", "polish_ftol", "blas_threads"}
+_EXTRA_KEYS = {"xtol_abs", "xtol_rel", "ftol_abs", "maxfun", "polish", "polish_ftol", "blas_threads"}
 OPTIMIZERS = ("bobyqa", "L-BFGS-B")
 
 

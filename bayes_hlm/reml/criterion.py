@@ -3,19 +3,16 @@
 Notation as in Bates, Mächler, Bolker & Walker (2015) and ``shared/notes/marginal-lmm.md``:
 ``b = Λ u``, ``u ~ N(0, σ² I)``, ``K(θ) = Λᵀ Zᵀ Z Λ + I = L Lᵀ``.
 
-The random-effect unknowns are split in two parts:
-
-* ``E``: the factor with most unknowns (levels × q). Its own block of ``K`` is block
-  diagonal (one ``q × q`` block per level), so it is factorised by a vectorised batched
-  ``q × q`` Cholesky over levels (no loop over groups).
-* ``R``: all other factors (nested outer factors, crossed factors). Their block of ``K``
-  after eliminating ``E`` (the Schur complement ``K_RR − F Fᵀ``, ``F = L_E⁻¹ K_ER``) is
-  factorised densely (LAPACK) when small, else by a sparse LDLᵀ (``qdldl`` with AMD).
+``K`` is factorised by the blocked sparse Cholesky of the statistics layer
+(:mod:`bayes_hlm.statistics.blocked_cholesky`, MixedModels.jl's layout): the factor with
+most unknowns ("E") first, its block diagonal factorised by a batched ``q × q`` Cholesky,
+then the small dense Schur complement of the other factors ("R").
 
 With one grouping factor ``R`` is empty and every evaluation costs
 ``O(G (q³ + q² p) + p³)``, independent of the number of rows: all data enter through
 cross-products computed once (:class:`Stats`, from the statistics layer
-:mod:`bayes_hlm.statistics` that the Bayesian backend and the Dask pass share).
+:mod:`bayes_hlm.statistics` that the Bayesian backend and the Dask pass share); a new θ
+only rescales them by Λθ and refactors.
 """
 
 from __future__ import annotations
@@ -23,18 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.linalg as sla
 import scipy.sparse as sp
 
 from scipy.linalg.lapack import dpotrf as _potrf, dpotrs as _potrs
 
 from ..spec.design import Design
-from ..statistics import (block_columns, block_cross, factor_blocks, global_cross, indicator_csr,
-                          sparse_cross, stacked_csr)
+from ..statistics import block_columns, block_cross, factor_blocks, global_cross, stacked_csr
+from ..statistics.blocked_cholesky import BlockedFactor, BlockedLayout, CrossBlocks, FactorColumns
 
-DENSE_MAX = 4000  # remainder sizes up to this use a dense Cholesky
-
-__all__ = ["ThetaMap", "Stats", "DevFun", "Evaluation", "make_devfun"]
+__all__ = ["ThetaMap", "Stats", "DevFun", "Evaluation", "make_devfun", "lme4_start"]
 
 
 # --------------------------------------------------------------------------- #
@@ -137,24 +131,6 @@ def make_theta_map(design: Design) -> ThetaMap:
 # --------------------------------------------------------------------------- #
 # sufficient statistics (the statistics layer; one pass over the rows)
 # --------------------------------------------------------------------------- #
-def _outer_products(A: sp.csr_matrix, n: int):
-    """Sparse P with ``(Aᵀ diag(w) A).ravel()[pos] = P @ w`` (row outer products of A)."""
-    A = A.tocsr()
-    A.sort_indices()
-    G = A.shape[0]
-    ng = np.diff(A.indptr)
-    row_of = np.repeat(np.arange(G), ng)
-    per = ng[row_of]
-    first = np.repeat(np.arange(A.nnz), per)
-    cum = np.concatenate([[0], np.cumsum(per)[:-1]])
-    partner = A.indptr[row_of][first] + (np.arange(len(first)) - cum[first])
-    vals = A.data[first] * A.data[partner]
-    lin = A.indices[first].astype(np.int64) * n + A.indices[partner]
-    pos, inv = np.unique(lin, return_inverse=True)
-    P = sp.csr_matrix((vals, (inv, row_of[first])), shape=(len(pos), G))
-    return P, pos
-
-
 def remainder_Z(tmap: ThetaMap, R: tuple[int, ...]) -> sp.csr_matrix:
     """Sparse ``Z_R`` of the remainder factors ``R`` side by side (level-major per factor)."""
     return stacked_csr([(tmap.factors[k].codes, tmap.factors[k].Z, tmap.factors[k].n_levels)
@@ -168,7 +144,12 @@ def response_cross(f: FactorInfo, y: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Stats:
-    """Cross-products of ``[Z X y]`` that the criterion needs (no per-row data kept)."""
+    """Cross-products of ``[Z X y]`` that the criterion needs (no per-row data kept).
+
+    The ``Z``-only blocks (``ZᵀZ``) and the factor order live in ``blocks``
+    (:class:`~bayes_hlm.statistics.blocked_cholesky.CrossBlocks`); ``BC_E`` / ``BC_R``
+    are ``Zᵀ[X y]`` in the same order.
+    """
 
     N: int
     p: int
@@ -176,20 +157,21 @@ class Stats:
     Xty: np.ndarray
     yty: float
     E: int                      # index of the eliminated factor in ThetaMap.factors
-    R: tuple[int, ...]          # indices of the remainder factors
-    A_E: np.ndarray             # (G, q, q)
+    R: tuple[int, ...]          # indices of the remainder factors (decreasing size)
     BC_E: np.ndarray            # (G, q, p+1): Z_gᵀ [X y]
-    A_ER: sp.csr_matrix | None = None   # (n_E, n_R)
-    A_RR: sp.csr_matrix | None = None   # (n_R, n_R)
+    blocks: CrossBlocks
     BC_R: np.ndarray | None = None      # (n_R, p+1)
     r_offsets: tuple[int, ...] = ()
     n_R: int = 0
-    dense_R: bool = False
-    scalar_R: bool = False          # all factors q = 1, large remainder: outer-product path
-    P: sp.csr_matrix | None = None  # (n_pairs, G_E): vec(A_REᵀ diag(w) A_ER) = P @ w
-    P_pos: np.ndarray | None = None
-    A_ER_d: np.ndarray | None = None
-    A_RR_d: np.ndarray | None = None
+
+    @property
+    def A_E(self) -> np.ndarray:
+        return self.blocks.A_E
+
+
+def layout_of(tmap: ThetaMap) -> BlockedLayout:
+    """The blocked-Cholesky layout of the model's factors (ThetaMap order)."""
+    return BlockedLayout([FactorColumns(f.codes, f.Z, f.n_levels) for f in tmap.factors])
 
 
 def compute_stats(design: Design, tmap: ThetaMap) -> Stats:
@@ -197,94 +179,36 @@ def compute_stats(design: Design, tmap: ThetaMap) -> Stats:
     X = np.asarray(design.X, dtype=float)
     y = np.asarray(design.working_y, dtype=float)
     N, p = X.shape
-    sizes = [f.size for f in tmap.factors]
-    E = int(np.argmax(sizes))
-    R = tuple(k for k in range(len(tmap.factors)) if k != E)
-    fE = tmap.factors[E]
-    blk = block_cross(fE.codes, fE.n_levels, fE.Z, X, y)
-    BC_E = np.concatenate([blk["B"], blk["c"][:, :, None]], axis=2)
+    lay = layout_of(tmap)
+    cb = lay.cross(V=np.column_stack([X, y]))
     g = global_cross(X, y)
-    st = Stats(N=N, p=p, XtX=g["XtX"], Xty=g["Xty"], yty=g["yty"], E=E, R=R, A_E=blk["A"], BC_E=BC_E)
-    if R:
-        cr = sparse_cross(indicator_csr(fE.codes, fE.Z, fE.size), remainder_Z(tmap, R), X, y)
-        st.A_ER = cr["ERt"]
-        st.A_RR = cr["RtR"]
-        st.BC_R = np.column_stack([cr["RtX"], cr["Rty"]])
-        offs, o = [], 0
-        for k in R:
-            offs.append(o)
-            o += tmap.factors[k].size
-        st.r_offsets = tuple(offs)
-        st.n_R = o
-        if st.A_ER.shape[0] * o * o <= 5e7:
-            st.dense_R = True
-            st.A_ER_d = st.A_ER.toarray()
-            st.A_RR_d = st.A_RR.toarray()
-        elif all(f.q == 1 for f in tmap.factors) and o <= DENSE_MAX:
-            st.scalar_R = True
-            st.A_RR_d = st.A_RR.toarray()
-            st.P, st.P_pos = _outer_products(st.A_ER, o)
-    return st
+    return Stats(N=N, p=p, XtX=g["XtX"], Xty=g["Xty"], yty=g["yty"], E=lay.E, R=lay.R,
+                 BC_E=cb.BE, blocks=cb, BC_R=cb.BR, r_offsets=lay.r_offsets, n_R=lay.n_R)
 
 
-# --------------------------------------------------------------------------- #
-# batched small linear algebra
-# --------------------------------------------------------------------------- #
-def batched_chol(M: np.ndarray) -> np.ndarray:
-    q = M.shape[1]
-    if q == 1:
-        return np.sqrt(M)
-    if q == 2:
-        L = np.zeros_like(M)
-        l11 = np.sqrt(M[:, 0, 0])
-        l21 = M[:, 1, 0] / l11
-        L[:, 0, 0] = l11
-        L[:, 1, 0] = l21
-        L[:, 1, 1] = np.sqrt(M[:, 1, 1] - l21 * l21)
-        return L
-    return np.linalg.cholesky(M)
-
-
-def batched_fsolve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Solve L X = B for lower-triangular (G, q, q) L and (G, q, k) B."""
-    q = L.shape[1]
-    if q == 1:
-        return B / L[:, 0, 0][:, None, None]
-    X = np.empty_like(B)
-    if q == 2:
-        X[:, 0, :] = B[:, 0, :] / L[:, 0, 0, None]
-        X[:, 1, :] = (B[:, 1, :] - L[:, 1, 0, None] * X[:, 0, :]) / L[:, 1, 1, None]
-        return X
-    for i in range(q):
-        acc = B[:, i, :]
-        if i:
-            acc = acc - (L[:, i, :i, None] * X[:, :i, :]).sum(axis=1)
-        X[:, i, :] = acc / L[:, i, i][:, None]
-    return X
-
-
-def batched_bsolve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Solve Lᵀ X = B for lower-triangular (G, q, q) L and (G, q, k) B."""
-    q = L.shape[1]
-    if q == 1:
-        return B / L[:, 0, 0][:, None, None]
-    X = np.empty_like(B)
-    for i in range(q - 1, -1, -1):
-        acc = B[:, i, :]
-        if i < q - 1:
-            acc = acc - (L[:, i + 1:, i, None] * X[:, i + 1:, :]).sum(axis=1)
-        X[:, i, :] = acc / L[:, i, i][:, None]
-    return X
-
-
-def _blockdiag(blocks: np.ndarray) -> sp.csr_matrix:
-    """Sparse block-diagonal matrix from (G, q, q) blocks."""
-    G, q, _ = blocks.shape
-    if q == 1:
-        return sp.diags(blocks[:, 0, 0]).tocsr()
-    r = (np.arange(G)[:, None, None] * q + np.arange(q)[None, :, None]).repeat(q, axis=2)
-    c = (np.arange(G)[:, None, None] * q + np.arange(q)[None, None, :]).repeat(q, axis=1)
-    return sp.csr_matrix((blocks.ravel(), (r.ravel(), c.ravel())), shape=(G * q, G * q))
+def lme4_start(design: Design, tmap: ThetaMap) -> np.ndarray:
+    """lme4's starting θ (``mkLmerDevfun``): for models whose every factor has one scalar
+    intercept term, ``θ_f = sqrt(v_f / v_e)`` with ``v_f = var(ave(y, f))`` and
+    ``v_e = var(y) − Σ v_f`` when positive; the identity start otherwise."""
+    theta = tmap.theta0.copy()
+    if not all(f.terms == ("Intercept",) and f.q == 1 and len(f.term_index) == 1
+               for f in tmap.factors):
+        return theta
+    y = np.asarray(design.y, dtype=float)
+    n = len(y)
+    if n < 2:
+        return theta
+    ybar = y.mean()
+    v = []
+    for f in tmap.factors:
+        cnt = np.bincount(f.codes, minlength=f.n_levels)
+        s = np.bincount(f.codes, weights=y, minlength=f.n_levels)
+        mean = np.divide(s, cnt, out=np.zeros_like(s), where=cnt > 0)
+        v.append(float(np.sum(cnt * (mean - ybar) ** 2)) / (n - 1))
+    ve = float(np.sum((y - ybar) ** 2)) / (n - 1) - sum(v)
+    if np.isfinite(ve) and ve > 0:
+        theta = np.sqrt(np.array(v) / ve)
+    return theta
 
 
 # --------------------------------------------------------------------------- #
@@ -303,11 +227,25 @@ class Evaluation:
     LE: np.ndarray              # (G, q, q) Cholesky blocks of the E part
     WE: np.ndarray              # (G, q, p+1) L_E⁻¹ Λᵀ Zᵀ [X y]
     lambdas: list
-    F: sp.csr_matrix | None = None
-    KR: object = None           # dense Cholesky factor (lower) or sparse solver
-    KR_dense: bool = True
-    rhsR: np.ndarray | None = None
+    fac: BlockedFactor | None = None    # the blocked Cholesky factor of K(θ)
+    rhsR: np.ndarray | None = None      # (n_R, p+1) remainder right-hand side after E
     extra: dict = field(default_factory=dict)
+
+    @property
+    def F(self):
+        """``L_E⁻¹ K_ER`` (dense or sparse), None with one factor."""
+        return None if self.fac is None or not self.fac.layout.R else self.fac.F
+
+    @property
+    def KR(self):
+        """The Schur complement's factor: dense lower Cholesky factor or sparse solver."""
+        if self.fac is None:
+            return None
+        return self.fac.LR if self.fac.schur_dense else self.fac.solver
+
+    @property
+    def KR_dense(self) -> bool:
+        return True if self.fac is None else self.fac.schur_dense
 
 
 class DevFun:
@@ -319,23 +257,7 @@ class DevFun:
         self.reml = bool(reml)
         self.tmap = tmap or make_theta_map(design)
         self.stats = stats or compute_stats(design, self.tmap)
-        st = self.stats
-        if st.R:
-            fE = self.tmap.factors[st.E]
-            self._IR = sp.identity(st.n_R, format="csr")
-            self._GE = fE.n_levels
         self.n_evals = 0
-
-    def _lam_R_dense(self, lams) -> np.ndarray:
-        st = self.stats
-        out = np.zeros((st.n_R, st.n_R))
-        for k, off in zip(st.R, st.r_offsets):
-            f = self.tmap.factors[k]
-            L = lams[k]
-            blk = out[off:off + f.size, off:off + f.size]
-            for g in range(f.n_levels):
-                blk[g * f.q:(g + 1) * f.q, g * f.q:(g + 1) * f.q] = L
-        return out
 
     # -- public -----------------------------------------------------------
     @property
@@ -344,7 +266,12 @@ class DevFun:
 
     @property
     def theta0(self) -> np.ndarray:
+        """The identity θ (Λ = I)."""
         return self.tmap.theta0.copy()
+
+    def start(self) -> np.ndarray:
+        """Where the optimiser starts: lme4's start (:func:`lme4_start`)."""
+        return lme4_start(self.design, self.tmap)
 
     def __call__(self, theta) -> float:
         return self.deviance(self.evaluate(theta, full=False))
@@ -372,92 +299,25 @@ class DevFun:
         return float(np.sqrt(ev.r2 / ((N - p) if self.reml else N)))
 
     def evaluate(self, theta, full: bool = True) -> Evaluation:
+        """The criterion's pieces at ``θ`` (``full`` is kept for callers; every piece is
+        cheap or built on demand)."""
         self.n_evals += 1
         theta = np.asarray(theta, dtype=float)
         st = self.stats
-        tm = self.tmap
-        lams = tm.lambdas(theta)
-        LamE = lams[st.E]
-        q = LamE.shape[0]
+        lams = self.tmap.lambdas(theta)
         p = st.p
-        # E block: D_g = I + Λᵀ A_g Λ
-        if q == 1:
-            l = LamE[0, 0]
-            D = 1.0 + (l * l) * st.A_E
-            LE = np.sqrt(D)
-            WE = (l * st.BC_E) / LE
-        else:
-            D = LamE.T @ st.A_E @ LamE
-            D[:, np.arange(q), np.arange(q)] += 1.0
-            LE = batched_chol(D)
-            WE = batched_fsolve(LE, LamE.T @ st.BC_E)
-        ldL2 = 2.0 * float(np.sum(np.log(LE[:, np.arange(q), np.arange(q)])))
+        fac = st.blocks.factor(lams)
+        if fac is None:
+            return self._bad(theta, lams)
+        WE, rhsR = fac.forward(st.BC_E, st.BC_R)
         G = WE.reshape(-1, p + 1)
         gram = G.T @ G
-        ev_extra: dict = {}
-        F = KR = rhsR = None
-        dense = True
-        if st.R:
-            if st.scalar_R:
-                lE = LamE[0, 0]
-                lamR = np.concatenate([np.full(tm.factors[k].n_levels, lams[k][0, 0]) for k in st.R])
-                dinv = (lE * lE) / D[:, 0, 0]
-                Mv = st.P @ dinv
-                Mfull = st.A_RR_d.copy().ravel()
-                Mfull[st.P_pos] -= Mv
-                KRm = Mfull.reshape(st.n_R, st.n_R) * np.outer(lamR, lamR)
-                KRm[np.diag_indices(st.n_R)] += 1.0
-                scaleE = lE / LE[:, 0, 0]
-                rhsR = lamR[:, None] * (st.BC_R - st.A_ER.T @ (scaleE[:, None] * G))
-                if full:
-                    F = (sp.diags(scaleE) @ st.A_ER @ sp.diags(lamR)).tocsr()
-            else:
-                if st.dense_R:
-                    LamR = self._lam_R_dense(lams)
-                    C3 = st.A_ER_d.reshape(self._GE, q, st.n_R)
-                    if q > 1:
-                        C3 = LamE.T @ C3
-                    else:
-                        C3 = C3 * LamE[0, 0]
-                    C3 = C3 @ LamR
-                    F = batched_fsolve(LE, C3).reshape(-1, st.n_R)
-                    KRm = LamR.T @ st.A_RR_d @ LamR - F.T @ F
-                    KRm[np.diag_indices(st.n_R)] += 1.0
-                    rhsR = LamR.T @ st.BC_R - F.T @ G
-                else:
-                    LamR = sp.block_diag([sp.kron(sp.identity(tm.factors[k].n_levels), lams[k])
-                                          for k in st.R], format="csr")
-                    LamEblk = sp.kron(sp.identity(self._GE), LamE.T, format="csr") if q > 1 \
-                        else None
-                    C = st.A_ER @ LamR
-                    C = (LamEblk @ C) if q > 1 else C * LamE[0, 0]
-                    Linv = np.linalg.inv(LE) if q > 1 else 1.0 / LE
-                    F = (_blockdiag(Linv) @ C).tocsr()
-                    KRm = (LamR.T @ st.A_RR @ LamR) - (F.T @ F) + self._IR
-                    rhsR = LamR.T @ st.BC_R - F.T @ G
-            if st.n_R <= DENSE_MAX:
-                Kd = KRm if isinstance(KRm, np.ndarray) else KRm.toarray()
-                try:
-                    LR = sla.cholesky(Kd, lower=True, check_finite=False)
-                except np.linalg.LinAlgError:
-                    return self._bad(theta, lams)
-                WR = sla.solve_triangular(LR, rhsR, lower=True, check_finite=False)
-                ldL2 += 2.0 * float(np.sum(np.log(np.diag(LR))))
+        if rhsR is not None:
+            if fac.schur_dense:
+                WR = fac.schur_half(rhsR)
                 gram = gram + WR.T @ WR
-                KR = LR
             else:
-                import qdldl
-                dense = False
-                Ku = sp.triu(KRm, format="csc")
-                solver = qdldl.Solver(Ku, upper=True)
-                _, Dd, _ = solver.factors()
-                if np.any(Dd <= 0):
-                    return self._bad(theta, lams)
-                ldL2 += float(np.sum(np.log(Dd)))
-                sol = np.column_stack([solver.solve(np.ascontiguousarray(rhsR[:, j]))
-                                       for j in range(p + 1)])
-                gram = gram + rhsR.T @ sol
-                KR = solver
+                gram = gram + rhsR.T @ fac.schur_solve(rhsR)
         S = st.XtX - gram[:p, :p]
         s = st.Xty - gram[:p, p]
         if p:
@@ -470,8 +330,8 @@ class DevFun:
             beta = np.zeros(0)
             ldS = 0.0
         r2 = st.yty - gram[p, p] - float(s @ beta)
-        return Evaluation(theta=theta, ldL2=ldL2, ldS=ldS, S=S, beta=beta, r2=r2, LE=LE, WE=WE,
-                          lambdas=lams, F=F, KR=KR, KR_dense=dense, rhsR=rhsR, extra=ev_extra)
+        return Evaluation(theta=theta, ldL2=fac.logdet, ldS=ldS, S=S, beta=beta, r2=r2,
+                          LE=fac.LE, WE=WE, lambdas=lams, fac=fac, rhsR=rhsR)
 
     def _bad(self, theta, lams) -> Evaluation:
         p = self.stats.p
@@ -479,72 +339,18 @@ class DevFun:
                           beta=np.full(p, np.nan), r2=np.nan, LE=None, WE=None, lambdas=lams)
 
     # -- solves with K (result stage) ----------------------------------------
-    def _KR_solve(self, ev: Evaluation, B: np.ndarray) -> np.ndarray:
-        if ev.KR_dense:
-            return sla.cho_solve((ev.KR, True), B, check_finite=False)
-        B2 = B.reshape(B.shape[0], -1)
-        out = np.column_stack([ev.KR.solve(np.ascontiguousarray(B2[:, j]))
-                               for j in range(B2.shape[1])])
-        return out.reshape(B.shape)
-
     def conditional_modes(self, ev: Evaluation) -> list[np.ndarray]:
         """Spherical modes ``u`` per factor as (G_k, q_k) arrays, at (θ, β̂)."""
-        st = self.stats
-        p = st.p
+        p = self.stats.p
         beta = ev.beta
         zE = ev.WE[:, :, p] - ev.WE[:, :, :p] @ beta        # L_E⁻¹ v_E   (G, q)
-        out: list = [None] * len(self.tmap.factors)
-        if st.R:
-            zR = ev.rhsR[:, p] - ev.rhsR[:, :p] @ beta        # v_R − Fᵀ z_E (already)
-            uR = self._KR_solve(ev, zR)
-            zE = zE - (ev.F @ uR).reshape(zE.shape)
-            for k, off in zip(st.R, st.r_offsets):
-                f = self.tmap.factors[k]
-                out[k] = uR[off:off + f.size].reshape(f.n_levels, f.q)
-        uE = batched_bsolve(ev.LE, zE[:, :, None])[:, :, 0]
-        out[st.E] = uE
-        return out
+        zR = None if ev.rhsR is None else ev.rhsR[:, p] - ev.rhsR[:, :p] @ beta
+        uE, uR = ev.fac.backward(zE, zR)
+        return ev.fac.layout.split(uE, uR)
 
     def conditional_cov(self, ev: Evaluation) -> list[np.ndarray]:
         """Diagonal blocks of K⁻¹ per factor, as (G_k, q_k, q_k) (unit σ, spherical scale)."""
-        st = self.stats
-        LE = ev.LE
-        G, q, _ = LE.shape
-        Linv = np.linalg.inv(LE) if q > 1 else 1.0 / LE
-        Dinv = np.einsum("gji,gjk->gik", Linv, Linv)         # (L Lᵀ)⁻¹ = L⁻ᵀ L⁻¹
-        out: list = [None] * len(self.tmap.factors)
-        if st.R:
-            if ev.KR_dense:
-                Kinv = sla.cho_solve((ev.KR, True), np.eye(st.n_R), check_finite=False)
-            else:
-                Kinv = self._KR_solve(ev, np.eye(st.n_R))
-            for k, off in zip(st.R, st.r_offsets):
-                f = self.tmap.factors[k]
-                blk = Kinv[off:off + f.size, off:off + f.size]
-                idx = np.arange(f.n_levels)[:, None] * f.q + np.arange(f.q)[None, :]
-                out[k] = blk[idx[:, :, None], idx[:, None, :]]
-            Y = _blockdiag(np.transpose(Linv, (0, 2, 1))) @ ev.F      # L_E⁻ᵀ F = D⁻¹C
-            T = np.asarray(Y @ Kinv)                          # (n_E, n_R)
-            if isinstance(Y, np.ndarray):
-                Yd = Y
-            else:
-                Y = sp.csr_matrix(Y)
-                Yd = Y.toarray() if Y.shape[0] * Y.shape[1] < 5e7 else None
-            if Yd is not None:
-                Tg = T.reshape(G, q, -1)
-                Yg = Yd.reshape(G, q, -1)
-                extra = np.einsum("gin,gjn->gij", Tg, Yg)
-            else:
-                extra = np.zeros((G, q, q))
-                for i in range(q):
-                    for j in range(q):
-                        rows_i = np.arange(G) * q + i
-                        rows_j = np.arange(G) * q + j
-                        extra[:, i, j] = np.asarray(
-                            Y[rows_j].multiply(T[rows_i]).sum(axis=1)).ravel()
-            Dinv = Dinv + extra
-        out[st.E] = Dinv
-        return out
+        return ev.fac.diag_inverse()
 
 
 def make_devfun(design: Design, reml: bool = True) -> DevFun:

@@ -1,9 +1,10 @@
 """Optimise the profiled criterion over θ (lme4's ``optimizeLmer``) and check convergence.
 
 Derivative-free BOBYQA (nlopt ``LN_BOBYQA`` with lme4's ``nloptwrap`` settings: xtol_abs =
-ftol_abs = 1e-8) when ``nlopt`` is installed, else bounded quasi-Newton (scipy L-BFGS-B with
-central-difference gradients); lower bound 0 on the diagonal of Λ, start at θ = identity as
-lme4. A projected Newton step (numerical Hessian) follows only when it predicts a gain above
+ftol_abs = 1e-8, and the xtol_rel = 1e-4 that R's nloptr adds as its default) when ``nlopt``
+is installed, else bounded quasi-Newton (scipy L-BFGS-B with central-difference gradients);
+lower bound 0 on the diagonal of Λ, start where lme4 starts (``DevFun.start``: the moment
+start for models of scalar intercepts only, θ = identity otherwise). A projected Newton step (numerical Hessian) follows only when it predicts a gain above
 1e-8; its derivatives are reused by lme4's ``checkConv``:
 scaled gradient ``|H⁻¹ g| < 0.002`` (falling back to ``|g|``) and a positive-definite
 Hessian, computed on the parameters not on the boundary.
@@ -66,7 +67,8 @@ def _have_nlopt() -> bool:
 
 
 def _bobyqa(devfun, x0, lower, ctl):
-    """nlopt LN_BOBYQA with lme4's ``nloptwrap`` settings (xtol_abs = ftol_abs = 1e-8)."""
+    """nlopt LN_BOBYQA with lme4's ``nloptwrap`` settings (xtol_abs = ftol_abs = 1e-8; R's
+    nloptr, which lme4 calls, also stops at its default xtol_rel = 1e-4)."""
     import nlopt
     k = len(x0)
     o = nlopt.opt(nlopt.LN_BOBYQA, k)
@@ -74,6 +76,7 @@ def _bobyqa(devfun, x0, lower, ctl):
     o.set_upper_bounds([np.inf] * k)
     o.set_xtol_abs(ctl.get("xtol_abs", 1e-8))
     o.set_ftol_abs(ctl.get("ftol_abs", 1e-8))
+    o.set_xtol_rel(ctl.get("xtol_rel", 1e-4))
     o.set_maxeval(int(ctl.get("maxfun", 100_000)))
     best = {"f": np.inf, "x": np.array(x0, dtype=float)}
 
@@ -111,7 +114,10 @@ class _Res:
 def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResult:
     ctl = {**DEFAULT_CONTROL, **(control or {})}
     lower = devfun.lower
-    x0 = devfun.theta0 if theta0 is None else np.asarray(theta0, dtype=float)
+    if theta0 is None:      # lme4's start where it has one (mkLmerDevfun), else Λ = I
+        x0 = devfun.start() if hasattr(devfun, "start") else devfun.theta0
+    else:
+        x0 = np.asarray(theta0, dtype=float)
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     h = ctl["grad_step"]
 

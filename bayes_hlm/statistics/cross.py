@@ -126,14 +126,16 @@ def stacked_csr(parts: list[tuple[np.ndarray, np.ndarray, int]]) -> sp.csr_matri
     return sp.csr_matrix((data, indices, indptr), shape=(n, off))
 
 
-def sparse_cross(ZE: sp.csr_matrix, ZR: sp.csr_matrix, X: np.ndarray, y: np.ndarray) -> dict:
+def sparse_cross(ZE: sp.csr_matrix, ZR: sp.csr_matrix, X: np.ndarray,
+                 y: np.ndarray | None = None) -> dict:
     """Cross-products with the sparse columns ``Z_R`` of other factors.
 
     Returns
     -------
     dict
         ``ERt`` = ``Z_Eᵀ Z_R`` and ``RtR`` = ``Z_Rᵀ Z_R`` (canonical CSR: summed
-        duplicates, sorted indices), ``RtX`` = ``Z_Rᵀ X`` (m, p) and ``Rty`` = ``Z_Rᵀ y`` (m,).
+        duplicates, sorted indices), ``RtX`` = ``Z_Rᵀ X`` (m, p) and ``Rty`` = ``Z_Rᵀ y`` (m,;
+        None without ``y``).
     """
     ZRt = ZR.T.tocsr()
     RtR = (ZRt @ ZR).tocsr()
@@ -141,4 +143,5 @@ def sparse_cross(ZE: sp.csr_matrix, ZR: sp.csr_matrix, X: np.ndarray, y: np.ndar
     for M in (RtR, ERt):
         M.sum_duplicates()
         M.sort_indices()
-    return dict(ERt=ERt, RtR=RtR, RtX=np.asarray(ZRt @ X), Rty=np.asarray(ZRt @ y).ravel())
+    return dict(ERt=ERt, RtR=RtR, RtX=np.asarray(ZRt @ X),
+                Rty=None if y is None else np.asarray(ZRt @ y).ravel())
