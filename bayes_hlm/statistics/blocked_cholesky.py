@@ -185,7 +185,8 @@ class BlockedLayout:
                          for k in self.R])
         return _scale_rows(Z, weights)
 
-    def cross(self, weights: np.ndarray | None = None, V: np.ndarray | None = None) -> "CrossBlocks":
+    def cross(self, weights: np.ndarray | None = None, V: np.ndarray | None = None, *,
+              mode: str | None = None, dense_max: int = DENSE_MAX) -> "CrossBlocks":
         """The cross-products ``Zᵀ W Z`` (and ``Zᵀ W V``) that every ``θ`` reuses.
 
         Parameters
@@ -193,6 +194,10 @@ class BlockedLayout:
         weights : (n,) array of non-negative row weights, optional (``W = I``)
         V : (n, k) array, optional
             Columns to cross with ``Z`` (the REML criterion passes ``[X y]``).
+        mode : {None, "dense", "pairs", "sparse"}
+            How to form the Schur complement (see :class:`CrossBlocks`); None chooses by size.
+        dense_max : int
+            Largest Schur complement factorised densely (above: sparse LDLᵀ).
         """
         fE = self.fE
         sw = None
@@ -212,8 +217,8 @@ class BlockedLayout:
             cr = sparse_cross(indicator_csr(fE.codes, ZE, fE.size), ZR,
                               Vw if Vw is not None else np.zeros((len(fE.codes), 0)))
             A_ER, A_RR, BR = cr["ERt"], cr["RtR"], cr["RtX"]
-        return CrossBlocks(self, blk["A"], A_ER, A_RR,
-                           BE=None if V is None else blk["B"], BR=None if V is None else BR)
+        return CrossBlocks(self, blk["A"], A_ER, A_RR, BE=None if V is None else blk["B"],
+                           BR=None if V is None else BR, mode=mode, dense_max=dense_max)
 
     def split(self, uE: np.ndarray, uR: np.ndarray | None) -> list[np.ndarray]:
         """Per factor (caller's order) ``(n_levels, q)`` arrays from the two blocks of ``u``."""
@@ -282,8 +287,10 @@ class CrossBlocks:
         a pair-matrix product (``q_E = 1``, dense remainder); sparse products.
     """
 
-    def __init__(self, layout: BlockedLayout, A_E, A_ER=None, A_RR=None, BE=None, BR=None):
+    def __init__(self, layout: BlockedLayout, A_E, A_ER=None, A_RR=None, BE=None, BR=None, *,
+                 mode: str | None = None, dense_max: int = DENSE_MAX):
         self.layout = layout
+        self.dense_max = int(dense_max)
         self.A_E = A_E
         self.A_ER = A_ER
         self.A_RR = A_RR
@@ -292,18 +299,22 @@ class CrossBlocks:
         n_R = layout.n_R
         qE = layout.fE.q
         self.A_ER_d = self.A_RR_d = self.P = None
+        if mode not in (None, "dense", "pairs", "sparse"):
+            raise ValueError(f"mode must be None, 'dense', 'pairs' or 'sparse', not {mode!r}")
+        if mode == "pairs" and (qE != 1 or n_R > self.dense_max):
+            raise ValueError("mode='pairs' needs a scalar first factor (q = 1) and a dense remainder")
         if not layout.R:
-            self.mode = "single"
-        elif A_ER.shape[0] * n_R * n_R <= DENSE_PRODUCT_MAX:
-            self.mode = "dense"
+            mode = "single"
+        elif mode is None:
+            mode = ("dense" if A_ER.shape[0] * n_R * n_R <= DENSE_PRODUCT_MAX else
+                    "pairs" if qE == 1 and n_R <= self.dense_max else "sparse")
+        self.mode = mode
+        if mode == "dense":
             self.A_ER_d = A_ER.toarray()
             self.A_RR_d = A_RR.toarray()
-        elif qE == 1 and n_R <= DENSE_MAX:
-            self.mode = "pairs"
+        elif mode == "pairs":
             self.A_RR_d = np.tril(A_RR.toarray())
             self.P = _pair_matrix(A_ER, n_R)
-        else:
-            self.mode = "sparse"
         self._scalar_R = all(layout.factors[k].q == 1 for k in layout.R)
 
     # -- Λ_R helpers (block diagonal, one q_k × q_k block per level of each R factor) --
@@ -456,7 +467,7 @@ class BlockedFactor:
 
     def _factor_schur(self, KS) -> bool:
         n_R = self.layout.n_R
-        if n_R <= DENSE_MAX:
+        if n_R <= self.cross.dense_max:
             Kd = KS if isinstance(KS, np.ndarray) else KS.toarray()
             # the C-ordered lower triangle is the Fortran-ordered upper one of Kdᵀ: no copy
             U, info = _potrf(Kd.T, lower=0, overwrite_a=1, clean=0)
