@@ -4,6 +4,8 @@ complement; the REML criterion built on it equals a dense evaluation (crossed, w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -180,3 +182,72 @@ def test_reml_criterion_crossed_slopes_equals_dense(mode):
         th = np.array(th)
         ZL, _ = _dense(lay, tmap.lambdas(th), np.ones(n))
         assert df(th) == pytest.approx(_dense_reml(X, np.asarray(design.y, float), ZL), rel=1e-11)
+
+
+# --------------------------------------------------------------------------- #
+# crossed REML with slopes vs pinned lme4 1.1-31 (tests/r/make_crossed_fixtures.R)
+# --------------------------------------------------------------------------- #
+_FIX = Path(__file__).parent / "fixtures"
+_FITS: dict = {}
+
+
+def _crossed_fit(case: str, mode: str | None):
+    import dataclasses
+    import json
+    import warnings
+
+    import pandas as pd
+
+    from bayes_hlm.reml.api import _blas_threads
+    from bayes_hlm.reml.criterion import DevFun
+    from bayes_hlm.reml.optimize import DEFAULT_CONTROL, check_convergence, optimize_theta
+    from bayes_hlm.reml.result import RemlResult
+    from bayes_hlm.spec.build import build_spec
+
+    key = (case, mode)
+    if key not in _FITS:
+        ref = json.loads((_FIX / "lme4_crossed.json").read_text())["cases"][case]
+        data = pd.read_csv(_FIX / "crossed_slopes.csv")
+        with warnings.catch_warnings(), _blas_threads(1):   # as reml() runs (small BLAS calls)
+            warnings.simplefilter("ignore")
+            spec = build_spec(ref["formula"], data)
+            df = DevFun(spec.design)
+            if mode is not None:
+                st = df.stats
+                X = np.asarray(spec.design.X, dtype=float)
+                cb = st.blocks.layout.cross(V=np.column_stack([X, spec.design.working_y]), mode=mode)
+                df = DevFun(spec.design, tmap=df.tmap, stats=dataclasses.replace(st, blocks=cb))
+            ctl = dict(DEFAULT_CONTROL)
+            opt = optimize_theta(df, ctl)
+            m = RemlResult(spec, df, opt, check_convergence(df, opt, ctl), ctl)
+        _FITS[key] = (m, ref)
+    return _FITS[key]
+
+
+@pytest.mark.parametrize("case,mode", [("slopes_in_remainder", None), ("slopes_in_remainder", "pairs"),
+                                       ("slopes_in_remainder", "sparse"), ("slopes_in_first", None),
+                                       ("slopes_in_first", "sparse")])
+def test_crossed_slopes_vs_lme4(case, mode):
+    m, ref = _crossed_fit(case, mode)
+    if mode is not None:
+        assert m.devfun.stats.blocks.mode == mode
+    assert m.reml_criterion < ref["reml_criterion"] + 1e-6          # at least as good as lme4
+    assert abs(m.reml_criterion - ref["reml_criterion"]) < 1e-3
+    assert not m.convergence_messages and m.singular == ref["singular"]
+    assert abs(m.sigma - ref["sigma"]) < 1e-4 * ref["sigma"]
+    fe = m.fixef()
+    for name, r in ref["fixed"].items():
+        row = fe.loc["Intercept" if name == "(Intercept)" else name]
+        assert abs(row["estimate"] - r["estimate"]) < 1e-4 * abs(r["estimate"])
+        assert abs(row["se"] - r["se"]) < 1e-4 * r["se"]
+    vc = m.varcorr()
+    for r in ref["varcorr"]:
+        if r["grp"] == "Residual":
+            continue
+        a = "Intercept" if r["var1"] == "(Intercept)" else r["var1"]
+        b = "" if r["var2"] is None else ("Intercept" if r["var2"] == "(Intercept)" else r["var2"])
+        row = vc[(vc.group == r["grp"]) & (vc.term == a) & (vc.term_b == b)]
+        if b == "":
+            assert abs(row["sd"].iloc[0] - r["sdcor"]) < 1e-4 * r["sdcor"], (case, r)
+        else:
+            assert abs(row["corr"].iloc[0] - r["sdcor"]) < 1e-3, (case, r)
