@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
@@ -21,6 +22,37 @@ def record_effects(design: Design, effects: dict[int, pt.TensorVariable], factor
         r = pt.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
         pm.Deterministic(naming.effect_var(factor), r,
                          dims=(naming.level_dim(factor), naming.term_dim(factor)))
+
+
+def start_values(design: Design, ps: PriorSet, family: Family, model: pm.Model) -> dict:
+    """Initial values inside the linear predictor's domain (``eta > 0`` for a positive-mean
+    family with the inverse or identity link): the intercept at ``g(mean(y))`` less the mean
+    offset, other coefficients 0, group effects 0 and their SDs a tenth of that ``eta``.
+
+    PyMC starts at ``eta = 0`` (``mu = 1/0`` with Gamma's inverse link) jittered by
+    U(-1, 1), where such a model has no density; this start is valid for every row.
+    """
+    y = np.asarray(design.y, dtype=float)
+    w = getattr(design, "weights", None)
+    ybar = float(np.average(y, weights=w)) if len(y) else 1.0
+    eta0 = float(family.link.link(max(ybar, 1e-3)))
+    if design.offset is not None:
+        eta0 -= float(np.average(design.offset, weights=w))
+    out: dict = {}
+    if "_fixed_c" in model.named_vars and design.has_intercept:
+        beta = np.zeros(design.p)
+        beta[design.fixed_names.index("Intercept")] = eta0
+        out[model["_fixed_c"]] = beta
+    elif design.has_intercept and "_fixed_c__Intercept" in model.named_vars:
+        out[model["_fixed_c__Intercept"]] = np.asarray(eta0)
+    sd0 = 0.1 * abs(eta0) if eta0 != 0 else 0.1
+    for rv in model.free_RVs:
+        name = rv.name
+        if name.startswith("_sd"):
+            out[rv] = np.full(tuple(rv.shape.eval()), sd0)
+        elif name.startswith("_z") or name.startswith("_b"):
+            out[rv] = np.zeros(tuple(rv.shape.eval()))
+    return out
 
 
 def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | None = None,
@@ -52,6 +84,9 @@ def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | N
         params = dict(h.family)
         if design.trials is not None:  # binomial: successes of a known number of trials
             params["trials"] = design.trials
+        if family.bounded_eta:
+            for var, value in start_values(design, ps, family, model).items():
+                model.set_initval(var, value)
         y = family.likelihood("y", mu, params, design.y)
         weights = getattr(design, "weights", None)
         if weights is not None:  # frequency weights: row i's log likelihood counted w_i times

@@ -47,6 +47,8 @@ class SamplerConfig:
     progressbar: bool | None = None
     cores: int | None = None
     mass_matrix: str = "auto"  # nutpie engines: "diag", "low_rank", or "auto" (by dimension)
+    #: jitter the model's initial point (PyMC's default); False: start every chain there
+    jitter: bool = True
 
     def __post_init__(self):
         if self.sampler not in SAMPLERS:
@@ -135,6 +137,8 @@ def _sample_pm(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutput:
         target_accept=cfg.target_accept, random_seed=cfg.seed, progressbar=cfg.progressbar,
         nuts_sampler=cfg.sampler, compute_convergence_checks=False, var_names=var_names,
     )
+    if not cfg.jitter:
+        kwargs["init"] = "adapt_diag"  # PyMC's NUTS: the model's initial point, not jittered
     if cfg.sampler == "numpyro":
         from .group_kernel import register_jax
 
@@ -159,7 +163,8 @@ def _sample_nutpie(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutp
 
     t0 = time.perf_counter()
     with phase("compiling the model with nutpie (Numba; every fit, 10-20 s)", long=True):
-        compiled = nutpie.compile_pymc_model(model, var_names=var_names)
+        compiled = nutpie.compile_pymc_model(model, var_names=var_names,
+                                             **({} if cfg.jitter else {"jitter_rvs": set()}))
     t1 = time.perf_counter()
     tree, interrupted = run_nutpie(compiled, cfg)
     t2 = time.perf_counter()

@@ -79,6 +79,16 @@ class Family:
     default_engines: ClassVar[frozenset[str]] = frozenset({"full"})
     #: the response carries a number of trials (binomial): ``Design.trials``
     needs_trials: ClassVar[bool] = False
+    #: the mean is positive (counts, Gamma): links other than log bound the linear predictor
+    positive_mean: ClassVar[bool] = False
+
+    @property
+    def bounded_eta(self) -> bool:
+        """The linear predictor must stay in part of the real line (a positive-mean family
+        with the inverse or identity link: ``eta > 0``). PyMC's jittered start around
+        ``eta = 0`` is then invalid, so the full model starts at the data instead
+        (:func:`bayes_hlm.backends.full.start_values`)."""
+        return self.positive_mean and self.link.name in ("inverse", "identity")
 
     @property
     def binary_prior_scaling(self) -> bool:

@@ -21,6 +21,7 @@ class Gamma(Family):
     """
 
     name = "gamma"
+    positive_mean = True
     links = ("inverse", "log", "identity")
     params = (FamilyParam("alpha", lambda y_mean, y_sd: ("HalfCauchy", {"beta": 1.0})),)
 

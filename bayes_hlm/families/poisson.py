@@ -45,6 +45,7 @@ class Poisson(Family):
     """
 
     name = "poisson"
+    positive_mean = True
     links = ("log",)
     params = ()
 

@@ -51,9 +51,11 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
     from ..backends.sampling import sample_model
 
     cent = choose_centering(problem.design) if centered == "auto" else dict(centered or {})
+    family = getattr(problem.spec, "family", None)
     with phase("building the PyMC model"):
-        model = build_full_model(problem.design, problem.fit_priors, cent,
-                                 family=getattr(problem.spec, "family", None))
+        model = build_full_model(problem.design, problem.fit_priors, cent, family=family)
+    if family is not None and family.bounded_eta:  # start at the data's values, unjittered
+        cfg = replace(cfg, jitter=False)
     out = sample_model(model, cfg)
     return out, None, {"centered": cent}
 

@@ -273,23 +273,26 @@ def _logmeanexp(a: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def heldout_loglik(fitted: "BayesResult", newdata: pd.DataFrame, y: np.ndarray,
-                   max_draws: int | None = None) -> np.ndarray:
+                   max_draws: int | None = None, *, trials: np.ndarray | None = None,
+                   weights: np.ndarray | None = None, new_group_draws: int = 20,
+                   seed: int = 0, exact: bool = True) -> np.ndarray:
     """(draws, rows) log predictive density of held-out rows.
 
-    Group effects of levels seen in fitting are used draw by draw; for levels not
-    seen (leave-group-out) the new group's effect is integrated out exactly:
-    ``y ~ N(x beta + z_seen b, sigma^2 + z Sigma z')`` per draw.
+    Group effects of levels seen in fitting are used draw by draw; for levels not seen
+    (leave-group-out) the new group's effect is integrated out: exactly for Gaussian
+    identity-link models, ``y ~ N(x beta + z_seen b, sigma^2 + z Sigma z')`` per draw, and
+    by Monte Carlo for other families (``new_group_draws`` effects ``b ~ N(0, Sigma)`` per
+    posterior draw and new level, averaged on the density scale; brms
+    ``sample_new_levels = "gaussian"`` with several draws). ``trials``: binomial trials of
+    the rows; ``weights``: frequency weights (the row's log density times ``w``, as in loo).
+    ``exact=False`` uses the Monte Carlo integral for Gaussian models too (a check of it).
     """
     from scipy.stats import norm
 
-    from ..errors import BayesHLMError
     from .family_draws import family_of
     from .predict import _factor_columns
 
     fam = family_of(fitted)
-    if fam.name != "gaussian" or fam.link.name != "identity":  # the closed form below is Gaussian
-        raise BayesHLMError(f"held-out log densities (kfold) are implemented for Gaussian models "
-                            f"only, not the {fam.name} family; use loo() instead")
     src = fitted._draws
     idx = src.thinned(max_draws)
     X = fitted.spec.fixed_matrix(newdata)
@@ -297,17 +300,49 @@ def heldout_loglik(fitted: "BayesResult", newdata: pd.DataFrame, y: np.ndarray,
     off = fitted.spec.offset(newdata)
     if off is not None:
         mu = mu + off
-    var = np.broadcast_to(src.flat(naming.SIGMA)[idx, None] ** 2, mu.shape).copy()
+    gaussian = exact and fam.name == "gaussian" and fam.link.name == "identity"
+    var = np.broadcast_to(src.flat(naming.SIGMA)[idx, None] ** 2, mu.shape).copy() \
+        if gaussian else None
+    unseen_parts = []
     for f in fitted.factors:
-        codes, Z, _ = _factor_columns(fitted, f, newdata)
+        codes, Z, labels = _factor_columns(fitted, f, newdata)
         seen = codes >= 0
         if seen.any():
             b = src.effects(f, idx)
             mu[:, seen] += np.einsum("snq,nq->sn", b[:, codes[seen], :], Z[seen])
         if (~seen).any():
             cov = src.covariance(f)[idx]
-            var[:, ~seen] += np.einsum("nq,sqr,nr->sn", Z[~seen], cov, Z[~seen])
-    return norm.logpdf(y[None, :], mu, np.sqrt(var))
+            if gaussian:
+                var[:, ~seen] += np.einsum("nq,sqr,nr->sn", Z[~seen], cov, Z[~seen])
+            else:
+                unseen_parts.append((~seen, labels, Z, cov))
+    if gaussian:
+        ll = norm.logpdf(y[None, :], mu, np.sqrt(var))
+    else:
+        ll = _mc_heldout(fam, src, idx, mu, y, unseen_parts, trials, new_group_draws, seed)
+    return ll if weights is None else ll * np.asarray(weights, dtype=float)[None, :]
+
+
+def _mc_heldout(fam, src, idx, mu, y, unseen_parts, trials, m: int, seed: int) -> np.ndarray:
+    """``log mean_m p(y | eta + z b_m)`` with ``b_m ~ N(0, Sigma_s)`` per new level (one
+    effect per level, shared by its rows), for each posterior draw ``s``."""
+    from .family_draws import param_draws
+    from .predict import _psd_sqrt
+
+    params = {k: v[:, None, None] for k, v in param_draws(src, fam, idx).items()}
+    extra = {} if trials is None else {"trials": np.asarray(trials, dtype=float)}
+    if not unseen_parts:
+        return fam.logpdf(y[None, :], mu, **{k: v[:, 0] for k, v in params.items()}, **extra)
+    rng = np.random.default_rng(seed)
+    eta = np.repeat(mu[:, None, :], m, axis=1)  # (S, m, n)
+    for rows, labels, Z, cov in unseen_parts:
+        new_codes, _ = pd.factorize(np.asarray(labels, dtype=object)[rows], use_na_sentinel=False)
+        root = _psd_sqrt(cov)  # (S, q, q)
+        z = rng.standard_normal((len(idx), m, new_codes.max() + 1, Z.shape[1]))
+        b = np.einsum("sij,smlj->smli", root, z)
+        eta[:, :, rows] += np.einsum("smnq,nq->smn", b[:, :, new_codes, :], Z[rows])
+    ll = fam.logpdf(y[None, None, :], eta, **params, **extra)
+    return _logmeanexp(ll, 1)
 
 
 def make_folds(result: "BayesResult", k: int | None = 10, group: str | None = None,
@@ -374,6 +409,7 @@ def kfold(result: "BayesResult", k: int | None = 10, group: str | None = None,
         raise BayesHLMError(f"folds need one id per fitted row ({result.nobs()})")
     ids = np.unique(fold)
     y = np.asarray(result.design.y)
+    trials, weights = result.design.trials, getattr(result.design, "weights", None)
     elpd_i = np.full(len(y), np.nan)
     fits = {}
     for f in ids:
@@ -382,7 +418,9 @@ def kfold(result: "BayesResult", k: int | None = 10, group: str | None = None,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sub = update(result, data=train, priors=user_priors(result) or None, **fit_kwargs)
-        ll = heldout_loglik(sub, data.loc[test], y[test])
+        ll = heldout_loglik(sub, data.loc[test], y[test], trials=None if trials is None else
+                            trials[test], weights=None if weights is None else weights[test],
+                            seed=int(f))
         elpd_i[test] = _logmeanexp(ll, 0)
         if save_fits:
             fits[int(f)] = sub
