@@ -143,7 +143,9 @@ def test_shrinkage_table(sleep_fit, ref, sleepstudy):
     # BLUP = REML fixed effect + conditional mode (lme4 coef())
     assert tab["blup"].notna().all()
     # partial pooling lies between no pooling and complete pooling for most groups
-    inside = tab["shrinkage"].between(-0.05, 1.05)
+    # (measured towards complete pooling; the shrinkage column itself is bounded, see below)
+    raw = 1 - (tab["post_mean"] - tab["complete_pool"]) / (tab["no_pool"] - tab["complete_pool"])
+    inside = raw.between(-0.05, 1.05)
     assert inside.mean() > 0.8
     # the posterior means are close to the BLUPs
     assert np.corrcoef(tab["post_mean"], tab["blup"])[0, 1] > 0.98
@@ -163,3 +165,80 @@ def test_with_real_reml_engine(sleep_fit):
     assert tab.loc["sd(Days | Subject)", "reml"] == pytest.approx(5.922, abs=1e-2)
     assert tab.loc["ICC (adjusted)", "reml"] == pytest.approx(0.7217, abs=1e-2)
     assert shrinkage_table(sleep_fit)["blup"].notna().all()
+
+
+# ------------------------------------------------ shrinkage: the fraction travelled (#18 item 3)
+from hypothesis import given, strategies as st  # noqa: E402
+
+_finite = st.floats(-1e3, 1e3, allow_nan=False)
+
+
+@given(_finite, _finite, _finite, st.floats(1e-3, 1e2))
+def test_fraction_travelled_is_bounded_or_na_with_a_reason(no_pool, post, pop, sd):
+    from bayes_hlm.results.compare_reml import MIN_DISTANCE_SD, fraction_travelled
+
+    f, note = fraction_travelled([no_pool], [post], [pop], [sd])
+    f, note = f[0], note[0]
+    if abs(no_pool - pop) < MIN_DISTANCE_SD * sd:
+        assert np.isnan(f) and note.startswith("NA")
+    else:
+        assert 0.0 <= f <= 1.0
+        raw = (no_pool - post) / (no_pool - pop)
+        if 0 <= raw <= 1:  # the plain case: the fraction itself, no note
+            assert f == pytest.approx(raw) and note == ""
+        else:
+            assert note in ("moved away: shown as 0", "crossed: shown as 1")
+
+
+def test_fraction_travelled_values():
+    from bayes_hlm.results.compare_reml import fraction_travelled
+
+    f, note = fraction_travelled([10.0, 10.0, 10.0, 10.0, np.nan, 0.4],
+                                 [4.0, 12.0, -1.0, 10.0, 3.0, 0.2], 0.0, 1.0)
+    np.testing.assert_allclose(f[:4], [0.6, 0.0, 1.0, 0.0])
+    assert list(note[:4]) == ["", "moved away: shown as 0", "crossed: shown as 1", ""]
+    assert np.isnan(f[4]) and note[4] == "NA: too few rows"
+    assert np.isnan(f[5]) and note[5] == "NA: within 0.5 SD of population"
+
+
+def test_shrinkage_fraction_sleepstudy(sleep_fit, ref):
+    """The column shown as 'fraction travelled' used to read 1.333 and -0.270 (#18)."""
+    from bayes_hlm.results.compare_reml import shrinkage_table
+
+    tab = shrinkage_table(sleep_fit, ref)
+    s = tab["shrinkage"]
+    assert s.dropna().between(0, 1).all()
+    assert (tab.loc[s.isna(), "shrinkage_note"].str.startswith("NA")).all()
+    assert s.notna().mean() > 0.8
+    # population = posterior mean of the fixed effect; plain rows are the literal fraction
+    plain = tab[tab["shrinkage_note"] == ""]
+    frac = (plain["no_pool"] - plain["post_mean"]) / (plain["no_pool"] - plain["population"])
+    np.testing.assert_allclose(plain["shrinkage"], frac)
+    # the close-to-the-mean rows are NA because the distance is under a posterior SD
+    close = tab[tab["shrinkage_note"] == "NA: within 0.5 SD of population"]
+    assert ((close["no_pool"] - close["population"]).abs() < 0.5 * close["post_sd"]).all()
+    assert "shrinkage = (no_pool - post_mean)" in (tab.note or "")
+
+
+def test_shrinkage_fraction_hsb82_level2_like_with_like():
+    """hsb82 with meanses and sector: the no-pooling intercept absorbs them, the fraction is
+    measured without them (else nearly every school 'crosses' or 'moves away')."""
+    import warnings
+
+    import bayes_hlm as bh
+    from bayes_hlm.results.compare_reml import shrinkage_table
+
+    hsb = bh.center(bh.datasets.load("hsb82").drop(columns=["cses", "meanses"]), "ses", by="school")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = bh.fit("mAch ~ cses + meanses + sector + (cses | school)", hsb, chains=2, draws=300,
+                   tune=300, seed=3, progressbar=False)
+    tab = shrinkage_table(m, None)
+    assert tab.attrs["level2"] == ["meanses", "sectorCatholic"]
+    assert "meanses, sectorCatholic part" in tab.note
+    icpt = tab.xs("Intercept", level="term")
+    s = icpt["shrinkage"]
+    assert s.dropna().between(0, 1).all()
+    # like with like: most schools' intercepts travel a plain fraction of the way
+    assert (icpt["shrinkage_note"] == "").mean() > 0.6
+    assert s.notna().mean() > 0.6

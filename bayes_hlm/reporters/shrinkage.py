@@ -11,43 +11,12 @@ from scipy.stats import chi2
 from ..spec import variable_names as naming
 from ..errors import BayesHLMError
 from ..results import tables
-from ..results.compare_reml import shrinkage_table
+from ..results.compare_reml import level2_columns, shrinkage_table
 from ._util import (BAYES_COLOR, NOPOOL_COLOR, POOLED_COLOR, REML_COLOR, axes_or_new, factor_terms,
                     note_missing, pick_factor)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
-
-
-def level2_columns(result: "BayesResult", factor: str) -> tuple[list[str], np.ndarray]:
-    """Fixed columns constant within every level of ``factor`` (level-2 predictors such as a
-    school's ``meanses`` or ``sector``), and their part of each level's intercept,
-    ``W_g @ E[beta_W]`` (one value per level, in level order)."""
-    d = result.design
-    g = next(g for g in d.groups if g.factor == factor)
-    codes, L = np.asarray(g.codes), len(g.levels)
-    terms = set(factor_terms(result, factor))
-    X = np.asarray(d.X, float)
-    names, cols = [], []
-    for j, n in enumerate(d.fixed_names):
-        n = str(n)
-        if n in ("(Intercept)", "Intercept") or n in terms:
-            continue
-        lo = np.full(L, np.inf)
-        hi = np.full(L, -np.inf)
-        np.minimum.at(lo, codes, X[:, j])
-        np.maximum.at(hi, codes, X[:, j])
-        seen = np.isfinite(lo)
-        if np.all(hi[seen] - lo[seen] <= 1e-12 * max(1.0, np.abs(X[:, j]).max())):
-            names.append(n)
-            cols.append(j)
-    part = np.zeros(L)
-    if cols:
-        beta = result._draws.flat(naming.FIXED).mean(0)
-        W = np.zeros((L, len(cols)))
-        W[codes] = X[:, cols]
-        part = W @ beta[cols]
-    return names, part
 
 
 def _table(result, reml_result, factor, prob):

@@ -213,6 +213,86 @@ def coefficient_draws(result: "BayesResult", factor: str) -> tuple[np.ndarray, l
     return out, terms
 
 
+def level2_columns(result: "BayesResult", factor: str) -> tuple[list[str], np.ndarray]:
+    """Fixed columns constant within every level of ``factor`` (level-2 predictors such as a
+    school's ``meanses`` or ``sector``), and their part of each level's intercept,
+    ``W_g @ E[beta_W]`` (one value per level, in level order).
+
+    A per-group OLS intercept absorbs these columns (they are aliased with the intercept
+    inside a group); the model's intercept does not: subtract this part to compare like
+    with like."""
+    d = result.design
+    g = next(g for g in d.groups if g.factor == factor)
+    codes, L = np.asarray(g.codes), len(g.levels)
+    terms = {norm_term(t) for t in result._terms(factor)}
+    X = np.asarray(d.X, float)
+    names, cols = [], []
+    for j, n in enumerate(d.fixed_names):
+        n = str(n)
+        if n in ("(Intercept)", "Intercept") or n in terms:
+            continue
+        lo = np.full(L, np.inf)
+        hi = np.full(L, -np.inf)
+        np.minimum.at(lo, codes, X[:, j])
+        np.maximum.at(hi, codes, X[:, j])
+        seen = np.isfinite(lo)
+        if np.all(hi[seen] - lo[seen] <= 1e-12 * max(1.0, np.abs(X[:, j]).max())):
+            names.append(n)
+            cols.append(j)
+    part = np.zeros(L)
+    if cols:
+        beta = result._draws.flat(naming.FIXED).mean(0)
+        W = np.zeros((L, len(cols)))
+        W[codes] = X[:, cols]
+        part = W @ beta[cols]
+    return names, part
+
+
+#: below this many posterior SDs between the no-pooling estimate and the population mean,
+#: "the fraction of the distance travelled" divides by noise: NA
+MIN_DISTANCE_SD = 0.5
+NA_FEW_ROWS = "NA: too few rows"
+NA_CLOSE = "NA: within 0.5 SD of population"
+MOVED_AWAY = "moved away: shown as 0"
+CROSSED = "crossed: shown as 1"
+#: the table note explaining the short notes above
+SHRINKAGE_LEGEND = ("shrinkage = (no_pool - post_mean) / (no_pool - population), the fraction of the "
+                    "way from the no-pooling estimate to the population mean travelled by partial "
+                    "pooling; NA where that distance is under 0.5 posterior SD (dividing by noise) or "
+                    "a group has too few rows; bounded to [0, 1] where a correlated term pulls a "
+                    "coefficient past the population mean (crossed) or away from it (moved away)")
+
+
+def fraction_travelled(no_pool, post_mean, population, post_sd) -> tuple[np.ndarray, np.ndarray]:
+    """The fraction of the distance from the no-pooling estimate to the population mean
+    that partial pooling travels, ``(no_pool - post_mean) / (no_pool - population)``.
+
+    Bounded to [0, 1]: with correlated terms a coefficient can be pulled past the population
+    mean or away from it (the pooling acts on the group's whole coefficient vector); such
+    rows show 1 or 0 and say so. NA where the distance is under :data:`MIN_DISTANCE_SD`
+    posterior SDs (the ratio would divide by noise) or there is no no-pooling estimate.
+
+    Returns
+    -------
+    (fraction, note) : arrays of floats (NaN for NA) and strings ("" where plain).
+    """
+    a, b, c, s = (np.asarray(v, float) for v in (no_pool, post_mean, population, post_sd))
+    a, b, c, s = np.broadcast_arrays(a, b, c, s)
+    dist = a - c
+    with np.errstate(all="ignore"):
+        raw = (a - b) / dist
+    frac = np.clip(raw, 0.0, 1.0)
+    note = np.full(a.shape, "", dtype=object)  # object: pandas shows strings, not bytes
+    note[raw < 0] = MOVED_AWAY
+    note[raw > 1] = CROSSED
+    close = ~(np.abs(dist) >= MIN_DISTANCE_SD * s)  # NaN SD counts as close
+    few = ~np.isfinite(a)
+    frac[close | few] = np.nan
+    note[close] = NA_CLOSE
+    note[few] = NA_FEW_ROWS
+    return frac, note
+
+
 def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None = None,
                     level: float | None = None, prob: float | None = None) -> ReportFrame:
     """No pooling vs partial pooling (posterior and REML) vs complete pooling, per group and term.
@@ -233,16 +313,23 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
     Returns
     -------
     ReportFrame
-        Index (level, term); columns ``no_pool``, ``post_mean``, ``post_sd``,
-        ``hdi_low``, ``hdi_high``, ``blup``, ``complete_pool`` and ``shrinkage`` =
-        1 - (post_mean - complete_pool) / (no_pool - complete_pool).
+        Index (level, term); columns ``no_pool`` (per-group OLS), ``post_mean``, ``post_sd``,
+        ``hdi_low``, ``hdi_high``, ``blup``, ``complete_pool`` (OLS ignoring groups),
+        ``population`` (posterior mean of the fixed effect: where partial pooling pulls),
+        ``shrinkage`` (:func:`fraction_travelled`: the fraction of the distance from the
+        no-pooling estimate to ``population`` that the posterior mean travels, in [0, 1] or
+        NA) and ``shrinkage_note`` (why a value is NA or bounded; empty otherwise). An
+        intercept's fraction is measured from the no-pooling intercept minus its fitted
+        level-2 part (:func:`level2_columns`), which the model's intercept does not contain.
     """
     prob = resolve_level(level, prob, "shrinkage_table")
     factors = [factor] if factor else result.factors
     ref = reference_for(result, reml_result)
     vals = _values(ref)
     pooled = complete_pooling(result)
-    frames = []
+    beta = pd.Series(result._draws.flat(naming.FIXED).mean(0),
+                     index=[norm_term(n) for n in result.design.fixed_names])
+    frames, level2 = [], set()
     for f in factors:
         nop = no_pooling(result, f)
         draws, terms = coefficient_draws(result, f)
@@ -260,20 +347,34 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
             blup = m + fix
         df["blup"] = blup
         df["complete_pool"] = [pooled.get(t, 0.0) for _, t in idx]
-        with np.errstate(all="ignore"):
-            df["shrinkage"] = 1 - (df["post_mean"] - df["complete_pool"]) / (df["no_pool"] - df["complete_pool"])
+        df["population"] = [beta.get(t, 0.0) for _, t in idx]
+        like = df["no_pool"].to_numpy().copy()
+        names, part = level2_columns(result, f)
+        if names:  # compare intercepts like with like
+            level2.update(names)
+            like -= np.where(df.index.get_level_values("term") == "Intercept", np.repeat(part, q), 0.0)
+        df["shrinkage"], df["shrinkage_note"] = fraction_travelled(like, df["post_mean"], df["population"],
+                                                                   df["post_sd"])
         frames.append(df)
     out = pd.concat(frames)
     if len(factors) == 1:
         out = out.drop(columns="factor")
     out = label_interval(ReportFrame(out), prob, "hdi")
     out.caption = f"{result.formula}: no pooling vs partial pooling vs complete pooling"
+    out.attrs["level2"] = sorted(level2)
+    notes = [SHRINKAGE_LEGEND] if out["shrinkage_note"].astype(bool).any() else []
+    if level2:
+        notes.append(f"shrinkage of an intercept is measured from its no-pooling value minus the "
+                     f"fitted {', '.join(sorted(level2))} part (level-2 predictors it absorbs)")
     if vals is None:
-        out.note = ref.note
+        notes.append(ref.note)
         out.attrs["reference"] = ref.reason
+    if notes:
+        out.note = "; ".join(n for n in notes if n)
     return out
 
 
-__all__ = ["ReportFrame", "compare_reml", "shrinkage_table", "no_pooling", "complete_pooling",
+__all__ = ["ReportFrame", "compare_reml", "shrinkage_table", "fraction_travelled", "level2_columns",
+           "no_pooling", "complete_pooling",
            "coefficient_draws", "posterior_rows", "reml_value", "norm_term", "FrequentistReference",
            "MissingReference", "reference_for"]
