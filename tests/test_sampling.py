@@ -194,3 +194,43 @@ def test_fit_passes_mass_matrix(sleepstudy):
     assert not np.array_equal(auto.posterior["sigma"].values, diag.posterior["sigma"].values)
     with pytest.raises(ValueError, match="mass_matrix must be one of"):
         bh.fit(f, sleepstudy, mass_matrix="dense", **kw)
+
+
+def test_pymc_step_lines_are_quiet_but_warnings_print():
+    """PyMC's "Initializing NUTS using jitter+adapt_diag..." / "NUTS: [...]" INFO lines do not
+    print beside our progress (#18); a PyMC warning still does."""
+    import logging
+
+    import pymc as pm
+
+    from bayes_hlm.foreign_warnings import quiet_pymc_steps
+
+    class Collect(logging.Handler):  # stands in for PyMC's stderr handler
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    pymc_log = logging.getLogger("pymc")
+    h = Collect()
+    level = pymc_log.level
+    pymc_log.addHandler(h)
+    pymc_log.setLevel(logging.INFO)  # as PyMC sets it on import (pytest's logging may change it)
+    try:
+        with pm.Model() as model:
+            pm.Normal("x")
+        cfg = sampling.SamplerConfig(sampler="pymc", chains=1, cores=1, draws=20, tune=20, seed=1,
+                                     progressbar=False)
+        sampling.sample_model(model, cfg)
+        assert not any("Initializing NUTS" in s or s.startswith("NUTS: [") for s in h.lines), h.lines
+        with quiet_pymc_steps():
+            logging.getLogger("pymc.sampling.mcmc").warning("a real PyMC warning")
+        assert "a real PyMC warning" in h.lines
+        # the filter is gone afterwards: PyMC outside our calls logs as it always did
+        logging.getLogger("pymc.sampling.mcmc").info("pymc info outside")
+        assert "pymc info outside" in h.lines
+    finally:
+        pymc_log.removeHandler(h)
+        pymc_log.setLevel(level)

@@ -112,9 +112,11 @@ def sample_model(model: pm.Model, cfg: SamplerConfig, var_names: list[str] | Non
     if cfg.sampler == "numba":
         raise ValueError("sampler='numba' runs the compiled collapsed density, not a PyMC model: "
                          "use backends.marginal.run_marginal")
-    from ..foreign_warnings import quiet_foreign
+    from ..foreign_warnings import quiet_foreign, quiet_pymc_steps
 
-    with quiet_foreign():  # PyTensor's BLAS paragraph, fork() deprecation: not the user's problem
+    # PyTensor's BLAS paragraph, fork() deprecation, PyMC's "Initializing NUTS..." INFO lines:
+    # not the user's problem (our progress bar and phase lines say what is happening)
+    with quiet_foreign(), quiet_pymc_steps():
         if cfg.sampler == "jax":
             from . import jax_nuts
 

@@ -234,8 +234,10 @@ def sample_prior_predictive(formula_or_spec, data: pd.DataFrame | None = None, *
         formula_or_spec, data, **build_kwargs)
     ps = priors if isinstance(priors, PriorSet) else resolve_priors(spec.design, priors,
                                                                      spec.family)
+    from ..foreign_warnings import quiet_pymc_steps
+
     model = build_full_model(spec.design, ps, family=spec.family)
-    with model:
+    with model, quiet_pymc_steps():  # no "Sampling: [...]" INFO line
         tree = pm.sample_prior_predictive(draws=draws, random_seed=seed)
     groups = {k: tree[k].to_dataset() for k in tree.children}
     if "prior" in groups:
