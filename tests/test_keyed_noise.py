@@ -39,3 +39,26 @@ def test_standard_normal_and_independent():
     for t in (3.0, 4.0):
         p = 2 * stats.norm.sf(t)
         assert abs(np.mean(np.abs(x) > t) - p) < 5 * np.sqrt(p * (1 - p) / n)
+
+
+def test_serial_and_parallel_kernels_agree(monkeypatch):
+    """Small requests run the serial twin (compiles in a fraction of the time, #18), large
+    ones the parallel kernel: the same numbers either way."""
+    from bayes_hlm.backends import conditional_draws as cd, kernel_variants as kv
+
+    small = keyed_normals(7, 1, np.arange(30), np.arange(11), 3)
+    monkeypatch.setattr(kv, "PARALLEL_MIN_WORK", 1)  # everything parallel
+    np.testing.assert_array_equal(keyed_normals(7, 1, np.arange(30), np.arange(11), 3), small)
+    rng = np.random.default_rng(0)
+    S, G, q = 20, 9, 2
+    e = rng.normal(size=(S, G, q))
+    A = rng.normal(size=(G, q, q))
+    A = A @ A.transpose(0, 2, 1) + np.eye(q)
+    Lam = np.broadcast_to(np.eye(q) * 0.7, (S, q, q)).copy()
+    sigma = np.full(S, 1.3)
+    xi = rng.normal(size=(S, G, q))
+    np.testing.assert_array_equal(cd._block_draws_serial(e, A, Lam, sigma, xi),
+                                  cd._block_draws(e, A, Lam, sigma, xi))
+    assert kv.pick("par", "ser", 10) == "par"  # threshold patched to 1
+    monkeypatch.undo()
+    assert kv.pick("par", "ser", 10) == "ser" and kv.pick("par", "ser", kv.PARALLEL_MIN_WORK) == "par"

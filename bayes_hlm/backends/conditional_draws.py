@@ -32,6 +32,7 @@ import numba
 import numpy as np
 
 from .group_kernel import cholesky_lower, sandwich
+from .kernel_variants import pick, serial_twin
 from .keyed_noise import keyed_normals, seed_key
 from .marginal_loglik import (
     np_cholesky,
@@ -157,8 +158,9 @@ def _chunk(stats, beta, sigma, L_list, b_other, xi):
         e = _np_resid_cross(stats.B, stats.c, beta)
     e = np.ascontiguousarray(np.broadcast_to(e, (len(sigma),) + stats.c.shape))
     noise = np.zeros((0, 0, 0)) if xi is None else np.ascontiguousarray(xi[0])
-    b = _block_draws(e, np.ascontiguousarray(stats.A), np.ascontiguousarray(Lam),
-                     np.ascontiguousarray(sigma, dtype=np.float64), noise)
+    draw = pick(_block_draws, _block_draws_serial, e.size)  # serial: a small first fit compiles less
+    b = draw(e, np.ascontiguousarray(stats.A), np.ascontiguousarray(Lam),
+             np.ascontiguousarray(sigma, dtype=np.float64), noise)
     return _split_terms(b, stats.block)
 
 
@@ -206,13 +208,16 @@ def _block_draws(e, A, Lam, sigma, xi):
     return out
 
 
+_block_draws_serial = serial_twin(_block_draws, nogil=True, error_model="numpy")
+
+
 def compile_cache_cold() -> bool:
     """True when drawing group effects will first compile its Numba kernels (no usable
-    cache entry on this machine)."""
+    cache entry on this machine; the serial twins a first, small fit uses)."""
     from ..progress import numba_cache_cold
     from .keyed_noise import compiled_kernels
 
-    return numba_cache_cold(_block_draws, *compiled_kernels())
+    return numba_cache_cold(_block_draws_serial, *compiled_kernels())
 
 
 def _noise_shapes(stats):

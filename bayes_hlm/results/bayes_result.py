@@ -89,10 +89,34 @@ class BayesResult(MixedModelResult):
                  effect_generator: EffectGenerator | None = None):
         self.spec = spec
         self.priors = priors
-        self.tree = arviz_tree(tree, spec.design)  # labelled right by ArviZ, any saved layout
         self.info = info
-        self._draws = DrawSource(self.tree["posterior"].to_dataset(), spec.design, effect_generator)
+        # the ArviZ layout (labelled right by ArviZ, any saved layout) costs ~10-20 ms a fit
+        # and is only needed when ``tree``/``posterior`` is read: built then, from this
+        self._backend_tree = tree
+        self._tree: xr.DataTree | None = None
+        # accessors read draws in either layout (arviz_layout.backend_values)
+        self._draws = DrawSource(tree["posterior"].to_dataset(), spec.design, effect_generator)
         self._cache: dict = {}
+
+    @property
+    def tree(self) -> xr.DataTree:
+        """ArviZ data (see the class docstring), in the layout ArviZ labels right; built on first use."""
+        if self._tree is None:
+            self._tree = arviz_tree(self._backend_tree, self.spec.design)
+            self._backend_tree = None
+        return self._tree
+
+    @tree.setter
+    def tree(self, value: xr.DataTree) -> None:
+        self._tree = arviz_tree(value, self.spec.design)  # idempotent on the ArviZ layout
+        self._backend_tree = None
+        self._cache.pop("_posterior", None)
+
+    def _group(self, name: str) -> xr.Dataset | None:
+        """A group other than ``posterior``/``prior`` (same in both layouts), without building
+        the ArviZ layout; None when absent."""
+        t = self._tree if self._tree is not None else self._backend_tree
+        return t[name].to_dataset() if name in t.children else None
 
     # ----------------------------------------------------------------- basics
     @property
@@ -105,7 +129,10 @@ class BayesResult(MixedModelResult):
 
     @property
     def posterior(self) -> xr.Dataset:
-        return self._draws.posterior
+        """The posterior draws as ArviZ sees them (``tree["posterior"]``)."""
+        if "_posterior" not in self._cache:
+            self._cache["_posterior"] = self.tree["posterior"].to_dataset()
+        return self._cache["_posterior"]
 
     @property
     def factors(self) -> list[str]:
@@ -172,7 +199,8 @@ class BayesResult(MixedModelResult):
         return tables.stat_frame(self._draws.chained(naming.FIXED), list(self.design.fixed_names), prob)
 
     def _terms(self, factor: str) -> list[str]:
-        return [str(t) for t in self.posterior[naming.sd_var(factor)].coords[naming.term_dim(factor)].values]
+        post = self._draws.posterior  # same terms in both layouts; does not build the ArviZ one
+        return [str(t) for t in post[naming.sd_var(factor)].coords[naming.term_dim(factor)].values]
 
     def _frame_sd(self, factor, prob):
         names = [f"sd({t} | {factor})" for t in self._terms(factor)]

@@ -56,7 +56,7 @@ def bfmi(energy: np.ndarray) -> np.ndarray:
 
 
 def _stat(result: "BayesResult", name: str):
-    ss = result.tree["sample_stats"] if "sample_stats" in result.tree.children else None
+    ss = result._group("sample_stats")  # does not build the ArviZ layout of the posterior
     if ss is None or name not in ss:
         return None
     return np.asarray(ss[name].values)
