@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv (Python 3.12, via uv) and install bayes_hlm with its test extras.
-# Re-runs the install only when pyproject.toml changed. Safe to call repeatedly.
+# Create .venv (Python 3.12, via uv) and install bayes_hlm with its test extras and JupyterLab
+# (the notebooks: .venv/bin/jupyter lab notebooks/), then compile the sampler's Numba kernels
+# once (python -m bayes_hlm.warmup, ~1 min) so that the first fit starts warm.
+# Re-runs only when pyproject.toml (or the extras below) changed. Safe to call repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +17,9 @@ find_python312() {
   return 1
 }
 
+EXTRAS="test,jax,dask,sparse,notebooks"
 stamp=".venv/.bayes_hlm-stamp"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$( (cat pyproject.toml; echo "$EXTRAS") | sha256sum | cut -d' ' -f1)"
 if [ -x .venv/bin/python ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -26,5 +29,7 @@ fi
 UV="$(command -v uv || echo "python3 -m uv")"
 PY="$(find_python312)" || { echo "Python 3.12 not found (tried python3.12 and pyenv 3.12.1)" >&2; exit 1; }
 [ -x .venv/bin/python ] || $UV venv --quiet --python "$PY" .venv >&2
-$UV pip install --quiet --python .venv/bin/python -e ".[test,jax,dask,sparse]" >&2
+$UV pip install --quiet --python .venv/bin/python -e ".[$EXTRAS]" >&2
+# the Numba kernels of a first fit, compiled into the cache now rather than during it
+.venv/bin/python -m bayes_hlm.warmup >&2 || echo "warm-up failed: the first fit compiles instead" >&2
 echo "$want" > "$stamp"

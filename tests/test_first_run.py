@@ -1,0 +1,52 @@
+"""What a new user meets first (#18): the README's commands create an environment that opens
+the notebooks, and the first fit's Numba kernels are compiled at install, not during it."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _extras() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def test_bootstrap_installs_jupyterlab_and_ipywidgets():
+    """notebooks/README.md says `.venv/bin/jupyter lab notebooks/` after the bootstrap: the
+    extras the bootstrap installs must contain JupyterLab (and ipywidgets: without it tqdm in a
+    notebook prints 'TqdmWarning: IProgress not found')."""
+    boot = (ROOT / "scripts" / "bootstrap.sh").read_text()
+    m = re.search(r'^EXTRAS="([^"]+)"', boot, re.M)
+    assert m, "bootstrap.sh names its extras in EXTRAS=..."
+    installed = [req for extra in m.group(1).split(",") for req in _extras()[extra]]
+    names = {re.split(r"[<>=\[ ]", r)[0].lower() for r in installed}
+    assert {"jupyterlab", "ipywidgets", "ipykernel"} <= names
+    assert '-e ".[$EXTRAS]"' in boot
+    readme = (ROOT / "notebooks" / "README.md").read_text()
+    assert "bash scripts/bootstrap.sh" in readme and ".venv/bin/jupyter lab notebooks/" in readme
+    assert ".venv/bin/pip" not in readme  # uv's venv has no pip
+
+
+def test_bootstrap_warms_the_compile_cache():
+    boot = (ROOT / "scripts" / "bootstrap.sh").read_text()
+    assert ".venv/bin/python -m bayes_hlm.warmup" in boot
+
+
+def test_warmup_leaves_the_first_fit_kernels_cached(tmp_path):
+    """After `python -m bayes_hlm.warmup` with an empty NUMBA_CACHE_DIR, the kernels a first
+    sleepstudy fit compiles are in the cache (checked in a fresh process)."""
+    import os
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    run = subprocess.run([sys.executable, "-m", "bayes_hlm.warmup"], env=env, capture_output=True,
+                         text=True, timeout=1200)
+    assert run.returncode == 0, run.stderr
+    assert "kernels compiled and cached" in run.stderr
+    check = ("from bayes_hlm.backends import numba_density, conditional_draws;"
+             "print(numba_density.compile_cache_cold(), conditional_draws.compile_cache_cold())")
+    out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.split() == ["False", "False"], out.stderr
