@@ -45,6 +45,7 @@ ALLOWED: dict[str, set[str]] = {
                           "statistics"},
     "cli": {"*"},
     "demo": {"*"},
+    "warmup": {"*"},
     "__main__": {"*"},
     "__init__": {"*"},
 }
