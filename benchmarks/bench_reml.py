@@ -1,12 +1,22 @@
 """Benchmark the REML engine against lme4 (Rscript) and statsmodels MixedLM.
 
-Times parse + design + optimisation (``build_spec`` + ``reml``; Satterthwaite df are lazy and
-not included, as lme4's ``lmer`` does not compute them); imports and file reading excluded.
-lme4 times come from ``benchmarks/r/lme4_timing.R`` (median of N ``lmer`` fits, data loaded).
-statsmodels MixedLM (REML, lbfgs) is timed on the single-factor cases it can fit.
+Times parse + design + optimisation (``build_spec`` + ``reml``: the CLI's ``wall_s``;
+Satterthwaite df are lazy and not included, as lme4's ``lmer`` does not compute them); imports
+and file reading excluded. ``ours_cpu_s`` is the process CPU time of the same fits (the machine
+is shared: under load the wall clock mostly measures the other jobs). lme4 times come from
+``benchmarks/r/lme4_timing.R`` (median of N ``lmer`` fits, data loaded), run back to back with
+ours per case; ``lme4_over_ours`` is the ratio of the two wall times. ``ours_evals`` /
+``lme4_feval``: criterion evaluations (ours include the 19 of the convergence check's Hessian;
+lme4's count is the optimiser's only). statsmodels MixedLM (REML, lbfgs) is timed on the
+single-factor cases it can fit.
 
-Usage: python benchmarks/bench_reml.py [--quick] [--no-r] [--no-statsmodels] [--n N]
-Writes benchmarks/results/reml.json and prints a table.
+Crossed cases: insteval (73k rows, 2972 × 1128 × 14 crossed levels) and a simulated crossed
+design with a correlated slope (30k rows, ``(x | g)`` 300 levels crossed with ``(1 | h)``
+2000 levels), both on the blocked sparse Cholesky (:mod:`bayes_hlm.statistics.blocked_cholesky`).
+
+Usage: python benchmarks/bench_reml.py [--quick] [--no-r] [--no-statsmodels] [--n N] [--cases ...]
+Writes benchmarks/results/reml.json (with --cases: updates those rows, keeps the others) and
+prints a table.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ def cases(quick: bool):
     ]
     if not quick:
         out.append(("insteval", "y ~ service + (1|s) + (1|d) + (1|dept)", load("insteval"), None))
+        cr = simulate(n_groups=300, rows_per_group=100, slope=True, corr=0.3, crossed=2000, seed=3)
+        out.append(("sim_crossed_slope", cr.formula, cr.data, None))
         sim = simulate(n_groups=10_000, rows_per_group=100, slope=True, corr=0.3, seed=1)
         d = sim.data.copy()
         d["g"] = d["g"].astype(str)
@@ -54,17 +66,19 @@ def cases(quick: bool):
 
 
 def time_ours(formula, data, n):
-    ts, tspec = [], []
+    ts, tspec, cpu = [], [], []
     for _ in range(n):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t = time.perf_counter()
+            c = time.process_time()
             spec = build_spec(formula, data)
             t1 = time.perf_counter()
             m = reml(spec)
             ts.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
             tspec.append(t1 - t)
-    return float(np.median(ts)), float(np.median(tspec)), m
+    return float(np.median(ts)), float(np.median(tspec)), m, float(np.median(cpu))
 
 
 def time_lme4(formula, data, n):
@@ -118,29 +132,40 @@ def main():
     ap.add_argument("--no-r", action="store_true")
     ap.add_argument("--no-statsmodels", action="store_true")
     ap.add_argument("--n", type=int, default=5)
+    ap.add_argument("--cases", nargs="*", help="only these cases (others keep their rows in the JSON)")
     a = ap.parse_args()
     rows = []
-    for name, formula, data, group in cases(a.quick):
+    for name, formula, data, group in cases(a.quick and not a.cases):
+        if a.cases and name not in a.cases:
+            continue
         big = len(data) > 50_000
         n = 1 if big else a.n
-        ours, spec_s, m = time_ours(formula, data, n)
+        ours, spec_s, m, cpu = time_ours(formula, data, n)
         lme4, info = (None, "skipped") if a.no_r else time_lme4(formula, data, n)
         sm = None
         if not a.no_statsmodels and group is not None and len(data) < 200_000:
             sm = time_statsmodels(formula, data, group, n)
         row = {"case": name, "formula": formula, "n_obs": len(data), "ours_s": ours,
-               "ours_spec_s": spec_s, "lme4_s": lme4, "statsmodels_s": sm,
+               "ours_cpu_s": cpu, "ours_spec_s": spec_s, "lme4_s": lme4, "statsmodels_s": sm,
+               "lme4_over_ours": None if lme4 is None else lme4 / ours,
                "ours_crit": m.objective,
-               "lme4_crit": info.get("reml_criterion") if isinstance(info, dict) else None}
+               "lme4_crit": info.get("reml_criterion") if isinstance(info, dict) else None,
+               "ours_evals": int(m.devfun.n_evals),
+               "lme4_feval": info.get("feval") if isinstance(info, dict) else None,
+               "schur_mode": m.devfun.stats.blocks.mode}
         rows.append(row)
         f = lambda v: "   n/a" if v is None else f"{v:8.3f}"  # noqa: E731
-        print(f"{name:<14} n={len(data):>8}  ours {f(ours)} (formula/design {f(spec_s)})  "
-              f"lme4 {f(lme4)}  statsmodels {f(sm)}  crit ours-lme4 "
+        print(f"{name:<14} n={len(data):>8}  ours {f(ours)} (cpu {f(cpu)}, formula/design "
+              f"{f(spec_s)}, {row['ours_evals']} evals)  lme4 {f(lme4)} ({row['lme4_feval']} evals)  "
+              f"statsmodels {f(sm)}  crit ours-lme4 "
               f"{m.objective - row['lme4_crit'] if row['lme4_crit'] is not None else float('nan'):+.2e}",
               flush=True)
     out = ROOT / "benchmarks/results/reml.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     import os
+    if a.cases and out.exists():      # a partial run updates its rows and keeps the others
+        done = {r["case"] for r in rows}
+        rows = [r for r in json.loads(out.read_text())["cases"] if r["case"] not in done] + rows
     out.write_text(json.dumps({"cases": rows, "n_runs": a.n, "load_avg_at_end": os.getloadavg(),
                                "optimizer": "nlopt LN_BOBYQA" if _nlopt() else "scipy L-BFGS-B",
                                "note": "seconds, median of runs, ours / lme4 / statsmodels timed "

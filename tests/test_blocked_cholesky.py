@@ -34,6 +34,7 @@ def _design(seed: int, spec: list[tuple[int, int]], n: int, nested: bool):
         L[np.diag_indices(q)] = np.abs(L[np.diag_indices(q)]) + rng.choice([0.0, 0.3])
         lams.append(L)
     w = rng.uniform(0.2, 2.0, n)
+    w[rng.random(n) < 0.1] = 0.0           # IRLS weights can vanish: the pattern must not change
     V = rng.standard_normal((n, 2))
     return factors, lams, w, V
 
@@ -128,6 +129,24 @@ def test_sparse_schur_ldl():
     nE = lay.fE.size
     uE, uR = fac.solve(rhs[:nE].reshape(-1, 1), rhs[nE:])
     np.testing.assert_allclose(np.concatenate([uE.ravel(), uR]), np.linalg.solve(K, rhs), rtol=1e-8)
+
+
+def test_weights_change_values_not_structure():
+    """Penalised IRLS: one layout, new weight vectors; the pair structure is built once and the
+    factor still equals dense linear algebra (rows with weight 0 included)."""
+    factors, lams, w, V = _design(11, [(50, 1), (12, 2), (4, 1)], 300, nested=False)
+    lay = BlockedLayout(factors)
+    cb1 = lay.cross(w, V, mode="pairs")
+    struct = lay.pair_structure()
+    w2 = np.where(np.arange(len(w)) % 3 == 0, 0.0, w[::-1])
+    cb2 = lay.cross(w2, V, mode="pairs")
+    assert lay.pair_structure() is struct
+    np.testing.assert_array_equal(cb1.A_ER.indices, cb2.A_ER.indices)
+    for cb, ww in ((cb1, w), (cb2, w2)):
+        fac = cb.factor(lams)
+        _, K = _dense(lay, lams, ww)
+        np.testing.assert_allclose(fac.logdet, np.linalg.slogdet(K)[1], rtol=1e-10)
+        np.testing.assert_allclose(fac.to_dense(), np.linalg.cholesky(K), rtol=1e-9, atol=1e-10)
 
 
 def test_bad_input():

@@ -18,8 +18,9 @@ factor by factor, the factor with most unknowns (levels × q) first ("E"), the o
 
 All data enter through cross-products computed once per weight vector
 (:meth:`BlockedLayout.cross`, from the statistics layer's :func:`.cross.block_cross`
-and :func:`.cross.sparse_cross`); a new ``θ`` only rescales them by ``Λθ`` and
-refactors (:meth:`CrossBlocks.factor`). When the first factor is scalar (``q_E = 1``)
+and :class:`.cross.PatternCross`, whose sparsity is fixed once per model, so that the
+structures built on it are reused across weight vectors); a new ``θ`` only rescales them
+by ``Λθ`` and refactors (:meth:`CrossBlocks.factor`). When the first factor is scalar (``q_E = 1``)
 and the remainder is dense, the downdate ``FᵀF = Λ_Rᵀ Z_RᵀZ_E D⁻¹ Z_EᵀZ_R Λ_R`` is one
 sparse matrix–vector product with a pair matrix built once (no sparse–sparse product
 per ``θ``).
@@ -39,7 +40,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf as _potrf
 
-from .cross import block_cross, indicator_csr, sparse_cross, stacked_csr
+from .cross import PatternCross, block_cross, stacked_csr
 
 __all__ = ["DENSE_MAX", "FactorColumns", "BlockedLayout", "CrossBlocks", "BlockedFactor",
            "batched_chol", "batched_fsolve", "batched_bsolve"]
@@ -174,6 +175,30 @@ class BlockedLayout:
             o += sizes[k]
         self.r_offsets = tuple(offs)
         self.n_R = o
+        self._ER = self._RR = self._ZR = self._pairs = None
+        if self.R:    # each row's remainder columns (level-major per factor) and values
+            self._colsR = np.concatenate(
+                [off + self.factors[k].codes[:, None] * self.factors[k].q + np.arange(self.factors[k].q)
+                 for k, off in zip(self.R, self.r_offsets)], axis=1)
+            self._valsR = np.concatenate([self.factors[k].Z for k in self.R], axis=1)
+
+    def _patterns(self):
+        """The fixed sparsity of ``Z_EᵀZ_R`` and ``Z_RᵀZ_R`` (built on first use)."""
+        if self._ER is None:
+            fE = self.fE
+            colsE = fE.codes[:, None] * fE.q + np.arange(fE.q)
+            self._ER = PatternCross(colsE, self._colsR, fE.size, self.n_R)
+            self._RR = PatternCross(self._colsR, self._colsR, self.n_R, self.n_R)
+            self._ZR = self.remainder_Z().T.tocsr()
+        return self._ER, self._RR, self._ZR
+
+    def pair_structure(self):
+        """Index arrays of the pair matrix of ``Z_EᵀZ_R`` (``q_E = 1``; built once, see
+        :func:`_pair_matrix`)."""
+        if self._pairs is None:
+            ER, _, _ = self._patterns()
+            self._pairs = _pair_structure(ER.indptr, ER.indices, self.n_R)
+        return self._pairs
 
     @property
     def fE(self) -> FactorColumns:
@@ -213,10 +238,13 @@ class BlockedLayout:
         blk = block_cross(fE.codes, fE.n_levels, ZE, Vw)
         A_ER = A_RR = BR = None
         if self.R:
-            ZR = self.remainder_Z(sw)
-            cr = sparse_cross(indicator_csr(fE.codes, ZE, fE.size), ZR,
-                              Vw if Vw is not None else np.zeros((len(fE.codes), 0)))
-            A_ER, A_RR, BR = cr["ERt"], cr["RtR"], cr["RtX"]
+            ER, RR, ZRt = self._patterns()
+            w = None if sw is None else sw * sw
+            A_ER = ER(fE.Z, self._valsR, w)
+            A_RR = RR(self._valsR, self._valsR, w)
+            if V is not None:
+                V2 = np.asarray(V, dtype=np.float64).reshape(len(fE.codes), -1)
+                BR = np.asarray(ZRt @ (V2 if w is None else V2 * w[:, None]))
         return CrossBlocks(self, blk["A"], A_ER, A_RR, BE=None if V is None else blk["B"],
                            BR=None if V is None else BR, mode=mode, dense_max=dense_max)
 
@@ -241,33 +269,46 @@ def _scale_rows(M: sp.csr_matrix, s: np.ndarray | None) -> sp.csr_matrix:
 # --------------------------------------------------------------------------- #
 # cross-products (once per weight vector)
 # --------------------------------------------------------------------------- #
-def _pair_matrix(A: sp.csr_matrix, n: int) -> sp.csc_matrix:
-    """``P`` with ``(P @ d).reshape(n, n)`` = the lower triangle of ``Aᵀ diag(d) A``.
+def _pair_structure(indptr: np.ndarray, indices: np.ndarray, n: int):
+    """Index arrays of :func:`_pair_matrix` for a CSR pattern (rows = levels, ``n`` columns).
 
-    ``A`` is CSR (rows = levels of the first factor, ``n`` columns). Each row's column
-    pairs ``(i ≥ j)`` are listed row after row, so ``P`` is built straight in CSC
-    (column = row of ``A``, row = the row-major position ``i n + j``) with no sorting or
-    deduplication; one sparse matrix–vector product per ``θ`` then gives the whole
-    downdate as a dense ``n × n`` array.
+    Each row's column pairs ``(i ≥ j)`` are listed row after row, so the pair matrix is
+    built straight in CSC (column = row of the pattern, row = the row-major position
+    ``i n + j``) with no sorting or deduplication.
     """
-    A = A.tocsr()
-    A.sort_indices()
-    G = A.shape[0]
-    ng = np.diff(A.indptr).astype(np.int64)
-    nnz = int(A.nnz)
-    row_start = np.repeat(A.indptr[:-1].astype(np.int64), ng)
+    indptr = np.asarray(indptr, dtype=np.int64)
+    G = len(indptr) - 1
+    ng = np.diff(indptr)
+    nnz = int(indptr[-1])
+    row_start = np.repeat(indptr[:-1], ng)
     per = np.arange(nnz, dtype=np.int64) - row_start + 1     # partners at or left of an entry
     total = int(per.sum())
     first = np.repeat(np.arange(nnz, dtype=np.int64), per)
-    # partner = row_start + (k − start of entry's pair run), with k the running pair index
+    # partner = row_start + (k − start of the entry's pair run), k the running pair index
     shift = row_start - (np.cumsum(per) - per)
     partner = np.arange(total, dtype=np.int64) + shift[first]
     itype = np.int32 if n * n < 2 ** 31 else np.int64
-    cols = A.indices.astype(np.int64)
+    cols = np.asarray(indices, dtype=np.int64)
     lin = (cols[first] * n + cols[partner]).astype(itype)
+    pindptr = np.concatenate([[0], np.cumsum(ng * (ng + 1) // 2)]).astype(itype)
+    return first, partner, lin, pindptr, G
+
+
+def _pair_matrix(A: sp.csr_matrix, n: int, structure=None) -> sp.csc_matrix:
+    """``P`` with ``(P @ d).reshape(n, n)`` = the lower triangle of ``Aᵀ diag(d) A``.
+
+    ``A``: CSR with sorted indices (rows = levels of the first factor, ``n`` columns);
+    ``structure``: its :func:`_pair_structure` when already known (the same pattern for
+    every weight vector). One sparse matrix–vector product per ``θ`` then gives the whole
+    downdate as a dense ``n × n`` array.
+    """
+    if structure is None:
+        A = A.tocsr()
+        A.sort_indices()
+        structure = _pair_structure(A.indptr, A.indices, n)
+    first, partner, lin, pindptr, G = structure
     vals = A.data[first] * A.data[partner]
-    indptr = np.concatenate([[0], np.cumsum(ng * (ng + 1) // 2)]).astype(itype)
-    return sp.csc_matrix((vals, lin, indptr), shape=(n * n, G))
+    return sp.csc_matrix((vals, lin, pindptr), shape=(n * n, G))
 
 
 class CrossBlocks:
@@ -314,7 +355,7 @@ class CrossBlocks:
             self.A_RR_d = A_RR.toarray()
         elif mode == "pairs":
             self.A_RR_d = np.tril(A_RR.toarray())
-            self.P = _pair_matrix(A_ER, n_R)
+            self.P = _pair_matrix(A_ER, n_R, layout.pair_structure())
         self._scalar_R = all(layout.factors[k].q == 1 for k in layout.R)
 
     # -- Λ_R helpers (block diagonal, one q_k × q_k block per level of each R factor) --

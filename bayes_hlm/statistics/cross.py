@@ -13,7 +13,8 @@ import scipy.sparse as sp
 
 from .pairs import single_pairs
 
-__all__ = ["block_cross", "global_cross", "group_cross", "indicator_csr", "sparse_cross", "stacked_csr"]
+__all__ = ["PatternCross", "block_cross", "global_cross", "group_cross", "indicator_csr", "sparse_cross",
+           "stacked_csr"]
 
 
 def global_cross(X: np.ndarray, y: np.ndarray) -> dict:
@@ -145,3 +146,42 @@ def sparse_cross(ZE: sp.csr_matrix, ZR: sp.csr_matrix, X: np.ndarray,
         M.sort_indices()
     return dict(ERt=ERt, RtR=RtR, RtX=np.asarray(ZRt @ X),
                 Rty=None if y is None else np.asarray(ZRt @ y).ravel())
+
+
+class PatternCross:
+    """``Uᵀ diag(w) V`` on a sparsity pattern fixed once, for many weight vectors.
+
+    ``U`` (``n × n_u``) and ``V`` (``n × n_v``) have a few entries per row, given as column
+    indices ``ucols`` (n, a) / ``vcols`` (n, b); their values come with each call. The
+    pattern holds every (U column, V column) pair that shares a row, whatever the values
+    or weights (an exact zero stays an entry, where a sparse product would drop it), so
+    structures built on it -- a blocked Cholesky's pair map -- stay valid from one
+    weight vector to the next (penalised IRLS).
+    """
+
+    def __init__(self, ucols: np.ndarray, vcols: np.ndarray, n_u: int, n_v: int):
+        ucols = np.asarray(ucols, dtype=np.int64)
+        vcols = np.asarray(vcols, dtype=np.int64)
+        keys = ucols[:, :, None] * n_v + vcols[:, None, :]
+        uniq, inv = np.unique(keys.ravel(), return_inverse=True)
+        rows = uniq // n_v
+        self.shape = (int(n_u), int(n_v))
+        self.indices = (uniq - rows * n_v).astype(np.int32 if n_v < 2 ** 31 else np.int64)
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_u))])
+        self.pos = inv.reshape(keys.shape)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __call__(self, uvals: np.ndarray, vvals: np.ndarray,
+                 w: np.ndarray | None = None) -> sp.csr_matrix:
+        """``Uᵀ diag(w) V`` (canonical CSR on the fixed pattern) for values ``uvals`` (n, a),
+        ``vvals`` (n, b) and row weights ``w`` (n,) (ones when None)."""
+        prod = np.asarray(uvals, dtype=np.float64)[:, :, None] * np.asarray(vvals, dtype=np.float64)[:, None, :]
+        if w is not None:
+            prod *= np.asarray(w, dtype=np.float64)[:, None, None]
+        data = np.bincount(self.pos.ravel(), weights=prod.ravel(), minlength=self.nnz)
+        M = sp.csr_matrix((data, self.indices, self.indptr), shape=self.shape)
+        M.has_sorted_indices = True
+        return M

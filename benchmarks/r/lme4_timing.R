@@ -8,6 +8,7 @@
 ##   {"wall_s": <median elapsed s of N lmer fits, data already loaded>, "runs_s": [...],
 ##    "n_runs": N, "fixed": {"term": {"estimate":..,"se":..}, ...}, "reml_criterion": .. (null for ML),
 ##    "deviance": .. (ML only), "logLik": .., "sigma": .., "theta": {...}, "singular": bool,
+##    "feval": <the optimiser's criterion evaluations>,
 ##    "n_obs": .., "ngrps": {...}, "formula": "...", "REML": bool, "versions": {...}}
 ##
 ## Column types: quoted fields in the CSV's first data row are factors (the convention of
@@ -95,6 +96,7 @@ res <- list(
   sigma = sigma(m),
   theta = setNames(as.list(unname(th)), names(th)),
   singular = isSingular(m),
+  feval = m@optinfo$feval,
   warnings = I(w),
   n_obs = nobs(m),
   ngrps = as.list(ngrps(m)),
