@@ -397,25 +397,17 @@ class BayesResult(MixedModelResult):
         p = predict(self, None, group_effects=group_effects, new_groups="zero")
         return pd.Series(p["mean"].to_numpy(), index=self.design.row_index, name="fitted")
 
-    def residuals(self, type: str = "response") -> pd.Series:
-        """Residuals at the posterior-mean fit: ``"response"`` (observed minus fitted; binomial:
-        observed proportion minus probability, as lme4) or ``"pearson"`` (divided by the SD of
-        ``y`` given the fitted mean and the posterior-mean family parameters)."""
+    def residuals(self, type: str = "response", *, kind: str | None = None,
+                  ndraws: int | None = 1000, seed: int | None = None) -> pd.Series:
+        """Residuals: ``"response"``, ``"pearson"`` or ``"quantile"`` (DHARMa's randomised
+        quantile residuals from the posterior predictive); ``kind=`` is the same as ``type=``.
+        See :func:`bayes_hlm.results.residuals.residuals`."""
         from ..errors import BayesHLMError
+        from .residuals import residuals
 
-        if type not in ("response", "pearson"):
-            raise BayesHLMError(f"type must be 'response' or 'pearson', not {type!r}")
-        f = self.fitted()
-        fit = f.to_numpy()
-        n = self.design.trials
-        y = self.design.y if n is None else self.design.y / n
-        r = y - fit
-        if type == "pearson":
-            fam = family_of(self)
-            params = {k: v.mean() for k, v in param_draws(self._draws, fam).items()}
-            var = fam.response_variance(fit, **params)
-            r = r / np.sqrt(var if n is None else var / n)
-        return pd.Series(r, index=f.index, name="residual" if type == "response" else "pearson")
+        if kind is not None and type != "response" and kind != type:
+            raise BayesHLMError(f"residuals(): type={type!r} and kind={kind!r} disagree; give one")
+        return residuals(self, kind or type, ndraws=ndraws, seed=seed)
 
     def predict(self, newdata: pd.DataFrame | None = None, **kwargs) -> pd.DataFrame:
         """Posterior predictions; see :func:`bayes_hlm.results.predict.predict`."""
