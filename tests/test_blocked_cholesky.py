@@ -149,6 +149,24 @@ def test_weights_change_values_not_structure():
         np.testing.assert_allclose(fac.to_dense(), np.linalg.cholesky(K), rtol=1e-9, atol=1e-10)
 
 
+def test_pirls_helpers():
+    """``zt`` is ``Zᵀ W v`` and ``z_mul`` is ``Z b``; one PIRLS-style solve equals dense."""
+    factors, lams, w, V = _design(4, [(20, 1), (7, 2)], 120, nested=False)
+    lay = BlockedLayout(factors)
+    ZL, K = _dense(lay, lams, w)
+    r = V[:, 0]
+    BE, BR = lay.zt(r, w)
+    cb = lay.cross(w)
+    fac = cb.factor(lams)
+    WE, zR = fac.forward(BE, BR)
+    uE, uR = fac.backward(WE[:, :, 0], zR[:, 0])
+    want = np.linalg.solve(K, ZL.T @ (w * r))
+    np.testing.assert_allclose(np.concatenate([uE.ravel(), uR]), want, rtol=1e-8, atol=1e-10)
+    u = lay.split(uE, uR)
+    b = [uk @ L.T for uk, L in zip(u, lams)]
+    np.testing.assert_allclose(lay.z_mul(b), ZL @ want, rtol=1e-9, atol=1e-10)
+
+
 def test_bad_input():
     f = FactorColumns(np.array([0, 1, 1]), np.ones((3, 1)), 2)
     lay = BlockedLayout([f, FactorColumns(np.array([0, 0, 1]), np.ones((3, 1)), 2)])

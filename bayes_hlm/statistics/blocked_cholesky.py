@@ -27,7 +27,16 @@ per ``θ``).
 
 Users: the REML criterion (:mod:`bayes_hlm.reml.criterion`, ``W = I``) and penalised
 IRLS of GLMMs (a row weight vector ``W``, new cross-products per iteration, the same
-structure).
+structure). One PIRLS step with working response ``z`` and weights ``w`` at fixed ``β``::
+
+    lay = BlockedLayout([FactorColumns(codes_k, Z_k, G_k) for each factor])   # once
+    fac = lay.cross(w).factor(lams)                                 # per iteration
+    BE, BR = lay.zt(z - X @ beta, w)                                # Zᵀ W (z − Xβ)
+    WE, zR = fac.forward(BE, BR)
+    uE, uR = fac.backward(WE[:, :, 0], None if zR is None else zR[:, 0])   # u = K⁻¹ Λᵀ Zᵀ W r
+    u = lay.split(uE, uR)                 # per factor; b_k = u_k @ lams[k].T
+    eta = X @ beta + lay.z_mul([u_k @ L.T for u_k, L in zip(u, lams)])
+    # Laplace: −2 log L ≈ deviance + ‖u‖² + fac.logdet
 """
 
 from __future__ import annotations
@@ -247,6 +256,29 @@ class BlockedLayout:
                 BR = np.asarray(ZRt @ (V2 if w is None else V2 * w[:, None]))
         return CrossBlocks(self, blk["A"], A_ER, A_RR, BE=None if V is None else blk["B"],
                            BR=None if V is None else BR, mode=mode, dense_max=dense_max)
+
+    def zt(self, v: np.ndarray, weights: np.ndarray | None = None):
+        """``Zᵀ W v`` in the two blocks: ``(BE (G_E, q_E, k), BR (n_R, k) or None)`` for
+        ``v`` (n,) or (n, k) -- the right-hand side :meth:`BlockedFactor.forward` takes
+        (e.g. a penalised IRLS step's ``Zᵀ W (z − Xβ)``)."""
+        fE = self.fE
+        V = np.asarray(v, dtype=np.float64).reshape(len(fE.codes), -1)
+        Vw = V if weights is None else V * np.asarray(weights, dtype=np.float64)[:, None]
+        cols = (fE.codes[:, None] * fE.q + np.arange(fE.q)).ravel()
+        BE = np.stack([np.bincount(cols, weights=(fE.Z * Vw[:, [j]]).ravel(), minlength=fE.size)
+                       for j in range(V.shape[1])], axis=1).reshape(fE.n_levels, fE.q, -1)
+        if not self.R:
+            return BE, None
+        _, _, ZRt = self._patterns()
+        return BE, np.asarray(ZRt @ Vw)
+
+    def z_mul(self, b: Sequence[np.ndarray]) -> np.ndarray:
+        """``Z b`` per row for effects ``b`` given per factor (caller's order) as
+        ``(n_levels, q)`` arrays (e.g. ``b_k = u_k Λ_kᵀ`` from :meth:`split`)."""
+        out = np.zeros(len(self.fE.codes))
+        for f, bk in zip(self.factors, b):
+            out += np.einsum("nq,nq->n", f.Z, np.asarray(bk, dtype=np.float64).reshape(f.n_levels, f.q)[f.codes])
+        return out
 
     def split(self, uE: np.ndarray, uR: np.ndarray | None) -> list[np.ndarray]:
         """Per factor (caller's order) ``(n_levels, q)`` arrays from the two blocks of ``u``."""
