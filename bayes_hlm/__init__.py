@@ -42,6 +42,7 @@ _LAZY = {
     "load": (".results.bayes_result", "BayesResult.load"),
     "reml": (".reml", None),           # a callable module: bh.reml(formula, data)
     "lmer": (".reml.api", "reml"),     # lme4's name for the same fit
+    "glmer": (".glmer.api", "glmer"),  # lme4's glmer / glmer.nb (bayes_hlm.glmer)
 }
 
 
@@ -74,5 +75,5 @@ __all__ = [
     "DataError", "FormulaError", "Prior", "build_design", "build_spec", "center", "datasets",
     "fit", "get_prior", "load", "compare", "kfold", "update_formula", "hypothesis", "emmeans",
     "contrasts", "slopes", "lincom", "tidy", "standardize", "prior_sensitivity",
-    "sample_prior_predictive", "reml", "lmer",
+    "sample_prior_predictive", "reml", "lmer", "glmer",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``bayes-hlm fit`` and ``bayes-hlm reml``.
+"""Command line: ``bayes-hlm fit``, ``bayes-hlm reml`` and ``bayes-hlm glmer``.
 
 CSVs are read as R's ``read.csv`` reads them: only ``NA`` and empty cells are
 missing (not pandas' long list: a level named ``None``, ``null`` or ``N/A`` is a
@@ -496,6 +496,31 @@ def _cmd_reml(args) -> int:
     return 0
 
 
+def _cmd_glmer(args) -> int:
+    import time
+
+    from .glmer import glmer
+    from .spec.control import Control
+
+    _check_writable(args.out)
+    _check_not_input(args.out, args.data)
+    df = read_table(args.data, args.formula, args.factor,
+                    _parse_levels(args.levels), _parse_na_values(args.na_values))
+    if args.weights and args.weights not in df.columns:
+        raise CliError(f"--weights {args.weights!r} is not a column of {args.data}", EXIT_USAGE)
+    control = _parse_control(args.control)
+    t0 = time.perf_counter()  # wall_s: formula parsing to fitted result (no imports, no file read)
+    res = glmer(args.formula, df, family=args.family, link=args.link, nagq=args.nagq,
+                weights=args.weights, control=control if isinstance(control, Control) else None)
+    wall = time.perf_counter() - t0
+    print(res.summary())
+    if args.out:
+        out = res.to_dict()
+        out["wall_s"] = wall
+        _write_json(out, args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bayes-hlm", description="Bayesian hierarchical linear models (lme4 formulas)",
                 epilog="CSV files are read as R's read.csv reads them: only 'NA' and empty cells are "
@@ -554,6 +579,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON parameter names: lme4's ('(Intercept)', groups 'Rat'/'Rat.1', "
                         "'Variety:Block' for (1|Block/Variety)) to compare with R")
     r.set_defaults(func=_cmd_reml)
+    g = sub.add_parser("glmer", parents=[common],
+                       help="maximum-likelihood GLMM (lme4's glmer: Laplace / adaptive GHQ)")
+    g.add_argument("--family", required=True, metavar="FAMILY",
+                   help="binomial (also 0/1 responses), poisson, gamma, negativebinomial")
+    g.add_argument("--link", default=None, metavar="LINK",
+                   help="link function (default: R's for the family; e.g. probit, cloglog)")
+    g.add_argument("--nagq", type=int, default=1,
+                   help="1: Laplace (default); 0: fixed effects inside PIRLS; >1: adaptive "
+                        "Gauss-Hermite points (one scalar random-effect term only)")
+    g.add_argument("--weights", default=None, metavar="COL",
+                   help="prior weights column (binomial proportions: the trials)")
+    g.set_defaults(func=_cmd_glmer)
     return p
 
 
@@ -570,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if not getattr(args, "command", None):
-            raise CliError("bayes-hlm: choose a command: fit or reml (see --help)", EXIT_USAGE)
+            raise CliError("bayes-hlm: choose a command: fit, reml or glmer (see --help)", EXIT_USAGE)
         if args.command == "fit":
             _check_fit_flags(args)
         with warnings.catch_warnings():

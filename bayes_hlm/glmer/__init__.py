@@ -1,0 +1,23 @@
+"""Frequentist generalized linear mixed models, matching ``lme4::glmer`` (1.1-31).
+
+lme4's modular split:
+
+* :func:`~.model.build_model` (``glFormula`` + ``mkRespMod``): response, prior weights,
+  offset, the random-effect system (:mod:`.resystem`);
+* :class:`~.pirls.GlmerDevfun` (``mkGlmerDevfun``): penalised IRLS, Laplace, adaptive
+  Gauss–Hermite quadrature, nAGQ = 0;
+* :func:`~.fit.fit_model` (``optimizeGlmer``): the two BOBYQA stages, finite-difference
+  Hessian, convergence checks (:mod:`.optimize`);
+* :class:`~.result.GlmerResult` (``mkMerMod``): estimates, VarCorr, conditional modes,
+  predictions, ICC/R², intervals, summaries.
+
+:func:`glmer` runs them (``glmer.nb``'s θ search for the negative binomial); :func:`anova`
+compares nested fits.
+"""
+
+from __future__ import annotations
+
+from .api import anova, glmer, theta_ml
+from .result import GlmerResult
+
+__all__ = ["glmer", "anova", "GlmerResult", "theta_ml"]

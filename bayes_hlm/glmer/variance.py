@@ -1,0 +1,78 @@
+"""ICC / R² of a glmer fit with performance's (0.10.2) conventions.
+
+The same :func:`~bayes_hlm.inference.variance.variance_parts` as the Bayesian and REML fits
+(one "draw"), with the family's latent-scale variance:
+
+* binomial: π²/3 (logit), 1 (probit), π²/6 (cloglog);
+* Gamma: ``sigma²`` (lme4's ``sigma()``);
+* Poisson / negative binomial: the lognormal approximation ``log(1 + 1/mu [+ 1/θ])`` with
+  ``mu = exp(intercept of the null model)``, the null model being the same random effects
+  (and offset) with an intercept only, refitted (insight's ``null_model``);
+* an observation-level random intercept (a factor with one level per row, e.g. ``(1 | INDEX)``
+  on grouseticks) is overdispersion: its variance moves from the random to the residual part
+  (performance's ``var_dispersion``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..families import get_family
+from ..inference.variance import VarianceParts, variance_parts
+
+__all__ = ["glmer_variance_parts", "null_model_intercept"]
+
+_BHLM = {"binomial": "bernoulli", "poisson": "poisson", "Gamma": "gamma",
+         "negative_binomial": "negativebinomial"}
+
+
+def null_model_intercept(res) -> float:
+    """Intercept of the null model (intercept + the same random effects + offset), refitted."""
+    if "_null_intercept" in res.__dict__:
+        return res.__dict__["_null_intercept"]
+    from .fit import fit_model
+    from .model import build_model
+    import dataclasses
+
+    d = res.design
+    X0 = np.ones((d.n, 1))
+    d0 = dataclasses.replace(d, X=X0, fixed_names=("Intercept",))
+    spec0 = dataclasses.replace(res.spec, design=d0) if res.spec is not None else None
+    m = res.model
+    model0 = build_model(spec0, m.family, m.user_weights, None) if spec0 is not None else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f0 = fit_model(model0, min(res.nagq, 1), {**res.control, "calc_derivs": False})
+    out = float(f0.beta[0])
+    res.__dict__["_null_intercept"] = out
+    return out
+
+
+def _olre(res) -> set[str]:
+    n = res.nobs()
+    return {f.name for f in res.model.layout.factors if f.n_levels == n and f.q == 1}
+
+
+def glmer_variance_parts(res, terms="performance") -> VarianceParts:
+    fam = res.family
+    bh = get_family(_BHLM[fam.name], fam.link if fam.name != "Gamma" else fam.link)
+    covs = {k: S[None] for k, S in res.covariances().items()}
+    params: dict = {}
+    eta_mean = None
+    if fam.name == "Gamma":
+        params = {"alpha": np.array([1.0 / res.sigma ** 2])}
+    elif fam.name in ("poisson", "negative_binomial"):
+        eta_mean = np.array([null_model_intercept(res)])
+        if fam.name == "negative_binomial":
+            params = {"alpha": np.array([fam.nb_theta])}
+    else:
+        params = {"p": np.zeros(1)}
+    vp = variance_parts(res.design, res.beta[None, :], None, covs, family=bh,
+                        family_params=params, terms=terms, eta_mean=eta_mean)
+    olre = _olre(res)
+    if olre:
+        extra = sum(vp.random.pop(k) for k in olre if k in vp.random)
+        vp = VarianceParts(vp.fixed, vp.random, vp.residual + extra)
+    return vp
