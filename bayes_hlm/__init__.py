@@ -42,7 +42,7 @@ _LAZY = {
     "load": (".results.bayes_result", "BayesResult.load"),
     "reml": (".reml", None),           # a callable module: bh.reml(formula, data)
     "lmer": (".reml.api", "reml"),     # lme4's name for the same fit
-    "glmer": (".glmer.api", "glmer"),  # lme4's glmer / glmer.nb (bayes_hlm.glmer)
+    "glmer": (".glmer", None),         # a callable module: bh.glmer(formula, data, family=)
 }
 
 

@@ -13,11 +13,27 @@ lme4's modular split:
 
 :func:`glmer` runs them (``glmer.nb``'s θ search for the negative binomial); :func:`anova`
 compares nested fits.
+
+The package itself is callable, as :mod:`bayes_hlm.reml`: ``bayes_hlm.glmer(formula, data,
+family=...)`` is ``bayes_hlm.glmer.glmer(...)``.
 """
 
 from __future__ import annotations
+
+import sys
+import types
 
 from .api import anova, glmer, theta_ml
 from .result import GlmerResult
 
 __all__ = ["glmer", "anova", "GlmerResult", "theta_ml"]
+
+
+class _CallableModule(types.ModuleType):
+    """This package, callable as its :func:`glmer` function."""
+
+    def __call__(self, *args, **kwargs) -> GlmerResult:
+        return glmer(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -82,8 +82,9 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", link: str | None 
         1: Laplace (default); 0: fixed effects inside PIRLS (faster, less accurate);
         > 1: adaptive Gauss–Hermite quadrature with ``nagq`` points (one scalar random-effect
         term only, as lme4).
-    weights : str or array, optional
-        Prior weights (a column name or one value per row of ``data``).
+    weights : str, optional
+        A column of prior weights: the trials of a binomial proportion response, else
+        frequency weights (R's ``glmer(weights=)``).
     control : bayes_hlm.Control, optional
         Input checks (``check_*``) and optimiser settings (``opt_ctrl``, e.g. ``maxfun``,
         ``check_conv_tol``, ``check_singular_tol``; see :data:`.optimize.DEFAULT_CONTROL`).
@@ -99,12 +100,13 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", link: str | None 
     checks, ctl = _control(control)
     response = formula.split("~", 1)[0].strip() if isinstance(formula, str) else ""
     sname = spec_family_name(fam, data, response, weights)
-    spec = build_spec(_spec_formula(formula, data), data, control=checks, family=sname)
+    spec = build_spec(_spec_formula(formula, data), data, control=checks, family=sname,
+                      weights=weights)
     with blas_threads(1):
         if fam.name == "negative_binomial":
-            fit = _fit_nb(spec, fam, nagq, weights, data, ctl)
+            fit = _fit_nb(spec, fam, nagq, ctl)
         else:
-            model = build_model(spec, fam, weights, data)
+            model = build_model(spec, fam)
             fit = fit_model(model, nagq, ctl)
     return GlmerResult(fit, ctl, wall_s=time.perf_counter() - t0, formula=formula)
 
@@ -149,17 +151,17 @@ def theta_ml(y, mu, weights=None, limit: int = 20, eps: float = 1e-4 ** 0.25) ->
     return float(max(t0, 1e-8))
 
 
-def _fit_nb(spec, fam: GlmFamily, nagq, weights, data, ctl) -> GlmerFit:
+def _fit_nb(spec, fam: GlmFamily, nagq, ctl) -> GlmerFit:
     """``glmer.nb``: a Poisson fit, θ from ``theta.ml`` on its fitted means, then θ optimised
     (Brent on log θ within ±3 of the start, tol 5e-5 as lme4's ``optTheta``), refitting the NB
     model (stage 2 from the previous estimates) at each θ; the returned fit is at the best θ."""
     from scipy.optimize import minimize_scalar
 
     pois = make_glm_family("poisson", fam.link)
-    m0 = build_model(spec, pois, weights, data)
+    m0 = build_model(spec, pois)
     f0 = fit_model(m0, nagq, {**ctl, "calc_derivs": False})
     th0 = theta_ml(m0.y, f0.state.mu, m0.pw, eps=2 * 5e-5)
-    model = build_model(spec, fam.with_theta(th0), weights, data)
+    model = build_model(spec, fam.with_theta(th0))
     fit = fit_model(model, nagq, {**ctl, "calc_derivs": False})
     cache = {}
     last = {"fit": fit}

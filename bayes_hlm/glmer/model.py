@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, FormulaError
+from ..errors import FormulaError
 from .glmfamily import GlmFamily
 from .resystem import ThetaLayout, make_layout, make_system
 
@@ -38,38 +38,16 @@ class GlmerModel:
 
 def spec_family_name(family: GlmFamily, data: pd.DataFrame | None, response: str,
                      weights) -> str:
-    """Which bayes_hlm family builds the spec: binomial takes ``cbind``/``p`` (binomial), a 0/1 /
-    two-level response (bernoulli), or proportions with weights (a plain numeric response)."""
+    """Which bayes_hlm family builds the spec: binomial takes ``cbind``/``p`` and proportions
+    with ``weights=`` the trials (binomial), or a 0/1 / two-level response (bernoulli)."""
     if family.name == "binomial":
         from ..spec.response import parse_response
 
-        if parse_response(response).kind != "plain":
+        if parse_response(response).kind != "plain" or weights is not None:
             return "binomial"
-        return "gaussian" if weights is not None else "bernoulli"
+        return "bernoulli"
     return {"poisson": "poisson", "Gamma": "gamma",
             "negative_binomial": "negativebinomial"}[family.name]
-
-
-def _weights(weights, spec, data) -> np.ndarray | None:
-    if weights is None:
-        return None
-    idx = spec.design.row_index
-    if isinstance(weights, str):
-        if data is None or weights not in data.columns:
-            raise DataError(f"weights column {weights!r} is not in the data")
-        w = pd.to_numeric(data.loc[idx, weights], errors="coerce").to_numpy(dtype=float)
-        what = f"weights column {weights!r}"
-    else:
-        w = np.asarray(weights, dtype=float).reshape(-1)
-        if data is not None and len(w) == len(data):
-            w = w[data.index.get_indexer(idx)]
-        what = "weights"
-        if len(w) != len(idx):
-            raise DataError(f"weights has {len(w)} values for {len(idx)} rows of data")
-    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
-    if bad.size:
-        raise DataError(f"{what} must be finite and >= 0 (row {idx[bad[0]]!r}: {w[bad[0]]})")
-    return w
 
 
 def _mustart(family: GlmFamily, y, pw):
@@ -89,38 +67,26 @@ def _linkfun(link, mu):
             "identity": lambda m: m, "inverse": lambda m: 1 / m}[link](mu)
 
 
-def build_model(spec, family: GlmFamily, weights=None, data=None) -> GlmerModel:
+def build_model(spec, family: GlmFamily) -> GlmerModel:
+    """The response as R's ``glm`` holds it: binomial ``y`` = proportion, prior weights = trials
+    (``cbind``/``p``, or the ``weights=`` column of a proportion response); other families'
+    ``weights=`` are frequency weights (the design's ``weights``)."""
     d = spec.design
     if not d.groups:
         raise FormulaError("the model has no random-effect terms such as (1 | group); glmer "
                            "needs at least one (for a plain GLM use statsmodels or R's glm)")
-    w = _weights(weights, spec, data)
     y = np.asarray(d.y, dtype=float)
     N = len(y)
-    if family.name == "binomial":
-        if d.trials is not None:          # cbind / p: successes of trials
-            t = np.asarray(d.trials, dtype=float)
-            yy = np.where(t > 0, y / np.where(t > 0, t, 1), 0.0)
-            pw = t * (1.0 if w is None else w)
-            n = t
-        else:
-            if np.any((y < 0) | (y > 1)):
-                r = int(np.flatnonzero((y < 0) | (y > 1))[0])
-                raise DataError(f"response {d.response!r} must be 0/1 or a proportion in [0, 1] "
-                                f"with weights= the trials (row {r}: {y[r]:g})")
-            yy = y
-            pw = np.ones(N) if w is None else w
-            n = pw.copy()
-            if w is not None:
-                m = pw * yy
-                if np.any(np.abs(m - np.round(m)) > 1e-3):
-                    raise DataError(f"response {d.response!r} times weights is not a whole number "
-                                    "of successes: with weights=, the response is the proportion "
-                                    "of successes and the weights the trials")
+    w = None if getattr(d, "weights", None) is None else np.asarray(d.weights, dtype=float)
+    if family.name == "binomial" and d.trials is not None:   # successes of trials
+        t = np.asarray(d.trials, dtype=float)
+        yy = np.where(t > 0, y / np.where(t > 0, t, 1), 0.0)
+        pw = t * (1.0 if w is None else w)
+        n = t
     else:
         yy = y
         pw = np.ones(N) if w is None else w
-        n = np.ones(N)
+        n = pw.copy() if family.name == "binomial" else np.ones(N)
     offset = np.zeros(N) if d.offset is None else np.asarray(d.offset, dtype=float)
     X = np.asarray(d.X, dtype=float)
     mu0 = np.clip(_mustart(family, yy, pw), 1e-8, None)

@@ -322,8 +322,7 @@ class GlmerResult(MixedModelResult):
                 **kwargs) -> pd.DataFrame:
         """Wald intervals of the fixed effects (``method="wald"``, the default; lme4's
         ``confint(m, method = "Wald")``): columns ``lower``, ``upper``; the header names the
-        level. ``method="profile"``: profile-likelihood intervals of the fixed effects (each
-        refitted with the others and θ free; slower)."""
+        level."""
         level = DEFAULT_LEVEL if level is None else float(level)
         method = (method or "wald").lower()
         if method == "wald":
@@ -331,12 +330,9 @@ class GlmerResult(MixedModelResult):
             se = np.sqrt(np.diag(self.vcov()))
             out = pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se},
                                index=pd.Index(self.fixed_names))
-        elif method == "profile":
-            from .profile import profile_fixed
-
-            out = profile_fixed(self, level, parm)
         else:
-            raise BayesHLMError(f"method must be 'wald' or 'profile', not {method!r}")
+            raise BayesHLMError(f"glmer fits give Wald intervals (method='wald'), not {method!r}; "
+                                "profile intervals are available for REML/ML fits (bh.reml)")
         if parm is not None:
             out = out.loc[[p for p in parm if p in out.index]]
         return label_interval(out, level, method)
@@ -362,9 +358,24 @@ class GlmerResult(MixedModelResult):
         """broom.mixed's ``tidy`` of a glmer fit: fixed rows with z statistics; ``exponentiate``
         gives odds / rate ratios (estimate and interval exponentiated, ``std.error`` by the delta
         method, as broom)."""
-        from ..inference.tidy import wald_tidy
+        from ..inference.tidy import check_effects, wald_tidy
 
-        out = wald_tidy(self, effects, conf_level, conf_method, **kwargs)
+        effects = check_effects(effects)
+        rest = [e for e in effects if e != "fixed"]
+        parts = []
+        if "fixed" in effects:
+            fe = self.fixef()
+            z = float(_sf.ndtri(0.5 + conf_level / 2))
+            parts.append(pd.DataFrame({
+                "effect": "fixed", "group": "", "level": "", "term": fe.index,
+                "estimate": fe["estimate"].to_numpy(), "std.error": fe["se"].to_numpy(),
+                "conf.low": (fe["estimate"] - z * fe["se"]).to_numpy(),
+                "conf.high": (fe["estimate"] + z * fe["se"]).to_numpy(),
+                "statistic": fe["z"].to_numpy(), "p.value": fe["p"].to_numpy()}))
+        if rest:
+            parts.append(pd.DataFrame(wald_tidy(self, rest, conf_level, conf_method, **kwargs)))
+        out = ReportFrame(pd.concat(parts, ignore_index=True))
+        label_interval(out, conf_level, conf_method or "wald")
         if exponentiate:
             fx = out["effect"] == "fixed"
             est = out.loc[fx, "estimate"].to_numpy(dtype=float)

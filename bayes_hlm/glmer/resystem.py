@@ -8,9 +8,8 @@ order), level-major: ``u[off + g q + a]``. Two implementations of one interface:
   level, assembled by per-level sums (``bincount``) and factorised by a batched Cholesky; every
   PIRLS step costs ``O(N q² + G q³)`` without a loop over groups;
 * :class:`SparseSystem` -- several factors (nested or crossed): sparse ``ZΛ``; ``K`` factorised
-  by :func:`factorize_spd` (dense LAPACK Cholesky up to :data:`DENSE_MAX` unknowns, sparse LU
-  with a fill-reducing order beyond). That one function is the place to swap in a blocked
-  sparse Cholesky.
+  by :mod:`bayes_hlm.statistics.blocked_cholesky` (the one blocked sparse Cholesky, shared with
+  the REML criterion).
 """
 
 from __future__ import annotations
@@ -18,15 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg as sla
-import scipy.sparse as sp
 
 from ..statistics import block_columns, factor_blocks, stacked_csr
 
-__all__ = ["ThetaLayout", "make_layout", "BlockSystem", "SparseSystem", "make_system",
-           "factorize_spd", "DENSE_MAX"]
-
-DENSE_MAX = 4000
+__all__ = ["ThetaLayout", "make_layout", "BlockSystem", "SparseSystem", "make_system"]
 
 
 @dataclass(frozen=True)
@@ -113,38 +107,6 @@ def make_layout(design) -> ThetaLayout:
     return ThetaLayout(tuple(factors), np.array(lower), np.array(theta0), tuple(names), off_u)
 
 
-# ----------------------------------------------------------------------------- factorisation
-class SPDFactor:
-    """Cholesky-type factor of a symmetric positive-definite matrix: ``solve`` and ``logdet``."""
-
-    def __init__(self, A):
-        self.n = A.shape[0]
-        if sp.issparse(A) and self.n > DENSE_MAX:
-            from scipy.sparse.linalg import splu
-
-            self._lu = splu(sp.csc_matrix(A), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                            options={"SymmetricMode": True})
-            self.logdet = float(np.sum(np.log(np.abs(self._lu.U.diagonal()))))
-            self._c = None
-        else:
-            Ad = A.toarray() if sp.issparse(A) else np.asarray(A)
-            self._c = sla.cho_factor(Ad, lower=True, check_finite=False)
-            self.logdet = 2.0 * float(np.sum(np.log(np.diag(self._c[0]))))
-
-    def solve(self, b):
-        if self._c is not None:
-            return sla.cho_solve(self._c, b, check_finite=False)
-        return self._lu.solve(np.asarray(b, dtype=float))
-
-    def inverse(self) -> np.ndarray:
-        return self.solve(np.eye(self.n))
-
-
-def factorize_spd(A) -> SPDFactor:
-    """Factorise ``K`` (dense or sparse SPD); the one swap point for a blocked sparse Cholesky."""
-    return SPDFactor(A)
-
-
 # ----------------------------------------------------------------------------- systems
 class BlockSystem:
     """One grouping factor: ``K`` block diagonal (G blocks of q × q)."""
@@ -216,19 +178,26 @@ class BlockFactor:
 
 
 class SparseSystem:
-    """Several grouping factors: sparse ``ZΛ``."""
+    """Several grouping factors: ``ZΛ`` products through sparse ``ZΛ``; ``K`` factorised by the
+    statistics layer's blocked Cholesky (largest factor's block-diagonal part first, the small
+    Schur complement of the others after it; MixedModels.jl's layout) from ``Zᵀ W Z`` per
+    PIRLS step."""
 
     kind = "sparse"
 
     def __init__(self, layout: ThetaLayout):
+        from ..statistics.blocked_cholesky import BlockedLayout, FactorColumns
+
         self.layout = layout
         self.Q = layout.n_u
+        self.blocked = BlockedLayout([FactorColumns(f.codes, f.Z, f.n_levels)
+                                      for f in layout.factors])
         self.set_theta(layout.theta0)
 
     def set_theta(self, theta):
-        lams = self.layout.lambdas(theta)
+        self.lams = self.layout.lambdas(theta)
         self.ZL = stacked_csr([(f.codes, f.Z @ L, f.n_levels)
-                               for f, L in zip(self.layout.factors, lams)])
+                               for f, L in zip(self.layout.factors, self.lams)])
         self.ZLt = self.ZL.T.tocsr()
 
     def zl_u(self, u):
@@ -241,45 +210,44 @@ class SparseSystem:
         return np.asarray(self.ZLt @ M)
 
     def factor(self, W):
-        K = (self.ZLt @ self.ZL.multiply(W[:, None]).tocsr() + sp.identity(self.Q, format="csr"))
-        return SparseFactor(K, self.layout)
+        fac = self.blocked.cross(W).factor(self.lams)
+        if fac is None:
+            raise np.linalg.LinAlgError("K is not positive definite")
+        return SparseFactor(fac, self.layout, self.blocked)
 
 
 class SparseFactor:
-    def __init__(self, K, layout):
-        self.K = K
+    """A blocked factor of ``K`` seen in glmer's ``u`` layout (formula order, level-major)."""
+
+    def __init__(self, fac, layout: ThetaLayout, blocked):
+        self.fac = fac
         self.layout = layout
-        self.F = factorize_spd(K)
-        self.logdet = self.F.logdet
+        self.blocked = blocked
+        self.logdet = fac.logdet
+
+    def _split(self, b):
+        bl = self.blocked
+        fE = self.layout.factors[bl.E]
+        cE = b[fE.offset:fE.offset + fE.size].reshape(fE.n_levels, fE.q)
+        cR = np.concatenate([b[self.layout.factors[k].offset:
+                               self.layout.factors[k].offset + self.layout.factors[k].size]
+                             for k in bl.R]) if bl.R else None
+        return cE, cR
+
+    def _solve1(self, b):
+        cE, cR = self._split(np.asarray(b, dtype=float))
+        uE, uR = self.fac.solve(cE, cR)
+        parts = self.blocked.split(uE, uR)
+        return np.concatenate([p.reshape(-1) for p in parts])
 
     def solve(self, b):
-        return self.F.solve(b)
+        b = np.asarray(b, dtype=float)
+        if b.ndim == 1:
+            return self._solve1(b)
+        return np.stack([self._solve1(b[:, j]) for j in range(b.shape[1])], axis=1)
 
     def block_inverse(self) -> list[np.ndarray]:
-        out = []
-        for f in self.layout.factors:
-            cols = np.arange(f.offset, f.offset + f.size)
-            if self.F._c is not None:
-                Kinv_cols = self.F.solve(_unit_cols(self.F.n, cols))
-            else:
-                Kinv_cols = self.F.solve(_unit_cols(self.F.n, cols))
-            sub = Kinv_cols[cols]
-            blocks = np.empty((f.n_levels, f.q, f.q))
-            for a in range(f.q):
-                for b in range(f.q):
-                    blocks[:, a, b] = sub[np.arange(f.n_levels) * f.q + a,
-                                          np.arange(f.n_levels) * f.q + b]
-            out.append(blocks)
-        return out
-
-    def diag(self):
-        return self.K.diagonal()
-
-
-def _unit_cols(n, cols):
-    E = np.zeros((n, len(cols)))
-    E[cols, np.arange(len(cols))] = 1.0
-    return E
+        return self.fac.diag_inverse()
 
 
 def make_system(layout: ThetaLayout):

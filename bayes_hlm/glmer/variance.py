@@ -41,7 +41,7 @@ def null_model_intercept(res) -> float:
     d0 = dataclasses.replace(d, X=X0, fixed_names=("Intercept",))
     spec0 = dataclasses.replace(res.spec, design=d0) if res.spec is not None else None
     m = res.model
-    model0 = build_model(spec0, m.family, m.user_weights, None) if spec0 is not None else None
+    model0 = build_model(spec0, m.family)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         f0 = fit_model(model0, min(res.nagq, 1), {**res.control, "calc_derivs": False})
