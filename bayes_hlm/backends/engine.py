@@ -13,8 +13,9 @@ Samplers (``sampler=None`` is ``"auto"`` for the marginal model and ``"pymc"`` f
 
     1. ``"numba"`` (marginal only): nutpie's NUTS on bayes_hlm's compiled collapsed density,
        when it covers the model (:func:`~bayes_hlm.backends.numba_density.unsupported_reason`:
-       one grouping factor or crossed ones with q = 1 sampled terms, correlated blocks of at
-       most 2 terms, Normal fixed-effect priors) and nutpie is installed;
+       every grouping structure -- one factor, two nested factors, crossed or deeper ones with
+       sampled terms of any q -- and correlated blocks of any size; Normal fixed-effect priors
+       and the compiled scale priors) and nutpie is installed;
     2. ``"jax"``: NumPyro's NUTS on the model's JAX log density (programs cached across
        processes), when JAX and NumPyro import. If the model's graph then turns out not to
        lower to JAX, the choice is made again with ``"jax"`` marked unavailable

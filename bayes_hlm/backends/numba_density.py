@@ -1,12 +1,15 @@
-"""The collapsed log density of a one-factor model as one cached Numba function.
+"""The collapsed log density of a Gaussian mixed model as one cached Numba function.
 
-For the common case (one grouping factor, normal fixed-effect priors, the usual
-scale priors, LKJ(η) on correlated blocks of any size q) the whole log posterior and its gradient
-is a single Numba function over a flat parameter vector and one float64 buffer
-that holds the prior parameters and the sufficient statistics. It is compiled
-once per machine (``cache=True``) and exported as a C callback, so nutpie's NUTS
-calls it from its worker threads without Python or the GIL: a warm process
-starts sampling at once, and a gradient costs one pass over the groups
+For every grouping structure (one factor; two nested factors, both integrated out in two
+stages, :func:`nested_term`; crossed or deeper designs with the largest factor
+integrated out and the other factors' effects, any q, sampled) with normal fixed-effect
+priors, the usual scale priors and LKJ(η) on correlated blocks of any size q, the whole
+log posterior and its gradient is a single Numba function over a flat parameter vector
+and one float64 buffer that holds the prior parameters and the sufficient statistics.
+It is compiled once per machine (``cache=True``; nothing is compiled per model
+structure: the structure is data in the buffer) and exported as a C callback, so
+nutpie's NUTS calls it from its worker threads without Python or the GIL: a warm
+process starts sampling at once, and a gradient costs one pass over the groups
 (:mod:`.group_kernel`).
 
 Parameters (unconstrained, in this order)::
@@ -16,6 +19,9 @@ Parameters (unconstrained, in this order)::
     per group term: log SD (q_t), then, for a correlated term, the q_t(q_t − 1)/2
     canonical partial correlations as z = atanh(c), row-major lower-triangle order
     (for q_t = 2 the one z is atanh ρ)
+    per sampled (crossed) term, coarse factors first: levels × q_t values, level-major:
+    z (non-centred, b_g = L z_g) or the group means m (centred, b_g = m_g − shift_g,
+    shift = the same-named fixed effect plus a nesting parent's effect)
 
 The prior is the model's :class:`~bayes_hlm.spec.priors.PriorSet`, the same
 prior as the PyMC model of the other engines; only the coordinates differ.
@@ -40,8 +46,8 @@ import numpy as np
 from ..spec.design import Design
 from ..spec.prior_registry import PRIOR_DISTS, numba_code
 from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
-from .group_kernel import term_and_grad
-from .sufficient_stats import CrossedStats, SingleStats
+from .group_kernel import cholesky_lower, sandwich, term_and_grad
+from .sufficient_stats import CrossedStats, NestedStats, SingleStats
 
 #: positive-parameter priors with a compiled density: name -> (code, parameter names),
 #: generated from the prior registry (:mod:`bayes_hlm.spec.prior_registry`)
@@ -55,7 +61,7 @@ _EXPONENTIAL = numba_code("Exponential")
 _GAMMA = numba_code("Gamma")
 _INVERSE_GAMMA = numba_code("InverseGamma")
 _LOG_NORMAL = numba_code("LogNormal")
-_HEAD = 13  # header entries before the per-term blocks
+_HEAD = 15  # header entries before the per-term blocks
 _LOG2PI = float(np.log(2.0 * np.pi))
 
 
@@ -72,12 +78,8 @@ def _positive_code(prior) -> tuple[int, float, float] | None:
 
 def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
     """``None`` when the compiled density covers this model, else why not."""
-    if type(stats) not in (SingleStats, CrossedStats):
+    if type(stats) not in (SingleStats, CrossedStats, NestedStats):
         return f"{stats.plan.structure} grouping structure"
-    if isinstance(stats, CrossedStats):
-        for k in stats.other_terms:
-            if design.groups[k].q != 1:
-                return f"sampled crossed term {design.groups[k].name} with {design.groups[k].q} coefficients"
     for n in design.fixed_names:
         p = ps.priors[n]
         if p.dist != "Normal" or set(p.params) != {"mu", "sigma"} or np.ndim(p.params["mu"]):
@@ -101,15 +103,20 @@ def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
 # --------------------------------------------------------------------------- #
 @dataclass
 class SampledTerm:
-    """A sampled (crossed) q = 1 term: where its draws sit in ``x`` and how it is centred."""
+    """A sampled (crossed) term: where its draws sit in ``x`` and how it is centred.
+
+    Its ``levels × q`` coordinates are level-major: ``z`` (non-centred, ``b_g = L z_g``)
+    or the group means ``m`` (centred, ``b_g = m_g − shift_g``)."""
 
     term: int  # index in design.groups
     x_at: int  # offset of its levels in the parameter vector
     levels: int
     centered: bool
-    fixed: int  # fixed effect it is centred on (-1: none)
+    fixed: np.ndarray  # per column: fixed effect it is centred on (-1: none)
     parent: int  # design.groups index of the nesting parent it is centred on (-1: none)
     pmap: np.ndarray | None  # level -> parent level
+    pcols: np.ndarray | None = None  # per column: the parent's column it is centred on (-1: none)
+    q: int = 1
 
 
 @dataclass
@@ -125,27 +132,49 @@ class Packed:
     centered: dict = field(default_factory=dict)  # factor -> centred (sampled factors)
 
 
-def pack(design: Design, ps: PriorSet, stats: SingleStats) -> Packed:
-    """Lay out prior parameters and statistics for :func:`logp_grad`."""
-    p, (G, q) = design.p, stats.c.shape
+def _term_blocks(stats) -> dict[int, tuple[int, int]]:
+    """GroupTerm index -> (marginalised block: 0 single/outer, 1 nested inner; column offset)."""
+    blocks = [stats.outer, stats.inner] if isinstance(stats, NestedStats) else [stats.block]
+    return {k: (b, off) for b, blk in enumerate(blocks)
+            for k, off in zip(blk.term_index, blk.offsets)}
+
+
+def pack(design: Design, ps: PriorSet, stats) -> Packed:
+    """Lay out prior parameters and statistics for :func:`logp_grad`.
+
+    ``stats``: :class:`SingleStats`, :class:`CrossedStats` (the largest factor
+    marginalised, the others' effects sampled, any q) or :class:`NestedStats` (both
+    factors integrated out in two stages: inner levels within each outer level).
+    """
+    nested = isinstance(stats, NestedStats)
+    if nested:  # the outer factor takes the single block's place; inner levels by outer level
+        c, B, A = stats.c_out, stats.B_out, stats.A_out
+        order = np.argsort(stats.parent, kind="stable")
+        ptr = np.searchsorted(stats.parent[order], np.arange(c.shape[0] + 1)).astype(np.int64)
+        inner = [stats.c_in[order].ravel(), stats.B_in[order].ravel(), stats.A_in[order].ravel(),
+                 stats.C[order].ravel(), _as_slots(ptr)]
+        Gi, qi = stats.c_in.shape
+    else:
+        c, B, A = stats.c, stats.B, stats.A
+        inner, Gi, qi = [], 0, 0
+    p, (G, q) = design.p, c.shape
     names = design.fixed_names
     i_int = names.index("Intercept") if ps.centered else -1
     crossed = isinstance(stats, CrossedStats)
     others = list(stats.other_terms) if crossed else []
     head = [0.0, p, G, q, stats.N, float(stats.yty), len(design.groups), i_int,
-            *_positive_code(ps.priors["sigma"]), len(others), stats.m if crossed else 0]
+            *_positive_code(ps.priors["sigma"]), len(others), stats.m if crossed else 0, Gi, qi]
     assert len(head) == _HEAD
-    block_off = dict(zip(stats.block.term_index, stats.block.offsets))
+    where = _term_blocks(stats)
     per_term, terms, init = [], [], []
     mu = np.array([float(ps.priors[n].params["mu"]) for n in names])
     sd = np.array([float(ps.priors[n].params["sigma"]) for n in names])
     init += list(mu)
     init.append(np.log(_scale(ps.priors["sigma"])))
-    sd_at = []
     for k, g in enumerate(design.groups):
         eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if g.correlated else 0.0
-        per_term += [g.q, float(g.correlated), eta, block_off.get(k, -1)]
-        sd_at.append(len(init))
+        blk, off = where.get(k, (-1, -1))
+        per_term += [g.q, float(g.correlated), eta, blk, off]
         for t in g.terms:
             prior = ps.priors[sd_key(t, g.factor)]
             per_term += list(_positive_code(prior))
@@ -155,10 +184,10 @@ def pack(design: Design, ps: PriorSet, stats: SingleStats) -> Packed:
         terms.append((g.q, g.correlated))
     body = [np.asarray(head), np.asarray(per_term, dtype=float), mu, sd,
             np.asarray(ps.x_mean, dtype=float), stats.XtX.ravel(), stats.Xty.ravel(),
-            stats.c.ravel(), stats.B.ravel(), stats.A.ravel()]
+            c.ravel(), B.ravel(), A.ravel(), *inner]
     sampled, centered = [], {}
     if crossed:
-        body_c, sampled, centered, init_eff = _pack_sampled(design, stats, sd_at, len(init), mu, ps)
+        body_c, sampled, centered, init_eff = _pack_sampled(design, stats, len(init), mu, ps)
         init += init_eff
         body += body_c
     buf = np.ascontiguousarray(np.concatenate(body), dtype=np.float64)
@@ -167,9 +196,18 @@ def pack(design: Design, ps: PriorSet, stats: SingleStats) -> Packed:
                   sampled=sampled, centered=centered)
 
 
-def _pack_sampled(design: Design, stats: CrossedStats, sd_at: list, x_at: int, mu, ps):
+#: fields of a sampled term's row in the buffer (see :func:`_pack_sampled`)
+_ROW = 9
+
+
+def _pack_sampled(design: Design, stats: CrossedStats, x_at: int, mu, ps):
     """Sampled (crossed) terms as the PyMC model builds them: coarse factors first,
-    centred per factor from the data, hierarchically centred on a nesting parent."""
+    centred per factor from the data, hierarchically centred on a nesting parent.
+
+    Per term a row ``[term, x_at, levels, q, centred, parent column in b_o (-1: none),
+    parent q, column in b_o, segment offset]``; after the rows, per term a segment of
+    ``q`` fixed-effect indices, ``q`` parent columns (-1: none) and, with a parent, the
+    level -> parent level map."""
     from .group_effects import build_order, nesting_parent
     from .parametrization import choose_centering
 
@@ -179,24 +217,31 @@ def _pack_sampled(design: Design, stats: CrossedStats, sd_at: list, x_at: int, m
     if ps.centered:
         i = design.fixed_names.index("Intercept")
         beta0[i] -= intercept_shift(mu, ps.x_mean, i)
-    rows, pmaps, sampled, init, done = [], [], [], [], []
+    rows, segs, sampled, init, done, seg_len = [], [], [], [], [], 0
     for k in build_order(design, list(stats.other_terms)):
         g = design.groups[k]
         cent = bool(centered.get(g.factor, False))
-        j = design.fixed_names.index(g.terms[0]) if cent and g.terms[0] in design.fixed_names else -1
-        par, pmap = -1, None
+        fx = np.array([design.fixed_names.index(t) if cent and t in design.fixed_names else -1
+                       for t in g.terms], dtype=np.int64)
+        par, pmap, pcols, pq = -1, None, np.full(g.q, -1, dtype=np.int64), 0
         if cent:
             found = nesting_parent(design, k, [d for d in done if centered.get(design.groups[d].factor)])
-            if found is not None and design.groups[found[0]].terms[0] == g.terms[0]:
-                par, pmap = found[0], np.asarray(found[1], dtype=np.int64)
-                pmaps.append(pmap.astype(float))
-        rows.append([sd_at[k], x_at, g.n_levels, float(cent), j, col[par] if par >= 0 else -1, col[k]])
-        sampled.append(SampledTerm(k, x_at, g.n_levels, cent, j, par, pmap))
-        init += [beta0[j] if j >= 0 else 0.0] * g.n_levels
-        x_at += g.n_levels
+            if found is not None:
+                pterms = list(design.groups[found[0]].terms)
+                pc = np.array([pterms.index(t) if t in pterms else -1 for t in g.terms], dtype=np.int64)
+                if np.any(pc >= 0):
+                    par, pmap, pcols, pq = found[0], np.asarray(found[1], dtype=np.int64), pc, len(pterms)
+        seg = [fx.astype(float), pcols.astype(float)] + ([pmap.astype(float)] if par >= 0 else [])
+        rows.append([k, x_at, g.n_levels, g.q, float(cent), col[par] if par >= 0 else -1, pq, col[k],
+                     seg_len])
+        segs += seg
+        seg_len += sum(len(a) for a in seg)
+        sampled.append(SampledTerm(k, x_at, g.n_levels, cent, fx, par, pmap, pcols, g.q))
+        init += [beta0[j] if j >= 0 else 0.0 for j in fx] * g.n_levels
+        x_at += g.n_levels * g.q
         done.append(k)
     ZZ, BZ = stats.ZotZo.tocsr(), stats.BZo.tocsr()
-    body = [np.asarray(rows, dtype=float).ravel(), *pmaps, stats.Zoty.ravel(), stats.XtZo.ravel(),
+    body = [np.asarray(rows, dtype=float).ravel(), *segs, stats.Zoty.ravel(), stats.XtZo.ravel(),
             _as_slots(ZZ.indptr), _as_slots(ZZ.indices), ZZ.data,
             _as_slots(BZ.indptr), _as_slots(BZ.indices), BZ.data]
     return body, sampled, {f: c for f, c in centered.items() if f in
@@ -285,8 +330,9 @@ def cpc_backward(z, q, gW, gz):
             t += 1
 
 
-def cpc_corr(z: np.ndarray, q: int) -> np.ndarray:
-    """Correlation matrices (S, q, q) from draws ``z`` (S, n_corr(q)) of the partial correlations."""
+def cpc_factor(z: np.ndarray, q: int) -> np.ndarray:
+    """Cholesky factors W (S, q, q) of the correlation matrices with partial correlations
+    ``tanh z`` (draws ``z`` (S, n_corr(q))), as :func:`cpc_cholesky` for each draw."""
     S = z.shape[0]
     W = np.zeros((S, q, q))
     t = 0
@@ -298,6 +344,12 @@ def cpc_corr(z: np.ndarray, q: int) -> np.ndarray:
             P = P * np.sqrt(np.exp(_log_sech2_np(z[:, t])))
             t += 1
         W[:, i, i] = P
+    return W
+
+
+def cpc_corr(z: np.ndarray, q: int) -> np.ndarray:
+    """Correlation matrices (S, q, q) from draws ``z`` (S, n_corr(q)) of the partial correlations."""
+    W = cpc_factor(z, q)
     R = W @ np.swapaxes(W, 1, 2)
     R[:, np.arange(q), np.arange(q)] = 1.0
     return R
@@ -392,15 +444,224 @@ def _term_in_chunks(c, B, A, beta, L, s2, gL, gbeta):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _solve_lower(C, b, out):
+    """``out = C⁻¹ b`` (C lower triangular)."""
+    n = C.shape[0]
+    for i in range(n):
+        s = b[i]
+        for k in range(i):
+            s -= C[i, k] * out[k]
+        out[i] = s / C[i, i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _chol_inverse(C, Ki, t):
+    """``Ki = (C Cᵀ)⁻¹`` from the lower Cholesky factor ``C`` (``t``: scratch of length q)."""
+    q = C.shape[0]
+    for col in range(q):
+        for i in range(q):
+            s = 1.0 if i == col else 0.0
+            for k in range(i):
+                s -= C[i, k] * t[k]
+            t[i] = s / C[i, i]
+        for i in range(q - 1, -1, -1):
+            s = t[i]
+            for k in range(i + 1, q):
+                s -= C[k, i] * Ki[k, col]
+            Ki[i, col] = s / C[i, i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def nested_term(eo, Ao, Lo, ei, Ai, Cc, Li, ptr, s2, gEo, gLo, gEi, gLi):
+    """The two-stage marginal term of a nested design: ``F`` and ``∂F/∂σ²``.
+
+    Per outer level ``a`` the effects of the level and of its inner levels ``j`` have the
+    block-arrowhead system ``K = σ²I + LᵀA L`` (``L = diag(L_o, L_i, …)``): blocks
+    ``K_oo = σ²I + L_oᵀA_aL_o``, ``K_jj = σ²I + L_iᵀA_jL_i``, ``K_jo = L_iᵀC_jL_o``.
+    The inner blocks are eliminated first (Schur complement ``S = K_oo − Σ_j K_joᵀK_jj⁻¹K_jo``),
+    so with ``v = Lᵀe``, ``x = K⁻¹v``::
+
+        F = Σ_a [Σ_j log|K_jj| + log|S_a| − vᵀx / σ²]
+        x_o = S⁻¹(v_o − Σ_j K_joᵀK_jj⁻¹v_j),  x_j = K_jj⁻¹(v_j − K_jo x_o)
+
+    and the gradient is :mod:`.group_kernel`'s ``∂F/∂L = 2ALW − 2exᵀ/σ²``
+    (``W = K⁻¹ + xxᵀ/σ²``) on the diagonal blocks, for which only the blocks
+    ``W_oo``, ``W_jo``, ``W_jj`` of ``K⁻¹`` are needed::
+
+        (K⁻¹)_oo = S⁻¹,  (K⁻¹)_jo = −P_j S⁻¹,  (K⁻¹)_jj = K_jj⁻¹ + P_j S⁻¹ P_jᵀ   (P_j = K_jj⁻¹K_jo)
+
+    Writes ``∂F/∂e`` to ``gEo`` / ``gEi``, adds ``∂F/∂L_o``, ``∂F/∂L_i`` to ``gLo``, ``gLi``.
+    Inner levels are sorted by outer level: those of ``a`` are ``ptr[a]:ptr[a+1]``.
+    """
+    Go, qo = eo.shape
+    qi = ei.shape[1]
+    nmax = 0
+    for a in range(Go):
+        nmax = max(nmax, ptr[a + 1] - ptr[a])
+    inv_s2 = 1.0 / s2
+    ALo, Koo, S = np.empty((qo, qo)), np.empty((qo, qo)), np.empty((qo, qo))
+    CS, Si = np.empty((qo, qo)), np.empty((qo, qo))
+    ALi = np.empty((nmax, qi, qi))
+    Kjo = np.empty((nmax, qi, qo))
+    Kinv = np.empty((nmax, qi, qi))
+    P = np.empty((nmax, qi, qo))
+    yv = np.empty((nmax, qi))
+    vi = np.empty((nmax, qi))
+    xi = np.empty((nmax, qi))
+    Kjj, Cj = np.empty((qi, qi)), np.empty((qi, qi))
+    CLo = np.empty((qi, qo))
+    vo, r, xo, to = np.empty(qo), np.empty(qo), np.empty(qo), np.empty(qo)
+    ti = np.empty(qi)
+    Woo, PS = np.empty((qo, qo)), np.empty((qi, qo))
+    Wjo, Wjj = np.empty((qi, qo)), np.empty((qi, qi))
+    F = 0.0
+    gs2 = 0.0
+    for a in range(Go):
+        sandwich(Ao, a, Lo, s2, ALo, Koo)
+        for i in range(qo):
+            s = 0.0
+            for k in range(qo):
+                s += Lo[k, i] * eo[a, k]
+            vo[i] = s
+            r[i] = s
+            for j in range(qo):
+                S[i, j] = Koo[i, j]
+        j0, n = ptr[a], ptr[a + 1] - ptr[a]
+        for jj in range(n):
+            j = j0 + jj
+            sandwich(Ai, j, Li, s2, ALi[jj], Kjj)
+            F += cholesky_lower(Kjj, Cj)
+            _chol_inverse(Cj, Kinv[jj], ti)
+            for i in range(qi):  # K_jo = L_iᵀ C_j L_o
+                for b in range(qo):
+                    s = 0.0
+                    for k in range(qo):
+                        s += Cc[j, i, k] * Lo[k, b]
+                    CLo[i, b] = s
+            for i in range(qi):
+                for b in range(qo):
+                    s = 0.0
+                    for k in range(qi):
+                        s += Li[k, i] * CLo[k, b]
+                    Kjo[jj, i, b] = s
+                s = 0.0
+                for k in range(qi):
+                    s += Li[k, i] * ei[j, k]
+                vi[jj, i] = s
+            for i in range(qi):  # P_j = K_jj⁻¹K_jo, y_j = K_jj⁻¹v_j
+                for b in range(qo):
+                    s = 0.0
+                    for k in range(qi):
+                        s += Kinv[jj, i, k] * Kjo[jj, k, b]
+                    P[jj, i, b] = s
+                s = 0.0
+                for k in range(qi):
+                    s += Kinv[jj, i, k] * vi[jj, k]
+                yv[jj, i] = s
+            for b in range(qo):  # S −= K_joᵀP_j, r −= K_joᵀy_j
+                for c in range(qo):
+                    s = 0.0
+                    for k in range(qi):
+                        s += Kjo[jj, k, b] * P[jj, k, c]
+                    S[b, c] -= s
+                s = 0.0
+                for k in range(qi):
+                    s += Kjo[jj, k, b] * yv[jj, k]
+                r[b] -= s
+        F += cholesky_lower(S, CS)
+        _chol_inverse(CS, Si, to)
+        quad = 0.0
+        trw = 0.0
+        for i in range(qo):
+            s = 0.0
+            for k in range(qo):
+                s += Si[i, k] * r[k]
+            xo[i] = s
+        for i in range(qo):
+            quad += vo[i] * xo[i]
+            trw += Si[i, i] + xo[i] * xo[i] * inv_s2
+            for k in range(qo):
+                Woo[i, k] = Si[i, k] + xo[i] * xo[k] * inv_s2
+        # outer block of ∂F/∂L_o: 2 A_a L_o W_oo − 2 e_a x_oᵀ/σ² (+ the coupling, below)
+        for i in range(qo):
+            for b in range(qo):
+                s = 0.0
+                for k in range(qo):
+                    s += ALo[i, k] * Woo[k, b]
+                gLo[i, b] += 2.0 * (s - eo[a, i] * xo[b] * inv_s2)
+            s = 0.0
+            for k in range(qo):
+                s += Lo[i, k] * xo[k]
+            gEo[a, i] = -2.0 * s * inv_s2
+        for jj in range(n):
+            j = j0 + jj
+            for i in range(qi):  # x_j = y_j − P_j x_o
+                s = yv[jj, i]
+                for k in range(qo):
+                    s -= P[jj, i, k] * xo[k]
+                xi[jj, i] = s
+                quad += vi[jj, i] * s
+            for i in range(qi):  # PS = P_j S⁻¹
+                for b in range(qo):
+                    s = 0.0
+                    for k in range(qo):
+                        s += P[jj, i, k] * Si[k, b]
+                    PS[i, b] = s
+                    Wjo[i, b] = -s + xi[jj, i] * xo[b] * inv_s2
+            for i in range(qi):
+                for b in range(qi):
+                    s = 0.0
+                    for k in range(qo):
+                        s += PS[i, k] * P[jj, b, k]
+                    Wjj[i, b] = Kinv[jj, i, b] + s + xi[jj, i] * xi[jj, b] * inv_s2
+                trw += Wjj[i, i]
+            # ∂F/∂L_i: 2 (A_j L_i W_jj + C_j L_o W_oj) − 2 e_j x_jᵀ/σ²
+            for i in range(qi):
+                for k in range(qo):
+                    s = 0.0
+                    for m in range(qo):
+                        s += Cc[j, i, m] * Lo[m, k]
+                    CLo[i, k] = s
+            for i in range(qi):
+                for b in range(qi):
+                    s = 0.0
+                    for k in range(qi):
+                        s += ALi[jj, i, k] * Wjj[k, b]
+                    for k in range(qo):
+                        s += CLo[i, k] * Wjo[b, k]
+                    gLi[i, b] += 2.0 * (s - ei[j, i] * xi[jj, b] * inv_s2)
+                s = 0.0
+                for k in range(qi):
+                    s += Li[i, k] * xi[jj, k]
+                gEi[j, i] = -2.0 * s * inv_s2
+            # coupling part of ∂F/∂L_o: 2 C_jᵀ L_i W_jo
+            for i in range(qo):
+                for b in range(qo):
+                    s = 0.0
+                    for k in range(qi):
+                        t = 0.0
+                        for m in range(qi):
+                            t += Li[k, m] * Wjo[m, b]
+                        s += Cc[j, k, i] * t
+                    gLo[i, b] += 2.0 * s
+        F -= quad * inv_s2
+        gs2 += trw + quad * inv_s2 * inv_s2
+    return F, gs2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def logp_grad(x, buf, grad):
     """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
     p, G, q = int(buf[1]), int(buf[2]), int(buf[3])
     N, yty, T, i_int = buf[4], buf[5], int(buf[6]), int(buf[7])
     K_o, m = int(buf[11]), int(buf[12])
+    Gi, qi = int(buf[13]), int(buf[14])
     o = _HEAD
     term_at = o
+    qmax = 1
     for _ in range(T):  # skip the per-term blocks to find the fixed-effect priors
-        o += 4 + 3 * int(buf[o])
+        qmax = max(qmax, int(buf[o]))
+        o += 5 + 3 * int(buf[o])
     mu, sd, xm = buf[o:o + p], buf[o + p:o + 2 * p], buf[o + 2 * p:o + 3 * p]
     o += 3 * p
     XtX = buf[o:o + p * p].reshape((p, p))
@@ -413,6 +674,17 @@ def logp_grad(x, buf, grad):
     o += G * q * p
     A = buf[o:o + G * q * q].reshape((G, q, q))
     o += G * q * q
+    # nested: the inner factor's statistics, its levels sorted by outer level
+    c_in = buf[o:o + Gi * qi].reshape((Gi, qi))
+    o += Gi * qi
+    B_in = buf[o:o + Gi * qi * p].reshape((Gi, qi, p))
+    o += Gi * qi * p
+    A_in = buf[o:o + Gi * qi * qi].reshape((Gi, qi, qi))
+    o += Gi * qi * qi
+    C_in = buf[o:o + Gi * qi * q].reshape((Gi, qi, q))
+    o += Gi * qi * q
+    ptr = buf[o:o + G + 1].view(np.int64) if Gi else np.zeros(0, dtype=np.int64)
+    o += G + 1 if Gi else 0
     for i in range(grad.shape[0]):
         grad[i] = 0.0
 
@@ -431,56 +703,85 @@ def logp_grad(x, buf, grad):
     sigma = np.exp(u)
     l_s, d_s = _log_positive(int(buf[8]), buf[9], buf[10], u)
     lp += l_s
-    # group-level SDs and correlations; the marginalised block's Cholesky factor L
+    # group-level SDs and correlations: each term's Cholesky factor Lt[t]; the
+    # marginalised blocks' factors L (single / outer) and Li (nested inner)
+    Lt = np.zeros((T, qmax, qmax))
+    gLt = np.zeros((T, qmax, qmax))  # ∂lp/∂L_t
+    x_sd = np.empty(T, dtype=np.int64)
     L = np.zeros((q, q))
+    Li = np.zeros((qi, qi))
     k = p + 1
     ot = term_at
-    for _ in range(T):
-        qt, corr, eta, off = int(buf[ot]), buf[ot + 1] > 0.5, buf[ot + 2], int(buf[ot + 3])
+    for t in range(T):
+        qt, corr, eta = int(buf[ot]), buf[ot + 1] > 0.5, buf[ot + 2]
+        blk, off = int(buf[ot + 3]), int(buf[ot + 4])
+        x_sd[t] = k
         for i in range(qt):
-            l_i, d_i = _log_positive(int(buf[ot + 4 + 3 * i]), buf[ot + 5 + 3 * i],
-                                     buf[ot + 6 + 3 * i], x[k + i])
+            l_i, d_i = _log_positive(int(buf[ot + 5 + 3 * i]), buf[ot + 6 + 3 * i],
+                                     buf[ot + 7 + 3 * i], x[k + i])
             lp += l_i
             grad[k + i] = d_i
-            if off >= 0:
-                L[off + i, off + i] = np.exp(x[k + i])
+            Lt[t, i, i] = np.exp(x[k + i])
         nc = n_corr(qt) if corr else 0
         if corr:  # L = diag(sd) W, W from the partial correlations (module docstring)
             W = np.empty((qt, qt))
             lp += lkj_cpc(x[k + qt:k + qt + nc], eta, W, grad[k + qt:k + qt + nc])
-            if off >= 0:
-                for i in range(qt):
-                    sd_i = L[off + i, off + i]
-                    for j in range(i + 1):
-                        L[off + i, off + j] = sd_i * W[i, j]
-        ot += 4 + 3 * qt
+            for i in range(qt):
+                sd_i = Lt[t, i, i]
+                for j in range(i + 1):
+                    Lt[t, i, j] = sd_i * W[i, j]
+        if blk >= 0:
+            for i in range(qt):
+                for j in range(qt):
+                    if blk == 0:
+                        L[off + i, off + j] = Lt[t, i, j]
+                    else:
+                        Li[off + i, off + j] = Lt[t, i, j]
+        ot += 5 + 3 * qt
         k += qt + nc
 
     # sampled (crossed) effects b_o, coarse factors first
-    rows = buf[o:o + 7 * K_o].reshape((K_o, 7))
-    o += 7 * K_o
-    pm_at = np.empty(K_o, dtype=np.int64)
+    rows = buf[o:o + _ROW * K_o].reshape((K_o, _ROW))
+    o += _ROW * K_o
+    seg0 = o
     for r in range(K_o):
-        pm_at[r] = o
-        if rows[r, 5] >= 0:
-            o += int(rows[r, 2])
+        o += 2 * int(rows[r, 3]) + (int(rows[r, 2]) if rows[r, 5] >= 0 else 0)
     bo = np.zeros(m)
+    bv = np.empty(qmax)
+    uv = np.empty(qmax)
     for r in range(K_o):
-        sdk = np.exp(x[int(rows[r, 0])])
-        xo, Gk, cent, j, par, off = (int(rows[r, 1]), int(rows[r, 2]), rows[r, 3] > 0.5,
-                                     int(rows[r, 4]), int(rows[r, 5]), int(rows[r, 6]))
+        t, xo, Gk, qk = int(rows[r, 0]), int(rows[r, 1]), int(rows[r, 2]), int(rows[r, 3])
+        cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
+        sg = seg0 + int(rows[r, 8])
+        Lk = Lt[t, :qk, :qk]
+        logdiag = 0.0
+        for i in range(qk):
+            logdiag += np.log(Lk[i, i])
         for g in range(Gk):
-            v = x[xo + g]
-            if cent:  # m ~ N(shift, sd), b = m − shift
-                sh = beta[j] if j >= 0 else 0.0
-                if par >= 0:
-                    sh += bo[par + int(buf[pm_at[r] + g])]
-                b = v - sh
-                lp -= 0.5 * (b / sdk) ** 2 + np.log(sdk)
-            else:  # z ~ N(0, 1), b = sd z
-                b = sdk * v
-                lp -= 0.5 * v * v
-            bo[off + g] = b
+            v = x[xo + g * qk:xo + (g + 1) * qk]
+            if cent:  # m ~ N(shift, LLᵀ), b = m − shift
+                for i in range(qk):
+                    sh = 0.0
+                    fj = int(buf[sg + i])
+                    if fj >= 0:
+                        sh += beta[fj]
+                    pc = int(buf[sg + qk + i])
+                    if par >= 0 and pc >= 0:
+                        sh += bo[par + int(buf[sg + 2 * qk + g]) * pq + pc]
+                    bv[i] = v[i] - sh
+                _solve_lower(Lk, bv[:qk], uv[:qk])
+                for i in range(qk):
+                    lp -= 0.5 * uv[i] * uv[i]
+                lp -= logdiag
+                for i in range(qk):
+                    bo[off + g * qk + i] = bv[i]
+            else:  # z ~ N(0, I), b = L z
+                for i in range(qk):
+                    lp -= 0.5 * v[i] * v[i]
+                    s = 0.0
+                    for j in range(i + 1):
+                        s += Lk[i, j] * v[j]
+                    bo[off + g * qk + i] = s
     Zoty = buf[o:o + m]
     o += m
     XtZo = buf[o:o + p * m].reshape((p, m))
@@ -498,6 +799,7 @@ def logp_grad(x, buf, grad):
     # marginal likelihood given β, b_o: e_g = c_g − B_g β − (Z_gᵀZ_o) b_o
     s2 = sigma * sigma
     gL = np.zeros((q, q))
+    gLi = np.zeros((qi, qi))
     ZZb = np.zeros(m)
     if m:
         _csr_matvec(zz_p, zz_i, zz_v, bo, ZZb, 1.0)
@@ -507,9 +809,9 @@ def logp_grad(x, buf, grad):
     # d/dβ: −½ (∂F/∂β + ∂rr/∂β / σ²), ∂F/∂β = −Σ_g B_gᵀ ∂F/∂e_g (added below)
     gbeta = -(Xb - Xty + XZb) / s2
     gE = np.empty((0, q))  # ∂F/∂e over all groups: kept only for the crossed products below
-    if m == 0:
+    if m == 0 and Gi == 0:
         F, gs2 = _term_in_chunks(c, B, A, beta, L, s2, gL, gbeta)
-    else:  # crossed: e and ∂F/∂e over all groups (sparse products with b_o)
+    else:  # crossed or nested: e and ∂F/∂e over all groups
         e = c.copy()
         for g in range(G):
             for i in range(q):
@@ -517,65 +819,106 @@ def logp_grad(x, buf, grad):
                 for jj in range(p):
                     s += B[g, i, jj] * beta[jj]
                 e[g, i] -= s
-        _csr_matvec(bz_p, bz_i, bz_v, bo, e.reshape(G * q), -1.0)
+        if m:
+            _csr_matvec(bz_p, bz_i, bz_v, bo, e.reshape(G * q), -1.0)
         gE = np.empty((G, q))
-        F, gs2 = term_and_grad(e, A, L, s2, gE, gL)
+        if Gi:
+            e_in = c_in.copy()
+            for g in range(Gi):
+                for i in range(qi):
+                    s = 0.0
+                    for jj in range(p):
+                        s += B_in[g, i, jj] * beta[jj]
+                    e_in[g, i] -= s
+            gEi = np.empty((Gi, qi))
+            F, gs2 = nested_term(e, A, L, e_in, A_in, C_in, Li, ptr, s2, gE, gL, gEi, gLi)
+            for g in range(Gi):
+                for i in range(qi):
+                    for jj in range(p):
+                        gbeta[jj] += 0.5 * B_in[g, i, jj] * gEi[g, i]
+        else:
+            F, gs2 = term_and_grad(e, A, L, s2, gE, gL)
         for g in range(G):
             for i in range(q):
                 for jj in range(p):
                     gbeta[jj] += 0.5 * B[g, i, jj] * gE[g, i]
-    lp += -0.5 * (N * _LOG2PI + (N - G * q) * np.log(s2) + F + rr / s2)
+    n_eff = G * q + Gi * qi  # integrated-out effects: log|K| = log|M| + n_eff log σ²
+    lp += -0.5 * (N * _LOG2PI + (N - n_eff) * np.log(s2) + F + rr / s2)
     # d/db_o likewise: ½ BZoᵀ ∂F/∂e − (ZoᵀZo b_o − Zoᵀy + Z_oᵀX β) / σ²
     gbo = (Zoty - ZZb - XtZo.T @ beta) / s2
     if m:
         _csr_rmatvec(bz_p, bz_i, bz_v, gE.reshape(G * q), gbo, 0.5)
     # back through the sampled effects, children before their parents
+    gb = np.empty(qmax)
     for r in range(K_o - 1, -1, -1):
-        ks = int(rows[r, 0])
-        sdk = np.exp(x[ks])
-        xo, Gk, cent, j, par, off = (int(rows[r, 1]), int(rows[r, 2]), rows[r, 3] > 0.5,
-                                     int(rows[r, 4]), int(rows[r, 5]), int(rows[r, 6]))
+        t, xo, Gk, qk = int(rows[r, 0]), int(rows[r, 1]), int(rows[r, 2]), int(rows[r, 3])
+        cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
+        sg = seg0 + int(rows[r, 8])
+        Lk = Lt[t, :qk, :qk]
         for g in range(Gk):
-            b = bo[off + g]
+            for i in range(qk):
+                gb[i] = gbo[off + g * qk + i]
             if cent:
-                db = gbo[off + g] - b / (sdk * sdk)
-                grad[xo + g] = db
-                grad[ks] += (b / sdk) ** 2 - 1.0
-                if j >= 0:
-                    gbeta[j] -= db
-                if par >= 0:
-                    gbo[par + int(buf[pm_at[r] + g])] -= db
-            else:
-                grad[xo + g] = -x[xo + g] + sdk * gbo[off + g]
-                grad[ks] += b * gbo[off + g]
+                # lp_g = −½‖L⁻¹b‖² − log|L|: ∂/∂b = −L⁻ᵀu, ∂/∂L = L⁻ᵀu uᵀ − diag(1/L_ii)
+                for i in range(qk):
+                    bv[i] = bo[off + g * qk + i]
+                _solve_lower(Lk, bv[:qk], uv[:qk])
+                for i in range(qk - 1, -1, -1):  # w = L⁻ᵀu into bv
+                    s = uv[i]
+                    for j in range(i + 1, qk):
+                        s -= Lk[j, i] * bv[j]
+                    bv[i] = s / Lk[i, i]
+                for i in range(qk):
+                    db = gb[i] - bv[i]
+                    grad[xo + g * qk + i] = db
+                    for j in range(i + 1):
+                        gLt[t, i, j] += bv[i] * uv[j]
+                    gLt[t, i, i] -= 1.0 / Lk[i, i]
+                    fj = int(buf[sg + i])
+                    if fj >= 0:
+                        gbeta[fj] -= db
+                    pc = int(buf[sg + qk + i])
+                    if par >= 0 and pc >= 0:
+                        gbo[par + int(buf[sg + 2 * qk + g]) * pq + pc] -= db
+            else:  # b = L z: ∂/∂z = −z + Lᵀ gb, ∂/∂L = gb zᵀ
+                for j in range(qk):
+                    s = -x[xo + g * qk + j]
+                    for i in range(j, qk):
+                        s += Lk[i, j] * gb[i]
+                    grad[xo + g * qk + j] = s
+                for i in range(qk):
+                    for j in range(i + 1):
+                        gLt[t, i, j] += gb[i] * x[xo + g * qk + j]
     # d/du (u = log σ): σ ∂/∂σ with ∂F/∂σ = 2σ ∂F/∂σ²
-    grad[p] = d_s - 0.5 * (2.0 * (N - G * q) + 2.0 * s2 * gs2 - 2.0 * rr / s2)
+    grad[p] = d_s - 0.5 * (2.0 * (N - n_eff) + 2.0 * s2 * gs2 - 2.0 * rr / s2)
     # back through the centred-intercept shift (its transpose): β = S raw
     for jj in range(p):
         grad[jj] += gbeta[jj]
         if i_int >= 0 and jj != i_int:
             grad[jj] -= xm[jj] * gbeta[i_int]
-    # d/dL = −½ ∂F/∂L, then to log SDs and z
-    k = p + 1
+    # d/dL_t (−½ ∂F/∂L on the marginalised blocks), then to log SDs and z
     ot = term_at
-    for _ in range(T):
-        qt, corr, off = int(buf[ot]), buf[ot + 1] > 0.5, int(buf[ot + 3])
-        if off >= 0:
+    for t in range(T):
+        qt, corr, blk, off = int(buf[ot]), buf[ot + 1] > 0.5, int(buf[ot + 3]), int(buf[ot + 4])
+        if blk >= 0:
             for i in range(qt):
-                gsd = 0.0
-                for jj in range(qt):  # L[off+i, off+jj] = sd_i Lc[i, jj]
-                    gsd += -0.5 * gL[off + i, off + jj] * L[off + i, off + jj]
-                grad[k + i] += gsd  # sd_i ∂/∂sd_i = Σ_j g_ij L_ij
-        nc = n_corr(qt) if corr else 0
-        if corr and off >= 0:
-            gW = np.empty((qt, qt))  # ∂lp/∂W = −½ ∂F/∂L · sd_i (L_ij = sd_i W_ij)
+                for j in range(qt):
+                    gLt[t, i, j] -= 0.5 * (gL[off + i, off + j] if blk == 0 else gLi[off + i, off + j])
+        k = x_sd[t]
+        for i in range(qt):  # L_ij = sd_i W_ij: sd_i ∂/∂sd_i = Σ_j g_ij L_ij
+            gsd = 0.0
+            for j in range(qt):
+                gsd += gLt[t, i, j] * Lt[t, i, j]
+            grad[k + i] += gsd
+        if corr:
+            nc = n_corr(qt)
+            gW = np.empty((qt, qt))
             for i in range(qt):
                 sd_i = np.exp(x[k + i])
                 for j in range(qt):
-                    gW[i, j] = -0.5 * gL[off + i, off + j] * sd_i
+                    gW[i, j] = gLt[t, i, j] * sd_i
             cpc_backward(x[k + qt:k + qt + nc], qt, gW, grad[k + qt:k + qt + nc])
-        ot += 4 + 3 * qt
-        k += qt + nc
+        ot += 5 + 3 * qt
     return lp
 
 
@@ -639,24 +982,28 @@ def constrained(packed: Packed, ps: PriorSet, design: Design, z: np.ndarray) -> 
     if ps.centered:
         i = int(packed.buf[7])
         beta[:, i] = raw[:, i] - intercept_shift(raw, ps.x_mean, i)
-    sd_t, corr_t, k = [], [], p + 1
+    sd_t, corr_t, chol_t, k = [], [], [], p + 1
     for qt, correlated in packed.terms:
-        sd_t.append(np.exp(z[:, k:k + qt]))
+        sd = np.exp(z[:, k:k + qt])
         nc = n_corr(qt) if correlated else 0
-        corr_t.append(cpc_corr(z[:, k + qt:k + qt + nc], qt) if correlated
-                      else np.broadcast_to(np.eye(qt), (z.shape[0], qt, qt)).copy())
+        W = (cpc_factor(z[:, k + qt:k + qt + nc], qt) if correlated
+             else np.broadcast_to(np.eye(qt), (z.shape[0], qt, qt)))
+        sd_t.append(sd)
+        corr_t.append(W @ np.swapaxes(W, 1, 2) if correlated else W.copy())
+        chol_t.append(sd[:, :, None] * W)
         k += qt + nc
     b_t = {}
     for st in packed.sampled:  # build order: a nesting parent comes before its children
-        v = z[:, st.x_at:st.x_at + st.levels]
-        if not st.centered:  # b = sd z
-            b_t[st.term] = v * sd_t[st.term][:, :1]
+        v = z[:, st.x_at:st.x_at + st.levels * st.q].reshape(z.shape[0], st.levels, st.q)
+        if not st.centered:  # b_g = L z_g
+            b_t[st.term] = np.einsum("sij,sgj->sgi", chol_t[st.term], v)
             continue
         sh = np.zeros_like(v)  # b = m − shift
-        if st.fixed >= 0:
-            sh += beta[:, st.fixed:st.fixed + 1]
-        if st.parent >= 0:
-            sh += b_t[st.parent][:, st.pmap]
+        for i in range(st.q):
+            if st.fixed[i] >= 0:
+                sh[:, :, i] += beta[:, st.fixed[i]][:, None]
+            if st.parent >= 0 and st.pcols[i] >= 0:
+                sh[:, :, i] += b_t[st.parent][:, st.pmap, st.pcols[i]]
         b_t[st.term] = v - sh
     factors = {}
     for k, g in enumerate(design.groups):
@@ -669,9 +1016,10 @@ def constrained(packed: Packed, ps: PriorSet, design: Design, z: np.ndarray) -> 
         for k in ks:
             qk = design.groups[k].q
             corr[:, o:o + qk, o:o + qk] = corr_t[k]
+            corr[:, np.arange(o, o + qk), np.arange(o, o + qk)] = 1.0
             o += qk
         fo = {"sd": np.concatenate([sd_t[k] for k in ks], axis=1), "corr": corr}
         if all(k in b_t for k in ks):
-            fo["b"] = np.stack([b_t[k] for k in ks], axis=2)  # (S, levels, q_f)
+            fo["b"] = np.concatenate([b_t[k] for k in ks], axis=2)  # (S, levels, q_f)
         out["factors"][f] = fo
     return out
