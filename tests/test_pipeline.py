@@ -53,15 +53,17 @@ def _choice(formula, df=None, priors=None, **kw):
     ("y ~ x + (x | g)", "numba", None),
     ("y ~ x + (1 | g) + (1 | h)", "numba", None),                    # crossed, q = 1
     ("y ~ x + z + (x + z | g)", "numba", None),                      # 3-term correlated block (LKJ)
-    ("y ~ x + (1 | g/b)", "jax", "nested"),                          # nested
-    ("y ~ x + (1 | g) + (x | h)", "jax", "sampled crossed term"),    # crossed, sampled q = 2
+    ("y ~ x + (1 | g/b)", "numba", None),                            # nested (two-stage, #20)
+    ("y ~ x + (1 | g) + (x | h)", "numba", None),                    # crossed, sampled q = 2 (#20)
+    ("y ~ x + (1 | g/b)", "jax", "prior StudentT"),                  # a prior it does not compile
 ])
 def test_auto_rules_per_structure(formula, sampler, skipped):
-    c = _choice(formula)
+    priors = {"x": Prior("StudentT", nu=3.0, mu=0.0, sigma=1.0)} if skipped else None
+    c = _choice(formula, priors=priors)
     assert (c.method, c.sampler, c.automatic) == ("marginal", sampler, True)
     if skipped:
         assert "numba skipped" in c.reason and skipped in c.reason
-    no_jax = _choice(formula, unavailable={"numba": None, "jax": "not installed"})
+    no_jax = _choice(formula, unavailable={"numba": None, "jax": "not installed"}, priors=priors)
     assert no_jax.sampler == ("numba" if skipped is None else "pymc")
     if skipped:
         assert "jax skipped: not installed" in no_jax.reason
@@ -76,8 +78,9 @@ def test_chooser_rules_engines_and_methods():
     assert _choice("y ~ x + (x | g)", method="full", sampler="auto").sampler == "jax"
     assert _choice("y ~ x + (x | g)", method="marginal", sampler="pymc").sampler == "pymc"
     assert _choice("y ~ x + (x | g)", sampler="nutpie").sampler == "nutpie"
-    with pytest.raises(BayesHLMError, match="sampler='numba' does not cover this model: nested"):
-        _choice("y ~ x + (1 | g/b)", sampler="numba")
+    with pytest.raises(BayesHLMError, match="sampler='numba' does not cover this model: prior"):
+        _choice("y ~ x + (1 | g/b)", sampler="numba",
+                priors={"x": Prior("StudentT", nu=3.0, mu=0.0, sigma=1.0)})
     with pytest.raises(BayesHLMError, match="numba"):
         _choice("y ~ x + (x | g)", method="full", sampler="numba")
     with pytest.raises(ImportError, match="sampler='jax'"):
@@ -219,6 +222,8 @@ def test_model_without_group_terms_refused_before_sampling(sleepstudy, tmp_path,
 
 
 # --------------------------------------------------------------------------- update replay
+STUDENT_X = {"x": Prior("StudentT", nu=3.0, mu=0.0, sigma=1.0)}
+STUDENT_X_RECORDED = {"x": {"dist": "StudentT", "nu": 3.0, "mu": 0.0, "sigma": 1.0}}  # in FitInfo
 GIVEN = dict(chains=1, draws=30, tune=30, target_accept=0.85, seed=5, mass_matrix="diag",
              rescale=False, progressbar=False, warn=False)
 
@@ -254,11 +259,14 @@ def test_update_replays_settings_into_a_model_numba_does_not_cover(q1_fit):
     assert (r.method, r.sampler, r.centered, r.priors) == ("auto", None, "auto", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        q3 = q1_fit.update(". ~ . + (x | h)", data=_sim())  # a sampled crossed term with a slope
+        covered = q1_fit.update(". ~ . + (x | h)", data=_sim())  # sampled crossed slope (#20)
+        # a prior the compiled density does not have
+        q3 = q1_fit.update(". ~ . + (x | h)", data=_sim(), priors=STUDENT_X)
+    assert covered.info.sampler == "numba" and covered.formula == "y ~ x + z + (x | g) + (x | h)"
     assert q3.formula == "y ~ x + z + (x | g) + (x | h)"
     assert q3.info.sampler in ("jax", "pymc") and "numba skipped" in q3.info.engine_reason
-    r = _kept(q3.info)
-    assert (r.method, r.sampler, r.centered, r.priors) == ("auto", None, "auto", None)
+    r = _kept(q3.info, priors=STUDENT_X_RECORDED)
+    assert (r.method, r.sampler, r.centered) == ("auto", None, "auto")
     assert (q3.info.chains, q3.info.draws, q3.info.tune, q3.info.seed) == (1, 30, 30, 5)
     assert q3.info.target_accept == 0.85 and "rescaled" not in q3.info.extra
 
@@ -391,17 +399,20 @@ def test_pymc_interrupted_run_is_flagged(monkeypatch):
 
 def test_update_replays_settings_into_a_nested_model(q1_fit):
     """#14: a fit made with the default sampler (resolved to "numba") updated into a NESTED
-    model, which the compiled density does not cover: it fits on the next engine of the "auto"
-    order instead of failing on a replayed sampler="numba", and every setting is kept."""
+    model with a prior the compiled density does not cover (nested designs themselves are
+    covered since #20): it fits on the next engine of the "auto" order instead of failing on
+    a replayed sampler="numba", and every setting is kept."""
     assert q1_fit.info.sampler == "numba"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        nested = q1_fit.update(". ~ . + (1 | g:b)", data=_sim(nested=True))
+        covered = q1_fit.update(". ~ . + (1 | g:b)", data=_sim(nested=True))
+        nested = q1_fit.update(". ~ . + (1 | g:b)", data=_sim(nested=True), priors=STUDENT_X)
+    assert covered.info.sampler == "numba" and covered.info.extra["structure"] == "nested"
     assert nested.formula == "y ~ x + z + (x | g) + (1 | g:b)"
     assert nested.info.sampler in ("jax", "pymc") and nested.info.sampler != q1_fit.info.sampler
-    assert "numba skipped" in nested.info.engine_reason and "nested" in nested.info.engine_reason
-    r = _kept(nested.info)
-    assert (r.method, r.sampler, r.centered, r.priors) == ("auto", None, "auto", None)
+    assert "numba skipped" in nested.info.engine_reason and "prior" in nested.info.engine_reason
+    r = _kept(nested.info, priors=STUDENT_X_RECORDED)
+    assert (r.method, r.sampler, r.centered) == ("auto", None, "auto")
     assert (nested.info.method, nested.info.chains, nested.info.draws, nested.info.tune,
             nested.info.seed, nested.info.target_accept) == ("marginal", 1, 30, 30, 5, 0.85)
     assert "rescaled" not in nested.info.extra
