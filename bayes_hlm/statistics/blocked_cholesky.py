@@ -56,6 +56,7 @@ __all__ = ["DENSE_MAX", "FactorColumns", "BlockedLayout", "CrossBlocks", "Blocke
 
 DENSE_MAX = 4000          # Schur complements up to this size are factorised densely
 DENSE_PRODUCT_MAX = 5e7   # n_E · n_R² up to this: the whole coupling block is held dense
+PAIRS_MAX = 4e7           # entries of the pair matrix up to this (memory ~ 16 bytes each)
 
 
 # --------------------------------------------------------------------------- #
@@ -202,12 +203,21 @@ class BlockedLayout:
         return self._ER, self._RR, self._ZR
 
     def pair_structure(self):
-        """Index arrays of the pair matrix of ``Z_EᵀZ_R`` (``q_E = 1``; built once, see
-        :func:`_pair_matrix`)."""
+        """Index arrays of the pair matrix of ``Z_EᵀZ_R`` (built once, see :func:`_pair_matrix`)."""
         if self._pairs is None:
             ER, _, _ = self._patterns()
-            self._pairs = _pair_structure(ER.indptr, ER.indices, self.n_R)
+            q = self.fE.q
+            self._pairs = (_pair_structure(ER.indptr, ER.indices, self.n_R) if q == 1 else
+                           _pair_structure_q(ER.indptr, ER.indices, self.n_R, q))
         return self._pairs
+
+    def pair_count(self) -> int:
+        """Entries the pair matrix would have (:func:`_pair_structure`; about ``Σ_g (q m_g)²/2``
+        with ``m_g`` the remainder columns level ``g`` meets)."""
+        ER, _, _ = self._patterns()
+        q = self.fE.q
+        per_level = np.diff(ER.indptr[::q]).astype(np.int64)    # entries of each level's q rows
+        return int(np.sum(per_level * (per_level + 1) // 2))
 
     @property
     def fE(self) -> FactorColumns:
@@ -326,8 +336,44 @@ def _pair_structure(indptr: np.ndarray, indices: np.ndarray, n: int):
     return first, partner, lin, pindptr, G
 
 
+def _pair_structure_q(indptr: np.ndarray, indices: np.ndarray, n: int, q: int):
+    """:func:`_pair_structure` for a first factor with ``q > 1`` columns per level.
+
+    Rows ``g q + a`` of the pattern belong to level ``g``. The downdate is
+    ``M = Σ_g A_gᵀ W_g A_g`` with a ``q × q`` weight ``W_g`` per level, so a pair is two
+    entries of one level (any rows ``a, b``) with columns ``i ≥ j`` -- both orders when
+    ``i = j`` -- and the pair matrix's column is ``(g, a, b)``: ``M = P @ vec(W)``.
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    G = (len(indptr) - 1) // q
+    nnz = int(indptr[-1])
+    row = np.repeat(np.arange(G * q, dtype=np.int64), np.diff(indptr))
+    lvl, a = row // q, row % q
+    cols = np.asarray(indices, dtype=np.int64)
+    key = lvl * n + cols
+    order = np.argsort(key, kind="stable")               # entries by (level, column)
+    ks = key[order]
+    lvl_start = np.searchsorted(ks, lvl[order] * n, side="left")
+    ub = np.searchsorted(ks, ks, side="right")           # after the last entry of that column
+    per = ub - lvl_start
+    total = int(per.sum())
+    first = np.repeat(np.arange(nnz, dtype=np.int64), per)
+    shift = lvl_start - (np.cumsum(per) - per)
+    partner = np.arange(total, dtype=np.int64) + shift[first]
+    e1, e2 = order[first], order[partner]                # data indices of the two entries
+    wcol = lvl[e1] * q * q + a[e1] * q + a[e2]
+    grp = np.argsort(wcol, kind="stable")                # CSC: grouped by the (g, a, b) column
+    e1, e2 = e1[grp], e2[grp]
+    itype = np.int32 if n * n < 2 ** 31 else np.int64
+    lin = (cols[e1] * n + cols[e2]).astype(itype)
+    pindptr = np.concatenate([[0], np.cumsum(np.bincount(wcol, minlength=G * q * q))]).astype(itype)
+    return e1, e2, lin, pindptr, G * q * q
+
+
 def _pair_matrix(A: sp.csr_matrix, n: int, structure=None) -> sp.csc_matrix:
-    """``P`` with ``(P @ d).reshape(n, n)`` = the lower triangle of ``Aᵀ diag(d) A``.
+    """``P`` with ``(P @ d).reshape(n, n)`` = the lower triangle of ``Aᵀ diag(d) A``
+    (``q_E = 1``; with ``q_E > 1`` ``d`` is ``vec`` of the per-level ``q × q`` weights, see
+    :func:`_pair_structure_q`).
 
     ``A``: CSR with sorted indices (rows = levels of the first factor, ``n`` columns);
     ``structure``: its :func:`_pair_structure` when already known (the same pattern for
@@ -357,7 +403,7 @@ class CrossBlocks:
     BR : (n_R, k) or None
     mode : {"single", "dense", "pairs", "sparse"}
         How the Schur complement is formed: one factor; everything dense (small);
-        a pair-matrix product (``q_E = 1``, dense remainder); sparse products.
+        a pair-matrix product (dense remainder); sparse products (large remainder).
     """
 
     def __init__(self, layout: BlockedLayout, A_E, A_ER=None, A_RR=None, BE=None, BR=None, *,
@@ -374,13 +420,14 @@ class CrossBlocks:
         self.A_ER_d = self.A_RR_d = self.P = None
         if mode not in (None, "dense", "pairs", "sparse"):
             raise ValueError(f"mode must be None, 'dense', 'pairs' or 'sparse', not {mode!r}")
-        if mode == "pairs" and (qE != 1 or n_R > self.dense_max):
-            raise ValueError("mode='pairs' needs a scalar first factor (q = 1) and a dense remainder")
+        if mode == "pairs" and n_R > self.dense_max:
+            raise ValueError("mode='pairs' needs a dense remainder (n_R <= dense_max)")
         if not layout.R:
             mode = "single"
         elif mode is None:
             mode = ("dense" if A_ER.shape[0] * n_R * n_R <= DENSE_PRODUCT_MAX else
-                    "pairs" if qE == 1 and n_R <= self.dense_max else "sparse")
+                    "pairs" if n_R <= self.dense_max and layout.pair_count() <= PAIRS_MAX
+                    else "sparse")
         self.mode = mode
         if mode == "dense":
             self.A_ER_d = A_ER.toarray()
@@ -480,10 +527,14 @@ class CrossBlocks:
         n_R = lay.n_R
         GE = lay.fE.n_levels
         if self.mode == "pairs":
-            lE = LamE[0, 0]
-            fac.scaleE = lE / LE[:, 0, 0]
-            # −lower(A_REᵀ D_E⁻¹ A_ER) λ_E² in one product, then + A_RR (lower)
-            KS = (self.P @ -(fac.scaleE * fac.scaleE)).reshape(n_R, n_R)
+            if q == 1:
+                fac.scaleE = LamE[0, 0] / LE[:, 0, 0]
+                wvec = fac.scaleE * fac.scaleE                 # λ_E² / D_g
+            else:   # T_g = L_g⁻¹ Λ_Eᵀ, W_g = T_gᵀ T_g = Λ_E D_g⁻¹ Λ_Eᵀ
+                fac.T = batched_fsolve(LE, np.broadcast_to(LamE.T, LE.shape).copy())
+                wvec = np.einsum("gai,gaj->gij", fac.T, fac.T).ravel()
+            # −lower(A_REᵀ blockdiag(W) A_ER) in one product, then + A_RR (lower)
+            KS = (self.P @ -wvec).reshape(n_R, n_R)
             KS += self.A_RR_d
             self._scale_sym(KS, lams)
             KS.ravel()[::n_R + 1] += 1.0
@@ -535,7 +586,8 @@ class BlockedFactor:
         self.LR = None
         self.solver = None
         self.schur_dense = True
-        self.scaleE = None
+        self.scaleE = None      # pairs mode, q_E = 1: λ_E / L_g
+        self.T = None           # pairs mode, q_E > 1: L_g⁻¹ Λ_Eᵀ (G, q, q)
         self._F = None
 
     def _factor_schur(self, KS) -> bool:
@@ -565,20 +617,34 @@ class BlockedFactor:
         """``F`` as a dense (small designs) or sparse (n_E, n_R) matrix (built on demand)."""
         if self._F is None and self.layout.R:
             cb = self.cross
-            self._F = (sp.diags(self.scaleE) @ cb.A_ER @ cb._lamR_sparse(self.lams)).tocsr()
+            T = sp.diags(self.scaleE) if self.T is None else _blockdiag(self.T)
+            self._F = (T @ cb.A_ER @ cb._lamR_sparse(self.lams)).tocsr()
         return self._F
+
+    def _Tt(self, W: np.ndarray) -> np.ndarray:
+        """``blockdiag(T)ᵀ W`` for (n_E, k) ``W`` (pairs mode)."""
+        if self.T is None:
+            return self.scaleE[:, None] * W
+        G, q, _ = self.T.shape
+        return np.einsum("gab,gak->gbk", self.T, W.reshape(G, q, -1)).reshape(W.shape)
+
+    def _T(self, v: np.ndarray) -> np.ndarray:
+        """``blockdiag(T) v`` for (n_E,) or (n_E, k) ``v`` (pairs mode)."""
+        if self.T is None:
+            return (self.scaleE[:, None] * v) if v.ndim == 2 else self.scaleE * v
+        G, q, _ = self.T.shape
+        return np.einsum("gab,gbk->gak", self.T, v.reshape(G, q, -1)).reshape(v.shape)
 
     def F_t(self, WE: np.ndarray) -> np.ndarray:
         """``Fᵀ W`` for (n_E, k) ``W``."""
         if self.cross.mode == "pairs":
-            return self.cross.lamR_t(self.lams, self.cross.A_ER.T @ (self.scaleE[:, None] * WE))
+            return self.cross.lamR_t(self.lams, self.cross.A_ER.T @ self._Tt(WE))
         return self.F.T @ WE
 
     def F_mul(self, uR: np.ndarray) -> np.ndarray:
         """``F u`` for (n_R,) or (n_R, k) ``u``."""
         if self.cross.mode == "pairs":
-            v = self.cross.A_ER @ self.cross.lamR(self.lams, uR)
-            return (self.scaleE[:, None] * v) if v.ndim == 2 else self.scaleE * v
+            return self._T(self.cross.A_ER @ self.cross.lamR(self.lams, uR))
         return self.F @ uR
 
     # -- solves ------------------------------------------------------------------------
@@ -614,8 +680,7 @@ class BlockedFactor:
             return WE, None
         k = BE.shape[2]
         if self.cross.mode == "pairs":
-            zR = self.cross.lamR_t(self.lams, BR - self.cross.A_ER.T @ (
-                self.scaleE[:, None] * WE.reshape(-1, k)))
+            zR = self.cross.lamR_t(self.lams, BR - self.cross.A_ER.T @ self._Tt(WE.reshape(-1, k)))
         else:
             zR = self.cross.lamR_t(self.lams, BR) - self.F.T @ WE.reshape(-1, k)
         return WE, zR
