@@ -131,6 +131,19 @@ def fit_model(model: GlmerModel, nagq: int = 1, control: dict | None = None,
         if polish and ctl["calc_derivs"]:
             x, fun, g, H = newton_polish(f2, x, fun, lower2, freef)
             free = freef(x)
+            # BOBYQA can stop short on this piecewise-smooth criterion (lme4 does on
+            # grouseticks: max|grad| 0.83); restart it from its own estimates, as one does
+            # with update(m, start = ...), while the gradient check fails
+            for _ in range(ctl["restarts"]):
+                if not any("max|grad|" in m for m in check_convergence(g, H, free, ctl)):
+                    break
+                o3 = bobyqa(f2, x, lower2, ctl)
+                info["restarts"] = info.get("restarts", 0) + 1
+                if o3.fun >= fun - 1e-9:
+                    break
+                x, fun = _boundary(f2, o3.x, o3.fun, lower2, k, ctl["boundary_tol"])
+                x, fun, g, H = newton_polish(f2, x, fun, lower2, freef)
+                free = freef(x)
         theta, beta = x[:k], x[k:]
         if nagq == 1 and dev.lme4_laplace:
             st = dev.pirls_lme4(theta, beta)

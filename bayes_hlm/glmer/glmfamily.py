@@ -140,6 +140,32 @@ class GlmFamily:
               + sf.xlogy(y, mu + (y == 0)) - (th + y) * np.log(th + mu))
         return float(-2 * np.sum(wt * ll))
 
+    def loglik_constant(self, y, n, wt) -> float:
+        """The part of the log-likelihood that does not depend on the mean (binomial, Poisson,
+        negative binomial): ``-aic/2 = constant + mean-dependent part``, the latter summed by the
+        compiled row pass (:func:`.kernels.rows`)."""
+        if self.name == "binomial":
+            # the compiled pass sums pw (y log mu + (1 - y) log(1 - mu)), i.e. R's
+            # (wt / m) dbinom(m y, m, mu) up to the binomial coefficient when m y is whole
+            m = n
+            k = np.round(m * y)
+            c = sf.gammaln(m + 1) - sf.gammaln(k + 1) - sf.gammaln(m - k + 1)
+            return float(np.sum(np.where(m > 0, wt / np.where(m > 0, m, 1), 0.0) * c))
+        if self.name == "poisson":
+            return float(-np.sum(wt * sf.gammaln(y + 1)))
+        if self.name == "negative_binomial":
+            th = self.nb_theta
+            return float(np.sum(wt * (sf.gammaln(th + y) - sf.gammaln(th) - sf.gammaln(y + 1)
+                                      + th * np.log(th))))
+        return float("nan")
+
+    def saturated_terms(self, y, wt) -> np.ndarray:
+        """Binomial: ``2 wt (y log y + (1 - y) log(1 - y))`` per row (deviance residuals are
+        this minus twice the row's log-likelihood kernel); zeros for the other families."""
+        if self.name != "binomial":
+            return np.zeros_like(y)
+        return 2 * wt * (_ylogy(y, np.ones_like(y)) + _ylogy(1 - y, np.ones_like(y)))
+
     def saturated_loglik(self, y, n, wt) -> float:
         """``-aic(y, n, mu = y, wt, 0) / 2``: binomial and Poisson (NaN otherwise, as lme4)."""
         if self.name not in ("binomial", "poisson"):

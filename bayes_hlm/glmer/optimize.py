@@ -28,6 +28,7 @@ DEFAULT_CONTROL = {
     "check_singular_tol": 1e-4,
     "boundary_tol": 1e-5,
     "polish": True,
+    "restarts": 3,                     # BOBYQA restarts while the gradient check fails
     "calc_derivs": True,
 }
 

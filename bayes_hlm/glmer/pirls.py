@@ -92,16 +92,41 @@ class GlmerDevfun:
         self.last: PirlsState | None = None
         self.lp0: np.ndarray | None = None      # stage 1's final linear predictor
         self.lme4_laplace = True
+        self._llvar = 0.0
+        self._const = 0.0
+        self._const_key = None
+        self._last_eta_rows = None
+        self._sat = None
 
     # ------------------------------------------------------------------ rows
     def _rows(self, eta):
+        """Mean, Fisher weights, score and deviance residuals at ``eta`` (one compiled pass);
+        the mean-dependent log-likelihood goes to ``self._llvar``."""
+        from . import kernels
+
         m = self.model
-        mu, dmu = self.family.mu_eta(eta)
-        var = self.family.variance(mu)
-        W = m.pw * dmu * dmu / var
-        s = m.pw * (m.y - mu) * dmu / var
-        dr = self.family.dev_resid(m.y, mu, m.pw)
+        f = self.family
+        N = len(eta)
+        mu, W, s, dr = np.empty(N), np.empty(N), np.empty(N), np.empty(N)
+        th = f.nb_theta if f.nb_theta is not None else 1.0
+        eta_c = np.ascontiguousarray(eta, dtype=float)
+        if self._sat is None:
+            self._sat = np.ascontiguousarray(f.saturated_terms(m.y, m.pw))
+        _, self._llvar = kernels.rows(kernels.FAMILY_CODE[f.name], kernels.LINK_CODE[f.link],
+                                      float(th), m.y, m.n, m.pw, self._sat, eta_c, mu, W, s, dr)
+        self._last_eta_rows = eta
         return mu, W, s, dr
+
+    def _aic(self, mu, dr) -> float:
+        """R's ``family()$aic`` at the last :meth:`_rows` pass (constant + compiled part;
+        Gamma through its dispersion, in NumPy)."""
+        f, m = self.family, self.model
+        if f.name == "Gamma":
+            return f.aic(m.y, m.n, mu, m.pw, float(dr.sum()))
+        key = (f.name, f.nb_theta)
+        if self._const_key != key:
+            self._const, self._const_key = f.loglik_constant(m.y, m.n, m.pw), key
+        return -2.0 * (self._const + self._llvar)
 
     def set_theta(self, theta):
         theta = np.asarray(theta, dtype=float)
@@ -180,7 +205,9 @@ class GlmerDevfun:
             raise BayesHLMError(f"PIRLS did not converge in {PIRLS_MAXIT} iterations "
                                 f"(theta = {np.round(theta, 6).tolist()})")
         self.n_evals += 1
-        aic = self.family.aic(m.y, m.n, mu, m.pw, float(dr.sum()))
+        if self._last_eta_rows is not eta:     # the compiled sums belong to this eta
+            self._rows(eta)
+        aic = self._aic(mu, dr)
         self._u, self._beta = u, beta
         st = PirlsState(np.array(theta, float), beta, u, eta, mu, W, dr, F, aic, it)
         self.last = st
@@ -227,7 +254,9 @@ class GlmerDevfun:
         else:
             raise BayesHLMError(f"PIRLS did not converge in {PIRLS_MAXIT} iterations")
         self.n_evals += 1
-        aic = self.family.aic(m.y, m.n, mu, m.pw, float(dr.sum()))
+        if self._last_eta_rows is not eta:     # the compiled sums belong to this eta
+            self._rows(eta)
+        aic = self._aic(mu, dr)
         st = PirlsState(np.array(theta, float), beta, u, eta, mu, W, dr, F, aic, it)
         self.last = st
         return st

@@ -120,37 +120,32 @@ class BlockSystem:
         self.codes = f.codes
         self.G, self.q = f.n_levels, f.q
         self.Q = layout.n_u
-        self._pairs = [(a, b) for a in range(self.q) for b in range(a, self.q)]
         self.set_theta(layout.theta0)
 
     def set_theta(self, theta):
         self.lam = self.layout.lambdas(theta)[0]
-        self.ZL = self.f.Z @ self.lam            # rows of ZΛ (N, q)
-
-    def _bc(self, w):
-        return np.bincount(self.codes, weights=w, minlength=self.G)
+        self.ZL = np.ascontiguousarray(self.f.Z @ self.lam)   # rows of ZΛ (N, q)
 
     def zl_u(self, u):
-        U = u.reshape(self.G, self.q)
-        return np.einsum("nq,nq->n", self.ZL, U[self.codes]) if self.q > 1 else \
-            self.ZL[:, 0] * U[self.codes, 0]
+        from .kernels import row_dot
+
+        return row_dot(self.codes, self.ZL, np.ascontiguousarray(u).reshape(self.G, self.q))
 
     def zlt(self, v):
         """``ΛᵀZᵀ v`` (Q,)."""
-        return np.stack([self._bc(v * self.ZL[:, a]) for a in range(self.q)], axis=1).ravel()
+        from .kernels import group_sums
+
+        return group_sums(self.codes, self.ZL, np.ascontiguousarray(v, dtype=float),
+                          self.G).ravel()
 
     def zlt_mat(self, M):
         """``ΛᵀZᵀ M`` (Q, p)."""
         return np.stack([self.zlt(M[:, j]) for j in range(M.shape[1])], axis=1)
 
     def factor(self, W):
-        K = np.empty((self.G, self.q, self.q))
-        for a, b in self._pairs:
-            s = self._bc(W * self.ZL[:, a] * self.ZL[:, b])
-            K[:, a, b] = s
-            K[:, b, a] = s
-        K[:, np.arange(self.q), np.arange(self.q)] += 1.0
-        return BlockFactor(K)
+        from .kernels import block_cross
+
+        return BlockFactor(block_cross(self.codes, self.ZL, np.ascontiguousarray(W), self.G))
 
 
 class BlockFactor:
