@@ -10,9 +10,11 @@ ours per case; ``lme4_over_ours`` is the ratio of the two wall times. ``ours_eva
 lme4's count is the optimiser's only). statsmodels MixedLM (REML, lbfgs) is timed on the
 single-factor cases it can fit.
 
-Crossed cases: insteval (73k rows, 2972 × 1128 × 14 crossed levels) and a simulated crossed
-design with a correlated slope (30k rows, ``(x | g)`` 300 levels crossed with ``(1 | h)``
-2000 levels), both on the blocked sparse Cholesky (:mod:`bayes_hlm.statistics.blocked_cholesky`).
+Crossed cases: insteval (73k rows, 2972 × 1128 × 14 crossed levels) and two simulated crossed
+designs with a correlated slope: 30k rows, ``(x | g)`` 300 levels crossed with ``(1 | h)`` 2000
+levels (the slope in the remainder), and 60k rows, ``(x | g)`` 3000 levels crossed with
+``(1 | h)`` 1100 (the slope in the first, largest factor); all on the blocked sparse Cholesky
+(:mod:`bayes_hlm.statistics.blocked_cholesky`).
 
 Usage: python benchmarks/bench_reml.py [--quick] [--no-r] [--no-statsmodels] [--n N] [--cases ...]
 Writes benchmarks/results/reml.json (with --cases: updates those rows, keeps the others) and
@@ -58,6 +60,8 @@ def cases(quick: bool):
         out.append(("insteval", "y ~ service + (1|s) + (1|d) + (1|dept)", load("insteval"), None))
         cr = simulate(n_groups=300, rows_per_group=100, slope=True, corr=0.3, crossed=2000, seed=3)
         out.append(("sim_crossed_slope", cr.formula, cr.data, None))
+        cr = simulate(n_groups=3000, rows_per_group=20, slope=True, corr=0.3, crossed=1100, seed=3)
+        out.append(("sim_crossed_slope_first", cr.formula, cr.data, None))
         sim = simulate(n_groups=10_000, rows_per_group=100, slope=True, corr=0.3, seed=1)
         d = sim.data.copy()
         d["g"] = d["g"].astype(str)

@@ -39,7 +39,7 @@ class Control:
         BOBYQA (lme4's default ``nloptwrap``) or scipy's L-BFGS-B. Not used by Bayesian fits.
     opt_ctrl : mapping
         Optimiser / convergence-check settings of the REML/ML fit, as ``lmerControl(optCtrl=)``
-        (``maxiter``, ``maxfun``, ``xtol_abs``, ``ftol_abs``, ``check_conv_tol``,
+        (``maxiter``, ``maxfun``, ``xtol_abs``, ``xtol_rel``, ``ftol_abs``, ``check_conv_tol``,
         ``check_singular_tol``, ``calc_derivs``, ``blas_threads``, ...; see
         ``bayes_hlm.reml.optimize.DEFAULT_CONTROL``). Stored as sorted ``(key, value)`` pairs so
         that a Control stays hashable; pass a dict.
