@@ -250,10 +250,10 @@ class BlockedLayout:
             if w.shape != (len(fE.codes),) or np.any(w < 0) or not np.all(np.isfinite(w)):
                 raise ValueError("weights must be a finite, non-negative vector with one entry per row")
             sw = np.sqrt(w)
+        V2 = None if V is None else np.asarray(V, dtype=np.float64).reshape(len(fE.codes), -1)
+        # per-level sums of the first factor through the statistics layer: √w on both sides
         ZE = fE.Z if sw is None else fE.Z * sw[:, None]
-        Vw = None if V is None else (np.asarray(V, dtype=np.float64).reshape(len(fE.codes), -1)
-                                     if sw is None else np.asarray(V, dtype=np.float64).reshape(
-                                         len(fE.codes), -1) * sw[:, None])
+        Vw = V2 if V2 is None or sw is None else V2 * sw[:, None]
         blk = block_cross(fE.codes, fE.n_levels, ZE, Vw)
         A_ER = A_RR = BR = None
         if self.R:
@@ -261,8 +261,7 @@ class BlockedLayout:
             w = None if sw is None else sw * sw
             A_ER = ER(fE.Z, self._valsR, w)
             A_RR = RR(self._valsR, self._valsR, w)
-            if V is not None:
-                V2 = np.asarray(V, dtype=np.float64).reshape(len(fE.codes), -1)
+            if V2 is not None:
                 BR = np.asarray(ZRt @ (V2 if w is None else V2 * w[:, None]))
         return CrossBlocks(self, blk["A"], A_ER, A_RR, BE=None if V is None else blk["B"],
                            BR=None if V is None else BR, mode=mode, dense_max=dense_max)
