@@ -188,17 +188,23 @@ def test_other_families_fit_and_report_their_parameters(family, link, formula, p
 
 
 def test_no_gaussian_reml_reference_for_other_families(bern):
-    """REML is the Gaussian criterion: a Bernoulli fit gets no REML column (the reason is
-    shown), and reml() on its spec refuses instead of fitting a Gaussian LMM to 0/1 data."""
-    from bayes_hlm.results.reference import MissingReference
+    """REML is the Gaussian criterion: reml() on a Bernoulli spec refuses instead of fitting a
+    Gaussian LMM to 0/1 data; the frequentist column of a Bernoulli fit is glmer's Laplace fit
+    of the same model (issue #16)."""
+    from bayes_hlm.glmer.api import glmer_spec
+    from bayes_hlm.results.reference import FrequentistReference
 
     _, m = bern
-    ref = m.reference()
-    assert isinstance(ref, MissingReference) and "bernoulli" in ref.reason
     with pytest.raises(BayesHLMError, match="family is 'bernoulli'"):
         m.reml()
+    ref = m.reference()
+    assert isinstance(ref, FrequentistReference) and "glmer" in ref.engine
+    direct = glmer_spec(m.spec)
+    assert ref.fixed("x")[0] == pytest.approx(float(direct.fixef().loc["x", "estimate"]))
     table = m.compare_reml()
-    assert table["reml"].isna().all() and "bernoulli" in (table.note or "")
+    assert table.loc["x", "reml"] == pytest.approx(ref.fixed("x")[0])
+    assert table.loc["sd(Intercept | g)", "reml"] == pytest.approx(ref.sd("g", "Intercept"))
+    assert "glmer" in table.caption
 
 
 def test_convergence_remedies_only_name_engines_the_family_has():

@@ -272,7 +272,7 @@ def test_reference_is_typed(sleep_fit, rfit):
         varcorr = rfit.varcorr
         sigma = rfit.sigma
 
-    with pytest.raises(TypeError, match="RemlResult"):
+    with pytest.raises(TypeError, match="RemlResult"):   # "a RemlResult, a GlmerResult, ..."
         compare_reml(sleep_fit, LooksLikeReml())
 
 

@@ -23,7 +23,10 @@ from .model import build_model, spec_family_name
 from .optimize import DEFAULT_CONTROL
 from .result import GlmerResult
 
-__all__ = ["glmer", "anova", "theta_ml"]
+__all__ = ["glmer", "glmer_spec", "anova", "theta_ml", "GLMER_FAMILY_NAMES"]
+
+#: bayes_hlm family names glmer fits (a Bayesian result's frequentist reference)
+GLMER_FAMILY_NAMES = ("bernoulli", "binomial", "poisson", "negativebinomial", "gamma")
 
 _NAME = re.compile(r"^\s*[A-Za-z_.][A-Za-z0-9_.]*\s*$")
 
@@ -128,6 +131,24 @@ def blas_threads(n: int):
     if _CONTROLLER is None:
         _CONTROLLER = ThreadpoolController()
     return _CONTROLLER.limit(limits=n, user_api="blas")
+
+
+def glmer_spec(spec, nagq: int = 1, control=None) -> GlmerResult:
+    """Fit an already-built :class:`~bayes_hlm.spec.build.ModelSpec` (its family and link) by
+    glmer: the frequentist reference of a non-Gaussian Bayesian fit of the same model."""
+    t0 = time.perf_counter()
+    fam_b = spec.family
+    if fam_b.name not in GLMER_FAMILY_NAMES:
+        raise BayesHLMError(f"glmer has no {fam_b.name!r} family (it fits "
+                            f"{', '.join(GLMER_FAMILY_NAMES)})")
+    fam = make_glm_family(fam_b.name, fam_b.link.name)
+    _, ctl = _control(control)
+    with blas_threads(1):
+        if fam.name == "negative_binomial":
+            fit = _fit_nb(spec, fam, nagq, ctl)
+        else:
+            fit = fit_model(build_model(spec, fam), nagq, ctl)
+    return GlmerResult(fit, ctl, wall_s=time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------ negative binomial

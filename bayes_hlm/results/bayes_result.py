@@ -506,6 +506,16 @@ class BayesResult(MixedModelResult):
                 self._cache[key] = reml(self.spec, method=method)
         return self._cache[key]
 
+    def glmer(self, nagq: int = 1):
+        """The maximum-likelihood fit of the same generalized model (lme4's glmer), cached."""
+        key = ("glmer", nagq)
+        if key not in self._cache:
+            from ..glmer.api import glmer_spec
+
+            with phase("fitting the glmer reference (lme4's Laplace criterion)"):
+                self._cache[key] = glmer_spec(self.spec, nagq=nagq)
+        return self._cache[key]
+
     def reference(self, reml_result=None):
         """The frequentist reference of this model (typed; see
         :func:`bayes_hlm.results.reference.reference_for`): a
