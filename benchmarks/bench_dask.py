@@ -148,9 +148,20 @@ def run_one(a) -> dict:
         rec["posterior_means"] = {
             "fixed": post["fixed"].mean(("chain", "draw")).values.tolist(),
             "sd_g": post["sd__g"].mean(("chain", "draw")).values.tolist(),
-            "corr": float(post["corr__g"].mean(("chain", "draw")).values[0, 1]),
+            "corr": float(res._draws.flat("corr__g")[:, 0, 1].mean()),  # either tree layout
             "sigma": float(post["sigma"].mean())}
         rec["truth"] = TRUTH
+        # post-fit cost (#18 item 8): what runs after sampling -- the fit's own diagnostics
+        # (end to end minus the fit's wall time) plus the CLI's JSON (summary, ICC, R², ...)
+        from bayes_hlm.results.export import fit_json
+
+        t1 = time.perf_counter()
+        js = fit_json(res)
+        rec["json_s"] = time.perf_counter() - t1
+        rec["in_fit_postfit_s"] = rec["end_to_end_s"] - info.wall_s
+        rec["postfit_s"] = rec["in_fit_postfit_s"] + rec["json_s"]
+        rec["postfit_share"] = rec["postfit_s"] / info.wall_s
+        rec["postfit_notes"] = {k: js[k] for k in ("postfit",) if k in js}
         diag = res.diagnostics()
         rec["diagnostics"] = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
                               for k, v in diag.items()}
@@ -234,6 +245,7 @@ COLUMNS = [("rows", "rows"), ("groups", "groups"), ("ids", "ids"), ("scheduler",
            ("generate_s", "generate s"), ("meta_s", "metadata pass s"), ("stats_s", "statistics pass s"),
            ("rows_per_s_both_passes", "both passes rows/s"), ("rows_per_s_stats_pass", "stats pass rows/s"),
            ("sampler", "sampler"), ("sample_s", "sampling s"), ("end_to_end_s", "end to end s"),
+           ("postfit_s", "post-fit s (diagnostics + JSON)"), ("postfit_share", "post-fit / fit"),
            ("client_peak_mb", "client peak MB"), ("worker_peak_mb", "worker peak MB"),
            ("load_avg_1m_before", "load avg")]
 

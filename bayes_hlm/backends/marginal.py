@@ -125,6 +125,8 @@ def effect_generator(design: Design, posterior: xr.Dataset, seed: int, stats=Non
             raise ValueError("group subsets of a nested inner factor: ask for the outer levels")
         # cache-sized chunks of draws: the batched small-matrix algebra is memory-bound
         step = default_chunk_draws(stats, budget_bytes=CHUNK_BYTES)
+        if groups is not None and plan.structure == "single":  # a subset's temporaries shrink
+            step = max(step, int(step * stats.A.shape[0] / max(len(groups), 1)))  # with it
         parts = []
         for a in range(0, len(idx), step):
             sl = slice(a, a + step)

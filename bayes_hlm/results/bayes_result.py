@@ -362,14 +362,17 @@ class BayesResult(MixedModelResult):
         out = ValueTable(pd.concat(frames)[["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "r_hat"]])
         return label_interval(out, level, "hdi")
 
-    def _r2_extra(self, max_draws: int | None = 2000) -> dict[str, np.ndarray]:
+    def _r2_extra(self, max_draws: int | None | str = "auto") -> dict[str, np.ndarray]:
         return {"r2_bayes": self.r2_draws(max_draws)["r2_bayes"]}
 
-    def r2_draws(self, max_draws: int | None = 2000,
+    def r2_draws(self, max_draws: int | None | str = "auto",
                  terms: VarianceTerms = "performance") -> dict[str, np.ndarray]:
-        """Per-draw Bayesian, marginal and conditional R² (Bayesian R² on a thinned set)."""
+        """Per-draw Bayesian, marginal and conditional R² (Bayesian R² on a thinned set:
+        ``max_draws="auto"`` is up to 2000 evenly spaced draws, fewer -- at least 400 -- where
+        a draw's linear predictor over every row is large; ``r2_bayes_idx`` says which)."""
         vp = self.variance_parts(terms)
-        idx = self._draws.thinned(max_draws)
+        per_draw = self.design.n * (self.design.p + sum(g.q for g in self.design.groups))
+        idx = self._draws.postfit_draws(max_draws, per_draw)
         chunks = self._draws.linpred_chunks(idx, self.design.X, factor_design(self.design),
                                     offset=self.design.offset)
         fam, extra = family_of(self), trials_kw(self.design)

@@ -18,6 +18,13 @@ from .arviz_layout import backend_values
 
 EffectGenerator = Callable[[str, np.ndarray], np.ndarray]
 
+#: a quantity computed per draw over every row or group after sampling (Bayesian R²) uses
+#: at most this many elements of work by default (#18: post-fit summaries <= 20% of the fit
+#: at any size); the draws are evenly spaced, never fewer than POSTFIT_MIN_DRAWS
+POSTFIT_WORK = 2e8
+POSTFIT_MIN_DRAWS = 400
+POSTFIT_MAX_DRAWS = 2000
+
 
 class DrawSource:
     """Flat (S, ...) views of the posterior, with group effects stored or regenerated."""
@@ -67,6 +74,18 @@ class DrawSource:
         cv = naming.corr_var(factor)
         corr = self.flat(cv) if self.has(cv) else np.broadcast_to(np.eye(sd.shape[1]), sd.shape + (sd.shape[1],))
         return corr * sd[:, :, None] * sd[:, None, :]
+
+    def postfit_draws(self, max_draws: int | None | str, per_draw: float) -> np.ndarray:
+        """Evenly spaced flat draw indices for a per-draw quantity costing ``per_draw`` elements
+        of work: ``max_draws="auto"`` takes :data:`POSTFIT_MAX_DRAWS`, fewer where they would
+        exceed :data:`POSTFIT_WORK` (never under :data:`POSTFIT_MIN_DRAWS`); an int or None
+        (all draws) is used as given."""
+        if isinstance(max_draws, str):
+            if max_draws != "auto":
+                raise ValueError(f"max_draws must be an int, None or 'auto', not {max_draws!r}")
+            cap = int(POSTFIT_WORK // max(float(per_draw), 1.0))
+            max_draws = min(POSTFIT_MAX_DRAWS, max(POSTFIT_MIN_DRAWS, cap))
+        return self.thinned(max_draws)
 
     def thinned(self, max_draws: int | None) -> np.ndarray:
         """Evenly spaced flat draw indices, at most ``max_draws`` of them."""

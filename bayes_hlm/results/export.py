@@ -59,6 +59,10 @@ def fit_json(result: "BayesResult") -> dict:
     r2 = result.r2_draws()
     out["icc"] = _dist_stat(result, vp.icc())
     out["r2_bayes"] = _dist_stat(result, r2["r2_bayes"])
+    used, total = len(r2["r2_bayes_idx"]), result._draws.size
+    # post-fit work is bounded (#18): say when R² came from a subset of the draws
+    out["r2_bayes"]["draws"] = (f"all {total}" if used == total
+                                else f"{used} of {total}, evenly spaced (post-fit cost bounded)")
     out["r2_marginal"] = _dist_stat(result, r2["r2_marginal"])
     out["r2_conditional"] = _dist_stat(result, r2["r2_conditional"])
     diag = result.diagnostics()
@@ -72,6 +76,8 @@ def fit_json(result: "BayesResult") -> dict:
         "bfmi_min": float(diag.get("bfmi_min", float("nan"))),
         "wall_s": float(result.info.wall_s),
     }
+    if diag.get("effects_diagnostics"):  # which group effects R-hat/ESS covered (a subset at scale)
+        out["diagnostics"]["effects_covered"] = dict(diag["effects_diagnostics"])
     from .diagnostics import marginal_available, warning_messages
 
     # one flag a pipeline can test: no convergence warning and a complete run
