@@ -21,10 +21,13 @@ class _Src(draws_mod.DrawSource):
 def test_postfit_draws_budget():
     src = _Src(4000)
     assert len(src.postfit_draws("auto", 180 * 4)) == draws_mod.POSTFIT_MAX_DRAWS  # sleepstudy
-    # 20k groups x 2 terms of exact effect draws: the work budget picks fewer, evenly spaced
-    k = len(src.postfit_draws("auto", EFFECT_DRAW_COST * 20_000 * 2))
-    assert draws_mod.POSTFIT_MIN_DRAWS <= k < draws_mod.POSTFIT_MAX_DRAWS
-    assert k * EFFECT_DRAW_COST * 40_000 <= draws_mod.POSTFIT_WORK * 1.01
+    # many groups x 2 terms of exact effect draws: the work budget picks fewer, evenly spaced
+    for groups in (2_000, 5_000, 20_000):
+        per_draw = EFFECT_DRAW_COST * groups * 2
+        k = len(src.postfit_draws("auto", per_draw))
+        assert draws_mod.POSTFIT_MIN_DRAWS <= k <= draws_mod.POSTFIT_MAX_DRAWS
+        assert k == draws_mod.POSTFIT_MIN_DRAWS or k * per_draw <= draws_mod.POSTFIT_WORK * 1.01
+    assert len(src.postfit_draws("auto", EFFECT_DRAW_COST * 5_000 * 2)) < draws_mod.POSTFIT_MAX_DRAWS
     assert len(src.postfit_draws("auto", 1e12)) == draws_mod.POSTFIT_MIN_DRAWS  # never fewer
     idx = src.postfit_draws("auto", 1e12)
     assert idx[0] == 0 and idx[-1] == 3999 and np.all(np.diff(idx) > 0)

@@ -21,7 +21,7 @@ EffectGenerator = Callable[[str, np.ndarray], np.ndarray]
 #: a quantity computed per draw over every row or group after sampling (Bayesian R²) uses
 #: at most this many elements of work by default (#18: post-fit summaries <= 20% of the fit
 #: at any size); the draws are evenly spaced, never fewer than POSTFIT_MIN_DRAWS
-POSTFIT_WORK = 2e8
+POSTFIT_WORK = 1e8
 POSTFIT_MIN_DRAWS = 400
 POSTFIT_MAX_DRAWS = 2000
 
