@@ -242,3 +242,15 @@ def test_shrinkage_fraction_hsb82_level2_like_with_like():
     # like with like: most schools' intercepts travel a plain fraction of the way
     assert (icpt["shrinkage_note"] == "").mean() > 0.6
     assert s.notna().mean() > 0.6
+
+
+def test_shrinkage_plot_does_not_print_the_column_legend(sleep_fit, ref):
+    """The table's note explains the shrinkage column; the plots only say why REML marks are
+    missing (the legend used to be drawn in red under the figure)."""
+    import matplotlib.pyplot as plt
+
+    from bayes_hlm.reporters import plot_shrinkage, plot_shrinkage_2d
+
+    for ax in (plot_shrinkage(sleep_fit, ref, term="Days"), plot_shrinkage_2d(sleep_fit, ref)):
+        assert not any("shrinkage =" in t.get_text() for t in ax.figure.texts)
+    plt.close("all")

@@ -87,7 +87,7 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
     ax.set_xlabel(f"{term} (per {factor})")
     ax.set_title(f"Shrinkage of {term} by {factor}")
     ax.legend(fontsize=7, loc="best")
-    note_missing(fig, full.note)
+    note_missing(fig, full.attrs.get("reference_note"))  # not the column legend
     return ax
 
 
@@ -142,5 +142,5 @@ def plot_shrinkage_2d(result: "BayesResult", reml_result=None, factor: str | Non
     ax.set_title(f"Shrinkage of ({a}, {b}) by {factor}")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, frameon=False)
     ax.autoscale_view()
-    note_missing(fig, tab.note)
+    note_missing(fig, tab.attrs.get("reference_note"))
     return ax

@@ -369,6 +369,7 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
     if vals is None:
         notes.append(ref.note)
         out.attrs["reference"] = ref.reason
+        out.attrs["reference_note"] = ref.note  # what a plot of this table must say (no BLUPs)
     if notes:
         out.note = "; ".join(n for n in notes if n)
     return out
