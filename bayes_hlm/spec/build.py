@@ -69,21 +69,6 @@ class ModelSpec:
     weights_col: str | None = None
     weights_are_trials: bool = False
 
-    def response(self, newdata: pd.DataFrame | None = None) -> Response:
-        """The response of ``newdata`` as the model sees it (``y``, and binomial trials from
-        the ``cbind``/``p`` columns or the weights column); default the training rows."""
-        if newdata is None:
-            return Response(self.design.y, self.design.trials)
-        new = _prepare_new(self, newdata, _response_vars(self.parsed.response)
-                           | ({self.weights_col} if self.weights_col else set()))
-        resp = _response_values(self.parsed, new, self.family)
-        if self.weights_are_trials:
-            n = read_weights(newdata, self.weights_col)
-            y = proportion_successes(resp.y, n, self.parsed.response, self.weights_col,
-                                     newdata.index)
-            return Response(y, n)
-        return resp
-
     def trials(self, newdata: pd.DataFrame) -> np.ndarray:
         """Binomial trials of the rows of ``newdata``: from the ``cbind``/``p`` columns, or the
         weights column of a proportion response; an error saying what is missing."""
