@@ -1,0 +1,670 @@
+"""Collapsed generalized models: group effects integrated out by adaptive Gauss–Hermite
+quadrature (AGQ), NUTS (nutpie) on the fixed effects and variance parameters only.
+
+One grouping factor with ``q ≤ 2`` effect columns (one correlated block or
+uncorrelated terms), families whose compiled row kernel (:mod:`.glmm_kernels`) has a
+third η-derivative here (:func:`_d3`: binomial/Bernoulli logit, Poisson log). Per
+group ``g``, in standardized effects ``v`` (``b = L v``, ``v ~ N(0, I)``)::
+
+    h(v) = Σ_i ℓ(y_i; o_i + ζ_iᵀ v) − ½|v|²,      o_i = x_iᵀβ + offset_i,  ζ_i = Lᵀ z_i
+    v̂ = argmax h (Newton; h is concave),  H = −∇²h(v̂) = C Cᵀ,  M = C⁻ᵀ
+    p_g ≈ |C|⁻¹ Σ_m ω_m exp(h(v̂ + M t_m) + |t_m|²/2)
+
+with the tensor product of K probabilists' Gauss–Hermite nodes ``t_m`` and weights
+``ω_m`` (Σ ω = 1); K = 1 would be the Laplace approximation. The log marginal likelihood
+is ``Σ_g log p_g``; its gradient is the exact gradient of this *quadrature sum* (not of
+the integral it approximates): reverse mode through the nodes, through M (the Cholesky
+factor of H, which depends on β, L and v̂ through the second and third η-derivatives)
+and through v̂ by the implicit-function theorem (``dv̂ = H⁻¹ ∂_φ∇h``). The node count K
+is chosen per model (:func:`choose_nodes`) so that the summed log likelihood moves by
+less than ``1e-6`` when the nodes are doubled.
+
+Parameters (unconstrained, in this order) are those of the compiled Gaussian density
+(:mod:`.numba_density`) without ``log σ``: raw fixed effects (p), then per group term the
+log SDs and, for a correlated term, the partial correlations ``atanh c``. The priors are
+the model's :class:`~bayes_hlm.spec.priors.PriorSet`, the same prior as the full PyMC
+model (:mod:`.full`), evaluated by the same compiled prior code.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from ..spec.design import Design
+from ..spec.priors import PriorSet, corr_key, sd_key
+from .glmm_kernels import kernel_code, row_terms
+from .numba_density import (_intercept_shift, _log_positive, _positive_code, _scale, cpc_backward,
+                            lkj_cpc, n_corr)
+
+#: kernel codes with a third η-derivative in :func:`_d3` (binomial logit, Poisson log)
+COVERED_CODES = (0, 3)
+#: largest number of effect columns of the integrated factor (tensor-product nodes: K^q)
+MAX_Q = 2
+#: tolerance of the summed log likelihood against doubled nodes (issue #17)
+NODE_TOL = 1e-6
+_HEAD = 10
+
+
+# --------------------------------------------------------------------------- #
+# which models qualify
+# --------------------------------------------------------------------------- #
+def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
+    """``None`` when the quadrature-collapsed engine covers this model, else why not."""
+    if family is None:
+        return "Gaussian models use the conjugate collapsed engine"
+    try:
+        code = kernel_code(family)
+    except Exception as e:  # no compiled likelihood at all
+        return str(e)
+    if code not in COVERED_CODES:
+        return (f"family {family.name!r} with link {family.link.name!r} (quadrature engine: "
+                "bernoulli/binomial logit, poisson log)")
+    if family.param_names:
+        return f"family {family.name!r} has parameters {list(family.param_names)}"
+    factors = {g.factor for g in design.groups}
+    if len(factors) != 1:
+        return f"{len(factors)} grouping factors (quadrature engine: one)"
+    q = sum(g.q for g in design.groups)
+    if q > MAX_Q:
+        return f"{q} effect columns per group (quadrature engine: at most {MAX_Q})"
+    for n in design.fixed_names:
+        p = ps.priors[n]
+        if p.dist != "Normal" or set(p.params) != {"mu", "sigma"} or np.ndim(p.params["mu"]):
+            return f"prior {p} on {n!r} (only Normal(mu, sigma))"
+    for g in design.groups:
+        fams = set()
+        for t in g.terms:
+            p = ps.priors[sd_key(t, g.factor)]
+            if _positive_code(p) is None:
+                return f"prior {p} on {sd_key(t, g.factor)!r}"
+            fams.add(p.dist)
+        if g.correlated and len(fams) > 1:
+            return f"SD priors of {g.name} from different families"
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# packing
+# --------------------------------------------------------------------------- #
+def gauss_hermite(K: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tensor-product probabilists' Gauss–Hermite rule: nodes (K^q, q) and log weights
+    ``log ω_m + |t_m|²/2`` (Σ ω = 1), the form the quadrature sum uses."""
+    if K < 1 or K % 2 == 0:
+        raise ValueError(f"K must be a positive odd number of nodes, not {K}")
+    x, w = np.polynomial.hermite_e.hermegauss(K)
+    w = w / w.sum()
+    grids = np.meshgrid(*([x] * q), indexing="ij")
+    t = np.stack([a.ravel() for a in grids], axis=1)
+    lw = np.sum(np.log(np.stack(np.meshgrid(*([w] * q), indexing="ij"), -1).reshape(-1, q)), 1)
+    return np.ascontiguousarray(t), lw + 0.5 * np.sum(t * t, axis=1)
+
+
+@dataclass
+class CollapsedPacked:
+    """The buffer of :func:`logp_grad` and how to read the parameter vector back."""
+
+    buf: np.ndarray
+    ndim: int
+    p: int
+    q: int
+    G: int
+    K: int
+    terms: list  # (q_t, correlated) per GroupTerm
+    init: np.ndarray
+    order: np.ndarray  # rows sorted by group (the data sections of buf are in this order)
+    centered: dict  # nutpie front end reads it (no sampled factors here)
+
+
+def _rows(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row order sorted by group, group pointer, Z in the factor's term order."""
+    codes = design.groups[0].codes
+    order = np.argsort(codes, kind="stable")
+    G = design.groups[0].n_levels
+    indptr = np.zeros(G + 1, dtype=np.int64)
+    np.cumsum(np.bincount(codes, minlength=G), out=indptr[1:])
+    Z = np.concatenate([g.Z for g in design.groups], axis=1)
+    return order, indptr, Z
+
+
+def pack(design: Design, ps: PriorSet, family, K: int = 7) -> CollapsedPacked:
+    """Lay out priors, data (rows grouped) and the quadrature rule for :func:`logp_grad`."""
+    p = design.p
+    order, indptr, Z = _rows(design)
+    q, G, N = Z.shape[1], len(indptr) - 1, len(order)
+    names = design.fixed_names
+    i_int = names.index("Intercept") if ps.centered else -1
+    t, lw = gauss_hermite(K, q)
+    nmax = int(np.max(np.diff(indptr))) if G else 0
+    head = [0.0, p, q, G, N, len(design.groups), i_int, kernel_code(family), len(lw), nmax]
+    assert len(head) == _HEAD
+    per_term, terms, init = [], [], []
+    mu = np.array([float(ps.priors[n].params["mu"]) for n in names])
+    sd = np.array([float(ps.priors[n].params["sigma"]) for n in names])
+    init += list(mu)
+    off = 0
+    for g in design.groups:
+        eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if g.correlated else 0.0
+        per_term += [g.q, float(g.correlated), eta, off]
+        for tname in g.terms:
+            prior = ps.priors[sd_key(tname, g.factor)]
+            per_term += list(_positive_code(prior))
+            init.append(np.log(_scale(prior)))
+        if g.correlated:
+            init += [0.0] * n_corr(g.q)
+        terms.append((g.q, g.correlated))
+        off += g.q
+    y = np.asarray(design.y, dtype=float)[order]
+    trials = (np.ones(N) if design.trials is None
+              else np.asarray(design.trials, dtype=float)[order])
+    offset = np.zeros(N) if design.offset is None else np.asarray(design.offset, float)[order]
+    body = [np.asarray(head, dtype=float), np.asarray(per_term, dtype=float), mu, sd,
+            np.asarray(ps.x_mean, dtype=float), indptr.view(np.float64), y, trials, offset,
+            np.ascontiguousarray(design.X[order], dtype=float).ravel(),
+            np.ascontiguousarray(Z[order], dtype=float).ravel(), t.ravel(), lw]
+    buf = np.concatenate(body)
+    buf[0] = len(buf)
+    return CollapsedPacked(buf=buf, ndim=len(init), p=p, q=q, G=G, K=K, terms=terms,
+                           init=np.asarray(init), order=order, centered={})
+
+
+# --------------------------------------------------------------------------- #
+# small dense algebra (q ≤ MAX_Q, any q works)
+# --------------------------------------------------------------------------- #
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _chol(H, C):
+    q = H.shape[0]
+    for i in range(q):
+        for j in range(q):
+            C[i, j] = 0.0
+    for j in range(q):
+        s = H[j, j]
+        for k in range(j):
+            s -= C[j, k] * C[j, k]
+        C[j, j] = np.sqrt(s)
+        for i in range(j + 1, q):
+            s = H[i, j]
+            for k in range(j):
+                s -= C[i, k] * C[j, k]
+            C[i, j] = s / C[j, j]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _inv_lower(C, Ci):
+    q = C.shape[0]
+    for i in range(q):
+        for j in range(q):
+            Ci[i, j] = 0.0
+    for j in range(q):
+        Ci[j, j] = 1.0 / C[j, j]
+        for i in range(j + 1, q):
+            s = 0.0
+            for k in range(j, i):
+                s -= C[i, k] * Ci[k, j]
+            Ci[i, j] = s / C[i, i]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _spd_solve(C, b, out):
+    """``out = (C Cᵀ)⁻¹ b``."""
+    q = C.shape[0]
+    for i in range(q):
+        s = b[i]
+        for k in range(i):
+            s -= C[i, k] * out[k]
+        out[i] = s / C[i, i]
+    for i in range(q - 1, -1, -1):
+        s = out[i]
+        for k in range(i + 1, q):
+            s -= C[k, i] * out[k]
+        out[i] = s / C[i, i]
+
+
+# --------------------------------------------------------------------------- #
+# one group
+# --------------------------------------------------------------------------- #
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _d3(code, y, n, eta):
+    """Third η-derivative of one row's log likelihood (codes in COVERED_CODES)."""
+    if code == 0:  # binomial logit: ℓ'' = −n p (1 − p)
+        p = 1.0 / (1.0 + math.exp(-eta))
+        return -n * p * (1.0 - p) * (1.0 - 2.0 * p)
+    return -math.exp(eta)  # Poisson log: ℓ'' = −μ
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def prepare_group(a, b, X, Z, off, beta, L, o, zeta):
+    """``o_i = x_iᵀβ + offset_i`` and ``ζ_i = Lᵀ z_i`` of rows ``a:b`` (into o[:n], zeta[:n])."""
+    p, q = X.shape[1], Z.shape[1]
+    for i in range(b - a):
+        r = a + i
+        s = off[r]
+        for j in range(p):
+            s += X[r, j] * beta[j]
+        o[i] = s
+        for k in range(q):
+            s = 0.0
+            for j in range(k, q):  # L lower: (Lᵀ z)_k = Σ_{j ≥ k} L_jk z_j
+                s += L[j, k] * Z[r, j]
+            zeta[i, k] = s
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def group_mode(code, y, nn, a, b, o, zeta, v, H, d1, d2, d3):
+    """Newton (step-halving) for the mode ``v`` of the concave ``h``; leaves ``H = −∇²h``
+    and the rows' η-derivatives at the mode in ``d1, d2, d3``; returns ``h(v̂)``."""
+    q = v.shape[0]
+    n = b - a
+    for k in range(q):
+        v[k] = 0.0
+    vprev = np.zeros(q)
+    step = np.zeros(q)
+    g = np.zeros(q)
+    C = np.empty((q, q))
+    hprev = -np.inf
+    hval = 0.0
+    for it in range(200):
+        hval = 0.0
+        for k in range(q):
+            hval -= 0.5 * v[k] * v[k]
+            g[k] = -v[k]
+            for j in range(q):
+                H[k, j] = 1.0 if k == j else 0.0
+        for i in range(n):
+            e = o[i]
+            for k in range(q):
+                e += zeta[i, k] * v[k]
+            t = row_terms(code, y[a + i], nn[a + i], e, 0.0)
+            hval += t[0]
+            d1[i] = t[1]
+            d2[i] = t[2]
+            for k in range(q):
+                g[k] += t[1] * zeta[i, k]
+                for j in range(q):
+                    H[k, j] -= t[2] * zeta[i, k] * zeta[i, j]
+        if not (hval >= hprev - 1e-12 * (1.0 + abs(hprev))) and it < 150:
+            # overshoot (or non-finite): halve the step from the last accepted point
+            for k in range(q):
+                step[k] *= 0.5
+                v[k] = vprev[k] + step[k]
+            continue
+        hprev = hval
+        _chol(H, C)
+        _spd_solve(C, g, step)
+        smax = 0.0
+        for k in range(q):
+            vprev[k] = v[k]
+            smax = max(smax, abs(step[k]))
+        if smax < 1e-11:
+            break
+        for k in range(q):
+            v[k] += step[k]
+    for i in range(n):
+        e = o[i]
+        for k in range(q):
+            e += zeta[i, k] * v[k]
+        d3[i] = _d3(code, y[a + i], nn[a + i], e)
+    return hval
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _group_term(code, y, nn, a, b, X, Z, t, lw, o, zeta, d1, d2, d3, D, kap, r, T, zbar, obar,
+                gbeta, gL):
+    """log p_g (AGQ) of rows ``a:b`` (``o, zeta`` prepared); adds its exact gradient
+    w.r.t. β to ``gbeta`` and w.r.t. L to ``gL`` (module docstring)."""
+    q = zeta.shape[1]
+    p = X.shape[1]
+    Mn = t.shape[0]
+    n = b - a
+    v = np.empty(q)
+    H = np.empty((q, q))
+    group_mode(code, y, nn, a, b, o, zeta, v, H, d1, d2, d3)
+    C = np.empty((q, q))
+    Ci = np.empty((q, q))
+    _chol(H, C)
+    _inv_lower(C, Ci)  # M = C⁻ᵀ = Ciᵀ: M[k, j] = Ci[j, k]
+    logdet = 0.0
+    for k in range(q):
+        logdet += math.log(C[k, k])
+    # nodes: η_im = η̂_i + κ_iᵀ t_m with κ_i = Mᵀ ζ_i = Ci ζ_i
+    hm = np.zeros(Mn)
+    for i in range(n):
+        e0 = o[i]
+        for k in range(q):
+            e0 += zeta[i, k] * v[k]
+        for k in range(q):
+            s = 0.0
+            for j in range(k + 1):
+                s += Ci[k, j] * zeta[i, j]
+            kap[i, k] = s
+        for m in range(Mn):
+            e = e0
+            for k in range(q):
+                e += kap[i, k] * t[m, k]
+            tt = row_terms(code, y[a + i], nn[a + i], e, 0.0)
+            hm[m] += tt[0]
+            D[i, m] = tt[1]
+    vm = np.empty((Mn, q))
+    amax = -np.inf
+    for m in range(Mn):
+        s2 = 0.0
+        for k in range(q):
+            s = v[k]
+            for j in range(k, q):
+                s += Ci[j, k] * t[m, j]
+            vm[m, k] = s
+            s2 += s * s
+        hm[m] += lw[m] - 0.5 * s2
+        amax = max(amax, hm[m])
+    S = 0.0
+    for m in range(Mn):
+        hm[m] = math.exp(hm[m] - amax)
+        S += hm[m]
+    F = amax + math.log(S) - logdet
+    pv = np.zeros(q)
+    pvt = np.zeros((q, q))
+    for m in range(Mn):
+        hm[m] /= S  # π_m
+        for k in range(q):
+            pv[k] += hm[m] * vm[m, k]
+            for j in range(q):
+                pvt[k, j] += hm[m] * vm[m, k] * t[m, j]
+    # per row: r_i = Σ π_m ℓ'_im, T_i = Σ π_m ℓ'_im t_m
+    vbar = np.zeros(q)
+    Mbar = np.zeros((q, q))
+    for k in range(q):
+        vbar[k] = -pv[k]
+        for j in range(q):
+            Mbar[k, j] = -pvt[k, j]
+    for i in range(n):
+        ri = 0.0
+        for k in range(q):
+            T[i, k] = 0.0
+        for m in range(Mn):
+            w = hm[m] * D[i, m]
+            ri += w
+            for k in range(q):
+                T[i, k] += w * t[m, k]
+        r[i] = ri
+        for j in range(p):
+            gbeta[j] += ri * X[a + i, j]
+        for k in range(q):
+            vbar[k] += zeta[i, k] * ri
+            for j in range(q):
+                Mbar[k, j] += zeta[i, k] * T[i, j]
+        # ∂/∂L direct: z_i (r_i v̂ + M T_i)ᵀ
+        for j in range(q):
+            s = ri * v[j]
+            for k in range(q):
+                s += Ci[k, j] * T[i, k]
+            for k2 in range(q):
+                gL[k2, j] += Z[a + i, k2] * s
+    # M = C⁻ᵀ: dM = −M dCᵀ M, so C̄ = −M M̄ᵀ M = −(Ci M̄ Ci)ᵀ; plus −1/C_kk from −log|C|
+    tmp = Ci @ Mbar @ Ci
+    Cbar = np.zeros((q, q))
+    for k in range(q):
+        for j in range(k + 1):
+            Cbar[k, j] = -tmp[j, k]
+        Cbar[k, k] -= 1.0 / C[k, k]
+    # Cholesky backward: H̄ = M sym(Φ(Cᵀ C̄)) Mᵀ
+    P = np.zeros((q, q))
+    for k in range(q):
+        for j in range(q):
+            s = 0.0
+            for l in range(q):
+                s += C[l, k] * Cbar[l, j]
+            P[k, j] = s
+    Ph = np.zeros((q, q))
+    for k in range(q):
+        for j in range(q):
+            if j < k:
+                Ph[k, j] = 0.5 * P[k, j]
+                Ph[j, k] = 0.5 * P[k, j]
+            elif j == k:
+                Ph[k, k] = 0.5 * P[k, k]
+    Hbar = np.zeros((q, q))
+    for k in range(q):
+        for j in range(q):
+            s = 0.0
+            for l in range(q):
+                for l2 in range(q):
+                    s += Ci[l, k] * Ph[l, l2] * Ci[l2, j]
+            Hbar[k, j] = s
+    # H = I + Σ w_i ζ_i ζ_iᵀ, w_i = −ℓ''(η̂_i), η̂_i = o_i + ζ_iᵀ v̂
+    Hz = np.empty(q)
+    for i in range(n):
+        wb = 0.0
+        for k in range(q):
+            s = 0.0
+            for j in range(q):
+                s += Hbar[k, j] * zeta[i, j]
+            Hz[k] = s
+            wb += zeta[i, k] * s
+        eb = -wb * d3[i]
+        obar[i] = eb
+        for k in range(q):
+            zbar[i, k] = -2.0 * d2[i] * Hz[k] + eb * v[k]
+            vbar[k] += eb * zeta[i, k]
+    # v̂ (implicit): λ = H⁻¹ v̄, then λᵀ ∂_φ ∇h at the mode
+    lam = np.empty(q)
+    _spd_solve(C, vbar, lam)
+    for i in range(n):
+        zl = 0.0
+        for k in range(q):
+            zl += zeta[i, k] * lam[k]
+        ob = obar[i] + d2[i] * zl
+        for j in range(p):
+            gbeta[j] += ob * X[a + i, j]
+        for k in range(q):
+            zb = zbar[i, k] + d1[i] * lam[k] + d2[i] * zl * v[k]
+            for k2 in range(q):  # ζ = Lᵀ z: L̄ += z ζ̄ᵀ
+                gL[k2, k] += Z[a + i, k2] * zb
+    return F
+
+
+# --------------------------------------------------------------------------- #
+# the density
+# --------------------------------------------------------------------------- #
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def unpack(buf):
+    """Views of the packed sections: (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm,
+    indptr, y, nn, off, X, Z, t, lw)."""
+    p, q, G, N = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4])
+    T, i_int, code, Mn, nmax = int(buf[5]), int(buf[6]), int(buf[7]), int(buf[8]), int(buf[9])
+    o = _HEAD
+    term_at = o
+    for _ in range(T):
+        o += 4 + 3 * int(buf[o])
+    mu, sd, xm = buf[o:o + p], buf[o + p:o + 2 * p], buf[o + 2 * p:o + 3 * p]
+    o += 3 * p
+    indptr = buf[o:o + G + 1].view(np.int64)
+    o += G + 1
+    y, nn, off = buf[o:o + N], buf[o + N:o + 2 * N], buf[o + 2 * N:o + 3 * N]
+    o += 3 * N
+    X = buf[o:o + N * p].reshape((N, p))
+    o += N * p
+    Z = buf[o:o + N * q].reshape((N, q))
+    o += N * q
+    t = buf[o:o + Mn * q].reshape((Mn, q))
+    o += Mn * q
+    lw = buf[o:o + Mn]
+    return (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t, lw)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def hyper(x, buf, grad):
+    """Prior terms: returns ``(lp, β, L)`` and sets ``grad`` to the prior's gradient."""
+    (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
+     lw) = unpack(buf)
+    for i in range(grad.shape[0]):
+        grad[i] = 0.0
+    lp = 0.0
+    raw = x[:p]
+    beta = raw.copy()
+    if i_int >= 0:
+        beta[i_int] -= _intercept_shift(raw, xm, i_int)
+    for j in range(p):
+        zz = (raw[j] - mu[j]) / sd[j]
+        lp -= 0.5 * zz * zz
+        grad[j] = -zz / sd[j]
+    L = np.zeros((q, q))
+    k = p
+    ot = term_at
+    for _ in range(T):
+        qt, corr, eta, o2 = int(buf[ot]), buf[ot + 1] > 0.5, buf[ot + 2], int(buf[ot + 3])
+        for i in range(qt):
+            l_i, d_i = _log_positive(int(buf[ot + 4 + 3 * i]), buf[ot + 5 + 3 * i],
+                                     buf[ot + 6 + 3 * i], x[k + i])
+            lp += l_i
+            grad[k + i] = d_i
+            L[o2 + i, o2 + i] = np.exp(x[k + i])
+        nc = n_corr(qt) if corr else 0
+        if corr:
+            W = np.empty((qt, qt))
+            lp += lkj_cpc(x[k + qt:k + qt + nc], eta, W, grad[k + qt:k + qt + nc])
+            for i in range(qt):
+                sd_i = L[o2 + i, o2 + i]
+                for j in range(i + 1):
+                    L[o2 + i, o2 + j] = sd_i * W[i, j]
+        ot += 4 + 3 * qt
+        k += qt + nc
+    return lp, beta, L
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def hyper_backward(x, buf, L, gbeta, gL, grad):
+    """Adds the likelihood's gradient w.r.t. β and L to ``grad`` (x-coordinates)."""
+    (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
+     lw) = unpack(buf)
+    for jj in range(p):
+        grad[jj] += gbeta[jj]
+        if i_int >= 0 and jj != i_int:
+            grad[jj] -= xm[jj] * gbeta[i_int]
+    k = p
+    ot = term_at
+    for _ in range(T):
+        qt, corr, o2 = int(buf[ot]), buf[ot + 1] > 0.5, int(buf[ot + 3])
+        for i in range(qt):
+            s = 0.0
+            for jj in range(qt):
+                s += gL[o2 + i, o2 + jj] * L[o2 + i, o2 + jj]
+            grad[k + i] += s
+        nc = n_corr(qt) if corr else 0
+        if corr:
+            gW = np.empty((qt, qt))
+            for i in range(qt):
+                sd_i = np.exp(x[k + i])
+                for j in range(qt):
+                    gW[i, j] = gL[o2 + i, o2 + j] * sd_i
+            cpc_backward(x[k + qt:k + qt + nc], qt, gW, grad[k + qt:k + qt + nc])
+        ot += 4 + 3 * qt
+        k += qt + nc
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def loglik_groups(beta, L, buf, gbeta, gL, per_group):
+    """Σ_g log p_g (AGQ); adds ∂/∂β, ∂/∂L; writes each group's term to ``per_group``."""
+    (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
+     lw) = unpack(buf)
+    Mn = t.shape[0]
+    o = np.empty(nmax)
+    zeta = np.empty((nmax, q))
+    d1, d2, d3 = np.empty(nmax), np.empty(nmax), np.empty(nmax)
+    D = np.empty((nmax, Mn))
+    kap = np.empty((nmax, q))
+    r = np.empty(nmax)
+    Tm = np.empty((nmax, q))
+    zbar = np.empty((nmax, q))
+    obar = np.empty(nmax)
+    tot = 0.0
+    for g in range(G):
+        a, b = indptr[g], indptr[g + 1]
+        prepare_group(a, b, X, Z, off, beta, L, o, zeta)
+        F = _group_term(code, y, nn, a, b, X, Z, t, lw, o, zeta, d1, d2, d3, D, kap, r, Tm,
+                        zbar, obar, gbeta, gL)
+        per_group[g] = F
+        tot += F
+    return tot
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def logp_grad(x, buf, grad):
+    """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
+    p, q, G = int(buf[1]), int(buf[2]), int(buf[3])
+    lp, beta, L = hyper(x, buf, grad)
+    gbeta = np.zeros(p)
+    gL = np.zeros((q, q))
+    per = np.empty(G)
+    lp += loglik_groups(beta, L, buf, gbeta, gL, per)
+    hyper_backward(x, buf, L, gbeta, gL, grad)
+    return lp
+
+
+# --------------------------------------------------------------------------- #
+# C callbacks for nutpie (the signatures of numba_density's; its wrapper calls its own density)
+# --------------------------------------------------------------------------- #
+def _logp_c(dim, x_, out_, logp_, data_):
+    head = numba.carray(data_, (1,), dtype=np.float64)
+    buf = numba.carray(data_, (int(head[0]),), dtype=np.float64)
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (dim,))
+    val = logp_grad(x, buf, out)
+    logp_[0] = val
+    if not np.isfinite(val):
+        return 4
+    for i in range(dim):
+        if not np.isfinite(out[i]):
+            return 3
+    return 0
+
+
+def compile_cache_cold() -> bool:
+    from ..progress import numba_cache_cold
+
+    return numba_cache_cold(logp_grad)
+
+
+@functools.cache
+def callbacks():
+    """``(logp, expand)`` C callbacks for nutpie (compiled once per machine)."""
+    from .numba_density import _EXPAND_SIG, _LOGP_SIG, _expand_c
+
+    kw = dict(cache=True, nogil=True, error_model="numpy")
+    return numba.cfunc(_LOGP_SIG, **kw)(_logp_c), numba.cfunc(_EXPAND_SIG, **kw)(_expand_c)
+
+
+# --------------------------------------------------------------------------- #
+# node count
+# --------------------------------------------------------------------------- #
+def loglik_at(packed: CollapsedPacked, x: np.ndarray) -> float:
+    """The summed AGQ log likelihood (no prior) at parameter vector ``x``."""
+    g = np.empty(packed.ndim)
+    _, beta, L = hyper(np.asarray(x, float), packed.buf, g)
+    return float(loglik_groups(beta, L, packed.buf, np.zeros(packed.p),
+                               np.zeros((packed.q, packed.q)), np.empty(packed.G)))
+
+
+def choose_nodes(design: Design, ps: PriorSet, family, points, tol: float = NODE_TOL,
+                 k_min: int = 3, k_max: int = 25) -> tuple[CollapsedPacked, dict]:
+    """The smallest odd K whose summed log likelihood differs from that with 2K + 1 nodes
+    by less than ``tol`` at every point of ``points`` (parameter vectors); returns the
+    packed model with that K and a record of the check."""
+    points = [np.asarray(x, float) for x in points]
+    cache: dict[int, CollapsedPacked] = {}
+
+    def packed(K):
+        if K not in cache:
+            cache[K] = pack(design, ps, family, K)
+        return cache[K]
+
+    K = k_min
+    while True:
+        errs = [abs(loglik_at(packed(K), x) - loglik_at(packed(2 * K + 1), x)) for x in points]
+        if max(errs) < tol or K >= k_max:
+            return packed(K), {"K": K, "max_error_vs_doubled": float(max(errs)),
+                               "points": len(points), "tol": tol}
+        K += 2
