@@ -169,6 +169,12 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
         raise BayesHLMError(f"sampler={sampler!r} does not fit {_family_name(family)}; "
                             "use sampler='auto' or 'pymc'")
     unavailable = dict(unavailable or {})
+    if family is not None and family.name != "gaussian" and _supports(family, "marginal") \
+            and method in ("auto", "marginal") and design.groups:
+        glmm = _glmm_collapsed_choice(design, priors, method, sampler, unavailable, family)
+        if glmm is not None:
+            return glmm
+        method = "full"
     for engine in ("numba", "jax"):
         if not _supports(family, engine) and not unavailable.get(engine):
             unavailable[engine] = f"{_family_name(family)} is not supported by it"
@@ -202,6 +208,25 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
                             f"{why_method}; numba skipped ({why_not}); {c.reason}", True)
     c = choose_model_sampler(sampler, unavailable)
     return EngineChoice("marginal", c.sampler, f"{why_method}; {c.reason}", c.automatic)
+
+
+def _glmm_collapsed_choice(design, priors, method, sampler, unavailable, family):
+    """Generalized models: the quadrature-collapsed engine (nutpie on
+    :mod:`.glmm_collapsed`) when it covers the model; ``None`` sends ``"auto"`` to the
+    full model; an explicit ``method="marginal"`` it does not cover is an error."""
+    from .glmm_collapsed import unsupported_reason
+
+    why = unavailable.get("numba") or unsupported_reason(design, priors, family)
+    if why is None and sampler not in (None, "auto", "numba"):
+        why = f"sampler {sampler!r} (the quadrature-collapsed density runs on nutpie: 'numba')"
+    if why is None:
+        return EngineChoice("marginal", "numba", f"method {method!r}: marginal (group effects "
+                            "integrated out by adaptive Gauss-Hermite quadrature, nutpie NUTS, "
+                            "exact effect draws)", sampler in (None, "auto"))
+    if method == "marginal":
+        raise BayesHLMError(f"method='marginal' for {_family_name(family)}: {why}; "
+                            "use method='full' or 'auto'")
+    return None
 
 
 def run_with_fallback(choose: Callable[[dict], EngineChoice], run: Callable[[EngineChoice], T],

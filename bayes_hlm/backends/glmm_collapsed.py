@@ -48,6 +48,8 @@ MAX_Q = 2
 #: tolerance of the summed log likelihood against doubled nodes (issue #17)
 NODE_TOL = 1e-6
 _HEAD = 10
+#: total Gauss–Hermite weight pruned from the tensor grid (0: none; see gauss_hermite)
+PRUNE = 0.0
 
 
 # --------------------------------------------------------------------------- #
@@ -91,17 +93,26 @@ def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
 # --------------------------------------------------------------------------- #
 # packing
 # --------------------------------------------------------------------------- #
-def gauss_hermite(K: int, q: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tensor-product probabilists' Gauss–Hermite rule: nodes (K^q, q) and log weights
-    ``log ω_m + |t_m|²/2`` (Σ ω = 1), the form the quadrature sum uses."""
+def gauss_hermite(K: int, q: int, prune: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Tensor-product probabilists' Gauss–Hermite rule: nodes (M, q) and log weights
+    ``log ω_m + |t_m|²/2`` (Σ ω = 1), the form the quadrature sum uses.
+
+    ``prune``: drop the smallest-weight nodes (the corners of the tensor grid) whose weights
+    sum to at most this much (pruned AGQ; the node check against doubled nodes covers it).
+    """
     if K < 1 or K % 2 == 0:
         raise ValueError(f"K must be a positive odd number of nodes, not {K}")
     x, w = np.polynomial.hermite_e.hermegauss(K)
     w = w / w.sum()
     grids = np.meshgrid(*([x] * q), indexing="ij")
     t = np.stack([a.ravel() for a in grids], axis=1)
-    lw = np.sum(np.log(np.stack(np.meshgrid(*([w] * q), indexing="ij"), -1).reshape(-1, q)), 1)
-    return np.ascontiguousarray(t), lw + 0.5 * np.sum(t * t, axis=1)
+    wq = np.prod(np.stack(np.meshgrid(*([w] * q), indexing="ij"), -1).reshape(-1, q), axis=1)
+    if prune > 0.0:
+        order = np.argsort(wq)
+        drop = order[np.cumsum(wq[order]) <= prune]
+        keep = np.setdiff1d(np.arange(len(wq)), drop)
+        t, wq = t[keep], wq[keep]
+    return np.ascontiguousarray(t), np.log(wq) + 0.5 * np.sum(t * t, axis=1)
 
 
 @dataclass
@@ -138,7 +149,8 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7) -> CollapsedPacked:
     q, G, N = Z.shape[1], len(indptr) - 1, len(order)
     names = design.fixed_names
     i_int = names.index("Intercept") if ps.centered else -1
-    t, lw = gauss_hermite(K, q)
+    # pruned weight: at most a tenth of the tolerance over all groups (relative error of p_g)
+    t, lw = gauss_hermite(K, q, prune=PRUNE)
     nmax = int(np.max(np.diff(indptr))) if G else 0
     head = [0.0, p, q, G, N, len(design.groups), i_int, kernel_code(family), len(lw), nmax]
     assert len(head) == _HEAD
@@ -648,8 +660,33 @@ def loglik_at(packed: CollapsedPacked, x: np.ndarray) -> float:
                                np.zeros((packed.q, packed.q)), np.empty(packed.G)))
 
 
+def mode_and_spread(packed: CollapsedPacked, n: int = 3, seed: int = 0
+                    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The posterior mode of the collapsed model (L-BFGS on its exact gradient) and ``n``
+    points from the Laplace approximation there: where the node count is checked (the
+    sampler's jittered start points can lie far outside the posterior)."""
+    from scipy.optimize import minimize
+
+    def f(x):
+        g = np.empty(packed.ndim)
+        v = logp_grad(x, packed.buf, g)
+        if not np.isfinite(v):
+            return 1e300, np.zeros(packed.ndim)
+        return -v, -g
+
+    res = minimize(f, packed.init, jac=True, method="BFGS", options={"maxiter": 500, "gtol": 1e-6})
+    cov = np.asarray(res.hess_inv)
+    cov = 0.5 * (cov + cov.T) + 1e-9 * np.eye(packed.ndim)
+    rng = np.random.default_rng(seed)
+    try:
+        pts = list(rng.multivariate_normal(res.x, cov, size=n))
+    except Exception:  # noqa: BLE001 - a degenerate inverse Hessian: the mode alone
+        pts = []
+    return res.x, [res.x] + pts
+
+
 def choose_nodes(design: Design, ps: PriorSet, family, points, tol: float = NODE_TOL,
-                 k_min: int = 3, k_max: int = 25) -> tuple[CollapsedPacked, dict]:
+                 k_min: int = 3, k_max: int = 41) -> tuple[CollapsedPacked, dict]:
     """The smallest odd K whose summed log likelihood differs from that with 2K + 1 nodes
     by less than ``tol`` at every point of ``points`` (parameter vectors); returns the
     packed model with that K and a record of the check."""
@@ -665,6 +702,136 @@ def choose_nodes(design: Design, ps: PriorSet, family, points, tol: float = NODE
     while True:
         errs = [abs(loglik_at(packed(K), x) - loglik_at(packed(2 * K + 1), x)) for x in points]
         if max(errs) < tol or K >= k_max:
-            return packed(K), {"K": K, "max_error_vs_doubled": float(max(errs)),
+            return packed(K), {"K": K, "nodes": int(packed(K).buf[8]),
+                               "max_error_vs_doubled": float(max(errs)),
                                "points": len(points), "tol": tol}
         K += 2
+
+
+# --------------------------------------------------------------------------- #
+# sampling: nutpie on the collapsed density, then exact effect draws
+# --------------------------------------------------------------------------- #
+def constrained(packed: CollapsedPacked, ps: PriorSet, design: Design, z: np.ndarray) -> dict:
+    """``fixed`` (S, p), and per factor ``sd`` (S, q_f) and ``corr`` (S, q_f, q_f) from the
+    unconstrained draws ``z`` (S, ndim)."""
+    from ..spec.priors import intercept_shift
+    from .numba_density import cpc_corr
+
+    p = packed.p
+    raw = z[:, :p]
+    beta = raw.copy()
+    if ps.centered:
+        i = design.fixed_names.index("Intercept")
+        beta[:, i] = raw[:, i] - intercept_shift(raw, ps.x_mean, i)
+    sds, q, k = [], packed.q, p
+    corr = np.broadcast_to(np.eye(q), (z.shape[0], q, q)).copy()
+    o = 0
+    for qt, correlated in packed.terms:
+        sds.append(np.exp(z[:, k:k + qt]))
+        nc = n_corr(qt) if correlated else 0
+        if correlated:
+            corr[:, o:o + qt, o:o + qt] = cpc_corr(z[:, k + qt:k + qt + nc], qt)
+        k += qt + nc
+        o += qt
+    return {"fixed": beta, "sd": np.concatenate(sds, axis=1), "corr": corr}
+
+
+def posterior_dataset(design: Design, ps: PriorSet, packed: CollapsedPacked, z: np.ndarray,
+                      b: np.ndarray):
+    """The full PyMC model's variables, dims and coords: ``fixed``, ``sd__f``, ``corr__f``
+    (correlated factors) and ``r__f`` from draws ``z`` (C, D, ndim) and effects ``b``."""
+    import xarray as xr
+
+    from ..spec import variable_names as naming
+    from .hyperparameters import coords as model_coords
+
+    C, D = z.shape[:2]
+    v = constrained(packed, ps, design, z.reshape(C * D, -1))
+    f = design.groups[0].factor
+    td, tdb, ld = naming.term_dim(f), naming.term_dim_b(f), naming.level_dim(f)
+    out = {naming.FIXED: (("chain", "draw", naming.FIXED_DIM), v["fixed"].reshape(C, D, -1)),
+           naming.sd_var(f): (("chain", "draw", td), v["sd"].reshape(C, D, -1))}
+    if any(g.correlated for g in design.groups):
+        out[naming.corr_var(f)] = (("chain", "draw", td, tdb), v["corr"].reshape(C, D, packed.q, packed.q))
+    out[naming.effect_var(f)] = (("chain", "draw", ld, td), b.reshape(C, D, packed.G, packed.q))
+    cs = model_coords(design)
+    used = {d for dims, _ in out.values() for d in dims} - {"chain", "draw"}
+    return xr.Dataset(out, coords={"chain": np.arange(C), "draw": np.arange(D),
+                                   **{k: cs[k] for k in used}})
+
+
+def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
+    """Sample the quadrature-collapsed model with nutpie and attach exact effect draws.
+
+    Returns ``(SampleOutput, effect generator, extra)`` as
+    :func:`bayes_hlm.backends.marginal.run_marginal` does. The node count is chosen at the
+    start points and checked again at posterior draws (``extra["quadrature"]``).
+    """
+    import time
+
+    import xarray as xr
+
+    from ..progress import phase
+    from .glmm_effect_draws import draw_effects
+    from .keyed_noise import seed_key
+    from .marginal import effects_seed
+    from .numba_nuts import _compiled_model
+    from .sampling import SampleOutput, run_nutpie
+
+    why = unsupported_reason(design, ps, family)
+    if why is not None:
+        from ..errors import BayesHLMError
+
+        raise BayesHLMError(f"the quadrature-collapsed engine does not cover this model: {why}; "
+                            "use method='full'")
+    t0 = time.perf_counter()
+    cold = compile_cache_cold()
+    with phase("compiling the quadrature-collapsed density with Numba (once per machine)" if cold
+               else "choosing the quadrature nodes", long=cold):
+        cbs = callbacks()
+        base = pack(design, ps, family, 3)
+        _, points = mode_and_spread(base, seed=cfg.seed or 0)
+        packed, record = choose_nodes(design, ps, family, points)
+        compiled = _compiled_model(packed, cbs=cbs)
+    t1 = time.perf_counter()
+    tree, interrupted = run_nutpie(compiled, cfg)
+    t2 = time.perf_counter()
+    z = np.asarray(tree["posterior"]["_x"].values)
+    C, D = z.shape[:2]
+    flat = z.reshape(C * D, -1)
+    # the node count again at posterior draws (the start points may lie far from them)
+    pick = flat[np.linspace(0, C * D - 1, 4).astype(int)]
+    post_err = max(abs(loglik_at(packed, x) - loglik_at(pack(design, ps, family, 2 * packed.K + 1), x))
+                   for x in pick)
+    record["max_error_at_draws"] = float(post_err)
+    if post_err > 10 * NODE_TOL:
+        import warnings
+
+        warnings.warn(f"the quadrature's log-likelihood error at posterior draws is {post_err:.2g} "
+                      f"with K = {packed.K} nodes per dimension (tolerance {NODE_TOL:g} at the "
+                      "mode); the collapsed posterior may differ slightly from the full "
+                      "model's: compare with method='full'", RuntimeWarning, stacklevel=2)
+    key = seed_key(effects_seed(cfg.seed))
+    with phase("drawing group effects exactly (ratio of uniforms)"):
+        b, acc = draw_effects(packed, flat, key, np.arange(C * D))
+    t3 = time.perf_counter()
+    groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
+    groups["posterior"] = posterior_dataset(design, ps, packed, z, b)
+    for k in groups:
+        groups[k].attrs.update({"engine": "bayes_hlm.glmm_collapsed", "inference_library": "nutpie"})
+    out = SampleOutput(tree=xr.DataTree.from_dict(groups), compile_s=t1 - t0, sample_s=t2 - t1,
+                       interrupted=interrupted, extra={"centered": {}})
+    factor = design.groups[0].factor
+
+    def generate(f: str, idx, groups=None):
+        if f != factor:
+            raise KeyError(f"{f!r} is not a marginalised factor")
+        idx = np.asarray(idx)
+        eff = draw_effects(packed, flat[idx], key, idx)[0]
+        return eff if groups is None else eff[:, np.asarray(groups)]
+
+    extra = {"structure": "single", "marginalised": [factor], "lazy_effects": [],
+             "effects_s": t3 - t2, "effects_seed": effects_seed(cfg.seed), "gibbs_refreshed": [],
+             "sampler": "numba", "centered": {}, "quadrature": record,
+             "effects_acceptance": acc}
+    return out, generate, extra

@@ -40,12 +40,14 @@ def available() -> bool:
     return {"compiled_logp_func", "compiled_expand_func", "user_data", "shape_info"} <= names
 
 
-def _compiled_model(packed, seed_jitter: bool = True):
+def _compiled_model(packed, seed_jitter: bool = True, cbs=None):
+    """nutpie's model container around C callbacks ``cbs`` (default: the compiled collapsed
+    Gaussian density's; the quadrature-collapsed GLMM engine passes its own)."""
     from nutpie.compile_pymc import CompiledPyMCModel
 
     from .numba_density import callbacks
 
-    logp_cfunc, expand_cfunc = callbacks()
+    logp_cfunc, expand_cfunc = cbs if cbs is not None else callbacks()
     n = packed.ndim
 
     def initial_point(seed):

@@ -28,6 +28,8 @@ class Bernoulli(Family):
     name = "bernoulli"
     links = ("logit", "probit", "cloglog")
     params = ()
+    #: "marginal": effects integrated out by adaptive quadrature (backends/glmm_collapsed.py)
+    default_engines = frozenset({"full", "marginal"})
 
     @property
     def binary_prior_scaling(self) -> bool:

@@ -48,6 +48,8 @@ class Poisson(Family):
     positive_mean = True
     links = ("log",)
     params = ()
+    #: "marginal": effects integrated out by adaptive quadrature (backends/glmm_collapsed.py)
+    default_engines = frozenset({"full", "marginal"})
 
     def mean(self, eta) -> np.ndarray:
         return self.link.inverse(np.asarray(eta, dtype=float))

@@ -114,7 +114,7 @@ def build_problem(formula: str, data: pd.DataFrame, *, priors: dict | None = Non
                 raise BayesHLMError(f"rescale=True: {exc}") from None
             scaling, design, ps_fit = None, spec.design, ps
     stats = None
-    if method != "full" and spec.family.supports("marginal"):  # else: the full model
+    if method != "full" and gaussian:  # else: the full model (or the quadrature-collapsed one, no statistics)
         from ..backends.sufficient_stats import compute_stats
 
         stats = compute_stats(design)

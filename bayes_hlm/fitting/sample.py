@@ -42,6 +42,11 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
            ) -> tuple[SampleOutput, object, dict]:
     """Run ``choice`` on ``problem``: ``(output, effect generator or None, facts for FitInfo.extra)``."""
     cfg = replace(cfg, sampler=choice.sampler)
+    family = getattr(problem.spec, "family", None)
+    if choice.method == "marginal" and family is not None and family.name != "gaussian":
+        from ..backends.glmm_collapsed import run_collapsed
+
+        return run_collapsed(problem.design, problem.fit_priors, family, cfg)
     if choice.method == "marginal":
         from ..backends.marginal import run_marginal
 
