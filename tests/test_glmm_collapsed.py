@@ -148,16 +148,19 @@ def test_effect_draws_follow_the_conditional(formula):
 
 def test_engine_choice():
     design, ps, fam = _problem("bernoulli", "y ~ x + (x | g)", G=4, n=5)
-    c = choose_engine(design, ps, None, method="auto", family=fam, unavailable={})
+    c = choose_engine(design, ps, None, method="marginal", family=fam, unavailable={})
     assert (c.method, c.sampler) == ("marginal", "numba")
-    # not covered (probit link): auto -> full, marginal -> a clear error
-    pr = build_problem("y ~ x + (x | g)", _data("bernoulli", G=4, n=5), family=bh.families.get_family("bernoulli", "probit")
-                       if hasattr(bh, "families") else "bernoulli")
-    if pr.spec.family.link.name == "probit":
-        assert choose_engine(pr.design, pr.fit_priors, None, method="auto", family=pr.spec.family,
-                             unavailable={}).method == "full"
+    # "auto" keeps the full model (measured faster), saying why
+    c = choose_engine(design, ps, None, method="auto", family=fam, unavailable={})
+    assert c.method == "full" and "quadrature" in c.reason
+    # not covered: a clear error naming the reason
     with pytest.raises(BayesHLMError, match="marginal"):
         choose_engine(design, ps, None, method="marginal", sampler="pymc", family=fam, unavailable={})
+    pr = build_problem("y ~ x + (x | g) + (1 | h)", _data("bernoulli", G=4, n=5).assign(h=lambda d: d.index % 3),
+                       family="bernoulli")
+    with pytest.raises(BayesHLMError, match="grouping factors"):
+        choose_engine(pr.design, pr.fit_priors, None, method="marginal", family=pr.spec.family,
+                      unavailable={})
 
 
 KW = dict(chains=2, draws=1500, tune=1000, warn=False)

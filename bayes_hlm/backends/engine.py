@@ -4,7 +4,11 @@ Methods
     ``"full"`` samples every group effect; ``"marginal"`` integrates them out and draws them
     exactly afterwards (same posterior). ``"auto"``: marginal, which covers every Gaussian
     model with a grouping factor (models without one are refused before this point); full
-    for a family without the collapsed form. An engine runs only families that list it
+    for a family without the collapsed form. Generalized models (Bernoulli/binomial logit,
+    Poisson log; one grouping factor, at most 2 effect columns) have a collapsed form too:
+    effects integrated out by adaptive Gauss-Hermite quadrature, nutpie's NUTS on the rest,
+    exact effect draws (:mod:`.glmm_collapsed`), run by ``method="marginal"``; ``"auto"``
+    fits them with the full model (measured faster so far). An engine runs only families that list it
     (:meth:`bayes_hlm.families.base.Family.engines`). Out of core (``engine="dask"``) only
     the marginal model exists.
 
@@ -171,10 +175,15 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
     unavailable = dict(unavailable or {})
     if family is not None and family.name != "gaussian" and _supports(family, "marginal") \
             and method in ("auto", "marginal") and design.groups:
+        # "auto" keeps the full model: measured, the quadrature engine's K^q node passes per
+        # gradient cost more than the full model's worse geometry at 20k rows
+        # (benchmarks/README.md, bench_glmm_collapsed.py)
         glmm = _glmm_collapsed_choice(design, priors, method, sampler, unavailable, family)
-        if glmm is not None:
+        if isinstance(glmm, EngineChoice):
             return glmm
-        method = "full"
+        method, skipped = "full", glmm
+    else:
+        skipped = None
     for engine in ("numba", "jax"):
         if not _supports(family, engine) and not unavailable.get(engine):
             unavailable[engine] = f"{_family_name(family)} is not supported by it"
@@ -189,6 +198,8 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
                                 "method='marginal' (or 'auto') or another sampler")
         c = choose_model_sampler(sampler, unavailable)
         why = why_method if given is None else f"{why_method}; {c.reason}"
+        if skipped:
+            why = f"method 'auto': full (quadrature-collapsed engine skipped: {skipped}); {why}"
         return EngineChoice("full", c.sampler, why, c.automatic)
     if sampler in ("auto", "numba"):
         from .numba_density import unsupported_reason
@@ -212,10 +223,13 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
 
 def _glmm_collapsed_choice(design, priors, method, sampler, unavailable, family):
     """Generalized models: the quadrature-collapsed engine (nutpie on
-    :mod:`.glmm_collapsed`) when it covers the model; ``None`` sends ``"auto"`` to the
-    full model; an explicit ``method="marginal"`` it does not cover is an error."""
+    :mod:`.glmm_collapsed`) when it covers the model; else why not (``"auto"`` then fits
+    the full model); an explicit ``method="marginal"`` it does not cover is an error."""
     from .glmm_collapsed import unsupported_reason
 
+    if method == "auto":
+        return ("not chosen by method='auto' (slower than the full model where measured); "
+                "method='marginal' runs it")
     why = unavailable.get("numba") or unsupported_reason(design, priors, family)
     if why is None and sampler not in (None, "auto", "numba"):
         why = f"sampler {sampler!r} (the quadrature-collapsed density runs on nutpie: 'numba')"
@@ -226,7 +240,7 @@ def _glmm_collapsed_choice(design, priors, method, sampler, unavailable, family)
     if method == "marginal":
         raise BayesHLMError(f"method='marginal' for {_family_name(family)}: {why}; "
                             "use method='full' or 'auto'")
-    return None
+    return why
 
 
 def run_with_fallback(choose: Callable[[dict], EngineChoice], run: Callable[[EngineChoice], T],
