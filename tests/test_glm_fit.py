@@ -108,17 +108,20 @@ def test_poisson_latent_variance_per_draw(pois):
 
 
 def test_auto_picks_full_and_marginal_is_refused_for_non_gaussian_families():
-    fam = get_family("poisson")
+    # poisson has the quadrature-collapsed form (method="marginal"), not chosen by "auto";
+    # negativebinomial has none
+    fam, nb = get_family("poisson"), get_family("negativebinomial")
     assert choose_method("auto", True, family=fam)[0] == "full"
+    assert choose_method("auto", True, family=nb)[0] == "full"
     assert choose_method("auto", True, family=get_family())[0] == "marginal"
-    with pytest.raises(BayesHLMError, match="method='marginal'.*poisson.*method='full'"):
-        choose_method("marginal", True, family=fam)
+    with pytest.raises(BayesHLMError, match="method='marginal'.*negativebinomial.*method='full'"):
+        choose_method("marginal", True, family=nb)
     with pytest.raises(BayesHLMError, match="engine='dask'.*poisson"):
         choose_method("auto", True, out_of_core=True, family=fam)
     d = _sim("poisson", 1, G=5, m=4)
     with pytest.raises(BayesHLMError, match="method='marginal'"):
-        bh.fit("y ~ x + (1|g)", d, family="poisson", method="marginal", chains=1, draws=5,
-               tune=5, progressbar=False)
+        bh.fit("y ~ x + (1|g)", d, family="negativebinomial", method="marginal", chains=1,
+               draws=5, tune=5, progressbar=False)
     with pytest.raises(BayesHLMError, match="unknown family 'poison'"):
         bh.fit("y ~ x + (1|g)", d, family="poison")
     with pytest.raises(BayesHLMError, match="link 'logit'.*poisson"):

@@ -163,21 +163,26 @@ def test_engine_choice():
                       unavailable={})
 
 
-KW = dict(chains=2, draws=1500, tune=1000, warn=False)
+# the logit row costs ~4x the Poisson row and needs more nodes: a smaller Bernoulli case
+CASES = {"bernoulli": (dict(G=12, n=14), dict(chains=2, draws=1000, tune=700)),
+         "poisson": (dict(G=20, n=12), dict(chains=2, draws=1500, tune=1000))}
 
 
 @pytest.mark.parametrize("family", ["bernoulli", "poisson"])
 def test_posterior_equals_full_model(family):
-    df = _data(family)
+    size, kw = CASES[family]
+    df = _data(family, **size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        marg = bh.fit("y ~ x + (x | g)", df, family=family, method="marginal", seed=101, **KW)
+        marg = bh.fit("y ~ x + (x | g)", df, family=family, method="marginal", seed=101,
+                      warn=False, **kw)
         full = bh.fit("y ~ x + (x | g)", df, family=family, method="full", seed=1,
-                      target_accept=0.95, sampler="nutpie", **KW)
+                      target_accept=0.95, sampler="nutpie", warn=False, **kw)
     assert marg.info.method == "marginal" and "r__g" in marg.posterior
+    assert marg.info.extra["quadrature"]["max_error_vs_doubled"] < gc.NODE_TOL
     assert marg.diagnostics()["divergences"] == 0
-    assert full.diagnostics()["divergences"] <= 0.001 * 2 * 1500
+    assert full.diagnostics()["divergences"] <= 0.001 * kw["chains"] * kw["draws"]
     n = len(all_scalars(full))
-    assert n >= 45  # 2 fixed, 2 SDs, 1 correlation, 20 x 2 effects
+    assert n >= 5 + 2 * size["G"]  # 2 fixed, 2 SDs, 1 correlation, 2 effects per group
     bad = disagreements(full, marg)
     assert bad.empty, f"{len(bad)} of {n} scalars disagree:\n{bad}"

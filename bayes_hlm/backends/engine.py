@@ -8,7 +8,8 @@ Methods
     Poisson log; one grouping factor, at most 2 effect columns) have a collapsed form too:
     effects integrated out by adaptive Gauss-Hermite quadrature, nutpie's NUTS on the rest,
     exact effect draws (:mod:`.glmm_collapsed`), run by ``method="marginal"``; ``"auto"``
-    fits them with the full model (measured faster so far). An engine runs only families that list it
+    fits them with the full model (measured faster so far; bench_glmm_collapsed.py). An
+    engine runs only families that list it
     (:meth:`bayes_hlm.families.base.Family.engines`). Out of core (``engine="dask"``) only
     the marginal model exists.
 
@@ -103,19 +104,24 @@ def choose_method(method: str, has_groups: bool, out_of_core: bool = False,
     and its family has the collapsed (conjugate Gaussian) form, else full."""
     if not has_groups:
         raise BayesHLMError(no_groups_message())
-    if out_of_core and (method == "full" or not _supports(family, "marginal")):
+    generalized = family is not None and family.name != "gaussian"
+    if out_of_core and (method == "full" or not _supports(family, "marginal") or generalized):
         raise BayesHLMError(
             "method='full' is not available with engine='dask': the full model samples one "
             "effect per group with the rows in every gradient; the out-of-core engine uses the "
             "marginal model (same posterior), method='marginal' or 'auto'"
-            + ("" if _supports(family, "marginal") else
-               f", which {_family_name(family)} does not have"))
+            + ("" if _supports(family, "marginal") and not generalized else
+               f", which {_family_name(family)} does not have out of core"))
     if method == "marginal" and not _supports(family, "marginal"):
         raise BayesHLMError(f"method='marginal' integrates Gaussian group effects out; "
                             f"{_family_name(family)} has no such form: use method='full' or 'auto'")
     if method == "auto":
         if not _supports(family, "marginal"):
             return "full", f"method 'auto': full ({_family_name(family)} has no marginal form)"
+        if generalized:  # measured: the quadrature engine's K^q node passes cost more
+            return "full", (f"method 'auto': full (the quadrature-collapsed form of "
+                            f"{_family_name(family)} runs with method='marginal'; slower than "
+                            "the full model where measured, bench_glmm_collapsed.py)")
         return "marginal", "method 'auto': marginal (group effects integrated out, drawn exactly after)"
     return method, f"method {method!r} as asked"
 
@@ -174,16 +180,8 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
                             "use sampler='auto' or 'pymc'")
     unavailable = dict(unavailable or {})
     if family is not None and family.name != "gaussian" and _supports(family, "marginal") \
-            and method in ("auto", "marginal") and design.groups:
-        # "auto" keeps the full model: measured, the quadrature engine's K^q node passes per
-        # gradient cost more than the full model's worse geometry at 20k rows
-        # (benchmarks/README.md, bench_glmm_collapsed.py)
-        glmm = _glmm_collapsed_choice(design, priors, method, sampler, unavailable, family)
-        if isinstance(glmm, EngineChoice):
-            return glmm
-        method, skipped = "full", glmm
-    else:
-        skipped = None
+            and method == "marginal" and design.groups and not out_of_core:
+        return _glmm_collapsed_choice(design, priors, sampler, unavailable, family)
     for engine in ("numba", "jax"):
         if not _supports(family, engine) and not unavailable.get(engine):
             unavailable[engine] = f"{_family_name(family)} is not supported by it"
@@ -198,8 +196,6 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
                                 "method='marginal' (or 'auto') or another sampler")
         c = choose_model_sampler(sampler, unavailable)
         why = why_method if given is None else f"{why_method}; {c.reason}"
-        if skipped:
-            why = f"method 'auto': full (quadrature-collapsed engine skipped: {skipped}); {why}"
         return EngineChoice("full", c.sampler, why, c.automatic)
     if sampler in ("auto", "numba"):
         from .numba_density import unsupported_reason
@@ -221,26 +217,20 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
     return EngineChoice("marginal", c.sampler, f"{why_method}; {c.reason}", c.automatic)
 
 
-def _glmm_collapsed_choice(design, priors, method, sampler, unavailable, family):
-    """Generalized models: the quadrature-collapsed engine (nutpie on
-    :mod:`.glmm_collapsed`) when it covers the model; else why not (``"auto"`` then fits
-    the full model); an explicit ``method="marginal"`` it does not cover is an error."""
+def _glmm_collapsed_choice(design, priors, sampler, unavailable, family) -> EngineChoice:
+    """``method="marginal"`` for a generalized model: the quadrature-collapsed engine
+    (nutpie on :mod:`.glmm_collapsed`), or a clear error where it does not cover the model."""
     from .glmm_collapsed import unsupported_reason
 
-    if method == "auto":
-        return ("not chosen by method='auto' (slower than the full model where measured); "
-                "method='marginal' runs it")
     why = unavailable.get("numba") or unsupported_reason(design, priors, family)
     if why is None and sampler not in (None, "auto", "numba"):
         why = f"sampler {sampler!r} (the quadrature-collapsed density runs on nutpie: 'numba')"
     if why is None:
-        return EngineChoice("marginal", "numba", f"method {method!r}: marginal (group effects "
+        return EngineChoice("marginal", "numba", "method 'marginal' as asked (group effects "
                             "integrated out by adaptive Gauss-Hermite quadrature, nutpie NUTS, "
                             "exact effect draws)", sampler in (None, "auto"))
-    if method == "marginal":
-        raise BayesHLMError(f"method='marginal' for {_family_name(family)}: {why}; "
-                            "use method='full' or 'auto'")
-    return why
+    raise BayesHLMError(f"method='marginal' for {_family_name(family)}: {why}; "
+                        "use method='full' or 'auto'")
 
 
 def run_with_fallback(choose: Callable[[dict], EngineChoice], run: Callable[[EngineChoice], T],
