@@ -185,6 +185,9 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
     for engine in ("numba", "jax"):
         if not _supports(family, engine) and not unavailable.get(engine):
             unavailable[engine] = f"{_family_name(family)} is not supported by it"
+    if getattr(design, "weights", None) is not None and not unavailable.get("numba"):
+        # weights= multiply the rows' log likelihood in the PyMC full model only
+        unavailable["numba"] = "weights= are applied by the PyMC model only"
     method, why_method = choose_method(method, bool(design.groups), out_of_core, family)
     given = sampler
     if sampler is None:
