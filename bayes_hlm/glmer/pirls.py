@@ -117,6 +117,20 @@ class GlmerDevfun:
         self._last_eta_rows = eta
         return mu, W, s, dr
 
+    def _devres(self, eta) -> np.ndarray:
+        """Deviance residuals at ``eta`` (compiled pass; leaves the PIRLS state alone)."""
+        from . import kernels
+
+        m, f = self.model, self.family
+        N = len(eta)
+        mu, W, s, dr = np.empty(N), np.empty(N), np.empty(N), np.empty(N)
+        if self._sat is None:
+            self._sat = np.ascontiguousarray(f.saturated_terms(m.y, m.pw))
+        th = f.nb_theta if f.nb_theta is not None else 1.0
+        kernels.rows(kernels.FAMILY_CODE[f.name], kernels.LINK_CODE[f.link], float(th), m.y, m.n,
+                     m.pw, self._sat, np.ascontiguousarray(eta, dtype=float), mu, W, s, dr)
+        return dr
+
     def _aic(self, mu, dr) -> float:
         """R's ``family()$aic`` at the last :meth:`_rows` pass (constant + compiled part;
         Gamma through its dispersion, in NumPy)."""
@@ -306,8 +320,7 @@ class GlmerDevfun:
                 mult += wk
                 continue
             uk = st.u + zk * sd
-            mu, _ = self.family.mu_eta(base + self.system.zl_u(uk))
-            dr = self.family.dev_resid(m.y, mu, m.pw)
+            dr = self._devres(base + self.system.zl_u(uk))
             devc = uk ** 2 + np.bincount(codes, weights=dr, minlength=G)
             mult += np.exp(-0.5 * (devc - devc0) + 0.5 * zk * zk) * wk
         return float(devc0.sum() + st.ldL2 - 2 * np.sum(np.log(mult)))
