@@ -167,6 +167,12 @@ def test_icc_r2_match_performance(name):
     c, r = CASES[name], fit(name)
     p = c["performance"]
     tol = 2e-3 if name not in SHORT else 1e-2
+    if name == "grouse_olre":
+        # performance's mu comes from a refit null model (TICKS ~ 1 + the three effects) whose
+        # lme4 criterion is very flat in the intercept (an observation-level effect): the
+        # refits stop at intercepts 0.4228 (ours) and 0.4389 (insight's), the log-likelihoods
+        # within 0.01 of each other; the ICC / R² then agree to 0.5%
+        tol = 1e-2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         icc, r2 = r.icc(), r.r2()

@@ -245,5 +245,66 @@ class SparseFactor:
         return self.fac.diag_inverse()
 
 
+class LUSystem(SparseSystem):
+    """Several factors, small problems: ``K`` assembled as a sparse matrix and factorised by
+    SuperLU with a symmetric fill-reducing order (no pivoting: ``K`` is positive definite), so
+    ``log det K`` is the sum of ``log U_ii``. Far less Python overhead per PIRLS step than the
+    blocked factor when ``K`` has a few hundred unknowns (grouseticks: 584)."""
+
+    kind = "lu"
+
+    def factor(self, W):
+        import scipy.sparse as sp
+
+        K = (self.ZLt @ self.ZL.multiply(W[:, None]).tocsr()
+             + sp.identity(self.Q, format="csr")).tocsc()
+        return LUFactor(K, self.layout)
+
+
+class LUFactor:
+    def __init__(self, K, layout):
+        from scipy.sparse.linalg import splu
+
+        self.layout = layout
+        self.n = K.shape[0]
+        self.lu = splu(K, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                       options={"SymmetricMode": True})
+        d = self.lu.U.diagonal()
+        if np.any(d <= 0) or not np.all(np.isfinite(d)):
+            raise np.linalg.LinAlgError("K is not positive definite")
+        self.logdet = float(np.sum(np.log(d)))
+
+    def solve(self, b):
+        return self.lu.solve(np.asarray(b, dtype=float))
+
+    def block_inverse(self) -> list[np.ndarray]:
+        out = []
+        for f in self.layout.factors:
+            blocks = np.empty((f.n_levels, f.q, f.q))
+            idx = f.offset + np.arange(f.n_levels)[:, None] * f.q + np.arange(f.q)[None, :]
+            for a in range(f.q):
+                E = np.zeros((self.n, f.n_levels))
+                E[idx[:, a], np.arange(f.n_levels)] = 1.0
+                X = self.lu.solve(E)                       # columns of K⁻¹
+                for b in range(f.q):
+                    blocks[:, b, a] = X[idx[:, b], np.arange(f.n_levels)]
+            out.append(blocks)
+        return out
+
+
+#: several factors: :class:`LUSystem` when K has at most LU_MAX unknowns and the blocked
+#: factor's dense remainder (all but the largest factor) would have more than BLOCKED_R_MAX
+#: (measured: verbagg, remainder 24: blocked 1.0 s CPU vs LU 4.9 s; grouseticks with an
+#: observation-level effect, remainder 181: LU 3.1 s vs blocked 7.5 s)
+LU_MAX = 5000
+BLOCKED_R_MAX = 64
+
+
 def make_system(layout: ThetaLayout):
-    return BlockSystem(layout) if len(layout.factors) == 1 else SparseSystem(layout)
+    if len(layout.factors) == 1:
+        return BlockSystem(layout)
+    sizes = sorted(f.size for f in layout.factors)
+    n_R = sum(sizes[:-1])
+    if layout.n_u <= LU_MAX and n_R > BLOCKED_R_MAX:
+        return LUSystem(layout)
+    return SparseSystem(layout)

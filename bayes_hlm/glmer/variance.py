@@ -44,7 +44,7 @@ def null_model_intercept(res) -> float:
     model0 = build_model(spec0, m.family)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f0 = fit_model(model0, min(res.nagq, 1), {**res.control, "calc_derivs": False})
+        f0 = fit_model(model0, min(res.nagq, 1), res.control)   # with the restarts: no stopping short
     out = float(f0.beta[0])
     res.__dict__["_null_intercept"] = out
     return out
