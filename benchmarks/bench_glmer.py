@@ -10,6 +10,7 @@ imports excluded; one warm-up fit of a tiny model first so that Numba's cached k
 loaded) and the process CPU time of the same fit. lme4: ``benchmarks/r/glmer_timing.R``
 (median of N fits, data loaded, ``glmerControl(optimizer = "bobyqa", optCtrl = list(maxfun =
 1e5))``), run right after ours per case. ``lme4_over_ours``: ratio of the wall times;
+``lme4_over_ours_cpu`` the ratio of process CPU times (fairer on a shared, loaded machine);
 ``dloglik``: ours minus lme4's log-likelihood (lme4's convention, ``loglik_lme4``).
 
 Usage: python benchmarks/bench_glmer.py [--no-r] [--big] [--only-big] [--n N] [--cases ...]
@@ -127,15 +128,19 @@ def main():
                "ours_wall_s": wall, "ours_cpu_s": cpu, "ours_loglik_lme4": r.loglik_lme4,
                "ours_converged": r.converged, "ours_evals": r.fit.devfun.n_evals,
                "lme4_wall_s": None if lme4 is None else lme4["wall_s"],
+               "lme4_cpu_s": None if lme4 is None else lme4.get("cpu_s"),
                "lme4_loglik": None if lme4 is None else lme4["logLik"],
                "lme4_messages": None if lme4 is None else lme4["messages"], "lme4_error": err}
         if lme4 is not None:
             row["lme4_over_ours"] = lme4["wall_s"] / wall
+            if lme4.get("cpu_s"):
+                row["lme4_over_ours_cpu"] = lme4["cpu_s"] / cpu
             row["dloglik"] = r.loglik_lme4 - lme4["logLik"]
         rows.append(row)
         print(f"{c['name']:24s} n={row['n_obs']:7d} ours {wall:8.2f}s (cpu {cpu:7.2f})  lme4 "
-              + (f"{row['lme4_wall_s']:8.2f}s  x{row['lme4_over_ours']:6.1f}  dLL {row['dloglik']:+.2e}"
-                 if lme4 is not None else f"-- ({err})"), flush=True)
+              + (f"{row['lme4_wall_s']:8.2f}s (cpu {row['lme4_cpu_s']:7.2f})  "
+                 f"x{row['lme4_over_ours']:6.1f} wall x{row.get('lme4_over_ours_cpu', np.nan):6.1f} cpu"
+                 f"  dLL {row['dloglik']:+.2e}" if lme4 is not None else f"-- ({err})"), flush=True)
     out = ROOT / "benchmarks/results/glmer.json"
     old = json.loads(out.read_text()) if out.exists() else {"cases": []}
     keep = [r for r in old.get("cases", []) if r["case"] not in {x["case"] for x in rows}]

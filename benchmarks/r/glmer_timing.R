@@ -6,7 +6,8 @@
 ##           [--nagq 1] [--weights COL] [--n 3]
 ## --family: binomial | poisson | Gamma | negative_binomial (glmer.nb). Control as the pinned
 ## fixtures: glmerControl(optimizer = "bobyqa", optCtrl = list(maxfun = 1e5)).
-## Output: {"wall_s": median elapsed s of N fits (data loaded), "runs_s": [...], "logLik": ..,
+## Output: {"wall_s": median elapsed s of N fits (data loaded), "runs_s": [...], "cpu_s": median
+##          process CPU (user + system) s, "logLik": ..,
 ##          "fixed": {...}, "theta": {...}, "nb_theta": .., "singular": .., "messages": [...],
 ##          "versions": {...}}
 ## Column types: quoted fields in the CSV's first data row are factors, others numeric.
@@ -44,16 +45,17 @@ fit1 <- function() {
   if (is.na(w)) glmer(form, data = dat, family = f, nAGQ = nagq, control = CTRL)
   else { dat$.w <- dat[[w]]; glmer(form, data = dat, family = f, weights = .w, nAGQ = nagq, control = CTRL) }
 }
-runs <- numeric(n_runs); m <- NULL; msgs <- character()
+runs <- numeric(n_runs); cpus <- numeric(n_runs); m <- NULL; msgs <- character()
 for (k in seq_len(n_runs)) {
   t <- system.time(m <- withCallingHandlers(fit1(), warning = function(w) {
     msgs <<- c(msgs, conditionMessage(w)); invokeRestart("muffleWarning") },
     message = function(mm) { msgs <<- c(msgs, conditionMessage(mm)); invokeRestart("muffleMessage") }))
   runs[k] <- t[["elapsed"]]
+  cpus[k] <- t[["user.self"]] + t[["sys.self"]]
 }
 cf <- summary(m)$coefficients
 out <- list(
-  wall_s = median(runs), runs_s = runs, n_runs = n_runs, logLik = as.numeric(logLik(m)),
+  wall_s = median(runs), runs_s = runs, cpu_s = median(cpus), n_runs = n_runs, logLik = as.numeric(logLik(m)),
   fixed = setNames(lapply(seq_len(nrow(cf)), function(j) list(estimate = cf[j, 1], se = cf[j, 2])), rownames(cf)),
   theta = as.list(getME(m, "theta")),
   nb_theta = if (fam == "negative_binomial") getME(m, "glmer.nb.theta") else NA,
