@@ -152,3 +152,18 @@ def test_cli_glmer_json(tmp_path, cbpp):
     assert d["loglik_lme4"] == pytest.approx(-50.005, abs=5e-4)
     assert d["loglik"] == pytest.approx(-50.005 - 42.0, abs=0.1)
     assert d["wall_s"] > 0
+
+
+def test_profile_interval_is_where_the_deviance_rises_by_the_chi2_quantile(lap):
+    from bayes_hlm.glmer.profile import _profile_dev
+
+    ci = lap.confint(method="profile", parm=["period2"])
+    assert ci.columns.name == "95% profile CI"
+    lo, hi = ci.loc["period2", "lower"], ci.loc["period2", "upper"]
+    b = lap.beta[1]
+    assert lo < b < hi
+    pdev = _profile_dev(lap, 1)
+    for end in (lo, hi):
+        assert pdev(end) - lap.objective == pytest.approx(3.841459, abs=2e-3)
+    wald = lap.confint().loc["period2"]
+    assert abs(hi - lo) == pytest.approx(wald["upper"] - wald["lower"], rel=0.1)

@@ -322,7 +322,9 @@ class GlmerResult(MixedModelResult):
                 **kwargs) -> pd.DataFrame:
         """Wald intervals of the fixed effects (``method="wald"``, the default; lme4's
         ``confint(m, method = "Wald")``): columns ``lower``, ``upper``; the header names the
-        level."""
+        level. ``method="profile"``: profile-likelihood intervals of the fixed effects (the
+        criterion minimised over θ and the other fixed effects at each value; see
+        :mod:`bayes_hlm.glmer.profile`), ``parm`` selects rows."""
         level = DEFAULT_LEVEL if level is None else float(level)
         method = (method or "wald").lower()
         if method == "wald":
@@ -330,9 +332,12 @@ class GlmerResult(MixedModelResult):
             se = np.sqrt(np.diag(self.vcov()))
             out = pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se},
                                index=pd.Index(self.fixed_names))
+        elif method == "profile":
+            from .profile import profile_fixed
+
+            out = profile_fixed(self, level, parm)
         else:
-            raise BayesHLMError(f"glmer fits give Wald intervals (method='wald'), not {method!r}; "
-                                "profile intervals are available for REML/ML fits (bh.reml)")
+            raise BayesHLMError(f"method must be 'wald' or 'profile', not {method!r}")
         if parm is not None:
             out = out.loc[[p for p in parm if p in out.index]]
         return label_interval(out, level, method)

@@ -295,9 +295,10 @@ class LUFactor:
 #: several factors: :class:`LUSystem` when K has at most LU_MAX unknowns and the blocked
 #: factor's dense remainder (all but the largest factor) would have more than BLOCKED_R_MAX
 #: (measured: verbagg, remainder 24: blocked 1.0 s CPU vs LU 4.9 s; grouseticks with an
-#: observation-level effect, remainder 181: LU 3.1 s vs blocked 7.5 s)
+#: observation-level effect, remainder 181: LU 3.1 s vs blocked 7.5 s; grouseticks BROOD +
+#: LOCATION, remainder 63: LU 1.0 s vs blocked 2.4 s)
 LU_MAX = 5000
-BLOCKED_R_MAX = 64
+BLOCKED_R_MAX = 32
 
 
 def make_system(layout: ThetaLayout):
