@@ -162,7 +162,8 @@ def validate_settings(*, method="auto", sampler=None, chains=4, draws=1000, tune
     if weights is not None and not isinstance(weights, str):
         raise BayesHLMError(f"{label('weights')} must be None or the name of a data column "
                             f"(e.g. 'n'), not {type(weights).__name__}")
-    if sampler == "numba" and method == "full":
+    if sampler == "numba" and method == "full" and family == "gaussian":
+        # non-Gaussian families: 'numba' is the compiled full-model GLMM density
         raise BayesHLMError(
             f"{label('sampler')}='numba' samples the marginal model (group effects integrated "
             f"out) and cannot run {label('method')}='full'; use {label('method')}='marginal' "

@@ -93,14 +93,21 @@ def test_chooser_follows_the_family():
     from bayes_hlm.families import get_family
 
     bern = get_family("bernoulli")
+    # the full model through the compiled GLMM density (backends/glmm_density.py) ...
     c = _choice("y ~ x + (x | g)", family=bern)
+    assert (c.method, c.sampler) == ("full", "numba") and "bernoulli" in c.reason
+    # ... or, without nutpie, PyMC's NUTS on the full model (JAX does not fit the family)
+    no_numba = {**ALL, "numba": "not installed"}
+    c = _choice("y ~ x + (x | g)", family=bern, unavailable=no_numba)
     assert (c.method, c.sampler) == ("full", "pymc") and "bernoulli" in c.reason
-    assert _choice("y ~ x + (x | g)", family=bern, sampler="auto").sampler == "pymc"
+    assert _choice("y ~ x + (x | g)", family=bern, sampler="auto",
+                   unavailable=no_numba).sampler == "pymc"
     assert _choice("y ~ x + (x | g)", family=get_family("gaussian")).sampler == "numba"
-    for kw in (dict(method="marginal"), dict(sampler="numba"), dict(sampler="jax"),
-               dict(out_of_core=True)):
+    for kw in (dict(method="marginal"), dict(sampler="jax"), dict(out_of_core=True)):
         with pytest.raises(BayesHLMError, match="bernoulli"):
             _choice("y ~ x + (x | g)", family=bern, **kw)
+    with pytest.raises(BayesHLMError, match="'t'"):  # no compiled likelihood for Student-t
+        _choice("y ~ x + (x | g)", family=get_family("t"), sampler="numba")
 
 
 def test_chooser_is_pure():

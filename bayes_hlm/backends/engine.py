@@ -20,7 +20,12 @@ Samplers (``sampler=None`` is ``"auto"`` for the marginal model and ``"pymc"`` f
        when it covers the model (:func:`~bayes_hlm.backends.numba_density.unsupported_reason`:
        every grouping structure -- one factor, two nested factors, crossed or deeper ones with
        sampled terms of any q -- and correlated blocks of any size; Normal fixed-effect priors
-       and the compiled scale priors) and nutpie is installed;
+       and the compiled scale priors) and nutpie is installed. For the non-Gaussian
+       families under method ``"full"`` (also with ``sampler=None``), ``"numba"`` is nutpie's
+       NUTS on the compiled full-model GLMM density
+       (:func:`~bayes_hlm.backends.glmm_density.unsupported_reason`: Bernoulli/binomial,
+       Poisson and negative-binomial families, Normal fixed-effect priors, the compiled scale
+       priors, no ``weights=``); a model it does not cover keeps the PyMC full model;
     2. ``"jax"``: NumPyro's NUTS on the model's JAX log density (programs cached across
        processes), when JAX and NumPyro import. If the model's graph then turns out not to
        lower to JAX, the choice is made again with ``"jax"`` marked unavailable
@@ -190,10 +195,24 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
         unavailable["numba"] = "weights= are applied by the PyMC model only"
     method, why_method = choose_method(method, bool(design.groups), out_of_core, family)
     given = sampler
+    glmm = family is not None and family.name != "gaussian" and _supports(family, "numba")
     if sampler is None:
-        sampler = "auto" if method == "marginal" else "pymc"
+        sampler = "auto" if method == "marginal" or glmm else "pymc"
         why_method += f"; sampler None -> {sampler!r} for the {method} model"
     if method == "full":
+        if glmm and sampler in ("auto", "numba"):
+            from .glmm_density import unsupported_reason as glmm_unsupported
+
+            why_not = unavailable.get("numba") or glmm_unsupported(design, priors, family)
+            if why_not is None:
+                return EngineChoice("full", "numba", f"{why_method}; sampler {sampler!r}: numba "
+                                    "(compiled GLMM density, nutpie)", sampler == "auto")
+            if sampler == "numba":
+                raise BayesHLMError(f"sampler='numba' does not cover this model: {why_not}; "
+                                    "use sampler='auto' (JAX or PyMC engines)")
+            why_method += f"; numba skipped ({why_not})"
+            if given is None:  # as before this engine existed: PyMC's NUTS
+                sampler = "pymc"
         if sampler == "numba":
             raise BayesHLMError("sampler='numba' samples the marginal model only; use "
                                 "method='marginal' (or 'auto') or another sampler")

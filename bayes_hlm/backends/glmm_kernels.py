@@ -104,13 +104,6 @@ def _log_ndtr_mills(x: float):
     return -0.5 * x * x - _LOG_SQRT_2PI - math.log(-x) + math.log(s), -x / s
 
 
-@numba.njit(cache=True, fastmath=False)
-def _log1pexp(x: float) -> float:
-    if x > 0.0:
-        return x + math.log1p(math.exp(-x))
-    return math.log1p(math.exp(x))
-
-
 # --------------------------------------------------------------------------- #
 # the kernels
 # --------------------------------------------------------------------------- #
@@ -118,17 +111,14 @@ def _log1pexp(x: float) -> float:
 def _binomial(code, y, n, eta):
     """Binomial with ``n`` trials (Bernoulli: n = 1), without ``log C(n, y)``."""
     f = n - y
-    if code == 0:  # logit: d log p = q, d log q = -p
-        lp = -_log1pexp(-eta)
-        lq = -_log1pexp(eta)
-        p = math.exp(lp)
-        q = math.exp(lq)
-        ll = 0.0
-        if y > 0.0:
-            ll += y * lp
-        if f > 0.0:
-            ll += f * lq
-        return ll, y - n * p, -n * p * q
+    if code == 0:  # logit: l = y eta − n log(1 + e^eta); one exp and one log1p per row
+        e = math.exp(-abs(eta))
+        sp = max(eta, 0.0) + math.log1p(e)  # log(1 + e^eta)
+        if eta >= 0.0:
+            p, q = 1.0 / (1.0 + e), e / (1.0 + e)
+        else:
+            p, q = e / (1.0 + e), 1.0 / (1.0 + e)
+        return y * eta - n * sp, y - n * p, -n * p * q
     if code == 1:  # probit: log Φ(±eta), inverse Mills ratios
         lp, mp = _log_ndtr_mills(eta)
         lq, mq = _log_ndtr_mills(-eta)

@@ -79,10 +79,83 @@ def information_ratio(design: Design, g: GroupTerm, e: np.ndarray | None = None)
     return float(term_information(g, e).min())
 
 
-def choose_centering(design: Design) -> dict[str, bool]:
-    """Factor -> True (centred) when all its terms are well identified by the data."""
-    e = _residuals(design)
+def glm_working(design: Design, family) -> tuple[np.ndarray, np.ndarray]:
+    """``(e, sqrt_w)``: working residuals and square-root working weights of the GLM fit of
+    the fixed part (Newton on the log likelihood of :mod:`.glmm_kernels`, step halving).
+
+    On the scale ``sqrt(w)`` the working model ``e ≈ sqrt(w) Z b + noise`` has unit noise
+    variance, so :func:`term_information` on ``(sqrt(w) Z, e)`` is the ratio of the effect's
+    variance to its sampling variance on the link scale, as for a Gaussian model.
+    """
+    from . import glmm_kernels as gk
+
+    code = gk.kernel_code(family)
+    N, p = design.n, design.p
+    y = np.asarray(design.y, dtype=float)
+    n = np.ones(N) if design.trials is None else np.asarray(design.trials, dtype=float)
+    w = np.ones(N)
+    off = np.zeros(N) if design.offset is None else np.asarray(design.offset, dtype=float)
+    X = np.asarray(design.X, dtype=float)
+    beta = np.zeros(p)
+    if "Intercept" in design.fixed_names:  # start at the mean response on the link scale
+        m = float(np.mean(y / n))
+        m = min(max(m, 0.02), 0.98) if code <= 2 else max(m, 0.1)
+        beta[design.fixed_names.index("Intercept")] = float(family.link.link(m)) - off.mean()
+    d1, d2 = np.empty(N), np.empty(N)
+
+    def ll_at(b):
+        return gk.eta_derivatives(code, y, n, w, off + X @ b, 1.0, d1, d2)
+
+    ll = ll_at(beta)
+    for _ in range(30):
+        H = X.T @ (X * np.maximum(-d2, 1e-12)[:, None]) + 1e-9 * np.eye(p)
+        step = np.linalg.solve(H, X.T @ d1)
+        t = 1.0
+        while t > 1e-4:
+            new = ll_at(beta + t * step)
+            if np.isfinite(new) and new >= ll - 1e-9:
+                break
+            t *= 0.5
+        beta = beta + t * step
+        ll = ll_at(beta)
+        if np.max(np.abs(t * step)) < 1e-8:
+            break
+    sw = np.sqrt(np.maximum(-d2, 1e-12))
+    return d1 / sw, sw
+
+
+def choose_centering(design: Design, family=None) -> dict[str, bool]:
+    """Factor -> True (centred) when all its terms are well identified by the data.
+
+    ``family``: a non-Gaussian family measures the information on the link scale from the
+    GLM working residuals and weights (:func:`glm_working`), and a factor that has another
+    factor nested in it stays non-centred; ``None`` or Gaussian: OLS.
+    """
+    e, groups = None, design.groups
+    if family is not None and family.name != "gaussian":
+        from dataclasses import replace
+
+        from ..errors import BayesHLMError
+
+        try:
+            e, sw = glm_working(design, family)
+            groups = [replace(g, Z=g.Z * sw[:, None]) for g in design.groups]
+        except BayesHLMError:  # no compiled likelihood for the family (Student-t): OLS
+            pass
+    e = _residuals(design) if e is None else e
     ratio: dict[str, float] = {}
-    for g in design.groups:
-        ratio[g.factor] = min(ratio.get(g.factor, np.inf), information_ratio(design, g, e))
-    return {f: r > INFORMATIVE for f, r in ratio.items()}
+    for g in groups:
+        ratio[g.factor] = min(ratio.get(g.factor, np.inf), float(term_information(g, e).min()))
+    out = {f: r > INFORMATIVE for f, r in ratio.items()}
+    if groups is not design.groups and len(design.groups) > 1:
+        # a factor with another nested in it learns its effect from its few child levels,
+        # not from its rows (which the per-level fit above counts): non-centred, or its SD
+        # is a centred funnel (binomial (1 | c/g) with 2 g per c: 20 divergences of 2000)
+        from .group_effects import nesting_parent
+
+        ks = range(len(design.groups))
+        for k in ks:
+            found = nesting_parent(design, k, [j for j in ks if j != k])
+            if found is not None:
+                out[design.groups[found[0]].factor] = False
+    return out

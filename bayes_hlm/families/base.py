@@ -77,6 +77,9 @@ class Family:
     params: ClassVar[tuple[FamilyParam, ...]] = ()
     #: engines able to fit the family with its default link
     default_engines: ClassVar[frozenset[str]] = frozenset({"full"})
+    #: engines that fit the family with any of its links (non-Gaussian families: ``"numba"``,
+    #: the compiled full-model density of :mod:`bayes_hlm.backends.glmm_density`)
+    link_engines: ClassVar[frozenset[str]] = frozenset()
     #: the response carries a number of trials (binomial): ``Design.trials``
     needs_trials: ClassVar[bool] = False
     #: the mean is positive (counts, Gamma): links other than log bound the linear predictor
@@ -127,11 +130,12 @@ class Family:
     def engines(self) -> frozenset[str]:
         """Engines that can fit this family with its link (see :data:`ENGINES`).
 
-        Only the default link keeps the collapsed (conjugate) engines.
+        Only the default link keeps the collapsed (conjugate) engines; :attr:`link_engines`
+        fit every link.
         """
         if self.link.name == self.links[0]:
-            return self.default_engines
-        return frozenset({"full"})
+            return self.default_engines | self.link_engines
+        return frozenset({"full"}) | self.link_engines
 
     def supports(self, engine: str) -> bool:
         return engine in self.engines()

@@ -30,6 +30,7 @@ class Bernoulli(Family):
     params = ()
     #: "marginal": effects integrated out by adaptive quadrature (backends/glmm_collapsed.py)
     default_engines = frozenset({"full", "marginal"})
+    link_engines = frozenset({"numba"})  # compiled GLMM density (backends/glmm_density.py)
 
     @property
     def binary_prior_scaling(self) -> bool:

@@ -50,6 +50,7 @@ class Poisson(Family):
     params = ()
     #: "marginal": effects integrated out by adaptive quadrature (backends/glmm_collapsed.py)
     default_engines = frozenset({"full", "marginal"})
+    link_engines = frozenset({"numba"})  # compiled GLMM density (backends/glmm_density.py)
 
     def mean(self, eta) -> np.ndarray:
         return self.link.inverse(np.asarray(eta, dtype=float))

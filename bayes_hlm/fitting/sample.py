@@ -55,8 +55,13 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
     from ..backends.parametrization import choose_centering
     from ..backends.sampling import sample_model
 
-    cent = choose_centering(problem.design) if centered == "auto" else dict(centered or {})
     family = getattr(problem.spec, "family", None)
+    cent = choose_centering(problem.design, family) if centered == "auto" else dict(centered or {})
+    if choice.sampler == "numba":  # the compiled GLMM density (non-Gaussian families)
+        from ..backends import glmm_nuts
+
+        out = glmm_nuts.sample(problem.design, problem.fit_priors, family, cfg, cent)
+        return out, None, {"centered": cent, "rows": out.extra["rows"], "cells": out.extra["cells"]}
     with phase("building the PyMC model"):
         model = build_full_model(problem.design, problem.fit_priors, cent, family=family)
     if family is not None and family.bounded_eta:  # start at the data's values, unjittered

@@ -1,0 +1,574 @@
+"""The full log posterior of a generalized mixed model as one cached Numba function.
+
+The same posterior as :func:`~bayes_hlm.backends.full.build_full_model` (Bambi 0.21's
+priors from the model's :class:`~bayes_hlm.spec.priors.PriorSet`; the likelihood of each
+row from :mod:`.glmm_kernels`), in other coordinates, with its gradient, compiled once
+per machine and handed to nutpie as a C callback (:mod:`.glmm_nuts`). One gradient is
+one pass over the rows (or compressed cells, :mod:`.compression`) plus one over the
+groups.
+
+Parameters (unconstrained, in this order)::
+
+    raw fixed effects (p)      β = raw, intercept shifted as Bambi's centred predictors
+    log φ                      the family parameter (NB / Gamma alpha), when it has one
+    per group term: log SD (q_t), then for a correlated term the q_t(q_t − 1)/2
+    partial correlations z = atanh(c) (LKJ as :mod:`.numba_density`)
+    per group term, in build order (coarse factors first): its effects, level-major
+    (levels × q_t): non-centred z (b_g = L z_g) or centred m (b_g = m_g − shift_g)
+
+Centred factors are centred hierarchically as :mod:`.group_effects` does (shift = the
+term's fixed effect plus the effect of a centred factor it is nested in), chosen per
+factor by :func:`~bayes_hlm.backends.parametrization.choose_centering` as the PyMC full
+model is. Models outside the covered case get a reason from :func:`unsupported_reason`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from ..spec.design import Design
+from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
+from . import glmm_kernels as gk
+from .numba_density import _intercept_shift, _log_positive, _positive_code, _scale
+from .numba_density import cpc_backward, cpc_corr, lkj_cpc, n_corr
+
+_HEAD = 24   # header entries
+_TERM = 13   # fixed entries of a term's block (then 5 per coordinate)
+
+
+# --------------------------------------------------------------------------- #
+# which models qualify
+# --------------------------------------------------------------------------- #
+def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
+    """``None`` when the compiled GLMM density covers this model, else why not."""
+    if family is None:
+        return "the Gaussian family (the collapsed engines fit it)"
+    try:
+        code = gk.kernel_code(family)
+    except Exception as exc:  # noqa: BLE001 - the message says which family/link
+        return str(exc)
+    if not design.groups:
+        return "no grouping factor"
+    for n in design.fixed_names:
+        p = ps.priors[n]
+        if p.dist != "Normal" or set(p.params) != {"mu", "sigma"} or np.ndim(p.params["mu"]):
+            return f"prior {p} on {n!r} (only Normal(mu, sigma))"
+    if gk.has_param(code):
+        name = family.param_names[0]
+        if _positive_code(ps.priors[name]) is None:
+            return f"prior {ps.priors[name]} on {name}"
+    for g in design.groups:
+        fams = set()
+        for t in g.terms:
+            p = ps.priors[sd_key(t, g.factor)]
+            if _positive_code(p) is None:
+                return f"prior {p} on {sd_key(t, g.factor)!r}"
+            fams.add(p.dist)
+        if g.correlated and len(fams) > 1:
+            return f"SD priors of {g.name} from different families"
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# the rows the likelihood reads
+# --------------------------------------------------------------------------- #
+@dataclass
+class Rows:
+    """The likelihood's data: one entry per row, or per compressed cell.
+
+    ``y`` successes/counts/values, ``n`` trials (1 where unused), ``w`` weights
+    (frequency weight of a merged cell times any user weight), ``offset``, ``X`` (N, p),
+    per group term ``codes`` (N,) and ``Z`` (N, q_t).
+    """
+
+    y: np.ndarray
+    n: np.ndarray
+    w: np.ndarray
+    offset: np.ndarray
+    X: np.ndarray
+    codes: list
+    Z: list
+
+    @property
+    def N(self) -> int:
+        return int(self.y.shape[0])
+
+
+def design_rows(design: Design) -> Rows:
+    """The design's rows as the likelihood reads them (trials 1 and offset 0 when absent)."""
+    N = design.n
+    w = getattr(design, "weights", None)
+    return Rows(y=np.asarray(design.y, dtype=float),
+                n=np.ones(N) if design.trials is None else np.asarray(design.trials, dtype=float),
+                w=np.ones(N) if w is None else np.asarray(w, dtype=float),
+                offset=np.zeros(N) if design.offset is None else np.asarray(design.offset, float),
+                X=np.asarray(design.X, dtype=float),
+                codes=[np.asarray(g.codes, dtype=np.int64) for g in design.groups],
+                Z=[np.asarray(g.Z, dtype=float) for g in design.groups])
+
+
+# --------------------------------------------------------------------------- #
+# packing the model into one buffer
+# --------------------------------------------------------------------------- #
+@dataclass
+class TermLayout:
+    """Where GroupTerm ``term``'s parameters sit in ``x``."""
+
+    term: int
+    q: int
+    correlated: bool
+    levels: int
+    sd_x: int
+    z_x: int
+    eff_x: int
+    centered: bool
+    fixed_cols: list  # per coordinate: fixed-effect column it is centred on (-1 none)
+    parent: int       # design.groups index of the centring parent (-1 none)
+    parent_cols: list  # per coordinate: the parent's coordinate (-1 none)
+    pmap: np.ndarray | None
+
+
+@dataclass
+class GlmmPacked:
+    """The buffer and how to read the parameter vector back."""
+
+    buf: np.ndarray
+    ndim: int
+    p: int
+    phi_x: int            # index of log φ in x (-1: none)
+    phi_name: str | None
+    terms: list            # TermLayout per GroupTerm, in design order
+    init: np.ndarray
+    i_int: int
+    centered: dict = field(default_factory=dict)
+
+
+def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
+         rows: Rows | None = None) -> GlmmPacked:
+    """Lay out priors, structure and rows for :func:`logp_grad`."""
+    from .group_effects import build_order, nesting_parent
+
+    rows = design_rows(design) if rows is None else rows
+    code = gk.kernel_code(family)
+    p, N = design.p, rows.N
+    names = design.fixed_names
+    i_int = names.index("Intercept") if ps.centered else -1
+    mu = np.array([float(ps.priors[n].params["mu"]) for n in names])
+    sd = np.array([float(ps.priors[n].params["sigma"]) for n in names])
+    init = list(mu)
+    phi_x, phi_name, phi_prior = -1, None, (0, 0.0, 0.0)
+    if gk.has_param(code):
+        phi_name = family.param_names[0]
+        phi_x = len(init)
+        phi_prior = _positive_code(ps.priors[phi_name])
+        init.append(np.log(_scale(ps.priors[phi_name])))
+    # SDs and correlations, design order
+    sd_x, z_x = [], []
+    for g in design.groups:
+        sd_x.append(len(init))
+        init += [np.log(_scale(ps.priors[sd_key(t, g.factor)])) for t in g.terms]
+        z_x.append(len(init))
+        if g.correlated and g.q > 1:
+            init += [0.0] * n_corr(g.q)
+    beta0 = mu.copy()
+    if i_int >= 0:
+        beta0[i_int] -= intercept_shift(mu, ps.x_mean, i_int)
+    # effects, build order (coarse first: a centring parent precedes its children)
+    order = build_order(design, list(range(len(design.groups))))
+    layouts: dict[int, TermLayout] = {}
+    done: list[int] = []
+    for k in order:
+        g = design.groups[k]
+        cent = bool(centered.get(g.factor, False))
+        fcols = [names.index(t) if cent and t in names else -1 for t in g.terms]
+        par, pcols, pmap = -1, [-1] * g.q, None
+        if cent:
+            found = nesting_parent(design, k, [d for d in done if centered.get(design.groups[d].factor)])
+            if found is not None:
+                pterms = list(design.groups[found[0]].terms)
+                pcols = [pterms.index(t) if t in pterms else -1 for t in g.terms]
+                if any(c >= 0 for c in pcols):
+                    par, pmap = found[0], np.asarray(found[1], dtype=np.int64)
+                else:
+                    pcols = [-1] * g.q
+        layouts[k] = TermLayout(k, g.q, bool(g.correlated and g.q > 1), g.n_levels, sd_x[k],
+                                z_x[k], len(init), cent, fcols, par, pcols, pmap)
+        start = np.array([beta0[c] if c >= 0 else 0.0 for c in fcols])
+        init += list(np.tile(start, g.n_levels))
+        done.append(k)
+    # the buffer: header, term blocks (build order), then arrays
+    blocks, arrays = [], []
+    at = _HEAD
+
+    def place(a):
+        nonlocal at
+        a = np.ascontiguousarray(a, dtype=np.float64).ravel()
+        arrays.append(a)
+        where = at
+        at += a.size
+        return where
+
+    T = len(order)
+    term_block_len = sum(_TERM + 5 * layouts[k].q for k in order)
+    at += term_block_len
+    term_at_pos = {}
+    pos = _HEAD
+    for k in order:
+        term_at_pos[k] = pos
+        pos += _TERM + 5 * layouts[k].q
+    for k in order:
+        lt, g = layouts[k], design.groups[k]
+        eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if lt.correlated else 1.0
+        codes_at = place(rows.codes[k])  # small integers, exact in float64
+        Z_at = place(rows.Z[k])
+        pmap_at = place(lt.pmap) if lt.pmap is not None else -1
+        par_pos = term_at_pos[lt.parent] if lt.parent >= 0 else -1
+        blk = [lt.q, float(lt.correlated), eta, lt.levels, lt.sd_x, lt.z_x, lt.eff_x,
+               float(lt.centered), par_pos, pmap_at, codes_at, Z_at, 0.0]
+        for i, t in enumerate(g.terms):
+            blk += list(_positive_code(ps.priors[sd_key(t, g.factor)]))
+            blk += [lt.fixed_cols[i], lt.parent_cols[i]]
+        blocks.append(np.asarray(blk, dtype=float))
+    # the fixed part of eta from a table of distinct (X row, offset) pairs: categorical
+    # predictors (the common GLMM design) make it a few rows, so a gradient reads one index
+    # per row instead of p coefficients
+    from .compression import row_table
+
+    xi, first = row_table(rows)
+    X_at = place(rows.X[first])
+    y_at, n_at, w_at, off_at = place(rows.y), place(rows.n), place(rows.w), place(rows.offset[first])
+    xi_at = place(xi)
+    mu_at, sd_at, xm_at = place(mu), place(sd), place(np.asarray(ps.x_mean, dtype=float)
+                                                      if ps.centered else np.zeros(p))
+    head = [0.0, N, p, T, code, i_int, phi_x, *phi_prior, len(init), X_at, y_at, n_at, w_at,
+            off_at, mu_at, sd_at, xm_at, max((layouts[k].q for k in order), default=1),
+            len(first), xi_at, 0.0]
+    head = head + [0.0] * (_HEAD - len(head))
+    assert len(head) == _HEAD
+    buf = np.concatenate([np.asarray(head, dtype=float), *blocks, *arrays])
+    buf[0] = buf.size
+    buf = np.ascontiguousarray(buf, dtype=np.float64)
+    terms = [layouts[k] for k in range(len(design.groups))]
+    cent_used = {design.groups[k].factor: layouts[k].centered for k in order}
+    return GlmmPacked(buf=buf, ndim=len(init), p=p, phi_x=phi_x, phi_name=phi_name,
+                      terms=terms, init=np.asarray(init), i_int=i_int, centered=cent_used)
+
+
+# --------------------------------------------------------------------------- #
+# the density
+# --------------------------------------------------------------------------- #
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _chol_of(x, buf, tb, q, corr, L, grad):
+    """Prior of a term's SDs and correlations; writes ``L = diag(sd) W``; returns log p."""
+    lp = 0.0
+    sdx, zx = int(buf[tb + 4]), int(buf[tb + 5])
+    for i in range(q):
+        o = tb + _TERM + 5 * i
+        l_i, d_i = _log_positive(int(buf[o]), buf[o + 1], buf[o + 2], x[sdx + i])
+        lp += l_i
+        grad[sdx + i] += d_i
+    for i in range(q):
+        for j in range(q):
+            L[i, j] = 0.0
+    if corr:
+        nc = n_corr(q)
+        W = np.empty((q, q))
+        gz = np.zeros(nc)
+        lp += lkj_cpc(x[zx:zx + nc], buf[tb + 2], W, gz)
+        for t in range(nc):
+            grad[zx + t] += gz[t]
+        for i in range(q):
+            s = np.exp(x[sdx + i])
+            for j in range(i + 1):
+                L[i, j] = s * W[i, j]
+    else:
+        for i in range(q):
+            L[i, i] = np.exp(x[sdx + i])
+    return lp
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def logp_grad(x, buf, grad):
+    """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
+    N, p, T, code, i_int = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5])
+    phi_x = int(buf[6])
+    D = int(buf[20])  # distinct (X row, offset) pairs; row r uses pair xi[r]
+    X = buf[int(buf[11]):int(buf[11]) + D * p].reshape((D, p))
+    xi = buf[int(buf[21]):int(buf[21]) + N]
+    y = buf[int(buf[12]):int(buf[12]) + N]
+    nn = buf[int(buf[13]):int(buf[13]) + N]
+    w = buf[int(buf[14]):int(buf[14]) + N]
+    off = buf[int(buf[15]):int(buf[15]) + D]
+    mu = buf[int(buf[16]):int(buf[16]) + p]
+    sd = buf[int(buf[17]):int(buf[17]) + p]
+    xm = buf[int(buf[18]):int(buf[18]) + p]
+    qmax = int(buf[19])
+    for i in range(grad.shape[0]):
+        grad[i] = 0.0
+    lp = 0.0
+    # fixed effects
+    raw = x[:p]
+    beta = raw.copy()
+    if i_int >= 0:
+        beta[i_int] -= _intercept_shift(raw, xm, i_int)
+    for j in range(p):
+        z = (raw[j] - mu[j]) / sd[j]
+        lp -= 0.5 * z * z
+        grad[j] = -z / sd[j]
+    # family parameter
+    phi = 0.0
+    d_phi_prior = 0.0
+    if phi_x >= 0:
+        phi = np.exp(x[phi_x])
+        lp_phi, d_phi_prior = _log_positive(int(buf[7]), buf[8], buf[9], x[phi_x])
+        lp += lp_phi
+    # term blocks (build order), Cholesky factors and effects b (same layout as x)
+    tpos = np.empty(T, dtype=np.int64)
+    o = _HEAD
+    for t in range(T):
+        tpos[t] = o
+        o += _TERM + 5 * int(buf[o])
+    Ls = np.zeros((T, qmax, qmax))
+    b = np.zeros(x.shape[0])
+    gb = np.zeros(x.shape[0])
+    for t in range(T):
+        tb = tpos[t]
+        q, corr, G, ex = int(buf[tb]), buf[tb + 1] > 0.5, int(buf[tb + 3]), int(buf[tb + 6])
+        cent, par = buf[tb + 7] > 0.5, int(buf[tb + 8])
+        L = Ls[t, :q, :q]
+        lp += _chol_of(x, buf, tb, q, corr, L, grad)
+        if not cent:  # b_g = L z_g, z ~ N(0, I)
+            for g in range(G):
+                for i in range(q):
+                    s = 0.0
+                    for j in range(i + 1):
+                        s += L[i, j] * x[ex + g * q + j]
+                    b[ex + g * q + i] = s
+                    lp -= 0.5 * x[ex + g * q + i] ** 2
+        else:  # m_g ~ N(shift_g, LLᵀ), b_g = m_g − shift_g
+            pm_at = int(buf[tb + 9])
+            pq = int(buf[par]) if par >= 0 else 0
+            pex = int(buf[par + 6]) if par >= 0 else 0
+            logdet = 0.0
+            for i in range(q):
+                logdet += np.log(L[i, i])
+            v = np.empty(q)
+            for g in range(G):
+                pg = int(buf[pm_at + g]) if par >= 0 else 0
+                for i in range(q):
+                    sh = 0.0
+                    fc = int(buf[tb + _TERM + 5 * i + 3])
+                    if fc >= 0:
+                        sh += beta[fc]
+                    pc = int(buf[tb + _TERM + 5 * i + 4])
+                    if par >= 0 and pc >= 0:
+                        sh += b[pex + pg * pq + pc]
+                    b[ex + g * q + i] = x[ex + g * q + i] - sh
+                for i in range(q):  # v = L⁻¹ b_g
+                    s = b[ex + g * q + i]
+                    for j in range(i):
+                        s -= L[i, j] * v[j]
+                    v[i] = s / L[i, i]
+                    lp -= 0.5 * v[i] * v[i]
+            lp -= G * logdet
+    # likelihood over the rows
+    gbeta = np.zeros(p)
+    gphi = 0.0
+    tq = np.empty(T, dtype=np.int64)
+    tca = np.empty(T, dtype=np.int64)
+    tza = np.empty(T, dtype=np.int64)
+    tex = np.empty(T, dtype=np.int64)
+    for t in range(T):
+        tq[t], tex[t] = int(buf[tpos[t]]), int(buf[tpos[t] + 6])
+        tca[t], tza[t] = int(buf[tpos[t] + 10]), int(buf[tpos[t] + 11])
+    ex0 = np.empty(D)
+    gx = np.zeros(D)
+    for d in range(D):
+        s = off[d]
+        for j in range(p):
+            s += X[d, j] * beta[j]
+        ex0[d] = s
+    for r in range(N):
+        dr = int(xi[r])
+        e = ex0[dr]
+        for t in range(T):
+            q, za = tq[t], tza[t]
+            base = tex[t] + int(buf[tca[t] + r]) * q
+            for i in range(q):
+                e += buf[za + r * q + i] * b[base + i]
+        ll, d1, d2, dp, dep, dpp = gk.row_terms(code, y[r], nn[r], e, phi)
+        lp += w[r] * ll
+        d1 *= w[r]
+        gphi += w[r] * dp
+        gx[dr] += d1
+        for t in range(T):
+            q, za = tq[t], tza[t]
+            base = tex[t] + int(buf[tca[t] + r]) * q
+            for i in range(q):
+                gb[base + i] += buf[za + r * q + i] * d1
+    for d in range(D):
+        for j in range(p):
+            gbeta[j] += X[d, j] * gx[d]
+    # back through the effects, children before their parents
+    for t in range(T - 1, -1, -1):
+        tb = tpos[t]
+        q, corr, G, ex = int(buf[tb]), buf[tb + 1] > 0.5, int(buf[tb + 3]), int(buf[tb + 6])
+        cent, par = buf[tb + 7] > 0.5, int(buf[tb + 8])
+        L = Ls[t, :q, :q]
+        gL = np.zeros((q, q))
+        if not cent:
+            for g in range(G):
+                for i in range(q):
+                    s = -x[ex + g * q + i]
+                    for j in range(i, q):  # (Lᵀ gb_g)_i
+                        s += L[j, i] * gb[ex + g * q + j]
+                    grad[ex + g * q + i] = s
+                for i in range(q):
+                    for j in range(i + 1):
+                        gL[i, j] += gb[ex + g * q + i] * x[ex + g * q + j]
+        else:
+            pm_at = int(buf[tb + 9])
+            pq = int(buf[par]) if par >= 0 else 0
+            pex = int(buf[par + 6]) if par >= 0 else 0
+            v = np.empty(q)
+            u = np.empty(q)
+            for g in range(G):
+                for i in range(q):  # v = L⁻¹ b_g
+                    s = b[ex + g * q + i]
+                    for j in range(i):
+                        s -= L[i, j] * v[j]
+                    v[i] = s / L[i, i]
+                for i in range(q - 1, -1, -1):  # u = L⁻ᵀ v = Σ⁻¹ b_g
+                    s = v[i]
+                    for j in range(i + 1, q):
+                        s -= L[j, i] * u[j]
+                    u[i] = s / L[i, i]
+                for i in range(q):
+                    for j in range(i + 1):
+                        gL[i, j] += u[i] * v[j]
+                pg = int(buf[pm_at + g]) if par >= 0 else 0
+                for i in range(q):
+                    db = gb[ex + g * q + i] - u[i]
+                    grad[ex + g * q + i] = db
+                    fc = int(buf[tb + _TERM + 5 * i + 3])
+                    if fc >= 0:
+                        gbeta[fc] -= db
+                    pc = int(buf[tb + _TERM + 5 * i + 4])
+                    if par >= 0 and pc >= 0:
+                        gb[pex + pg * pq + pc] -= db
+            for i in range(q):
+                gL[i, i] -= G / L[i, i]
+        # L = diag(sd) W: to log SDs and partial correlations
+        sdx, zx = int(buf[tb + 4]), int(buf[tb + 5])
+        for i in range(q):
+            s = 0.0
+            for j in range(i + 1):
+                s += gL[i, j] * L[i, j]
+            grad[sdx + i] += s
+        if corr:
+            gW = np.zeros((q, q))
+            for i in range(q):
+                sdi = np.exp(x[sdx + i])
+                for j in range(i + 1):
+                    gW[i, j] = gL[i, j] * sdi
+            nc = n_corr(q)
+            gz = np.zeros(nc)
+            cpc_backward(x[zx:zx + nc], q, gW, gz)
+            for k in range(nc):
+                grad[zx + k] += gz[k]
+    if phi_x >= 0:
+        grad[phi_x] = d_phi_prior + phi * gphi
+    for j in range(p):
+        grad[j] += gbeta[j]
+        if i_int >= 0 and j != i_int:
+            grad[j] -= xm[j] * gbeta[i_int]
+    return lp
+
+
+# --------------------------------------------------------------------------- #
+# C callbacks for nutpie (the signatures of nutpie's compiled PyMC models)
+# --------------------------------------------------------------------------- #
+def _logp_c(dim, x_, out_, logp_, data_):
+    head = numba.carray(data_, (1,), dtype=np.float64)
+    buf = numba.carray(data_, (int(head[0]),), dtype=np.float64)
+    x = numba.carray(x_, (dim,))
+    out = numba.carray(out_, (dim,))
+    val = logp_grad(x, buf, out)
+    logp_[0] = val
+    if not np.isfinite(val):
+        return 4
+    for i in range(dim):
+        if not np.isfinite(out[i]):
+            return 3
+    return 0
+
+
+@functools.cache
+def callbacks():
+    """``(logp, expand)`` C callbacks, compiled on first use (then loaded from Numba's cache)."""
+    from .numba_density import _EXPAND_SIG, _LOGP_SIG, _expand_c
+
+    kw = dict(cache=True, nogil=True, error_model="numpy")
+    return numba.cfunc(_LOGP_SIG, **kw)(_logp_c), numba.cfunc(_EXPAND_SIG, **kw)(_expand_c)
+
+
+def compile_cache_cold() -> bool:
+    """True when :func:`callbacks` will compile (no usable Numba cache entry)."""
+    from ..progress import numba_cache_cold
+
+    return numba_cache_cold(logp_grad)
+
+
+# --------------------------------------------------------------------------- #
+# parameter vector -> posterior variables (vectorised over draws)
+# --------------------------------------------------------------------------- #
+def constrained(packed: GlmmPacked, ps: PriorSet, design: Design, z: np.ndarray) -> dict:
+    """Posterior variables from draws ``z`` (S, ndim): ``fixed`` (S, p), the family
+    parameter (S,) under its name, and per factor ``sd`` (S, q_f), ``corr`` (S, q_f, q_f),
+    ``b`` (S, levels, q_f)."""
+    p, S = packed.p, z.shape[0]
+    raw = z[:, :p]
+    beta = raw.copy()
+    if packed.i_int >= 0:
+        beta[:, packed.i_int] = raw[:, packed.i_int] - intercept_shift(raw, ps.x_mean, packed.i_int)
+    out = {"fixed": beta, "factors": {}}
+    if packed.phi_x >= 0:
+        out[packed.phi_name] = np.exp(z[:, packed.phi_x])
+    sd_t, corr_t, L_t, b_t = {}, {}, {}, {}
+    for lt in packed.terms:
+        sd = np.exp(z[:, lt.sd_x:lt.sd_x + lt.q])
+        R = (cpc_corr(z[:, lt.z_x:lt.z_x + n_corr(lt.q)], lt.q) if lt.correlated
+             else np.broadcast_to(np.eye(lt.q), (S, lt.q, lt.q)).copy())
+        sd_t[lt.term], corr_t[lt.term] = sd, R
+        W = np.linalg.cholesky(R) if lt.correlated else R
+        L_t[lt.term] = sd[:, :, None] * W
+    for lt in sorted(packed.terms, key=lambda t: t.eff_x):  # build order: parents first
+        v = z[:, lt.eff_x:lt.eff_x + lt.levels * lt.q].reshape(S, lt.levels, lt.q)
+        if not lt.centered:
+            b_t[lt.term] = np.einsum("sij,sgj->sgi", L_t[lt.term], v)
+            continue
+        sh = np.zeros_like(v)
+        for i in range(lt.q):
+            if lt.fixed_cols[i] >= 0:
+                sh[:, :, i] += beta[:, lt.fixed_cols[i]][:, None]
+            if lt.parent >= 0 and lt.parent_cols[i] >= 0:
+                sh[:, :, i] += b_t[lt.parent][:, lt.pmap, lt.parent_cols[i]]
+        b_t[lt.term] = v - sh
+    factors: dict[str, list[int]] = {}
+    for k, g in enumerate(design.groups):
+        factors.setdefault(g.factor, []).append(k)
+    for f, ks in factors.items():
+        q = sum(design.groups[k].q for k in ks)
+        corr = np.zeros((S, q, q))
+        o = 0
+        for k in ks:
+            qk = design.groups[k].q
+            corr[:, o:o + qk, o:o + qk] = corr_t[k]
+            o += qk
+        out["factors"][f] = {"sd": np.concatenate([sd_t[k] for k in ks], axis=1), "corr": corr,
+                             "b": np.concatenate([b_t[k] for k in ks], axis=2)}
+    return out

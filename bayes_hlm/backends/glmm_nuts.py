@@ -1,0 +1,100 @@
+"""NUTS on the compiled GLMM density (method ``"full"``, sampler ``"numba"`` for the
+non-Gaussian families): nutpie calling :mod:`.glmm_density`'s cached C callback through
+the same container as the collapsed Gaussian engine (:func:`.numba_nuts._compiled_model`).
+
+The draws come back under the PyMC full model's names, dims and coordinates (``fixed``,
+the family parameter, ``sd__*``, ``corr__*``, ``r__*``), so every result accessor and
+reporter reads them unchanged. The likelihood reads the rows losslessly merged into cells
+where that shrinks them (:mod:`.compression`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import xarray as xr
+
+from ..progress import phase
+from ..spec.design import Design
+from ..spec.priors import PriorSet
+from . import naming
+from .hyperparameters import coords as model_coords
+from .hyperparameters import factor_blocks
+from .sampling import SamplerConfig, SampleOutput, run_nutpie
+
+
+def posterior_dataset(design: Design, ps: PriorSet, packed, z: np.ndarray) -> xr.Dataset:
+    """The PyMC full model's posterior variables, dims and coords from the draws ``z``."""
+    from .glmm_density import constrained
+
+    C, D = z.shape[:2]
+    v = constrained(packed, ps, design, z.reshape(C * D, -1))
+
+    def cd(a):
+        return a.reshape((C, D) + a.shape[1:])
+
+    out = {naming.FIXED: (("chain", "draw", naming.FIXED_DIM), cd(v["fixed"]))}
+    if packed.phi_name is not None:
+        out[packed.phi_name] = (("chain", "draw"), cd(v[packed.phi_name]))
+    blocks = factor_blocks(design)
+    for f, fv in v["factors"].items():
+        td, tdb, ld = naming.term_dim(f), naming.term_dim_b(f), naming.level_dim(f)
+        out[naming.sd_var(f)] = (("chain", "draw", td), cd(fv["sd"]))
+        if any(design.groups[k].correlated for k in blocks[f]):
+            out[naming.corr_var(f)] = (("chain", "draw", td, tdb), cd(fv["corr"]))
+        out[naming.effect_var(f)] = (("chain", "draw", ld, td), cd(fv["b"]))
+    used = {d for dims, _ in out.values() for d in dims} - {"chain", "draw"}
+    cs = model_coords(design)
+    return xr.Dataset(out, coords={"chain": np.arange(C), "draw": np.arange(D),
+                                   **{k: cs[k] for k in used}})
+
+
+def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig,
+           centered: dict[str, bool], compress: bool | str = "auto") -> SampleOutput:
+    """NUTS with nutpie on the compiled GLMM density; posterior as the full PyMC model names it.
+
+    Parameters
+    ----------
+    design, ps, family
+        The model (the design and priors the full PyMC model would be built from).
+    cfg : SamplerConfig
+    centered : dict
+        Factor -> centred, as :func:`~bayes_hlm.backends.parametrization.choose_centering`
+        or the user chose it.
+    compress : bool or "auto"
+        Merge identical rows into cells (:mod:`.compression`); ``"auto"`` when that removes
+        at least a fifth of the rows.
+    """
+    from . import glmm_density as gd
+    from .compression import compress_rows
+    from .numba_nuts import _compiled_model
+
+    t0 = time.perf_counter()
+    if gd.callbacks.cache_info().currsize:
+        what, cold = "packing the model's rows", False
+    else:
+        cold = gd.compile_cache_cold()
+        what = ("compiling the GLMM density with Numba (once per machine, ~30 s)" if cold
+                else "loading the compiled GLMM density from Numba's cache")
+    with phase(what, long=cold):
+        rows = gd.design_rows(design)
+        n_rows = rows.N
+        if compress:  # "auto": only when it removes at least a fifth of the rows
+            rows = compress_rows(rows, family,
+                                 max_cells=None if compress is True else int(0.8 * n_rows))
+        packed = gd.pack(design, ps, family, centered, rows)
+        compiled = _compiled_model(packed, cbs=gd.callbacks())
+    t1 = time.perf_counter()
+    tree, interrupted = run_nutpie(compiled, cfg)
+    t2 = time.perf_counter()
+    with phase("transforming the draws to the model's parameters"):
+        z = np.asarray(tree["posterior"]["_x"].values)
+        groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
+        groups["posterior"] = posterior_dataset(design, ps, packed, z)
+    for k in groups:
+        groups[k].attrs.update({"engine": "bayes_hlm.glmm_nuts", "inference_library": "nutpie"})
+    return SampleOutput(tree=xr.DataTree.from_dict(groups), compile_s=t1 - t0, sample_s=t2 - t1,
+                        interrupted=interrupted,
+                        extra={"centered": dict(packed.centered), "rows": n_rows,
+                               "cells": rows.N, "sampler": "numba"})

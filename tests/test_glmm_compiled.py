@@ -1,0 +1,267 @@
+"""The compiled GLMM density (backends/glmm_density.py, sampled by nutpie) targets the same
+posterior as the PyMC full model, and compression (backends/compression.py) keeps it.
+
+* the density equals the PyMC full model's log density up to a constant (q = 1 terms: the
+  same coordinates) and its gradient equals finite differences (every structure);
+* every scalar (fixed effects, SDs, correlations, NB alpha, every group effect) agrees with
+  the PyMC full model within 4 combined MCSEs in mean and SD, per family x structure;
+* compression merges rows into cells without changing the likelihood (up to a constant);
+* ``method="auto"`` chooses it for the families it covers, and the draws carry the full
+  model's names, dims and coordinates.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayes_hlm as bh
+from bayes_hlm.backends import glmm_density as gd
+from bayes_hlm.backends import glmm_kernels as gk
+from bayes_hlm.backends.compression import compress_rows
+from bayes_hlm.backends.engine import choose_engine
+from bayes_hlm.families import get_family
+from bayes_hlm.fitting.problem import build_problem
+from bayes_hlm.spec.priors import sd_key
+
+from posterior_compare import all_scalars, disagreements
+
+FORMULAS = {
+    "slope": "y ~ x + (x | g)",
+    "nested": "y ~ x + (1 | c/g)",
+    "crossed": "y ~ x + (1 | g) + (1 | h)",
+}
+
+
+def simulate(family: str, seed: int = 0, G: int = 12, m: int = 12, crossed: int = 6) -> pd.DataFrame:
+    """Small data with a correlated slope per ``g``, ``g`` nested in ``c``, ``h`` crossed."""
+    rng = np.random.default_rng(seed)
+    n = G * m
+    g = np.repeat(np.arange(G), m)
+    c = g // 2
+    h = rng.integers(0, crossed, n)
+    x = rng.normal(size=n)
+    eta = (-0.2 + 0.5 * x + rng.normal(0, 0.7, G)[g] + rng.normal(0, 0.4, G)[g] * x
+           + rng.normal(0, 0.8, G // 2)[c] + rng.normal(0, 0.5, crossed)[h])
+    d = pd.DataFrame({"x": x, "g": [f"g{v}" for v in g], "c": [f"c{v}" for v in c],
+                      "h": [f"h{v}" for v in h]})
+    if family == "bernoulli":
+        d["y"] = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    elif family == "binomial":
+        d["n"] = rng.integers(1, 6, n)
+        d["y"] = rng.binomial(d["n"], 1 / (1 + np.exp(-eta)))
+    else:
+        d["expo"] = rng.uniform(0.5, 2.0, n)
+        mu = d["expo"] * np.exp(eta + 0.5)
+        d["y"] = rng.poisson(mu if family == "poisson" else rng.gamma(3.0, mu / 3.0))
+    return d
+
+
+def _formula(family: str, structure: str) -> str:
+    f = FORMULAS[structure]
+    if family == "binomial":
+        f = f.replace("y ~", "cbind(y, n - y) ~")
+    elif family in ("poisson", "negativebinomial"):
+        f = f.replace("~ x", "~ x + offset(log(expo))")
+    return f
+
+
+def _packed(formula, data, family, link=None, centered=None):
+    fam = get_family(family, link)
+    pr = build_problem(formula, data, family=fam, method="full")
+    return pr, fam, gd.pack(pr.design, pr.fit_priors, fam, centered or {})
+
+
+# --------------------------------------------------------------------------- #
+# the density itself
+# --------------------------------------------------------------------------- #
+GRAD_CASES = [
+    ("bernoulli", None, "slope", {}), ("bernoulli", None, "slope", {"g": True}),
+    ("bernoulli", "probit", "crossed", {"g": True}), ("bernoulli", "cloglog", "nested", {}),
+    ("binomial", None, "nested", {"c": True, "c:g": True}),
+    ("poisson", None, "crossed", {"h": True}),
+    ("negativebinomial", None, "slope", {"g": True}),
+]
+
+
+@pytest.mark.parametrize("family,link,structure,centered", GRAD_CASES)
+def test_gradient_matches_finite_differences(family, link, structure, centered):
+    d = simulate(family)
+    _, _, pk = _packed(_formula(family, structure), d, family, link, centered)
+    x = pk.init + np.random.default_rng(1).normal(0, 0.3, pk.ndim)
+    g, tmp = np.empty(pk.ndim), np.empty(pk.ndim)
+    gd.logp_grad(x, pk.buf, g)
+    h = 1e-6
+    fd = np.array([(gd.logp_grad(x + h * e, pk.buf, tmp) - gd.logp_grad(x - h * e, pk.buf, tmp))
+                   / (2 * h) for e in np.eye(pk.ndim)])
+    np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5)
+
+
+def _pymc_point(pk, design, x):
+    """The PyMC full model's value variables at our ``x`` (q = 1 terms share coordinates)."""
+    pt = {"_fixed_c": x[:design.p]}
+    if pk.phi_x >= 0:
+        pt[f"{pk.phi_name}_log__"] = x[pk.phi_x]
+    for lt in pk.terms:
+        gt = design.groups[lt.term]
+        pt[f"_sd{lt.term}__{sd_key(gt.terms[0], gt.factor)}_log__"] = x[lt.sd_x]
+        name = f"_m{lt.term}__{gt.factor}" if lt.centered else f"_z{lt.term}__{gt.factor}"
+        pt[name] = x[lt.eff_x:lt.eff_x + lt.levels].reshape(lt.levels, 1)
+    return pt
+
+
+@pytest.mark.parametrize("family,link,structure,centered", [
+    ("bernoulli", None, "crossed", {"g": True}), ("bernoulli", "probit", "nested", {"c": True}),
+    ("binomial", "cloglog", "crossed", {}),
+    ("binomial", None, "nested", {"c": True, "c:g": True}),
+    ("poisson", None, "crossed", {"h": True}), ("negativebinomial", None, "nested", {}),
+])
+def test_density_equals_pymc_full_model(family, link, structure, centered):
+    """Differences of the log density between two points equal the PyMC model's."""
+    from bayes_hlm.backends.full import build_full_model
+
+    d = simulate(family)
+    pr, fam, pk = _packed(_formula(family, structure), d, family, link, centered)
+    model = build_full_model(pr.design, pr.fit_priors, centered, family=fam)
+    logp = model.compile_logp()
+    rng = np.random.default_rng(2)
+    tmp = np.empty(pk.ndim)
+    xs = [pk.init + rng.normal(0, 0.4, pk.ndim) for _ in range(3)]
+    ours = [gd.logp_grad(x, pk.buf, tmp) for x in xs]
+    theirs = [float(logp(_pymc_point(pk, pr.design, x))) for x in xs]
+    np.testing.assert_allclose(np.diff(ours), np.diff(theirs), rtol=1e-9, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- #
+# compression
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("family", ["bernoulli", "binomial", "poisson", "negativebinomial"])
+def test_compression_keeps_the_likelihood(family):
+    rng = np.random.default_rng(3)
+    n = 600
+    d = pd.DataFrame({"a": rng.choice(["a1", "a2", "a3"], n), "g": rng.choice(["u", "v", "w", "z"], n),
+                      "n": rng.integers(1, 4, n)})
+    d["y"] = (rng.binomial(1, 0.4, n) if family == "bernoulli" else
+              rng.binomial(d["n"], 0.4) if family == "binomial" else rng.poisson(2.0, n))
+    formula = ("cbind(y, n - y)" if family == "binomial" else "y") + " ~ a + (1 | g)"
+    pr, fam, pk = _packed(formula, d, family)
+    rows = gd.design_rows(pr.design)
+    cells = compress_rows(rows, fam)
+    assert cells.N < rows.N / 5
+    pc = gd.pack(pr.design, pr.fit_priors, fam, {}, cells)
+    tmp, g1, g2 = np.empty(pk.ndim), np.empty(pk.ndim), np.empty(pk.ndim)
+    x0 = pk.init.copy()
+    for s in range(3):
+        x = pk.init + np.random.default_rng(s).normal(0, 0.5, pk.ndim)
+        a = gd.logp_grad(x, pk.buf, g1) - gd.logp_grad(x0, pk.buf, tmp)
+        b = gd.logp_grad(x, pc.buf, g2) - gd.logp_grad(x0, pc.buf, tmp)
+        assert a == pytest.approx(b, rel=1e-10, abs=1e-8)
+        np.testing.assert_allclose(g1, g2, rtol=1e-9, atol=1e-8)
+
+
+def test_compression_leaves_distinct_rows_alone():
+    d = simulate("bernoulli")  # continuous x: no two rows share a cell
+    pr, fam, _ = _packed(FORMULAS["slope"], d, "bernoulli")
+    rows = gd.design_rows(pr.design)
+    assert compress_rows(rows, fam) is rows
+    assert compress_rows(rows, fam, max_cells=10) is rows
+
+
+# --------------------------------------------------------------------------- #
+# engine choice
+# --------------------------------------------------------------------------- #
+def test_auto_chooses_the_compiled_glmm_density():
+    d = simulate("poisson")
+    fam = get_family("poisson")
+    pr = build_problem(_formula("poisson", "slope"), d, family=fam, method="full")
+    c = choose_engine(pr.design, pr.fit_priors, None, family=fam, unavailable={})
+    assert (c.method, c.sampler, c.automatic) == ("full", "numba", True)
+    c = choose_engine(pr.design, pr.fit_priors, None, method="full", sampler="pymc", family=fam,
+                      unavailable={})
+    assert c.sampler == "pymc"
+    # not installed: the PyMC full model, as before
+    c = choose_engine(pr.design, pr.fit_priors, None, family=fam, unavailable={"numba": "absent"})
+    assert c.sampler == "pymc" and "numba skipped (absent)" in c.reason
+    with pytest.raises(bh.BayesHLMError, match="does not cover"):
+        choose_engine(pr.design, pr.fit_priors, None, method="full", sampler="numba", family=fam,
+                      unavailable={"numba": "absent"})
+    for name in ("bernoulli", "binomial", "poisson", "negativebinomial"):
+        assert get_family(name).supports("numba")
+        gk.kernel_code(get_family(name))
+    assert get_family("bernoulli", "probit").supports("numba")
+
+
+# --------------------------------------------------------------------------- #
+# the posterior equals the PyMC full model's
+# --------------------------------------------------------------------------- #
+# both engines at target_accept 0.95 (the PyMC reference's setting in test_marginal_equivalence)
+KW = dict(chains=2, draws=1000, tune=800, warn=False, progressbar=False, target_accept=0.95)
+CASES = [(f, s) for f in ("bernoulli", "binomial", "poisson", "negativebinomial")
+         for s in ("slope", "nested", "crossed")]
+
+
+@pytest.mark.parametrize("family,structure", CASES)
+def test_posterior_equals_pymc_full_model(family, structure):
+    d = simulate(family, seed=CASES.index((family, structure)))
+    formula = _formula(family, structure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = bh.fit(formula, d, family=family, seed=11, **KW)
+        ref = bh.fit(formula, d, family=family, method="full", sampler="pymc", seed=12, **KW)
+    assert (ours.info.method, ours.info.sampler) == ("full", "numba")
+    # same variables, dims and coordinates as the PyMC full model
+    po, pr = ours.tree["posterior"].to_dataset(), ref.tree["posterior"].to_dataset()
+    assert sorted(po.data_vars) == sorted(pr.data_vars)
+    for v in po.data_vars:
+        assert po[v].dims == pr[v].dims
+        for dim in po[v].dims[2:]:
+            assert list(po[dim].values) == list(pr[dim].values)
+    # the same coordinates on both sides, so the same geometry: the nested case's sd(c) (6
+    # levels) leaves a stray divergence or a few on either engine (<= 0.5% of the draws)
+    for fit in (ours, ref):
+        assert fit.diagnostics()["divergences"] <= 0.005 * KW["chains"] * KW["draws"]
+    n = len(all_scalars(ours))
+    assert n >= 15
+    bad = disagreements(ref, ours)
+    assert bad.empty, f"{len(bad)} of {n} scalars disagree:\n{bad}"
+
+
+# --------------------------------------------------------------------------- #
+# centred / non-centred on the link scale
+# --------------------------------------------------------------------------- #
+def test_glm_working_is_the_glm_fit_and_centering_reads_the_link_scale():
+    from bayes_hlm.backends.parametrization import choose_centering, glm_working
+
+    rng = np.random.default_rng(4)
+    G, m = 40, 60
+    g = np.repeat(np.arange(G), m)
+    x = rng.normal(size=G * m)
+    strong = rng.normal(0, 1.5, G)[g]  # n_g tau^2 w ~ 60 * 2.25 * 0.2: centred
+    d = pd.DataFrame({"x": x, "g": [f"g{v}" for v in g],
+                      "h": [f"h{v}" for v in rng.integers(0, G, G * m)]})
+    d["y"] = rng.binomial(1, 1 / (1 + np.exp(-(0.3 * x + strong))))
+    fam = get_family("bernoulli")
+    pr = build_problem("y ~ x + (1 | g) + (1 | h)", d, family=fam, method="full")
+    e, sw = glm_working(pr.design, fam)
+    # the Newton solution: the score X'(y - p) vanishes; e * sw is that score's summand
+    np.testing.assert_allclose(pr.design.X.T @ (e * sw), 0.0, atol=1e-6)
+    assert choose_centering(pr.design, fam) == {"g": True, "h": False}
+
+
+def test_compressed_fit_keeps_loo_per_original_row():
+    rng = np.random.default_rng(6)
+    n = 3000
+    d = pd.DataFrame({"a": rng.choice(list("ABC"), n), "g": rng.choice([f"g{i}" for i in range(15)], n)})
+    d["y"] = rng.poisson(np.exp(0.3 + (d["a"] == "B") * 0.4 + rng.normal(0, 0.5, 15)[d["g"].str[1:].astype(int)]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = bh.fit("y ~ a + (1 | g)", d, family="poisson", seed=3, chains=2, draws=300, tune=300,
+                   warn=False, progressbar=False)
+    assert r.info.sampler == "numba"
+    assert r.info.extra["rows"] == n and r.info.extra["cells"] <= 45
+    ll = r.log_likelihood()["log_likelihood"]["y"].values
+    assert ll.shape[-1] == n  # per original row, not per cell
+    assert np.asarray(r.loo().pareto_k).size == n
