@@ -103,7 +103,10 @@ def test_chooser_follows_the_family():
     assert _choice("y ~ x + (x | g)", family=bern, sampler="auto",
                    unavailable=no_numba).sampler == "pymc"
     assert _choice("y ~ x + (x | g)", family=get_family("gaussian")).sampler == "numba"
-    for kw in (dict(method="marginal"), dict(sampler="jax"), dict(out_of_core=True)):
+    # method="marginal": the quadrature-collapsed engine (backends/glmm_collapsed.py)
+    c = _choice("y ~ x + (x | g)", family=bern, method="marginal")
+    assert (c.method, c.sampler) == ("marginal", "numba") and "quadrature" in c.reason
+    for kw in (dict(sampler="jax"), dict(out_of_core=True)):
         with pytest.raises(BayesHLMError, match="bernoulli"):
             _choice("y ~ x + (x | g)", family=bern, **kw)
     with pytest.raises(BayesHLMError, match="'t'"):  # no compiled likelihood for Student-t
