@@ -187,3 +187,16 @@ def test_cli_weights_flag(counts, tmp_path, capsys):
                "--chains", "1", "--draws", "40", "--tune", "40"])
     cap = capsys.readouterr()
     assert rc != 0 and "gaussian family are not supported" in cap.err
+
+
+@pytest.mark.slow
+def test_weighted_posterior_equals_expanded_rows_within_mcse(counts):
+    """The sampled posteriors agree too (4 combined MCSE on every scalar summary row)."""
+    kw = dict(chains=4, draws=1000, tune=1000, seed=9, warn=False, progressbar=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = bh.fit("y ~ x + (1 | g)", counts, family="negativebinomial", weights="w", **kw)
+        b = bh.fit("y ~ x + (1 | g)", _expand(counts), family="negativebinomial", **kw)
+    sa, sb = a.summary(), b.summary()
+    se = np.sqrt(sa["mcse_mean"] ** 2 + sb["mcse_mean"] ** 2)
+    assert (np.abs(sa["mean"] - sb["mean"]) <= 4 * se).all()
