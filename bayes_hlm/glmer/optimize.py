@@ -134,13 +134,13 @@ def deriv12(f, x, delta: float = 1e-4, fx: float | None = None, lower=None):
 
 
 def newton_polish(f, x, fun, lower, free_of, max_steps: int = 4, gain_tol: float = 1e-9):
-    """Projected Newton steps on the free parameters; returns ``(x, fun, g, H)`` where the last
-    derivatives were computed (at the returned ``x`` unless it moved by a negligible step)."""
-    g = H = None
-    at = None
+    """Projected Newton steps on the free parameters; returns ``(x, fun, g, H)``.
+
+    One finite-difference Hessian serves while the steps stay small (< 1e-3: the Hessian is the
+    same to that order, the gradient is updated by ``H dx``); a larger step gets fresh
+    derivatives. The returned derivatives are lme4's ``checkConv`` input."""
+    g, H = deriv12(f, x, fx=fun, lower=lower)
     for _ in range(max_steps):
-        g, H = deriv12(f, x, fx=fun, lower=lower)
-        at = x.copy()
         free = free_of(x)
         idx = np.flatnonzero(free)
         if not len(idx):
@@ -160,12 +160,15 @@ def newton_polish(f, x, fun, lower, free_of, max_steps: int = 4, gain_tol: float
             t = np.maximum(t, np.where(np.isfinite(lower), lower, -np.inf))
             ft = float(f(t))
             if ft < fun:
+                dx = t - x
                 x, fun, moved = t, ft, True
                 break
         if not moved:
             break
-    if at is None or not np.array_equal(at, x):
-        g, H = deriv12(f, x, fx=fun, lower=lower)
+        if np.max(np.abs(dx)) < 1e-3:
+            g = g + H @ dx
+        else:
+            g, H = deriv12(f, x, fx=fun, lower=lower)
     return x, fun, g, H
 
 
