@@ -143,3 +143,43 @@ def row_dot(codes, ZL, U):  # pragma: no cover - compiled
             acc += ZL[i, a] * U[g, a]
         out[i] = acc
     return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def pirls_pass(fam, lk, th, y, n, pw, sat, base, codes, ZL, U, G):  # pragma: no cover
+    """One PIRLS step of a single grouping factor in one pass over the rows.
+
+    At ``eta = base + ZL·U[g]``: mean, weights, deviance residuals, ``K[g] = I + Σ W zl zlᵀ`` and
+    the working right-hand side ``rhs[g] = Σ (W (eta - base) + s) zl`` (so ``u_new = K⁻¹ rhs``,
+    lme4's penalised weighted least-squares update). Returns (eta, mu, W, dr, K, rhs, sum dr,
+    mean-dependent log-likelihood)."""
+    N, q = ZL.shape
+    eta = np.empty(N)
+    mu = np.empty(N)
+    W = np.empty(N)
+    s = np.empty(N)
+    dr = np.empty(N)
+    for i in range(N):
+        acc = 0.0
+        g = codes[i]
+        for a in range(q):
+            acc += ZL[i, a] * U[g, a]
+        eta[i] = base[i] + acc
+    dsum, ll = rows(fam, lk, th, y, n, pw, sat, eta, mu, W, s, dr)
+    K = np.zeros((G, q, q))
+    rhs = np.zeros((G, q))
+    for i in range(N):
+        g = codes[i]
+        zu = eta[i] - base[i]
+        c = W[i] * zu + s[i]
+        for a in range(q):
+            wa = W[i] * ZL[i, a]
+            rhs[g, a] += c * ZL[i, a]
+            for b in range(a + 1):
+                K[g, a, b] += wa * ZL[i, b]
+    for g in range(G):
+        for a in range(q):
+            K[g, a, a] += 1.0
+            for b in range(a):
+                K[g, b, a] = K[g, a, b]
+    return eta, mu, W, dr, K, rhs, dsum, ll

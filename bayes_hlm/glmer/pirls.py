@@ -241,6 +241,8 @@ class GlmerDevfun:
         sysm = self.system
         beta = np.asarray(beta, dtype=float)
         off = m.offset + self.X @ beta
+        if sysm.kind == "block":
+            return self._pirls_lme4_block(theta, beta, off)
         eta = self.lp0
         mu, W, s, dr = self._rows(eta)
         u = np.zeros(sysm.Q)
@@ -272,6 +274,60 @@ class GlmerDevfun:
             self._rows(eta)
         aic = self._aic(mu, dr)
         st = PirlsState(np.array(theta, float), beta, u, eta, mu, W, dr, F, aic, it)
+        self.last = st
+        return st
+
+    def _pirls_lme4_block(self, theta, beta, off) -> PirlsState:
+        """:meth:`pirls_lme4` for one grouping factor: each step is one compiled pass
+        (:func:`.kernels.pirls_pass`) and a batched q × q solve; the same iterates."""
+        from . import kernels
+        from .resystem import BlockFactor
+
+        m, f, sysm = self.model, self.family, self.system
+        G, q = sysm.G, sysm.q
+        if self._sat is None:
+            self._sat = np.ascontiguousarray(f.saturated_terms(m.y, m.pw))
+        fc, lc = kernels.FAMILY_CODE[f.name], kernels.LINK_CODE[f.link]
+        th = float(f.nb_theta if f.nb_theta is not None else 1.0)
+        off = np.ascontiguousarray(off)
+
+        def at(U):
+            return kernels.pirls_pass(fc, lc, th, m.y, m.n, m.pw, self._sat, off, sysm.codes,
+                                      sysm.ZL, U, G)
+
+        # start: the weights at lp0 (lme4 resets mu to lp0), as in pirls_lme4
+        mu0, W0, s0, _ = self._rows(self.lp0)
+        K = kernels.block_cross(sysm.codes, sysm.ZL, W0, G)
+        rhs = kernels.group_sums(sysm.codes, sysm.ZL, W0 * (self.lp0 - off) + s0, G)
+        U = np.zeros((G, q))
+        old = np.inf
+        for it in range(1, PIRLS_MAXIT + 1):
+            Kf = K
+            Un = np.linalg.solve(Kf, rhs[:, :, None])[:, :, 0]
+            dU = Un - U
+            step = 1.0
+            for _ in range(LME4_HALVINGS + 1):
+                Ut = U + step * dU
+                eta, mu, W, dr, K, rhs, dsum, ll = at(Ut)
+                pdev = float(dsum + np.sum(Ut * Ut))
+                if np.isfinite(pdev) and pdev <= old:
+                    break
+                step *= 0.5
+            if not np.isfinite(pdev):
+                raise BayesHLMError("PIRLS produced a non-finite deviance")
+            U = Ut
+            if abs((old - pdev) / pdev) < LME4_TOL:
+                break
+            old = pdev
+        else:
+            raise BayesHLMError(f"PIRLS did not converge in {PIRLS_MAXIT} iterations")
+        self._llvar = ll
+        self._last_eta_rows = eta
+        self.n_evals += 1
+        W_final = W
+        aic = self._aic(mu, dr)
+        st = PirlsState(np.array(theta, float), beta, U.reshape(-1), eta, mu, W_final, dr,
+                        BlockFactor(Kf), aic, it)
         self.last = st
         return st
 
