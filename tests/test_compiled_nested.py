@@ -128,6 +128,12 @@ def _equivalent(formula, df, structure, min_checks, seed=1, **kw):
 
 # The data make every effect well identified (effect_scale): the full model, the reference,
 # must sample without divergences, which weakly identified SDs with few levels do not allow.
+def test_equivalence_nested_lower_slope_implied_by_ids():
+    # 8 areas of 5 schools (school ids unique: the nesting is implied by them)
+    df = shapes.school_area(400, rows_per_school=10, schools_per_area=5, effect_scale=3.0, seed=11)
+    _equivalent(shapes.SCHOOL_AREA, df, "nested", min_checks=60)
+
+
 def test_equivalence_nested_upper_slope():
     df = shapes.school_area(240, rows_per_school=10, schools_per_area=3, seed=12)
     _equivalent("score ~ x + (x | area) + (1 | school)", df, "nested", min_checks=40)
@@ -136,3 +142,9 @@ def test_equivalence_nested_upper_slope():
 def test_equivalence_three_levels():
     df = shapes.longitudinal(200, children_per_school=5, effect_scale=3.0, seed=13)
     _equivalent(shapes.LONGITUDINAL, df, "nested", min_checks=60)
+
+
+def test_equivalence_two_crossed_factors_with_slopes():
+    # h (6 levels) sampled with its correlated slope, centred (well identified); g integrated out
+    df = crossed_slopes_data(seed=15, n=300, scale=3.0)
+    _equivalent("y ~ x + (x | g) + (x | h)", df, "crossed", min_checks=50, target_accept=0.95)

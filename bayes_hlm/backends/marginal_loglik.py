@@ -178,6 +178,17 @@ def crossed_effective(stats: CrossedStats, beta, b_o):
     return rr, e
 
 
+def _segment_sum(x: np.ndarray, seg: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Sums over the group axis ``axis`` of ``x`` within each segment ``seg[g]`` (``n`` segments)."""
+    import scipy.sparse as sp
+
+    G = len(seg)
+    xm = np.moveaxis(x, axis, 0)
+    ind = sp.csr_matrix((np.ones(G), (np.asarray(seg, dtype=np.int64), np.arange(G))), shape=(n, G))
+    out = np.asarray(ind @ xm.reshape(G, int(np.prod(xm.shape[1:])))).reshape((n,) + xm.shape[1:])
+    return np.moveaxis(out, 0, axis)
+
+
 def nested_parts(stats: NestedStats, beta, Lo, Li):
     """Inner-stage factorisation for nested stats (NumPy, batched).
 
@@ -190,17 +201,15 @@ def nested_parts(stats: NestedStats, beta, Lo, Li):
     """
     Go, qo = stats.c_out.shape
     Mi = _np_M(Li, stats.A_in)
-    Ri = np.linalg.cholesky(Mi)
+    Ri = np_cholesky(Mi)
     di = _np_d(_np_resid_cross(stats.B_in, stats.c_in, beta), Li)
-    K = _T(Li[..., None, :, :]) @ stats.C @ Lo[..., None, :, :]
+    # K_j = Λ_iᵀ C_j Λ_o in two einsums (a batched @ of tiny matrices is several times slower)
+    K = np.einsum("...ki,...gkj->...gij", Li, np.einsum("gkl,...lj->...gkj", stats.C, Lo))
     ui = _np_trisolve(Ri, di)
     V = _np_trisolve(Ri, K)
-    lead = V.shape[:-3]
-    # Segment sums over inner groups of each outer group (np.add.at on the group axis).
-    P = np.zeros(lead + (Go, qo, qo))
-    h = np.zeros(lead + (Go, qo))
-    np.add.at(P, (Ellipsis, stats.parent, slice(None), slice(None)), _T(V) @ V)
-    np.add.at(h, (Ellipsis, stats.parent, slice(None)), np.einsum("...iab,...ia->...ib", V, ui))
+    # Segment sums over inner groups of each outer group: one sparse product on the group axis
+    P = _segment_sum(np.einsum("...iab,...iac->...ibc", V, V), stats.parent, Go, -3)
+    h = _segment_sum(np.einsum("...iab,...ia->...ib", V, ui), stats.parent, Go, -2)
     S = _np_M(Lo, stats.A_out) - P
     et = _np_d(_np_resid_cross(stats.B_out, stats.c_out, beta), Lo) - h
     return dict(Ri=Ri, ui=ui, V=V, S=S, et=et, di=di, K=K)
