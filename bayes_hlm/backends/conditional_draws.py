@@ -35,14 +35,10 @@ from .group_kernel import cholesky_lower, sandwich
 from .kernel_variants import pick, serial_twin
 from .keyed_noise import keyed_normals, seed_key
 from .marginal_loglik import (
-    np_cholesky,
-    _T,
     _flat_other,
     _np_resid_cross,
-    _np_trisolve,
     block_factor,
     crossed_effective,
-    nested_parts,
 )
 from .sufficient_stats import BaseStats, CrossedStats, FactorBlock, NestedStats, SingleStats
 
@@ -135,21 +131,27 @@ def _chunk(stats, beta, sigma, L_list, b_other, xi):
 
     ``xi`` is a list of (S, G_sel, q) noise arrays matching the (subset) stats.
     """
-    sig = sigma[:, None, None]
     if isinstance(stats, NestedStats):
         Lo, Li = _lam(L_list, stats.outer, sigma), _lam(L_list, stats.inner, sigma)
-        pt = nested_parts(stats, beta, Lo, Li)
-        RS = np_cholesky(pt["S"])
-        zo = _np_trisolve(RS, pt["et"])
-        if xi is not None:
-            zo = zo + sig * xi[0]
-        wo = _np_trisolve(_T(RS), zo)  # R_S⁻ᵀ(R_S⁻¹ẽ + σξ)
-        zi = pt["ui"] - np.einsum("...gab,...gb->...ga", pt["V"], wo[..., stats.parent, :])
-        if xi is not None:
-            zi = zi + sig * xi[1]
-        wi = _np_trisolve(_T(pt["Ri"]), zi)
-        out = _split_terms(np.einsum("...gj,...ij->...gi", wo, Lo), stats.outer)
-        out.update(_split_terms(np.einsum("...gj,...ij->...gi", wi, Li), stats.inner))
+        S = len(sigma)
+        order = np.argsort(stats.parent, kind="stable")  # inner levels by outer level
+        ptr = np.searchsorted(stats.parent[order], np.arange(stats.c_out.shape[0] + 1))
+        eo = np.ascontiguousarray(np.broadcast_to(_np_resid_cross(stats.B_out, stats.c_out, beta),
+                                                  (S,) + stats.c_out.shape))
+        ei = np.ascontiguousarray(np.broadcast_to(
+            _np_resid_cross(stats.B_in[order], stats.c_in[order], beta), (S,) + stats.c_in.shape))
+        noisy = xi is not None
+        draw = pick(_nested_draws, _nested_draws_serial, ei.size + eo.size)
+        bo, bi = draw(
+            eo, np.ascontiguousarray(stats.A_out), np.ascontiguousarray(Lo), ei,
+            np.ascontiguousarray(stats.A_in[order]), np.ascontiguousarray(stats.C[order]),
+            np.ascontiguousarray(Li), ptr.astype(np.int64), np.ascontiguousarray(sigma, dtype=np.float64),
+            np.ascontiguousarray(xi[0]) if noisy else np.zeros((0, 0, 0)),
+            np.ascontiguousarray(xi[1][:, order]) if noisy else np.zeros((0, 0, 0)))
+        out_in = np.empty_like(bi)
+        out_in[:, order] = bi
+        out = _split_terms(bo, stats.outer)
+        out.update(_split_terms(out_in, stats.inner))
         return out
     Lam = _lam(L_list, stats.block, sigma)
     if isinstance(stats, CrossedStats):
@@ -211,13 +213,134 @@ def _block_draws(e, A, Lam, sigma, xi):
 _block_draws_serial = serial_twin(_block_draws, nogil=True, error_model="numpy")
 
 
+@numba.njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+def _nested_draws(eo, Ao, Lamo, ei, Ai, Cc, Lami, ptr, sigma, xio, xii):
+    """Nested effects per draw (parallel over draws): the outer effect from its marginal, then
+    each inner effect given it (module docstring), all in relative units ``b = Λ w``.
+
+    Per outer level ``a`` and its inner levels ``j`` (``ptr[a]:ptr[a+1]``):
+    ``R_jR_jᵀ = I + Λ_iᵀA_jΛ_i``, ``u_j = R_j⁻¹Λ_iᵀe_j``, ``V_j = R_j⁻¹Λ_iᵀC_jΛ_o``,
+    ``R_SR_Sᵀ = I + Λ_oᵀA_aΛ_o − Σ_j V_jᵀV_j``, ``ẽ = Λ_oᵀe_a − Σ_j V_jᵀu_j``;
+    ``w_o = R_S⁻ᵀ(R_S⁻¹ẽ + σξ_o)``, ``w_j = R_j⁻ᵀ(u_j − V_j w_o + σξ_j)``.
+    No noise arrays (size 0): the conditional mean.
+    """
+    S, Go, qo = eo.shape
+    Gi, qi = ei.shape[1], ei.shape[2]
+    nmax = 0
+    for a in range(Go):
+        nmax = max(nmax, ptr[a + 1] - ptr[a])
+    noisy = xio.shape[0] > 0
+    bo = np.empty((S, Go, qo))
+    bi = np.empty((S, Gi, qi))
+    for s in numba.prange(S):
+        Lo, Li = Lamo[s], Lami[s]
+        ALo, Mo, RS = np.empty((qo, qo)), np.empty((qo, qo)), np.empty((qo, qo))
+        ALi, Mi = np.empty((qi, qi)), np.empty((qi, qi))
+        R = np.empty((nmax, qi, qi))
+        V = np.empty((nmax, qi, qo))
+        u = np.empty((nmax, qi))
+        K = np.empty((qi, qo))
+        CL = np.empty((qi, qo))
+        et, zo, wo = np.empty(qo), np.empty(qo), np.empty(qo)
+        t, zi = np.empty(qi), np.empty(qi)
+        for a in range(Go):
+            sandwich(Ao, a, Lo, 1.0, ALo, Mo)
+            for i in range(qo):
+                v = 0.0
+                for k in range(qo):
+                    v += Lo[k, i] * eo[s, a, k]
+                et[i] = v
+            j0, n = ptr[a], ptr[a + 1] - ptr[a]
+            for jj in range(n):
+                j = j0 + jj
+                sandwich(Ai, j, Li, 1.0, ALi, Mi)
+                cholesky_lower(Mi, R[jj])
+                for i in range(qi):  # u_j = R_j⁻¹ Λ_iᵀ e_j
+                    v = 0.0
+                    for k in range(qi):
+                        v += Li[k, i] * ei[s, j, k]
+                    for k in range(i):
+                        v -= R[jj, i, k] * u[jj, k]
+                    u[jj, i] = v / R[jj, i, i]
+                for i in range(qi):  # K = Λ_iᵀ C_j Λ_o
+                    for b in range(qo):
+                        v = 0.0
+                        for k in range(qo):
+                            v += Cc[j, i, k] * Lo[k, b]
+                        CL[i, b] = v
+                for i in range(qi):
+                    for b in range(qo):
+                        v = 0.0
+                        for k in range(qi):
+                            v += Li[k, i] * CL[k, b]
+                        K[i, b] = v
+                for b in range(qo):  # V_j = R_j⁻¹ K
+                    for i in range(qi):
+                        v = K[i, b]
+                        for k in range(i):
+                            v -= R[jj, i, k] * V[jj, k, b]
+                        V[jj, i, b] = v / R[jj, i, i]
+                for b in range(qo):  # Schur complement and reduced right-hand side
+                    for c in range(qo):
+                        v = 0.0
+                        for k in range(qi):
+                            v += V[jj, k, b] * V[jj, k, c]
+                        Mo[b, c] -= v
+                    v = 0.0
+                    for k in range(qi):
+                        v += V[jj, k, b] * u[jj, k]
+                    et[b] -= v
+            cholesky_lower(Mo, RS)
+            for i in range(qo):  # z = R_S⁻¹ ẽ (+ σ ξ)
+                v = et[i]
+                for k in range(i):
+                    v -= RS[i, k] * zo[k]
+                zo[i] = v / RS[i, i]
+            if noisy:
+                for i in range(qo):
+                    zo[i] += sigma[s] * xio[s, a, i]
+            for i in range(qo - 1, -1, -1):  # w_o = R_S⁻ᵀ z
+                v = zo[i]
+                for k in range(i + 1, qo):
+                    v -= RS[k, i] * wo[k]
+                wo[i] = v / RS[i, i]
+            for i in range(qo):
+                v = 0.0
+                for k in range(qo):
+                    v += Lo[i, k] * wo[k]
+                bo[s, a, i] = v
+            for jj in range(n):
+                j = j0 + jj
+                for i in range(qi):
+                    v = u[jj, i]
+                    for k in range(qo):
+                        v -= V[jj, i, k] * wo[k]
+                    if noisy:
+                        v += sigma[s] * xii[s, j, i]
+                    zi[i] = v
+                for i in range(qi - 1, -1, -1):
+                    v = zi[i]
+                    for k in range(i + 1, qi):
+                        v -= R[jj, k, i] * t[k]
+                    t[i] = v / R[jj, i, i]
+                for i in range(qi):
+                    v = 0.0
+                    for k in range(qi):
+                        v += Li[i, k] * t[k]
+                    bi[s, j, i] = v
+    return bo, bi
+
+
+_nested_draws_serial = serial_twin(_nested_draws, nogil=True, error_model="numpy")
+
+
 def compile_cache_cold() -> bool:
     """True when drawing group effects will first compile its Numba kernels (no usable
     cache entry on this machine; the serial twins a first, small fit uses)."""
     from ..progress import numba_cache_cold
     from .keyed_noise import compiled_kernels
 
-    return numba_cache_cold(_block_draws_serial, *compiled_kernels())
+    return numba_cache_cold(_block_draws_serial, _nested_draws_serial, *compiled_kernels())
 
 
 def _noise_shapes(stats):
