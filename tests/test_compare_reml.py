@@ -254,3 +254,21 @@ def test_shrinkage_plot_does_not_print_the_column_legend(sleep_fit, ref):
     for ax in (plot_shrinkage(sleep_fit, ref, term="Days"), plot_shrinkage_2d(sleep_fit, ref)):
         assert not any("shrinkage =" in t.get_text() for t in ax.figure.texts)
     plt.close("all")
+
+
+def test_singular_reference_icc_r2_not_compared(sleep_fit, ref):
+    """A singular REML fit's ICC/R² follow performance's NA convention: no 'diff in posterior
+    SDs' against it (it read as -3.4 SDs in notebook 01's three-level model, #18)."""
+    import dataclasses
+
+    from bayes_hlm.results.compare_reml import compare_reml
+
+    sing = dataclasses.replace(ref, singular=True) if dataclasses.is_dataclass(ref) else None
+    if sing is None:
+        pytest.skip("reference is not a dataclass")
+    tab = compare_reml(sleep_fit, sing)
+    rows = tab[tab["kind"].isin(["icc", "r2"])]
+    assert rows["diff_in_post_sd"].isna().all() and rows["reml"].notna().any()
+    assert tab.loc["Days", "diff_in_post_sd"] == pytest.approx(
+        compare_reml(sleep_fit, ref).loc["Days", "diff_in_post_sd"])
+    assert "singular" in tab.note

@@ -130,6 +130,15 @@ def compare_reml(result: "BayesResult", reml_result=None, level: float | None = 
             for name, kind, d, key in posterior_rows(result)]
     out = ReportFrame(pd.DataFrame(rows).set_index("parameter")[COMPARE_COLUMNS])
     label_interval(out, prob, "hdi")
+    if ref.singular:
+        # performance's convention for a singular fit (ICC and R² conditional NA; R² marginal
+        # with no random variance) is not the quantity the posterior describes: a
+        # "diff in posterior SDs" against it would read as a disagreement (#18)
+        icc_r2 = out["kind"].isin(["icc", "r2"])
+        out.loc[icc_r2, "diff_in_post_sd"] = np.nan
+        out.note = ("REML fit is singular: its ICC / R² follow performance's convention for "
+                    "singular fits (NA, or R² marginal without the random variances), so they are "
+                    "not compared with the posterior (diff left empty)")
     engine = vals.engine if vals is not None else "REML"
     out.caption = (f"{result.formula}: posterior ({interval_label(prob, 'hdi')}) vs {engine}"
                    + (" (REML fit is singular)" if ref.singular else ""))
