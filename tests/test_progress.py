@@ -131,3 +131,24 @@ def test_fit_with_progressbar_false_prints_nothing(capsys, monkeypatch):
     numba_density.callbacks.cache_clear()
     _fit(False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.filterwarnings("ignore::bayes_hlm.errors.ConvergenceWarning")
+def test_sampling_without_a_bar_is_a_phase(capsys, monkeypatch):
+    """In a log or pipe nutpie draws no bar: sampling longer than the delay prints its phase
+    line (no silent stretch, #18); with progressbar=False nothing."""
+    from bayes_hlm.backends import numba_nuts
+
+    real = numba_nuts.run_nutpie
+
+    def slow(compiled, cfg):
+        time.sleep(progress.DELAY_S + 0.3)
+        return real(compiled, cfg)
+
+    monkeypatch.setattr(numba_nuts, "run_nutpie", slow)
+    _fit(None)
+    err = capsys.readouterr().err
+    assert "sampling (2 chains x 100 + 100 iterations, nutpie) …" in err
+    assert "sampling (2 chains x 100 + 100 iterations, nutpie): done in" in err
+    _fit(False)
+    assert "sampling" not in capsys.readouterr().err

@@ -14,6 +14,7 @@ the JAX or PyMC engines.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -105,7 +106,11 @@ def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOut
         packed = pack(design, ps, stats)
         compiled = _compiled_model(packed)
     t1 = time.perf_counter()
-    tree, interrupted = run_nutpie(compiled, cfg)
+    # without nutpie's own bar (a log, a pipe): a phase line, so sampling is not a silent stretch
+    sampling = (contextlib.nullcontext() if cfg.progressbar else
+                phase(f"sampling ({cfg.chains} chains x {cfg.tune} + {cfg.draws} iterations, nutpie)"))
+    with sampling:
+        tree, interrupted = run_nutpie(compiled, cfg)
     t2 = time.perf_counter()
     with phase("transforming the draws to the model's parameters"):
         z = np.asarray(tree["posterior"]["_x"].values)
