@@ -116,6 +116,7 @@ def main(argv=None):
     ap.add_argument("--contender", default="collapsed")
     ap.add_argument("--contenders", default="collapsed,full")
     ap.add_argument("--bambi", action="store_true")
+    ap.add_argument("--warm-only", action="store_true", help="skip the cold-cache collapsed run")
     ap.add_argument("--groups", type=int, default=200)
     ap.add_argument("--rows", type=int, default=100)
     ap.add_argument("--chains", type=int, default=2)
@@ -134,8 +135,9 @@ def main(argv=None):
         if con == "collapsed":  # cold (empty Numba cache) then warm
             SCRATCH.mkdir(parents=True, exist_ok=True)
             cache = tempfile.mkdtemp(prefix="bh_cache_", dir=SCRATCH)
-            env = {"NUMBA_CACHE_DIR": str(Path(cache) / "numba"), "BAYES_HLM_CACHE": cache}
-            for phase in ("cold", "warm"):
+            env = ({} if args.warm_only else
+                   {"NUMBA_CACHE_DIR": str(Path(cache) / "numba"), "BAYES_HLM_CACHE": cache})
+            for phase in (("warm",) if args.warm_only else ("cold", "warm")):
                 rows.append({"contender": f"ours collapsed ({phase})", **run_child(args, con, env)})
                 print(rows[-1], flush=True)
             shutil.rmtree(cache, ignore_errors=True)
