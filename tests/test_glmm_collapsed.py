@@ -156,6 +156,11 @@ def test_engine_choice():
     # not covered: a clear error naming the reason
     with pytest.raises(BayesHLMError, match="marginal"):
         choose_engine(design, ps, None, method="marginal", sampler="pymc", family=fam, unavailable={})
+    pr = build_problem("y ~ x + (x | g)", _data("bernoulli", G=4, n=5).assign(w=2.0),
+                       family="bernoulli", weights="w")
+    with pytest.raises(BayesHLMError, match="weights"):
+        choose_engine(pr.design, pr.fit_priors, None, method="marginal", family=pr.spec.family,
+                      unavailable={})
     pr = build_problem("y ~ x + (x | g) + (1 | h)", _data("bernoulli", G=4, n=5).assign(h=lambda d: d.index % 3),
                        family="bernoulli")
     with pytest.raises(BayesHLMError, match="grouping factors"):

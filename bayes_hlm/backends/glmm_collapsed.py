@@ -68,6 +68,8 @@ def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
                 "bernoulli/binomial logit, poisson log)")
     if family.param_names:
         return f"family {family.name!r} has parameters {list(family.param_names)}"
+    if getattr(design, "weights", None) is not None:
+        return "weights= (applied by the PyMC full model only)"
     factors = {g.factor for g in design.groups}
     if len(factors) != 1:
         return f"{len(factors)} grouping factors (quadrature engine: one)"
