@@ -183,3 +183,57 @@ def pirls_pass(fam, lk, th, y, n, pw, sat, base, codes, ZL, U, G):  # pragma: no
             for b in range(a):
                 K[g, b, a] = K[g, a, b]
     return eta, mu, W, dr, K, rhs, dsum, ll
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def joint_pass(fam, lk, th, y, n, pw, sat, base, X, codes, ZL, U, G, joint):  # pragma: no cover
+    """Everything one exact PIRLS step of a single grouping factor needs, in one pass.
+
+    At ``eta = base + ZL·U[g]`` (``base = offset + Xβ``): the row quantities, ``K[g]``, the
+    score sums ``ru[g] = Σ s zl`` and, with ``joint``, ``C[g] = Σ W zl xᵀ``, ``XᵀWX`` and
+    ``rb = Xᵀ s`` (β inside PIRLS, nAGQ = 0). Returns (eta, mu, W, dr, K, ru, C, XtWX, rb,
+    sum dr, mean-dependent log-likelihood)."""
+    N, q = ZL.shape
+    p = X.shape[1]
+    eta = np.empty(N)
+    mu = np.empty(N)
+    W = np.empty(N)
+    s = np.empty(N)
+    dr = np.empty(N)
+    for i in range(N):
+        acc = 0.0
+        g = codes[i]
+        for a in range(q):
+            acc += ZL[i, a] * U[g, a]
+        eta[i] = base[i] + acc
+    dsum, ll = rows(fam, lk, th, y, n, pw, sat, eta, mu, W, s, dr)
+    K = np.zeros((G, q, q))
+    ru = np.zeros((G, q))
+    C = np.zeros((G, q, p if joint else 0))
+    XtWX = np.zeros((p, p))
+    rb = np.zeros(p)
+    for i in range(N):
+        g = codes[i]
+        for a in range(q):
+            wa = W[i] * ZL[i, a]
+            ru[g, a] += s[i] * ZL[i, a]
+            for b in range(a + 1):
+                K[g, a, b] += wa * ZL[i, b]
+            if joint:
+                for j in range(p):
+                    C[g, a, j] += wa * X[i, j]
+        if joint:
+            for j in range(p):
+                wx = W[i] * X[i, j]
+                rb[j] += s[i] * X[i, j]
+                for k in range(j + 1):
+                    XtWX[j, k] += wx * X[i, k]
+    for g in range(G):
+        for a in range(q):
+            K[g, a, a] += 1.0
+            for b in range(a):
+                K[g, b, a] = K[g, a, b]
+    for j in range(p):
+        for k in range(j):
+            XtWX[k, j] = XtWX[j, k]
+    return eta, mu, W, dr, K, ru, C, XtWX, rb, dsum, ll

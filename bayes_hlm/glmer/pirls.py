@@ -160,6 +160,8 @@ class GlmerDevfun:
         u = (self._u if u0 is None else np.asarray(u0, dtype=float)).copy()
         if not np.all(np.isfinite(u)):
             u = np.zeros(sysm.Q)
+        if sysm.kind == "block":
+            return self._pirls_block(theta, beta, u, joint)
         base = m.offset + self.X @ beta if not joint else None
 
         def eta_of(u, beta):
@@ -224,6 +226,80 @@ class GlmerDevfun:
         aic = self._aic(mu, dr)
         self._u, self._beta = u, beta
         st = PirlsState(np.array(theta, float), beta, u, eta, mu, W, dr, F, aic, it)
+        self.last = st
+        return st
+
+    def _pirls_block(self, theta, beta, u, joint) -> PirlsState:
+        """:meth:`pirls` for one grouping factor: one compiled pass per step
+        (:func:`.kernels.joint_pass`), batched q × q algebra; the same iterates and stopping
+        rule."""
+        from . import kernels
+        from .resystem import BlockFactor
+
+        m, f, sysm = self.model, self.family, self.system
+        G, q, p = sysm.G, sysm.q, self.p
+        if self._sat is None:
+            self._sat = np.ascontiguousarray(f.saturated_terms(m.y, m.pw))
+        fc, lc = kernels.FAMILY_CODE[f.name], kernels.LINK_CODE[f.link]
+        th = float(f.nb_theta if f.nb_theta is not None else 1.0)
+        X = self._Xc if getattr(self, "_Xc", None) is not None else np.ascontiguousarray(self.X)
+        self._Xc = X
+
+        def at(u, beta):
+            base = np.ascontiguousarray(m.offset + X @ beta)
+            return kernels.joint_pass(fc, lc, th, m.y, m.n, m.pw, self._sat, base, X,
+                                      sysm.codes, sysm.ZL, u.reshape(G, q), G, joint)
+
+        def pd_of(r, u):
+            return float(r[9] + u @ u)
+
+        r = at(u, beta)
+        pdev = pd_of(r, u)
+        if not np.isfinite(pdev):
+            u = np.zeros(sysm.Q)
+            r = at(u, beta)
+            pdev = pd_of(r, u)
+        it = 0
+        for it in range(1, PIRLS_MAXIT + 1):
+            K, ru = r[4], r[5].reshape(-1) - u
+            Kinv_ru = np.linalg.solve(K, ru.reshape(G, q, 1))[:, :, 0].reshape(-1)
+            if joint:
+                C = r[6]                                           # (G, q, p)
+                KiC = np.linalg.solve(K, C)                        # (G, q, p)
+                S = r[7] - np.einsum("gqj,gqk->jk", C, KiC)
+                rb = r[8]
+                db = np.linalg.solve(S, rb - np.einsum("gqj,gq->j", C, Kinv_ru.reshape(G, q)))
+                du = Kinv_ru - np.einsum("gqj,j->gq", KiC, db).reshape(-1)
+            else:
+                du, db = Kinv_ru, np.zeros(p)
+            small = max(float(np.max(np.abs(du), initial=0.0)),
+                        float(np.max(np.abs(db), initial=0.0)))
+            if small < STEP_TOL:
+                break
+            step = 1.0
+            for _ in range(30):
+                un, bn = u + step * du, beta + step * db
+                rn = at(un, bn)
+                pn = pd_of(rn, un)
+                if np.isfinite(pn) and (pn <= pdev + 1e-10 * max(1.0, abs(pdev))
+                                        or small * step < 1e-6):
+                    break
+                step *= 0.5
+            else:
+                raise BayesHLMError("PIRLS step-halving failed to reduce the penalised deviance "
+                                    f"(theta = {np.round(theta, 6).tolist()})")
+            u, beta, r, pdev = un, bn, rn, pn
+        else:
+            raise BayesHLMError(f"PIRLS did not converge in {PIRLS_MAXIT} iterations "
+                                f"(theta = {np.round(theta, 6).tolist()})")
+        eta, mu, W, dr = r[0], r[1], r[2], r[3]
+        self._llvar = r[10]
+        self._last_eta_rows = eta
+        self.n_evals += 1
+        aic = self._aic(mu, dr)
+        self._u, self._beta = u, beta
+        st = PirlsState(np.array(theta, float), beta, u, eta, mu, W, dr, BlockFactor(r[4]), aic,
+                        it)
         self.last = st
         return st
 
