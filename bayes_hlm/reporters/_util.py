@@ -58,6 +58,16 @@ def note_missing(fig, ref: Reference | str | None) -> None:
     if text:
         fig.text(0.01, 0.005, f"Note: {text}", fontsize=7, color=REML_COLOR, ha="left", va="bottom",
                  wrap=True)
+        # keep the axes (and their x labels) clear of the note: a constrained layout is told to
+        # leave the note's lines free at the bottom
+        from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+        engine = fig.get_layout_engine()
+        if isinstance(engine, ConstrainedLayoutEngine):
+            width_pt = fig.get_figwidth() * 72
+            lines = int(np.ceil(len(text) * 7 * 0.55 / max(width_pt, 1))) + 0.3
+            h = min(0.3, lines * 9 / 72 / fig.get_figheight())
+            engine.set(rect=(0, h, 1, 1 - h))
 
 
 def row_levels(result: "BayesResult", factor: str) -> np.ndarray:
@@ -83,3 +93,64 @@ def pc_figure(pc):
         return pc.viz["figure"].item()
     except Exception:
         return plt.gcf()
+
+
+# ----------------------------------------------------------------------------- family-aware labels
+#: what one unit of the linear predictor is, per link (axis labels of link-scale plots)
+LINK_SCALE = {"logit": "log-odds", "probit": "probit scale", "cloglog": "cloglog scale", "log": "log scale",
+              "inverse": "inverse scale", "identity": None}
+BINARY_FAMILIES = ("bernoulli", "binomial")
+COUNT_FAMILIES = ("poisson", "negativebinomial")
+
+
+def family_of(result: "BayesResult"):
+    from ..results.family_draws import family_of as _family_of
+
+    return _family_of(result)
+
+
+def family_link(result: "BayesResult") -> tuple[str, str]:
+    """(family name, link name) of the fit (Gaussian, identity link for fits made before families)."""
+    fam = family_of(result)
+    return str(fam.name), str(fam.link.name)
+
+
+def family_tag(result: "BayesResult") -> str:
+    """``"binomial family, logit link"``: the tag of plot titles."""
+    fam, link = family_link(result)
+    return f"{fam} family, {link} link"
+
+
+def link_scale_label(result: "BayesResult") -> str | None:
+    """``"log-odds (logit link)"``, ``"log rate (log link)"``, ...; None for identity-link fits
+    (the coefficient is on the response's own scale)."""
+    fam, link = family_link(result)
+    scale = LINK_SCALE.get(link, f"{link} scale")
+    if scale is None:
+        return None
+    if link == "log" and fam in COUNT_FAMILIES:
+        scale = "log rate"
+    elif link == "log":
+        scale = "log mean"
+    return f"{scale} ({link} link)"
+
+
+def response_label(result: "BayesResult") -> str:
+    """What ``predict(kind="mean")`` is, in the user's words: ``P(use = Y)``, ``P(incidence per
+    trial)``, ``expected TICKS``, or the response name for Gaussian fits."""
+    fam, _ = family_link(result)
+    resp = result.spec.parsed.response
+    data = result.spec.data
+    if fam == "bernoulli":
+        col = data[resp] if resp in data.columns else None
+        if col is not None and isinstance(col.dtype, pd.CategoricalDtype) and len(col.cat.categories) == 2:
+            return f"P({resp} = {col.cat.categories[-1]})"
+        if col is not None and pd.api.types.is_bool_dtype(col):
+            return f"P({resp})"
+        return f"P({resp} = 1)"
+    if fam == "binomial":
+        inner = resp[resp.index("(") + 1:].split(",")[0].strip() if "(" in resp else resp
+        return f"P({inner}) per trial"
+    if fam in COUNT_FAMILIES or fam == "gamma":
+        return f"expected {resp}"
+    return resp

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..results import tables
 from ..results.compare_reml import norm_term
-from ._util import BAYES_COLOR, REML_COLOR, factor_terms, note_missing, pick_factor, reference, values
+from ._util import (BAYES_COLOR, REML_COLOR, factor_terms, family_tag, link_scale_label, note_missing,
+                    pick_factor, reference, values)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -19,6 +20,9 @@ def plot_caterpillar(result: "BayesResult", reml_result=None, factor: str | None
                      terms: list[str] | None = None, prob: float = tables.HDI_PROB,
                      max_levels: int = 60, axes=None):
     """Group effects (deviations from the fixed effects) sorted by posterior mean.
+
+    Generalized fits: on the link scale, named on the axis (log-odds, log rate) with the family
+    and link in the title.
 
     Parameters
     ----------
@@ -53,6 +57,7 @@ def plot_caterpillar(result: "BayesResult", reml_result=None, factor: str | None
                                  squeeze=False)
         axes = axes[0]
     fig = axes[0].figure
+    scale = link_scale_label(result)
     for ax, t in zip(axes, terms):
         d = re_.xs(t, level="term").sort_values("mean")
         if len(d) > max_levels:
@@ -66,7 +71,8 @@ def plot_caterpillar(result: "BayesResult", reml_result=None, factor: str | None
         ax.axvline(0, color="0.5", lw=0.8)
         ax.set_yticks(y, list(d.index), fontsize=7 if len(d) > 25 else 8)
         ax.set_title(f"{t} | {factor}")
+        ax.set_xlabel("deviation from the fixed effect" + (f"\n{scale}" if scale else ""), fontsize=8)
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Group effects ({prob:.0%} HDI)")
+    fig.suptitle(f"Group effects ({prob:.0%} HDI)" + (f": {family_tag(result)}" if scale else ""))
     note_missing(fig, ref)
     return fig

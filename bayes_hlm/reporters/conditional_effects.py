@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BayesHLMError
-from ._util import axes_or_new
+from ._util import axes_or_new, family_link, family_tag, response_label
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -81,6 +81,31 @@ def conditional_effects(result: "BayesResult", effect: str, by: str | None = Non
     return out
 
 
+def _binned_proportions(ax, data, effect, by, y, numeric_x, cats, by_levels, n_bins: int = 8):
+    """Observed proportions of a 0/1 response (raw 0/1 points say little): per level of a factor
+    ``effect``, or per quantile bin of a numeric one, split by ``by``'s levels when it is a factor.
+    Marker area grows with the rows behind each proportion."""
+    x = data[effect]
+    groups = [(None, np.ones(len(y), bool), "0.3")]
+    if by and _is_factor(data[by]):
+        groups = [(lvl, (data[by] == lvl).to_numpy(), f"C{i}") for i, lvl in enumerate(by_levels)]
+    if numeric_x:
+        xv = x.astype(float).to_numpy()
+        edges = np.unique(np.quantile(xv, np.linspace(0, 1, n_bins + 1)))
+        codes = np.clip(np.searchsorted(edges, xv, side="right") - 1, 0, len(edges) - 2)
+    else:
+        xv = x.cat.codes.to_numpy().astype(float)
+        codes = x.cat.codes.to_numpy()
+    first = True
+    for _, m, color in groups:
+        for c in np.unique(codes[m]):
+            sel = m & (codes == c)
+            ax.scatter([xv[sel].mean()], [y[sel].mean()], s=8 + 60 * sel.sum() / len(y) * len(np.unique(codes)),
+                       color=color, marker="s", alpha=0.45, edgecolor="k", linewidths=0.4, zorder=2,
+                       label="observed proportion (binned)" if first else None)
+            first = False
+
+
 def plot_conditional_effects(result: "BayesResult", effect: str, by: str | None = None, *,
                              conditions: dict | None = None,
                              group_effects: bool | str | list = False,
@@ -88,6 +113,9 @@ def plot_conditional_effects(result: "BayesResult", effect: str, by: str | None 
                              points: bool = True, n_points: int = 50, ax=None, **predict_kwargs):
     """Plot :func:`conditional_effects`: line and band (numeric ``effect``) or points and
     error bars (factor), one colour per level of ``by``, with the data points.
+
+    Generalized fits (``kind="mean"``): on the response scale - the success probability or the
+    expected count - with the observed proportions (binary: binned; binomial: per row) or counts.
 
     Returns the matplotlib Axes.
     """
@@ -115,23 +143,34 @@ def plot_conditional_effects(result: "BayesResult", effect: str, by: str | None 
             ax.errorbar(xs, sub["estimate"], yerr=[sub["estimate"] - sub["lower"],
                                                    sub["upper"] - sub["estimate"]],
                         fmt="o", color=color, capsize=3, label=label, zorder=3)
+    fam, _ = family_link(result)
     if points:
-        if numeric_x:
-            xs = data[effect].astype(float).to_numpy()
-        else:
-            rng = np.random.default_rng(0)
-            xs = data[effect].cat.codes.to_numpy() + rng.uniform(-0.15, 0.15, len(y))
         if by and _is_factor(data[by]):
             col_of = {lvl: f"C{i}" for i, lvl in enumerate(by_levels)}
-            colors = [col_of.get(v, "0.5") for v in data[by]]
+            colors = np.array([col_of.get(v, "0.5") for v in data[by]], dtype=object)
         else:
-            colors = "0.4"
-        ax.scatter(xs, y, s=6, c=colors, alpha=0.3, linewidths=0, zorder=1)
+            colors = np.full(len(y), "0.4", dtype=object)
+        if fam == "bernoulli" and kind == "mean":
+            _binned_proportions(ax, data, effect, by, y, numeric_x, cats, by_levels)
+        else:
+            if fam == "binomial" and kind == "mean":  # the observed proportion of each row
+                y = y / np.asarray(result.design.trials, float)
+            if numeric_x:
+                xs = data[effect].astype(float).to_numpy()
+            else:
+                rng = np.random.default_rng(0)
+                xs = data[effect].cat.codes.to_numpy() + rng.uniform(-0.15, 0.15, len(y))
+            ax.scatter(xs, y, s=6, c=list(colors), alpha=0.3, linewidths=0, zorder=1)
     if not numeric_x:
         ax.set_xticks(range(len(cats)), [str(c) for c in cats])
     ax.set_xlabel(effect)
-    ax.set_ylabel(result.spec.parsed.response)
-    ax.set_title(f"Conditional effect of {effect} ({int(prob * 100)}% HDI)")
-    if by:
+    if fam == "gaussian" or kind != "mean":
+        ax.set_ylabel(result.spec.parsed.response)
+        ax.set_title(f"Conditional effect of {effect} ({int(prob * 100)}% HDI)")
+    else:
+        ax.set_ylabel(response_label(result))
+        ax.set_title(f"Conditional effect of {effect} on {response_label(result)} ({int(prob * 100)}% HDI)\n"
+                     f"{family_tag(result)}; response scale", fontsize=10)
+    if by or (points and fam == "bernoulli" and kind == "mean"):
         ax.legend(frameon=False, fontsize="small")
     return ax

@@ -18,13 +18,15 @@ from matplotlib.collections import LineCollection
 from ..errors import BayesHLMError
 from ..results.compare_reml import posterior_rows
 from ._kde import kde
-from ._util import BAYES_COLOR, axes_or_new
+from . import ppc_discrete as ppd
+from ._util import (BAYES_COLOR, BINARY_FAMILIES, COUNT_FAMILIES, axes_or_new, family_link, family_of, family_tag,
+                    response_label)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
 
-POPULATION_KINDS = ("fixed", "sd", "corr", "sigma")
-PPC_KINDS = ("dens_overlay", "hist", "stat")
+POPULATION_KINDS = ("fixed", "sd", "corr", "sigma", "family")
+PPC_KINDS = ("auto", "dens_overlay", "hist", "stat", "bars", "rootogram", "calibration")
 
 
 def population_series(result: "BayesResult", var_names: list[str] | None = None
@@ -32,10 +34,15 @@ def population_series(result: "BayesResult", var_names: list[str] | None = None
     """(user-facing name, kind, (chain, draw) draws) of every population-level parameter.
 
     ``var_names`` selects by user-facing name (as in ``summary()``'s index) or by kind
-    (``"fixed"``, ``"sd"``, ``"corr"``, ``"sigma"``).
+    (``"fixed"``, ``"sd"``, ``"corr"``, ``"sigma"``, ``"family"``: the family's own parameters
+    such as the negative binomial's ``alpha``).
     """
     C, D = result._draws.n_chains, result._draws.n_draws
     rows = [(n, k, d.reshape(C, D)) for n, k, d, _ in posterior_rows(result) if k in POPULATION_KINDS]
+    seen = {n for n, _, _ in rows}
+    for name in family_of(result).param_names:  # NB/Gamma alpha, Student-t nu (sigma is listed)
+        if name not in seen and result._draws.has(name):
+            rows.append((name, "family", result._draws.flat(name).reshape(C, D)))
     if var_names is not None:
         known = {n for n, _, _ in rows}
         bad = [v for v in var_names if v not in known and v not in POPULATION_KINDS]
@@ -51,21 +58,34 @@ def _yrep(result, n_draws, seed):
     return np.asarray(result.design.y, float), np.asarray(yrep, float)
 
 
-def plot_ppc(result: "BayesResult", n_draws: int = 50, seed: int | None = 0, ax=None,
-             kind: str = "dens_overlay"):
-    """Posterior predictive check: observed response against ``n_draws`` replicated data sets.
+def default_ppc_kind(result: "BayesResult") -> str:
+    """The check that suits the family: a hanging rootogram for counts, a calibration plot for
+    binary and binomial outcomes, a density overlay for continuous responses."""
+    fam, _ = family_link(result)
+    return "rootogram" if fam in COUNT_FAMILIES else "calibration" if fam in BINARY_FAMILIES else "dens_overlay"
+
+
+def plot_ppc(result: "BayesResult", n_draws: int | None = None, seed: int | None = 0, ax=None,
+             kind: str = "auto"):
+    """Posterior predictive check: observed response against replicated data sets.
 
     Parameters
     ----------
     result : BayesResult
-    n_draws : int
-        Replicated data sets (``result.predict(kind="response", return_draws=True)``).
+    n_draws : int, optional
+        Replicated data sets (``result.predict(kind="response", return_draws=True)``); default 50
+        for the continuous kinds, 200 for the discrete ones (their intervals need more).
     seed : int, optional
     ax : matplotlib Axes, optional
-    kind : {"dens_overlay", "hist", "stat"}
+    kind : {"auto", "dens_overlay", "hist", "stat", "bars", "rootogram", "calibration"}
+        ``auto`` (default): the family's check, see :func:`default_ppc_kind`.
         ``dens_overlay``: density of y over the densities of the replicates (bayesplot's
         ``ppc_dens_overlay``); ``hist``: histograms of y and the pooled replicates;
-        ``stat``: the replicates' means and SDs against the observed ones (``ppc_stat_2d``).
+        ``stat``: the replicates' means and SDs against the observed ones (``ppc_stat_2d``);
+        ``bars``: frequency of each count, observed vs replicated (``ppc_bars``);
+        ``rootogram``: hanging rootogram (``ppc_rootogram``); ``calibration``: binned observed
+        proportion vs predicted probability with posterior predictive intervals (binary and
+        binomial fits). See :mod:`bayes_hlm.reporters.ppc_discrete`.
 
     Returns
     -------
@@ -73,9 +93,27 @@ def plot_ppc(result: "BayesResult", n_draws: int = 50, seed: int | None = 0, ax=
     """
     if kind not in PPC_KINDS:
         raise BayesHLMError(f"unknown pp_check kind {kind!r}; choose one of {list(PPC_KINDS)}")
+    if kind == "auto":
+        kind = default_ppc_kind(result)
+    fam, _ = family_link(result)
+    if kind == "calibration" and fam not in BINARY_FAMILIES:
+        raise BayesHLMError(f"a calibration plot needs a bernoulli or binomial fit; this one is {fam}: "
+                            "use kind='dens_overlay', 'bars' or 'rootogram'")
+    discrete = kind in ("bars", "rootogram", "calibration")
+    n_draws = n_draws or (200 if discrete else 50)
     y, yrep = _yrep(result, n_draws, seed)
-    fig, ax = axes_or_new(ax, figsize=(6, 3.5))
     resp = result.design.response
+    title = f"Posterior predictive check ({kind})\n{family_tag(result)}"
+    if kind == "calibration":
+        trials = result.design.trials
+        p = result.predict(None, kind="mean", max_draws=500).loc[:, "mean"].to_numpy()
+        return ppd.plot_calibration(y, p, yrep, trials, ax=ax, title=title,
+                                    xlabel=f"predicted {response_label(result)} (posterior mean)",
+                                    ylabel="observed proportion")
+    if kind in ("bars", "rootogram"):
+        fn = ppd.plot_ppc_bars if kind == "bars" else ppd.plot_rootogram
+        return fn(y, yrep, ax=ax, xlabel=resp, title=title)
+    fig, ax = axes_or_new(ax, figsize=(6, 3.5))
     if kind == "dens_overlay":
         lims = (min(y.min(), np.percentile(yrep, 0.5)), max(y.max(), np.percentile(yrep, 99.5)))
         grid, dens = kde(np.vstack([yrep, y[None, :]]), lims=lims)
@@ -97,7 +135,7 @@ def plot_ppc(result: "BayesResult", n_draws: int = 50, seed: int | None = 0, ax=
         ax.set_ylabel(f"sd({resp})")
         resp = f"mean({resp})"
     ax.set_xlabel(resp)
-    ax.set_title(f"Posterior predictive check ({kind})")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return ax
 
@@ -130,7 +168,7 @@ def plot_trace(result: "BayesResult", var_names: list[str] | None = None):
     series = population_series(result, var_names)
     fig, axes = _grid(len(series), 2, 9, 1.25)
     for (name, kind, a), (a1, a2) in zip(series, axes):
-        lower = 0.0 if kind in ("sd", "sigma") else (-1.0 if kind == "corr" else None)
+        lower = 0.0 if kind in ("sd", "sigma", "family") else (-1.0 if kind == "corr" else None)
         upper = 1.0 if kind == "corr" else None
         grid, dens = kde(a, lower=lower, upper=upper)
         _chain_lines(a1, grid, dens, lw=1.0)

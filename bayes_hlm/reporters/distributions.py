@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import BayesHLMError
 from ..results import tables
 from ._kde import kde
-from ._util import BAYES_COLOR, REML_COLOR, note_missing, reference, values
+from ._util import BAYES_COLOR, REML_COLOR, family_tag, link_scale_label, note_missing, reference, values
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -81,10 +81,12 @@ def plot_variance_distributions(result: "BayesResult", reml_result=None, prob: f
             ax.legend(fontsize=7, loc="upper left")
         lo, hi = tables.hdi(np.asarray(d), prob)
         ax.set_title(f"{name}\n{np.mean(d):.3f} [{float(lo):.3f}, {float(hi):.3f}]", fontsize=9)
+    title = f"Posterior mean [{prob:.0%} HDI]"
     if skipped:
-        fig.suptitle(f"Posterior mean [{prob:.0%} HDI]; not drawn (identically 0): {', '.join(skipped)}",
-                     fontsize=9)
-    else:
-        fig.suptitle(f"Posterior mean [{prob:.0%} HDI]", fontsize=9)
+        title += f"; not drawn (identically 0): {', '.join(skipped)}"
+    if link_scale_label(result) is not None:  # generalized fit: say which scale each quantity is on
+        title += (f"\n{family_tag(result)}: ICC and R² marginal/conditional on the latent scale "
+                  "(Nakagawa, as performance::icc / r2_nakagawa); Bayesian R² on the response scale")
+    fig.suptitle(title, fontsize=9)
     note_missing(fig, ref_)
     return fig

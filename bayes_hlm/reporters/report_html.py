@@ -20,7 +20,8 @@ import numpy as np
 
 from ..progress import phase
 from ..results.diagnostics import marginal_available, warn_on
-from ._util import factor_terms, reference, slope_column, values
+from ._util import (factor_terms, family_link, link_scale_label, reference, response_label, slope_column,
+                    values)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -44,11 +45,18 @@ img {max-width: 100%}
 """
 
 
+PPC_CAPTIONS = {"dens_overlay": "density of y over the densities of 50 replicated data sets",
+                "rootogram": "hanging rootogram: observed count frequencies hanging from the expected",
+                "calibration": "binned observed proportion vs predicted probability, with the "
+                               "posterior predictive interval of each bin"}
+
+
 def plot_specs(result: "BayesResult", reml_result=None) -> list[tuple[str, str, Callable]]:
     """(name, caption, function returning a Figure/Axes) of every plot that applies to ``result``."""
     from . import caterpillar, diagnostic_plots, distributions, forest, group_lines, shrinkage
 
     p = PROB
+    generalized = link_scale_label(result) is not None
     specs = [("forest", f"Posterior mean and {p:.0%} HDI (blue) vs REML estimate ± 1.96 SE (red)",
               lambda: forest.plot_forest(result, reml_result, prob=p))]
     if result.factors:
@@ -61,7 +69,9 @@ def plot_specs(result: "BayesResult", reml_result=None) -> list[tuple[str, str, 
         if len(terms) >= 2:
             specs.append(("shrinkage_2d", f"{terms[0]} vs {terms[1]} by {f}: pull towards the population",
                           lambda: shrinkage.plot_shrinkage_2d(result, reml_result, f)))
-        x = slope_column(result, f)
+        x = slope_column(result, f) if not generalized else None
+        if generalized:
+            specs += _conditional_specs(result, p)
         if x is not None:
             specs += [("group_lines", f"Per-{f} fits: no, complete and partial pooling ({p:.0%} interval)",
                        lambda: group_lines.plot_group_lines(result, x, f, prob=p)),
@@ -69,13 +79,38 @@ def plot_specs(result: "BayesResult", reml_result=None) -> list[tuple[str, str, 
                        lambda: group_lines.plot_spaghetti(result, x, f))]
         specs.append(("variance", f"ICC and R² posteriors ({p:.0%} HDI shaded); REML/performance values in red",
                       lambda: distributions.plot_variance_distributions(result, reml_result, prob=p)))
-    specs += [("ppc", "Posterior predictive check", lambda: diagnostic_plots.plot_ppc(result)),
+    ppc_kind = diagnostic_plots.default_ppc_kind(result)
+    specs += [("ppc", f"Posterior predictive check ({PPC_CAPTIONS.get(ppc_kind, ppc_kind)})",
+               lambda: diagnostic_plots.plot_ppc(result)),
               ("trace", "Trace plots (population-level parameters)", lambda: diagnostic_plots.plot_trace(result)),
               ("rank", "Rank plots (population-level parameters)", lambda: diagnostic_plots.plot_rank(result))]
     ss = result.tree["sample_stats"] if "sample_stats" in result.tree.children else None
     if ss is not None and "energy" in ss:
         specs.append(("energy", "Energy plot (BFMI)", lambda: diagnostic_plots.plot_energy(result)))
     return specs
+
+
+def _conditional_specs(result: "BayesResult", prob: float) -> list[tuple[str, str, Callable]]:
+    """Generalized fits: the conditional effect of the first fixed-effect predictor (a data
+    column) on the response scale - probability or expected count - split by the second."""
+    from .conditional_effects import plot_conditional_effects
+
+    import pandas as pd
+
+    data = result.spec.data
+    fixed: list[str] = []  # data columns behind the fixed effects, in formula order
+    for n in map(str, result.design.fixed_names):
+        for c in data.columns:
+            is_factor = isinstance(data[c].dtype, pd.CategoricalDtype)
+            if c not in fixed and (n == c or (is_factor and n.startswith(c))):
+                fixed.append(c)
+    if not fixed:
+        return []
+    effect, by = fixed[0], (fixed[1] if len(fixed) > 1 else None)
+    return [("conditional_effects",
+             f"Conditional effect of {effect}{f' by {by}' if by else ''} on {response_label(result)} "
+             f"(response scale, group effects at 0, {prob:.0%} HDI)",
+             lambda: plot_conditional_effects(result, effect, by, prob=prob))]
 
 
 def _figure(obj):
@@ -251,14 +286,6 @@ def software_versions() -> dict[str, str]:
     return out
 
 
-def family_link(result: "BayesResult") -> tuple[str, str]:
-    """(family, link) of the fit; Gaussian with identity link unless the spec says otherwise."""
-    fam = getattr(result.spec, "family", None)
-    name = getattr(fam, "name", fam) or "gaussian"
-    link = getattr(fam, "link", None) or "identity"
-    return str(name), str(getattr(link, "name", link))
-
-
 def build_report(result: "BayesResult", reml_result=None, plots: dict | None = None) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
     from ..results.compare_reml import compare_reml
@@ -269,6 +296,10 @@ def build_report(result: "BayesResult", reml_result=None, plots: dict | None = N
     plots = plots if plots is not None else render_plots(result, ref)
     info = result.info
     family, link = family_link(result)
+    scale = link_scale_label(result)
+    scale_note = (f" Coefficients, group effects and shrinkage are on the link scale: {scale}; "
+                  f"ICC and R² (marginal/conditional) on the latent scale; conditional effects and "
+                  f"posterior predictive checks on the response scale." if scale else "")
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bayes_hlm report</title>"
              f"<style>{CSS}</style></head><body>",
              f"<h1>{html.escape(result.formula)}</h1>",
@@ -278,7 +309,7 @@ def build_report(result: "BayesResult", reml_result=None, plots: dict | None = N
              + f". Method <code>{info.method}</code>, sampler <code>{info.sampler}</code>, "
              f"{info.chains} chains × {info.draws} draws (tune {info.tune}), seed {info.seed}, "
              f"{info.wall_s:.1f} s. Generated {_dt.datetime.now():%Y-%m-%d %H:%M}. "
-             f"Intervals are {PROB:.0%} highest-density intervals throughout.</p>"]
+             f"Intervals are {PROB:.0%} highest-density intervals throughout.{html.escape(scale_note)}</p>"]
     parts.append("<h2>Diagnostics</h2>")
     msgs = diagnostics_messages(result, vals)
     parts += [f"<div class='warn'>{html.escape(m)}</div>" for m in msgs] or \

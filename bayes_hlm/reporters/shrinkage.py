@@ -1,4 +1,4 @@
-"""Shrinkage plots: no pooling -> partial pooling (posterior) <- complete pooling."""
+"""Shrinkage plots: no pooling -> partial pooling (posterior) <- complete pooling (link scale for GLMMs)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..errors import BayesHLMError
 from ..results import tables
 from ..results.compare_reml import level2_columns, shrinkage_table
 from ._util import (BAYES_COLOR, NOPOOL_COLOR, POOLED_COLOR, REML_COLOR, axes_or_new, factor_terms,
-                    note_missing, pick_factor)
+                    family_link, family_tag, link_scale_label, note_missing, pick_factor)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -24,6 +24,12 @@ def _table(result, reml_result, factor, prob):
     group absorbs its level-2 predictors (constant within it), which the model's intercept
     does not, so their fitted part is taken off the no-pooling intercept."""
     tab = shrinkage_table(result, reml_result, factor, prob)
+    if link_scale_label(result) is not None:
+        # generalized fits: the per-group GLM holds the other fixed effects (level-2 predictors
+        # included) at their posterior means, so its intercept is already like the model's
+        tab.attrs["level2"] = []
+        tab.attrs["glm"] = family_link(result)
+        return tab
     names, part = level2_columns(result, factor)
     if names and "Intercept" in tab.index.get_level_values("term"):
         levels = [str(v) for v in next(g for g in result.design.groups if g.factor == factor).levels]
@@ -37,6 +43,12 @@ def _table(result, reml_result, factor, prob):
 
 
 def _nopool_label(tab) -> str:
+    if tab.attrs.get("glm"):
+        fam, link = tab.attrs["glm"]
+        how = ("empirical logit" if link == "logit" else "GLM") if fam in ("bernoulli", "binomial") else "GLM"
+        extra = ", +½ continuity correction" if fam in ("bernoulli", "binomial", "poisson",
+                                                        "negativebinomial") else ""
+        return f"no pooling (per-group {how}{extra})"
     names = tab.attrs.get("level2") or []
     return ("no pooling (OLS per group)" if not names else
             f"no pooling (OLS per group, minus the fitted {', '.join(names)} part)")
@@ -44,7 +56,11 @@ def _nopool_label(tab) -> str:
 
 def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None = None,
                    term: str | None = None, prob: float = tables.HDI_PROB, ax=None):
-    """Per group: no-pooling OLS estimate, posterior mean with HDI, complete pooling, and the pull.
+    """Per group: no-pooling estimate, posterior mean with HDI, complete pooling, and the pull.
+
+    Generalized fits are compared on the link scale (log-odds, log rate): the no-pooling
+    estimate is a per-group GLM with a continuity correction, complete pooling one GLM
+    ignoring the groups (:mod:`bayes_hlm.results.glm_pooling`).
 
     Parameters
     ----------
@@ -75,7 +91,8 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
     ax.hlines(y, tab["hdi_low"], tab["hdi_high"], color=BAYES_COLOR, alpha=0.5, lw=2,
               label=f"{prob:.0%} HDI")
     ax.scatter(tab["no_pool"], y, facecolor="white", edgecolor=NOPOOL_COLOR, zorder=3,
-               label=_nopool_label(full) if term == "Intercept" else "no pooling (OLS per group)")
+               label=_nopool_label(full) if term == "Intercept" or full.attrs.get("glm")
+               else "no pooling (OLS per group)")
     ax.scatter(tab["post_mean"], y, color=BAYES_COLOR, zorder=4, s=22, label="partial pooling (posterior mean)")
     for yi, (a, b) in enumerate(zip(tab["no_pool"], tab["post_mean"])):
         if np.isfinite(a) and abs(b - a) > 0:
@@ -83,9 +100,10 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
                         arrowprops=dict(arrowstyle="->", color=NOPOOL_COLOR, lw=0.8, shrinkA=3, shrinkB=3))
     if tab["blup"].notna().any():
         ax.scatter(tab["blup"], y, marker="x", color=REML_COLOR, zorder=5, s=25, label="REML BLUP")
-    ax.set_yticks(y, list(tab.index), fontsize=8)
-    ax.set_xlabel(f"{term} (per {factor})")
-    ax.set_title(f"Shrinkage of {term} by {factor}")
+    ax.set_yticks(y, list(tab.index), fontsize=8 if len(tab) <= 40 else 6)
+    scale = link_scale_label(result)
+    ax.set_xlabel(f"{term} (per {factor})" + (f", {scale}" if scale else ""))
+    ax.set_title(f"Shrinkage of {term} by {factor}" + (f"\n{family_tag(result)}" if scale else ""))
     ax.legend(fontsize=7, loc="best")
     note_missing(fig, full.attrs.get("reference_note"))  # not the column legend
     return ax
@@ -120,7 +138,8 @@ def plot_shrinkage_2d(result: "BayesResult", reml_result=None, factor: str | Non
     A, B = tab.xs(a, level="term"), tab.xs(b, level="term")
     fig, ax = axes_or_new(ax, figsize=(6, 5))
     ax.scatter(A["no_pool"], B["no_pool"], facecolor="white", edgecolor=NOPOOL_COLOR,
-               label=_nopool_label(tab) if "Intercept" in (a, b) else "no pooling (OLS per group)", zorder=3)
+               label=_nopool_label(tab) if "Intercept" in (a, b) or tab.attrs.get("glm")
+               else "no pooling (OLS per group)", zorder=3)
     ax.scatter(A["post_mean"], B["post_mean"], color=BAYES_COLOR, s=22, label="posterior mean", zorder=4)
     for x0, y0, x1, y1 in zip(A["no_pool"], B["no_pool"], A["post_mean"], B["post_mean"]):
         if np.all(np.isfinite([x0, y0])):
@@ -137,9 +156,10 @@ def plot_shrinkage_2d(result: "BayesResult", reml_result=None, factor: str | Non
         _ellipse(ax, mean, cov, p, color=POOLED_COLOR, ls=ls, lw=1.2)
         ax.plot([], [], color=POOLED_COLOR, ls=ls, label=f"{p:.0%} population")
     ax.scatter(*mean, marker="*", s=160, color=POOLED_COLOR, edgecolor="k", zorder=6, label="population mean")
-    ax.set_xlabel(a)
-    ax.set_ylabel(b)
-    ax.set_title(f"Shrinkage of ({a}, {b}) by {factor}")
+    scale = link_scale_label(result)
+    ax.set_xlabel(a + (f", {scale}" if scale else ""))
+    ax.set_ylabel(b + (f", {scale}" if scale else ""))
+    ax.set_title(f"Shrinkage of ({a}, {b}) by {factor}" + (f"\n{family_tag(result)}" if scale else ""))
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=2, frameon=False)
     ax.autoscale_view()
     note_missing(fig, tab.attrs.get("reference_note"))

@@ -101,8 +101,12 @@ def tab_model(result: "BayesResult", reml_result=None, prob: float = DEFAULT_LEV
             p = _p(float(rfx.loc[t, "p"])) if "p" in rfx else ""
         rows.append((None, t, b_est, b_ci, r_est, r_ci, p))
     rows.append(("Random effects",))
-    s = src.flat(naming.SIGMA)
-    rows.append((None, "σ²", *post(s ** 2), _f(vals.sigma ** 2, digits) if vals else "", "", ""))
+    vp = result.variance_parts() if result.factors else None
+    if src.has(naming.SIGMA):
+        s = src.flat(naming.SIGMA)
+        rows.append((None, "σ²", *post(s ** 2), _f(vals.sigma ** 2, digits) if vals else "", "", ""))
+    elif vp is not None:  # no residual SD: the family's latent-scale residual variance (sjPlot's σ²)
+        rows.append((None, "σ² (latent scale)", *post(vp.residual), "", "", ""))
     for f in result.factors:
         terms = result._terms(f)
         sd = src.flat(naming.sd_var(f))
@@ -116,7 +120,6 @@ def tab_model(result: "BayesResult", reml_result=None, prob: float = DEFAULT_LEV
                 r = vals.corr(f, terms[i], terms[j]) if vals else np.nan
                 rows.append((None, f"ρ{i}{j} {f}", *post(c[:, i, j]), _f(r, digits), "", ""))
     if result.factors:
-        vp = result.variance_parts()
         rows.append((None, "ICC", *post(vp.icc()), _f(vals.icc, digits) if vals else "", "", ""))
     for f, n in result.ngrps().items():
         rows.append((None, f"N {f}", str(n), "", str(n) if vals else "", "", ""))

@@ -689,11 +689,14 @@ class BayesResult(MixedModelResult):
         return self.priors.table()
 
     # ---------------------------------------------------------- model checks
-    def pp_check(self, kind: str = "dens_overlay", ndraws: int = 50, seed: int | None = 0, ax=None):
+    def pp_check(self, kind: str = "auto", ndraws: int | None = None, seed: int | None = 0, ax=None):
         """Posterior predictive check, as brms's ``pp_check`` (bayesplot); returns the matplotlib Axes.
 
-        ``kind``: ``"dens_overlay"`` (density of y over ``ndraws`` replicated data sets),
-        ``"hist"`` or ``"stat"`` (replicated means and SDs against the observed).
+        ``kind``: ``"auto"`` (default: the family's check - a hanging rootogram for counts, a
+        calibration plot for binary/binomial outcomes, a density overlay otherwise),
+        ``"dens_overlay"`` (density of y over ``ndraws`` replicated data sets), ``"hist"``,
+        ``"stat"`` (replicated means and SDs against the observed), ``"bars"``, ``"rootogram"``
+        or ``"calibration"``; see :func:`bayes_hlm.reporters.plot_ppc`.
         """
         from ..reporters.diagnostic_plots import plot_ppc
 

@@ -30,6 +30,8 @@ from ..inference._args import resolve_level
 from ..inference.frames import ReportFrame
 from ..inference.intervals import interval_label, label_interval
 from . import tables
+from .family_draws import family_of
+from .glm_pooling import complete_pooling_glm, is_linear, no_pooling_glm
 from .reference import FrequentistReference, MissingReference, Reference, norm_term, reference_for
 
 if TYPE_CHECKING:
@@ -183,10 +185,14 @@ def no_pooling(result: "BayesResult", factor: str) -> pd.DataFrame:
 
     Fixed columns constant within a group (level-2 predictors) are aliased with
     the intercept there and dropped. Returns a (level x term) frame of
-    coefficients (NaN where a group has too few rows).
+    coefficients (NaN where a group has too few rows). Generalized fits: per-group GLMs on the
+    link scale (:func:`~bayes_hlm.results.glm_pooling.no_pooling_glm`).
     """
     d = result.design
     terms, codes, Z = _factor_terms(result, factor)
+    fam = family_of(result)
+    if not is_linear(fam):
+        return no_pooling_glm(result, factor, fam, terms, codes, Z)
     zn = {norm_term(t) for t in terms}
     other = [i for i, n in enumerate(d.fixed_names) if norm_term(n) not in zn]
     levels = [str(v) for v in result._levels(factor)]
@@ -203,8 +209,11 @@ def no_pooling(result: "BayesResult", factor: str) -> pd.DataFrame:
 
 
 def complete_pooling(result: "BayesResult") -> pd.Series:
-    """OLS of y on the fixed design, ignoring groups."""
+    """OLS of y on the fixed design, ignoring groups (generalized fits: one GLM, link scale)."""
     d = result.design
+    fam = family_of(result)
+    if not is_linear(fam):
+        return complete_pooling_glm(result, fam)
     beta = np.linalg.lstsq(d.X, d.working_y, rcond=None)[0]
     return pd.Series(beta, index=[norm_term(n) for n in d.fixed_names])
 

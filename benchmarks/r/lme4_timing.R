@@ -3,6 +3,9 @@
 ##
 ## Usage:
 ##   Rscript benchmarks/r/lme4_timing.R DATA.csv "y ~ x + (1|g)" [--n 5] [--ml] [--levels col=a,b,c]...
+##                                      [--family binomial|poisson|negbin]
+## --family fits lme4::glmer (Laplace; glmer.nb for negbin) instead of lmer; then REML is FALSE,
+## reml_criterion and sigma are null and "family" is set.
 ##
 ## Output (stdout, a single JSON object):
 ##   {"wall_s": <median elapsed s of N lmer fits, data already loaded>, "runs_s": [...],
@@ -22,18 +25,20 @@ suppressPackageStartupMessages({
 })
 
 usage <- function() {
-  cat("usage: lme4_timing.R DATA.csv FORMULA [--n N] [--ml] [--levels col=a,b,...]\n", file = stderr())
+  cat("usage: lme4_timing.R DATA.csv FORMULA [--n N] [--ml] [--levels col=a,b,...] [--family F]\n",
+      file = stderr())
   quit(status = 2)
 }
 
 args <- commandArgs(trailingOnly = TRUE)
-pos <- character(); n_runs <- 3L; reml <- TRUE; lev_over <- list()
+pos <- character(); n_runs <- 3L; reml <- TRUE; lev_over <- list(); family <- NULL
 i <- 1L
 while (i <= length(args)) {
   a <- args[[i]]
   if (a == "--n") { n_runs <- as.integer(args[[i + 1L]]); i <- i + 2L; next }
   if (a == "--ml") { reml <- FALSE; i <- i + 1L; next }
   if (a == "--reml") { reml <- TRUE; i <- i + 1L; next }
+  if (a == "--family") { family <- args[[i + 1L]]; reml <- FALSE; i <- i + 2L; next }
   if (a == "--levels") {
     kv <- strsplit(args[[i + 1L]], "=", fixed = TRUE)[[1]]
     lev_over[[kv[1]]] <- strsplit(kv[2], ",", fixed = TRUE)[[1]]
@@ -72,13 +77,18 @@ for (nm in names(dat)) {
 }
 
 ## --- fit (one untimed warm-up, whose warnings/messages are recorded), then N timed fits
+fit_once <- function() {
+  if (is.null(family)) return(lmer(form, data = dat, REML = reml))
+  if (family == "negbin") return(glmer.nb(form, data = dat))
+  glmer(form, data = dat, family = family)
+}
 w <- character()
-m <- withCallingHandlers(lmer(form, data = dat, REML = reml),
+m <- withCallingHandlers(fit_once(),
   warning = function(c) { w <<- c(w, conditionMessage(c)); invokeRestart("muffleWarning") },
   message = function(c) { w <<- c(w, trimws(conditionMessage(c))); invokeRestart("muffleMessage") })
 runs <- vapply(seq_len(n_runs), function(k) {
   gc(FALSE)
-  suppressWarnings(suppressMessages(system.time(lmer(form, data = dat, REML = reml))[["elapsed"]]))
+  suppressWarnings(suppressMessages(system.time(fit_once())[["elapsed"]]))
 }, numeric(1))
 
 cf <- summary(m)$coefficients
@@ -93,7 +103,8 @@ res <- list(
   reml_criterion = if (reml) REMLcrit(m) else NA_real_,
   deviance = if (reml) NA_real_ else deviance(m),
   logLik = as.numeric(logLik(m)),
-  sigma = sigma(m),
+  sigma = if (is.null(family)) sigma(m) else NA_real_,
+  family = if (is.null(family)) "gaussian" else family,
   theta = setNames(as.list(unname(th)), names(th)),
   singular = isSingular(m),
   feval = m@optinfo$feval,
