@@ -15,7 +15,10 @@ NOTEBOOKS = {
     "02_hsb_schools.ipynb": [],
     "03_crossed.ipynb": [pytest.mark.slow],  # InstEval: minutes even when subsampled
     "04_benchmarks.ipynb": [],
+    "05_generalized.ipynb": [],  # contraception + grouse ticks: four short full-model fits
 }
+#: notebooks whose executed outputs must be free of warnings (stderr text naming a Warning)
+NO_WARNINGS = {"05_generalized.ipynb"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=m) for n, m in NOTEBOOKS.items()])
@@ -30,6 +33,10 @@ def test_notebook_runs(name, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    if name in NO_WARNINGS:
+        stderr = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        assert not [t for t in stderr if "Warning" in t], stderr
 
 
 @pytest.mark.parametrize("name", list(NOTEBOOKS))
@@ -42,7 +49,7 @@ def test_notebook_is_stripped(name):
 
 def test_fast_switch_is_read():
     """Every sampling notebook reads BAYES_HLM_FAST so tests stay short."""
-    for name in ["01_sleepstudy.ipynb", "02_hsb_schools.ipynb", "03_crossed.ipynb"]:
+    for name in ["01_sleepstudy.ipynb", "02_hsb_schools.ipynb", "03_crossed.ipynb", "05_generalized.ipynb"]:
         text = (NB_DIR / name).read_text()
         assert "BAYES_HLM_FAST" in text, name
 

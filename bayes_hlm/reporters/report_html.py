@@ -80,7 +80,7 @@ def plot_specs(result: "BayesResult", reml_result=None) -> list[tuple[str, str, 
         specs.append(("variance", f"ICC and R² posteriors ({p:.0%} HDI shaded); REML/performance values in red",
                       lambda: distributions.plot_variance_distributions(result, reml_result, prob=p)))
     ppc_kind = diagnostic_plots.default_ppc_kind(result)
-    specs += [("ppc", f"Posterior predictive check ({PPC_CAPTIONS.get(ppc_kind, ppc_kind)})",
+    specs += [("ppc", f"Posterior predictive check ({ppc_kind}): {PPC_CAPTIONS.get(ppc_kind, '')}".rstrip(": "),
                lambda: diagnostic_plots.plot_ppc(result)),
               ("trace", "Trace plots (population-level parameters)", lambda: diagnostic_plots.plot_trace(result)),
               ("rank", "Rank plots (population-level parameters)", lambda: diagnostic_plots.plot_rank(result))]

@@ -87,7 +87,12 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
     tab = tab.assign(order=tab["no_pool"].fillna(tab["post_mean"])).sort_values("order")
     fig, ax = axes_or_new(ax, figsize=(6.5, max(3.0, 0.22 * len(tab) + 1.2)))
     y = np.arange(len(tab))
-    ax.axvline(tab["complete_pool"].iloc[0], color=POOLED_COLOR, lw=1.5, label="complete pooling")
+    glm = bool(full.attrs.get("glm"))
+    ax.axvline(tab["complete_pool"].iloc[0], color=POOLED_COLOR, lw=1.5,
+               label="complete pooling (one GLM, groups ignored)" if glm else "complete pooling")
+    if glm:  # a GLM's complete pooling is population-averaged; partial pooling pulls to the fixed effect
+        ax.axvline(tab["population"].iloc[0], color=POOLED_COLOR, lw=1.2, ls="--",
+                   label="population mean (fixed effect)")
     ax.hlines(y, tab["hdi_low"], tab["hdi_high"], color=BAYES_COLOR, alpha=0.5, lw=2,
               label=f"{prob:.0%} HDI")
     ax.scatter(tab["no_pool"], y, facecolor="white", edgecolor=NOPOOL_COLOR, zorder=3,

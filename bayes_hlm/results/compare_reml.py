@@ -208,12 +208,13 @@ def no_pooling(result: "BayesResult", factor: str) -> pd.DataFrame:
     return pd.DataFrame(est, index=pd.Index(levels, name="level"), columns=terms)
 
 
-def complete_pooling(result: "BayesResult") -> pd.Series:
-    """OLS of y on the fixed design, ignoring groups (generalized fits: one GLM, link scale)."""
+def complete_pooling(result: "BayesResult", factor: str | None = None) -> pd.Series:
+    """OLS of y on the fixed design, ignoring groups (generalized fits: one GLM, link scale,
+    the factors other than ``factor`` held at their posterior means)."""
     d = result.design
     fam = family_of(result)
     if not is_linear(fam):
-        return complete_pooling_glm(result, fam)
+        return complete_pooling_glm(result, fam, factor)
     beta = np.linalg.lstsq(d.X, d.working_y, rcond=None)[0]
     return pd.Series(beta, index=[norm_term(n) for n in d.fixed_names])
 
@@ -344,11 +345,12 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
     factors = [factor] if factor else result.factors
     ref = reference_for(result, reml_result)
     vals = _values(ref)
-    pooled = complete_pooling(result)
     beta = pd.Series(result._draws.flat(naming.FIXED).mean(0),
                      index=[norm_term(n) for n in result.design.fixed_names])
     frames, level2 = [], set()
+    linear = is_linear(family_of(result))
     for f in factors:
+        pooled = complete_pooling(result, f)
         nop = no_pooling(result, f)
         draws, terms = coefficient_draws(result, f)
         S, L, q = draws.shape
@@ -367,7 +369,8 @@ def shrinkage_table(result: "BayesResult", reml_result=None, factor: str | None 
         df["complete_pool"] = [pooled.get(t, 0.0) for _, t in idx]
         df["population"] = [beta.get(t, 0.0) for _, t in idx]
         like = df["no_pool"].to_numpy().copy()
-        names, part = level2_columns(result, f)
+        # a GLM's no-pooling fit holds level-2 predictors at their fitted part already (glm_pooling)
+        names, part = level2_columns(result, f) if linear else ([], None)
         if names:  # compare intercepts like with like
             level2.update(names)
             like -= np.where(df.index.get_level_values("term") == "Intercept", np.repeat(part, q), 0.0)

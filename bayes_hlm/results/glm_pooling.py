@@ -5,11 +5,16 @@ put the per-group estimates on the data scale while the posterior group coeffici
 link scale (log-odds, log rate). Here both are GLMs fitted by iteratively reweighted least squares
 (IRLS, Fisher scoring with the family's variance function and link):
 
-* **complete pooling**: one GLM of ``y`` on the fixed design, groups ignored;
+* **complete pooling**: one GLM of ``y`` on the fixed design, the factor's groups ignored;
 * **no pooling**: per level of a factor, a GLM of the level's rows on the factor's own terms
   (intercept, slopes), with the rest of the linear predictor - the other fixed effects at their
   posterior means, and the offset - held fixed as an offset. The posterior coefficient
   (fixed + group effect) is the partial-pooling estimate of exactly these coefficients.
+
+Both hold the *other* factors' group effects at their posterior means (:func:`other_effects`):
+unlike OLS, a GLM fitted without them estimates a population-averaged coefficient (attenuated
+towards 0 for the logit link, shifted up by about half their variance for the log link), which
+is not what the model's group coefficients are.
 
 A group whose responses are all 0 (or all successes) has no finite maximum-likelihood estimate.
 The per-group fits therefore add a continuity correction of half a pseudo-success and half a
@@ -104,13 +109,47 @@ def _mean_response(result: "BayesResult") -> tuple[np.ndarray, np.ndarray | None
     return y / t, t
 
 
-def complete_pooling_glm(result: "BayesResult", family: Family) -> pd.Series:
-    """One GLM of ``y`` on the fixed design (groups ignored), link-scale coefficients."""
+def other_effects(result: "BayesResult", factor: str | None) -> np.ndarray:
+    """Per row, the posterior-mean group effects of every factor but ``factor`` (Z b summed).
+
+    A GLM's coefficients do not average over omitted effects the way a linear model's do (the
+    log of a mean count is not the mean of the log rates), so the pooling fits of one factor
+    hold the other factors' effects (a brood within a location, a chick's own effect) at their
+    posterior means instead of leaving them out."""
+    from .reference import norm_term
+
+    d = result.design
+    out = np.zeros(d.n)
+    for f in result.factors:
+        if f == factor:
+            continue
+        means = result.ranef()[f]["mean"]
+        for g in d.groups:
+            if g.factor != f:
+                continue
+            levels = [str(v) for v in g.levels]
+            for j, t in enumerate(g.terms):
+                key = means.reindex(pd.MultiIndex.from_arrays([levels, [t] * len(levels)]))
+                if key.isna().all():  # ranef's term spelling differs ("(Intercept)")
+                    idx = means.index
+                    sub = means[[norm_term(x) == norm_term(t) for x in idx.get_level_values(-1)]]
+                    sub.index = [str(v) for v in sub.index.get_level_values(0)]
+                    key = sub.reindex(levels)
+                out += np.nan_to_num(key.to_numpy(float))[g.codes] * np.asarray(g.Z, float)[:, j]
+    return out
+
+
+def complete_pooling_glm(result: "BayesResult", family: Family, factor: str | None = None) -> pd.Series:
+    """One GLM of ``y`` on the fixed design with ``factor``'s groups ignored (the other factors'
+    effects held at their posterior means; all ignored when ``factor`` is None), link scale."""
     from .reference import norm_term
 
     d = result.design
     y, trials = _mean_response(result)
-    beta = irls(np.asarray(d.X, float), y, family, d.offset, trials)
+    held = (np.zeros(d.n) if d.offset is None else np.asarray(d.offset, float))
+    if factor is not None:
+        held = held + other_effects(result, factor)
+    beta = irls(np.asarray(d.X, float), y, family, held, trials)
     return pd.Series(beta, index=[norm_term(n) for n in d.fixed_names])
 
 
@@ -125,7 +164,7 @@ def no_pooling_glm(result: "BayesResult", factor: str, family: Family, terms: li
     zn = set(terms)
     other = [i for i, n in enumerate(d.fixed_names) if norm_term(n) not in zn]
     beta = result._draws.flat(naming.FIXED).mean(0)
-    held = np.asarray(d.X, float)[:, other] @ beta[other]
+    held = np.asarray(d.X, float)[:, other] @ beta[other] + other_effects(result, factor)
     if d.offset is not None:
         held = held + d.offset
     levels = [str(v) for v in result._levels(factor)]
