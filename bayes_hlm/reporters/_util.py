@@ -154,3 +154,10 @@ def response_label(result: "BayesResult") -> str:
     if fam in COUNT_FAMILIES or fam == "gamma":
         return f"expected {resp}"
     return resp
+
+
+def reference_label(result: "BayesResult") -> str:
+    """Who the red marks come from: ``"REML"`` (lme4's lmer) for identity-link Gaussian fits,
+    ``"glmer"`` (lme4's Laplace fit) for the other families."""
+    fam, link = family_link(result)
+    return "REML" if fam == "gaussian" and link == "identity" else "glmer"

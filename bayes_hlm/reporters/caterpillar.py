@@ -10,6 +10,7 @@ import numpy as np
 from ..results import tables
 from ..results.compare_reml import norm_term
 from ._util import (BAYES_COLOR, REML_COLOR, factor_terms, family_tag, link_scale_label, note_missing,
+                    reference_label,
                     pick_factor, reference, values)
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def plot_caterpillar(result: "BayesResult", reml_result=None, factor: str | None
         ax.scatter(d["mean"], y, color=BAYES_COLOR, s=12, zorder=3, label="posterior mean")
         if modes is not None and "mode" in modes:
             m = modes["mode"].reindex([(lv, t) for lv in d.index])
-            ax.scatter(m.to_numpy(), y, marker="|", s=80, color=REML_COLOR, zorder=4, label="REML mode")
+            ax.scatter(m.to_numpy(), y, marker="|", s=80, color=REML_COLOR, zorder=4, label=f"{reference_label(result)} mode")
         ax.axvline(0, color="0.5", lw=0.8)
         ax.set_yticks(y, list(d.index), fontsize=7 if len(d) > 25 else 8)
         ax.set_title(f"{t} | {factor}")

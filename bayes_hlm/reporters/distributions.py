@@ -10,7 +10,8 @@ import numpy as np
 from ..errors import BayesHLMError
 from ..results import tables
 from ._kde import kde
-from ._util import BAYES_COLOR, REML_COLOR, family_tag, link_scale_label, note_missing, reference, values
+from ._util import (BAYES_COLOR, REML_COLOR, family_tag, link_scale_label, note_missing, reference,
+                    reference_label, values)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -77,7 +78,7 @@ def plot_variance_distributions(result: "BayesResult", reml_result=None, prob: f
     for ax, (name, d, ref) in zip(axes, panels):
         density(ax, d, prob, lower=0.0, upper=1.0)
         if np.isfinite(ref):
-            ax.axvline(ref, color=REML_COLOR, lw=1.8, label=f"REML {ref:.3f}")
+            ax.axvline(ref, color=REML_COLOR, lw=1.8, label=f"{reference_label(result)} {ref:.3f}")
             ax.legend(fontsize=7, loc="upper left")
         lo, hi = tables.hdi(np.asarray(d), prob)
         ax.set_title(f"{name}\n{np.mean(d):.3f} [{float(lo):.3f}, {float(hi):.3f}]", fontsize=9)

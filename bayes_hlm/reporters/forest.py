@@ -9,7 +9,7 @@ import numpy as np
 
 from ..results import tables
 from ..results.compare_reml import posterior_rows, reml_value
-from ._util import BAYES_COLOR, REML_COLOR, note_missing, reference, values
+from ._util import BAYES_COLOR, REML_COLOR, note_missing, reference, reference_label, values
 from .distributions import degenerate
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def plot_forest(result: "BayesResult", reml_result=None, prob: float = tables.HD
         for s in ("top", "right", "left"):
             ax.spines[s].set_visible(False)
     axes[0, 0].plot([], [], color=BAYES_COLOR, lw=2.5, marker="o", label=f"posterior mean, {prob:.0%} HDI")
-    axes[0, 0].plot([], [], color=REML_COLOR, lw=2.5, marker="s", label="REML ± 1.96 SE")
+    axes[0, 0].plot([], [], color=REML_COLOR, lw=2.5, marker="s", label=f"{reference_label(result)} ± 1.96 SE")
     fig.legend(loc="outside upper center", ncols=2, fontsize=8, frameon=False)
     note_missing(fig, ref)
     if skipped:

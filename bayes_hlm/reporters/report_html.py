@@ -20,8 +20,8 @@ import numpy as np
 
 from ..progress import phase
 from ..results.diagnostics import marginal_available, warn_on
-from ._util import (factor_terms, family_link, link_scale_label, reference, response_label, slope_column,
-                    values)
+from ._util import (factor_terms, family_link, link_scale_label, reference, reference_label, response_label,
+                    slope_column, values)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -57,12 +57,13 @@ def plot_specs(result: "BayesResult", reml_result=None) -> list[tuple[str, str, 
 
     p = PROB
     generalized = link_scale_label(result) is not None
-    specs = [("forest", f"Posterior mean and {p:.0%} HDI (blue) vs REML estimate ± 1.96 SE (red)",
+    ref_name = reference_label(result)
+    specs = [("forest", f"Posterior mean and {p:.0%} HDI (blue) vs {ref_name} estimate ± 1.96 SE (red)",
               lambda: forest.plot_forest(result, reml_result, prob=p))]
     if result.factors:
         f = result.factors[0]
         terms = factor_terms(result, f)
-        specs += [("caterpillar", f"Group effects of {f} ({p:.0%} HDI), sorted, with REML conditional modes",
+        specs += [("caterpillar", f"Group effects of {f} ({p:.0%} HDI), sorted, with {ref_name} conditional modes",
                    lambda: caterpillar.plot_caterpillar(result, reml_result, f, prob=p)),
                   ("shrinkage", f"Shrinkage of {terms[0]} by {f}: no pooling → partial pooling ({p:.0%} HDI)",
                    lambda: shrinkage.plot_shrinkage(result, reml_result, f, prob=p))]
@@ -77,7 +78,7 @@ def plot_specs(result: "BayesResult", reml_result=None) -> list[tuple[str, str, 
                        lambda: group_lines.plot_group_lines(result, x, f, prob=p)),
                       ("spaghetti", f"Posterior draws of the per-{f} lines",
                        lambda: group_lines.plot_spaghetti(result, x, f))]
-        specs.append(("variance", f"ICC and R² posteriors ({p:.0%} HDI shaded); REML/performance values in red",
+        specs.append(("variance", f"ICC and R² posteriors ({p:.0%} HDI shaded); {ref_name}/performance values in red",
                       lambda: distributions.plot_variance_distributions(result, reml_result, prob=p)))
     ppc_kind = diagnostic_plots.default_ppc_kind(result)
     specs += [("ppc", f"Posterior predictive check ({ppc_kind}): {PPC_CAPTIONS.get(ppc_kind, '')}".rstrip(": "),
@@ -317,10 +318,10 @@ def build_report(result: "BayesResult", reml_result=None, plots: dict | None = N
     parts.append(diagnostics_table(result))
     parts.append(f"<h3>Population-level parameters ({PROB:.0%} HDI, R-hat, bulk and tail ESS)</h3>")
     parts.append(parameter_table(result, PROB))
-    parts.append("<h2>Bayesian vs REML</h2>")
+    parts.append(f"<h2>Bayesian vs {reference_label(result)}</h2>")
     parts.append(tab_model(result, ref, prob=PROB).html)
     if vals is not None:
-        parts.append(f"<h3>Posterior ({PROB:.0%} HDI) vs REML, every parameter</h3>")
+        parts.append(f"<h3>Posterior ({PROB:.0%} HDI) vs {reference_label(result)}, every parameter</h3>")
         parts.append(compare_table(compare_reml(result, ref, PROB), bool(vals.singular)))
     else:
         parts.append(f"<p><b>Note:</b> {html.escape(ref.note)}</p>")

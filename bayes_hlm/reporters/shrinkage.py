@@ -13,7 +13,7 @@ from ..errors import BayesHLMError
 from ..results import tables
 from ..results.compare_reml import level2_columns, shrinkage_table
 from ._util import (BAYES_COLOR, NOPOOL_COLOR, POOLED_COLOR, REML_COLOR, axes_or_new, factor_terms,
-                    family_link, family_tag, link_scale_label, note_missing, pick_factor)
+                    family_link, family_tag, link_scale_label, note_missing, pick_factor, reference_label)
 
 if TYPE_CHECKING:
     from ..results.bayes_result import BayesResult
@@ -104,7 +104,8 @@ def plot_shrinkage(result: "BayesResult", reml_result=None, factor: str | None =
             ax.annotate("", xy=(b, yi), xytext=(a, yi),
                         arrowprops=dict(arrowstyle="->", color=NOPOOL_COLOR, lw=0.8, shrinkA=3, shrinkB=3))
     if tab["blup"].notna().any():
-        ax.scatter(tab["blup"], y, marker="x", color=REML_COLOR, zorder=5, s=25, label="REML BLUP")
+        ax.scatter(tab["blup"], y, marker="x", color=REML_COLOR, zorder=5, s=25,
+                   label="REML BLUP" if reference_label(result) == "REML" else "glmer (fixed + conditional mode)")
     ax.set_yticks(y, list(tab.index), fontsize=8 if len(tab) <= 40 else 6)
     scale = link_scale_label(result)
     ax.set_xlabel(f"{term} (per {factor})" + (f", {scale}" if scale else ""))
@@ -151,7 +152,8 @@ def plot_shrinkage_2d(result: "BayesResult", reml_result=None, factor: str | Non
             ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
                         arrowprops=dict(arrowstyle="->", color=NOPOOL_COLOR, lw=0.7, shrinkA=3, shrinkB=3))
     if A["blup"].notna().any():
-        ax.scatter(A["blup"], B["blup"], marker="x", color=REML_COLOR, s=25, label="REML BLUP", zorder=5)
+        ax.scatter(A["blup"], B["blup"], marker="x", color=REML_COLOR, s=25, zorder=5,
+                   label="REML BLUP" if reference_label(result) == "REML" else "glmer (fixed + conditional mode)")
     names = list(result.design.fixed_names)
     beta = result._draws.flat(naming.FIXED).mean(0)
     norm = [("Intercept" if n in ("(Intercept)", "Intercept") else n) for n in names]
