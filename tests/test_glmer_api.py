@@ -167,3 +167,17 @@ def test_profile_interval_is_where_the_deviance_rises_by_the_chi2_quantile(lap):
         assert pdev(end) - lap.objective == pytest.approx(3.841459, abs=2e-3)
     wald = lap.confint().loc["period2"]
     assert abs(hi - lo) == pytest.approx(wald["upper"] - wald["lower"], rel=0.1)
+
+
+def test_control_settings_reach_the_fit(cbpp):
+    from bayes_hlm import Control
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        r = glmer(CBPP, cbpp, family="binomial",
+                  control=Control(opt_ctrl={"check_singular_tol": 0.7}))   # theta = 0.642
+    assert r.singular and any("singular" in str(x.message) for x in w)
+    with pytest.raises(TypeError, match="unknown glmer optimiser setting"):
+        glmer(CBPP, cbpp, family="binomial", control=Control(opt_ctrl={"bogus": 1}))
+    with pytest.raises(BayesHLMError, match="BOBYQA"):
+        glmer(CBPP, cbpp, family="binomial", control=Control(optimizer="L-BFGS-B"))
