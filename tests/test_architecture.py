@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "inference": _BASE | {"families", "spec"},
     "backends": _BASE | {"families", "settings", "spec", "statistics"},
     "reml": _BASE | {"families", "inference", "spec", "statistics"},
-    "glmer": _BASE | {"families", "inference", "spec", "statistics"},
+    "glmer": _BASE | {"families", "inference", "reml", "spec", "statistics"},
     "distributed": _BASE | {"backends", "settings", "spec", "statistics"},
     "interop": _BASE | {"families", "spec"},
     "results": _BASE | {"backends", "families", "glmer", "inference", "interop", "reml", "settings",

@@ -11,7 +11,8 @@ import pandas as pd
 
 from ..errors import FormulaError
 from .glmfamily import GlmFamily
-from .resystem import ThetaLayout, make_layout, make_system
+from ..statistics.theta_map import ThetaMap, make_theta_map
+from .resystem import make_system
 
 __all__ = ["GlmerModel", "build_model", "spec_family_name"]
 
@@ -26,7 +27,7 @@ class GlmerModel:
     pw: np.ndarray         # prior weights
     offset: np.ndarray
     X: np.ndarray
-    layout: ThetaLayout
+    layout: ThetaMap
     system: object
     beta0: np.ndarray
     user_weights: np.ndarray | None
@@ -94,6 +95,6 @@ def build_model(spec, family: GlmFamily) -> GlmerModel:
         mu0 = np.clip(mu0, 1e-8, 1 - 1e-8)
     z0 = _linkfun(family.link, mu0) - offset
     beta0 = np.linalg.lstsq(X, z0, rcond=None)[0] if X.shape[1] else np.zeros(0)
-    layout = make_layout(d)
+    layout = make_theta_map(d)
     return GlmerModel(d, spec, family, yy, n, pw, offset, X, layout, make_system(layout),
                       beta0, w)

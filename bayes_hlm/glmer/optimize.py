@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..reml.optimize import bobyqa as _nlopt_bobyqa
+
 __all__ = ["OptResult", "bobyqa", "deriv12", "newton_polish", "check_convergence",
            "DEFAULT_CONTROL"]
 
@@ -46,44 +48,23 @@ class OptResult:
 
 
 def bobyqa(f, x0, lower, ctl: dict) -> OptResult:
-    """Minimise ``f`` by nlopt's BOBYQA within ``lower`` (upper bounds infinite); the best point
-    seen is kept when nlopt stops on round-off."""
-    import nlopt
-
+    """Minimise ``f`` by BOBYQA within ``lower`` (the package's one wrapper,
+    :func:`bayes_hlm.reml.optimize.bobyqa`) with glmer's settings: no xtol_rel, lme4's rhobeg;
+    the best point seen is kept when nlopt stops on round-off."""
     x0 = np.maximum(np.asarray(x0, dtype=float), np.where(np.isfinite(lower), lower, -np.inf))
     k = len(x0)
-    o = nlopt.opt(nlopt.LN_BOBYQA, k)
-    o.set_lower_bounds([lo if np.isfinite(lo) else -np.inf for lo in lower])
-    o.set_upper_bounds([np.inf] * k)
-    o.set_xtol_abs(ctl["xtol_abs"])
-    o.set_ftol_abs(ctl["ftol_abs"])
-    o.set_maxeval(int(ctl["maxfun"]))
     # lme4's rhobeg: 0.2 max|x|, at most 0.95; at least 0.05 so a zero start still moves
-    o.set_initial_step(float(np.clip(0.2 * np.max(np.abs(x0)), 0.05, 0.95)) if k else 0.1)
-    best = {"f": np.inf, "x": x0.copy(), "n": 0}
-
-    def obj(x, grad):
-        best["n"] += 1
-        v = float(f(np.asarray(x)))
-        if not np.isfinite(v):
-            v = 1e300
-        if v < best["f"]:
-            best["f"], best["x"] = v, np.array(x, dtype=float)
-        return v
-
-    o.set_min_objective(obj)
-    try:
-        x = o.optimize(x0)
-        code = o.last_optimize_result()
-        ok = code in (1, 2, 3, 4)
-        msg = f"NLOPT result code {code}"
-    except (nlopt.RoundoffLimited, RuntimeError, ValueError) as e:
-        x, ok, msg = best["x"], True, f"NLOPT: {type(e).__name__}"
-    x = np.asarray(x, dtype=float)
+    step = float(np.clip(0.2 * np.max(np.abs(x0)), 0.05, 0.95)) if k else 0.1
+    r = _nlopt_bobyqa(f, x0, lower, xtol_abs=ctl["xtol_abs"], ftol_abs=ctl["ftol_abs"],
+                      xtol_rel=None, maxfun=ctl["maxfun"], initial_step=step,
+                      recover=(ValueError,))
+    # re-evaluate at the optimum: PIRLS warm-starts, so the value seen during the search and
+    # the value now may differ in the last digits; keep the better of the two points
+    x = r.x
     fun = float(f(x))
-    if best["f"] < fun:
-        x, fun = best["x"], float(f(best["x"]))
-    return OptResult(x=x, fun=fun, n_evals=best["n"], message=msg, success=ok)
+    if r.best_f < fun:
+        x, fun = r.best_x, float(f(r.best_x))
+    return OptResult(x=x, fun=fun, n_evals=r.nit, message=r.message, success=r.success)
 
 
 def deriv12(f, x, delta: float = 1e-4, fx: float | None = None, lower=None):

@@ -1,8 +1,10 @@
-"""The random-effect side of glmer's penalised IRLS: θ ↔ Λ, ``ZΛ`` and the penalised system
+"""The random-effect side of glmer's penalised IRLS: ``ZΛ`` and the penalised system
 ``K = ΛᵀZᵀWZΛ + I`` (lme4's ``merPredD``).
 
-Spherical effects ``u`` are laid out per grouping factor (the factor's terms merged, formula
-order), level-major: ``u[off + g q + a]``. Two implementations of one interface:
+θ ↔ Λ and the layout of the spherical effects ``u`` (per grouping factor, the factor's terms
+merged, formula order, level-major: ``u[off + g q + a]``) are the statistics layer's
+:class:`~bayes_hlm.statistics.theta_map.ThetaMap`, shared with the REML criterion.
+Implementations of one interface:
 
 * :class:`BlockSystem` -- one grouping factor: ``K`` is block diagonal with one ``q × q`` block per
   level, assembled by per-level sums (``bincount``) and factorised by a batched Cholesky; every
@@ -14,97 +16,12 @@ order), level-major: ``u[off + g q + a]``. Two implementations of one interface:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from ..statistics import block_columns, factor_blocks, stacked_csr
+from ..statistics import stacked_csr
+from ..statistics.theta_map import ThetaMap
 
-__all__ = ["ThetaLayout", "make_layout", "BlockSystem", "SparseSystem", "make_system"]
-
-
-@dataclass(frozen=True)
-class FactorLayout:
-    name: str
-    term_index: tuple[int, ...]
-    terms: tuple[str, ...]
-    term_slices: tuple[slice, ...]
-    correlated: tuple[bool, ...]
-    n_levels: int
-    levels: object
-    codes: np.ndarray
-    Z: np.ndarray
-    rows: np.ndarray
-    cols: np.ndarray
-    tidx: np.ndarray
-    offset: int                       # first index of this factor in u
-
-    @property
-    def q(self) -> int:
-        return len(self.terms)
-
-    @property
-    def size(self) -> int:
-        return self.q * self.n_levels
-
-
-@dataclass(frozen=True)
-class ThetaLayout:
-    """θ: per term, the lower triangle of its Λ block column by column (lme4's order);
-    diagonal elements have lower bound 0 and start at 1."""
-
-    factors: tuple[FactorLayout, ...]
-    lower: np.ndarray
-    theta0: np.ndarray
-    names: tuple[str, ...]
-    n_u: int
-
-    @property
-    def n_theta(self) -> int:
-        return len(self.lower)
-
-    def lambdas(self, theta) -> list[np.ndarray]:
-        out = []
-        for f in self.factors:
-            L = np.zeros((f.q, f.q))
-            L[f.rows, f.cols] = np.asarray(theta)[f.tidx]
-            out.append(L)
-        return out
-
-
-def make_layout(design) -> ThetaLayout:
-    factors, lower, theta0, names = [], [], [], []
-    t = off_u = 0
-    for blk in factor_blocks(design):
-        gs = [design.groups[k] for k in blk.term_index]
-        terms, slices, corr, rows, cols, tidx = [], [], [], [], [], []
-        off = 0
-        for g in gs:
-            q = g.q
-            slices.append(slice(off, off + q))
-            terms.extend(g.terms)
-            c = bool(g.correlated and q > 1)
-            corr.append(c)
-            for j in range(q):
-                for i in range(j, q):
-                    if i != j and not c:
-                        continue
-                    rows.append(off + i)
-                    cols.append(off + j)
-                    tidx.append(t)
-                    lower.append(0.0 if i == j else -np.inf)
-                    theta0.append(1.0 if i == j else 0.0)
-                    names.append(f"{blk.factor}.{g.terms[i]}" if i == j
-                                 else f"{blk.factor}.{g.terms[i]}.{g.terms[j]}")
-                    t += 1
-            off += q
-        codes, Z = block_columns(design, blk)
-        f = FactorLayout(blk.factor, tuple(blk.term_index), tuple(terms), tuple(slices),
-                         tuple(corr), gs[0].n_levels, gs[0].levels, codes, Z,
-                         np.array(rows, int), np.array(cols, int), np.array(tidx, int), off_u)
-        factors.append(f)
-        off_u += f.size
-    return ThetaLayout(tuple(factors), np.array(lower), np.array(theta0), tuple(names), off_u)
+__all__ = ["BlockSystem", "SparseSystem", "make_system"]
 
 
 # ----------------------------------------------------------------------------- systems
@@ -113,7 +30,7 @@ class BlockSystem:
 
     kind = "block"
 
-    def __init__(self, layout: ThetaLayout):
+    def __init__(self, layout: ThetaMap):
         self.layout = layout
         f = layout.factors[0]
         self.f = f
@@ -180,7 +97,7 @@ class SparseSystem:
 
     kind = "sparse"
 
-    def __init__(self, layout: ThetaLayout):
+    def __init__(self, layout: ThetaMap):
         from ..statistics.blocked_cholesky import BlockedLayout, FactorColumns
 
         self.layout = layout
@@ -214,7 +131,7 @@ class SparseSystem:
 class SparseFactor:
     """A blocked factor of ``K`` seen in glmer's ``u`` layout (formula order, level-major)."""
 
-    def __init__(self, fac, layout: ThetaLayout, blocked):
+    def __init__(self, fac, layout: ThetaMap, blocked):
         self.fac = fac
         self.layout = layout
         self.blocked = blocked
@@ -301,7 +218,7 @@ LU_MAX = 5000
 BLOCKED_R_MAX = 32
 
 
-def make_system(layout: ThetaLayout):
+def make_system(layout: ThetaMap):
     if len(layout.factors) == 1:
         return BlockSystem(layout)
     sizes = sorted(f.size for f in layout.factors)

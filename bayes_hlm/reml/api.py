@@ -15,7 +15,7 @@ from .criterion import DevFun
 from .optimize import DEFAULT_CONTROL, check_convergence, optimize_theta
 from .result import RemlResult
 
-__all__ = ["reml", "anova", "ranova", "fit_design", "optimizer_dict"]
+__all__ = ["reml", "anova", "ranova", "fit_design", "optimizer_dict", "blas_threads"]
 
 
 def _as_spec(formula_or_spec, data, checks=None):
@@ -49,16 +49,19 @@ def fit_design(design: Design, method: str = "REML", control: dict | None = None
         raise FormulaError("the model has no random-effect terms such as (1 | group); "
                            "use a linear model")
     ctl = {**DEFAULT_CONTROL, **(control or {})}
-    with _blas_threads(ctl.get("blas_threads", 1)):
+    with blas_threads(ctl.get("blas_threads", 1)):
         devfun = DevFun(design, reml=(method == "REML"))
         opt = optimize_theta(devfun, ctl, theta0=theta0)
         msgs = check_convergence(devfun, opt, ctl)
         return RemlResult(spec, devfun, opt, msgs, ctl)
 
 
-def _blas_threads(n):
-    """Limit BLAS threads during the fit (the per-θ work is many small/medium calls, for which
-    threading mostly costs; ``control={"blas_threads": None}`` leaves BLAS alone)."""
+def blas_threads(n: int | None):
+    """Limit BLAS threads during a fit: a context manager (used by reml and glmer).
+
+    The per-θ work (REML criterion, each PIRLS step) is many small/medium calls, for which
+    threads only contend (a 181 × 181 Cholesky took 90 ms instead of 0.3 ms on a loaded 2-core
+    machine); ``n=None`` (``control={"blas_threads": None}``) leaves BLAS alone."""
     import contextlib
     if n is None:
         return contextlib.nullcontext()
@@ -73,6 +76,7 @@ def _blas_threads(n):
 
 
 _CONTROLLER = None
+_blas_threads = blas_threads   # the old private spelling (tests import it)
 
 
 def reml(formula_or_spec, data: pd.DataFrame | None = None, method: str = "REML",

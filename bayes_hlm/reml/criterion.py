@@ -25,107 +25,12 @@ import scipy.sparse as sp
 from scipy.linalg.lapack import dpotrf as _potrf, dpotrs as _potrs
 
 from ..spec.design import Design
-from ..statistics import block_columns, block_cross, factor_blocks, global_cross, stacked_csr
+from ..statistics import block_cross, global_cross, stacked_csr
 from ..statistics.blocked_cholesky import BlockedFactor, BlockedLayout, CrossBlocks, FactorColumns
+# θ ↔ Λ lives in the statistics layer: one layout shared with glmer (lme4 shares it too)
+from ..statistics.theta_map import FactorInfo, ThetaMap, make_theta_map  # noqa: F401
 
 __all__ = ["ThetaMap", "Stats", "DevFun", "Evaluation", "make_devfun", "lme4_start"]
-
-
-# --------------------------------------------------------------------------- #
-# θ ↔ Λ
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class FactorInfo:
-    """The merged terms of one grouping factor (columns concatenated in formula order)."""
-
-    name: str
-    term_index: tuple[int, ...]   # indices into design.groups
-    terms: tuple[str, ...]        # column names (concatenated)
-    term_slices: tuple[slice, ...]
-    n_levels: int
-    levels: object
-    codes: np.ndarray
-    Z: np.ndarray                 # (N, q)
-    # Λ entries: Λ[rows[i], cols[i]] = θ[tidx[i]]
-    rows: np.ndarray
-    cols: np.ndarray
-    tidx: np.ndarray
-
-    @property
-    def q(self) -> int:
-        return len(self.terms)
-
-    @property
-    def size(self) -> int:
-        return self.q * self.n_levels
-
-
-@dataclass(frozen=True)
-class ThetaMap:
-    """Layout of θ: per term in formula order, lower-triangular Λ elements column-major.
-
-    Correlated terms (``(x|g)``) contribute ``q(q+1)/2`` elements, uncorrelated (or
-    scalar) terms their diagonal only. Diagonal elements have lower bound 0.
-    """
-
-    factors: tuple[FactorInfo, ...]
-    n_theta: int
-    lower: np.ndarray
-    names: tuple[str, ...]
-    theta0: np.ndarray
-
-    def lambdas(self, theta: np.ndarray) -> list[np.ndarray]:
-        out = []
-        for f in self.factors:
-            L = np.zeros((f.q, f.q))
-            L[f.rows, f.cols] = theta[f.tidx]
-            out.append(L)
-        return out
-
-    def factor(self, name: str) -> FactorInfo:
-        for f in self.factors:
-            if f.name == name:
-                return f
-        raise KeyError(name)
-
-
-def make_theta_map(design: Design) -> ThetaMap:
-    """θ layout of ``design``: its terms merged per factor (:func:`~bayes_hlm.statistics.factor_blocks`)."""
-    factors = []
-    t = 0
-    lower, names, theta0 = [], [], []
-    for blk in factor_blocks(design):
-        fname, idx = blk.factor, blk.term_index
-        gs = [design.groups[k] for k in idx]
-        g0 = gs[0]
-        terms, slices, rows, cols, tidx = [], [], [], [], []
-        off = 0
-        for g in gs:
-            q = g.q
-            slices.append(slice(off, off + q))
-            terms.extend(g.terms)
-            corr = g.correlated and q > 1
-            for j in range(q):          # column-major lower triangle (lme4 order)
-                for i in range(j, q):
-                    if i != j and not corr:
-                        continue
-                    rows.append(off + i)
-                    cols.append(off + j)
-                    tidx.append(t)
-                    lower.append(0.0 if i == j else -np.inf)
-                    theta0.append(1.0 if i == j else 0.0)
-                    names.append(f"{fname}.{g.terms[i]}" if i == j
-                                 else f"{fname}.{g.terms[i]}.{g.terms[j]}")
-                    t += 1
-            off += q
-        codes, Z = block_columns(design, blk)
-        factors.append(FactorInfo(
-            name=fname, term_index=tuple(idx), terms=tuple(terms), term_slices=tuple(slices),
-            n_levels=g0.n_levels, levels=g0.levels, codes=codes,
-            Z=Z, rows=np.array(rows, dtype=int), cols=np.array(cols, dtype=int),
-            tidx=np.array(tidx, dtype=int)))
-    return ThetaMap(factors=tuple(factors), n_theta=t, lower=np.array(lower),
-                    names=tuple(names), theta0=np.array(theta0))
 
 
 # --------------------------------------------------------------------------- #

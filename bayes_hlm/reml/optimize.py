@@ -18,7 +18,8 @@ import numpy as np
 
 from .numderiv import derivs
 
-__all__ = ["OptResult", "optimize_theta", "check_convergence", "DEFAULT_CONTROL"]
+__all__ = ["OptResult", "BobyqaResult", "bobyqa", "optimize_theta", "check_convergence",
+           "DEFAULT_CONTROL"]
 
 DEFAULT_CONTROL = {
     "optimizer": "bobyqa",      # nlopt LN_BOBYQA (lme4 default); "L-BFGS-B" (scipy) otherwise
@@ -66,49 +67,65 @@ def _have_nlopt() -> bool:
     return True
 
 
-def _bobyqa(devfun, x0, lower, ctl):
-    """nlopt LN_BOBYQA with lme4's ``nloptwrap`` settings (xtol_abs = ftol_abs = 1e-8; R's
-    nloptr, which lme4 calls, also stops at its default xtol_rel = 1e-4)."""
+def bobyqa(f, x0, lower, *, xtol_abs: float = 1e-8, ftol_abs: float = 1e-8,
+           xtol_rel: float | None = 1e-4, maxfun: int = 100_000,
+           initial_step: float | None = None, recover: tuple = ()) -> BobyqaResult:
+    """Minimise ``f`` by nlopt's ``LN_BOBYQA`` within ``lower`` (upper bounds infinite).
+
+    The one BOBYQA wrapper of the package (lmer's θ search here, glmer's two stages in
+    :mod:`bayes_hlm.glmer.optimize`; lme4 shares its ``nloptwrap`` the same way). Defaults are
+    lme4's ``nloptwrap`` settings (xtol_abs = ftol_abs = 1e-8, plus the xtol_rel = 1e-4 that R's
+    nloptr adds); ``xtol_rel=None`` leaves nlopt's own (none), ``initial_step=None`` its own
+    rhobeg. A non-finite value is seen as 1e300. When nlopt stops on round-off (or on an
+    exception in ``recover`` raised by ``f``), the best point seen is returned. ``best_x`` /
+    ``best_f`` always hold the best point seen."""
     import nlopt
+
+    x0 = np.maximum(np.asarray(x0, dtype=float), np.where(np.isfinite(lower), lower, -np.inf))
     k = len(x0)
     o = nlopt.opt(nlopt.LN_BOBYQA, k)
     o.set_lower_bounds([lo if np.isfinite(lo) else -np.inf for lo in lower])
     o.set_upper_bounds([np.inf] * k)
-    o.set_xtol_abs(ctl.get("xtol_abs", 1e-8))
-    o.set_ftol_abs(ctl.get("ftol_abs", 1e-8))
-    o.set_xtol_rel(ctl.get("xtol_rel", 1e-4))
-    o.set_maxeval(int(ctl.get("maxfun", 100_000)))
-    best = {"f": np.inf, "x": np.array(x0, dtype=float)}
+    o.set_xtol_abs(xtol_abs)
+    o.set_ftol_abs(ftol_abs)
+    if xtol_rel is not None:
+        o.set_xtol_rel(xtol_rel)
+    o.set_maxeval(int(maxfun))
+    if initial_step is not None:
+        o.set_initial_step(initial_step)
+    best = {"f": np.inf, "x": x0.copy(), "n": 0}
 
-    def f(x, grad):
-        v = float(devfun(x))
+    def obj(x, grad):
+        best["n"] += 1
+        v = float(f(np.asarray(x)))
         if not np.isfinite(v):
             v = 1e300
         if v < best["f"]:
             best["f"], best["x"] = v, np.array(x, dtype=float)
         return v
 
-    o.set_min_objective(f)
-    x0 = np.maximum(np.asarray(x0, dtype=float), np.where(np.isfinite(lower), lower, -np.inf))
+    o.set_min_objective(obj)
     try:
         x = o.optimize(x0)
         fun = o.last_optimum_value()
         code = o.last_optimize_result()
         ok = code in (1, 2, 3, 4)   # 5, 6: maxeval / maxtime reached
         msg = f"NLOPT result code {code}"
-    except (nlopt.RoundoffLimited, RuntimeError) as e:  # keep the best point seen
+    except (nlopt.RoundoffLimited, RuntimeError, *recover) as e:  # keep the best point seen
         x, fun, ok, msg = best["x"], best["f"], True, f"NLOPT: {type(e).__name__}"
-    return _Res(x=np.array(x, dtype=float), fun=float(fun), nit=o.get_numevals(), success=ok,
-                message=msg)
+    return BobyqaResult(x=np.array(x, dtype=float), fun=float(fun), nit=best["n"], success=ok,
+                        message=msg, best_x=best["x"], best_f=float(best["f"]))
 
 
 @dataclass
-class _Res:
+class BobyqaResult:
     x: np.ndarray
     fun: float
-    nit: int
+    nit: int            # evaluations of f
     success: bool
     message: str
+    best_x: np.ndarray | None = None
+    best_f: float = np.inf
 
 
 def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResult:
@@ -132,7 +149,9 @@ def optimize_theta(devfun, control: dict | None = None, theta0=None) -> OptResul
 
     def run(start):
         if method == "bobyqa":
-            return _bobyqa(devfun, start, lower, ctl)
+            return bobyqa(devfun, start, lower, xtol_abs=ctl.get("xtol_abs", 1e-8),
+                          ftol_abs=ctl.get("ftol_abs", 1e-8), xtol_rel=ctl.get("xtol_rel", 1e-4),
+                          maxfun=ctl.get("maxfun", 100_000))
         from scipy.optimize import minimize  # only here: importing it costs ~1 s at CLI start-up
 
         return minimize(fg, start, jac=True, method="L-BFGS-B", bounds=bounds, options=opts)

@@ -109,9 +109,9 @@ class RemlResult(MixedModelResult):
 
     @cached_property
     def _satt(self):
-        from .api import _blas_threads
+        from .api import blas_threads
         from .satterthwaite import vcov_varpar
-        with _blas_threads(self.control.get("blas_threads", 1)):
+        with blas_threads(self.control.get("blas_threads", 1)):
             return vcov_varpar(self.devfun, self.theta, self.sigma)
 
     def df(self, L=None) -> np.ndarray:
@@ -189,8 +189,8 @@ class RemlResult(MixedModelResult):
     def ranef(self, cond_var: bool = True) -> dict[str, pd.DataFrame]:
         """Conditional modes per factor, indexed by (level, term), with lme4 ``condVar`` SDs."""
         out = {}
-        from .api import _blas_threads
-        with _blas_threads(self.control.get("blas_threads", 1)):
+        from .api import blas_threads
+        with blas_threads(self.control.get("blas_threads", 1)):
             covs = self.devfun.conditional_cov(self._ev) if cond_var else None
         for k, f in enumerate(self.devfun.tmap.factors):
             b = self._modes[k]
@@ -322,8 +322,8 @@ class RemlResult(MixedModelResult):
             method = pos[1]
         level = DEFAULT_LEVEL if level is None else float(level)
         method = method or "wald"
-        from .api import _blas_threads
-        with _blas_threads(self.control.get("blas_threads", 1)):
+        from .api import blas_threads
+        with blas_threads(self.control.get("blas_threads", 1)):
             out = self._confint(method, level, parm, nsim, seed)
         if parm is not None:
             out = out.loc[[p for p in parm if p in out.index]]
