@@ -97,6 +97,7 @@ class GlmerDevfun:
         self._const_key = None
         self._last_eta_rows = None
         self._sat = None
+        self._lp0_rows = None            # (lp0, family, NB θ, _rows(lp0)): see _rows_lp0
 
     # ------------------------------------------------------------------ rows
     def _rows(self, eta):
@@ -116,6 +117,18 @@ class GlmerDevfun:
                                       float(th), m.y, m.n, m.pw, self._sat, eta_c, mu, W, s, dr)
         self._last_eta_rows = eta
         return mu, W, s, dr
+
+    def _rows_lp0(self):
+        """:meth:`_rows` at ``lp0``, where every stage-2 evaluation starts: ``lp0`` is fixed
+        after stage 1, so the pass is done once (per ``lp0``, family and NB θ). Unlike
+        :meth:`_rows` it leaves ``_llvar`` / ``_last_eta_rows`` possibly stale; both callers
+        overwrite them from their own last pass."""
+        f = self.family
+        th = f.nb_theta
+        c = self._lp0_rows
+        if c is None or c[0] is not self.lp0 or c[1] is not f or c[2] != th:
+            c = self._lp0_rows = (self.lp0, f, th, self._rows(self.lp0))
+        return c[3]
 
     def _devres(self, eta) -> np.ndarray:
         """Deviance residuals at ``eta`` (compiled pass; leaves the PIRLS state alone)."""
@@ -320,7 +333,7 @@ class GlmerDevfun:
         if sysm.kind == "block":
             return self._pirls_lme4_block(theta, beta, off)
         eta = self.lp0
-        mu, W, s, dr = self._rows(eta)
+        mu, W, s, dr = self._rows_lp0()
         u = np.zeros(sysm.Q)
         old = np.inf
         F = None
@@ -372,7 +385,7 @@ class GlmerDevfun:
                                       sysm.ZL, U, G)
 
         # start: the weights at lp0 (lme4 resets mu to lp0), as in pirls_lme4
-        mu0, W0, s0, _ = self._rows(self.lp0)
+        mu0, W0, s0, _ = self._rows_lp0()
         K = kernels.block_cross(sysm.codes, sysm.ZL, W0, G)
         rhs = kernels.group_sums(sysm.codes, sysm.ZL, W0 * (self.lp0 - off) + s0, G)
         U = np.zeros((G, q))
