@@ -153,11 +153,6 @@ def test_shrinkage_table(sleep_fit, ref, sleepstudy):
 
 
 def test_with_real_reml_engine(sleep_fit):
-    pytest.importorskip("bayes_hlm.reml", reason="REML engine not landed")
-    from bayes_hlm import reml as reml_mod
-
-    if not hasattr(reml_mod, "reml"):
-        pytest.skip("bayes_hlm.reml.reml not available yet")
     from bayes_hlm.results.compare_reml import compare_reml, shrinkage_table
 
     tab = compare_reml(sleep_fit)

@@ -24,11 +24,11 @@ def _as_spec(formula_or_spec, data, checks=None):
         family = getattr(formula_or_spec, "family", None)
         if family is not None and "reml" not in family.engines():
             # REML is the identity-link Gaussian LMM's criterion: fitting it to 0/1 or count
-            # data would be a silently wrong reference (glmer's Laplace/AGQ engine is issue #16)
+            # data would be a silently wrong reference; glmer's Laplace/AGQ engine is the one
             raise BayesHLMError(
                 f"reml() fits Gaussian linear mixed models (identity link); this model's family "
-                f"is {family.name!r} with link {family.link.name!r}. A frequentist reference for "
-                "generalized models (glmer) is not available yet")
+                f"is {family.name!r} with link {family.link.name!r}. Fit generalized models with "
+                "bh.glmer(formula, data, family=...) (lme4's Laplace / adaptive quadrature)")
         return formula_or_spec, formula_or_spec.design
     if isinstance(formula_or_spec, Design):
         return None, formula_or_spec
