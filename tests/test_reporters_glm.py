@@ -21,7 +21,8 @@ from bayes_hlm.families import get_family  # noqa: E402
 from bayes_hlm.reporters import ppc_discrete as ppd  # noqa: E402
 from bayes_hlm.results import glm_pooling  # noqa: E402
 
-KW = dict(chains=2, draws=150, tune=150, progressbar=False, warn=False)
+# PyMC's NUTS: these tests are about the plots, on a sampler whose posteriors are known good
+KW = dict(chains=2, draws=150, tune=150, progressbar=False, warn=False, sampler="pymc")
 
 
 def _fit(formula, data, family, seed):
@@ -70,6 +71,9 @@ def test_count_frequencies_counts_each_value():
     assert list(k) == [0, 1, 2, 3, 4]
     assert list(obs) == [2, 1, 0, 3, 0]
     assert list(rep[0]) == [1, 2, 1, 1, 0] and list(rep[1]) == [6, 0, 0, 0, 0]  # 9 is past the cut
+    # absurd replicates (a broken posterior) are cut at 3 * max(y) + 10, not allocated
+    k, _, rep = ppd.count_frequencies(y, np.full((2, 6), 1e24))
+    assert k[-1] == 19 and rep.sum() == 0
 
 
 def test_rootogram_hangs_observed_from_expected():

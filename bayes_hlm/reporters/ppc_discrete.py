@@ -32,16 +32,20 @@ def count_frequencies(y: np.ndarray, yrep: np.ndarray, max_count: int | None = N
     """(counts 0..K, observed frequency of each, replicated frequencies ``(draws, K + 1)``).
 
     ``K`` is ``max_count`` or the largest observed count or the 99.5th percentile of the
-    replicates, whichever is larger (a long replicated tail is cut there, not drawn to its end).
+    replicates, whichever is larger (a long replicated tail is cut there, not drawn to its end),
+    but at most three times the largest observed count plus 10: a model that replicates absurd
+    counts shows them as missing mass, not as a plot (or an array) of astronomical width.
     """
     y = np.asarray(y)
-    yrep = np.atleast_2d(np.asarray(yrep))
+    yrep = np.atleast_2d(np.asarray(yrep, float))
     if max_count is None:
-        max_count = int(max(y.max(), np.percentile(yrep, 99.5)))
+        tail = float(np.nanpercentile(np.where(np.isfinite(yrep), yrep, np.nan), 99.5))
+        max_count = int(max(y.max(), min(tail, 3 * y.max() + 10)))
+    yrep = np.nan_to_num(yrep, nan=max_count + 1, posinf=max_count + 1)
     k = np.arange(max_count + 1)
     obs = np.bincount(np.clip(y.astype(int), 0, max_count + 1), minlength=max_count + 2)[:max_count + 1]
-    rep = np.stack([np.bincount(np.clip(r.astype(int), 0, max_count + 1), minlength=max_count + 2)[:max_count + 1]
-                    for r in yrep])
+    rep = np.stack([np.bincount(np.clip(r, 0, max_count + 1).astype(int), minlength=max_count + 2)[:max_count + 1]
+                    for r in yrep])  # clipped as floats: a huge count must not overflow the int cast
     return k, obs.astype(float), rep.astype(float)
 
 
