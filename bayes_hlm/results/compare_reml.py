@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..spec import variable_names as naming
+from ..statistics import constant_within_levels
 from ..errors import BayesHLMError
 from ..inference._args import resolve_level
 from ..inference.frames import ReportFrame
@@ -246,16 +247,12 @@ def level2_columns(result: "BayesResult", factor: str) -> tuple[list[str], np.nd
     terms = {norm_term(t) for t in result._terms(factor)}
     X = np.asarray(d.X, float)
     names, cols = [], []
+    constant = constant_within_levels(X, codes, L)
     for j, n in enumerate(d.fixed_names):
         n = str(n)
         if n in ("(Intercept)", "Intercept") or n in terms:
             continue
-        lo = np.full(L, np.inf)
-        hi = np.full(L, -np.inf)
-        np.minimum.at(lo, codes, X[:, j])
-        np.maximum.at(hi, codes, X[:, j])
-        seen = np.isfinite(lo)
-        if np.all(hi[seen] - lo[seen] <= 1e-12 * max(1.0, np.abs(X[:, j]).max())):
+        if constant[j]:
             names.append(n)
             cols.append(j)
     part = np.zeros(L)
