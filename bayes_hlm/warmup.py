@@ -1,7 +1,7 @@
 """Compile the Numba kernels of a first fit into Numba's cache, ahead of that fit.
 
-``python -m bayes_hlm.warmup`` fits a small model once (sleepstudy random slopes, the compiled
-collapsed engine, a few draws) so that the kernels the default engine compiles on first use
+``python -m bayes_hlm.warmup`` fits a small model once (sleepstudy random slopes and a tiny nested
+model, the compiled collapsed engine, a few draws) so that the kernels the default engine compiles on first use
 (the collapsed log density and its C callback, the exact group-effect draws) are cached
 (``NUMBA_CACHE_DIR``, default next to the sources). ``scripts/bootstrap.sh`` runs it after
 installing, so the README's first fit starts warm. Safe to run again (it then only loads the
@@ -28,7 +28,13 @@ def warm_up() -> float:
         warnings.simplefilter("ignore")  # a 50-draw fit warns about its ESS: not the point here
         fit = bh.fit("Reaction ~ Days + (Days | Subject)", data, method="marginal", chains=1,
                      draws=50, tune=50, seed=1, progressbar=False, warn=False)
-    assert fit.info.method == "marginal"  # its group effects were drawn: those kernels too
+        assert fit.info.method == "marginal"  # its group effects were drawn: those kernels too
+        # a tiny nested model: the nested effect-draw kernel (a three-level model is the next
+        # thing the notebooks and many users fit); the density is the same compiled function
+        sim = bh.datasets.simulate(n_groups=4, rows_per_group=6, slope=False, nested=2,
+                                   group_sd=(1.0,), sigma=1.0, seed=1)
+        bh.fit(sim.formula, sim.data, method="marginal", chains=1, draws=20, tune=20, seed=1,
+               progressbar=False, warn=False)
     return time.perf_counter() - t
 
 

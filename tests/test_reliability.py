@@ -364,6 +364,9 @@ class _FakeResult:
     def summary(self):
         return self._summ
 
+    def _group(self, name):  # BayesResult._group: a tree group's dataset, None when absent
+        return self.tree[name].to_dataset() if name in self.tree.children else None
+
 
 def _clean_stats(engine="pymc", C=2, S=500, seed=0):
     rng = np.random.default_rng(seed)
