@@ -89,6 +89,10 @@ def test_rootogram_hangs_observed_from_expected():
     np.testing.assert_allclose(heights, np.sqrt(obs))
     np.testing.assert_allclose(bottoms + heights, np.sqrt(rep.mean(0)))  # top at the expected
     assert np.all(np.abs(bottoms[:6]) < 2.5)  # a right model: bars end near the zero line
+    # one interval throughout the package (95%), named in the legend
+    assert any("95% interval" in t.get_text() for t in ax.get_legend().get_texts())
+    bars_ax = ppd.plot_ppc_bars(y, yrep)
+    assert any("95% interval" in t.get_text() for t in bars_ax.get_legend().get_texts())
     plt.close("all")
     ax = ppd.plot_ppc_bars(y, yrep)
     assert isinstance(ax, Axes) and len(ax.patches) == len(k)

@@ -53,7 +53,7 @@ def _interval(a: np.ndarray, prob: float, axis=0) -> tuple[np.ndarray, np.ndarra
     return (np.quantile(a, (1 - prob) / 2, axis=axis), np.quantile(a, (1 + prob) / 2, axis=axis))
 
 
-def plot_ppc_bars(y, yrep, *, prob: float = 0.9, max_count: int | None = None, ax=None,
+def plot_ppc_bars(y, yrep, *, prob: float = 0.95, max_count: int | None = None, ax=None,
                   xlabel: str = "y", title: str | None = None):
     """Observed frequency of each count (bars) and the replicates' median with a ``prob``
     interval (points and error bars).
@@ -65,7 +65,7 @@ def plot_ppc_bars(y, yrep, *, prob: float = 0.9, max_count: int | None = None, a
     yrep : array (draws, n)
         Posterior predictive replicates.
     prob : float
-        Central interval of the replicated frequencies.
+        Central interval of the replicated frequencies (95%, as everywhere in the package).
     max_count : int, optional
         Largest count shown (see :func:`count_frequencies`).
     ax : matplotlib Axes, optional
@@ -89,7 +89,7 @@ def plot_ppc_bars(y, yrep, *, prob: float = 0.9, max_count: int | None = None, a
     return ax
 
 
-def plot_rootogram(y, yrep, *, prob: float = 0.9, max_count: int | None = None, ax=None,
+def plot_rootogram(y, yrep, *, prob: float = 0.95, max_count: int | None = None, ax=None,
                    xlabel: str = "y", title: str | None = None):
     """Hanging rootogram: sqrt(observed frequency) hanging from sqrt(expected frequency).
 
