@@ -14,6 +14,7 @@ from ..inference.contract import MixedModelResult, ModelSummary, ValueTable
 from ..inference.frames import ReportFrame
 from ..inference.intervals import DEFAULT_LEVEL, label_interval, wald_table
 from ..inference.variance import VarianceParts, VarianceTerms, variance_parts
+from ..reml.result import coef_frames
 from .fit import GlmerFit, sigma_of
 
 __all__ = ["GlmerResult", "SINGULAR_MSG"]
@@ -216,13 +217,8 @@ class GlmerResult(MixedModelResult):
         return out
 
     def coef(self) -> dict[str, pd.DataFrame]:
-        out = {}
-        for k, f in enumerate(self.model.layout.factors):
-            cols = {n: np.full(f.n_levels, b) for n, b in zip(self.fixed_names, self.beta)}
-            for j, t in enumerate(f.terms):
-                cols[t] = cols.get(t, 0.0) + self._modes[k][:, j]
-            out[f.name] = pd.DataFrame(cols, index=pd.Index([str(v) for v in f.levels]))
-        return out
+        """Fixed + group effects per level (lme4 ``coef``)."""
+        return coef_frames(self.model.layout.factors, self.fixed_names, self.beta, self._modes)
 
     # ------------------------------------------------------------------ predictions
     def _inverse_link(self, eta):

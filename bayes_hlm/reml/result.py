@@ -21,7 +21,19 @@ SINGULAR_MSG = ("boundary (singular) fit: a variance is estimated as zero or a c
                 "see 'Singular fits' in docs/r_to_bayes_hlm.md (bayes_hlm's docs) for what it means "
                 "and what to do")
 
-__all__ = ["RemlResult", "SINGULAR_MSG"]
+__all__ = ["RemlResult", "SINGULAR_MSG", "coef_frames"]
+
+
+def coef_frames(factors, fixed_names, beta, modes) -> dict[str, pd.DataFrame]:
+    """lme4's ``coef``: per factor, each level's fixed effects plus its group effects (conditional
+    modes ``modes[k]``, levels x terms). The one implementation for lmer and glmer results."""
+    out = {}
+    for k, f in enumerate(factors):
+        cols = {n: np.full(f.n_levels, b) for n, b in zip(fixed_names, beta)}
+        for j, t in enumerate(f.terms):
+            cols[t] = cols.get(t, 0.0) + modes[k][:, j]
+        out[f.name] = pd.DataFrame(cols, index=pd.Index([str(v) for v in f.levels]))
+    return out
 
 
 class RemlResult(MixedModelResult):
@@ -206,13 +218,7 @@ class RemlResult(MixedModelResult):
 
     def coef(self) -> dict[str, pd.DataFrame]:
         """Fixed + group effects per level (lme4 ``coef``)."""
-        out = {}
-        for k, f in enumerate(self.devfun.tmap.factors):
-            cols = {n: np.full(f.n_levels, b) for n, b in zip(self.fixed_names, self.beta)}
-            for j, t in enumerate(f.terms):
-                cols[t] = cols.get(t, 0.0) + self._modes[k][:, j]
-            out[f.name] = pd.DataFrame(cols, index=pd.Index([str(v) for v in f.levels]))
-        return out
+        return coef_frames(self.devfun.tmap.factors, self.fixed_names, self.beta, self._modes)
 
     def fitted(self) -> pd.Series:
         mu = self.design.X @ self.beta
