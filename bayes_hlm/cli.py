@@ -1,6 +1,8 @@
 """Command line: ``bayes-hlm fit``, ``bayes-hlm reml`` and ``bayes-hlm glmer``.
 
-CSVs are read as R's ``read.csv`` reads them: only ``NA`` and empty cells are
+CSVs are read as R's ``read.csv`` reads them (compressed ones too: gzip, bzip2, xz, zip, zstd,
+recognised by their leading bytes or, as pandas infers it, the file name's ending): only ``NA``
+and empty cells are
 missing (not pandas' long list: a level named ``None``, ``null`` or ``N/A`` is a
 level); ``--na-values`` names other missing-value strings (replacing ``NA``, as
 R's ``na.strings``). Column types: grouping columns are always factors; other
@@ -85,6 +87,55 @@ def _parse_na_values(items: list[str]) -> list[str] | None:
     return out
 
 
+#: compressed formats: (name, leading bytes, file endings); pandas' ``compression="infer"`` set
+_COMPRESSED = (("gzip", b"\x1f\x8b", (".gz",)), ("bzip2", b"BZh", (".bz2",)),
+               ("xz", b"\xfd7zXZ\x00", (".xz",)), ("zip", b"PK\x03\x04", (".zip",)),
+               ("zstd", b"\x28\xb5\x2f\xfd", (".zst",)))
+
+
+def _decompress(raw: bytes, path: str) -> bytes:
+    """The file's bytes uncompressed when they are gzip / bzip2 / xz / zip / zstd (told by the
+    leading bytes, so a misnamed file still reads; the name's ending only when they say
+    nothing), else unchanged. A damaged archive is an error naming the file."""
+    low = str(path).lower()
+    kind = next((k for k, magic, _ in _COMPRESSED if raw.startswith(magic)), None)
+    if kind is None:
+        kind = next((k for k, _, ends in _COMPRESSED if low.endswith(ends)), None)
+        if kind is None:
+            return raw
+    try:
+        if kind == "gzip":
+            import gzip
+            return gzip.decompress(raw)
+        if kind == "bzip2":
+            import bz2
+            return bz2.decompress(raw)
+        if kind == "xz":
+            import lzma
+            return lzma.decompress(raw)
+        if kind == "zip":
+            import io
+            import zipfile
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise CliError(f"cannot read {path!r}: a zip archive must hold exactly one "
+                                   f"file, this one holds {len(names)} ({', '.join(names[:5])})")
+                return zf.read(names[0])
+        try:
+            import zstandard
+        except ImportError:
+            raise CliError(f"cannot read {path!r}: it is zstd-compressed and the 'zstandard' "
+                           "package is not installed (pip install zstandard, or decompress "
+                           "the file first)") from None
+        return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    except CliError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every codec's own error type
+        raise CliError(f"cannot read {path!r} as a {kind}-compressed CSV: the archive is "
+                       f"damaged or truncated ({type(exc).__name__}: {exc})") from None
+
+
 def _decode(raw: bytes, path: str) -> str:
     """File bytes -> text: UTF-8 (BOM allowed), UTF-16 with BOM, else Windows-1252 with a warning."""
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
@@ -163,7 +214,8 @@ def _r_column_names(columns: list[str], wanted: set[str]) -> list[str]:
 
 def read_table(path: str, formula: str, factors: list[str], levels: dict[str, list[str]],
                na_values: list[str] | None = None) -> pd.DataFrame:
-    """Read a CSV as R's ``read.csv`` does and apply the CLI's column-type rules.
+    """Read a CSV (plain or compressed: gzip, bzip2, xz, zip, zstd) as R's ``read.csv`` does
+    and apply the CLI's column-type rules.
 
     Missing cells are those equal (after trimming spaces) to ``na_values``
     (default ``["NA"]``, R's ``na.strings``) and empty cells; nothing else
@@ -191,6 +243,9 @@ def read_table(path: str, formula: str, factors: list[str], levels: dict[str, li
         raise CliError(f"cannot read {path!r}: {exc.strerror or exc}") from None
     if not raw.strip():
         raise CliError(f"data file {path!r} is empty")
+    raw = _decompress(raw, path)
+    if not raw.strip():
+        raise CliError(f"data file {path!r} is empty (after decompressing it)")
     text = _decode(raw, path)
     try:
         # every cell as text; missing cells are decided below, after trimming, as R does
@@ -529,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     common = _Parser(add_help=False)
     common.add_argument("formula", help="lme4 formula, e.g. 'Reaction ~ Days + (Days | Subject)'")
-    common.add_argument("data", help="CSV file (with --engine dask also a Parquet file, directory or glob)")
+    common.add_argument("data", help="CSV file, plain or compressed (.csv.gz, .bz2, .xz, .zip; with --engine dask also a Parquet file, directory or glob)")
     common.add_argument("--factor", action="append", default=[], metavar="COL",
                         help="treat this numeric-looking column as a factor (repeatable)")
     common.add_argument("--levels", action="append", default=[], metavar="COL=L1,L2,...",

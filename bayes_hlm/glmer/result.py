@@ -14,7 +14,7 @@ from ..inference.contract import MixedModelResult, ModelSummary, ValueTable
 from ..inference.frames import ReportFrame
 from ..inference.intervals import DEFAULT_LEVEL, label_interval, wald_table
 from ..inference.variance import VarianceParts, VarianceTerms, variance_parts
-from ..reml.result import coef_frames
+from ..reml.result import coef_frames, cond_sds
 from .fit import GlmerFit, sigma_of
 
 __all__ = ["GlmerResult", "SINGULAR_MSG"]
@@ -210,9 +210,7 @@ class GlmerResult(MixedModelResult):
                                              names=["level", "term"])
             df = pd.DataFrame({"mode": self._modes[k].ravel()}, index=idx)
             if blocks is not None:
-                L = lams[k]
-                C = self.sigma ** 2 * np.einsum("ij,gjk,lk->gil", L, blocks[k], L)
-                df["cond_sd"] = np.sqrt(np.clip(np.diagonal(C, axis1=1, axis2=2), 0, None)).ravel()
+                df["cond_sd"] = cond_sds(lams[k], blocks[k], self.sigma)
             out[f.name] = df
         return out
 

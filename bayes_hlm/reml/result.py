@@ -21,7 +21,7 @@ SINGULAR_MSG = ("boundary (singular) fit: a variance is estimated as zero or a c
                 "see 'Singular fits' in docs/r_to_bayes_hlm.md (bayes_hlm's docs) for what it means "
                 "and what to do")
 
-__all__ = ["RemlResult", "SINGULAR_MSG", "coef_frames"]
+__all__ = ["RemlResult", "SINGULAR_MSG", "coef_frames", "cond_sds"]
 
 
 def coef_frames(factors, fixed_names, beta, modes) -> dict[str, pd.DataFrame]:
@@ -34,6 +34,15 @@ def coef_frames(factors, fixed_names, beta, modes) -> dict[str, pd.DataFrame]:
             cols[t] = cols.get(t, 0.0) + modes[k][:, j]
         out[f.name] = pd.DataFrame(cols, index=pd.Index([str(v) for v in f.levels]))
     return out
+
+
+def cond_sds(lam: np.ndarray, blocks: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """lme4's ``condVar`` SDs of one factor's group effects, levels-major ``(G q,)``: the
+    diagonals of ``σ² Λ C_g Λᵀ``, ``C_g`` the (G, q, q) diagonal blocks of ``K⁻¹`` (the
+    conditional covariance of the spherical effects). The one implementation for lmer and
+    glmer results."""
+    C = sigma ** 2 * np.einsum("ij,gjk,lk->gil", lam, blocks, lam)
+    return np.sqrt(np.clip(np.diagonal(C, axis1=1, axis2=2), 0, None)).ravel()
 
 
 class RemlResult(MixedModelResult):
@@ -210,9 +219,7 @@ class RemlResult(MixedModelResult):
                                              names=["level", "term"])
             df = pd.DataFrame({"mode": b.ravel()}, index=idx)
             if covs is not None:
-                L = self._ev.lambdas[k]
-                C = self.sigma ** 2 * np.einsum("ij,gjk,lk->gil", L, covs[k], L)
-                df["cond_sd"] = np.sqrt(np.clip(np.diagonal(C, axis1=1, axis2=2), 0, None)).ravel()
+                df["cond_sd"] = cond_sds(self._ev.lambdas[k], covs[k], self.sigma)
             out[f.name] = df
         return out
 
