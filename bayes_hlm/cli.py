@@ -642,7 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="link function (default: R's for the family; e.g. probit, cloglog)")
     g.add_argument("--nagq", type=int, default=1,
                    help="1: Laplace (default); 0: fixed effects inside PIRLS; >1: adaptive "
-                        "Gauss-Hermite points (one scalar random-effect term only)")
+                        "Gauss-Hermite points per dimension (one grouping factor with at most 2 "
+                        "effect columns, e.g. (1 + x | g))")
     g.add_argument("--weights", default=None, metavar="COL",
                    help="prior weights column (binomial proportions: the trials)")
     g.set_defaults(func=_cmd_glmer)

@@ -43,11 +43,12 @@ def test_gh_rule_integrates_normal_moments():
     assert (w * z ** 4).sum() == pytest.approx(3.0)
 
 
-def test_agq_needs_single_scalar_term(cbpp):
-    df = cbpp.assign(x=np.arange(len(cbpp)) % 3)
-    with pytest.raises(BayesHLMError, match="single scalar random-effect term"):
-        glmer("cbind(incidence, size - incidence) ~ period + (x | herd)", df, family="binomial",
-              nagq=5)
+def test_agq_needs_one_factor_with_at_most_two_columns(cbpp):
+    # lme4 allows one scalar term; here up to two columns of one factor (tests/test_glmer_agq.py)
+    df = cbpp.assign(x=np.arange(len(cbpp)) % 3, z=np.arange(len(cbpp)) % 5)
+    with pytest.raises(BayesHLMError, match=r"at most 2 random-effect columns.*\(1 \+ x \+ z \| herd\)"):
+        glmer("cbind(incidence, size - incidence) ~ period + (x + z | herd)", df,
+              family="binomial", nagq=5)
     with pytest.raises(BayesHLMError, match="nagq"):
         glmer(CBPP, cbpp, family="binomial", nagq=-1)
 

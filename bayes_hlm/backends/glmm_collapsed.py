@@ -37,6 +37,7 @@ import numpy as np
 
 from ..spec.design import Design
 from ..spec.priors import PriorSet, corr_key, sd_key
+from ..statistics.quadrature import tensor_rule
 from .glmm_kernels import kernel_code, row_terms
 from .numba_density import (_intercept_shift, _log_positive, _positive_code, _scale, cpc_backward,
                             lkj_cpc, n_corr)
@@ -96,25 +97,12 @@ def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
 # packing
 # --------------------------------------------------------------------------- #
 def gauss_hermite(K: int, q: int, prune: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Tensor-product probabilists' Gauss–Hermite rule: nodes (M, q) and log weights
-    ``log ω_m + |t_m|²/2`` (Σ ω = 1), the form the quadrature sum uses.
-
-    ``prune``: drop the smallest-weight nodes (the corners of the tensor grid) whose weights
-    sum to at most this much (pruned AGQ; the node check against doubled nodes covers it).
-    """
+    """The statistics layer's tensor-product rule (:func:`~bayes_hlm.statistics.quadrature.
+    tensor_rule`: nodes (M, q), ``log ω_m + |t_m|²/2``); odd K only here, so the mode itself
+    is a node and K = 1 is the Laplace approximation."""
     if K < 1 or K % 2 == 0:
         raise ValueError(f"K must be a positive odd number of nodes, not {K}")
-    x, w = np.polynomial.hermite_e.hermegauss(K)
-    w = w / w.sum()
-    grids = np.meshgrid(*([x] * q), indexing="ij")
-    t = np.stack([a.ravel() for a in grids], axis=1)
-    wq = np.prod(np.stack(np.meshgrid(*([w] * q), indexing="ij"), -1).reshape(-1, q), axis=1)
-    if prune > 0.0:
-        order = np.argsort(wq)
-        drop = order[np.cumsum(wq[order]) <= prune]
-        keep = np.setdiff1d(np.arange(len(wq)), drop)
-        t, wq = t[keep], wq[keep]
-    return np.ascontiguousarray(t), np.log(wq) + 0.5 * np.sum(t * t, axis=1)
+    return tensor_rule(K, q, prune)
 
 
 @dataclass

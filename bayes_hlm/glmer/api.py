@@ -84,8 +84,10 @@ def glmer(formula: str, data: pd.DataFrame, family="binomial", link: str | None 
         Default: R's default link of the family (Gamma: ``inverse``).
     nagq : int
         1: Laplace (default); 0: fixed effects inside PIRLS (faster, less accurate);
-        > 1: adaptive Gauss–Hermite quadrature with ``nagq`` points (one scalar random-effect
-        term only, as lme4).
+        > 1: adaptive Gauss–Hermite quadrature with ``nagq`` points per dimension (at most
+        25). lme4 allows it for one scalar term; here one grouping factor with up to two
+        effect columns, e.g. ``(1 + x | g)`` (``nagq²`` nodes per level; crossed / nested
+        factors and more columns are refused: see :mod:`bayes_hlm.glmer.agq`).
     weights : str, optional
         A column of prior weights: the trials of a binomial proportion response, else
         frequency weights (R's ``glmer(weights=)``).

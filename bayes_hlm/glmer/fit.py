@@ -39,15 +39,9 @@ def check_nagq(model: GlmerModel, nagq) -> int:
         raise BayesHLMError(f"nagq must be a whole number >= 0, not {nagq!r}")
     nagq = int(nagq)
     if nagq > 1:
-        lay = model.layout
-        if len(lay.factors) != 1 or lay.factors[0].q != 1:
-            raise BayesHLMError(
-                f"nagq = {nagq} (adaptive Gauss-Hermite quadrature) needs a single scalar "
-                "random-effect term such as (1 | group), as in lme4; this model has "
-                f"{sum(f.q for f in lay.factors)} random-effect column(s) over "
-                f"{len(lay.factors)} grouping factor(s). Use nagq=1 (Laplace)")
-        if nagq > 25:
-            raise BayesHLMError(f"nagq = {nagq}: lme4 allows at most 25 quadrature points")
+        from .agq import check_agq
+
+        check_agq(model, nagq)
     return nagq
 
 

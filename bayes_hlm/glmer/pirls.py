@@ -13,10 +13,10 @@ The criterion is then, as lme4 computes it,
 
 * Laplace (``nagq <= 1``): ``aic(μ̂) + |û|² + log det K``, ``K = ΛᵀZᵀWZΛ + I`` at the modes,
   ``aic`` = R's ``family()$aic`` (-2 log-likelihood; Gamma with the moment dispersion);
-* adaptive Gauss–Hermite (``nagq > 1``, one scalar random-effect term): per level the
-  deviance residuals plus ``u²`` at ``û + z_k / sqrt(K_gg)``, weighted as ``glmerAGQ`` does;
-  this drops the saturated model's log-likelihood (lme4's convention; see
-  :attr:`GlmerDevfun.saturated_loglik`).
+* adaptive Gauss–Hermite (``nagq > 1``, one grouping factor with up to two effect columns;
+  :mod:`.agq`): per level the deviance residuals plus ``|u|²`` at ``û + L_g⁻ᵀ t_m``, weighted
+  as ``glmerAGQ`` does; this drops the saturated model's log-likelihood (lme4's convention;
+  see :attr:`GlmerDevfun.saturated_loglik`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BayesHLMError
+from ..statistics.quadrature import gh_rule  # noqa: F401 - re-exported (lme4's GHrule)
 
 __all__ = ["GlmerDevfun", "PirlsState", "gh_rule"]
 
@@ -33,13 +34,6 @@ STEP_TOL = 1e-10
 LME4_TOL = 1e-7        # glmerControl(tolPwrss)
 LME4_HALVINGS = 20
 PIRLS_MAXIT = 200
-
-
-def gh_rule(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss–Hermite nodes ``z`` and weights ``w`` for the standard normal (``Σ w = 1``),
-    lme4's ``GHrule(n)``."""
-    z, w = np.polynomial.hermite_e.hermegauss(n)
-    return z, w / np.sqrt(2 * np.pi)
 
 
 @dataclass
@@ -451,24 +445,10 @@ class GlmerDevfun:
         return self.agq_at(st, nagq)
 
     def agq_at(self, st: PirlsState, nagq: int) -> float:
-        m = self.model
-        f = self.system.layout.factors[0]
-        G = f.n_levels
-        codes = f.codes
-        devc0 = st.u ** 2 + np.bincount(codes, weights=st.devres, minlength=G)
-        sd = 1.0 / np.sqrt(st.factor.diag())
-        z, w = gh_rule(nagq)
-        mult = np.zeros(G)
-        base = st.eta - self.system.zl_u(st.u)
-        for zk, wk in zip(z, w):
-            if zk == 0:
-                mult += wk
-                continue
-            uk = st.u + zk * sd
-            dr = self._devres(base + self.system.zl_u(uk))
-            devc = uk ** 2 + np.bincount(codes, weights=dr, minlength=G)
-            mult += np.exp(-0.5 * (devc - devc0) + 0.5 * zk * zk) * wk
-        return float(devc0.sum() + st.ldL2 - 2 * np.sum(np.log(mult)))
+        """The adaptive Gauss–Hermite criterion at ``st`` (:func:`.agq.agq_deviance`)."""
+        from .agq import agq_deviance
+
+        return agq_deviance(self, st, nagq)
 
     def criterion(self, nagq: int):
         """``x = (θ, β) -> deviance`` for stage 2 (``nagq >= 1``)."""
