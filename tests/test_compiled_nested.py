@@ -64,6 +64,9 @@ NESTED = {
                     lambda: shapes.school_area(400, rows_per_school=12, schools_per_area=5, seed=2)),
     # three levels: years within children within schools
     "three_levels": (shapes.LONGITUDINAL, lambda: shapes.longitudinal(300, children_per_school=6, seed=3)),
+    # 15 children of 5 rows per school: merged into pseudo-levels (inner_rows)
+    "three_levels_merged": (shapes.LONGITUDINAL,
+                            lambda: shapes.longitudinal(600, children_per_school=15, seed=3)),
     # both levels with slopes, the inner block uncorrelated (two terms of one factor)
     "both_slopes": ("score ~ x + (x | area) + (x || school)",
                     lambda: shapes.school_area(300, rows_per_school=10, schools_per_area=5, seed=4)),
@@ -77,6 +80,39 @@ def test_nested_density_equals_pytensor_graph(case):
     stats = compute_stats(spec.design)
     assert isinstance(stats, NestedStats)
     check_density(spec, resolve_priors(spec.design), points=4, seed=5)
+
+
+@pytest.mark.parametrize("formula,data,merged", [
+    (shapes.LONGITUDINAL, lambda: shapes.longitudinal(1000, children_per_school=25, seed=8), True),
+    # unbalanced: children of 1-4 rows; units are (school, number of rows)
+    (shapes.LONGITUDINAL, lambda: shapes.longitudinal(2000, children_per_school=60, seed=9)
+     .sample(frac=0.6, random_state=1), True),
+    # a slope in the inner block: nothing merged (rows as they are, weights 1)
+    ("score ~ x + (1 | area) + (x | school)",
+     lambda: shapes.school_area(600, rows_per_school=6, schools_per_area=20, seed=3), False),
+])
+def test_merged_inner_levels_give_the_same_density(formula, data, merged, monkeypatch):
+    """Inner levels merged into pseudo-levels (same cross-products, weights) change neither
+    the log density nor its gradient."""
+    from bayes_hlm.backends import numba_density as nd
+
+    spec = build_spec(formula, data())
+    ps, stats = resolve_priors(spec.design), compute_stats(spec.design)
+    pk = nd.pack(spec.design, ps, stats)
+    c_in, _, _, _, w, ptr = nd.inner_rows(stats)
+    assert w.sum() == pytest.approx(stats.c_in.shape[0]) and ptr[-1] == c_in.shape[0]
+    assert (c_in.shape[0] < stats.c_in.shape[0]) == merged
+    as_they_are = nd.inner_rows
+    monkeypatch.setattr(nd, "inner_rows", lambda st: as_they_are(st, merge=False))
+    raw = nd.pack(spec.design, ps, stats)
+    assert int(raw.buf[13]) == stats.c_in.shape[0]
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        x = pk.init + rng.normal(scale=0.3, size=pk.ndim)
+        g, g0 = np.zeros(pk.ndim), np.zeros(pk.ndim)
+        lp, lp0 = nd.logp_grad(x, pk.buf, g), nd.logp_grad(x, raw.buf, g0)
+        assert lp == pytest.approx(lp0, rel=1e-12, abs=1e-8)
+        np.testing.assert_allclose(g, g0, rtol=1e-9, atol=1e-9 * np.abs(g0).max())
 
 
 def test_nested_density_other_priors():

@@ -103,38 +103,56 @@ def _other_effects(design: Design, posterior: xr.Dataset, plan, idx) -> list[np.
     return [_flat(posterior, key)[idx][:, :, o:o + q] for key, o, q in _other_columns(design, plan)]
 
 
-def effect_generator(design: Design, posterior: xr.Dataset, seed: int, stats=None):
-    """Function ``(factor, draw_idx, groups=None) -> (S', levels, q)`` of exact conditional draws.
+def effect_draws(design: Design, posterior: xr.Dataset, seed: int, stats=None):
+    """Function ``(factors, draw_idx, groups=None) -> {factor: (S', levels, q)}`` of exact
+    conditional draws of the marginalised ``factors``.
 
-    Deterministic in ``(seed, draw index)``: the same draw is regenerated
-    identically however the draws are chunked or which groups are asked for.
+    One pass draws every marginalised factor (a nested design's two factors come from the
+    same two-stage solve), so asking for several at once costs one pass, not one each.
+    Deterministic in ``(seed, draw index)``: the same draw is regenerated identically
+    however the draws are chunked or which groups are asked for.
     """
     stats = stats if stats is not None else compute_stats(design)
     plan = stats.plan
     blocks = {b.factor: b for b in plan.blocks}
 
-    def generate(factor: str, idx: np.ndarray, groups=None) -> np.ndarray:
-        if factor not in blocks:
-            raise KeyError(f"{factor!r} is not a marginalised factor")
+    def draws(factors, idx: np.ndarray, groups=None) -> dict[str, np.ndarray]:
+        for factor in factors:
+            if factor not in blocks:
+                raise KeyError(f"{factor!r} is not a marginalised factor")
+            if plan.structure == "nested" and factor == plan.blocks[1].factor and groups is not None:
+                raise ValueError("group subsets of a nested inner factor: ask for the outer levels")
         idx = np.asarray(idx)
         beta = _flat(posterior, naming.FIXED)[idx]
         sigma = _flat(posterior, naming.SIGMA)[idx]
         L_list = _term_factors(design, posterior, idx)
         b_other = _other_effects(design, posterior, plan, idx) if plan.other_terms else None
-        if plan.structure == "nested" and factor == plan.blocks[1].factor and groups is not None:
-            raise ValueError("group subsets of a nested inner factor: ask for the outer levels")
         # cache-sized chunks of draws: the batched small-matrix algebra is memory-bound
         step = default_chunk_draws(stats, budget_bytes=CHUNK_BYTES)
         if groups is not None and plan.structure == "single":  # a subset's temporaries shrink
             step = max(step, int(step * stats.A.shape[0] / max(len(groups), 1)))  # with it
-        parts = []
+        parts = {f: [] for f in factors}
         for a in range(0, len(idx), step):
             sl = slice(a, a + step)
             eff = draw_group_effects(stats, beta[sl], sigma[sl], [L[sl] for L in L_list],
                                      None if b_other is None else [b[sl] for b in b_other],
                                      seed=seed, draw_index=idx[sl], groups=groups)
-            parts.append(np.concatenate([eff[k] for k in blocks[factor].term_index], axis=2))
-        return np.concatenate(parts, axis=0)
+            for f in factors:
+                parts[f].append(np.concatenate([eff[k] for k in blocks[f].term_index], axis=2))
+        return {f: np.concatenate(v, axis=0) for f, v in parts.items()}
+
+    return draws
+
+
+def effect_generator(design: Design, posterior: xr.Dataset, seed: int, stats=None):
+    """Function ``(factor, draw_idx, groups=None) -> (S', levels, q)`` of exact conditional
+    draws (one factor of :func:`effect_draws`)."""
+    return _one_factor(effect_draws(design, posterior, seed, stats))
+
+
+def _one_factor(draws):
+    def generate(factor: str, idx: np.ndarray, groups=None) -> np.ndarray:
+        return draws([factor], idx, groups)[factor]
 
     return generate
 
@@ -207,20 +225,18 @@ def _attach_effects(design: Design, stats, out: SampleOutput, sampler_seed: int
     seed = effects_seed(sampler_seed)
     # the marginalised effects are drawn (and regenerated) given the NUTS draws of the
     # sampled ones, which the Gibbs refresh below replaces in `post` only
-    gen = effect_generator(design, post.copy(deep=False), seed, stats)
+    draws = effect_draws(design, post.copy(deep=False), seed, stats)
+    gen = _one_factor(draws)
     S = post.sizes["chain"] * post.sizes["draw"]
-    lazy, stored = [], {}
+    lazy, small = [], []
     for factor in marginalised_factors(stats):
         q = sum(design.groups[k].q for k in factor_blocks(design)[factor])
-        L = design.factors()[factor]
-        if S * L * q * 8 > MATERIALIZE_BYTES:
-            lazy.append(factor)
-            continue
-        b = gen(factor, np.arange(S))
-        stored[factor] = b
+        (lazy if S * design.factors()[factor] * q * 8 > MATERIALIZE_BYTES else small).append(factor)
+    stored = draws(small, np.arange(S)) if small else {}  # one pass for all of them
+    for factor, b in stored.items():
         post[naming.effect_var(factor)] = (
             ("chain", "draw", naming.level_dim(factor), naming.term_dim(factor)),
-            b.reshape(post.sizes["chain"], post.sizes["draw"], L, q))
+            b.reshape(post.sizes["chain"], post.sizes["draw"], b.shape[1], b.shape[2]))
     refreshed = _refresh_sampled(design, stats, post, gen, seed, stored)
     post = post.assign_coords({d: v for d, v in coords(design).items() if d not in post.coords
                                and any(d in post[v_].dims for v_ in post.data_vars)})
