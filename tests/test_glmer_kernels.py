@@ -76,3 +76,87 @@ def test_crossed_systems_agree():
     np.testing.assert_allclose(vals[0][1], vals[1][1], atol=1e-9)
     for p, q in zip(vals[0][2], vals[1][2]):
         np.testing.assert_allclose(p, q, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("q", [1, 2, 3])
+@pytest.mark.parametrize("mode", [kernels.MODE_LME4, kernels.MODE_SCORE, kernels.MODE_JOINT])
+def test_block_pass_matches_row_pass_and_numpy_sums(q, mode):
+    """The fused single-factor pass (its q = 1, 2 and general loops) against the row pass
+    and the per-level sums written in NumPy."""
+    rng = np.random.default_rng(q + 10 * mode)
+    N, G, p = 400, 13, 3
+    codes = rng.integers(0, G, N)
+    ZL = np.ascontiguousarray(rng.normal(size=(N, q)))
+    X = np.ascontiguousarray(np.c_[np.ones(N), rng.normal(size=(N, p - 1))])
+    U, beta = rng.normal(0, 0.5, (G, q)), rng.normal(0, 0.3, p)
+    off = rng.normal(0, 0.1, N)
+    y = rng.poisson(1.5, N).astype(float)
+    pw = rng.uniform(0.5, 2, N)
+    f = GlmFamily("poisson", "log")
+    sat = np.ascontiguousarray(f.saturated_terms(y, pw))
+    out = [np.empty(N) for _ in range(4)]
+    K, r, C, XtWX, rb, dsum, ll = kernels.block_pass(
+        1, 3, 1.0, y, pw, sat, off, X, beta, codes, ZL, U, G, mode, *out)
+    base = off + X @ beta
+    eta = base + np.einsum("ia,ia->i", ZL, U[codes])
+    mu, W, s, dr = (np.empty(N) for _ in range(4))
+    dsum_ref, ll_ref = kernels.rows(1, 3, 1.0, y, np.ones(N), pw, sat, eta, mu, W, s, dr)
+    for got, ref in zip(out, (eta, mu, W, dr)):     # eta summed in another order
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-13)
+    assert dsum == pytest.approx(dsum_ref, rel=1e-12) and ll == pytest.approx(ll_ref, rel=1e-12)
+    K_ref = np.zeros((G, q, q)) + np.eye(q)
+    np.add.at(K_ref, codes, W[:, None, None] * ZL[:, :, None] * ZL[:, None, :])
+    np.testing.assert_allclose(K, K_ref, rtol=1e-12)
+    c = W * (eta - base) + s if mode == kernels.MODE_LME4 else s
+    r_ref = np.zeros((G, q))
+    np.add.at(r_ref, codes, c[:, None] * ZL)
+    np.testing.assert_allclose(r, r_ref, rtol=1e-11, atol=1e-12)
+    if mode == kernels.MODE_JOINT:
+        C_ref = np.zeros((G, q, p))
+        np.add.at(C_ref, codes, W[:, None, None] * ZL[:, :, None] * X[:, None, :])
+        np.testing.assert_allclose(C, C_ref, rtol=1e-12)
+        np.testing.assert_allclose(XtWX, X.T @ (W[:, None] * X), rtol=1e-12)
+        np.testing.assert_allclose(rb, X.T @ s, rtol=1e-11, atol=1e-12)
+    else:
+        assert C.shape == (G, q, 0) and XtWX.shape == (0, 0)
+    np.testing.assert_allclose(kernels.block_solve(K, r), np.linalg.solve(K, r[:, :, None])[:, :, 0],
+                               rtol=1e-10, atol=1e-13)
+
+
+def test_lp0_moments_give_the_start_system():
+    """Stage 2's first system from the per-level moments at lp0 equals the one summed over the
+    rows at the current θ (ΛᵀZᵀW₀ZΛ + I and ΛᵀZᵀ(W₀(lp0 - offset - Xβ) + s₀))."""
+    rng = np.random.default_rng(5)
+    n, G = 600, 20
+    g, x = rng.integers(0, G, n), rng.normal(size=n)
+    eta = -0.3 + 0.6 * x + rng.normal(0, .7, G)[g] + rng.normal(0, .3, G)[g] * x
+    df = pd.DataFrame({"y": (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int), "x": x,
+                       "g": pd.Categorical(g)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = build_model(build_spec("y ~ x + (x | g)", df, family="bernoulli"),
+                        GlmFamily("binomial", "logit"))
+    dev = GlmerDevfun(m)
+    dev.lp0 = dev.pirls(np.array([0.8, 0.2, 0.4]), joint=True).eta.copy()
+    theta, beta = np.array([0.7, -0.1, 0.3]), np.array([-0.2, 0.5])
+    dev.set_theta(theta)
+    A, b, C = dev._lp0_moments()
+    lam, sysm = m.system.lam, m.system
+    _, W0, s0, _ = dev._rows(dev.lp0)
+    off = m.offset + m.X @ beta
+    K_ref = kernels.block_cross(sysm.codes, sysm.ZL, W0, sysm.G)
+    r_ref = kernels.group_sums(sysm.codes, sysm.ZL, W0 * (dev.lp0 - off) + s0, sysm.G)
+    np.testing.assert_allclose(np.eye(2) + lam.T @ A @ lam, K_ref, rtol=1e-12)
+    np.testing.assert_allclose((b - C @ beta) @ lam, r_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_lambda_kernels_match_numpy():
+    rng = np.random.default_rng(3)
+    G, q, p = 7, 3, 2
+    Z, lam = rng.normal(size=(50, q)), np.tril(rng.normal(size=(q, q)))
+    np.testing.assert_allclose(kernels.times_lambda(Z, lam), Z @ lam, rtol=1e-13)
+    A = rng.normal(size=(G, q, q))
+    b, C, beta = rng.normal(size=(G, q)), rng.normal(size=(G, q, p)), rng.normal(size=p)
+    K, r = kernels.lambda_system(A, b, C, beta, lam)
+    np.testing.assert_allclose(K, np.eye(q) + lam.T @ A @ lam, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(r, (b - C @ beta) @ lam, rtol=1e-12, atol=1e-14)

@@ -92,6 +92,8 @@ class GlmerDevfun:
         self._last_eta_rows = None
         self._sat = None
         self._lp0_rows = None            # (lp0, family, NB θ, _rows(lp0)): see _rows_lp0
+        self._lp0_mom = None             # (lp0, family, NB θ, moments): see _lp0_moments
+        self._Xc = self._offc = None     # contiguous X and offset for the compiled passes
 
     # ------------------------------------------------------------------ rows
     def _rows(self, eta):
@@ -236,29 +238,40 @@ class GlmerDevfun:
         self.last = st
         return st
 
+    def _block_args(self):
+        """What every :func:`.kernels.block_pass` call of this model shares."""
+        from . import kernels
+
+        m, f = self.model, self.family
+        if self._sat is None:
+            self._sat = np.ascontiguousarray(f.saturated_terms(m.y, m.pw))
+        if self._Xc is None:
+            self._Xc = np.ascontiguousarray(self.X, dtype=float)
+            self._offc = np.ascontiguousarray(m.offset, dtype=float)
+        th = float(f.nb_theta if f.nb_theta is not None else 1.0)
+        return (kernels.FAMILY_CODE[f.name], kernels.LINK_CODE[f.link], th, m.y, m.pw,
+                self._sat, self._offc, self._Xc)
+
     def _pirls_block(self, theta, beta, u, joint) -> PirlsState:
         """:meth:`pirls` for one grouping factor: one compiled pass per step
-        (:func:`.kernels.joint_pass`), batched q × q algebra; the same iterates and stopping
+        (:func:`.kernels.block_pass`), per-level q × q algebra; the same iterates and stopping
         rule."""
         from . import kernels
         from .resystem import BlockFactor
 
-        m, f, sysm = self.model, self.family, self.system
+        sysm = self.system
         G, q, p = sysm.G, sysm.q, self.p
-        if self._sat is None:
-            self._sat = np.ascontiguousarray(f.saturated_terms(m.y, m.pw))
-        fc, lc = kernels.FAMILY_CODE[f.name], kernels.LINK_CODE[f.link]
-        th = float(f.nb_theta if f.nb_theta is not None else 1.0)
-        X = self._Xc if getattr(self, "_Xc", None) is not None else np.ascontiguousarray(self.X)
-        self._Xc = X
+        args = self._block_args()
+        mode = kernels.MODE_JOINT if joint else kernels.MODE_SCORE
+        N = len(self.model.y)
+        rows = (np.empty(N), np.empty(N), np.empty(N), np.empty(N))   # eta, mu, W, dr
 
-        def at(u, beta):
-            base = np.ascontiguousarray(m.offset + X @ beta)
-            return kernels.joint_pass(fc, lc, th, m.y, m.n, m.pw, self._sat, base, X,
-                                      sysm.codes, sysm.ZL, u.reshape(G, q), G, joint)
+        def at(u, beta):   # the rows always hold the last point evaluated (= the accepted one)
+            return kernels.block_pass(*args, beta, sysm.codes, sysm.ZL, u.reshape(G, q), G,
+                                      mode, *rows)
 
         def pd_of(r, u):
-            return float(r[9] + u @ u)
+            return float(r[5] + u @ u)
 
         r = at(u, beta)
         pdev = pd_of(r, u)
@@ -268,17 +281,17 @@ class GlmerDevfun:
             pdev = pd_of(r, u)
         it = 0
         for it in range(1, PIRLS_MAXIT + 1):
-            K, ru = r[4], r[5].reshape(-1) - u
-            Kinv_ru = np.linalg.solve(K, ru.reshape(G, q, 1))[:, :, 0].reshape(-1)
+            K, ru = r[0], r[1] - u.reshape(G, q)
+            Kinv_ru = kernels.block_solve(K, ru)
             if joint:
-                C = r[6]                                           # (G, q, p)
+                C = r[2]                                           # (G, q, p)
                 KiC = np.linalg.solve(K, C)                        # (G, q, p)
-                S = r[7] - np.einsum("gqj,gqk->jk", C, KiC)
-                rb = r[8]
-                db = np.linalg.solve(S, rb - np.einsum("gqj,gq->j", C, Kinv_ru.reshape(G, q)))
-                du = Kinv_ru - np.einsum("gqj,j->gq", KiC, db).reshape(-1)
+                S = r[3] - np.einsum("gqj,gqk->jk", C, KiC)
+                rb = r[4]
+                db = np.linalg.solve(S, rb - np.einsum("gqj,gq->j", C, Kinv_ru))
+                du = (Kinv_ru - np.einsum("gqj,j->gq", KiC, db)).reshape(-1)
             else:
-                du, db = Kinv_ru, np.zeros(p)
+                du, db = Kinv_ru.reshape(-1), np.zeros(p)
             small = max(float(np.max(np.abs(du), initial=0.0)),
                         float(np.max(np.abs(db), initial=0.0)))
             if small < STEP_TOL:
@@ -299,13 +312,13 @@ class GlmerDevfun:
         else:
             raise BayesHLMError(f"PIRLS did not converge in {PIRLS_MAXIT} iterations "
                                 f"(theta = {np.round(theta, 6).tolist()})")
-        eta, mu, W, dr = r[0], r[1], r[2], r[3]
-        self._llvar = r[10]
+        eta, mu, W, dr = rows
+        self._llvar = r[6]
         self._last_eta_rows = eta
         self.n_evals += 1
         aic = self._aic(mu, dr)
         self._u, self._beta = u, beta
-        st = PirlsState(np.array(theta, float), beta, u, eta, mu, W, dr, BlockFactor(r[4]), aic,
+        st = PirlsState(np.array(theta, float), beta, u, eta, mu, W, dr, BlockFactor(r[0]), aic,
                         it)
         self.last = st
         return st
@@ -323,9 +336,9 @@ class GlmerDevfun:
         self.set_theta(theta)
         sysm = self.system
         beta = np.asarray(beta, dtype=float)
-        off = m.offset + self.X @ beta
         if sysm.kind == "block":
-            return self._pirls_lme4_block(theta, beta, off)
+            return self._pirls_lme4_block(theta, beta)
+        off = m.offset + self.X @ beta
         eta = self.lp0
         mu, W, s, dr = self._rows_lp0()
         u = np.zeros(sysm.Q)
@@ -360,38 +373,50 @@ class GlmerDevfun:
         self.last = st
         return st
 
-    def _pirls_lme4_block(self, theta, beta, off) -> PirlsState:
+    def _lp0_moments(self):
+        """Per level ``Σ W₀ z zᵀ``, ``Σ z (W₀ (lp0 - offset) + s₀)`` and ``Σ W₀ z xᵀ`` at
+        ``lp0`` (unscaled ``Z``; once per ``lp0``, family and NB θ): every stage-2 evaluation's
+        first system ``K₀ = I + ΛᵀAΛ``, ``r₀ = Λᵀ(b - Cβ)`` then costs O(G q²), not a pass."""
+        from . import kernels
+
+        f, m, sysm = self.family, self.model, self.system
+        c = self._lp0_mom
+        if c is None or c[0] is not self.lp0 or c[1] is not f or c[2] != f.nb_theta:
+            _, W0, s0, _ = self._rows_lp0()
+            v = W0 * (self.lp0 - m.offset) + s0
+            mom = kernels.group_moments(sysm.codes, np.ascontiguousarray(sysm.f.Z, dtype=float),
+                                        np.ascontiguousarray(self.X, dtype=float), W0, v, sysm.G)
+            c = self._lp0_mom = (self.lp0, f, f.nb_theta, mom)
+        return c[3]
+
+    def _pirls_lme4_block(self, theta, beta) -> PirlsState:
         """:meth:`pirls_lme4` for one grouping factor: each step is one compiled pass
-        (:func:`.kernels.pirls_pass`) and a batched q × q solve; the same iterates."""
+        (:func:`.kernels.block_pass`) and per-level q × q solves; the same iterates."""
         from . import kernels
         from .resystem import BlockFactor
 
-        m, f, sysm = self.model, self.family, self.system
+        sysm = self.system
         G, q = sysm.G, sysm.q
-        if self._sat is None:
-            self._sat = np.ascontiguousarray(f.saturated_terms(m.y, m.pw))
-        fc, lc = kernels.FAMILY_CODE[f.name], kernels.LINK_CODE[f.link]
-        th = float(f.nb_theta if f.nb_theta is not None else 1.0)
-        off = np.ascontiguousarray(off)
+        args = self._block_args()
+        N = len(self.model.y)
+        rows = (np.empty(N), np.empty(N), np.empty(N), np.empty(N))   # eta, mu, W, dr
 
         def at(U):
-            return kernels.pirls_pass(fc, lc, th, m.y, m.n, m.pw, self._sat, off, sysm.codes,
-                                      sysm.ZL, U, G)
+            return kernels.block_pass(*args, beta, sysm.codes, sysm.ZL, U, G,
+                                      kernels.MODE_LME4, *rows)
 
         # start: the weights at lp0 (lme4 resets mu to lp0), as in pirls_lme4
-        mu0, W0, s0, _ = self._rows_lp0()
-        K = kernels.block_cross(sysm.codes, sysm.ZL, W0, G)
-        rhs = kernels.group_sums(sysm.codes, sysm.ZL, W0 * (self.lp0 - off) + s0, G)
+        A, b, C = self._lp0_moments()
+        K, rhs = kernels.lambda_system(A, b, C, beta, sysm.lam)
         U = np.zeros((G, q))
         old = np.inf
         for it in range(1, PIRLS_MAXIT + 1):
             Kf = K
-            Un = np.linalg.solve(Kf, rhs[:, :, None])[:, :, 0]
-            dU = Un - U
+            dU = kernels.block_solve(Kf, rhs) - U
             step = 1.0
             for _ in range(LME4_HALVINGS + 1):
                 Ut = U + step * dU
-                eta, mu, W, dr, K, rhs, dsum, ll = at(Ut)
+                K, rhs, _, _, _, dsum, ll = at(Ut)
                 pdev = float(dsum + np.sum(Ut * Ut))
                 if np.isfinite(pdev) and pdev <= old:
                     break
@@ -404,12 +429,12 @@ class GlmerDevfun:
             old = pdev
         else:
             raise BayesHLMError(f"PIRLS did not converge in {PIRLS_MAXIT} iterations")
+        eta, mu, W, dr = rows
         self._llvar = ll
         self._last_eta_rows = eta
         self.n_evals += 1
-        W_final = W
         aic = self._aic(mu, dr)
-        st = PirlsState(np.array(theta, float), beta, U.reshape(-1), eta, mu, W_final, dr,
+        st = PirlsState(np.array(theta, float), beta, U.reshape(-1), eta, mu, W, dr,
                         BlockFactor(Kf), aic, it)
         self.last = st
         return st

@@ -37,11 +37,14 @@ class BlockSystem:
         self.codes = f.codes
         self.G, self.q = f.n_levels, f.q
         self.Q = layout.n_u
+        self._Z = np.ascontiguousarray(f.Z, dtype=float)
         self.set_theta(layout.theta0)
 
     def set_theta(self, theta):
-        self.lam = self.layout.lambdas(theta)[0]
-        self.ZL = np.ascontiguousarray(self.f.Z @ self.lam)   # rows of ZΛ (N, q)
+        from .kernels import times_lambda
+
+        self.lam = np.ascontiguousarray(self.layout.lambdas(theta)[0], dtype=float)
+        self.ZL = times_lambda(self._Z, self.lam)   # rows of ZΛ (N, q)
 
     def zl_u(self, u):
         from .kernels import row_dot
