@@ -1,77 +1,167 @@
-"""Profile-likelihood intervals of glmer's fixed effects (``confint(m, method = "profile")``
-for the ``beta`` rows).
+"""Profile-likelihood intervals of a glmer fit (``confint(m, method = "profile")``, lme4's
+``profile.merMod`` + ``confint.thpr`` for GLMMs): the variance parameters and the fixed effects.
 
-For each fixed effect ``β_j`` the criterion (Laplace / AGQ, as fitted) is minimised over θ and
-the other fixed effects with ``β_j`` held at a value ``b`` (BOBYQA from the fit's estimates);
-the interval's ends are where that profile deviance exceeds the minimum by the χ²₁ quantile
-of ``level``, found by Brent's method between the estimate and a Wald-scaled bracket (lme4
-interpolates a spline through a grid of profile points; the root here is the exact one).
+The parameters are lme4's profiling scale (its ``.sig01, .sig02, ...``): per grouping factor
+the SDs of its terms and the within-term correlations, in our names ``sd(term | factor)`` /
+``cor(a, b | factor)`` and lme4's order (the θ layout: per factor the lower triangle of the
+covariance, column-major), then the fixed effects. The deviance is the fit's own criterion
+(Laplace on lme4's PIRLS path, or AGQ) as lme4's ``devfun2`` uses it; for each value ``v`` of
+one parameter it is minimised over all the others (SDs ≥ 0, correlations in [-1, 1], fixed
+effects free) by bounded BOBYQA, warm-started from the neighbouring point, and
+``ζ(v) = sign(v - v̂) sqrt(dev(v) - dev(v̂))``. The ends solve ``ζ = ∓z_{(1+level)/2}``: the
+same machinery as lmer's profile (:mod:`bayes_hlm.reml.profile`: the φ ↔ θ map, the bounded
+minimiser, the root finder :func:`~bayes_hlm.reml.profile.zeta_root`). lme4 evaluates ζ on a
+grid and inverts an interpolating spline; the roots here are solved to ~1e-7, so the two agree
+to the spline's accuracy (~1e-3 relative; tests/test_glmer_profile.py).
+
+A negative-binomial fit is profiled with θ_NB held at its estimate (lme4: the family is fixed
+in the fitted ``merMod``). Gamma fits have a scale parameter, which lme4 refuses to profile
+("can't (yet) profile GLMMs with non-fixed scale parameters"): so do we, for their variance
+parameters. ``nagq = 0`` fits have no (θ, β) criterion to profile (lme4's profile needs it too).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import special as _sf
 
 from ..errors import BayesHLMError
-from .optimize import DEFAULT_CONTROL, bobyqa
+from ..reml.profile import (bounded_minimize, first_step, param_kinds, param_names, phi_to_theta,
+                            theta_to_phi, zeta_root)
 
-__all__ = ["profile_fixed"]
+__all__ = ["profile_confint", "profile_fixed", "GlmerProfiler"]
+
+#: relative accuracy of the interval ends (the inner minimiser's noise is far below it)
+END_TOL = 1e-7
+#: correlations are evaluated within ±COR_MAX (the profile at the ±1 bound stays finite)
+COR_MAX = 1 - 1e-9
+
+
+class GlmerProfiler:
+    """The fit's criterion on the profiling scale ``z = (φ, β)``, φ the SDs / correlations."""
+
+    def __init__(self, res):
+        fit = res.fit
+        if fit.nagq < 1:
+            raise BayesHLMError("profile intervals need a Laplace / AGQ fit (nagq >= 1): the "
+                                "nagq = 0 fit has no criterion over (theta, beta) to profile; "
+                                "refit with nagq=1 or use method='wald'")
+        self.res = res
+        self.f2 = fit.devfun.criterion(fit.nagq)
+        self.tmap = fit.model.layout
+        self.k = self.tmap.n_theta
+        self.kinds = np.append(param_kinds(self.tmap)[:-1], ["beta"] * len(fit.beta))
+        self.names = param_names(self.tmap)[:-1] + list(res.fixed_names)
+        self.phi_hat = theta_to_phi(self.tmap, fit.theta, 1.0)[:-1]
+        self.z_hat = np.concatenate([self.phi_hat, fit.beta])
+        self.base = float(res.objective)
+        self.se_beta = np.sqrt(np.diag(res.vcov()))
+        cor = self.kinds == "cor"
+        beta = self.kinds == "beta"
+        self.lower = np.where(cor, -1.0, np.where(beta, -np.inf, 0.0))
+        self.upper = np.where(cor, 1.0, np.inf)
+
+    def deviance(self, z) -> float:
+        """The criterion at ``z = (φ, β)`` (inf where the correlations are not valid)."""
+        phi = np.where(self.kinds[:self.k] == "cor", np.clip(z[:self.k], -COR_MAX, COR_MAX),
+                       z[:self.k])          # at exactly ±1 Λ does not exist
+        theta = phi_to_theta(self.tmap, np.append(phi, 1.0))
+        if theta is None:
+            return np.inf
+        return float(self.f2(np.concatenate([theta, z[self.k:]])))
+
+    def _steps(self, x, free):
+        """BOBYQA's first steps: 0.05 for a correlation, half an SE for a fixed effect, 10%
+        for an SD."""
+        kinds = self.kinds[free]
+        se = np.concatenate([np.ones(self.k), self.se_beta])[free]
+        return np.where(kinds == "cor", 0.05,
+                        np.where(kinds == "beta", 0.5 * se, 0.1 * np.maximum(np.abs(x), 1e-2)))
+
+    def profile(self, j: int):
+        """``(dev(v), ζ(v), reset)`` for parameter ``j`` of ``z``: the criterion minimised over
+        the others with ``z_j = v`` (warm-started from the last point; ``reset`` goes back to
+        the estimates)."""
+        free = np.array([i for i in range(len(self.z_hat)) if i != j], dtype=int)
+        state = {"x": self.z_hat[free].copy()}
+        cache: dict[float, float] = {}
+
+        def dev(v: float) -> float:
+            if v in cache:
+                return cache[v]
+            z = self.z_hat.copy()
+            z[j] = v
+
+            def fun(x):
+                z[free] = x
+                return self.deviance(z)
+
+            x, d = bounded_minimize(fun, state["x"], self.lower[free], self.upper[free],
+                                    self._steps(state["x"], free),
+                                    xtol_rel=1e-9, ftol_abs=1e-10)
+            if np.isfinite(d):
+                state["x"] = x
+            cache[v] = d
+            return d
+
+        def zeta(v: float) -> float:
+            dd = max(dev(v) - self.base, 0.0)
+            return float(np.sign(v - self.z_hat[j]) * np.sqrt(dd))
+
+        def reset():
+            state["x"] = self.z_hat[free].copy()
+
+        return dev, zeta, reset
+
+
+def _check_family(res, names_wanted):
+    if res.family.has_scale and any(n.startswith(("sd(", "cor(")) for n in names_wanted):
+        raise BayesHLMError(
+            f"profile intervals of the variance parameters of a {res.family.name} GLMM: the "
+            "family has a scale parameter, which lme4 cannot profile ('can't (yet) profile "
+            "GLMMs with non-fixed scale parameters') and neither does bayes_hlm. Profile the "
+            "fixed effects (parm=[...their names...]) or use method='wald'")
+
+
+def profile_confint(res, level: float, parm=None) -> pd.DataFrame:
+    """Lower / upper profile bounds of the variance parameters and fixed effects named in
+    ``parm`` (default all; see the module docstring)."""
+    P = GlmerProfiler(res)
+    which = P.names if parm is None else [n for n in P.names if n in parm]
+    _check_family(res, which)
+    zc = float(_sf.ndtri(0.5 + level / 2))
+    rows = {}
+    for name in which:
+        j = P.names.index(name)
+        _, zeta, reset = P.profile(j)
+        kind, v0 = P.kinds[j], P.z_hat[j]
+        if kind == "beta":
+            se = P.se_beta[j - P.k]
+            s0, scale = zc * se, 1e-3 * se
+        else:
+            s0, scale = first_step(kind, v0, zc)
+        ends = []
+        for d in (-1, 1):
+            reset()
+            if kind == "sd" and d < 0 and v0 <= 1e-8:
+                ends.append(0.0)                 # a zero SD: the lower end is the bound
+                continue
+            ends.append(zeta_root(zeta, v0, d, zc, s0, P.lower[j], P.upper[j], scale,
+                                  rel_tol=END_TOL))
+        rows[name] = ends
+    return pd.DataFrame([rows[n] for n in which], index=pd.Index(which),
+                        columns=["lower", "upper"])
+
+
+def profile_fixed(res, level: float, parm=None) -> pd.DataFrame:
+    """The fixed-effect rows of :func:`profile_confint` (all fixed effects, or those in
+    ``parm``)."""
+    names = list(res.fixed_names)
+    return profile_confint(res, level, names if parm is None else [p for p in parm if p in names])
 
 
 def _profile_dev(res, j: int):
-    fit = res.fit
-    dev = fit.devfun
-    k = len(fit.theta)
-    f2 = dev.criterion(fit.nagq) if fit.nagq >= 1 else None
-    if f2 is None:
-        raise BayesHLMError("profile intervals need a Laplace / AGQ fit (nagq >= 1)")
-    x_hat = np.concatenate([fit.theta, fit.beta])
-    free = np.array([i for i in range(len(x_hat)) if i != k + j])
-    lower = np.concatenate([fit.model.layout.lower, np.full(len(fit.beta), -np.inf)])[free]
-    ctl = {**DEFAULT_CONTROL, "xtol_abs": 1e-6, "ftol_abs": 1e-7}
-    start = {"x": x_hat[free].copy()}
-
-    def pdev(b):
-        def g(z):
-            x = x_hat.copy()
-            x[free] = z
-            x[k + j] = b
-            return f2(x)
-        o = bobyqa(g, start["x"], lower, ctl)
-        start["x"] = o.x
-        return o.fun
-    return pdev
-
-
-def profile_fixed(res, level: float, parm=None):
-    """Lower / upper profile bounds of the fixed effects named in ``parm`` (default all)."""
-    import pandas as pd
-    from scipy.optimize import brentq
-
-    names = list(res.fixed_names)
-    which = names if parm is None else [p for p in parm if p in names]
-    crit = float(_sf.chdtri(1, 1 - level))          # χ²₁ quantile
-    se = np.sqrt(np.diag(res.vcov()))
-    d0 = res.objective
-    rows = {}
-    for name in which:
-        j = names.index(name)
-        pdev = _profile_dev(res, j)
-        b0 = res.beta[j]
-        ends = []
-        for sign in (-1.0, 1.0):
-            h = lambda b: pdev(b) - d0 - crit          # noqa: E731
-            step = 1.5 * np.sqrt(crit) * se[j]
-            far = b0 + sign * step
-            for _ in range(8):                         # widen until the profile crosses
-                if h(far) > 0:
-                    break
-                far = b0 + sign * (abs(far - b0) * 2)
-            else:
-                ends.append(np.nan)
-                continue
-            ends.append(brentq(h, b0, far, xtol=1e-6 * max(1.0, abs(b0))) if sign > 0
-                        else brentq(h, far, b0, xtol=1e-6 * max(1.0, abs(b0))))
-        rows[name] = ends
-    return pd.DataFrame(rows, index=["lower", "upper"]).T
+    """The profiled criterion of fixed effect ``j`` as a function of its value."""
+    P = GlmerProfiler(res)
+    return P.profile(P.k + j)[0]

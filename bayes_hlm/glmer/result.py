@@ -316,9 +316,13 @@ class GlmerResult(MixedModelResult):
                 **kwargs) -> pd.DataFrame:
         """Wald intervals of the fixed effects (``method="wald"``, the default; lme4's
         ``confint(m, method = "Wald")``): columns ``lower``, ``upper``; the header names the
-        level. ``method="profile"``: profile-likelihood intervals of the fixed effects (the
-        criterion minimised over θ and the other fixed effects at each value; see
-        :mod:`bayes_hlm.glmer.profile`), ``parm`` selects rows."""
+        level. ``method="profile"``: profile-likelihood intervals (lme4's
+        ``confint(m, method = "profile")``) of the variance parameters (rows
+        ``sd(term | factor)``, ``cor(a, b | factor)``: lme4's ``.sig01, ...`` in its order)
+        and the fixed effects, the criterion minimised over all other parameters at each
+        value; see :mod:`bayes_hlm.glmer.profile` (NB: θ_NB held at its estimate; Gamma:
+        fixed effects only, as lme4). ``parm`` selects rows (the profile computes only
+        those)."""
         level = DEFAULT_LEVEL if level is None else float(level)
         method = (method or "wald").lower()
         if method == "wald":
@@ -327,9 +331,9 @@ class GlmerResult(MixedModelResult):
             out = pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se},
                                index=pd.Index(self.fixed_names))
         elif method == "profile":
-            from .profile import profile_fixed
+            from .profile import profile_confint
 
-            out = profile_fixed(self, level, parm)
+            out = profile_confint(self, level, parm)
         else:
             raise BayesHLMError(f"method must be 'wald' or 'profile', not {method!r}")
         if parm is not None:

@@ -34,13 +34,14 @@ from scipy import stats as sps
 
 from .criterion import DevFun, Stats, remainder_Z, response_cross
 
-__all__ = ["profile_confint", "boot_confint", "param_names", "theta_to_phi", "phi_to_theta"]
+__all__ = ["profile_confint", "boot_confint", "param_names", "param_kinds", "theta_to_phi",
+           "phi_to_theta", "bounded_minimize", "first_step", "zeta_root"]
 
 
 # --------------------------------------------------------------------------- #
 # θ, σ  <->  φ = (SDs and correlations per factor, σ)
 # --------------------------------------------------------------------------- #
-def _kinds(tmap) -> np.ndarray:
+def param_kinds(tmap) -> np.ndarray:
     k = np.empty(tmap.n_theta, dtype=object)
     for f in tmap.factors:
         for r, c, t in zip(f.rows, f.cols, f.tidx):
@@ -101,7 +102,11 @@ def phi_to_theta(tmap, phi) -> np.ndarray | None:
 # --------------------------------------------------------------------------- #
 # small bounded minimiser (nlopt BOBYQA, scipy fallback)
 # --------------------------------------------------------------------------- #
-def _minimize(fun, x0, lower, upper, step):
+def bounded_minimize(fun, x0, lower, upper, step, xtol_rel: float = 1e-10,
+                     ftol_abs: float = 1e-11):
+    """Minimise ``fun`` within ``[lower, upper]`` from ``x0`` (nlopt BOBYQA, initial steps
+    ``step``; scipy L-BFGS-B without nlopt): ``(x, f)``, the best point seen. The inner
+    minimiser of the lmer and glmer profiles."""
     x0 = np.clip(np.asarray(x0, dtype=float), lower, upper)
     if len(x0) == 0:
         return x0, float(fun(x0))
@@ -114,8 +119,8 @@ def _minimize(fun, x0, lower, upper, step):
         o.set_lower_bounds(list(lower))
         o.set_upper_bounds(list(upper))
         o.set_initial_step(list(step))
-        o.set_xtol_rel(1e-10)
-        o.set_ftol_abs(1e-11)
+        o.set_xtol_rel(xtol_rel)
+        o.set_ftol_abs(ftol_abs)
         o.set_maxeval(20_000)
         best = [np.inf, x0]
 
@@ -164,7 +169,7 @@ class _Profiler:
         self.df: DevFun = ml.devfun
         assert not self.df.reml
         self.tmap = self.df.tmap
-        self.kinds = _kinds(self.tmap)
+        self.kinds = param_kinds(self.tmap)
         self.names = param_names(self.tmap)
         self.basedev = float(ml.objective)
         self.phi_hat = theta_to_phi(self.tmap, ml.theta, ml.sigma)
@@ -207,7 +212,7 @@ class _Profiler:
             x0 = state["x"]
             step = np.where(self.kinds[free] == "cor", 0.05,
                             0.1 * np.maximum(np.abs(x0), 1e-3 * self.phi_hat[-1]))
-            x, d = _minimize(fun, x0, self.lower[free], self.upper[free], step)
+            x, d = bounded_minimize(fun, x0, self.lower[free], self.upper[free], step)
             state["x"] = x
             dd = max(d - self.basedev, 0.0)
             out = float(np.sign(v - self.phi_hat[j]) * np.sqrt(dd))
@@ -232,7 +237,7 @@ class _Profiler:
             x0 = state["theta"]
             step = 0.1 * np.maximum(np.abs(x0), 0.05)
             up = np.full(len(x0), np.inf)
-            x, d = _minimize(dfj, x0, np.where(np.isfinite(lower), lower, -np.inf), up, step)
+            x, d = bounded_minimize(dfj, x0, np.where(np.isfinite(lower), lower, -np.inf), up, step)
             state["theta"] = x
             dd = max(d - self.basedev, 0.0)
             out = float(np.sign(v - self.beta_hat[j]) * np.sqrt(dd))
@@ -245,8 +250,22 @@ class _Profiler:
         return z, reset
 
 
-def _side(z, v0, direction, target, s0, lo, hi, scale):
-    """The v on the ``direction`` side of ``v0`` with ζ(v) = direction·target (ζ increasing).
+def first_step(kind: str, v0: float, zc: float, sig: float = 1.0,
+               n_obs: int | None = None) -> tuple[float, float]:
+    """``(s0, scale)`` for :func:`zeta_root` on a variance parameter of kind ``"sd"``,
+    ``"cor"`` or ``"sigma"`` at estimate ``v0``: a first step of about the interval's half-width
+    and the scale of the tolerance (``sig``: the residual SD, 1 for GLMMs)."""
+    if kind == "sigma":
+        return zc * v0 / np.sqrt(2 * n_obs), 1e-3 * v0
+    if kind == "sd":
+        return (zc * 0.3 * v0 if v0 > 1e-6 * sig else 0.1 * sig), 1e-3 * max(v0, 1e-2 * sig)
+    return 0.3, 1e-3
+
+
+def zeta_root(z, v0, direction, target, s0, lo, hi, scale, rel_tol: float = 1e-10):
+    """The v on the ``direction`` side of ``v0`` with ζ(v) = direction·target (ζ increasing),
+    to ``rel_tol`` (relative to the bracket's size or ``scale``). The one profile-interval
+    solver of lmer (:func:`profile_confint`) and glmer (:mod:`bayes_hlm.glmer.profile`).
 
     Returns the bound (lo / hi) when the profile does not reach the target before it."""
     bound = lo if direction < 0 else hi
@@ -273,7 +292,7 @@ def _side(z, v0, direction, target, s0, lo, hi, scale):
     else:
         return np.nan
     lo_, hi_ = (a, b) if a < b else (b, a)
-    tol = 1e-10 * max(abs(lo_), abs(hi_), scale)
+    tol = rel_tol * max(abs(lo_), abs(hi_), scale)
     return sopt.brentq(lambda v: z(v) - direction * target, lo_, hi_, xtol=tol, rtol=1e-12)
 
 
@@ -293,22 +312,14 @@ def profile_confint(m, level: float = 0.95, which=None, ml=None) -> pd.DataFrame
         kind = P.kinds[j]
         v0 = P.phi_hat[j]
         z, reset = P.zeta_var(j)
-        if kind == "sigma":
-            s0 = zc * v0 / np.sqrt(2 * m.nobs())
-            scale = 1e-3 * v0
-        elif kind == "sd":
-            s0 = zc * 0.3 * v0 if v0 > 1e-6 * sig else 0.1 * sig
-            scale = 1e-3 * max(v0, 1e-2 * sig)
-        else:
-            s0 = 0.3
-            scale = 1e-3
+        s0, scale = first_step(kind, v0, zc, sig, m.nobs())
         out = []
         for d in (-1, 1):
             reset()
             if kind == "sd" and d < 0 and v0 <= 1e-8 * sig:
                 out.append(0.0)
                 continue
-            out.append(_side(z, v0, d, zc, s0, P.lower[j], P.upper[j], scale))
+            out.append(zeta_root(z, v0, d, zc, s0, P.lower[j], P.upper[j], scale))
         rows[nm] = out
     for j, nm in enumerate(m.fixed_names):
         if which is not None and nm not in which:
@@ -319,7 +330,7 @@ def profile_confint(m, level: float = 0.95, which=None, ml=None) -> pd.DataFrame
         out = []
         for d in (-1, 1):
             reset()
-            out.append(_side(z, v0, d, zc, zc * se, -np.inf, np.inf, 1e-3 * se))
+            out.append(zeta_root(z, v0, d, zc, zc * se, -np.inf, np.inf, 1e-3 * se))
         rows[nm] = out
     names = [n for n in names if n in rows]
     return pd.DataFrame([rows[n] for n in names], index=pd.Index(names), columns=["lower", "upper"])
