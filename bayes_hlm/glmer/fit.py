@@ -117,7 +117,7 @@ def fit_model(model: GlmerModel, nagq: int = 1, control: dict | None = None,
         f2 = dev.criterion(nagq)
         lower2 = np.concatenate([lower, np.full(p, -np.inf)])
         x0 = np.concatenate([theta, beta])
-        o2 = bobyqa(f2, x0, lower2, ctl, rhobeg=ctl["rhobeg2"])
+        o2 = bobyqa(f2, x0, lower2, {**ctl, "ftol_abs": ctl["ftol_abs2"]}, rhobeg=ctl["rhobeg2"])
         x, fun = o2.x, o2.fun
         info["stage2"] = {"evals": o2.n_evals, "message": o2.message}
         x, fun = _boundary(f2, x, fun, lower2, k, ctl["boundary_tol"])
