@@ -137,7 +137,8 @@ def choose_centering(design: Design, family=None) -> dict[str, bool]:
     ``family``: a non-Gaussian family measures the information on the link scale from the
     GLM working residuals and weights (:func:`glm_working`); a factor that has another
     factor nested in it, or level-2 predictors (fixed columns constant within its levels),
-    stays non-centred; ``None`` or Gaussian: OLS.
+    stays non-centred, and a correlated term counts with the geometric mean of its
+    coordinates' ratios; ``None`` or Gaussian: OLS (every coordinate's ratio).
     """
     e, groups = None, design.groups
     if family is not None and family.name != "gaussian":
@@ -151,7 +152,13 @@ def choose_centering(design: Design, family=None) -> dict[str, bool]:
     e = _residuals(design) if e is None else e
     ratio: dict[str, float] = {}
     for g in groups:
-        ratio[g.factor] = min(ratio.get(g.factor, np.inf), float(term_information(g, e).min()))
+        r = term_information(g, e)
+        if groups is not design.groups and g.correlated and g.q > 1:  # link scale (GLMM)
+            # a correlated GLMM term moves as one vector (b_g = L z_g): its geometric mean
+            # ratio. 20k binary rows, (x | g), ratios (15.6, 3.0): centred min ESS 1440,
+            # non-centred 243 (on the fixed intercept), same tree depth (benchmarks/README.md)
+            r = np.exp(np.mean(np.log(np.maximum(r, 1e-300))))
+        ratio[g.factor] = min(ratio.get(g.factor, np.inf), float(np.min(r)))
     out = {f: r > INFORMATIVE for f, r in ratio.items()}
     if family is not None and family.name != "gaussian":
         # a factor with level-2 predictors (fixed columns constant within its levels: an
