@@ -23,8 +23,9 @@ evaluates ``X β + offset`` once per distinct pair (a handful with categorical p
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
+from ..spec.row_keys import firsts as _firsts
+from ..spec.row_keys import row_key
 from . import glmm_kernels as gk
 from .glmm_density import Rows
 
@@ -42,51 +43,20 @@ def _columns(rows: Rows, with_response: bool):
     return cols
 
 
-def _combine(cols, N: int, max_cells: int | None = None) -> tuple[np.ndarray, int] | None:
-    """``(key, k)``: rows equal in every column share a key in ``0..k-1``, numbered in order
-    of first appearance; ``None`` as soon as there are more than ``max_cells`` keys.
-
-    Each column is factorized (hashing, O(N)) and folded into the key, which is factorized
-    again after every column so it stays below ``N²``.
-    """
-    key = np.zeros(N, dtype=np.int64)
-    k = 1 if N else 0
-    for col in cols:
-        col = np.asarray(col)
-        if col.dtype.kind == "f":
-            col = col + 0.0  # -0.0 and 0.0 are one value
-        codes, uniq = pd.factorize(col, sort=False)
-        if len(uniq) <= 1:
-            continue
-        key, u = pd.factorize(key * len(uniq) + codes, sort=False)
-        k = len(u)
-        if max_cells is not None and k > max_cells:
-            return None
-    return key.astype(np.int64), k
-
-
 def cell_index(rows: Rows, with_response: bool = False, max_cells: int | None = None
                ) -> tuple[np.ndarray, int] | None:
     """``(cell of each row, number of cells)``: rows equal in every defining column (group
     codes, X, Z, offset; with ``with_response`` also y and trials) share a cell. ``None``
     when there would be more than ``max_cells`` (the caller then keeps the rows)."""
-    return _combine(_columns(rows, with_response), rows.N, max_cells)
+    return row_key(_columns(rows, with_response), rows.N, max_cells)
 
 
 def row_table(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
     """``(index, first)``: the distinct ``(X row, offset)`` pairs of ``rows`` are the rows
     ``first`` (in order of first appearance); ``index`` gives each row's pair."""
     cols = [rows.X[:, j] for j in range(rows.X.shape[1])] + [rows.offset]
-    key, _ = _combine(cols, rows.N)
+    key, _ = row_key(cols, rows.N)
     return key, _firsts(key)
-
-
-def _firsts(cell: np.ndarray) -> np.ndarray:
-    """First row of each cell, in cell order (cells numbered in order of first appearance)."""
-    if cell.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    cm = np.maximum.accumulate(cell)
-    return np.flatnonzero(np.r_[True, cm[1:] > cm[:-1]])
 
 
 def compress_rows(rows: Rows, family, max_cells: int | None = None) -> Rows:

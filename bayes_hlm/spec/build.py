@@ -24,6 +24,7 @@ from .collate import r_sorted
 from .design import Design, GroupTerm
 from .formula import ParsedFormula, RandomTerm, parse_formula
 from .formula_safety import FORMULAE_FUNCTIONS, FUNCTIONS, NUMPY_FUNCTIONS, formula_namespace
+from .row_keys import firsts, row_key
 from .response import PLACEHOLDER, Response, check_response, evaluate_response, parse_response
 from .weights import (check_weights_column, proportion_successes, read_weights,
                       refuse_gaussian_weights)
@@ -211,10 +212,26 @@ def _as_factor(col: pd.Series) -> pd.Categorical:
     ``"chilled" < "Nonchilled"``), see :mod:`bayes_hlm.spec.collate`.
     """
     if isinstance(col.dtype, pd.CategoricalDtype):
-        cat = col.cat.remove_unused_categories()
-        return pd.Categorical(cat, categories=cat.cat.categories, ordered=True)
+        return _drop_unused(col.array)
     levels = r_sorted(col.dropna().unique())
     return pd.Categorical(col, categories=levels, ordered=True)
+
+
+def _drop_unused(cat: pd.Categorical) -> pd.Categorical:
+    """``cat`` as an ordered Categorical without its unused categories (missing stay missing).
+
+    pandas' ``remove_unused_categories`` sorts the codes (O(N log N)); a count per code is
+    O(N) and gives the same categories in the same order.
+    """
+    codes = np.asarray(cat.codes)
+    cats = cat.categories
+    used = np.bincount(codes[codes >= 0] if (codes < 0).any() else codes,
+                       minlength=len(cats)) > 0
+    if used.all():
+        return pd.Categorical.from_codes(codes, categories=cats, ordered=True)
+    new_code = np.full(len(cats) + 1, -1, dtype=codes.dtype)  # last slot: missing (-1)
+    new_code[:-1][used] = np.arange(int(used.sum()), dtype=codes.dtype)
+    return pd.Categorical.from_codes(new_code[codes], categories=cats[used], ordered=True)
 
 
 def check_finite(sub: pd.DataFrame) -> None:
@@ -376,11 +393,23 @@ def _factor_codes(sub: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray,
         cat = sub[c].array if isinstance(sub[c].dtype, pd.CategoricalDtype) else _as_factor(sub[c])
         k = len(cat.categories)
         codes = codes * k + np.asarray(cat.codes, dtype=np.int64)
-    uniq, inv = np.unique(codes, return_inverse=True)
+    uniq, inv = _sorted_inverse(codes)
     first = np.zeros(len(uniq), dtype=np.int64)
     first[inv[::-1]] = np.arange(len(inv))[::-1]
     labels = factor_labels(sub.iloc[first], cols)
     return inv.astype(np.int64), labels
+
+
+def _sorted_inverse(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` for non-negative integer codes: by counting
+    (O(N + max code)) when the code range is small, else by sorting."""
+    top = int(codes.max()) + 1 if len(codes) else 0
+    if top > 4 * len(codes) + 1024:
+        uniq, inv = np.unique(codes, return_inverse=True)
+        return uniq, inv.reshape(-1)
+    present = np.bincount(codes, minlength=top) > 0
+    rank = np.cumsum(present) - 1
+    return np.flatnonzero(present), rank[codes]
 
 
 #: Functions usable in formulas besides formulae's own (``C``, ``I``, ``scale``, ...): the one
@@ -525,9 +554,17 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     special = _special_response(parsed, sub, family)
     resp_name = PLACEHOLDER if special else parsed.response
     sub_eval = sub.assign(**{PLACEHOLDER: 0.0}) if special else sub
-    dms = _eval_design(f"{resp_name} ~ {parsed.fixed_rhs}", sub_eval, "fixed-effect design")
+    distinct = None if special else _distinct_fixed_rows(parsed, sub)
+    if distinct is None:
+        dms = _eval_design(f"{resp_name} ~ {parsed.fixed_rhs}", sub_eval, "fixed-effect design")
+    else:  # the same matrix, evaluated once per distinct row (many rows, few patterns)
+        first, inv = distinct
+        dms = _eval_design(f"{resp_name} ~ {parsed.fixed_rhs}", sub_eval.iloc[first],
+                           "fixed-effect design")
     if special:
         resp = _response_values(parsed, sub, family)
+    elif distinct is not None:  # a plain numeric column (_distinct_fixed_rows checked)
+        resp = Response(sub[parsed.response].to_numpy(dtype=float))
     else:
         y = np.asarray(dms.response.design_matrix, dtype=float)
         if y.ndim == 2 and y.shape[1] != 1 or factor_response:
@@ -544,18 +581,26 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
             trials, w, weights_are_trials = w, None, True
     if dms.common is None:  # 'y ~ 0 + (...)': no fixed effects at all
         X, names = np.zeros((len(y), 0)), []
+        distinct = None
     else:
         X = np.asarray(dms.common.design_matrix, dtype=float)
-        names = [lme4_name(c) for c in dms.common.as_dataframe().columns]
+        names = [lme4_name(c) for c in _column_names(dms.common)]
+    # X_rows: the rows the checks below read (the distinct rows, each weighted by its count
+    # for the aliasing check: the same XᵀX); X itself is expanded after them
+    X_rows = X
     if not np.all(np.isfinite(y)):
         bad = int((~np.isfinite(y)).sum())
         raise DataError(f"response {parsed.response!r} evaluates to {bad} non-finite value(s) "
                         "(NaN or inf, e.g. log of a value <= 0); fix the data or the transformation")
     if X.size and not np.all(np.isfinite(X)):
+        if distinct is not None:
+            X = X[distinct[1]]  # counts of the message are per row
         j = int(np.flatnonzero(~np.all(np.isfinite(X), axis=0))[0])
         raise DataError(f"fixed-effect term {names[j]!r} evaluates to "
                         f"{int((~np.isfinite(X[:, j])).sum())} non-finite value(s) (NaN or inf, "
                         "e.g. log of a value <= 0); fix the data or the transformation")
+    if distinct is not None:  # X stays the distinct rows until the Design is made
+        X_rows = X * np.sqrt(np.bincount(distinct[1], minlength=len(X)))[:, None]
     if family.name != "gaussian":
         check_response(family, Response(y, trials), parsed.response)
     # offset(...) terms: coefficient fixed at 1, so they leave X (never estimated, never
@@ -563,11 +608,13 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     is_off = np.array([n.replace(" ", "").startswith("offset(") for n in names], dtype=bool)
     offset_cols = np.flatnonzero(is_off)
     offset = X[:, offset_cols].sum(axis=1) if len(offset_cols) else None
+    if offset is not None and distinct is not None:
+        offset = offset[distinct[1]]
     coef_cols = np.flatnonzero(~is_off)
     X, names_all, names = X[:, coef_cols], names, [names[j] for j in coef_cols]
     if X.shape[1] == 0 and not parsed.random:
         raise FormulaError(f"formula {formula!r} has neither fixed nor random effects")
-    drop = _aliased(X) if X.shape[1] else np.array([], dtype=int)
+    drop = _aliased(X_rows[:, coef_cols]) if X.shape[1] else np.array([], dtype=int)
     info: dict = {"n_dropped_na": len(data) - len(sub)}
     if len(drop):
         info["dropped_fixed"] = check_rank(control, names, drop)
@@ -585,8 +632,11 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
     # after lme4's own checks (their messages name the factor), before any sampling
     _check_estimable(parsed.response, y if offset is None else y - offset,
                      [names[j] for j in kept_local], family.name == "gaussian")
+    X = X[:, kept_local]
+    if distinct is not None:
+        X = np.take(X, distinct[1], axis=0)
     design = Design(
-        formula=formula, response=parsed.response, y=y, X=X[:, kept_local],
+        formula=formula, response=parsed.response, y=y, X=X,
         fixed_names=tuple(names[j] for j in kept_local), groups=tuple(groups),
         row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, trials=trials,
         offset=offset, weights=w,
@@ -595,6 +645,43 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
                      na_action=na_action, family=family, _fixed_dm=dms, _random_dms=rdms,
                      offset_cols=offset_cols, weights_col=weights,
                      weights_are_trials=weights_are_trials)
+
+
+#: a fixed part of bare column names and operators only: its matrix is a row-wise function of
+#: the columns (no stateful transform such as scale() or poly() that reads every row)
+_PLAIN_RHS = re.compile(r"^[\s\w+*:\-]*$")
+
+
+def _distinct_fixed_rows(parsed: ParsedFormula, sub: pd.DataFrame
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(first, inverse)`` of the distinct rows of the fixed part's columns when evaluating
+    the fixed design on them alone gives the same matrix (a plain numeric response and a
+    row-wise fixed part) and they are at most half the rows; else ``None``."""
+    rhs, resp = parsed.fixed_rhs, parsed.response
+    if not _PLAIN_RHS.match(rhs) or resp not in sub.columns or len(sub) < 1000:
+        return None
+    if isinstance(sub[resp].dtype, pd.CategoricalDtype) or sub[resp].dtype.kind not in "iuf":
+        return None
+    cols = []
+    for name in sorted(expr_vars(rhs)):
+        col = sub[name]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            cols.append((np.asarray(col.cat.codes, dtype=np.int64), len(col.cat.categories)))
+        elif col.dtype.kind in "iufb":
+            cols.append(col.to_numpy())
+        else:
+            return None
+    found = row_key(cols, len(sub), max_keys=len(sub) // 2)
+    if found is None:
+        return None
+    return firsts(found[0]), found[0]
+
+
+def _column_names(dm) -> list[str]:
+    """formulae's column names of a design matrix (without building its data frame)."""
+    from formulae.utils import flatten_list
+
+    return list(flatten_list([t.labels for t in dm.terms.values()]))  # as in as_dataframe
 
 
 def _special_response(parsed: ParsedFormula, sub: pd.DataFrame, family: Family) -> bool:

@@ -1,0 +1,54 @@
+"""Row keys: rows equal in every given column share one integer key (hashing, O(N)).
+
+Used where many rows repeat a few distinct patterns: the fixed-effect design is evaluated
+on the distinct rows only (:mod:`.build`), and generalized models merge identical rows
+into cells (:mod:`bayes_hlm.backends.compression`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["firsts", "row_key"]
+
+
+def row_key(cols, N: int, max_keys: int | None = None) -> tuple[np.ndarray, int] | None:
+    """``(key, k)``: rows equal in every column share a key in ``0..k-1``, numbered in order
+    of first appearance; ``None`` as soon as there are more than ``max_keys`` keys.
+
+    Each column is factorized (hashing, O(N)) and folded into the key, which is factorized
+    again after every column so it stays below ``N²``. A column may be given as a pair
+    ``(codes, n_codes)`` of integer codes already in ``0..n_codes-1`` (e.g. a categorical's
+    codes): it is folded in without hashing it first. Floats: ``-0.0`` and ``0.0`` are one
+    value.
+    """
+    key = np.zeros(N, dtype=np.int64)
+    k = 1 if N else 0
+    for col in cols:
+        if isinstance(col, tuple):
+            codes, n_u = np.asarray(col[0], dtype=np.int64), int(col[1])
+        else:
+            col = np.asarray(col)
+            if col.dtype.kind == "f":
+                col = col + 0.0  # -0.0 and 0.0 are one value
+            codes, uniq = pd.factorize(col, sort=False)
+            n_u = len(uniq)
+        if n_u <= 1:
+            continue
+        if k == 1:  # the first column that varies: its codes renumbered in first appearance
+            key, u = pd.factorize(codes, sort=False)
+        else:
+            key, u = pd.factorize(key * n_u + codes, sort=False)
+        k = len(u)
+        if max_keys is not None and k > max_keys:
+            return None
+    return key.astype(np.int64, copy=False), k
+
+
+def firsts(key: np.ndarray) -> np.ndarray:
+    """First row of each key, in key order (keys numbered in order of first appearance)."""
+    if key.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    cm = np.maximum.accumulate(key)
+    return np.flatnonzero(np.r_[True, cm[1:] > cm[:-1]])
