@@ -650,16 +650,19 @@ def loglik_at(packed: CollapsedPacked, x: np.ndarray) -> float:
                                np.zeros((packed.q, packed.q)), np.empty(packed.G)))
 
 
-def mode_and_spread(packed: CollapsedPacked, n: int = 3, seed: int = 0
+def mode_and_spread(packed: CollapsedPacked, n: int = 3, seed: int = 0, logp=None
                     ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The posterior mode of the collapsed model (L-BFGS on its exact gradient) and ``n``
     points from the Laplace approximation there: where the node count is checked (the
-    sampler's jittered start points can lie far outside the posterior)."""
+    sampler's jittered start points can lie far outside the posterior). ``logp``: the
+    density (default :func:`logp_grad`; :mod:`.glmm_sufficient` passes its own)."""
     from scipy.optimize import minimize
+
+    logp = logp_grad if logp is None else logp
 
     def f(x):
         g = np.empty(packed.ndim)
-        v = logp_grad(x, packed.buf, g)
+        v = logp(x, packed.buf, g)
         if not np.isfinite(v):
             return 1e300, np.zeros(packed.ndim)
         return -v, -g
@@ -676,21 +679,25 @@ def mode_and_spread(packed: CollapsedPacked, n: int = 3, seed: int = 0
 
 
 def choose_nodes(design: Design, ps: PriorSet, family, points, tol: float = NODE_TOL,
-                 k_min: int = 3, k_max: int = 41) -> tuple[CollapsedPacked, dict]:
+                 k_min: int = 3, k_max: int = 41, form=None) -> tuple[CollapsedPacked, dict]:
     """The smallest odd K whose summed log likelihood differs from that with 2K + 1 nodes
     by less than ``tol`` at every point of ``points`` (parameter vectors); returns the
-    packed model with that K and a record of the check."""
+    packed model with that K and a record of the check. ``form``: the density's module
+    (default this one; :mod:`.glmm_sufficient` for its pseudo-rows), read for ``pack`` and
+    ``loglik_at``."""
     points = [np.asarray(x, float) for x in points]
     cache: dict[int, CollapsedPacked] = {}
+    pack_k = pack if form is None else form.pack
+    loglik_at_ = loglik_at if form is None else form.loglik_at
 
     def packed(K):
         if K not in cache:
-            cache[K] = pack(design, ps, family, K)
+            cache[K] = pack_k(design, ps, family, K)
         return cache[K]
 
     K = k_min
     while True:
-        errs = [abs(loglik_at(packed(K), x) - loglik_at(packed(2 * K + 1), x)) for x in points]
+        errs = [abs(loglik_at_(packed(K), x) - loglik_at_(packed(2 * K + 1), x)) for x in points]
         if max(errs) < tol or K >= k_max:
             return packed(K), {"K": K, "nodes": int(packed(K).buf[8]),
                                "max_error_vs_doubled": float(max(errs)),
@@ -750,6 +757,26 @@ def posterior_dataset(design: Design, ps: PriorSet, packed: CollapsedPacked, z: 
                                    **{k: cs[k] for k in used}})
 
 
+def _density_form(design: Design, ps: PriorSet, family):
+    """The collapsed density's implementation: per group sufficient statistics
+    (:mod:`.glmm_sufficient`, Poisson random intercepts: O(cells) per gradient) where the
+    model has them, else this module's row-by-row form. Same quadrature sum either way."""
+    from types import SimpleNamespace
+
+    from . import glmm_sufficient as gs
+    from .glmm_effect_draws import draw_effects as draw_rows
+
+    if gs.unsupported_reason(design, ps, family) is None:
+        stats = gs.reduce_rows(design)  # once: every node count packs the same statistics
+        return SimpleNamespace(name="sufficient", pack=functools.partial(gs.pack, stats=stats),
+                               loglik_at=gs.loglik_at, logp_grad=gs.logp_grad,
+                               callbacks=gs.callbacks, compile_cache_cold=gs.compile_cache_cold,
+                               draw_effects=gs.draw_effects, cells=len(stats["m"]))
+    return SimpleNamespace(name="rows", pack=pack, loglik_at=loglik_at, logp_grad=logp_grad,
+                           callbacks=callbacks, compile_cache_cold=compile_cache_cold,
+                           draw_effects=draw_rows, cells=design.n)
+
+
 def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     """Sample the quadrature-collapsed model with nutpie and attach exact effect draws.
 
@@ -762,7 +789,6 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     import xarray as xr
 
     from ..progress import phase
-    from .glmm_effect_draws import draw_effects
     from .keyed_noise import seed_key
     from .marginal import effects_seed
     from .numba_nuts import _compiled_model
@@ -775,13 +801,14 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
         raise BayesHLMError(f"the quadrature-collapsed engine does not cover this model: {why}; "
                             "use method='full'")
     t0 = time.perf_counter()
-    cold = compile_cache_cold()
+    form = _density_form(design, ps, family)
+    cold = form.compile_cache_cold()
     with phase("compiling the quadrature-collapsed density with Numba (once per machine)" if cold
                else "choosing the quadrature nodes", long=cold):
-        cbs = callbacks()
-        base = pack(design, ps, family, 3)
-        _, points = mode_and_spread(base, seed=cfg.seed or 0)
-        packed, record = choose_nodes(design, ps, family, points)
+        cbs = form.callbacks()
+        base = form.pack(design, ps, family, 3)
+        _, points = mode_and_spread(base, seed=cfg.seed or 0, logp=form.logp_grad)
+        packed, record = choose_nodes(design, ps, family, points, form=form)
         compiled = _compiled_model(packed, cbs=cbs)
     t1 = time.perf_counter()
     tree, interrupted = run_nutpie(compiled, cfg)
@@ -791,8 +818,8 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     flat = z.reshape(C * D, -1)
     # the node count again at posterior draws (the start points may lie far from them)
     pick = flat[np.linspace(0, C * D - 1, 4).astype(int)]
-    post_err = max(abs(loglik_at(packed, x) - loglik_at(pack(design, ps, family, 2 * packed.K + 1), x))
-                   for x in pick)
+    finer = form.pack(design, ps, family, 2 * packed.K + 1)
+    post_err = max(abs(form.loglik_at(packed, x) - form.loglik_at(finer, x)) for x in pick)
     record["max_error_at_draws"] = float(post_err)
     if post_err > 10 * NODE_TOL:
         import warnings
@@ -803,7 +830,7 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
                       "model's: compare with method='full'", RuntimeWarning, stacklevel=2)
     key = seed_key(effects_seed(cfg.seed))
     with phase("drawing group effects exactly (ratio of uniforms)"):
-        b, acc = draw_effects(packed, flat, key, np.arange(C * D))
+        b, acc = form.draw_effects(packed, flat, key, np.arange(C * D))
     t3 = time.perf_counter()
     groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
     groups["posterior"] = posterior_dataset(design, ps, packed, z, b)
@@ -817,11 +844,11 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
         if f != factor:
             raise KeyError(f"{f!r} is not a marginalised factor")
         idx = np.asarray(idx)
-        eff = draw_effects(packed, flat[idx], key, idx)[0]
+        eff = form.draw_effects(packed, flat[idx], key, idx)[0]
         return eff if groups is None else eff[:, np.asarray(groups)]
 
     extra = {"structure": "single", "marginalised": [factor], "lazy_effects": [],
              "effects_s": t3 - t2, "effects_seed": effects_seed(cfg.seed), "gibbs_refreshed": [],
-             "sampler": "numba", "centered": {}, "quadrature": record,
+             "sampler": "numba", "centered": {}, "quadrature": record, "form": form.name,
              "effects_acceptance": acc}
     return out, generate, extra

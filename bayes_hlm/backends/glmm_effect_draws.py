@@ -124,6 +124,67 @@ def _box_bound(code, y, nn, a, n, e0, kap, Ci, v, hhat, j, sign):
     return sign * math.exp(phi) * (1.0 + _MARGIN)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def workspace(nmax, q):
+    """Scratch arrays of :func:`draw_group` for groups of at most ``nmax`` rows."""
+    return (np.empty(nmax), np.empty(nmax), np.empty(nmax), np.empty((nmax, q)), np.empty(nmax),
+            np.empty(q), np.empty((q, q)), np.empty((q, q)), np.empty((q, q)), np.empty(q),
+            np.empty(q), np.empty(q), np.empty(q), np.empty((q, q)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def draw_group(code, y, nn, a, b, o, zeta, L, hg, out_g, ws):
+    """One exact draw of the effects of the group of rows ``a:b`` (``o, zeta`` prepared as
+    :func:`~.glmm_collapsed.prepare_group` does) into ``out_g`` (q,); randomness keyed by
+    ``hg``; ``ws`` from :func:`workspace`. Returns the number of proposals (``out_g`` is NaN
+    if none was accepted)."""
+    q = zeta.shape[1]
+    n = b - a
+    d1, d2, d3, kap, e0, v, H, C, Ci, lo, hi, w, dummy_g, dummy_H = ws
+    hhat = group_mode(code, y, nn, a, b, o, zeta, v, H, d1, d2, d3)
+    _chol(H, C)
+    _inv_lower(C, Ci)
+    for i in range(n):
+        e = o[i]
+        for k in range(q):
+            e += zeta[i, k] * v[k]
+        e0[i] = e
+        for k in range(q):
+            sk = 0.0
+            for j in range(k + 1):
+                sk += Ci[k, j] * zeta[i, j]
+            kap[i, k] = sk
+    # hhat was evaluated at v̂ itself: log f(0) = 0 (recomputed to the same rounding)
+    hhat = hhat + _log_f(code, y, nn, a, n, e0, kap, Ci, v, hhat, np.zeros(q),
+                         dummy_g, dummy_H, False)
+    for j in range(q):
+        lo[j] = _box_bound(code, y, nn, a, n, e0, kap, Ci, v, hhat, j, -1.0)
+        hi[j] = _box_bound(code, y, nn, a, n, e0, kap, Ci, v, hhat, j, 1.0)
+    done = False
+    ntry = 0
+    for k in range(_MAX_TRIES):
+        ntry += 1
+        hk = _mix(hg, k)
+        u = _uniform(_mix(hk, 0))
+        for j in range(q):
+            w[j] = (lo[j] + (hi[j] - lo[j]) * _uniform(_mix(hk, j + 1))) / u
+        lf = _log_f(code, y, nn, a, n, e0, kap, Ci, v, hhat, w, dummy_g, dummy_H, False)
+        if (q + 1.0) * math.log(u) <= lf:
+            done = True
+            break
+    for k in range(q):  # b = L (v̂ + Ciᵀ w)
+        s2 = v[k]
+        for j in range(k, q):
+            s2 += Ci[j, k] * w[j]
+        dummy_g[k] = s2
+    for k in range(q):
+        s3 = 0.0
+        for j in range(k + 1):
+            s3 += L[k, j] * dummy_g[j]
+        out_g[k] = s3 if done else np.nan
+    return ntry
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _draw(xs, draw_index, key, buf, out, tries):
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
@@ -134,65 +195,13 @@ def _draw(xs, draw_index, key, buf, out, tries):
         _, beta, L = hyper(xs[s], buf, grad)
         o = np.empty(nmax)
         zeta = np.empty((nmax, q))
-        d1, d2, d3 = np.empty(nmax), np.empty(nmax), np.empty(nmax)
-        kap = np.empty((nmax, q))
-        e0 = np.empty(nmax)
-        v = np.empty(q)
-        H = np.empty((q, q))
-        C = np.empty((q, q))
-        Ci = np.empty((q, q))
-        lo = np.empty(q)
-        hi = np.empty(q)
-        w = np.empty(q)
-        dummy_g = np.empty(q)
-        dummy_H = np.empty((q, q))
+        ws = workspace(nmax, q)
         hd = _mix(base, draw_index[s])
         ntry = 0
         for g in range(G):
             a, b = indptr[g], indptr[g + 1]
-            n = b - a
             prepare_group(a, b, X, Z, off, beta, L, o, zeta)
-            hhat = group_mode(code, y, nn, a, b, o, zeta, v, H, d1, d2, d3)
-            _chol(H, C)
-            _inv_lower(C, Ci)
-            for i in range(n):
-                e = o[i]
-                for k in range(q):
-                    e += zeta[i, k] * v[k]
-                e0[i] = e
-                for k in range(q):
-                    sk = 0.0
-                    for j in range(k + 1):
-                        sk += Ci[k, j] * zeta[i, j]
-                    kap[i, k] = sk
-            # hhat was evaluated at v̂ itself: log f(0) = 0 (recomputed to the same rounding)
-            hhat = hhat + _log_f(code, y, nn, a, n, e0, kap, Ci, v, hhat, np.zeros(q),
-                                 dummy_g, dummy_H, False)
-            for j in range(q):
-                lo[j] = _box_bound(code, y, nn, a, n, e0, kap, Ci, v, hhat, j, -1.0)
-                hi[j] = _box_bound(code, y, nn, a, n, e0, kap, Ci, v, hhat, j, 1.0)
-            hg = _mix(hd, g)
-            done = False
-            for k in range(_MAX_TRIES):
-                ntry += 1
-                hk = _mix(hg, k)
-                u = _uniform(_mix(hk, 0))
-                for j in range(q):
-                    w[j] = (lo[j] + (hi[j] - lo[j]) * _uniform(_mix(hk, j + 1))) / u
-                lf = _log_f(code, y, nn, a, n, e0, kap, Ci, v, hhat, w, dummy_g, dummy_H, False)
-                if (q + 1.0) * math.log(u) <= lf:
-                    done = True
-                    break
-            for k in range(q):  # b = L (v̂ + Ciᵀ w)
-                s2 = v[k]
-                for j in range(k, q):
-                    s2 += Ci[j, k] * w[j]
-                dummy_g[k] = s2
-            for k in range(q):
-                s3 = 0.0
-                for j in range(k + 1):
-                    s3 += L[k, j] * dummy_g[j]
-                out[s, g, k] = s3 if done else np.nan
+            ntry += draw_group(code, y, nn, a, b, o, zeta, L, _mix(hd, g), out[s, g], ws)
         tries[s] = ntry
 
 
@@ -215,7 +224,12 @@ def draw_effects(packed, xs: np.ndarray, key: int, draw_index) -> tuple[np.ndarr
     out = np.empty((xs.shape[0], packed.G, packed.q))
     tries = np.zeros(xs.shape[0], dtype=np.int64)
     _draw(xs, di, np.uint64(key), packed.buf, out, tries)
+    return check_draws(out, tries)
+
+
+def check_draws(out: np.ndarray, tries: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(out, acceptance rate)``; an error if a group accepted no proposal."""
     if np.isnan(out).any():
         raise RuntimeError("ratio-of-uniforms effect draws did not accept within "
                            f"{_MAX_TRIES} proposals (a bug: please report it)")
-    return out, float(xs.shape[0] * packed.G / max(tries.sum(), 1))
+    return out, float(out.shape[0] * out.shape[1] / max(tries.sum(), 1))
