@@ -8,7 +8,9 @@ Methods
     Poisson log; one grouping factor, at most 2 effect columns) have a collapsed form too:
     effects integrated out by adaptive Gauss-Hermite quadrature, nutpie's NUTS on the rest,
     exact effect draws (:mod:`.glmm_collapsed`), run by ``method="marginal"``; ``"auto"``
-    fits them with the full model (measured faster so far; bench_glmm_collapsed.py). An
+    fits them with the full model (measured faster so far; bench_glmm_collapsed.py), except
+    a Poisson random intercept: its collapsed density needs only per-group sufficient
+    statistics (:mod:`.glmm_sufficient`, O(cells) per gradient), which ``"auto"`` runs. An
     engine runs only families that list it
     (:meth:`bayes_hlm.families.base.Family.engines`). Out of core (``engine="dask"``) only
     the marginal model exists.
@@ -187,6 +189,16 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
     if family is not None and family.name != "gaussian" and _supports(family, "marginal") \
             and method == "marginal" and design.groups and not out_of_core:
         return _glmm_collapsed_choice(design, priors, sampler, unavailable, family)
+    if method == "auto" and not out_of_core and sampler in (None, "auto", "numba") \
+            and family is not None and family.name != "gaussian" and design.groups \
+            and _supports(family, "marginal") and not unavailable.get("numba"):
+        from .glmm_sufficient import unsupported_reason as sufficient_unsupported
+
+        if sufficient_unsupported(design, priors, family) is None:
+            return EngineChoice("marginal", "numba", "method 'auto': marginal (Poisson random "
+                                "intercept: integrated out through per-group sufficient "
+                                "statistics, nutpie NUTS on the rest, exact effect draws; "
+                                "faster than the full model, bench_glmm.py)", True)
     for engine in ("numba", "jax"):
         if not _supports(family, engine) and not unavailable.get(engine):
             unavailable[engine] = f"{_family_name(family)} is not supported by it"

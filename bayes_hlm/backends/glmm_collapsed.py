@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from dataclasses import dataclass
 
 import numba
@@ -767,14 +768,16 @@ def _density_form(design: Design, ps: PriorSet, family):
     from .glmm_effect_draws import draw_effects as draw_rows
 
     if gs.unsupported_reason(design, ps, family) is None:
+        t0 = time.perf_counter()
         stats = gs.reduce_rows(design)  # once: every node count packs the same statistics
         return SimpleNamespace(name="sufficient", pack=functools.partial(gs.pack, stats=stats),
                                loglik_at=gs.loglik_at, logp_grad=gs.logp_grad,
                                callbacks=gs.callbacks, compile_cache_cold=gs.compile_cache_cold,
-                               draw_effects=gs.draw_effects, cells=len(stats["m"]))
+                               draw_effects=gs.draw_effects, cells=len(stats["m"]),
+                               reduce_s=time.perf_counter() - t0)
     return SimpleNamespace(name="rows", pack=pack, loglik_at=loglik_at, logp_grad=logp_grad,
                            callbacks=callbacks, compile_cache_cold=compile_cache_cold,
-                           draw_effects=draw_rows, cells=design.n)
+                           draw_effects=draw_rows, cells=design.n, reduce_s=0.0)
 
 
 def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
@@ -784,8 +787,6 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     :func:`bayes_hlm.backends.marginal.run_marginal` does. The node count is chosen at the
     start points and checked again at posterior draws (``extra["quadrature"]``).
     """
-    import time
-
     import xarray as xr
 
     from ..progress import phase
@@ -850,5 +851,6 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     extra = {"structure": "single", "marginalised": [factor], "lazy_effects": [],
              "effects_s": t3 - t2, "effects_seed": effects_seed(cfg.seed), "gibbs_refreshed": [],
              "sampler": "numba", "centered": {}, "quadrature": record, "form": form.name,
+             "rows": design.n, "cells": form.cells, "reduce_s": form.reduce_s,
              "effects_acceptance": acc}
     return out, generate, extra

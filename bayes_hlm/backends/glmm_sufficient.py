@@ -61,10 +61,11 @@ def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
     return None
 
 
-def reduce_rows(design: Design) -> dict:
+def reduce_rows(design: Design, dense: bool | None = None) -> dict:
     """The sufficient statistics of ``design``'s rows (module docstring): patterns ``Xp``
     (P, p), ``offp`` (P,), ``Yc`` (P,), per group ``Y`` (G,) and its cells as CSR
-    (``indptr`` (G+1,), ``pat`` and ``m`` (cells,))."""
+    (``indptr`` (G+1,), ``pat`` and ``m`` (cells,)). ``dense``: count the cells in a
+    (groups x patterns) table (default: when it is small) or hash them."""
     X = design.X
     N, G = design.n, design.groups[0].n_levels
     off = np.zeros(N) if design.offset is None else np.asarray(design.offset, float)
@@ -72,7 +73,9 @@ def reduce_rows(design: Design) -> dict:
     first = firsts(key)
     y = np.asarray(design.y, dtype=float)
     codes = np.asarray(design.groups[0].codes, dtype=np.int64)
-    if G * P <= 8 * N + (1 << 20):  # a dense (groups x patterns) count table: O(N), no sort
+    if dense is None:
+        dense = G * P <= 8 * N + (1 << 20)
+    if dense:  # a (groups x patterns) count table: O(N + G P), no sort
         m_dense = np.bincount(codes * P + key, minlength=G * P)
         nz = np.flatnonzero(m_dense)
         gid, pat, m = nz // P, nz % P, m_dense[nz].astype(float)

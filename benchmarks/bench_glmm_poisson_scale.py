@@ -1,0 +1,134 @@
+"""Poisson counts at scale (issue #17): ``y ~ a + b + (1 | g)``, ``a`` of 5 and ``b`` of 3 levels.
+
+Cases (data from :func:`bench_glmm.simulate`): ``pois20k`` (20,000 rows / 200 groups),
+``pois1M`` (1M rows / 10,000 groups), ``pois10M`` (10M rows / 100,000 groups; at most 1.5M
+distinct cells). 2 chains x (1000 tune + 1000 draws), every fit in its own process after a
+warm-up process has filled the Numba cache (the *second process* of the targets).
+
+Contenders: ``ours`` (``bh.fit`` defaults: ``method="auto"`` picks the per-group sufficient
+form of the collapsed density, backends/glmm_sufficient.py) and ``full`` (the compiled full
+model through nutpie, ``method="full"``: the default before it).
+
+Phases (seconds): spec (``build_problem``: formula and data to the design), reduce (rows to
+per-group cells), compile (node choice, callbacks; reduce excluded), sampling, effect draws,
+post-fit (the result: everything else of ``bh.fit``); total is ``bh.fit``'s wall clock from
+the DataFrame in memory. Also: min bulk ESS over every parameter incl. every group effect
+(:func:`harness.all_effect_diagnostics`), max R-hat, divergences, peak RSS (MB), quadrature
+nodes. Writes ``results/glmm_poisson_scale.json``.
+
+    python benchmarks/bench_glmm_poisson_scale.py                        # pois20k, pois1M: ours, full
+    python benchmarks/bench_glmm_poisson_scale.py --cases pois10M --contenders ours
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+RESULTS = HERE / "results"
+
+from bench_glmm import CASES as _GLMM_CASES  # noqa: E402
+
+CASES = {"pois20k": dict(kind="poisson", groups=200, rows=20_000, formula="y ~ a + b + (1 | g)"),
+         "pois1M": _GLMM_CASES["pois1M"], "pois10M": _GLMM_CASES["pois10M"]}
+
+
+def simulate(case: str, seed: int = 1):
+    import bench_glmm
+
+    bench_glmm.CASES.setdefault(case, CASES[case])
+    return bench_glmm.simulate(case, seed)
+
+
+def _worker(case: str, contender: str, seed: int, chains: int, draws: int, tune: int) -> dict:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import bayes_hlm as bh
+    from bayes_hlm.fitting.problem import build_problem
+    from harness import _peak_mb, _preimport, all_effect_diagnostics
+
+    _preimport("marginal")
+    for m in ("bayes_hlm.backends.glmm_sufficient", "bayes_hlm.backends.glmm_collapsed",
+              "bayes_hlm.backends.glmm_nuts", "bayes_hlm.backends.compression"):
+        __import__(m)
+    c = CASES[case]
+    data = simulate(case)
+    t = time.perf_counter()
+    build_problem(c["formula"], data, family=c["kind"])  # the spec phase alone (timed again in fit)
+    spec_s = time.perf_counter() - t
+    kw = {} if contender == "ours" else dict(method="full")
+    r = bh.fit(c["formula"], data, family=c["kind"], seed=seed, progressbar=False, warn=False,
+               chains=chains, draws=draws, tune=tune, **kw)
+    peak = _peak_mb()
+    d, stats_s = all_effect_diagnostics(r)
+    i, x = r.info, r.info.extra
+    reduce_s = float(x.get("reduce_s", 0.0))
+    compile_s = i.compile_s - reduce_s
+    effects_s = float(x.get("effects_s", 0.0) or 0.0)
+    post_s = i.wall_s - spec_s - reduce_s - compile_s - i.sample_s - effects_s
+    return dict(case=case, contender=contender, method=i.method, form=x.get("form"),
+                total_s=i.wall_s, spec_s=spec_s, reduce_s=reduce_s, compile_s=compile_s,
+                sample_s=i.sample_s, effects_s=effects_s, postfit_s=post_s,
+                peak_mb=peak, min_ess_bulk=d["min_ess_bulk"],
+                max_rhat=d.get("max_r_hat_all", d.get("max_r_hat")),
+                divergences=int(d.get("divergences", 0) or 0), diagnostics_s=stats_s,
+                rows=int(x.get("rows", len(data))), cells=int(x.get("cells", len(data))),
+                nodes=(x.get("quadrature") or {}).get("K"),
+                node_error=(x.get("quadrature") or {}).get("max_error_vs_doubled"))
+
+
+def _spawn(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        return {"error": out.stderr[-2000:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", nargs="+", default=["pois20k", "pois1M"], choices=list(CASES))
+    ap.add_argument("--contenders", nargs="+", default=["ours", "full"], choices=["ours", "full"])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--chains", type=int, default=2)
+    ap.add_argument("--draws", type=int, default=1000)
+    ap.add_argument("--tune", type=int, default=1000)
+    ap.add_argument("--worker", nargs=2, metavar=("CASE", "CONTENDER"))
+    a = ap.parse_args(argv)
+    if a.worker:
+        print(json.dumps(_worker(*a.worker, a.seed, a.chains, a.draws, a.tune)))
+        return
+    common = ["--seed", str(a.seed), "--chains", str(a.chains), "--draws", str(a.draws),
+              "--tune", str(a.tune)]
+    _spawn(["pois20k", "ours", "--draws", "50", "--tune", "50"])  # fills the Numba cache
+    rows = []
+    for case in a.cases:
+        for who in a.contenders:
+            res = _spawn([case, who, *common])
+            res.setdefault("case", case)
+            res.setdefault("contender", who)
+            rows.append(res)
+            print(json.dumps(res), flush=True)
+    cols = ["case", "contender", "total_s", "spec_s", "reduce_s", "compile_s", "sample_s",
+            "effects_s", "postfit_s", "peak_mb", "min_ess_bulk", "max_rhat", "divergences",
+            "cells", "nodes"]
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(f"{r.get(k):.4g}" if isinstance(r.get(k), float) else str(r.get(k))
+                         for k in cols))
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "glmm_poisson_scale.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    old.update({f"{r['case']}/{r['contender']}": r for r in rows})
+    path.write_text(json.dumps(old, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Spec building at scale (spec/build.py, spec/row_keys.py): the fixed design evaluated on
+the distinct rows only, the O(N) unused-category drop and factor codes, give exactly what
+evaluating every row gives (same matrix, names, checks and messages)."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayes_hlm.spec.build as build
+from bayes_hlm.errors import DataError
+from bayes_hlm.spec.row_keys import firsts, row_key
+
+
+def _frame(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    a = pd.Categorical.from_codes(rng.integers(0, 4, n), list("ABCDE"))  # E unused
+    return pd.DataFrame({
+        "y": rng.poisson(3, n), "a": a, "s": rng.choice(["u", "v", "w"], n),
+        "x": rng.integers(0, 4, n).astype(float), "k": rng.integers(0, 3, n),
+        "z": rng.normal(size=n), "g": rng.integers(0, 40, n).astype(str),
+        "h": pd.Categorical.from_codes(rng.integers(0, 5, n), list("pqrst"))})
+
+
+def _both(formula, df, **kw):
+    fast = build.build_spec(formula, df, **kw)
+    orig = build._distinct_fixed_rows
+    build._distinct_fixed_rows = lambda *a: None
+    try:
+        slow = build.build_spec(formula, df, **kw)
+    finally:
+        build._distinct_fixed_rows = orig
+    return fast, slow
+
+
+@pytest.mark.parametrize("formula", [
+    "y ~ a + s + (1 | g)", "y ~ a * s + x + (1 | g)", "y ~ 0 + a + x + (1 | g)",
+    "y ~ a:s + k + (x | g)", "y ~ a + s + a:s + (1 | g) + (1 | h)", "y ~ z + a + (1 | g)",
+    "y ~ scale(x) + a + (1 | g)", "y ~ 1 + (1 | g:h)"])
+def test_distinct_rows_give_the_same_design(formula):
+    df = _frame()
+    df.loc[[3, 70], "a"] = np.nan  # dropped rows (warning), categories kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast, slow = _both(formula, df, family="poisson")
+    d1, d2 = fast.design, slow.design
+    np.testing.assert_array_equal(d1.X, d2.X)
+    np.testing.assert_array_equal(d1.y, d2.y)
+    assert d1.fixed_names == d2.fixed_names and d1.info == d2.info
+    assert list(d1.row_index) == list(d2.row_index)
+    for g1, g2 in zip(d1.groups, d2.groups):
+        np.testing.assert_array_equal(g1.codes, g2.codes)
+        assert list(g1.levels) == list(g2.levels)
+    # prediction rebuilds the same rows from new data
+    new = df.dropna().iloc[:50]
+    np.testing.assert_array_equal(fast.fixed_matrix(new), slow.fixed_matrix(new))
+
+
+def test_distinct_rows_used_only_where_the_matrix_is_row_wise():
+    df = _frame()
+    sub = df.assign(s=pd.Categorical(df.s))  # as _prepare leaves it
+    parsed = build.parse_formula("y ~ a + s + (1 | g)")
+    assert build._distinct_fixed_rows(parsed, sub) is not None
+    for f in ["y ~ scale(x) + (1 | g)", "y ~ z + (1 | g)", "np.log(y + 1) ~ a + (1 | g)"]:
+        assert build._distinct_fixed_rows(build.parse_formula(f), sub) is None, f
+
+
+def test_aliased_and_nonfinite_checks_unchanged():
+    df = _frame().assign(x2=lambda d: 2 * d.x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast, slow = _both("y ~ x + x2 + a + (1 | g)", df)
+    assert fast.design.info["dropped_fixed"] == slow.design.info["dropped_fixed"] == ["x2"]
+    bad = _frame().assign(x=lambda d: d.x.where(d.index % 7 != 0, np.inf))
+    msgs = []
+    for use in (True, False):
+        orig = build._distinct_fixed_rows
+        if not use:
+            build._distinct_fixed_rows = lambda *a: None
+        try:
+            with pytest.raises(DataError) as e:
+                build.build_spec("y ~ x + a + (1 | g)", bad)
+            msgs.append(str(e.value))
+        finally:
+            build._distinct_fixed_rows = orig
+    assert msgs[0] == msgs[1]
+
+
+def test_drop_unused_and_codes_match_pandas():
+    rng = np.random.default_rng(1)
+    cat = pd.Categorical.from_codes(rng.integers(-1, 6, 500), list("abcdefgh"))
+    got = build._drop_unused(cat)
+    want = pd.Series(cat).cat.remove_unused_categories().array
+    assert list(got.categories) == list(want.categories) and got.ordered
+    np.testing.assert_array_equal(got.codes, want.codes)
+    codes = rng.integers(0, 50, 1000) * 3
+    u, inv = build._sorted_inverse(codes)
+    u2, inv2 = np.unique(codes, return_inverse=True)
+    np.testing.assert_array_equal(u, u2)
+    np.testing.assert_array_equal(inv, inv2.reshape(-1))
+
+
+def test_row_key():
+    a = np.array([1.0, -0.0, 0.0, 1.0, 2.0])
+    b = np.array([0, 1, 1, 0, 0])
+    key, k = row_key([a, (b, 2)], 5)
+    assert k == 3 and list(key) == [0, 1, 1, 0, 2]
+    assert list(firsts(key)) == [0, 1, 4]
+    assert row_key([a], 5, max_keys=2) is None
