@@ -71,7 +71,7 @@ def test_density_equals_row_form(dense):
     xs = np.array([rows.init + rng.normal(0, 0.1, rows.ndim) for _ in range(3)])
     b1, acc1 = draw_effects(rows, xs, 77, np.array([3, 0, 9]))
     b2, acc2 = gs.draw_effects(suff, xs, 77, np.array([3, 0, 9]))
-    np.testing.assert_allclose(b2, b1, atol=1e-10)
+    np.testing.assert_allclose(b2, b1, atol=1e-8)  # the scalar twin's rounding
     assert acc1 == acc2 and b2.shape == (3, design.groups[0].n_levels, 1)
 
 

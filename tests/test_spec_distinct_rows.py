@@ -108,3 +108,20 @@ def test_row_key():
     assert k == 3 and list(key) == [0, 1, 1, 0, 2]
     assert list(firsts(key)) == [0, 1, 4]
     assert row_key([a], 5, max_keys=2) is None
+
+
+def test_row_key_hashes_float_columns_exactly():
+    rng = np.random.default_rng(3)
+    cols = [rng.integers(0, 3, 2000).astype(float) for _ in range(4)] + [rng.integers(0, 2, 2000)]
+    key, k = row_key(cols, 2000)
+    # reference: one factorization of the rows as tuples
+    ref, uniq = pd.factorize(pd.Series(list(zip(*cols))), sort=False)
+    assert k == len(uniq)
+    np.testing.assert_array_equal(key, ref)
+    # mirrored columns and a constant one: still one key per distinct row
+    a = np.array([1.0, 2.0, 1.0, 2.0] * 10)
+    b, c = a[::-1].copy(), np.zeros(40)
+    key, k = row_key([a, b, c], 40)
+    ref, uniq = pd.factorize(pd.Series(list(zip(a, b, c))), sort=False)
+    assert k == len(uniq)
+    np.testing.assert_array_equal(key, ref)

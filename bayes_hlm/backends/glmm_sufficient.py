@@ -39,9 +39,9 @@ from ..spec.design import Design
 from ..spec.priors import PriorSet
 from ..spec.row_keys import firsts, row_key
 from . import glmm_collapsed as gc
-from .glmm_effect_draws import draw_group, workspace
+from .glmm_effect_draws import _MARGIN, _MAX_TRIES
 from .glmm_kernels import kernel_code
-from .keyed_noise import _mix
+from .keyed_noise import _mix, _uniform
 
 #: kernel code of the Poisson log-link likelihood (glmm_kernels)
 _POISSON = 3
@@ -141,6 +141,22 @@ def pattern_exp(beta, Xp, offp, eta, e):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def pseudo_mode(Y, s, sig):
+    """``(v̂, μ̂)``: the mode of ``h(v) = Y η − e^η − v²/2`` (``η = s + σ v``) and ``e^η̂``."""
+    # Newton on h'(v) = σ(Y − μ) − v (concave, decreasing) from a point right of the root:
+    # h' ≤ 0 there, so the iterates decrease monotonically onto v̂ (no overshoot)
+    v1 = (math.log(max(Y, 1.0)) - s) / sig
+    v = min(sig * Y, max(v1, 0.0))
+    for _ in range(200):
+        muh = math.exp(s + sig * v)
+        step = (sig * (Y - muh) - v) / (sig * sig * muh + 1.0)
+        v += step
+        if abs(step) < 1e-11 * (1.0 + abs(v)):
+            break
+    return v, math.exp(s + sig * v)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def pseudo_row_term(Y, s, sig, t, lw, mu, pi):
     """``(F, ∂F/∂s, ∂F/∂σ)`` of one Poisson pseudo-row (response ``Y``, offset ``s``,
     effect ``σ v``): :func:`.glmm_collapsed._group_term` for ``q = 1`` written out in
@@ -152,19 +168,7 @@ def pseudo_row_term(Y, s, sig, t, lw, mu, pi):
 
     through ``v̂`` by the implicit-function theorem and through ``C``.
     """
-    # Newton on h'(v) = σ(Y − μ) − v (concave, decreasing) from a point right of the root:
-    # f(v0) ≤ 0 there, so the iterates decrease monotonically onto v̂ (no overshoot)
-    v1 = (math.log(max(Y, 1.0)) - s) / sig
-    v = min(sig * Y, max(v1, 0.0))
-    muh = 0.0
-    for _ in range(200):
-        muh = math.exp(s + sig * v)
-        f = sig * (Y - muh) - v
-        step = f / (sig * sig * muh + 1.0)
-        v += step
-        if abs(step) < 1e-11 * (1.0 + abs(v)):
-            break
-    muh = math.exp(s + sig * v)
+    v, muh = pseudo_mode(Y, s, sig)
     H = sig * sig * muh + 1.0
     Cc = math.sqrt(H)
     logC = 0.5 * math.log(H)
@@ -265,6 +269,65 @@ def loglik_at(packed: gc.CollapsedPacked, x: np.ndarray) -> float:
                                np.empty(packed.G)))
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _log_f1(w, Y, sig, C, v, muh):
+    """``(log f, d/dw, d²/dw²)`` of the whitened conditional ``f(w) = exp(h(v̂ + w/C) − h(v̂))``
+    of one pseudo-row (differences taken exactly: ``e^η − e^η̂ = μ̂ expm1(σ w/C)``)."""
+    d = w / C
+    ex = math.exp(sig * d)
+    lf = Y * sig * d - muh * math.expm1(sig * d) - d * (v + 0.5 * d)
+    return lf, (sig * (Y - muh * ex) - (v + d)) / C, -(sig * sig * muh * ex + 1.0) / (C * C)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _box_bound1(Y, sig, C, v, muh, sign):
+    """:func:`.glmm_effect_draws._box_bound` for ``q = 1`` in scalars: ``sign ·
+    max_{sign w > 0} |w| f(w)^{1/2}`` (Newton on the concave log, the same stopping rule
+    and margin)."""
+    w = sign * math.sqrt(2.0)
+    lf, g1, g2 = _log_f1(w, Y, sig, C, v, muh)
+    phi = math.log(sign * w) + 0.5 * lf
+    for _ in range(100):
+        gp = 1.0 / w + 0.5 * g1
+        A = 1.0 / (w * w) - 0.5 * g2
+        step = gp / A
+        if abs(step) < 1e-12 * (1.0 + abs(w)) or gp * step < 1e-14:
+            break
+        t = 1.0
+        accepted = False
+        for _ in range(60):
+            wn = w + t * step
+            if sign * wn > 0.0:
+                lfn, g1n, g2n = _log_f1(wn, Y, sig, C, v, muh)
+                pn = math.log(sign * wn) + 0.5 * lfn
+                if pn >= phi - 1e-14 * (1.0 + abs(phi)):
+                    accepted = True
+                    break
+            t *= 0.5
+        if not accepted:
+            break
+        w, phi, g1, g2 = wn, pn, g1n, g2n
+    return sign * math.exp(phi) * (1.0 + _MARGIN)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def draw_pseudo_row(Y, s, sig, hg):
+    """One exact draw of the effect ``b`` of a pseudo-row: :func:`.glmm_effect_draws.draw_group`
+    for ``q = 1`` in scalars (the same ratio-of-uniforms method, box and keyed uniforms, so
+    the same draw). Returns ``(b, proposals)`` (``b`` NaN if none was accepted)."""
+    v, muh = pseudo_mode(Y, s, sig)
+    C = math.sqrt(sig * sig * muh + 1.0)
+    lo = _box_bound1(Y, sig, C, v, muh, -1.0)
+    hi = _box_bound1(Y, sig, C, v, muh, 1.0)
+    for k in range(_MAX_TRIES):
+        hk = _mix(hg, k)
+        u = _uniform(_mix(hk, 0))
+        w = (lo + (hi - lo) * _uniform(_mix(hk, 1))) / u
+        if 2.0 * math.log(u) <= _log_f1(w, Y, sig, C, v, muh)[0]:
+            return sig * (v + w / C), k + 1
+    return np.nan, _MAX_TRIES
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _draw(xs, draw_index, key, buf, out, tries):
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr0, y, nn, off, X, Z, t,
@@ -278,19 +341,15 @@ def _draw(xs, draw_index, key, buf, out, tries):
         eta = np.empty(P)
         e = np.empty(P)
         pattern_exp(beta, Xp, offp, eta, e)
-        o = np.empty(1)
-        zeta = np.empty((1, 1))
-        ws = workspace(1, 1)
         hd = _mix(base, draw_index[s])
         ntry = 0
         for g in range(G):
             S = 0.0
             for k in range(indptr[g], indptr[g + 1]):
                 S += m[k] * e[pat[k]]
-            o[0] = np.log(S)
-            zeta[0, 0] = L[0, 0]
-            ntry += draw_group(code, y[g:g + 1], nn[g:g + 1], 0, 1, o, zeta, L, _mix(hd, g),
-                               out[s, g], ws)
+            b, nt = draw_pseudo_row(y[g], math.log(S), L[0, 0], _mix(hd, g))
+            out[s, g, 0] = b
+            ntry += nt
         tries[s] = ntry
 
 

@@ -23,6 +23,13 @@ def row_key(cols, N: int, max_keys: int | None = None) -> tuple[np.ndarray, int]
     codes): it is folded in without hashing it first. Floats: ``-0.0`` and ``0.0`` are one
     value.
     """
+    cols = list(cols)
+    floats = [c for c in cols if not isinstance(c, tuple) and np.asarray(c).dtype.kind == "f"]
+    if len(floats) >= 3 and N:
+        hashed = _hashed_key(floats)
+        if hashed is not None:  # the float columns as one pair of codes
+            cols = [c for c in cols if isinstance(c, tuple) or np.asarray(c).dtype.kind != "f"]
+            cols.append(hashed)
     key = np.zeros(N, dtype=np.int64)
     k = 1 if N else 0
     for col in cols:
@@ -52,3 +59,22 @@ def firsts(key: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     cm = np.maximum.accumulate(key)
     return np.flatnonzero(np.r_[True, cm[1:] > cm[:-1]])
+
+
+def _hashed_key(cols) -> tuple[np.ndarray, int] | None:
+    """``(codes, n_codes)`` of the rows of several float columns from one random linear
+    combination of them, factorized once (instead of one factorization per column); exact:
+    each code's rows are checked equal to its first row, and ``None`` (hash both ways) is
+    returned on a collision. Elementwise arithmetic in a fixed order, so equal rows always
+    get equal hashes."""
+    w = np.random.default_rng(20261129).uniform(1.0, 2.0, len(cols))
+    h = np.zeros(len(cols[0]))
+    for c, wj in zip(cols, w):
+        h += np.asarray(c, dtype=float) * wj
+    codes, uniq = pd.factorize(h + 0.0, sort=False)
+    first = firsts(codes)
+    for c in cols:
+        c = np.asarray(c)
+        if not np.array_equal(c[first][codes], c):  # -0.0 == 0.0: one value, as documented
+            return None
+    return codes.astype(np.int64, copy=False), len(uniq)
