@@ -108,3 +108,20 @@ def test_nagq0_fit_has_no_profile():
                   family="binomial", nagq=0)
     with pytest.raises(BayesHLMError, match="nagq = 0"):
         r.confint(method="profile")
+
+
+def test_tidy_profile_uses_the_profile_rows_and_computes_them_once(monkeypatch):
+    import bayes_hlm.glmer.profile as gp
+
+    r = fit("cbpp")
+    ci = r.confint(method="profile")                  # fills the per-level cache
+    calls = []
+    real = gp.profile_confint
+    monkeypatch.setattr(gp, "profile_confint", lambda *a, **k: calls.append(a) or real(*a, **k))
+    t = r.tidy(conf_method="profile")
+    assert calls == []                                # every row came from the cache
+    fx = t[t["effect"] == "fixed"].set_index("term")
+    np.testing.assert_allclose(fx["conf.low"], ci.loc[list(r.fixed_names), "lower"])
+    rp = t[t["effect"] == "ran_pars"]
+    sd = rp[rp["term"].str.startswith("sd__")].iloc[0]
+    assert (sd["conf.low"], sd["conf.high"]) == tuple(ci.loc["sd(Intercept | herd)"])

@@ -30,12 +30,18 @@ from ..errors import BayesHLMError
 from ..reml.profile import (bounded_minimize, first_step, param_kinds, param_names, phi_to_theta,
                             theta_to_phi, zeta_root)
 
-__all__ = ["profile_confint", "profile_fixed", "GlmerProfiler"]
+__all__ = ["profile_confint", "profile_fixed", "profile_names", "GlmerProfiler"]
 
 #: relative accuracy of the interval ends (the inner minimiser's noise is far below it)
 END_TOL = 1e-7
 #: correlations are evaluated within ±COR_MAX (the profile at the ±1 bound stays finite)
 COR_MAX = 1 - 1e-9
+
+
+def profile_names(res) -> list[str]:
+    """The rows of a full profile, in lme4's order: ``sd(...)`` / ``cor(...)`` (lme4's
+    ``.sig01, ...``), then the fixed effects."""
+    return param_names(res.fit.model.layout)[:-1] + list(res.fixed_names)
 
 
 class GlmerProfiler:
@@ -52,7 +58,7 @@ class GlmerProfiler:
         self.tmap = fit.model.layout
         self.k = self.tmap.n_theta
         self.kinds = np.append(param_kinds(self.tmap)[:-1], ["beta"] * len(fit.beta))
-        self.names = param_names(self.tmap)[:-1] + list(res.fixed_names)
+        self.names = profile_names(res)
         self.phi_hat = theta_to_phi(self.tmap, fit.theta, 1.0)[:-1]
         self.z_hat = np.concatenate([self.phi_hat, fit.beta])
         self.base = float(res.objective)

@@ -331,14 +331,28 @@ class GlmerResult(MixedModelResult):
             out = pd.DataFrame({"lower": self.beta - z * se, "upper": self.beta + z * se},
                                index=pd.Index(self.fixed_names))
         elif method == "profile":
-            from .profile import profile_confint
-
-            out = profile_confint(self, level, parm)
+            out = self._profile_rows(level, parm)
         else:
             raise BayesHLMError(f"method must be 'wald' or 'profile', not {method!r}")
         if parm is not None:
             out = out.loc[[p for p in parm if p in out.index]]
         return label_interval(out, level, method)
+
+    def _profile_rows(self, level: float, parm) -> pd.DataFrame:
+        """Profile intervals of the rows in ``parm`` (default all), each computed once per
+        level (``tidy(conf_method="profile")`` asks for the fixed and variance rows
+        separately; a profile costs many refits)."""
+        from .profile import profile_confint, profile_names
+
+        names = profile_names(self)
+        want = names if parm is None else [n for n in names if n in parm]
+        cache = self.__dict__.setdefault("_profile_cache", {}).setdefault(level, {})
+        missing = [n for n in want if n not in cache]
+        if missing:
+            new = profile_confint(self, level, missing)
+            cache.update({n: (float(r["lower"]), float(r["upper"])) for n, r in new.iterrows()})
+        return pd.DataFrame([cache[n] for n in want], index=pd.Index(want),
+                            columns=["lower", "upper"])
 
     # ------------------------------------------------------- estimation hooks
     def _linear_estimates(self, L: np.ndarray, level: float = DEFAULT_LEVEL,
@@ -368,12 +382,17 @@ class GlmerResult(MixedModelResult):
         parts = []
         if "fixed" in effects:
             fe = self.fixef()
-            z = float(_sf.ndtri(0.5 + conf_level / 2))
+            if (conf_method or "wald").lower() == "profile":     # broom.mixed: profile rows
+                ci = self.confint(conf_level, method="profile", parm=list(self.fixed_names))
+                lo, hi = ci["lower"].to_numpy(), ci["upper"].to_numpy()
+            else:
+                z = float(_sf.ndtri(0.5 + conf_level / 2))
+                lo = (fe["estimate"] - z * fe["se"]).to_numpy()
+                hi = (fe["estimate"] + z * fe["se"]).to_numpy()
             parts.append(pd.DataFrame({
                 "effect": "fixed", "group": "", "level": "", "term": fe.index,
                 "estimate": fe["estimate"].to_numpy(), "std.error": fe["se"].to_numpy(),
-                "conf.low": (fe["estimate"] - z * fe["se"]).to_numpy(),
-                "conf.high": (fe["estimate"] + z * fe["se"]).to_numpy(),
+                "conf.low": lo, "conf.high": hi,
                 "statistic": fe["z"].to_numpy(), "p.value": fe["p"].to_numpy()}))
         if rest:
             parts.append(pd.DataFrame(wald_tidy(self, rest, conf_level, conf_method, **kwargs)))
