@@ -234,3 +234,20 @@ def test_pymc_step_lines_are_quiet_but_warnings_print():
     finally:
         pymc_log.removeHandler(h)
         pymc_log.setLevel(level)
+
+
+def test_jax_available_does_not_import_a_lazily_registered_jax(monkeypatch):
+    """Another library's lazy ``jax`` module in ``sys.modules``: reading its ``__spec__`` (as
+    ``find_spec`` does) would import JAX (seconds) on every numba fit's engine check."""
+    import sys
+    import types
+
+    class Lazy(types.ModuleType):
+        def __getattribute__(self, name):
+            raise AssertionError(f"touched {name}")
+
+    monkeypatch.setitem(sys.modules, "jax", Lazy("jax"))
+    monkeypatch.setitem(sys.modules, "numpyro", Lazy("numpyro"))
+    assert jax_nuts.available()
+    monkeypatch.setitem(sys.modules, "jax", None)  # import blocked
+    assert not jax_nuts.available()

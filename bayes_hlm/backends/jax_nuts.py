@@ -132,9 +132,17 @@ def available() -> bool:
     seconds, wasted when another engine runs; a broken install fails at run time, and the
     engine chooser then falls back, see :func:`bayes_hlm.backends.engine.run_with_fallback`)."""
     import importlib.util
+    import sys
+
+    def installed(name: str) -> bool:
+        # in sys.modules: imported, or a lazy module another library registered, whose
+        # __spec__ (what find_spec would read) imports it: seconds for JAX
+        if name in sys.modules:
+            return sys.modules[name] is not None
+        return importlib.util.find_spec(name) is not None
 
     try:
-        return all(importlib.util.find_spec(m) is not None for m in ("jax", "numpyro"))
+        return all(installed(m) for m in ("jax", "numpyro"))
     except (ImportError, ValueError):
         return False
 
