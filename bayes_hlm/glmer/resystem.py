@@ -222,8 +222,12 @@ BLOCKED_R_MAX = 32
 
 
 def make_system(layout: ThetaMap):
+    from .crossed import CrossedSystem, fits_crossed
+
     if len(layout.factors) == 1:
         return BlockSystem(layout)
+    if fits_crossed(layout):
+        return CrossedSystem(layout)
     sizes = sorted(f.size for f in layout.factors)
     n_R = sum(sizes[:-1])
     if layout.n_u <= LU_MAX and n_R > BLOCKED_R_MAX:
