@@ -157,3 +157,21 @@ def test_unsupported_quadrature_is_refused_naming_the_term(binary):
         glmer(SLOPE, binary, family="binomial", nagq=26)
     with pytest.raises(BayesHLMError, match="nagq"):
         glmer(SLOPE, binary, family="binomial", nagq=-1)
+
+
+def test_cli_nagq_with_a_correlated_slope(binary, tmp_path, capsys):
+    import json
+
+    from bayes_hlm.cli import main
+
+    csv = tmp_path / "b.csv.gz"
+    import gzip
+
+    csv.write_bytes(gzip.compress(binary.to_csv(index=False).encode()))
+    out = tmp_path / "a.json"
+    rc = main(["glmer", SLOPE, str(csv), "--family", "binomial", "--nagq", "5", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    d = json.loads(out.read_text())
+    assert d["nagq"] == 5 and set(d["group_corr"]["g"]) == {"Intercept,x"}
+    r = glmer(SLOPE, binary, family="binomial", nagq=5)
+    assert d["loglik"] == pytest.approx(r.loglik, abs=1e-6)
