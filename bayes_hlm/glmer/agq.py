@@ -22,12 +22,14 @@ Several grouping factors (crossed or nested) do not factor per level and are ref
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..errors import BayesHLMError
 from ..statistics.quadrature import tensor_rule
+from .kernels import _row
 
-__all__ = ["MAX_Q", "MAX_NAGQ", "agq_deviance", "check_agq"]
+__all__ = ["MAX_Q", "MAX_NAGQ", "agq_deviance", "check_agq", "node_deviances"]
 
 #: most effect columns of the one grouping factor (K^q nodes per level)
 MAX_Q = 2
@@ -68,11 +70,29 @@ def check_agq(model, nagq: int) -> None:
                             "(lme4's limit)")
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def node_deviances(fam, lk, th, y, pw, sat, base, codes, ZL, UN, G):  # pragma: no cover
+    """``out[m, g] = Σ_{i in g} devres_i(base_i + ZL_i · UN[g, m])``: every node of every level
+    in one pass over the rows (the row formulas are :func:`.kernels._row`'s)."""
+    nm, q = UN.shape[1], UN.shape[2]
+    out = np.zeros((nm, G))
+    for i in range(base.shape[0]):
+        g = codes[i]
+        for m in range(nm):
+            e = base[i]
+            for a in range(q):
+                e += ZL[i, a] * UN[g, m, a]
+            out[m, g] += _row(fam, lk, th, y[i], pw[i], sat[i], e)[3]
+    return out
+
+
 def agq_deviance(devfun, st, nagq: int) -> float:
     """The AGQ criterion (lme4's ``-2 logLik`` for ``nAGQ > 1``) at the PIRLS state ``st``
     (exact conditional modes and their K blocks) of a one-factor model; see the module
     docstring."""
-    sysm = devfun.system
+    from .kernels import FAMILY_CODE, LINK_CODE
+
+    sysm, fam, m = devfun.system, devfun.family, devfun.model
     f = sysm.layout.factors[0]
     G, q, codes = f.n_levels, f.q, f.codes
     U = st.u.reshape(G, q)
@@ -80,14 +100,15 @@ def agq_deviance(devfun, st, nagq: int) -> float:
     # M_g = L_g⁻ᵀ, L_g the Cholesky factor of the level's K block
     M = np.linalg.inv(np.linalg.cholesky(st.factor.K)).transpose(0, 2, 1)
     t, lw = tensor_rule(nagq, q)
-    base = st.eta - sysm.zl_u(st.u)
-    acc = np.full(G, -np.inf)
-    for tm, lwm in zip(t, lw):
-        if not np.any(tm):              # the mode itself: d_g(û_g) - d_g(û_g) = 0
-            acc = np.logaddexp(acc, lwm)
-            continue
-        Um = U + M @ tm
-        dr = devfun._devres(base + sysm.zl_u(Um.reshape(-1)))
-        devc = np.sum(Um * Um, axis=1) + np.bincount(codes, weights=dr, minlength=G)
-        acc = np.logaddexp(acc, lwm - 0.5 * (devc - devc0))
-    return float(devc0.sum() + st.ldL2 - 2.0 * acc.sum())
+    off = np.any(t != 0, axis=1)             # the mode itself: d_g(û_g) - d_g(û_g) = 0
+    UN = np.ascontiguousarray(U[:, None, :] + np.einsum("gab,mb->gma", M, t[off]))   # (G, m, q)
+    if devfun._sat is None:
+        devfun._sat = np.ascontiguousarray(fam.saturated_terms(m.y, m.pw))
+    base = np.ascontiguousarray(st.eta - sysm.zl_u(st.u), dtype=float)
+    dr = node_deviances(FAMILY_CODE[fam.name], LINK_CODE[fam.link],
+                        float(fam.nb_theta if fam.nb_theta is not None else 1.0), m.y, m.pw,
+                        devfun._sat, base, codes, np.ascontiguousarray(sysm.ZL), UN, G)
+    a = lw[off][:, None] - 0.5 * (np.sum(UN * UN, axis=2).T + dr - devc0[None, :])   # (m, G)
+    if not np.all(off):
+        a = np.vstack([a, np.full((1, G), lw[~off][0])])
+    return float(devc0.sum() + st.ldL2 - 2.0 * np.sum(np.logaddexp.reduce(a, axis=0)))
