@@ -5,18 +5,22 @@
 ## fixed effects. Tests never need R.
 ##
 ## Usage (from the repo root):
-##   Rscript tests/r/make_glmer_profile_fixtures.R [DATA_DIR] [OUT_JSON]
+##   Rscript tests/r/make_glmer_profile_fixtures.R [DATA_DIR] [OUT_JSON] [--contraception]
 ## DATA_DIR defaults to ../shared/data, OUT_JSON to tests/fixtures/glmer_profile.json.
+## Runtime: ~1 min for the default cases on 2 shared cores; --contraception adds lme4's
+## profile of the contraception fit, which took over 40 min there (not in the committed JSON
+## unless its meta.cases lists it).
 ## glmm_sim.csv is read from tests/fixtures (written by make_glmer_fixtures.R).
 ## Cases: cbpp (Laplace, one scalar term), sim_pois_offset (Poisson with a correlated
 ## random slope, (x | g)), sim_nb_offset (glmer.nb: lme4 profiles with the NB theta held
-## at its estimate), contraception ((urban | district), Laplace). A Gamma fit is recorded
-## as lme4's refusal (it cannot profile GLMMs with a scale parameter).
+## at its estimate) and, with --contraception, contraception ((urban | district), Laplace). A Gamma fit is recorded
+## as lme4's refusal (it cannot profile GLMMs with a scale parameter). No timings or paths
+## in the output: a rerun with the same data and versions reproduces the JSON.
 
 source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))),
               "common.R"))
 load_packages(c("lme4", "jsonlite"))
-opts <- fixture_args("tests/fixtures/glmer_profile.json")
+opts <- fixture_args("tests/fixtures/glmer_profile.json", flags = "--contraception")
 data_dir <- opts$data_dir
 out_json <- opts$out_json
 
@@ -47,13 +51,12 @@ ci_list <- function(ci) {
 }
 
 one <- function(m, formula, data, family, nb = FALSE) {
-  t0 <- proc.time()[["elapsed"]]
   ci <- suppressWarnings(confint(m, method = "profile", level = 0.95))
   list(formula = formula, data = data, family = family, nagq = 1L, glmer_nb = nb,
        theta = unname(getME(m, "theta")), beta = unname(fixef(m)),
        nb_theta = if (nb) unname(getME(m, "glmer.nb.theta")) else NULL,
        logLik = as.numeric(logLik(m)), confint_profile = ci_list(ci),
-       rows = rownames(ci), profile_s = round(proc.time()[["elapsed"]] - t0, 1))
+       rows = rownames(ci))
 }
 
 cases <- list()
@@ -64,16 +67,18 @@ cases$sim_pois_offset <- one(glmer(as.formula(f), sim, family = poisson, control
 f <- "y_nb ~ x + offset(log(exposure)) + (1 | g)"
 cases$sim_nb_offset <- one(glmer.nb(as.formula(f), sim, control = CTRL), f, "glmm_sim", "negativebinomial",
                            nb = TRUE)
-f <- "use ~ age + I(age^2) + urban + livch + (urban | district)"
-cases$contraception <- one(glmer(as.formula(f), contra, family = binomial, control = CTRL), f,
-                           "contraception", "binomial")
+if ("--contraception" %in% opts$flags) {
+  f <- "use ~ age + I(age^2) + urban + livch + (urban | district)"
+  cases$contraception <- one(glmer(as.formula(f), contra, family = binomial, control = CTRL), f,
+                             "contraception", "binomial")
+}
 f <- "y_gamma ~ x + (1 | g)"
 mg <- glmer(as.formula(f), sim, family = Gamma(link = "log"), control = CTRL)
 gamma_err <- tryCatch({confint(mg, method = "profile"); "no error"}, error = function(e) conditionMessage(e))
 
 out <- list(
   meta = fixture_meta("tests/r/make_glmer_profile_fixtures.R", c("lme4", "Matrix", "jsonlite"),
-    control = CTRL_TEXT,
+    control = CTRL_TEXT, cases = names(cases),
     conventions = list(
       confint = "confint(m, method = 'profile', level = 0.95): lme4 profiles on a grid and inverts an interpolating spline (backSpline); rows .sig01, ... are lme4's oldNames: per factor the lower triangle of its covariance column-major, SDs on the diagonal, correlations off it",
       nb = "glmer.nb fits are profiled by lme4 with the NB theta held at its estimate (the family is fixed in the merMod)",
