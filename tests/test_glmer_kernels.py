@@ -84,12 +84,14 @@ def test_crossed_systems_agree():
 @pytest.mark.parametrize("q", [1, 2, 3])
 @pytest.mark.parametrize("mode", [kernels.MODE_LME4, kernels.MODE_SCORE, kernels.MODE_JOINT])
 def test_block_pass_matches_row_pass_and_numpy_sums(q, mode):
-    """The fused single-factor pass (its q = 1, 2 and general loops) against the row pass
-    and the per-level sums written in NumPy."""
+    """The fused single-factor pass (its q = 1, 2 and general loops, ZΛ formed per row)
+    against the row pass and the per-level sums written in NumPy."""
     rng = np.random.default_rng(q + 10 * mode)
     N, G, p = 400, 13, 3
     codes = rng.integers(0, G, N)
-    ZL = np.ascontiguousarray(rng.normal(size=(N, q)))
+    Z = np.ascontiguousarray(rng.normal(size=(N, q)))
+    lam = np.tril(rng.uniform(0.2, 1.0, (q, q)))
+    ZL = Z @ lam
     X = np.ascontiguousarray(np.c_[np.ones(N), rng.normal(size=(N, p - 1))])
     U, beta = rng.normal(0, 0.5, (G, q)), rng.normal(0, 0.3, p)
     off = rng.normal(0, 0.1, N)
@@ -99,7 +101,7 @@ def test_block_pass_matches_row_pass_and_numpy_sums(q, mode):
     sat = np.ascontiguousarray(f.saturated_terms(y, pw))
     out = [np.empty(N) for _ in range(4)]
     K, r, C, XtWX, rb, dsum, ll = kernels.block_pass(
-        1, 3, 1.0, y, pw, sat, off, X, beta, codes, ZL, U, G, mode, *out)
+        1, 3, 1.0, y, pw, sat, off, X, beta, codes, Z, lam, U, G, mode, *out)
     base = off + X @ beta
     eta = base + np.einsum("ia,ia->i", ZL, U[codes])
     mu, W, s, dr = (np.empty(N) for _ in range(4))
@@ -122,7 +124,8 @@ def test_block_pass_matches_row_pass_and_numpy_sums(q, mode):
         np.testing.assert_allclose(rb, X.T @ s, rtol=1e-11, atol=1e-12)
     else:
         assert C.shape == (G, q, 0) and XtWX.shape == (0, 0)
-    np.testing.assert_allclose(kernels.block_solve(K, r), np.linalg.solve(K, r[:, :, None])[:, :, 0],
+    R3 = np.stack([r, 2 * r + 1], axis=2)
+    np.testing.assert_allclose(kernels.block_solve(K, R3), np.linalg.solve(K, R3),
                                rtol=1e-10, atol=1e-13)
 
 

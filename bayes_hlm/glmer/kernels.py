@@ -178,18 +178,18 @@ def _eta_row(fam, lk, th, y, pw, sat, offset, X, beta, i, zu, eta, mu, W, dr):  
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _joint_acc(C, XtWX, rb, g, ZL, X, i, w, s):  # pragma: no cover - compiled
+def _joint_acc(C, XtWX, rb, g, zl, X, i, w, s):  # pragma: no cover - compiled
     """β inside PIRLS: ``C[g] += W zl xᵀ`` (flat (q, p)), ``XᵀWX += W x xᵀ`` (packed lower
     triangle), ``rb += s x``. Flat arrays indexed directly: with views (``C[g]``) the inlined
     helper ran 2x slower."""
-    q, p = ZL.shape[1], X.shape[1]
+    q, p = zl.shape[0], X.shape[1]
     t = 0
     for j in range(p):
         xj = X[i, j]
         wx = w * xj
         rb[j] += s * xj
         for a in range(q):
-            C[g, a * p + j] += wx * ZL[i, a]
+            C[g, a * p + j] += wx * zl[a]
         for k in range(j + 1):
             XtWX[t] += wx * X[i, k]
             t += 1
@@ -212,12 +212,13 @@ def _unpack(Kp, q):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def block_pass(fam, lk, th, y, pw, sat, offset, X, beta, codes, ZL, U, G, mode,
+def block_pass(fam, lk, th, y, pw, sat, offset, X, beta, codes, Z, lam, U, G, mode,
                eta, mu, W, dr):  # pragma: no cover - compiled
     """One PIRLS step of a single grouping factor: one pass over the rows.
 
-    At ``eta = base + ZL·U[g]``, ``base = offset + Xβ``, it fills ``eta, mu, W, dr`` (the row quantities of
-    :func:`_row`) and accumulates ``K[g] = I + Σ W zl zlᵀ`` and, by ``mode``,
+    At ``eta = base + zl·U[g]``, ``base = offset + Xβ``, ``zl = Λᵀz`` (the row's ``ZΛ``, formed
+    on the fly: no (N, q) array to rebuild per θ), it fills ``eta, mu, W, dr`` (the row
+    quantities of :func:`_row`) and accumulates ``K[g] = I + Σ W zl zlᵀ`` and, by ``mode``,
 
     * ``MODE_LME4``: ``r[g] = Σ (W (eta - base) + s) zl`` (lme4's penalised weighted
       least-squares right-hand side: ``u_new = K⁻¹ r``);
@@ -226,8 +227,9 @@ def block_pass(fam, lk, th, y, pw, sat, offset, X, beta, codes, ZL, U, G, mode,
       ``XᵀWX`` and ``rb = Xᵀ s``.
 
     Returns (K, r, C, XtWX, rb, sum dr, mean-dependent log-likelihood)."""
-    N, q = ZL.shape
+    N, q = Z.shape
     p = X.shape[1]
+    zl = np.empty(q)
     joint = mode == MODE_JOINT
     lme4 = mode == MODE_LME4
     pj = p if joint else 0
@@ -243,7 +245,7 @@ def block_pass(fam, lk, th, y, pw, sat, offset, X, beta, codes, ZL, U, G, mode,
     if q == 1:
         for i in range(N):
             g = codes[i]
-            z0 = ZL[i, 0]
+            z0 = Z[i, 0] * lam[0, 0]
             zu = z0 * U[g, 0]
             w, s, d, lli = _eta_row(fam, lk, th, y, pw, sat, offset, X, beta, i, zu,
                                     eta, mu, W, dr)
@@ -253,12 +255,13 @@ def block_pass(fam, lk, th, y, pw, sat, offset, X, beta, codes, ZL, U, G, mode,
             Kp[g, 0] += w * z0 * z0
             r[g, 0] += c * z0
             if joint:
-                _joint_acc(C, XtWX, rb, g, ZL, X, i, w, s)
+                zl[0] = z0
+                _joint_acc(C, XtWX, rb, g, zl, X, i, w, s)
     elif q == 2:
         for i in range(N):
             g = codes[i]
-            z0 = ZL[i, 0]
-            z1 = ZL[i, 1]
+            z0 = Z[i, 0] * lam[0, 0] + Z[i, 1] * lam[1, 0]
+            z1 = Z[i, 0] * lam[0, 1] + Z[i, 1] * lam[1, 1]
             zu = z0 * U[g, 0] + z1 * U[g, 1]
             w, s, d, lli = _eta_row(fam, lk, th, y, pw, sat, offset, X, beta, i, zu,
                                     eta, mu, W, dr)
@@ -272,13 +275,19 @@ def block_pass(fam, lk, th, y, pw, sat, offset, X, beta, codes, ZL, U, G, mode,
             r[g, 0] += c * z0
             r[g, 1] += c * z1
             if joint:
-                _joint_acc(C, XtWX, rb, g, ZL, X, i, w, s)
+                zl[0] = z0
+                zl[1] = z1
+                _joint_acc(C, XtWX, rb, g, zl, X, i, w, s)
     else:
         for i in range(N):
             g = codes[i]
             zu = 0.0
             for a in range(q):
-                zu += ZL[i, a] * U[g, a]
+                acc = 0.0
+                for b in range(q):
+                    acc += Z[i, b] * lam[b, a]
+                zl[a] = acc
+                zu += acc * U[g, a]
             w, s, d, lli = _eta_row(fam, lk, th, y, pw, sat, offset, X, beta, i, zu,
                                     eta, mu, W, dr)
             dsum += d
@@ -286,13 +295,13 @@ def block_pass(fam, lk, th, y, pw, sat, offset, X, beta, codes, ZL, U, G, mode,
             c = w * zu + s if lme4 else s
             t = 0
             for a in range(q):
-                wa = w * ZL[i, a]
-                r[g, a] += c * ZL[i, a]
+                wa = w * zl[a]
+                r[g, a] += c * zl[a]
                 for b in range(a + 1):
-                    Kp[g, t] += wa * ZL[i, b]
+                    Kp[g, t] += wa * zl[b]
                     t += 1
             if joint:
-                _joint_acc(C, XtWX, rb, g, ZL, X, i, w, s)
+                _joint_acc(C, XtWX, rb, g, zl, X, i, w, s)
     XX = np.empty((pj, pj))
     t = 0
     for j in range(pj):
@@ -324,11 +333,11 @@ def group_moments(codes, Z, X, W, v, G):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def block_solve(K, r):  # pragma: no cover - compiled
-    """``K[g]⁻¹ r[g]`` for every level (K[g] symmetric positive definite, q × q; Cholesky per
-    block, no batched-LAPACK call overhead)."""
-    G, q = r.shape
-    out = np.empty((G, q))
+def block_solve(K, R):  # pragma: no cover - compiled
+    """``K[g]⁻¹ R[g]`` for every level, ``R`` (G, q, k) (K[g] symmetric positive definite,
+    q × q; Cholesky per block, no batched-LAPACK call overhead)."""
+    G, q, k = R.shape
+    out = np.empty((G, q, k))
     L = np.empty((q, q))
     z = np.empty(q)
     for g in range(G):
@@ -343,16 +352,17 @@ def block_solve(K, r):  # pragma: no cover - compiled
                     L[a, a] = math.sqrt(acc)
                 else:
                     L[a, b] = acc / L[b, b]
-        for a in range(q):
-            acc = r[g, a]
-            for c in range(a):
-                acc -= L[a, c] * z[c]
-            z[a] = acc / L[a, a]
-        for a in range(q - 1, -1, -1):
-            acc = z[a]
-            for c in range(a + 1, q):
-                acc -= L[c, a] * out[g, c]
-            out[g, a] = acc / L[a, a]
+        for j in range(k):
+            for a in range(q):
+                acc = R[g, a, j]
+                for c in range(a):
+                    acc -= L[a, c] * z[c]
+                z[a] = acc / L[a, a]
+            for a in range(q - 1, -1, -1):
+                acc = z[a]
+                for c in range(a + 1, q):
+                    acc -= L[c, a] * out[g, c, j]
+                out[g, a, j] = acc / L[a, a]
     return out
 
 

@@ -267,7 +267,7 @@ class GlmerDevfun:
         rows = (np.empty(N), np.empty(N), np.empty(N), np.empty(N))   # eta, mu, W, dr
 
         def at(u, beta):   # the rows always hold the last point evaluated (= the accepted one)
-            return kernels.block_pass(*args, beta, sysm.codes, sysm.ZL, u.reshape(G, q), G,
+            return kernels.block_pass(*args, beta, sysm.codes, sysm.Z, sysm.lam, u.reshape(G, q), G,
                                       mode, *rows)
 
         def pd_of(r, u):
@@ -282,16 +282,16 @@ class GlmerDevfun:
         it = 0
         for it in range(1, PIRLS_MAXIT + 1):
             K, ru = r[0], r[1] - u.reshape(G, q)
-            Kinv_ru = kernels.block_solve(K, ru)
             if joint:
                 C = r[2]                                           # (G, q, p)
-                KiC = np.linalg.solve(K, C)                        # (G, q, p)
+                KiCr = kernels.block_solve(K, np.concatenate([C, ru[:, :, None]], axis=2))
+                KiC, Kinv_ru = KiCr[:, :, :p], KiCr[:, :, p]
                 S = r[3] - np.einsum("gqj,gqk->jk", C, KiC)
                 rb = r[4]
                 db = np.linalg.solve(S, rb - np.einsum("gqj,gq->j", C, Kinv_ru))
                 du = (Kinv_ru - np.einsum("gqj,j->gq", KiC, db)).reshape(-1)
             else:
-                du, db = Kinv_ru.reshape(-1), np.zeros(p)
+                du, db = kernels.block_solve(K, ru[:, :, None]).reshape(-1), np.zeros(p)
             small = max(float(np.max(np.abs(du), initial=0.0)),
                         float(np.max(np.abs(db), initial=0.0)))
             if small < STEP_TOL:
@@ -402,7 +402,7 @@ class GlmerDevfun:
         rows = (np.empty(N), np.empty(N), np.empty(N), np.empty(N))   # eta, mu, W, dr
 
         def at(U):
-            return kernels.block_pass(*args, beta, sysm.codes, sysm.ZL, U, G,
+            return kernels.block_pass(*args, beta, sysm.codes, sysm.Z, sysm.lam, U, G,
                                       kernels.MODE_LME4, *rows)
 
         # start: the weights at lp0 (lme4 resets mu to lp0), as in pirls_lme4
@@ -412,7 +412,7 @@ class GlmerDevfun:
         old = np.inf
         for it in range(1, PIRLS_MAXIT + 1):
             Kf = K
-            dU = kernels.block_solve(Kf, rhs) - U
+            dU = kernels.block_solve(Kf, rhs[:, :, None])[:, :, 0] - U
             step = 1.0
             for _ in range(LME4_HALVINGS + 1):
                 Ut = U + step * dU

@@ -37,14 +37,22 @@ class BlockSystem:
         self.codes = f.codes
         self.G, self.q = f.n_levels, f.q
         self.Q = layout.n_u
-        self._Z = np.ascontiguousarray(f.Z, dtype=float)
+        self.Z = np.ascontiguousarray(f.Z, dtype=float)
         self.set_theta(layout.theta0)
 
     def set_theta(self, theta):
-        from .kernels import times_lambda
-
         self.lam = np.ascontiguousarray(self.layout.lambdas(theta)[0], dtype=float)
-        self.ZL = times_lambda(self._Z, self.lam)   # rows of ZΛ (N, q)
+        self._ZL = None
+
+    @property
+    def ZL(self) -> np.ndarray:
+        """Rows of ``ZΛ`` (N, q), formed when first asked for at this θ (PIRLS's compiled
+        passes form them on the fly)."""
+        if self._ZL is None:
+            from .kernels import times_lambda
+
+            self._ZL = times_lambda(self.Z, self.lam)
+        return self._ZL
 
     def zl_u(self, u):
         from .kernels import row_dot
