@@ -131,15 +131,19 @@ def effect_draws(design: Design, posterior: xr.Dataset, seed: int, stats=None):
         step = default_chunk_draws(stats, budget_bytes=CHUNK_BYTES)
         if groups is not None and plan.structure == "single":  # a subset's temporaries shrink
             step = max(step, int(step * stats.A.shape[0] / max(len(groups), 1)))  # with it
-        parts = {f: [] for f in factors}
+        out = {}  # filled chunk by chunk (no list of parts to concatenate: half the peak memory)
         for a in range(0, len(idx), step):
             sl = slice(a, a + step)
             eff = draw_group_effects(stats, beta[sl], sigma[sl], [L[sl] for L in L_list],
                                      None if b_other is None else [b[sl] for b in b_other],
                                      seed=seed, draw_index=idx[sl], groups=groups)
             for f in factors:
-                parts[f].append(np.concatenate([eff[k] for k in blocks[f].term_index], axis=2))
-        return {f: np.concatenate(v, axis=0) for f, v in parts.items()}
+                blk = blocks[f]
+                for k, o, qk in zip(blk.term_index, blk.offsets, blk.q_sizes):
+                    if f not in out:
+                        out[f] = np.empty((len(idx), eff[k].shape[1], blk.q))
+                    out[f][sl, :, o:o + qk] = eff[k]
+        return out
 
     return draws
 
