@@ -106,3 +106,33 @@ def test_dask_engine_refuses_other_families_instead_of_fitting_a_gaussian_model(
     d = pd.DataFrame({"y": Y, "x": X_CONT, "g": _groups(N)})
     with pytest.raises(BayesHLMError, match="Gaussian models only, not the bernoulli family"):
         bh.fit("y ~ x + (1|g)", d, engine="dask", family="bernoulli")
+
+
+def test_no_separation_certificate_agrees_with_the_lp(monkeypatch):
+    """The NNLS certificate (Stiemke weights) only ever short-cuts to None where the LP says
+    None: separated data are never certified, ordinary data are (no LP solved)."""
+    import bayes_hlm.families.checks as checks
+
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        n = int(rng.integers(20, 400))
+        X_ = np.column_stack([np.ones(n), rng.normal(size=n), (rng.random(n) < 0.3).astype(float)])
+        y = (rng.random(n) < 1 / (1 + np.exp(-2 * X_[:, 1]))).astype(float)
+        if trial % 3 == 0:
+            y = (X_[:, 1] > 0.1).astype(float)   # complete separation
+        elif trial % 3 == 1:
+            y[X_[:, 2] == 1] = 1.0                # quasi-complete
+        A = np.vstack([X_[y > 0], -X_[y == 0]]) / np.abs(X_).max(axis=0)
+        lp = find_separation(X_, y, NAMES)
+        if checks._not_separated(A, 1e-7):
+            assert lp is None
+        if lp is not None:
+            assert not checks._not_separated(A, 1e-7)
+    calls = []
+    monkeypatch.setattr("scipy.optimize.linprog", lambda *a, **k: calls.append(1))
+    assert find_separation(X, Y, NAMES) is None and not calls  # certified: no LP
+    n = 200_000  # issue #17's 200k binary rows: the LP took ~20 s CPU, the certificate ~0.1 s
+    x = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(0.5 - x))).astype(float)
+    assert find_separation(np.column_stack([np.ones(n), x]), y, ["Intercept", "x"]) is None
+    assert not calls

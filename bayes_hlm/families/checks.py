@@ -29,6 +29,32 @@ OVERDISPERSION_RATIO = 1.5
 _MAX_LP_CELLS = 5_000_000
 
 
+def _not_separated(A: np.ndarray, tol: float) -> bool:
+    """True when weights ``lam >= 1`` with ``||A'lam||_1 <= tol`` exist: then every
+    ``beta`` in [-1, 1]^p with ``A beta >= 0`` has ``sum(A beta) <= lam'A beta <= tol``, so
+    the LP below would find no separation (Stiemke's alternative). ``lam = 1 + mu``, ``mu >= 0``
+    by NNLS on a few hundred rows (those pointing most against ``A'1``, each column's extremes,
+    a seeded random few); False (undecided: solve the LP) when they cannot cancel it. 20k
+    binary rows: ~20 ms instead of the LP's ~1 s CPU; 200k: the LP took 20 s."""
+    from scipy.optimize import nnls
+
+    n, p = A.shape
+    if A.size == 0:
+        return False
+    total = A.sum(axis=0)
+    k, e = min(n, 32 * p), min(n, 16)
+    rows = [np.argpartition(A @ total, k - 1)[:k],
+            np.random.default_rng(0).integers(0, n, k)]
+    for j in range(p):
+        rows += [np.argpartition(A[:, j], e - 1)[:e], np.argpartition(-A[:, j], e - 1)[:e]]
+    against = np.unique(np.concatenate(rows))
+    try:
+        mu, _ = nnls(A[against].T, -total)
+    except RuntimeError:  # NNLS iteration limit
+        return False
+    return float(np.abs(total + A[against].T @ mu).sum()) <= tol
+
+
 @dataclass(frozen=True)
 class Separation:
     """Terms whose coefficients separate the outcome; ``complete``: every row is predicted
@@ -79,6 +105,8 @@ def find_separation(X: np.ndarray, successes: np.ndarray, names, trials: np.ndar
     Xs = X / np.where(scale > 0, scale, 1.0)
     # each success wants x'beta >= 0, each failure x'beta <= 0 (a row with both: x'beta = 0)
     A = np.vstack([Xs[s > 0], -Xs[(n - s) > 0]])
+    if _not_separated(A, tol):  # the common case, proved without the LP
+        return None
     A = np.unique(np.round(A, 12), axis=0)
     if A.size == 0:
         return None
