@@ -85,7 +85,10 @@ def fit_model(model: GlmerModel, nagq: int = 1, control: dict | None = None,
     k, p = len(lower), model.X.shape[1]
     info: dict = {}
     if start is None:
-        o1 = bobyqa(dev.stage1, model.layout.theta0, lower, ctl)
+        # with nagq >= 1 stage 1 only gives stage 2 its start (and lp0): no need to pin its
+        # criterion to 1e-9 (nagq = 0 is the final fit: lme4's tolerances)
+        c1 = ctl if nagq == 0 else {**ctl, "ftol_abs": ctl["ftol_abs1"]}
+        o1 = bobyqa(dev.stage1, model.layout.theta0, lower, c1)
         theta, fun = o1.x, o1.fun
         info["stage1"] = {"evals": o1.n_evals, "message": o1.message}
         if nagq == 0:

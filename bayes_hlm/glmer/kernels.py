@@ -1,11 +1,14 @@
 """Compiled row passes of glmer's PIRLS (Numba; ``cache=True``, compiled once per machine).
 
-One pass over the rows per PIRLS step computes, from the linear predictor, the mean, the Fisher
-weight ``W``, the score ``s`` (d log-likelihood / d eta), the deviance residuals and the part of
-the log-likelihood that depends on the mean (the rest is a per-model constant), without the
-temporaries of the NumPy expressions (200k rows: ~2 ms instead of ~60 ms). The formulas are
-those of :mod:`.glmfamily` (which remains the reference implementation, used for Gamma's
-dispersion-dependent likelihood and by the tests).
+Every pass over the rows goes through one row step, :func:`_row` (mean, Fisher weight ``W``,
+score ``s`` = d log-likelihood / d eta, deviance residual and the part of the log-likelihood
+that depends on the mean; the rest is a per-model constant), reached through :func:`_eta_row`
+(the linear predictor ``offset + xβ + zΛu``) by the fused single-factor PIRLS step
+:func:`block_pass` and directly by :func:`rows`. One :func:`block_pass` per PIRLS step forms
+``η``, the row quantities and the per-level ``K = I + Σ W zl zlᵀ`` and right-hand sides
+without temporaries (200k rows, q = 2: ~3 ms). The formulas are those of :mod:`.glmfamily`
+(which remains the reference implementation, used for Gamma's dispersion-dependent likelihood
+and by the tests).
 
 Family codes: 0 binomial, 1 Poisson, 2 Gamma, 3 negative binomial; link codes: 0 logit,
 1 probit, 2 cloglog, 3 log, 4 identity, 5 inverse.

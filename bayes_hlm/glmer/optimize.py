@@ -32,6 +32,7 @@ DEFAULT_CONTROL = {
     "polish": True,
     "restarts": 3,                     # BOBYQA restarts while the gradient check fails
     "calc_derivs": True,
+    "ftol_abs1": 1e-6,                 # stage 1's ftol when a stage 2 follows (nagq >= 1)
     "rhobeg2": 2e-4,                   # stage 2's initial trust radius (lme4's optwrap adj)
     # stage 2's ftol: lme4's Laplace criterion rides on a PIRLS stopped at tolPwrss (relative
     # 1e-7 of the penalised deviance), so it jumps by ~1e-4 where the iteration count changes;
