@@ -87,6 +87,11 @@ def test_nested_density_equals_pytensor_graph(case):
     # unbalanced: children of 1-4 rows; units are (school, number of rows)
     (shapes.LONGITUDINAL, lambda: shapes.longitudinal(2000, children_per_school=60, seed=9)
      .sample(frac=0.6, random_state=1), True),
+    # a slope-only inner column that is 0 in every row of one school's children: their unit's
+    # cross-products are all zero (one zero row of weight 25 stands for them)
+    ("y ~ year + (1 | school) + (0 + year | school:child)",
+     lambda: shapes.longitudinal(1000, children_per_school=25, seed=8)
+     .pipe(lambda d: d.assign(year=d.year.where(d.school != "s0", 0.0))), True),
     # a slope in the inner block: nothing merged (rows as they are, weights 1)
     ("score ~ x + (1 | area) + (x | school)",
      lambda: shapes.school_area(600, rows_per_school=6, schools_per_area=20, seed=3), False),

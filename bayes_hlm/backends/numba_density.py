@@ -235,6 +235,7 @@ def inner_rows(stats: NestedStats, merge: bool = True):
             gram = np.add.reduceat(M[:, :, None] * M[:, None, :], seg, axis=0)
             lam, V = np.linalg.eigh(gram)  # gram = Σ_k λ_k v_k v_kᵀ: rows √λ_k v_kᵀ
             keep = lam > _RANK_TOL * lam[:, -1:]
+            keep[:, -1] = True  # one row even for an all-zero unit: it still holds n levels
             rows = (np.sqrt(np.where(keep, lam, 0.0))[:, :, None] * np.swapaxes(V, 1, 2))[keep]
             r = keep.sum(axis=1)
             units = start[big]
