@@ -6,8 +6,8 @@ contraception correlated slope, simulated Gamma / NB / Poisson with offsets) and
 binary model with a correlated random slope, 200k rows / 2k groups (``--big``).
 
 Ours: ``bh.glmer`` from the data frame (formula parsing to result, the CLI's ``wall_s``;
-imports excluded; one warm-up fit of a tiny model first so that Numba's cached kernels are
-loaded) and the process CPU time of the same fit. lme4: ``benchmarks/r/glmer_timing.R``
+imports excluded; warm-up fits of tiny models first (one factor, AGQ, crossed) so that
+Numba's cached kernels are loaded) and the process CPU time of the same fit. lme4: ``benchmarks/r/glmer_timing.R``
 (median of N fits, data loaded, ``glmerControl(optimizer = "bobyqa", optCtrl = list(maxfun =
 1e5))``), run right after ours per case. ``lme4_over_ours``: ratio of the wall times;
 ``lme4_over_ours_cpu`` the ratio of process CPU times (fairer on a shared, loaded machine);
@@ -116,9 +116,14 @@ def main():
         cases.append(dict(name="sim_binary_slope_200k", formula="y ~ x + (x | g)",
                           data=simulate_binary_slope(), family="binomial", link="logit", nagq=1,
                           weights=None))
-    # warm-up: load the cached compiled kernels once (not part of any case's time)
-    time_ours(dict(formula="y ~ x + (1 | g)", data=simulate_binary_slope(20, 20),
-                   family="binomial", link="logit", nagq=1, weights=None))
+    # warm-up: load the cached compiled kernels once (not part of any case's time): one
+    # factor (Laplace and AGQ) and two crossed factors
+    small = simulate_binary_slope(20, 20)
+    small["h"] = pd.Categorical(np.arange(len(small)) % 7)
+    for form, nagq in (("y ~ x + (1 | g)", 1), ("y ~ x + (1 | g)", 3),
+                       ("y ~ x + (1 | g) + (1 | h)", 1)):
+        time_ours(dict(formula=form, data=small, family="binomial", link="logit", nagq=nagq,
+                       weights=None))
     rows = []
     for c in cases:
         r, wall, cpu = time_ours(c)
@@ -146,7 +151,8 @@ def main():
     keep = [r for r in old.get("cases", []) if r["case"] not in {x["case"] for x in rows}]
     import os
     meta = {"machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
-            "note": "wall times on a shared machine; CPU time is ours only"}
+            "note": "wall times on a shared machine; *_cpu_s: process CPU time of each side "
+                    "(lme4: user + system of the fit)"}
     out.write_text(json.dumps({"meta": meta, "cases": keep + rows}, indent=1))
     print(f"wrote {out}")
 
