@@ -97,6 +97,10 @@ def test_engine_auto_picks_it_for_poisson_intercepts_only():
     c = choose_engine(design, ps, None, method="auto", family=fam,
                       unavailable={"numba": "not installed"})
     assert c.method == "full"
+    # centered= given: the full model, the only one with a parametrisation to set
+    c = choose_engine(design, ps, None, method="auto", family=fam, unavailable={},
+                      parametrised=True)
+    assert c.method == "full"
     for formula, family in [("y ~ a + x + (x | g)", "poisson"), ("y ~ a + x + (1 | g)", "negativebinomial")]:
         d, p, f = _problem(formula, family=family, G=5, n=6)
         assert gs.unsupported_reason(d, p, f) is not None
@@ -133,3 +137,11 @@ def test_posterior_equals_full_model_and_recovers_truth():
         assert abs(s.loc[name, "mean"] - TRUTH[name]) < 4 * s.loc[name, "sd"], (name, s.loc[name])
     sd_row = [i for i in s.index if "1|g" in str(i) or "sd" in str(i).lower()][0]
     assert abs(s.loc[sd_row, "mean"] - TRUTH["sd"]) < 4 * s.loc[sd_row, "sd"] + 0.05
+
+
+def test_centered_keeps_the_full_model_under_auto():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = bh.fit("y ~ a + x + (1 | g)", _data(G=6, n=5), family="poisson", centered={"g": True},
+                   chains=1, draws=30, tune=30, seed=1, warn=False, progressbar=False)
+    assert r.info.method == "full" and r.info.extra["centered"] == {"g": True}

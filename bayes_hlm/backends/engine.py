@@ -156,7 +156,8 @@ def choose_model_sampler(sampler: str, unavailable: Mapping[str, str | None]) ->
 
 def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str | None = None,
                   unavailable: Mapping[str, str | None] | None = None,
-                  out_of_core: bool = False, family=None) -> EngineChoice:
+                  out_of_core: bool = False, family=None,
+                  parametrised: bool = False) -> EngineChoice:
     """The method and NUTS engine of a fit (rules in the module docstring). Pure.
 
     Parameters
@@ -177,6 +178,10 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
         The statistics come from Dask: the full model is not available.
     family : Family, optional
         The response family (None: Gaussian); only engines in ``family.engines()`` are used.
+    parametrised : bool
+        The user set ``centered=`` for some factor: ``"auto"`` keeps a generalized model on
+        the full model (the only one with a parametrisation to set), as before the
+        sufficient-statistics form existed.
 
     Returns
     -------
@@ -190,6 +195,7 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
             and method == "marginal" and design.groups and not out_of_core:
         return _glmm_collapsed_choice(design, priors, sampler, unavailable, family)
     if method == "auto" and not out_of_core and sampler in (None, "auto", "numba") \
+            and not parametrised \
             and family is not None and family.name != "gaussian" and design.groups \
             and _supports(family, "marginal") and not unavailable.get("numba"):
         from .glmm_sufficient import unsupported_reason as sufficient_unsupported

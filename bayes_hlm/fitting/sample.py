@@ -24,7 +24,8 @@ def choose(problem: Problem, settings: FitSettings, unavailable: dict | None = N
                            sampler=settings.sampler,
                            unavailable=engine_status() if unavailable is None else unavailable,
                            out_of_core=problem.out_of_core,
-                           family=getattr(problem.spec, "family", None))
+                           family=getattr(problem.spec, "family", None),
+                           parametrised=isinstance(settings.centered, dict) and bool(settings.centered))
     check_centered(settings.centered, list(problem.spec.design.factors()), choice.method)
     return choice
 
