@@ -1,13 +1,16 @@
-"""Compile the Numba kernels of a first fit into Numba's cache, ahead of that fit.
+"""Compile the Numba kernels of the common first fits into Numba's cache, ahead of those fits.
 
-``python -m bayes_hlm.warmup`` fits a small model once (sleepstudy random slopes and a tiny nested
-model, the compiled collapsed engine, a few draws) so that the kernels the default engine compiles on first use
-(the collapsed log density and its C callback, the exact group-effect draws) are cached
-(``NUMBA_CACHE_DIR``, default next to the sources). ``scripts/bootstrap.sh`` runs it after
-installing, so the README's first fit starts warm. Safe to run again (it then only loads the
-cache); prints one line, or nothing with ``--quiet``.
-"""
+``python -m bayes_hlm.warmup`` compiles what the default engine compiles on first use, so that
+a later first fit only loads it (``NUMBA_CACHE_DIR``, default next to the sources):
 
+* the collapsed density's entry points (and their nutpie C callbacks) of the common model
+  structures (:data:`DENSITIES`): one factor with one or two columns (``(1 | g)``, the demo's
+  ``(Days | Subject)``), nested ``(1 | g/h)`` and crossed ``(1 | a) + (1 | b)``;
+* the exact group-effect draws (block and nested kernels) and their keyed noise, by fitting
+  sleepstudy random slopes and a tiny nested model (one chain, a few draws).
+
+``scripts/bootstrap.sh`` runs it after installing, so the README's first fit starts warm. Safe
+to run again (it then only loads the cache); prints a line per step, or nothing with ``--quiet``.
 from __future__ import annotations
 
 import argparse
@@ -17,10 +20,27 @@ import time
 import warnings
 
 
-def warm_up() -> float:
-    """Run the small fit; returns its seconds."""
-    os.environ.setdefault("BAYES_HLM_QUIET", "1")  # the phase lines of the fit itself
+#: (structure, q) of the collapsed density entry points compiled ahead
+#: (:func:`bayes_hlm.backends.numba_density.kernel`)
+DENSITIES = (("single", 2), ("single", 1), ("nested", 1), ("crossed", 1))
+
+
+def warm_densities(say=lambda msg: None) -> None:
+    """Compile (or load) the density entry points of :data:`DENSITIES` and their callbacks."""
+    from .backends.numba_density import kernel
+    from .backends.numba_nuts import callbacks
+
+    for kind, q in DENSITIES:
+        say(f"the collapsed density, {kind} q={q}")
+        callbacks(kernel(kind, q))
+
+
+def warm_up(say=lambda msg: None) -> float:
+    """Compile the densities and run the small fits; returns the seconds taken."""
+    os.environ.setdefault("BAYES_HLM_QUIET", "1")  # the phase lines of the fits themselves
     t = time.perf_counter()
+    warm_densities(say)
+    say("the group-effect draws (two small fits)")
     import bayes_hlm as bh
 
     data = bh.datasets.load("sleepstudy")
@@ -30,7 +50,7 @@ def warm_up() -> float:
                      draws=50, tune=50, seed=1, progressbar=False, warn=False)
         assert fit.info.method == "marginal"  # its group effects were drawn: those kernels too
         # a tiny nested model: the nested effect-draw kernel (a three-level model is the next
-        # thing the notebooks and many users fit); the density is the same compiled function
+        # thing the notebooks and many users fit)
         sim = bh.datasets.simulate(n_groups=4, rows_per_group=6, slope=False, nested=2,
                                    group_sd=(1.0,), sigma=1.0, seed=1)
         bh.fit(sim.formula, sim.data, method="marginal", chains=1, draws=20, tune=20, seed=1,
@@ -42,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    if not args.quiet:
-        print("bayes_hlm: compiling the sampler's kernels once for this machine (about a minute) …",
-              file=sys.stderr, flush=True)
-    s = warm_up()
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(f"bayes_hlm: compiling the sampler's kernels once for this machine: {msg} …",
+                  file=sys.stderr, flush=True)
+
+    s = warm_up(say)
     if not args.quiet:
         print(f"bayes_hlm: kernels compiled and cached in {s:.0f} s", file=sys.stderr)
     return 0

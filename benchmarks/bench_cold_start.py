@@ -1,13 +1,19 @@
-"""Cold first fit vs warm first fit (#18 item 5).
+"""Cold first fit vs warm first fit, phase by phase (#18 item 5).
 
 Each run is a fresh ``python`` process doing what a user's first session does: import
 bayes_hlm, load sleepstudy, ``bh.fit("Reaction ~ Days + (Days | Subject)")`` with the
 defaults (4 chains x 1000 draws). *cold*: ``NUMBA_CACHE_DIR`` and ``BAYES_HLM_CACHE`` point at
 empty directories (first use on a machine, or after an upgrade); *warm*: the same process
 again with the caches the cold one left. Reported per run: the fit's seconds (the ``bh.fit``
-call), the process's seconds (imports included), and the longest *silent* stretch: seconds
-of stderr with no phase line open (the phase reporter prints ``X …`` when a step has run 2 s
-and ``X: done in N s`` at its end; between those the user knows what is happening).
+call), the process's seconds (imports included), the longest *silent* stretch (seconds of
+stderr with no phase line open: the phase reporter prints ``X …`` when a step has run 2 s and
+``X: done in N s`` at its end; between those the user knows what is happening), and where the
+time went:
+
+* every phase of the fit (:func:`bayes_hlm.progress.phase`, recorded whether or not it printed);
+* every Numba compile (``numba:compile`` events): per kernel its *self* seconds (its own
+  compile, the kernels it calls excluded) and the C callbacks (``numba.cfunc`` compiles raise no
+  event: their seconds are the wall time of building them minus their callees' events).
 
 Target: cold fit <= 2.5 x warm fit, and no silent stretch over 5 s.
 
@@ -34,9 +40,59 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
+# the child: the user's first session, instrumented (phases and Numba compiles recorded)
 CHILD = r"""
-import time, sys
-t0 = time.perf_counter()
+import json, sys, time
+T0 = time.perf_counter()
+import numba
+from numba.core import event as ev
+
+compiles, stack = [], []  # (name, start, end, seconds spent in nested compiles)
+
+class Compiles(ev.Listener):
+    def on_start(self, event):
+        d = event.data["dispatcher"]
+        stack.append([f"{d.py_func.__module__.split('.')[-1]}.{d.py_func.__name__}",
+                      time.perf_counter(), 0.0])
+
+    def on_end(self, event):
+        name, t0, inner = stack.pop()
+        dt = time.perf_counter() - t0
+        if stack:
+            stack[-1][2] += dt
+        compiles.append((name, t0 - T0, dt, dt - inner, len(stack)))
+
+ev.register("numba:compile", Compiles())
+cfuncs = []
+_cfunc = numba.cfunc
+
+def timed_cfunc(*a, **k):  # numba.cfunc compiles raise no event: time them here
+    deco = _cfunc(*a, **k)
+
+    def wrap(f):
+        n0, t0 = len(compiles), time.perf_counter()
+        out = deco(f)
+        dt = time.perf_counter() - t0
+        inner = sum(c[2] for c in compiles[n0:] if c[4] == 0)
+        cfuncs.append((f.__name__, t0 - T0, dt, dt - inner))
+        return out
+    return wrap
+
+numba.cfunc = timed_cfunc
+import bayes_hlm.progress as progress
+phases = []
+_init, _end = progress._Phase.__init__, progress._Phase.end
+
+def init(self, what, *a, **k):
+    _init(self, what, *a, **k)
+    phases.append([what, self.t0 - T0, None])
+    self._rec = len(phases) - 1
+
+def end(self, ok):
+    phases[self._rec][2] = time.perf_counter() - self.t0
+    _end(self, ok)
+
+progress._Phase.__init__, progress._Phase.end = init, end
 import warnings
 import bayes_hlm as bh
 data = bh.datasets.load("sleepstudy")
@@ -46,8 +102,11 @@ with warnings.catch_warnings():
     m = bh.fit("Reaction ~ Days + (Days | Subject)", data, seed=2024)
 t2 = time.perf_counter()
 d = m.diagnostics()
-print("RESULT", t1 - t0, t2 - t1, m.info.method, m.info.sampler, m.info.compile_s, m.info.sample_s,
-      d["divergences"], flush=True)
+print("RESULT", json.dumps(dict(
+    import_s=t1 - T0, fit_s=t2 - t1, fit_at=t1 - T0, method=m.info.method, sampler=m.info.sampler,
+    compile_s=m.info.compile_s, sample_s=m.info.sample_s, effects_s=m.info.effects_s,
+    divergences=int(d["divergences"]), phases=phases, compiles=compiles, cfuncs=cfuncs)),
+    flush=True)
 """
 
 
@@ -81,6 +140,32 @@ def _env(numba_dir: str, cache_dir: str) -> dict:
     return env
 
 
+def _kernels(res: dict) -> dict[str, float]:
+    """Seconds of compiling per kernel (self time), C callbacks included, largest first."""
+    out: dict[str, float] = {}
+    for name, _, _, self_s, _ in res["compiles"]:
+        out[name] = out.get(name, 0.0) + self_s
+    for name, _, _, self_s in res["cfuncs"]:
+        out[f"cfunc {name}"] = out.get(f"cfunc {name}", 0.0) + self_s
+    return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def _phases(res: dict) -> dict[str, float]:
+    """Seconds per phase of the fit (outermost phases only; nested ones print nothing),
+    plus the import and what no phase covered."""
+    out = {"import bayes_hlm + load data": res["import_s"]}
+    spans, covered = [], 0.0
+    for what, t0, dt in res["phases"]:
+        if dt is None or any(s0 <= t0 and t0 + dt <= s0 + sd + 1e-6 for s0, sd in spans):
+            continue  # nested in an earlier phase
+        spans.append((t0, dt))
+        if t0 >= res["fit_at"]:
+            covered += dt
+        out[what] = out.get(what, 0.0) + dt
+    out["(in the fit, outside any phase)"] = res["fit_s"] - covered
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 def run_once(numba_dir: str, cache_dir: str) -> dict:
     env = _env(numba_dir, cache_dir)
     t0 = time.perf_counter()
@@ -90,19 +175,40 @@ def run_once(numba_dir: str, cache_dir: str) -> dict:
     for line in p.stdout:
         t = time.perf_counter() - t0
         if line.startswith("RESULT"):
-            result = line.split()[1:]
+            result = json.loads(line[len("RESULT"):])
             continue
         events.append((t, line.rstrip("\n")))
     p.wait()
     total = time.perf_counter() - t0
     if result is None:
         raise RuntimeError("child failed:\n" + "\n".join(l for _, l in events[-30:]))
-    imp, fit, method, sampler, compile_s, sample_s, div = result
-    return dict(process_s=round(total, 2), import_s=round(float(imp), 2), fit_s=round(float(fit), 2),
-                method=method, sampler=sampler, compile_s=round(float(compile_s), 2),
-                sample_s=round(float(sample_s), 2), divergences=int(div),
-                max_silent_s=round(_silent_stretches(events, total), 2),
-                lines=[f"{t:7.2f} {l}" for t, l in events])
+    res = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in result.items()}
+    res.update(process_s=round(total, 2), max_silent_s=round(_silent_stretches(events, total), 2),
+               lines=[f"{t:7.2f} {l}" for t, l in events])
+    res["kernels"] = _kernels(result)
+    res["compile_total_s"] = round(sum(res["kernels"].values()), 2)
+    res["phase_s"] = _phases(result)
+    return res
+
+
+def _table(cold: dict, warm: dict, after: dict) -> str:
+    rows = [("fit (bh.fit)", "fit_s"), ("process", "process_s"),
+            ("longest silent stretch", "max_silent_s"),
+            ("Numba compiling (all kernels)", "compile_total_s")]
+    lines = [f"{'':46s} {'cold':>8s} {'warm':>8s} {'warm-up':>8s}"]
+    for label, key in rows:
+        lines.append(f"{label:46s} {cold[key]:8.2f} {warm[key]:8.2f} {after[key]:8.2f}")
+    lines.append("phases:")
+    names = list(dict.fromkeys([*cold["phase_s"], *warm["phase_s"], *after["phase_s"]]))
+    for n in names:
+        vals = [r["phase_s"].get(n) for r in (cold, warm, after)]
+        lines.append(f"  {n[:44]:44s} " + " ".join(f"{v:8.2f}" if v is not None else f"{'':8s}"
+                                                  for v in vals))
+    lines.append("Numba compiles in the cold run (self seconds):")
+    for n, s in cold["kernels"].items():
+        if s >= 0.05:
+            lines.append(f"  {n[:44]:44s} {s:8.2f}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -128,17 +234,16 @@ def main(argv=None) -> int:
             after = run_once(nd, cd)
             after["warmup_s"] = round(warmup_s, 2)
         for kind, res in (("cold", cold), ("warm", warm), ("after warm-up", after)):
-            res.update(kind=kind, repeat=r)
+            res.update(kind=kind, repeat=r, load_avg=os.getloadavg()[0])
             runs.append(res)
-            print(f"{kind:13s} fit {res['fit_s']:6.2f} s  process {res['process_s']:6.2f} s  "
-                  f"(import {res['import_s']:.2f}, compile {res['compile_s']:.2f}, sample {res['sample_s']:.2f})"
-                  f"  longest silent stretch {res['max_silent_s']:.1f} s  [{res['method']}/{res['sampler']}]")
             if args.verbose:
+                print(f"{kind}: [{res['method']}/{res['sampler']}]")
                 print("\n".join("      " + l for l in res["lines"]))
+        print(_table(cold, warm, after))
         print(f"     cold/warm: fit {cold['fit_s'] / warm['fit_s']:.2f}x, "
               f"process {cold['process_s'] / warm['process_s']:.2f}x  (target fit <= 2.5x); "
               f"after the bootstrap's warm-up ({after['warmup_s']:.0f} s at install): "
-              f"{after['fit_s'] / warm['fit_s']:.2f}x")
+              f"{after['fit_s'] / warm['fit_s']:.2f}x", flush=True)
     colds = sorted(r["fit_s"] for r in runs if r["kind"] == "cold")
     warms = sorted(r["fit_s"] for r in runs if r["kind"] == "warm")
     summary = dict(cold_fit_s=colds[len(colds) // 2], warm_fit_s=warms[len(warms) // 2])

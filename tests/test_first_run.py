@@ -37,7 +37,8 @@ def test_bootstrap_warms_the_compile_cache():
 
 def test_warmup_leaves_the_first_fit_kernels_cached(tmp_path):
     """After `python -m bayes_hlm.warmup` with an empty NUMBA_CACHE_DIR, the kernels a first
-    sleepstudy fit compiles are in the cache (checked in a fresh process)."""
+    sleepstudy fit compiles are in the cache (checked in a fresh process), and the density
+    entry points of the common structures and their C callbacks load from it."""
     import os
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
@@ -45,8 +46,15 @@ def test_warmup_leaves_the_first_fit_kernels_cached(tmp_path):
                          text=True, timeout=1200)
     assert run.returncode == 0, run.stderr
     assert "kernels compiled and cached" in run.stderr
-    check = ("from bayes_hlm.backends import numba_density, conditional_draws;"
-             "print(numba_density.compile_cache_cold(), conditional_draws.compile_cache_cold())")
+    check = ("from bayes_hlm.backends import numba_density as nd, numba_nuts as nn, conditional_draws;"
+             "from bayes_hlm.warmup import DENSITIES;"
+             "ks = [nd.kernel(*s) for s in DENSITIES];"
+             "print(*[nn.compile_cache_cold(k) for k in ks], conditional_draws.compile_cache_cold(),"
+             "      *[nn.callbacks(k)[0].cache_hits for k in ks])")
     out = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True,
                          timeout=300)
-    assert out.stdout.split() == ["False", "False"], out.stderr
+    from bayes_hlm.warmup import DENSITIES
+
+    n = len(DENSITIES)
+    assert ("single", 2) in DENSITIES  # the demo's and README's sleepstudy model
+    assert out.stdout.split() == ["False"] * (n + 1) + ["1"] * n, out.stderr

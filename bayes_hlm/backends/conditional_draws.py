@@ -352,13 +352,16 @@ def _nested_draws(eo, Ao, Lamo, ei, Ai, Cc, Lami, ptr, sigma, xio, xii):
 _nested_draws_serial = serial_twin(_nested_draws, nogil=True, error_model="numpy")
 
 
-def compile_cache_cold() -> bool:
+def compile_cache_cold(structure: str | None = None) -> bool:
     """True when drawing group effects will first compile its Numba kernels (no usable
-    cache entry on this machine; the serial twins a first, small fit uses)."""
+    cache entry on this machine; the serial twins a first, small fit uses): those of
+    ``structure`` (a stats plan's: "nested" draws with the nested kernel, the others with the
+    block kernel), or of every structure."""
     from ..progress import numba_cache_cold
     from .keyed_noise import compiled_kernels
 
-    return numba_cache_cold(_block_draws_serial, _nested_draws_serial, *compiled_kernels())
+    draws = {"nested": (_nested_draws_serial,), None: (_block_draws_serial, _nested_draws_serial)}
+    return numba_cache_cold(*draws.get(structure, (_block_draws_serial,)), *compiled_kernels())
 
 
 def _noise_shapes(stats):

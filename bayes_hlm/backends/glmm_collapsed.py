@@ -608,39 +608,6 @@ def logp_grad(x, buf, grad):
 
 
 # --------------------------------------------------------------------------- #
-# C callbacks for nutpie (the signatures of numba_density's; its wrapper calls its own density)
-# --------------------------------------------------------------------------- #
-def _logp_c(dim, x_, out_, logp_, data_):
-    head = numba.carray(data_, (1,), dtype=np.float64)
-    buf = numba.carray(data_, (int(head[0]),), dtype=np.float64)
-    x = numba.carray(x_, (dim,))
-    out = numba.carray(out_, (dim,))
-    val = logp_grad(x, buf, out)
-    logp_[0] = val
-    if not np.isfinite(val):
-        return 4
-    for i in range(dim):
-        if not np.isfinite(out[i]):
-            return 3
-    return 0
-
-
-def compile_cache_cold() -> bool:
-    from ..progress import numba_cache_cold
-
-    return numba_cache_cold(logp_grad)
-
-
-@functools.cache
-def callbacks():
-    """``(logp, expand)`` C callbacks for nutpie (compiled once per machine)."""
-    from .numba_density import _EXPAND_SIG, _LOGP_SIG, _expand_c
-
-    kw = dict(cache=True, nogil=True, error_model="numpy")
-    return numba.cfunc(_LOGP_SIG, **kw)(_logp_c), numba.cfunc(_EXPAND_SIG, **kw)(_expand_c)
-
-
-# --------------------------------------------------------------------------- #
 # node count
 # --------------------------------------------------------------------------- #
 def loglik_at(packed: CollapsedPacked, x: np.ndarray) -> float:
@@ -772,11 +739,9 @@ def _density_form(design: Design, ps: PriorSet, family):
         stats = gs.reduce_rows(design)  # once: every node count packs the same statistics
         return SimpleNamespace(name="sufficient", pack=functools.partial(gs.pack, stats=stats),
                                loglik_at=gs.loglik_at, logp_grad=gs.logp_grad,
-                               callbacks=gs.callbacks, compile_cache_cold=gs.compile_cache_cold,
                                draw_effects=gs.draw_effects, cells=len(stats["m"]),
                                reduce_s=time.perf_counter() - t0)
     return SimpleNamespace(name="rows", pack=pack, loglik_at=loglik_at, logp_grad=logp_grad,
-                           callbacks=callbacks, compile_cache_cold=compile_cache_cold,
                            draw_effects=draw_rows, cells=design.n, reduce_s=0.0)
 
 
@@ -792,7 +757,7 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     from ..progress import phase
     from .keyed_noise import seed_key
     from .marginal import effects_seed
-    from .numba_nuts import _compiled_model
+    from .numba_nuts import _compiled_model, callback_phase, callbacks
     from .sampling import SampleOutput, run_nutpie
 
     why = unsupported_reason(design, ps, family)
@@ -803,10 +768,9 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
                             "use method='full'")
     t0 = time.perf_counter()
     form = _density_form(design, ps, family)
-    cold = form.compile_cache_cold()
-    with phase("compiling the quadrature-collapsed density with Numba (once per machine)" if cold
-               else "choosing the quadrature nodes", long=cold):
-        cbs = form.callbacks()
+    what, cold = callback_phase(form.logp_grad, "quadrature-collapsed density", "")
+    with phase(what if cold else "choosing the quadrature nodes", long=cold):
+        cbs = callbacks(form.logp_grad)
         base = form.pack(design, ps, family, 3)
         _, points = mode_and_spread(base, seed=cfg.seed or 0, logp=form.logp_grad)
         packed, record = choose_nodes(design, ps, family, points, form=form)

@@ -24,7 +24,6 @@ model is. Models outside the covered case get a reason from :func:`unsupported_r
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import numba
@@ -526,40 +525,6 @@ def logp_grad(x, buf, grad):
         if i_int >= 0 and j != i_int:
             grad[j] -= xm[j] * gbeta[i_int]
     return lp
-
-
-# --------------------------------------------------------------------------- #
-# C callbacks for nutpie (the signatures of nutpie's compiled PyMC models)
-# --------------------------------------------------------------------------- #
-def _logp_c(dim, x_, out_, logp_, data_):
-    head = numba.carray(data_, (1,), dtype=np.float64)
-    buf = numba.carray(data_, (int(head[0]),), dtype=np.float64)
-    x = numba.carray(x_, (dim,))
-    out = numba.carray(out_, (dim,))
-    val = logp_grad(x, buf, out)
-    logp_[0] = val
-    if not np.isfinite(val):
-        return 4
-    for i in range(dim):
-        if not np.isfinite(out[i]):
-            return 3
-    return 0
-
-
-@functools.cache
-def callbacks():
-    """``(logp, expand)`` C callbacks, compiled on first use (then loaded from Numba's cache)."""
-    from .numba_density import _EXPAND_SIG, _LOGP_SIG, _expand_c
-
-    kw = dict(cache=True, nogil=True, error_model="numpy")
-    return numba.cfunc(_LOGP_SIG, **kw)(_logp_c), numba.cfunc(_EXPAND_SIG, **kw)(_expand_c)
-
-
-def compile_cache_cold() -> bool:
-    """True when :func:`callbacks` will compile (no usable Numba cache entry)."""
-    from ..progress import numba_cache_cold
-
-    return numba_cache_cold(logp_grad)
 
 
 # --------------------------------------------------------------------------- #

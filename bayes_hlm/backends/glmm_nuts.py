@@ -83,15 +83,10 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig,
     """
     from . import glmm_density as gd
     from .compression import compress_rows
-    from .numba_nuts import _compiled_model
+    from .numba_nuts import _compiled_model, callback_phase, callbacks
 
     t0 = time.perf_counter()
-    if gd.callbacks.cache_info().currsize:
-        what, cold = "packing the model's rows", False
-    else:
-        cold = gd.compile_cache_cold()
-        what = ("compiling the GLMM density with Numba (once per machine, ~30 s)" if cold
-                else "loading the compiled GLMM density from Numba's cache")
+    what, cold = callback_phase(gd.logp_grad, "GLMM density", "packing the model's rows")
     with phase(what, long=cold):
         rows = gd.design_rows(design)
         n_rows = rows.N
@@ -99,7 +94,7 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig,
             rows = compress_rows(rows, family,
                                  max_cells=None if compress is True else int(0.8 * n_rows))
         packed = gd.pack(design, ps, family, centered, rows)
-        compiled = _compiled_model(packed, cbs=gd.callbacks())
+        compiled = _compiled_model(packed, cbs=callbacks(gd.logp_grad))
         compiled = replace(compiled, initial_point_func=_initial_point(packed, design, ps))
     t1 = time.perf_counter()
     tree, interrupted = run_nutpie(compiled, cfg)

@@ -28,7 +28,6 @@ The buffer is :func:`.glmm_collapsed.pack`'s for the pseudo-rows (priors, node r
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import replace
 
@@ -365,36 +364,3 @@ def draw_effects(packed: gc.CollapsedPacked, xs: np.ndarray, key: int, draw_inde
     _draw(xs, np.ascontiguousarray(draw_index, dtype=np.int64), np.uint64(key), packed.buf, out,
           tries)
     return check_draws(out, tries)
-
-
-# --------------------------------------------------------------------------- #
-# C callback for nutpie (numba_density's signatures; see glmm_collapsed)
-# --------------------------------------------------------------------------- #
-def _logp_c(dim, x_, out_, logp_, data_):
-    head = numba.carray(data_, (1,), dtype=np.float64)
-    buf = numba.carray(data_, (int(head[0]),), dtype=np.float64)
-    x = numba.carray(x_, (dim,))
-    out = numba.carray(out_, (dim,))
-    val = logp_grad(x, buf, out)
-    logp_[0] = val
-    if not np.isfinite(val):
-        return 4
-    for i in range(dim):
-        if not np.isfinite(out[i]):
-            return 3
-    return 0
-
-
-def compile_cache_cold() -> bool:
-    from ..progress import numba_cache_cold
-
-    return numba_cache_cold(logp_grad)
-
-
-@functools.cache
-def callbacks():
-    """``(logp, expand)`` C callbacks for nutpie (compiled once per machine)."""
-    from .numba_density import _EXPAND_SIG, _LOGP_SIG, _expand_c
-
-    kw = dict(cache=True, nogil=True, error_model="numpy")
-    return numba.cfunc(_LOGP_SIG, **kw)(_logp_c), numba.cfunc(_EXPAND_SIG, **kw)(_expand_c)

@@ -1,4 +1,6 @@
-"""Serial twins of the ``parallel=True`` Numba kernels, for work too small to need threads.
+"""Variants of a Numba kernel compiled from its one Python body: serial twins of the
+``parallel=True`` kernels, for work too small to need threads, and specialised entry points
+(:func:`specialised`) that compile only the branches a model uses.
 
 ``parallel=True`` roughly doubles a kernel's compile time (Numba's parfor passes): on an
 empty cache (first use on a machine, after an upgrade) the first small fit paid seconds of
@@ -23,10 +25,26 @@ def serial_twin(kernel, **options):
     """A ``cache=True`` serial compilation of ``kernel``'s Python function (``options``: the
     other ``njit`` options). It is renamed ``<name>_serial`` so that it has its own cache file:
     Numba keys cache entries by function name and signature, not by ``parallel=``."""
+    return _recompiled(kernel, "serial", kernel.py_func.__globals__, options)
+
+
+def specialised(kernel, suffix: str, replace: dict):
+    """``kernel`` compiled again (``cache=True``, its own options) as ``<name>_<suffix>``, with
+    the globals in ``replace`` bound to other values: compile-time constants (Numba prunes the
+    branches they decide before typing, so the kernels called only there are never compiled)
+    or other kernels to call. One Python body, several compiled entry points, each compiled
+    the first time it is used and cached under its own name.
+
+    The globals are a copy taken now: call this after the kernel's module has run."""
+    opts = {k: v for k, v in kernel.targetoptions.items() if k not in ("nopython", "boundscheck")}
+    return _recompiled(kernel, suffix, {**kernel.py_func.__globals__, **replace}, opts)
+
+
+def _recompiled(kernel, suffix: str, globals_: dict, options: dict):
     f = kernel.py_func
-    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_serial", f.__defaults__,
+    g = types.FunctionType(f.__code__, globals_, f"{f.__name__}_{suffix}", f.__defaults__,
                            f.__closure__)
-    g.__qualname__ = f.__qualname__ + "_serial"
+    g.__qualname__ = f"{f.__qualname__}_{suffix}"
     g.__module__ = f.__module__
     g.__doc__ = f.__doc__
     return numba.njit(cache=True, **options)(g)

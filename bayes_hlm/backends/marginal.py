@@ -215,9 +215,9 @@ def _effects_phase(design: Design, stats):
 
     if not marginalised_factors(stats):
         return phase("drawing group effects")
-    cold = compile_cache_cold()
+    cold = compile_cache_cold(stats.plan.structure)
     return phase("drawing group effects (first time on this machine: compiling their Numba "
-                 "kernels, ~10 s)" if cold else "drawing group effects", long=cold)
+                 "kernels)" if cold else "drawing group effects", long=cold)
 
 
 def _attach_effects(design: Design, stats, out: SampleOutput, sampler_seed: int

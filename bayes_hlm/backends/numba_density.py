@@ -830,9 +830,18 @@ def nested_term(eo, Ao, Lo, ei, Ai, Cc, Li, ptr, w, s2, gEo, gLo, gEi, gLi):
     return F, gs2
 
 
+#: the structure :func:`logp_grad`'s body serves: "any" (read from the buffer) here; one of
+#: "single", "nested", "crossed" in the entry points of :func:`kernel`, where it is a
+#: compile-time constant: Numba prunes the other structures' branches before typing
+_KIND = "any"
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def logp_grad(x, buf, grad):
-    """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
+    """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``.
+
+    Every structure; a fit calls its structure's entry point (:func:`kernel`), which computes
+    the same numbers and compiles only what that structure runs."""
     p, G, q = int(buf[1]), int(buf[2]), int(buf[3])
     N, yty, T, i_int = buf[4], buf[5], int(buf[6]), int(buf[7])
     K_o, m = int(buf[11]), int(buf[12])
@@ -932,39 +941,40 @@ def logp_grad(x, buf, grad):
     bo = np.zeros(m)
     bv = np.empty(qmax)
     uv = np.empty(qmax)
-    for r in range(K_o):
-        t, xo, Gk, qk = int(rows[r, 0]), int(rows[r, 1]), int(rows[r, 2]), int(rows[r, 3])
-        cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
-        sg = seg0 + int(rows[r, 8])
-        Lk = Lt[t, :qk, :qk]
-        logdiag = 0.0
-        for i in range(qk):
-            logdiag += np.log(Lk[i, i])
-        for g in range(Gk):
-            v = x[xo + g * qk:xo + (g + 1) * qk]
-            if cent:  # m ~ N(shift, LLᵀ), b = m − shift
-                for i in range(qk):
-                    sh = 0.0
-                    fj = int(buf[sg + i])
-                    if fj >= 0:
-                        sh += beta[fj]
-                    pc = int(buf[sg + qk + i])
-                    if par >= 0 and pc >= 0:
-                        sh += bo[par + int(buf[sg + 2 * qk + g]) * pq + pc]
-                    bv[i] = v[i] - sh
-                _solve_lower(Lk, bv[:qk], uv[:qk])
-                for i in range(qk):
-                    lp -= 0.5 * uv[i] * uv[i]
-                lp -= logdiag
-                for i in range(qk):
-                    bo[off + g * qk + i] = bv[i]
-            else:  # z ~ N(0, I), b = L z
-                for i in range(qk):
-                    lp -= 0.5 * v[i] * v[i]
-                    s = 0.0
-                    for j in range(i + 1):
-                        s += Lk[i, j] * v[j]
-                    bo[off + g * qk + i] = s
+    if _KIND == "any" or _KIND == "crossed":
+        for r in range(K_o):
+            t, xo, Gk, qk = int(rows[r, 0]), int(rows[r, 1]), int(rows[r, 2]), int(rows[r, 3])
+            cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
+            sg = seg0 + int(rows[r, 8])
+            Lk = Lt[t, :qk, :qk]
+            logdiag = 0.0
+            for i in range(qk):
+                logdiag += np.log(Lk[i, i])
+            for g in range(Gk):
+                v = x[xo + g * qk:xo + (g + 1) * qk]
+                if cent:  # m ~ N(shift, LLᵀ), b = m − shift
+                    for i in range(qk):
+                        sh = 0.0
+                        fj = int(buf[sg + i])
+                        if fj >= 0:
+                            sh += beta[fj]
+                        pc = int(buf[sg + qk + i])
+                        if par >= 0 and pc >= 0:
+                            sh += bo[par + int(buf[sg + 2 * qk + g]) * pq + pc]
+                        bv[i] = v[i] - sh
+                    _solve_lower(Lk, bv[:qk], uv[:qk])
+                    for i in range(qk):
+                        lp -= 0.5 * uv[i] * uv[i]
+                    lp -= logdiag
+                    for i in range(qk):
+                        bo[off + g * qk + i] = bv[i]
+                else:  # z ~ N(0, I), b = L z
+                    for i in range(qk):
+                        lp -= 0.5 * v[i] * v[i]
+                        s = 0.0
+                        for j in range(i + 1):
+                            s += Lk[i, j] * v[j]
+                        bo[off + g * qk + i] = s
     Zoty = buf[o:o + m]
     o += m
     XtZo = buf[o:o + p * m].reshape((p, m))
@@ -984,7 +994,7 @@ def logp_grad(x, buf, grad):
     gL = np.zeros((q, q))
     gLi = np.zeros((qi, qi))
     ZZb = np.zeros(m)
-    if m:
+    if _KIND != "single" and _KIND != "nested" and m:
         _csr_matvec(zz_p, zz_i, zz_v, bo, ZZb, 1.0)
     Xb = XtX @ beta
     XZb = XtZo @ bo
@@ -992,7 +1002,7 @@ def logp_grad(x, buf, grad):
     # d/dβ: −½ (∂F/∂β + ∂rr/∂β / σ²), ∂F/∂β = −Σ_g B_gᵀ ∂F/∂e_g (added below)
     gbeta = -(Xb - Xty + XZb) / s2
     gE = np.empty((0, q))  # ∂F/∂e over all groups: kept only for the crossed products below
-    if m == 0 and Gi == 0:
+    if _KIND == "single" or (_KIND == "any" and m == 0 and Gi == 0):
         F, gs2 = _term_in_chunks(c, B, A, beta, L, s2, gL, gbeta)
     else:  # crossed or nested: e and ∂F/∂e over all groups
         e = c.copy()
@@ -1002,10 +1012,10 @@ def logp_grad(x, buf, grad):
                 for jj in range(p):
                     s += B[g, i, jj] * beta[jj]
                 e[g, i] -= s
-        if m:
+        if _KIND != "nested" and m:
             _csr_matvec(bz_p, bz_i, bz_v, bo, e.reshape(G * q), -1.0)
         gE = np.empty((G, q))
-        if Gi:
+        if _KIND == "nested" or (_KIND == "any" and Gi):
             e_in = c_in.copy()
             for g in range(Gi):
                 for i in range(qi):
@@ -1027,51 +1037,52 @@ def logp_grad(x, buf, grad):
                     gbeta[jj] += 0.5 * B[g, i, jj] * gE[g, i]
     n_eff = G * q + Gi * qi  # integrated-out effects: log|K| = log|M| + n_eff log σ²
     lp += -0.5 * (N * _LOG2PI + (N - n_eff) * np.log(s2) + F + rr / s2)
-    # d/db_o likewise: ½ BZoᵀ ∂F/∂e − (ZoᵀZo b_o − Zoᵀy + Z_oᵀX β) / σ²
-    gbo = (Zoty - ZZb - XtZo.T @ beta) / s2
-    if m:
-        _csr_rmatvec(bz_p, bz_i, bz_v, gE.reshape(G * q), gbo, 0.5)
-    # back through the sampled effects, children before their parents
-    gb = np.empty(qmax)
-    for r in range(K_o - 1, -1, -1):
-        t, xo, Gk, qk = int(rows[r, 0]), int(rows[r, 1]), int(rows[r, 2]), int(rows[r, 3])
-        cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
-        sg = seg0 + int(rows[r, 8])
-        Lk = Lt[t, :qk, :qk]
-        for g in range(Gk):
-            for i in range(qk):
-                gb[i] = gbo[off + g * qk + i]
-            if cent:
-                # lp_g = −½‖L⁻¹b‖² − log|L|: ∂/∂b = −L⁻ᵀu, ∂/∂L = L⁻ᵀu uᵀ − diag(1/L_ii)
+    if _KIND == "any" or _KIND == "crossed":  # back through the sampled effects
+        # d/db_o likewise: ½ BZoᵀ ∂F/∂e − (ZoᵀZo b_o − Zoᵀy + Z_oᵀX β) / σ²
+        gbo = (Zoty - ZZb - XtZo.T @ beta) / s2
+        if m:
+            _csr_rmatvec(bz_p, bz_i, bz_v, gE.reshape(G * q), gbo, 0.5)
+        # back through the sampled effects, children before their parents
+        gb = np.empty(qmax)
+        for r in range(K_o - 1, -1, -1):
+            t, xo, Gk, qk = int(rows[r, 0]), int(rows[r, 1]), int(rows[r, 2]), int(rows[r, 3])
+            cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
+            sg = seg0 + int(rows[r, 8])
+            Lk = Lt[t, :qk, :qk]
+            for g in range(Gk):
                 for i in range(qk):
-                    bv[i] = bo[off + g * qk + i]
-                _solve_lower(Lk, bv[:qk], uv[:qk])
-                for i in range(qk - 1, -1, -1):  # w = L⁻ᵀu into bv
-                    s = uv[i]
-                    for j in range(i + 1, qk):
-                        s -= Lk[j, i] * bv[j]
-                    bv[i] = s / Lk[i, i]
-                for i in range(qk):
-                    db = gb[i] - bv[i]
-                    grad[xo + g * qk + i] = db
-                    for j in range(i + 1):
-                        gLt[t, i, j] += bv[i] * uv[j]
-                    gLt[t, i, i] -= 1.0 / Lk[i, i]
-                    fj = int(buf[sg + i])
-                    if fj >= 0:
-                        gbeta[fj] -= db
-                    pc = int(buf[sg + qk + i])
-                    if par >= 0 and pc >= 0:
-                        gbo[par + int(buf[sg + 2 * qk + g]) * pq + pc] -= db
-            else:  # b = L z: ∂/∂z = −z + Lᵀ gb, ∂/∂L = gb zᵀ
-                for j in range(qk):
-                    s = -x[xo + g * qk + j]
-                    for i in range(j, qk):
-                        s += Lk[i, j] * gb[i]
-                    grad[xo + g * qk + j] = s
-                for i in range(qk):
-                    for j in range(i + 1):
-                        gLt[t, i, j] += gb[i] * x[xo + g * qk + j]
+                    gb[i] = gbo[off + g * qk + i]
+                if cent:
+                    # lp_g = −½‖L⁻¹b‖² − log|L|: ∂/∂b = −L⁻ᵀu, ∂/∂L = L⁻ᵀu uᵀ − diag(1/L_ii)
+                    for i in range(qk):
+                        bv[i] = bo[off + g * qk + i]
+                    _solve_lower(Lk, bv[:qk], uv[:qk])
+                    for i in range(qk - 1, -1, -1):  # w = L⁻ᵀu into bv
+                        s = uv[i]
+                        for j in range(i + 1, qk):
+                            s -= Lk[j, i] * bv[j]
+                        bv[i] = s / Lk[i, i]
+                    for i in range(qk):
+                        db = gb[i] - bv[i]
+                        grad[xo + g * qk + i] = db
+                        for j in range(i + 1):
+                            gLt[t, i, j] += bv[i] * uv[j]
+                        gLt[t, i, i] -= 1.0 / Lk[i, i]
+                        fj = int(buf[sg + i])
+                        if fj >= 0:
+                            gbeta[fj] -= db
+                        pc = int(buf[sg + qk + i])
+                        if par >= 0 and pc >= 0:
+                            gbo[par + int(buf[sg + 2 * qk + g]) * pq + pc] -= db
+                else:  # b = L z: ∂/∂z = −z + Lᵀ gb, ∂/∂L = gb zᵀ
+                    for j in range(qk):
+                        s = -x[xo + g * qk + j]
+                        for i in range(j, qk):
+                            s += Lk[i, j] * gb[i]
+                        grad[xo + g * qk + j] = s
+                    for i in range(qk):
+                        for j in range(i + 1):
+                            gLt[t, i, j] += gb[i] * x[xo + g * qk + j]
     # d/du (u = log σ): σ ∂/∂σ with ∂F/∂σ = 2σ ∂F/∂σ²
     grad[p] = d_s - 0.5 * (2.0 * (N - n_eff) + 2.0 * s2 * gs2 - 2.0 * rr / s2)
     # back through the centred-intercept shift (its transpose): β = S raw
@@ -1106,50 +1117,44 @@ def logp_grad(x, buf, grad):
 
 
 # --------------------------------------------------------------------------- #
-# C callbacks for nutpie (signatures of nutpie's compiled PyMC models)
+# per-structure entry points (compiled on first use, cached once per machine)
 # --------------------------------------------------------------------------- #
-_LOGP_SIG = numba.types.int64(numba.types.uint64, numba.types.CPointer(numba.types.double),
-                              numba.types.CPointer(numba.types.double),
-                              numba.types.CPointer(numba.types.double), numba.types.voidptr)
-_EXPAND_SIG = numba.types.int64(numba.types.uint64, numba.types.uint64,
-                                numba.types.CPointer(numba.types.double),
-                                numba.types.CPointer(numba.types.double), numba.types.voidptr)
-
-
-def _logp_c(dim, x_, out_, logp_, data_):
-    head = numba.carray(data_, (1,), dtype=np.float64)
-    buf = numba.carray(data_, (int(head[0]),), dtype=np.float64)
-    x = numba.carray(x_, (dim,))
-    out = numba.carray(out_, (dim,))
-    val = logp_grad(x, buf, out)
-    logp_[0] = val
-    if not np.isfinite(val):
-        return 4
-    for i in range(dim):
-        if not np.isfinite(out[i]):
-            return 3
-    return 0
-
-
-def _expand_c(dim, expanded, x_, out_, data_):
-    # the draws are stored as sampled; the posterior variables are derived afterwards
-    for i in range(dim):
-        out_[i] = x_[i]
-    return 0
-
-
-def compile_cache_cold() -> bool:
-    """True when :func:`callbacks` will compile (no usable Numba cache entry on this machine)."""
-    from ..progress import numba_cache_cold
-
-    return numba_cache_cold(logp_grad)
+def _q_class(q: int) -> str:
+    return f"q{q}" if q <= 2 else "qn"
 
 
 @functools.cache
-def callbacks():
-    """``(logp, expand)`` C callbacks, compiled on first use (then loaded from Numba's cache)."""
-    kw = dict(cache=True, nogil=True, error_model="numpy")
-    return numba.cfunc(_LOGP_SIG, **kw)(_logp_c), numba.cfunc(_EXPAND_SIG, **kw)(_expand_c)
+def kernel(kind: str, q: int = 1):
+    """The density of one structure: :func:`logp_grad` with ``_KIND`` fixed at compile time.
+
+    ``kind``: ``"single"`` (one marginalised factor), ``"nested"`` (two-stage) or
+    ``"crossed"`` (sampled effects); ``q``: columns of the marginalised block (single and
+    crossed: the group term :mod:`.group_kernel` runs for q = 1, 2 or more; nested: the inner
+    factor's, 1 or more). A sleepstudy fit compiles one small function instead of every
+    structure's kernels (the generic :func:`logp_grad` compiled ~4x longer); the numbers are
+    :func:`logp_grad`'s, from the same Python body."""
+    from . import group_kernel as gk
+    from .kernel_variants import specialised
+
+    qc = _q_class(q)
+    if kind == "nested":  # the inner term's kernel: nested_term sends q = 1 there
+        return specialised(logp_grad, "nested_q1" if q == 1 else "nested",
+                           {"_KIND": "nested", "nested_term": _nested_term_q1 if q == 1 else nested_term})
+    term = {"q1": gk._term_q1, "q2": gk._term_q2, "qn": gk._term_general}[qc]
+    if kind == "single":
+        chunks = specialised(_term_in_chunks, qc, {"term_and_grad": term})
+        return specialised(logp_grad, f"single_{qc}", {"_KIND": "single", "_term_in_chunks": chunks})
+    if kind == "crossed":
+        return specialised(logp_grad, f"crossed_{qc}", {"_KIND": "crossed", "term_and_grad": term})
+    raise ValueError(f"unknown structure {kind!r}")
+
+
+def kernel_for(packed: Packed):
+    """The entry point of :func:`kernel` for the model in ``packed`` (read from its header)."""
+    buf = packed.buf
+    if buf[13] > 0:  # inner levels of a nested factor
+        return kernel("nested", int(buf[14]))
+    return kernel("crossed" if buf[12] > 0 else "single", int(buf[3]))
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,109 @@
+"""A fit compiles only its structure's density (#18 item 5): per-structure entry points of
+the collapsed density (numba_density.kernel) compute logp_grad's numbers bit for bit, and the
+one nutpie callback factory (numba_nuts.callbacks) is cached across processes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayes_hlm.backends import numba_nuts
+import tiny_kernels
+from bayes_hlm.backends.kernel_variants import specialised
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_specialised_prunes_the_branches_its_constants_decide():
+    """The generic kernel cannot compile (a branch calls an untypable kernel); the variant with
+    the constant fixed never types that branch, so it compiles and runs."""
+    one = specialised(tiny_kernels.pick, "one", {"_MODE": "one"})
+    assert one(1.5) == 2.5
+    assert one.py_func.__name__ == "pick_one"
+    with pytest.raises(Exception):
+        tiny_kernels.pick(1.5)
+
+
+def _call(cfunc, x, buf):
+    g, lp = np.zeros(x.size), np.zeros(1)
+    dp = ctypes.POINTER(ctypes.c_double)
+    rc = cfunc.ctypes(x.size, x.ctypes.data_as(dp), g.ctypes.data_as(dp), lp.ctypes.data_as(dp),
+                      buf.ctypes.data_as(ctypes.c_void_p))
+    return rc, lp[0], g
+
+
+def test_callback_calls_its_kernel_and_reports_non_finite():
+    buf = tiny_kernels.buffer([1.0, 2.0])
+    logp, expand = numba_nuts.callbacks(tiny_kernels.logp_sq)
+    assert numba_nuts.loaded(tiny_kernels.logp_sq)
+    assert numba_nuts.callbacks(tiny_kernels.logp_sq) == (logp, expand)  # once per process
+    rc, lp, g = _call(logp, np.array([0.0, 0.0]), buf)
+    assert rc == 0 and lp == -2.5 and list(g) == [1.0, 2.0]
+    assert _call(logp, np.array([np.inf, 0.0]), buf)[0] == 4  # log density not finite
+
+
+def test_callback_is_loaded_from_the_cache_in_a_new_process(tmp_path):
+    """Numba does not cache a closure over a dispatcher; the factory's callbacks must be: the
+    second process loads the callback compiled by the first."""
+    code = textwrap.dedent("""
+        from bayes_hlm.backends import numba_nuts
+        import tiny_kernels
+        cold = numba_nuts.compile_cache_cold(tiny_kernels.logp_sq)
+        logp, _ = numba_nuts.callbacks(tiny_kernels.logp_sq)
+        print(cold, logp.cache_hits)
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=300, cwd=ROOT) for _ in range(2)]
+    assert [r.stdout.split() for r in runs] == [["True", "0"], ["False", "1"]], runs[-1].stderr
+
+
+def _packed(formula, data):
+    from bayes_hlm.backends.numba_density import pack
+    from bayes_hlm.backends.sufficient_stats import compute_stats
+    from bayes_hlm.spec.build import build_spec
+    from bayes_hlm.spec.priors import resolve_priors
+
+    spec = build_spec(formula, data)
+    ps = resolve_priors(spec.design, None)
+    return pack(spec.design, ps, compute_stats(spec.design))
+
+
+def _cases():
+    import bayes_hlm as bh
+
+    sleep = bh.datasets.load("sleepstudy")
+    sim = bh.datasets.simulate(n_groups=6, rows_per_group=8, slope=False, nested=3,
+                               group_sd=(1.0,), sigma=1.0, seed=3)
+    return {
+        "single_q2": ("Reaction ~ Days + (Days | Subject)", sleep),
+        "nested_q1": (sim.formula, sim.data),
+        "crossed_q1": ("diameter ~ 1 + (1 | plate) + (1 | sample)", bh.datasets.load("penicillin")),
+    }
+
+
+@pytest.mark.parametrize("name", ["single_q2", "nested_q1", "crossed_q1"])
+def test_entry_point_is_logp_grad_bit_for_bit(name):
+    """Each structure's entry point (and its C callback) gives logp_grad's log density and
+    gradient exactly: the same Python body with the other structures pruned."""
+    from bayes_hlm.backends.numba_density import kernel_for, logp_grad
+
+    pk = _packed(*_cases()[name])
+    k = kernel_for(pk)
+    assert k.py_func.__name__ == f"logp_grad_{name}"
+    logp, _ = numba_nuts.callbacks(k)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        x = pk.init + rng.normal(0.0, 0.3, pk.ndim)
+        g0, g1 = np.zeros(pk.ndim), np.zeros(pk.ndim)
+        lp0 = logp_grad(x, pk.buf, g0)
+        assert k(x, pk.buf, g1) == lp0 and np.array_equal(g0, g1)
+        rc, lp2, g2 = _call(logp, x, pk.buf)
+        assert rc == 0 and lp2 == lp0 and np.array_equal(g0, g2)
