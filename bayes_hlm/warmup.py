@@ -11,6 +11,8 @@ a later first fit only loads it (``NUMBA_CACHE_DIR``, default next to the source
 
 ``scripts/bootstrap.sh`` runs it after installing, so the README's first fit starts warm. Safe
 to run again (it then only loads the cache); prints a line per step, or nothing with ``--quiet``.
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +20,6 @@ import os
 import sys
 import time
 import warnings
-
 
 #: (structure, q) of the collapsed density entry points compiled ahead
 #: (:func:`bayes_hlm.backends.numba_density.kernel`)
