@@ -4,8 +4,8 @@
 a later first fit only loads it (``NUMBA_CACHE_DIR``, default next to the sources):
 
 * the collapsed density's entry points (and their nutpie C callbacks) of the common model
-  structures (:data:`DENSITIES`): one factor with one or two columns (``(1 | g)``, the demo's
-  ``(Days | Subject)``), nested ``(1 | g/h)`` and crossed ``(1 | a) + (1 | b)``;
+  structures (:data:`DENSITIES`): one factor (``(1 | g)``, the demo's ``(Days | Subject)``),
+  nested ``(1 | g/h)`` and crossed ``(1 | a) + (1 | b)``;
 * the exact group-effect draws (block and nested kernels) and their keyed noise, by fitting
   sleepstudy random slopes and a tiny nested model (one chain, a few draws).
 
@@ -23,7 +23,7 @@ import warnings
 
 #: (structure, q) of the collapsed density entry points compiled ahead
 #: (:func:`bayes_hlm.backends.numba_density.kernel`)
-DENSITIES = (("single", 2), ("single", 1), ("nested", 1), ("crossed", 1))
+DENSITIES = (("single", 1), ("nested", 1), ("crossed", 1))
 
 
 def warm_densities(say=lambda msg: None) -> None:
@@ -32,7 +32,7 @@ def warm_densities(say=lambda msg: None) -> None:
     from .backends.numba_nuts import callbacks
 
     for kind, q in DENSITIES:
-        say(f"the collapsed density, {kind} q={q}")
+        say(f"the collapsed density ({kind})")
         callbacks(kernel(kind, q))
 
 

@@ -56,5 +56,5 @@ def test_warmup_leaves_the_first_fit_kernels_cached(tmp_path):
     from bayes_hlm.warmup import DENSITIES
 
     n = len(DENSITIES)
-    assert ("single", 2) in DENSITIES  # the demo's and README's sleepstudy model
+    assert ("single", 1) in DENSITIES  # the demo's and README's sleepstudy model
     assert out.stdout.split() == ["False"] * (n + 1) + ["1"] * n, out.stderr

@@ -4,13 +4,15 @@ For every grouping structure (one factor; two nested factors, both integrated ou
 stages, :func:`nested_term`; crossed or deeper designs with the largest factor
 integrated out and the other factors' effects, any q, sampled) with normal fixed-effect
 priors, the usual scale priors and LKJ(η) on correlated blocks of any size q, the whole
-log posterior and its gradient is a single Numba function over a flat parameter vector
-and one float64 buffer that holds the prior parameters and the sufficient statistics.
-It is compiled once per machine (``cache=True``; nothing is compiled per model
-structure: the structure is data in the buffer) and exported as a C callback, so
-nutpie's NUTS calls it from its worker threads without Python or the GIL: a warm
-process starts sampling at once, and a gradient costs one pass over the groups
-(:mod:`.group_kernel`).
+log posterior and its gradient is a single Numba function (:func:`logp_grad`) over a flat
+parameter vector and one float64 buffer that holds the prior parameters and the sufficient
+statistics. A fit runs its structure's entry point (:func:`kernel`: the same body with the
+structure, and for one factor the group term's q, fixed at compile time, so a one-factor
+fit never compiles the nested and crossed kernels), compiled once per machine
+(``cache=True``; the sizes are data in the buffer) and exported as a C callback
+(:func:`.numba_nuts.callbacks`), so nutpie's NUTS calls it from its worker threads without
+Python or the GIL: a warm process starts sampling at once, and a gradient costs one pass
+over the groups (:mod:`.group_kernel`).
 
 Parameters (unconstrained, in this order)::
 
@@ -1119,34 +1121,34 @@ def logp_grad(x, buf, grad):
 # --------------------------------------------------------------------------- #
 # per-structure entry points (compiled on first use, cached once per machine)
 # --------------------------------------------------------------------------- #
-def _q_class(q: int) -> str:
-    return f"q{q}" if q <= 2 else "qn"
-
-
-@functools.cache
 def kernel(kind: str, q: int = 1):
     """The density of one structure: :func:`logp_grad` with ``_KIND`` fixed at compile time.
 
     ``kind``: ``"single"`` (one marginalised factor), ``"nested"`` (two-stage) or
-    ``"crossed"`` (sampled effects); ``q``: columns of the marginalised block (single and
-    crossed: the group term :mod:`.group_kernel` runs for q = 1, 2 or more; nested: the inner
-    factor's, 1 or more). A sleepstudy fit compiles one small function instead of every
-    structure's kernels (the generic :func:`logp_grad` compiled ~4x longer); the numbers are
-    :func:`logp_grad`'s, from the same Python body."""
-    from . import group_kernel as gk
+    ``"crossed"`` (sampled effects); ``q``: the nested inner factor's columns (1 sends the
+    inner term straight to :func:`_nested_term_q1`; ignored otherwise). A sleepstudy fit
+    compiles one function instead of every structure's kernels (the generic :func:`logp_grad`
+    compiled ~3x longer); the numbers are :func:`logp_grad`'s, from the same Python body.
+
+    The group term keeps its run-time choice by q (:func:`.group_kernel.term_and_grad`):
+    its kernels are compiled with fast-math reassociation, and called straight from a
+    q-specialised entry point they came out a rounding error apart from :func:`logp_grad`'s
+    (measured, q = 1), so the draws of a seed would have changed."""
+    if kind == "nested":
+        return _entry("nested_q1" if q == 1 else "nested")
+    if kind in ("single", "crossed"):
+        return _entry(kind)
+    raise ValueError(f"unknown structure {kind!r}")
+
+
+@functools.cache
+def _entry(name: str):
     from .kernel_variants import specialised
 
-    qc = _q_class(q)
-    if kind == "nested":  # the inner term's kernel: nested_term sends q = 1 there
-        return specialised(logp_grad, "nested_q1" if q == 1 else "nested",
-                           {"_KIND": "nested", "nested_term": _nested_term_q1 if q == 1 else nested_term})
-    term = {"q1": gk._term_q1, "q2": gk._term_q2, "qn": gk._term_general}[qc]
-    if kind == "single":
-        chunks = specialised(_term_in_chunks, qc, {"term_and_grad": term})
-        return specialised(logp_grad, f"single_{qc}", {"_KIND": "single", "_term_in_chunks": chunks})
-    if kind == "crossed":
-        return specialised(logp_grad, f"crossed_{qc}", {"_KIND": "crossed", "term_and_grad": term})
-    raise ValueError(f"unknown structure {kind!r}")
+    kind = name.split("_")[0]
+    # q = 1 nested: the inner term's kernel itself (nested_term sends q = 1 there)
+    inner = {"nested_term": _nested_term_q1} if name == "nested_q1" else {}
+    return specialised(logp_grad, name, {"_KIND": kind, **inner})
 
 
 def kernel_for(packed: Packed):
@@ -1154,7 +1156,7 @@ def kernel_for(packed: Packed):
     buf = packed.buf
     if buf[13] > 0:  # inner levels of a nested factor
         return kernel("nested", int(buf[14]))
-    return kernel("crossed" if buf[12] > 0 else "single", int(buf[3]))
+    return kernel("crossed" if buf[12] > 0 else "single")
 
 
 # --------------------------------------------------------------------------- #

@@ -5,7 +5,9 @@ nutpie (Rust; Stan-style adaptation; one thread per chain) samples any model
 given as a C log-density callback plus a data pointer; its PyMC front end builds
 that callback by compiling the model graph with Numba on every call (10–20 s,
 not cacheable). Here the callback is a fixed function compiled once per machine,
-so a new fit only packs its statistics into a buffer and starts sampling.
+so a new fit only packs its statistics into a buffer and starts sampling. Every compiled
+density (the collapsed Gaussian one's per-structure entry points, the GLMM densities) gets
+its callbacks from one factory here, :func:`callbacks`.
 
 Uses nutpie's ``CompiledPyMCModel`` container (nutpie 0.16); if its layout
 changes, :func:`available` turns this engine off and ``"auto"`` falls back to
