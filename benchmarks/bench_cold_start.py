@@ -222,6 +222,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="cold/warm pairs")
     ap.add_argument("--out", default=str(HERE / "results" / "cold_start.json"))
     ap.add_argument("--verbose", action="store_true", help="print each run's stderr lines")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the after-warm-up run")
     args = ap.parse_args(argv)
     runs = []
     with tempfile.TemporaryDirectory() as nd, tempfile.TemporaryDirectory() as cd:  # fill PYC
@@ -234,10 +235,11 @@ def main(argv=None) -> int:
             warm = run_once(nd, cd)
         with tempfile.TemporaryDirectory() as nd, tempfile.TemporaryDirectory() as cd:
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "bayes_hlm.warmup", "--quiet"], env=_env(nd, cd),
-                           check=True)
+            if not args.no_warmup:
+                subprocess.run([sys.executable, "-m", "bayes_hlm.warmup", "--quiet"],
+                               env=_env(nd, cd), check=True)
             warmup_s = time.perf_counter() - t
-            after = run_once(nd, cd)
+            after = run_once(nd, cd) if not args.no_warmup else dict(warm)
             after["warmup_s"] = round(warmup_s, 2)
         for kind, res in (("cold", cold), ("warm", warm), ("after warm-up", after)):
             res.update(kind=kind, repeat=r, load_avg=os.getloadavg()[0])
