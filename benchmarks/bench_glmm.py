@@ -3,7 +3,8 @@
 Cases (issue #17):
 
 * ``bern20k``: 20,000 rows / 200 groups of binary data, ``y ~ x + (x | g)`` (correlated random
-  slope), 2 chains x (1000 tune + 1000 draws);
+  slope), 2 chains x (1000 tune + 1000 draws); ``bern200k`` (2,000 groups) and ``bern1M``
+  (10,000 groups) the same model at 10x and 50x;
 * ``pois10M``: 10,000,000 rows of Poisson counts, ``y ~ a + b + (1 | g)`` with ``a`` of 5 and
   ``b`` of 3 levels and 100,000 groups (at most 1.5M distinct cells; compressed);
   ``pois1M`` is the same at 1M rows / 10,000 groups.
@@ -12,7 +13,8 @@ Contenders, each in its own process (imports outside the clock): ``ours`` (``bh.
 defaults: the compiled GLMM density under nutpie; run twice, the first process with a fresh
 Numba cache = *cold*, the second = *warm*, the number the targets are about), ``pymc_full``
 (the same model through PyMC's NUTS, ``method="full", sampler="pymc"``) and ``bambi_nutpie``
-(Bambi 0.21 + nutpie; Bambi's ``(x | g)`` has uncorrelated effects).
+(Bambi 0.21 + nutpie; Bambi's ``(x | g)`` has uncorrelated effects) and ``glmer`` (lme4's
+Laplace point fit of the same data, ``benchmarks/r/glmer_timing.R``, one fit, data loaded).
 
 Columns: wall (s), compile (s), sampling (s), min bulk ESS over every parameter incl. every
 group effect (:func:`harness.all_effect_diagnostics`), min ESS/s of wall, divergences, max
@@ -40,6 +42,8 @@ RESULTS = HERE / "results"
 
 CASES = {
     "bern20k": dict(kind="bernoulli", groups=200, rows=20_000, formula="y ~ x + (x | g)"),
+    "bern200k": dict(kind="bernoulli", groups=2_000, rows=200_000, formula="y ~ x + (x | g)"),
+    "bern1M": dict(kind="bernoulli", groups=10_000, rows=1_000_000, formula="y ~ x + (x | g)"),
     "pois1M": dict(kind="poisson", groups=10_000, rows=1_000_000, formula="y ~ a + b + (1 | g)"),
     "pois10M": dict(kind="poisson", groups=100_000, rows=10_000_000, formula="y ~ a + b + (1 | g)"),
 }
@@ -167,7 +171,34 @@ def probe(case: str, n_grad: int = 20) -> dict:
     return out
 
 
+def _glmer(case: str, args) -> dict:
+    """lme4::glmer's Laplace fit of the case's data (Rscript; wall of the fit, data loaded)."""
+    import csv
+    import shutil
+
+    if shutil.which("Rscript") is None:
+        return dict(error="Rscript not found")
+    c = CASES[case]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data.csv"
+        simulate(case).to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
+        fam = "binomial" if c["kind"] == "bernoulli" else c["kind"]
+        cmd = ["Rscript", str(HERE / "r" / "glmer_timing.R"), str(path), c["formula"],
+               "--family", fam, "--n", "1"]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            return dict(error=f"timed out after {args.timeout} s")
+    if p.returncode != 0:
+        return dict(error=p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "R failed")
+    out = json.loads(p.stdout)
+    return {k: out.get(k) for k in ("wall_s", "cpu_s", "logLik", "fixed", "theta", "singular",
+                                    "messages", "versions")}
+
+
 def _run(case: str, contender: str, args, env=None) -> dict:
+    if contender == "glmer":
+        return _glmer(case, args)
     cmd = [sys.executable, __file__, "--worker", "--case", case, "--contender", contender,
            "--chains", str(args.chains), "--draws", str(args.draws), "--tune", str(args.tune),
            "--seed", str(args.seed)]
@@ -193,7 +224,7 @@ def main(argv=None):
     ap.add_argument("--contender", default="ours")
     ap.add_argument("--cases", nargs="+", default=["bern20k"], choices=list(CASES))
     ap.add_argument("--contenders", nargs="+", default=["ours", "pymc_full"],
-                    choices=["ours", "ours_warm", "pymc_full", "bambi_nutpie"],
+                    choices=["ours", "ours_warm", "pymc_full", "bambi_nutpie", "glmer"],
                     help="ours_warm: ours once, with the Numba cache this checkout already has")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--draws", type=int, default=1000)
@@ -239,6 +270,9 @@ def main(argv=None):
         bam = res.get("bambi_nutpie", {})
         if ours.get("min_ess_per_s") and bam.get("min_ess_per_s"):
             res["ratio_ess_per_s_vs_bambi_nutpie"] = ours["min_ess_per_s"] / bam["min_ess_per_s"]
+        gl = res.get("glmer", {})
+        if ours.get("wall_s") and gl.get("wall_s"):  # < 1: our full posterior beats its point fit
+            res["ratio_wall_vs_glmer"] = ours["wall_s"] / gl["wall_s"]
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(results, indent=2, default=str))
 
