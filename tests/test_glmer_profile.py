@@ -6,6 +6,9 @@ Tolerance: 1e-3 relative (of the bound, or of the interval's width where the bou
 0). lme4 evaluates the profile ζ on a grid of about a dozen points per side and inverts an
 interpolating spline (``backSpline``), so its ends carry the spline's error; ours are the
 roots of ζ = ±z solved to ~1e-7. Both are fitted at the same optimum (checked first).
+contraception ``(urban | district)`` (slow): lme4's spline misses several ends (livch3+'s
+upper end lies below its lower one); there the test checks that lme4's numbers are off the
+χ² contour of the profiled deviance and ours are on it.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from test_glmer_reference import _fixture_frame
 REF = json.loads((Path(__file__).parent / "fixtures" / "glmer_profile.json").read_text())
 CASES = REF["cases"]
 SLOW = {"contraception"}
+#: cases where lme4's profile intervals are not all on the profile's chi-square contour, and
+#: how many of their ends may differ (see test_profile_intervals_match_lme4)
+LME4_SPLINE_MISSES = {"contraception": 6}
 _FITS: dict = {}
 
 
@@ -58,12 +64,26 @@ def test_profile_intervals_match_lme4(name):
     # lme4's .sig01, ... are our sd(...) / cor(...) rows in the same order, then the fixed effects
     assert all(n.startswith(("sd(", "cor(")) for n in ci.index[:k])
     assert list(ci.index[k:]) == list(r.fixed_names)
+    missed = []
     for ours, theirs in zip(ci.index, rows):
         lo, hi = c["confint_profile"][theirs]["lower"], c["confint_profile"][theirs]["upper"]
         tol = 1e-3 * max(abs(hi - lo), 1e-3)
         got = ci.loc[ours]
-        assert abs(got["lower"] - lo) <= max(tol, 1e-3 * abs(lo)), (ours, got["lower"], lo)
-        assert abs(got["upper"] - hi) <= max(tol, 1e-3 * abs(hi)), (ours, got["upper"], hi)
+        for side, want in (("lower", lo), ("upper", hi)):
+            if abs(got[side] - want) > max(tol, 1e-3 * abs(want)):
+                missed.append((ours, side, want))
+    if name in LME4_SPLINE_MISSES:
+        # lme4's spline inversion misses some ends here (livch3+'s upper end is even below its
+        # lower one): where we differ, lme4's number is off the chi-square contour of the
+        # profiled deviance and ours is on it
+        assert len(missed) <= LME4_SPLINE_MISSES[name], missed
+        P = GlmerProfiler(r)
+        for ours, side, want in missed:
+            dev, _, _ = P.profile(P.names.index(ours))
+            assert abs(dev(want) - r.objective - 3.841459) > 0.005, (ours, side, want)
+            assert dev(ci.loc[ours, side]) - r.objective == pytest.approx(3.841459, abs=1e-3)
+    else:
+        assert not missed, missed
 
 
 def test_ends_are_where_the_profiled_deviance_rises_by_the_chi2_quantile():

@@ -8,8 +8,8 @@
 ##   Rscript tests/r/make_glmer_profile_fixtures.R [DATA_DIR] [OUT_JSON] [--contraception]
 ## DATA_DIR defaults to ../shared/data, OUT_JSON to tests/fixtures/glmer_profile.json.
 ## Runtime: ~1 min for the default cases on 2 shared cores; --contraception adds lme4's
-## profile of the contraception fit, which took over 40 min there (not in the committed JSON
-## unless its meta.cases lists it).
+## profile of the contraception fit, which took 75 min there (the committed JSON has it: see
+## meta.cases and meta.contraception).
 ## glmm_sim.csv is read from tests/fixtures (written by make_glmer_fixtures.R).
 ## Cases: cbpp (Laplace, one scalar term), sim_pois_offset (Poisson with a correlated
 ## random slope, (x | g)), sim_nb_offset (glmer.nb: lme4 profiles with the NB theta held
