@@ -1,6 +1,7 @@
 """Benchmark: generalized mixed models, ours vs Bambi (PyMC NUTS and nutpie) vs lme4::glmer, same run.
 
-Cases (issue #15): cbpp (binomial), grouseticks (Poisson), contraception (Bernoulli, correlated urban
+Cases (issue #15): cbpp (binomial), grouseticks (Poisson; ``grouseticks_olre`` adds lme4's
+observation-level ``(1 | INDEX)``), contraception (Bernoulli, correlated urban
 slope per district), verbagg (Bernoulli, crossed people x items). Contenders, each in its own Python
 process (imports outside the clock, one time cap each):
 
@@ -44,6 +45,10 @@ CASES = {
                  bambi="p(incidence, size) ~ period + (1 | herd)", bambi_family="binomial"),
     "grouseticks": dict(family="poisson", ours="TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)",
                         bambi="TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION)", bambi_family="poisson"),
+    "grouseticks_olre": dict(family="poisson",
+                             ours="TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION) + (1 | INDEX)",
+                             bambi="TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION) + (1 | INDEX)",
+                             bambi_family="poisson", data="grouseticks"),
     "contraception": dict(family="bernoulli", ours="use ~ age + I(age^2) + urban + livch + (urban | district)",
                           bambi="use ~ age + I(age ** 2) + urban + livch + (urban | district)",
                           bambi_family="bernoulli", binary=("use", "Y")),
@@ -74,7 +79,7 @@ def _worker(case: str, contender: str, seed: int) -> dict:
     import bayes_hlm as bh
 
     c = CASES[case]
-    data = bh.datasets.load(case)
+    data = bh.datasets.load(c.get("data", case))
     if contender == "ours":
         sys.path.insert(0, str(HERE))
         from harness import all_effect_diagnostics
@@ -130,7 +135,7 @@ def _run_glmer(case, cap) -> dict:
     SCRATCH.mkdir(parents=True, exist_ok=True)
     csv = SCRATCH / f"glm_{case}.csv"
     # quoted strings are factors for lme4_timing.R (the convention of the shared data files)
-    bh.datasets.load(case).to_csv(csv, index=False, quoting=csvmod.QUOTE_NONNUMERIC)
+    bh.datasets.load(c.get("data", case)).to_csv(csv, index=False, quoting=csvmod.QUOTE_NONNUMERIC)
     cmd = ["Rscript", str(HERE / "r" / "lme4_timing.R"), str(csv), c["ours"], "--family", R_FAMILY[c["family"]],
            "--n", "3"]
     try:

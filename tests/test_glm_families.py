@@ -248,9 +248,10 @@ def _glmer_design(case):
 
 
 @pytest.mark.parametrize("name", ["cbpp_laplace", "cbpp_probit", "cbpp_cloglog", "grouse",
-                                  "sim_gamma_log", "contraception", "verbagg"])
+                                  "grouse_olre", "sim_gamma_log", "contraception", "verbagg"])
 def test_icc_r2_at_glmer_estimates_match_performance(name):
-    """Our per-draw function, fed glmer's estimates as one 'draw', gives performance's numbers."""
+    """Our per-draw function, fed glmer's estimates as one 'draw', gives performance's numbers
+    (grouse_olre: the observation-level (1 | INDEX) is residual variance, var_dispersion)."""
     case = GLMER["cases"][name]
     perf = case["performance"]
     design, fam = _glmer_design(case)
@@ -345,3 +346,29 @@ def test_observation_level_effect_allowed_only_for_non_gaussian_families():
     assert d.groups[1].n_levels == d.n
     with pytest.raises(Exception, match="INDEX"):
         build_spec("TICKS ~ YEAR + (1|BROOD) + (1|INDEX)", g)
+
+
+def test_observation_level_effect_is_residual_variance_per_draw():
+    """(1 | obs) with one level per row is overdispersion (performance's var_dispersion): its
+    variance moves to the residual part for non-Gaussian families, draw by draw; a factor with
+    one level per row but a slope, or fewer levels than rows, stays random."""
+    from bayes_hlm.inference.variance import observation_level_factors
+
+    rng = np.random.default_rng(0)
+    n = 24
+    df = pd.DataFrame({"y": rng.poisson(3.0, n), "x": rng.normal(size=n),
+                       "g": [f"g{i % 4}" for i in range(n)], "obs": [f"o{i}" for i in range(n)]})
+    fam = get_family("poisson")
+    design = build_spec("y ~ x + (1 | g) + (1 | obs)", df, family=fam).design
+    assert observation_level_factors(design) == {"obs"}
+    beta = np.array([[0.5, 0.1], [0.7, -0.2]])
+    covs = {"g": np.array([[[0.3]], [[0.5]]]), "obs": np.array([[[0.2]], [[0.4]]])}
+    eta0 = np.array([1.0, 1.2])
+    vp = variance_parts(design, beta, None, covs, family=fam, eta_mean=eta0)
+    assert set(vp.random) == {"g"}
+    np.testing.assert_allclose(vp.residual, np.log1p(np.exp(-eta0)) + [0.2, 0.4])
+    two = build_spec("y ~ x + (1 | g)", df, family=fam).design
+    assert observation_level_factors(two) == set()
+    slope = build_spec("y ~ x + (x || obs)", df, family=fam,
+                       control=bh.Control(check_nobs_vs_nRE="ignore")).design
+    assert observation_level_factors(slope) == set()

@@ -59,3 +59,45 @@ def test_verbagg_converges_at_defaults():
                family="bernoulli", seed=1)
     dg = m.diagnostics()
     assert dg["divergences"] == 0 and dg["max_r_hat_all"] <= 1.01, dg
+
+
+def _broods(seed=0, L=60):
+    """Grouseticks' shape: counts of chicks in broods nested in locations (1-3 broods per
+    location, 1-6 chicks per brood), a brood-level year and a location-level altitude."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for loc in range(L):
+        h = rng.normal()
+        b_loc = rng.normal(0, 0.5)
+        for br in range(rng.integers(1, 4)):
+            year = rng.integers(0, 3)
+            b_br = rng.normal(0, 0.8)
+            for _ in range(rng.integers(1, 7)):
+                eta = 1.0 + [0, 1.1, -1.0][year] - 0.5 * h + b_loc + b_br
+                rows.append((f"l{loc}", f"l{loc}b{br}", str(year), h, rng.poisson(np.exp(eta))))
+    df = pd.DataFrame(rows, columns=["loc", "brood", "year", "h", "y"])
+    df["obs"] = [f"o{i}" for i in range(len(df))]
+    return df
+
+
+@pytest.mark.parametrize("olre", [False, True])
+def test_nested_child_is_centred_on_its_parent_in_the_compiled_engine(olre):
+    """Broods (well identified by their chicks' counts) are centred on their location's
+    non-centred effect; an observation-level effect (one row per level, weak) neither is
+    centred nor keeps its brood parent non-centred. PyMC's model keeps the old rule."""
+    df = _broods()
+    f = "y ~ year + h + (1 | loc) + (1 | brood)" + (" + (1 | obs)" if olre else "")
+    fam = get_family("poisson")
+    design = build_spec(f, df, family=fam).design
+    want = {"loc": False, "brood": True} | ({"obs": False} if olre else {})
+    assert choose_centering(design, fam, nested=True) == want
+    assert not any(choose_centering(design, fam).values())
+
+
+def test_grouseticks_centring():
+    d = bh.datasets.load("grouseticks")
+    fam = get_family("poisson")
+    design = build_spec("TICKS ~ YEAR + cHEIGHT + (1 | BROOD) + (1 | LOCATION) + (1 | INDEX)", d,
+                        family=fam).design
+    assert choose_centering(design, fam, nested=True) == {"BROOD": True, "LOCATION": False,
+                                                          "INDEX": False}

@@ -33,6 +33,9 @@ FORMULAS = {
     "slope": "y ~ x + (x | g)",
     "nested": "y ~ x + (1 | c/g)",
     "crossed": "y ~ x + (1 | g) + (1 | h)",
+    # w is constant within c (a level-2 predictor of c and of c:g): centred, it is part of
+    # the shift (glmm_density.level2_shift); c:g centred on a centred or non-centred c
+    "nested_l2": "y ~ x + w + (1 | c/g)",
 }
 
 
@@ -47,7 +50,7 @@ def simulate(family: str, seed: int = 0, G: int = 12, m: int = 12, crossed: int 
     eta = (-0.2 + 0.5 * x + rng.normal(0, 0.7, G)[g] + rng.normal(0, 0.4, G)[g] * x
            + rng.normal(0, 0.8, G // 2)[c] + rng.normal(0, 0.5, crossed)[h])
     d = pd.DataFrame({"x": x, "g": [f"g{v}" for v in g], "c": [f"c{v}" for v in c],
-                      "h": [f"h{v}" for v in h]})
+                      "h": [f"h{v}" for v in h], "w": np.cos(c)})  # w: no draw (same data)
     if family == "bernoulli":
         d["y"] = rng.binomial(1, 1 / (1 + np.exp(-eta)))
     elif family == "binomial":
@@ -84,6 +87,9 @@ GRAD_CASES = [
     ("binomial", None, "nested", {"c": True, "c:g": True}),
     ("poisson", None, "crossed", {"h": True}),
     ("negativebinomial", None, "slope", {"g": True}),
+    ("poisson", None, "nested_l2", {"c:g": True}),
+    ("bernoulli", None, "nested_l2", {"c": True, "c:g": True}),
+    ("negativebinomial", None, "nested_l2", {"c": True}),
 ]
 
 
@@ -98,6 +104,31 @@ def test_gradient_matches_finite_differences(family, link, structure, centered):
     fd = np.array([(gd.logp_grad(x + h * e, pk.buf, tmp) - gd.logp_grad(x - h * e, pk.buf, tmp))
                    / (2 * h) for e in np.eye(pk.ndim)])
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("centered", [{"c:g": True}, {"c": True, "c:g": True}, {"c": True}])
+def test_centring_shift_is_a_change_of_variables(centered):
+    """Centred on the parent's effect and on level-2 predictors (w), the density at x equals
+    the non-centred one at the same (beta, b) -- z = b / sd -- up to the Jacobian, and
+    ``constrained`` returns that b: the likelihood and the draws read the same effects."""
+    d = simulate("poisson")
+    pr, fam, pk = _packed(_formula("poisson", "nested_l2"), d, "poisson", None, centered)
+    nc = gd.pack(pr.design, pr.fit_priors, fam, {})
+    assert any(lt.l2 is not None for lt in pk.terms)
+    rng = np.random.default_rng(3)
+    tmp = np.empty(pk.ndim)
+    for _ in range(3):
+        x = pk.init + rng.normal(0, 0.3, pk.ndim)
+        v = gd.constrained(pk, pr.fit_priors, pr.design, x[None])
+        x2 = x.copy()  # same fixed effects and SDs; effects as z = b / sd
+        jac = 0.0
+        for lt, lt2 in zip(pk.terms, nc.terms):
+            f = pr.design.groups[lt.term].factor
+            sd = v["factors"][f]["sd"][0, 0]
+            x2[lt2.eff_x:lt2.eff_x + lt.levels] = v["factors"][f]["b"][0, :, 0] / sd
+            jac += lt.levels * np.log(sd) if lt.centered else 0.0
+        np.testing.assert_allclose(gd.logp_grad(x, pk.buf, tmp),
+                                   gd.logp_grad(x2, nc.buf, tmp) - jac, rtol=1e-10)
 
 
 def _pymc_point(pk, design, x):
@@ -115,6 +146,7 @@ def _pymc_point(pk, design, x):
 
 @pytest.mark.parametrize("family,link,structure,centered", [
     ("bernoulli", None, "crossed", {"g": True}), ("bernoulli", "probit", "nested", {"c": True}),
+    ("poisson", None, "nested_l2", {"c:g": True}), ("bernoulli", None, "nested_l2", {"c": True, "c:g": True}),
     ("binomial", "cloglog", "crossed", {}),
     ("binomial", None, "nested", {"c": True, "c:g": True}),
     ("poisson", None, "crossed", {"h": True}), ("negativebinomial", None, "nested", {}),
@@ -125,7 +157,7 @@ def test_density_equals_pymc_full_model(family, link, structure, centered):
 
     d = simulate(family)
     pr, fam, pk = _packed(_formula(family, structure), d, family, link, centered)
-    model = build_full_model(pr.design, pr.fit_priors, centered, family=fam)
+    model = build_full_model(pr.design, pr.fit_priors, centered, family=fam, nested_shift=True)
     logp = model.compile_logp()
     rng = np.random.default_rng(2)
     tmp = np.empty(pk.ndim)

@@ -56,7 +56,7 @@ def start_values(design: Design, ps: PriorSet, family: Family, model: pm.Model) 
 
 
 def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | None = None,
-                     family: Family | None = None) -> pm.Model:
+                     family: Family | None = None, nested_shift: bool = False) -> pm.Model:
     """PyMC model with the group effects as parameters (Bambi's model, plus correlations).
 
     Parameters
@@ -69,12 +69,17 @@ def build_full_model(design: Design, ps: PriorSet, centered: dict[str, bool] | N
     family : Family, optional
         Response family (default Gaussian, identity link): builds the likelihood of
         ``y`` from the linear predictor and creates the family's own parameters.
+    nested_shift : bool
+        Centre also on a non-centred parent's effect and on level-2 predictors, in the
+        coordinates of the compiled GLMM density (:mod:`.group_effects`); PyMC's own NUTS
+        samples the default ones better (bernoulli ``(1 | c/g)``: 110 vs 17 divergences).
     """
     centered = centered or {}
     family = family or default_family()
     with pm.Model(coords=coords(design)) as model:
         h = add_hyperparameters(design, ps, family)
-        effects = sampled_effects(design, list(range(len(design.groups))), h.chols, centered, h.beta)
+        effects = sampled_effects(design, list(range(len(design.groups))), h.chols, centered, h.beta,
+                                  generalized=nested_shift)
         mu = pt.dot(design.X, h.beta)
         for k, g in enumerate(design.groups):
             mu = mu + (g.Z * effects[k][g.codes]).sum(axis=1)

@@ -130,6 +130,8 @@ class TermLayout:
     parent: int       # design.groups index of the centring parent (-1 none)
     parent_cols: list  # per coordinate: the parent's coordinate (-1 none)
     pmap: np.ndarray | None
+    #: centred intercept's level-2 predictors: coordinate, fixed columns, per-level values
+    l2: tuple | None = None
 
 
 @dataclass
@@ -150,7 +152,7 @@ class GlmmPacked:
 def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
          rows: Rows | None = None) -> GlmmPacked:
     """Lay out priors, structure and rows for :func:`logp_grad`."""
-    from .group_effects import build_order, nesting_parent
+    from .group_effects import build_order, level2_shift, nesting_parent
 
     rows = design_rows(design) if rows is None else rows
     code = gk.kernel_code(family)
@@ -187,7 +189,8 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
         fcols = [names.index(t) if cent and t in names else -1 for t in g.terms]
         par, pcols, pmap = -1, [-1] * g.q, None
         if cent:
-            found = nesting_parent(design, k, [d for d in done if centered.get(design.groups[d].factor)])
+            # the parent may be non-centred: its b is computed first either way (build order)
+            found = nesting_parent(design, k, done)
             if found is not None:
                 pterms = list(design.groups[found[0]].terms)
                 pcols = [pterms.index(t) if t in pterms else -1 for t in g.terms]
@@ -195,10 +198,13 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
                     par, pmap = found[0], np.asarray(found[1], dtype=np.int64)
                 else:
                     pcols = [-1] * g.q
+        l2 = level2_shift(design, k) if cent else None
         layouts[k] = TermLayout(k, g.q, bool(g.correlated and g.q > 1), g.n_levels, sd_x[k],
-                                z_x[k], len(init), cent, fcols, par, pcols, pmap)
-        start = np.array([beta0[c] if c >= 0 else 0.0 for c in fcols])
-        init += list(np.tile(start, g.n_levels))
+                                z_x[k], len(init), cent, fcols, par, pcols, pmap, l2)
+        start = np.tile([beta0[c] if c >= 0 else 0.0 for c in fcols], (g.n_levels, 1))
+        if l2 is not None:
+            start[:, l2[0]] += l2[2] @ beta0[l2[1]]
+        init += list(start.ravel())
         done.append(k)
     # the buffer: header, term blocks (build order), then arrays
     blocks, arrays = [], []
@@ -227,8 +233,10 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
         Z_at = place(rows.Z[k])
         pmap_at = place(lt.pmap) if lt.pmap is not None else -1
         par_pos = term_at_pos[lt.parent] if lt.parent >= 0 else -1
+        l2_at = (place(np.concatenate([[lt.l2[0], len(lt.l2[1])], lt.l2[1], lt.l2[2].ravel()]))
+                 if lt.l2 is not None else 0)  # 0: none (the header is never a table)
         blk = [lt.q, float(lt.correlated), eta, lt.levels, lt.sd_x, lt.z_x, lt.eff_x,
-               float(lt.centered), par_pos, pmap_at, codes_at, Z_at, 0.0]
+               float(lt.centered), par_pos, pmap_at, codes_at, Z_at, l2_at]
         for i, t in enumerate(g.terms):
             blk += list(_positive_code(ps.priors[sd_key(t, g.factor)]))
             blk += [lt.fixed_cols[i], lt.parent_cols[i]]
@@ -395,6 +403,8 @@ def logp_grad(x, buf, grad):
             for i in range(q):
                 logdet += np.log(L[i, i])
             v = np.empty(q)
+            l2 = int(buf[tb + 12])
+            l2c, l2n = (int(buf[l2]), int(buf[l2 + 1])) if l2 > 0 else (-1, 0)
             for g in range(G):
                 pg = int(buf[pm_at + g]) if par >= 0 else 0
                 for i in range(q):
@@ -402,6 +412,9 @@ def logp_grad(x, buf, grad):
                     fc = int(buf[tb + _TERM + 5 * i + 3])
                     if fc >= 0:
                         sh += beta[fc]
+                    if i == l2c:  # the level's level-2 predictors
+                        for c in range(l2n):
+                            sh += beta[int(buf[l2 + 2 + c])] * buf[l2 + 2 + l2n + g * l2n + c]
                     pc = int(buf[tb + _TERM + 5 * i + 4])
                     if par >= 0 and pc >= 0:
                         sh += b[pex + pg * pq + pc]
@@ -474,6 +487,8 @@ def logp_grad(x, buf, grad):
             pex = int(buf[par + 6]) if par >= 0 else 0
             v = np.empty(q)
             u = np.empty(q)
+            l2 = int(buf[tb + 12])
+            l2c, l2n = (int(buf[l2]), int(buf[l2 + 1])) if l2 > 0 else (-1, 0)
             for g in range(G):
                 for i in range(q):  # v = L⁻¹ b_g
                     s = b[ex + g * q + i]
@@ -495,6 +510,9 @@ def logp_grad(x, buf, grad):
                     fc = int(buf[tb + _TERM + 5 * i + 3])
                     if fc >= 0:
                         gbeta[fc] -= db
+                    if i == l2c:
+                        for c in range(l2n):
+                            gbeta[int(buf[l2 + 2 + c])] -= db * buf[l2 + 2 + l2n + g * l2n + c]
                     pc = int(buf[tb + _TERM + 5 * i + 4])
                     if par >= 0 and pc >= 0:
                         gb[pex + pg * pq + pc] -= db
@@ -561,6 +579,8 @@ def constrained(packed: GlmmPacked, ps: PriorSet, design: Design, z: np.ndarray)
                 sh[:, :, i] += beta[:, lt.fixed_cols[i]][:, None]
             if lt.parent >= 0 and lt.parent_cols[i] >= 0:
                 sh[:, :, i] += b_t[lt.parent][:, lt.pmap, lt.parent_cols[i]]
+        if lt.l2 is not None:
+            sh[:, :, lt.l2[0]] += beta[:, lt.l2[1]] @ lt.l2[2].T
         b_t[lt.term] = v - sh
     factors: dict[str, list[int]] = {}
     for k, g in enumerate(design.groups):

@@ -26,6 +26,14 @@ from ..statistics import block_cross, constant_within_levels
 # 80% of the information about its effect; penicillin's samples (~60) and
 # sleepstudy's intercepts (~20) are centred, hsb82's cses slopes (~0.1) are not.
 INFORMATIVE = 4.0
+# Generalized models: a factor nested in another is centred on its parent's effect (and on
+# its fixed part, level-2 predictors included) above this ratio. For a two-level nest the
+# centred chain's autocorrelation is ~1/(1 + ratio), the non-centred one's ~ratio/(1 + ratio)
+# (Papaspiliopoulos, Roberts & Skold 2007): the crossover is at 1. Non-centred, the child's
+# and the parent's effects are identified only through their sum (grouseticks' broods in
+# locations, ratio 2.5: 12 and 71 divergences in 4000 draws at two seeds; centred on the
+# location: none).
+NESTED_INFORMATIVE = 1.0
 
 
 def _residuals(design: Design) -> np.ndarray:
@@ -131,14 +139,17 @@ def glm_working(design: Design, family) -> tuple[np.ndarray, np.ndarray]:
     return d1 / sw, sw
 
 
-def choose_centering(design: Design, family=None) -> dict[str, bool]:
+def choose_centering(design: Design, family=None, nested: bool = False) -> dict[str, bool]:
     """Factor -> True (centred) when all its terms are well identified by the data.
 
     ``family``: a non-Gaussian family measures the information on the link scale from the
-    GLM working residuals and weights (:func:`glm_working`); a factor that has another
-    factor nested in it, or level-2 predictors (fixed columns constant within its levels),
-    stays non-centred, and a correlated term counts with the geometric mean of its
-    coordinates' ratios; ``None`` or Gaussian: OLS (every coordinate's ratio).
+    GLM working residuals and weights (:func:`glm_working`), and a correlated term counts
+    with the geometric mean of its coordinates' ratios; a factor with level-2 predictors
+    (fixed columns constant within its levels) or with a well-identified factor nested in it
+    stays non-centred, a factor nested in another is centred above
+    :data:`NESTED_INFORMATIVE` (on its parent's effect and its level-2 predictors,
+    :func:`~bayes_hlm.backends.group_effects.level2_shift`); ``None`` or Gaussian: OLS (every
+    coordinate's ratio).
     """
     e, groups = None, design.groups
     if family is not None and family.name != "gaussian":
@@ -160,26 +171,38 @@ def choose_centering(design: Design, family=None) -> dict[str, bool]:
             r = np.exp(np.mean(np.log(np.maximum(r, 1e-300))))
         ratio[g.factor] = min(ratio.get(g.factor, np.inf), float(np.min(r)))
     out = {f: r > INFORMATIVE for f, r in ratio.items()}
-    if family is not None and family.name != "gaussian":
-        # a factor with level-2 predictors (fixed columns constant within its levels: an
-        # item's type, a person's trait) stays non-centred: centred, each such coefficient
-        # trades off against the mean of its levels' effects along a ridge (verbagg, both
-        # factors centred: R-hat 1.85, min ESS 6; non-centred: R-hat 1.009, min ESS 416)
-        X = np.asarray(design.X, float)
-        slope_free = [j for j, n in enumerate(design.fixed_names) if n != "Intercept"]
-        for g in design.groups:
-            if out.get(g.factor) and slope_free and constant_within_levels(
-                    X[:, slope_free], g.codes, len(g.levels)).any():
-                out[g.factor] = False
+    children: dict[str, str] = {}  # child factor -> parent factor
     if groups is not design.groups and len(design.groups) > 1:
-        # a factor with another nested in it learns its effect from its few child levels,
-        # not from its rows (which the per-level fit above counts): non-centred, or its SD
-        # is a centred funnel (binomial (1 | c/g) with 2 g per c: 20 divergences of 2000)
         from .group_effects import nesting_parent
 
         ks = range(len(design.groups))
         for k in ks:
             found = nesting_parent(design, k, [j for j in ks if j != k])
             if found is not None:
-                out[design.groups[found[0]].factor] = False
+                children[design.groups[k].factor] = design.groups[found[0]].factor
+    if family is not None and family.name != "gaussian":
+        # a factor with level-2 predictors (fixed columns constant within its levels: an
+        # item's type, a person's trait) stays non-centred (unless nested, below): centred,
+        # each such coefficient trades off against the mean of its levels' effects along a
+        # ridge (verbagg, both factors centred: R-hat 1.85, min ESS 6; non-centred: R-hat
+        # 1.009, min ESS 416). Moving them into the centring shift is not enough there (R-hat
+        # 1.18, min ESS 17): two crossed centred factors also share the intercept
+        X = np.asarray(design.X, float)
+        slope_free = [j for j, n in enumerate(design.fixed_names) if n != "Intercept"]
+        for g in design.groups:
+            if out.get(g.factor) and slope_free and constant_within_levels(
+                    X[:, slope_free], g.codes, len(g.levels)).any():
+                out[g.factor] = False
+    # a nested factor is centred on its parent's effect from NESTED_INFORMATIVE on (see
+    # there); its level-2 predictors move into that shift. The parent learns its effect from
+    # its few child levels, not from its rows (which the per-level fit counts): non-centred,
+    # or its SD is a centred funnel (binomial (1 | c/g) with 2 g per c: 20 divergences of
+    # 2000) -- unless the child is itself weak (an observation-level (1 | INDEX): one row per
+    # level), when the parent's rows do inform it
+    if not nested:
+        out.update({p: False for p in children.values()})
+        return out
+    strong = [(c, p) for c, p in children.items() if ratio[c] > NESTED_INFORMATIVE]
+    out.update({c: True for c, _ in strong})
+    out.update({p: False for _, p in strong})  # after: a middle level with a strong child
     return out

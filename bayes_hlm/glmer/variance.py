@@ -10,7 +10,7 @@ The same :func:`~bayes_hlm.inference.variance.variance_parts` as the Bayesian an
   (and offset) with an intercept only, refitted (insight's ``null_model``);
 * an observation-level random intercept (a factor with one level per row, e.g. ``(1 | INDEX)``
   on grouseticks) is overdispersion: its variance moves from the random to the residual part
-  (performance's ``var_dispersion``).
+  (performance's ``var_dispersion``; done by ``variance_parts`` for every non-Gaussian fit).
 """
 
 from __future__ import annotations
@@ -22,37 +22,36 @@ import numpy as np
 from ..families import get_family
 from ..inference.variance import VarianceParts, variance_parts
 
-__all__ = ["glmer_variance_parts", "null_model_intercept"]
+__all__ = ["glmer_variance_parts", "null_intercept", "null_model_intercept"]
 
 _BHLM = {"binomial": "bernoulli", "poisson": "poisson", "Gamma": "gamma",
          "negative_binomial": "negativebinomial"}
 
 
-def null_model_intercept(res) -> float:
-    """Intercept of the null model (intercept + the same random effects + offset), refitted."""
-    if "_null_intercept" in res.__dict__:
-        return res.__dict__["_null_intercept"]
+def null_intercept(spec, family, control=None, nagq: int = 1) -> float:
+    """Intercept of the null model (intercept + the same random effects + offset) of ``spec``,
+    fitted by glmer (Laplace) with the glmer ``family`` (NB: its θ held): insight's
+    ``null_model``, whose ``exp(intercept)`` is performance's ``mu`` for count families."""
     from .fit import fit_model
     from .model import build_model
     import dataclasses
 
-    d = res.design
-    X0 = np.ones((d.n, 1))
-    d0 = dataclasses.replace(d, X=X0, fixed_names=("Intercept",))
-    spec0 = dataclasses.replace(res.spec, design=d0) if res.spec is not None else None
-    m = res.model
-    model0 = build_model(spec0, m.family)
+    d0 = dataclasses.replace(spec.design, X=np.ones((spec.design.n, 1)), fixed_names=("Intercept",))
+    model0 = build_model(dataclasses.replace(spec, design=d0), family)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f0 = fit_model(model0, min(res.nagq, 1), res.control)   # with the restarts: no stopping short
-    out = float(f0.beta[0])
-    res.__dict__["_null_intercept"] = out
-    return out
+        f0 = fit_model(model0, nagq, control)   # with the restarts: no stopping short
+    return float(f0.beta[0])
 
 
-def _olre(res) -> set[str]:
-    n = res.nobs()
-    return {f.name for f in res.model.layout.factors if f.n_levels == n and f.q == 1}
+def null_model_intercept(res) -> float:
+    """Intercept of the null model of glmer result ``res`` (:func:`null_intercept`), cached."""
+    if "_null_intercept" not in res.__dict__:
+        if res.spec is None:
+            raise ValueError("the glmer result has no model spec to refit the null model from")
+        res.__dict__["_null_intercept"] = null_intercept(res.spec, res.model.family, res.control,
+                                                         min(res.nagq, 1))
+    return res.__dict__["_null_intercept"]
 
 
 def glmer_variance_parts(res, terms="performance") -> VarianceParts:
@@ -69,10 +68,5 @@ def glmer_variance_parts(res, terms="performance") -> VarianceParts:
             params = {"alpha": np.array([fam.nb_theta])}
     else:
         params = {"p": np.zeros(1)}
-    vp = variance_parts(res.design, res.beta[None, :], None, covs, family=bh,
-                        family_params=params, terms=terms, eta_mean=eta_mean)
-    olre = _olre(res)
-    if olre:
-        extra = sum(vp.random.pop(k) for k in olre if k in vp.random)
-        vp = VarianceParts(vp.fixed, vp.random, vp.residual + extra)
-    return vp
+    return variance_parts(res.design, res.beta[None, :], None, covs, family=bh,
+                          family_params=params, terms=terms, eta_mean=eta_mean)

@@ -12,7 +12,14 @@ Definitions follow ``performance::icc`` / ``performance::r2_nakagawa``
   ``terms="all"`` counts every term (the variance of all group effects, slope-only terms too).
 * fixed-effect variance: ``var(X beta)`` over rows (R's ``var``, ddof = 1)
 * distribution-specific (residual) variance: the family's latent-scale variance
-  (:meth:`bayes_hlm.families.Family.latent_variance`; Gaussian ``sigma^2``)
+  (:meth:`bayes_hlm.families.Family.latent_variance`; Gaussian ``sigma^2``). Poisson and
+  negative binomial: ``log(1 + 1/mu [+ 1/alpha])`` (lognormal) with ``mu = exp(eta_mean)``,
+  where performance (insight 0.19's ``.variance_distributional``) takes ``eta_mean`` = the
+  intercept of the *null model* (the same random effects, intercept only, refitted by glmer);
+  the caller passes it (:func:`bayes_hlm.glmer.variance.null_intercept`)
+* an observation-level random intercept (one level per row, e.g. grouseticks' ``(1 | INDEX)``)
+  of a non-Gaussian model is overdispersion: its variance is residual, not random
+  (performance's ``var_dispersion``; :func:`observation_level_factors`)
 * adjusted ICC = ``sum_k var_k / (sum_k var_k + sigma^2)``
 * R2m = ``var_f / (var_f + sum var_k + sigma^2)``; R2c = ``(var_f + sum var_k) / (...)``
 * Bayesian R2 = ``var(mu) / (var(mu) + var(y - mu))`` per draw, mu the linear predictor.
@@ -89,6 +96,15 @@ def factor_columns(design: Design) -> dict[str, np.ndarray]:
     return {k: np.hstack(v) for k, v in out.items()}
 
 
+def observation_level_factors(design: Design) -> set[str]:
+    """Factors with one intercept-only effect per row: observation-level random effects."""
+    q: dict[str, int] = {}
+    for g in design.groups:
+        q[g.factor] = q.get(g.factor, 0) + g.q
+    return {g.factor for g in design.groups
+            if q[g.factor] == 1 and g.n_levels == design.n and np.unique(g.codes).size == design.n}
+
+
 def fixed_covariance(design: Design) -> np.ndarray:
     """Covariance of the fixed design's columns (ddof = 1), for ``var(X beta)``."""
     if design.n < 2:
@@ -119,8 +135,12 @@ def variance_parts(design: Design, beta: np.ndarray, sigma: np.ndarray | None,
         random[factor] = random_variance(covs[factor], ZtZ_n, term_mask(design, factor, terms))
     family = family or default_family()
     params = family_params if family_params is not None else {"sigma": sigma}
-    return VarianceParts(fixed=var_f, random=random, residual=np.broadcast_to(
-        family.latent_variance(params, eta_mean=eta_mean), var_f.shape).astype(float))
+    residual = np.broadcast_to(family.latent_variance(params, eta_mean=eta_mean),
+                               var_f.shape).astype(float)
+    if family.name != "gaussian":  # overdispersion is residual variance (var_dispersion)
+        for f in observation_level_factors(design):
+            residual = residual + random.pop(f)
+    return VarianceParts(fixed=var_f, random=random, residual=residual)
 
 
 def bayes_r2(y: np.ndarray, mu_draws) -> np.ndarray:

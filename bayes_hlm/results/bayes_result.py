@@ -339,7 +339,13 @@ class BayesResult(MixedModelResult):
     # --------------------------------------------------------------- variance
     def variance_parts(self, terms: VarianceTerms = "performance") -> VarianceParts:
         """Per-draw variance components (performance's rule by default, see
-        :mod:`bayes_hlm.inference.variance`; ``terms="all"`` counts every random term)."""
+        :mod:`bayes_hlm.inference.variance`; ``terms="all"`` counts every random term).
+
+        Poisson / negative binomial: the distribution-specific variance uses performance's
+        ``mu = exp(intercept of the null model)``, the null model (the same random effects,
+        intercept only) fitted by glmer as ``insight::null_model`` refits it -- one number for
+        every draw; the fixed, random and NB dispersion parts vary per draw.
+        """
         key = ("vp", terms)
         if key not in self._cache:
             covs = {f: self._draws.covariance(f) for f in self.factors}
@@ -347,7 +353,31 @@ class BayesResult(MixedModelResult):
             self._cache[key] = variance_parts(self.design, self._draws.flat(naming.FIXED), None,
                                               covs, family=fam, terms=terms,
                                               family_params=param_draws(self._draws, fam),
-                                              eta_mean=eta_mean(self._draws, self.design))
+                                              eta_mean=self._null_eta(fam))
+        return self._cache[key]
+
+    def _null_eta(self, fam) -> np.ndarray | None:
+        """Per-draw ``eta_mean`` for count families' latent variance (None for the others):
+        the glmer null model's intercept; where glmer cannot fit it, the mean of the fixed
+        part of the linear predictor per draw, with a warning."""
+        if fam.name not in ("poisson", "negativebinomial"):
+            return None
+        key = ("null_eta",)
+        if key not in self._cache:
+            from ..errors import BayesHLMError
+            from ..glmer.variance import null_model_intercept
+
+            try:
+                with phase("fitting the null model for the count family's ICC (performance's mu)"):
+                    b0 = null_model_intercept(self.glmer())
+                self._cache[key] = np.full(self._draws.size, b0)
+            except (BayesHLMError, np.linalg.LinAlgError, ValueError) as exc:
+                import warnings
+
+                warnings.warn(f"the null model for performance's mu could not be fitted ({exc}); "
+                              "the ICC/R\u00b2 use the mean fixed-part linear predictor instead",
+                              stacklevel=3)
+                self._cache[key] = eta_mean(self._draws, self.design)
         return self._cache[key]
 
     def _value_table(self, values: dict[str, np.ndarray], level: float) -> ValueTable:
