@@ -83,9 +83,10 @@ def test_crossed_systems_agree():
 
 @pytest.mark.parametrize("q", [1, 2, 3])
 @pytest.mark.parametrize("mode", [kernels.MODE_LME4, kernels.MODE_SCORE, kernels.MODE_JOINT])
-def test_block_pass_matches_row_pass_and_numpy_sums(q, mode):
-    """The fused single-factor pass (its q = 1, 2 and general loops, ZΛ formed per row)
-    against the row pass and the per-level sums written in NumPy."""
+@pytest.mark.parametrize("fam,link", [("poisson", "log"), ("binomial", "logit")])
+def test_block_pass_matches_row_pass_and_numpy_sums(q, mode, fam, link):
+    """The fused single-factor pass (its q = 1, 2 and general loops, ZΛ formed per row; the
+    binomial/logit split pass) against the row pass and the per-level sums written in NumPy."""
     rng = np.random.default_rng(q + 10 * mode)
     N, G, p = 400, 13, 3
     codes = rng.integers(0, G, N)
@@ -95,17 +96,18 @@ def test_block_pass_matches_row_pass_and_numpy_sums(q, mode):
     X = np.ascontiguousarray(np.c_[np.ones(N), rng.normal(size=(N, p - 1))])
     U, beta = rng.normal(0, 0.5, (G, q)), rng.normal(0, 0.3, p)
     off = rng.normal(0, 0.1, N)
-    y = rng.poisson(1.5, N).astype(float)
+    y = rng.poisson(1.5, N).astype(float) if fam == "poisson" else rng.integers(0, 2, N) * 1.0
     pw = rng.uniform(0.5, 2, N)
-    f = GlmFamily("poisson", "log")
+    f = GlmFamily(fam, link)
+    fc, lc = kernels.FAMILY_CODE[fam], kernels.LINK_CODE[link]
     sat = np.ascontiguousarray(f.saturated_terms(y, pw))
     out = [np.empty(N) for _ in range(4)]
     K, r, C, XtWX, rb, dsum, ll = kernels.block_pass(
-        1, 3, 1.0, y, pw, sat, off, X, beta, codes, Z, lam, U, G, mode, *out)
+        fc, lc, 1.0, y, pw, sat, off, X, beta, codes, Z, lam, U, G, mode, *out)
     base = off + X @ beta
     eta = base + np.einsum("ia,ia->i", ZL, U[codes])
     mu, W, s, dr = (np.empty(N) for _ in range(4))
-    dsum_ref, ll_ref = kernels.rows(1, 3, 1.0, y, np.ones(N), pw, sat, eta, mu, W, s, dr)
+    dsum_ref, ll_ref = kernels.rows(fc, lc, 1.0, y, np.ones(N), pw, sat, eta, mu, W, s, dr)
     for got, ref in zip(out, (eta, mu, W, dr)):     # eta summed in another order
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-13)
     assert dsum == pytest.approx(dsum_ref, rel=1e-12) and ll == pytest.approx(ll_ref, rel=1e-12)
@@ -201,3 +203,25 @@ def test_crossed_factor_solves_and_logdet_match_dense():
         for g in range(f.n_levels):
             sl = slice(f.offset + g * f.q, f.offset + (g + 1) * f.q)
             np.testing.assert_allclose(blocks[g], Ki[sl, sl], rtol=1e-9, atol=1e-12)
+
+
+def test_logit_fast_rows_match_general_row_step():
+    """The vectorised binomial/logit row loop (fast_exp / log1p_unit) equals the general row
+    step :func:`kernels._row` to 1e-13, including |eta| > 30 (clamped) and weights x trials."""
+    rng = np.random.default_rng(7)
+    N = 3000
+    eta = np.r_[rng.normal(0, 4, N - 8), [-800.0, -45.0, -30.5, -30.0, 30.0, 31.0, 60.0, 900.0]]
+    n = rng.integers(1, 9, N).astype(float)
+    y = rng.binomial(n.astype(int), 0.3) / n
+    pw = n * rng.uniform(0.2, 3.0, N)
+    sat = np.ascontiguousarray(GlmFamily("binomial", "logit").saturated_terms(y, pw))
+    mu, W, s, dr = (np.empty(N) for _ in range(4))
+    dsum, ll = kernels._logit_rows(y, pw, sat, eta, mu, W, s, dr)
+    ref = np.array([kernels._row(0, 0, 1.0, y[i], pw[i], sat[i], eta[i]) for i in range(N)])
+    for got, col in zip((mu, W, s, dr), ref.T):
+        np.testing.assert_allclose(got, col, rtol=1e-13, atol=1e-13 * np.abs(col).max())
+    assert dsum == pytest.approx(ref[:, 3].sum(), rel=1e-13)
+    assert ll == pytest.approx(ref[:, 4].sum(), rel=1e-13)
+    # rows() dispatches binomial/logit to the fast loop
+    out = [np.empty(N) for _ in range(4)]
+    assert kernels.rows(0, 0, 1.0, y, n, pw, sat, eta, *out) == (dsum, ll)
