@@ -7,7 +7,9 @@ a later first fit only loads it (``NUMBA_CACHE_DIR``, default next to the source
   structures (:data:`DENSITIES`): one factor (``(1 | g)``, the demo's ``(Days | Subject)``),
   nested ``(1 | g/h)`` and crossed ``(1 | a) + (1 | b)``;
 * the exact group-effect draws (block and nested kernels) and their keyed noise, by fitting
-  sleepstudy random slopes and a tiny nested model (one chain, a few draws).
+  sleepstudy random slopes and a tiny nested model (one chain, a few draws);
+* glmer's kernels for binomial/logit and Poisson/log (:func:`warm_glmer`): the frequentist
+  reference of every such Bayesian fit.
 
 ``scripts/bootstrap.sh`` runs it after installing, so the README's first fit starts warm. Safe
 to run again (it then only loads the cache); prints a line per step, or nothing with ``--quiet``.
@@ -20,6 +22,9 @@ import os
 import sys
 import time
 import warnings
+
+import numpy as np
+import pandas as pd
 
 #: (structure, q) of the collapsed density entry points compiled ahead
 #: (:func:`bayes_hlm.backends.numba_density.kernel`)
@@ -56,7 +61,28 @@ def warm_up(say=lambda msg: None) -> float:
                                    group_sd=(1.0,), sigma=1.0, seed=1)
         bh.fit(sim.formula, sim.data, method="marginal", chains=1, draws=20, tune=20, seed=1,
                progressbar=False, warn=False)
+    warm_glmer(say)
     return time.perf_counter() - t
+
+
+def warm_glmer(say=lambda msg: None) -> None:
+    """Compile glmer's kernels for the binomial/logit and Poisson/log families (one factor with a
+    correlated slope, and crossed factors): the frequentist column of every Bernoulli, binomial
+    and Poisson Bayesian fit is a glmer fit, and each family's first fit compiles ~30 s."""
+    import bayes_hlm as bh
+
+    say("glmer's kernels (binomial and Poisson)")
+    rng = np.random.default_rng(1)
+    n = 240
+    d = pd.DataFrame({"x": rng.normal(size=n), "g": pd.Categorical(np.arange(n) % 12),
+                      "h": pd.Categorical(np.arange(n) % 5)})
+    d["y"] = rng.binomial(1, 0.5, size=n)
+    d["k"] = rng.poisson(2.0, size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny random data: singular fits are not the point
+        for form, fam in (("y ~ x + (x | g)", "binomial"), ("y ~ x + (1 | g) + (1 | h)", "binomial"),
+                          ("k ~ x + (x | g)", "poisson"), ("k ~ x + (1 | g) + (1 | h)", "poisson")):
+            bh.glmer(form, d, family=fam)
 
 
 def main(argv: list[str] | None = None) -> int:

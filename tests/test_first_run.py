@@ -58,3 +58,19 @@ def test_warmup_leaves_the_first_fit_kernels_cached(tmp_path):
     n = len(DENSITIES)
     assert ("single", 1) in DENSITIES  # the demo's and README's sleepstudy model
     assert out.stdout.split() == ["False"] * (n + 1) + ["1"] * n, out.stderr
+    # glmer (the frequentist column of every binomial/Poisson Bayesian fit): its kernels load
+    # from the cache in a fresh process, nothing compiles (a family's first fit compiles ~30 s)
+    glmer_check = (
+        "import warnings, numpy as np, pandas as pd, bayes_hlm as bh;"
+        "from bayes_hlm.glmer import kernels;"
+        "warnings.simplefilter('ignore');"
+        "r = np.random.default_rng(3); d = pd.DataFrame({'x': r.normal(size=300),"
+        " 'g': pd.Categorical(np.arange(300) % 15)}); d['y'] = r.binomial(1, 0.4, size=300);"
+        "d['k'] = r.poisson(3.0, size=300);"
+        "bh.glmer('y ~ x + (x | g)', d, family='binomial'); bh.glmer('k ~ x + (1 | g)', d, family='poisson');"
+        "print(sum(kernels.block_pass.stats.cache_hits.values()),"
+        "      sum(kernels.block_pass.stats.cache_misses.values()))")
+    out = subprocess.run([sys.executable, "-c", glmer_check], env=env, capture_output=True,
+                         text=True, timeout=300)
+    hits, misses = out.stdout.split()
+    assert int(hits) >= 1 and int(misses) == 0, out.stderr
