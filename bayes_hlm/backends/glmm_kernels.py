@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from ..errors import BayesHLMError
+from ..statistics.fast_math import FASTMATH, fast_exp, log1p_unit
 
 __all__ = ["KERNELS", "kernel_code", "row_terms", "data_constant", "loglik_sum", "fast_exp",
            "log1p_unit", "loglik_rows", "eta_derivatives", "digamma", "trigamma", "has_param"]
@@ -251,40 +252,9 @@ def loglik_rows(code, y, n, w, eta, phi, with_constant):
 # the gradient's hot loop: logit and Poisson without libm calls
 # --------------------------------------------------------------------------- #
 # libm's exp and log1p cost ~30 ns a call each and block vectorisation; a full-model
-# gradient is almost nothing else (20k Bernoulli rows: 1.8 ms). Below, exp by Cody-Waite
-# reduction x = k ln2 + f (|f| <= ln2/2), a degree-13 Taylor polynomial and 2^k from a
-# table, and log1p on [0, 1] by 2 atanh(u / (2 + u)) (series in s^2 <= 1/9): both within
-# 2 ulp of libm (tested), branch-free, so LLVM vectorises the row loop.
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-_LOG2E = 1.4426950408889634
-_K0 = 1100
-with np.errstate(over="ignore"):
-    _POW2 = np.ldexp(1.0, np.arange(-_K0, _K0 + 1))  # 2^k, k in [-1100, 1100] (0 / inf at the ends)
-_FAST = {"contract", "reassoc", "arcp", "nsz"}  # no nnan/ninf: infinities keep their meaning
-
-
-@numba.njit(cache=True, inline="always", fastmath=_FAST)
-def fast_exp(x: float) -> float:
-    """e^x within 2 ulp for x in [-745, 709] (0 below, e^709 above: callers clamp)."""
-    x = min(max(x, -745.0), 709.0)
-    k = math.floor(x * _LOG2E + 0.5)
-    f = (x - k * _LN2_HI) - k * _LN2_LO
-    p = 1.0 + f * (1.0 + f * (1 / 2 + f * (1 / 6 + f * (1 / 24 + f * (1 / 120 + f * (
-        1 / 720 + f * (1 / 5040 + f * (1 / 40320 + f * (1 / 362880 + f * (1 / 3628800 + f * (
-            1 / 39916800 + f * (1 / 479001600 + f / 6227020800))))))))))))
-    return p * _POW2[int(k) + _K0]
-
-
-@numba.njit(cache=True, inline="always", fastmath=_FAST)
-def log1p_unit(u: float) -> float:
-    """log(1 + u) for u in [0, 1] within 2 ulp: 2 atanh(s), s = u/(2 + u) <= 1/3."""
-    s = u / (2.0 + u)
-    t = s * s
-    c = 1 / 35
-    for k in range(16, -1, -1):  # 1/33, 1/31, ..., 1/1 (unrolled by LLVM)
-        c = 1.0 / (2 * k + 1) + t * c
-    return 2.0 * s * c
+# gradient is almost nothing else (20k Bernoulli rows: 1.8 ms): the rows below use the
+# branch-free fast_exp / log1p_unit of statistics.fast_math (2 ulp), which LLVM vectorises.
+_FAST = FASTMATH
 
 
 @numba.njit(cache=True, fastmath=_FAST, error_model="numpy")

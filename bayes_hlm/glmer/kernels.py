@@ -21,7 +21,7 @@ import math
 import numba
 import numpy as np
 
-from ..backends.glmm_kernels import _FAST, fast_exp, log1p_unit
+from ..statistics.fast_math import FASTMATH as _FAST, fast_exp, log1p_unit
 
 __all__ = ["FAMILY_CODE", "LINK_CODE", "rows", "block_pass", "group_moments", "group_sums",
            "block_cross", "row_dot", "block_solve", "MODE_LME4", "MODE_SCORE", "MODE_JOINT"]
