@@ -212,20 +212,14 @@ class GlmerDevfun:
                 # converged: the remaining step is below what the criterion can resolve
                 # (ldL2 depends on û to first order, so û must be exact, not just pdev)
                 break
-            step = 1.0
-            for _ in range(30):
-                un, bn = u + step * du, beta + step * db
+
+            def trial(un, bn):
                 etan = eta_of(un, bn)
-                mun, Wn, sn, drn = self._rows(etan)
-                pn = float(drn.sum() + un @ un)
-                if np.isfinite(pn) and (pn <= pdev + 1e-10 * max(1.0, abs(pdev))
-                                        or small * step < 1e-6):
-                    break
-                step *= 0.5
-            else:
-                raise BayesHLMError("PIRLS step-halving failed to reduce the penalised deviance "
-                                    f"(theta = {np.round(theta, 6).tolist()})")
-            u, beta, eta, mu, W, s, dr, pdev = un, bn, etan, mun, Wn, sn, drn, pn
+                rows = self._rows(etan)
+                return (etan, *rows), float(rows[3].sum() + un @ un)
+
+            u, beta, (eta, mu, W, s, dr), pdev = _halve_step(trial, u, beta, du, db, pdev,
+                                                             small, theta)
         else:
             raise BayesHLMError(f"PIRLS did not converge in {PIRLS_MAXIT} iterations "
                                 f"(theta = {np.round(theta, 6).tolist()})")
@@ -296,19 +290,12 @@ class GlmerDevfun:
                         float(np.max(np.abs(db), initial=0.0)))
             if small < STEP_TOL:
                 break
-            step = 1.0
-            for _ in range(30):
-                un, bn = u + step * du, beta + step * db
+
+            def trial(un, bn):
                 rn = at(un, bn)
-                pn = pd_of(rn, un)
-                if np.isfinite(pn) and (pn <= pdev + 1e-10 * max(1.0, abs(pdev))
-                                        or small * step < 1e-6):
-                    break
-                step *= 0.5
-            else:
-                raise BayesHLMError("PIRLS step-halving failed to reduce the penalised deviance "
-                                    f"(theta = {np.round(theta, 6).tolist()})")
-            u, beta, r, pdev = un, bn, rn, pn
+                return rn, pd_of(rn, un)
+
+            u, beta, r, pdev = _halve_step(trial, u, beta, du, db, pdev, small, theta)
         else:
             raise BayesHLMError(f"PIRLS did not converge in {PIRLS_MAXIT} iterations "
                                 f"(theta = {np.round(theta, 6).tolist()})")
@@ -348,18 +335,13 @@ class GlmerDevfun:
             F = sysm.factor(W)
             un = F.solve(sysm.zlt(W * (eta - off) + s))
             du_full = un - u
-            step = 1.0
-            for k in range(LME4_HALVINGS + 1):
-                ut = u + step * du_full
+
+            def trial(ut):
                 etat = off + sysm.zl_u(ut)
-                mut, Wt, st_, drt = self._rows(etat)
-                pdev = float(drt.sum() + ut @ ut)
-                if np.isfinite(pdev) and pdev <= old:
-                    break
-                step *= 0.5
-            if not np.isfinite(pdev):
-                raise BayesHLMError("PIRLS produced a non-finite deviance")
-            u, eta, mu, W, s, dr = ut, etat, mut, Wt, st_, drt
+                rows = self._rows(etat)
+                return (etat, *rows), float(rows[3].sum() + ut @ ut)
+
+            u, (eta, mu, W, s, dr), pdev = _lme4_halving(trial, u, du_full, old)
             if abs((old - pdev) / pdev) < LME4_TOL:
                 break
             old = pdev
@@ -413,17 +395,12 @@ class GlmerDevfun:
         for it in range(1, PIRLS_MAXIT + 1):
             Kf = K
             dU = kernels.block_solve(Kf, rhs[:, :, None])[:, :, 0] - U
-            step = 1.0
-            for _ in range(LME4_HALVINGS + 1):
-                Ut = U + step * dU
-                K, rhs, _, _, _, dsum, ll = at(Ut)
-                pdev = float(dsum + np.sum(Ut * Ut))
-                if np.isfinite(pdev) and pdev <= old:
-                    break
-                step *= 0.5
-            if not np.isfinite(pdev):
-                raise BayesHLMError("PIRLS produced a non-finite deviance")
-            U = Ut
+
+            def trial(Ut):
+                res = at(Ut)
+                return res, float(res[5] + np.sum(Ut * Ut))
+
+            U, (K, rhs, _, _, _, dsum, ll), pdev = _lme4_halving(trial, U, dU, old)
             if abs((old - pdev) / pdev) < LME4_TOL:
                 break
             old = pdev
@@ -488,3 +465,34 @@ class GlmerDevfun:
     def saturated_loglik(self) -> float:
         m = self.model
         return self.family.saturated_loglik(m.y, m.n, m.pw)
+
+
+def _halve_step(trial, u, beta, du, db, pdev: float, small: float, theta):
+    """The exact PIRLS path's step-halving (both systems): the first of ``step = 1, 1/2, ...``
+    (30 tries) whose penalised deviance does not rise (to 1e-10 relative) or whose step is
+    below 1e-6. ``trial(u, beta) -> (state, pdev)``; returns ``(u, beta, state, pdev)``."""
+    step = 1.0
+    for _ in range(30):
+        un, bn = u + step * du, beta + step * db
+        state, pn = trial(un, bn)
+        if np.isfinite(pn) and (pn <= pdev + 1e-10 * max(1.0, abs(pdev)) or small * step < 1e-6):
+            return un, bn, state, pn
+        step *= 0.5
+    raise BayesHLMError("PIRLS step-halving failed to reduce the penalised deviance "
+                        f"(theta = {np.round(theta, 6).tolist()})")
+
+
+def _lme4_halving(trial, u, du, old: float):
+    """lme4's own PIRLS step-halving (both systems): at most ``LME4_HALVINGS`` halvings, the
+    last try kept even if the deviance rose (as lme4's ``pwrssUpdate`` does).
+    ``trial(u) -> (state, pdev)``; returns ``(u, state, pdev)``."""
+    step = 1.0
+    for _ in range(LME4_HALVINGS + 1):
+        ut = u + step * du
+        state, pdev = trial(ut)
+        if np.isfinite(pdev) and pdev <= old:
+            break
+        step *= 0.5
+    if not np.isfinite(pdev):
+        raise BayesHLMError("PIRLS produced a non-finite deviance")
+    return ut, state, pdev
