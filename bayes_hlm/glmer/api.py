@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import special as _sf
 
 from ..errors import BayesHLMError, DataError
-from ..reml.api import blas_threads  # the one BLAS-thread limiter (shared with reml)
+from ..reml.api import blas_threads, lrt_table  # shared with reml: BLAS limiter, LRT table
 from .fit import GlmerFit, fit_model
 from .glmfamily import GlmFamily, make_glm_family
 from .model import build_model, spec_family_name
@@ -209,15 +209,4 @@ def anova(*models: GlmerResult) -> pd.DataFrame:
     fams = {(m.family.name, m.family.link) for m in models}
     if len(fams) > 1:
         raise BayesHLMError(f"models have different families/links {sorted(fams)}")
-    models = sorted(models, key=lambda m: m.npar)
-    rows, prev = [], None
-    for m in models:
-        r = {"model": m.formula, "npar": m.npar, "AIC": m.aic, "BIC": m.bic, "logLik": m.loglik,
-             "deviance": -2 * m.loglik, "Chisq": np.nan, "Df": np.nan, "p": np.nan}
-        if prev is not None:
-            chisq = max(2 * (m.loglik - prev.loglik), 0.0)
-            dfd = m.npar - prev.npar
-            r.update(Chisq=chisq, Df=dfd, p=float(_sf.chdtrc(dfd, chisq)) if dfd > 0 else np.nan)
-        rows.append(r)
-        prev = m
-    return pd.DataFrame(rows).set_index("model")
+    return lrt_table(models)

@@ -14,7 +14,7 @@ from ..inference.contract import MixedModelResult, ModelSummary, ValueTable
 from ..inference.frames import ReportFrame
 from ..inference.intervals import DEFAULT_LEVEL, label_interval, wald_table
 from ..inference.variance import VarianceParts, VarianceTerms, variance_parts
-from ..reml.result import coef_frames, cond_sds
+from ..reml.result import coef_frames, cond_sds, newdata_eta
 from .fit import GlmerFit, sigma_of
 
 __all__ = ["GlmerResult", "SINGULAR_MSG"]
@@ -243,23 +243,8 @@ class GlmerResult(MixedModelResult):
         else:
             if self.spec is None:
                 raise BayesHLMError("predict(newdata) needs a fit made from a formula and data")
-            eta = self.spec.fixed_matrix(newdata) @ self.beta
-            off = self.spec.offset(newdata)
-            if off is not None:
-                eta = eta + off
-            if group_effects:
-                for k, f in enumerate(self.model.layout.factors):
-                    parts = [self.spec.group_columns(j, newdata) for j in f.term_index]
-                    codes = parts[0][0]
-                    Z = np.hstack([p[1] for p in parts])
-                    unseen = codes < 0
-                    if unseen.any() and not allow_new_levels:
-                        raise BayesHLMError(
-                            f"newdata has {int(unseen.sum())} row(s) with levels of {f.name!r} "
-                            "not seen in fitting; pass allow_new_levels=True to predict them "
-                            "at the population level")
-                    b = self._modes[k][np.where(unseen, 0, codes)]
-                    eta = eta + np.where(unseen, 0.0, np.einsum("nq,nq->n", Z, b))
+            eta = newdata_eta(self.spec, self.model.layout.factors, self.beta, self._modes,
+                              newdata, group_effects, allow_new_levels)
             index = newdata.index
         est = eta if type == "link" else self._inverse_link(eta)
         return pd.DataFrame({"estimate": np.asarray(est, dtype=float)}, index=index)

@@ -15,7 +15,7 @@ from .criterion import DevFun
 from .optimize import DEFAULT_CONTROL, check_convergence, optimize_theta
 from .result import RemlResult
 
-__all__ = ["reml", "anova", "ranova", "fit_design", "optimizer_dict", "blas_threads"]
+__all__ = ["reml", "anova", "ranova", "fit_design", "optimizer_dict", "blas_threads", "lrt_table"]
 
 
 def _as_spec(formula_or_spec, data, checks=None):
@@ -164,9 +164,14 @@ def anova(*models: RemlResult, refit: bool = True) -> pd.DataFrame:
         raise ValueError("anova needs at least two models")
     if refit and any(m.method == "REML" for m in models):
         models = tuple(_refit_ml(m) for m in models)
+    return lrt_table(models)
+
+
+def lrt_table(models) -> pd.DataFrame:
+    """lme4's ``anova`` table of likelihood-ratio tests between fits ordered by ``npar``
+    (each row tested against the row above; lmer and glmer fits)."""
     models = sorted(models, key=lambda m: m.npar)
-    rows = []
-    prev = None
+    rows, prev = [], None
     for m in models:
         r = {"model": m.formula, "npar": m.npar, "AIC": m.aic, "BIC": m.bic, "logLik": m.loglik,
              "deviance": -2 * m.loglik, "Chisq": np.nan, "Df": np.nan, "p": np.nan}

@@ -21,7 +21,33 @@ SINGULAR_MSG = ("boundary (singular) fit: a variance is estimated as zero or a c
                 "see 'Singular fits' in docs/r_to_bayes_hlm.md (bayes_hlm's docs) for what it means "
                 "and what to do")
 
-__all__ = ["RemlResult", "SINGULAR_MSG", "coef_frames", "cond_sds"]
+__all__ = ["RemlResult", "SINGULAR_MSG", "coef_frames", "cond_sds", "newdata_eta"]
+
+
+def newdata_eta(spec, factors, beta: np.ndarray, modes: list[np.ndarray], newdata: pd.DataFrame,
+                group_effects: bool, allow_new_levels: bool) -> np.ndarray:
+    """Linear predictor of ``newdata`` for a frequentist fit (lmer and glmer ``predict``):
+    ``X β`` + offset, plus each factor's conditional modes (``modes[k]``, levels × q) when
+    ``group_effects``. Levels unseen in fitting raise unless ``allow_new_levels`` (then their
+    effects are 0, lme4's ``allow.new.levels``)."""
+    eta = spec.fixed_matrix(newdata) @ beta
+    off = spec.offset(newdata)
+    if off is not None:
+        eta = eta + off
+    if not group_effects:
+        return eta
+    for k, f in enumerate(factors):
+        parts = [spec.group_columns(j, newdata) for j in f.term_index]
+        codes = parts[0][0]
+        Z = np.hstack([p[1] for p in parts])
+        unseen = codes < 0
+        if unseen.any() and not allow_new_levels:
+            raise BayesHLMError(f"newdata has {int(unseen.sum())} row(s) with levels of {f.name!r} "
+                                "not seen in fitting; pass allow_new_levels=True to predict them "
+                                "at the population level")
+        b = modes[k][np.where(unseen, 0, codes)]
+        eta = eta + np.where(unseen, 0.0, np.einsum("nq,nq->n", Z, b))
+    return eta
 
 
 def coef_frames(factors, fixed_names, beta, modes) -> dict[str, pd.DataFrame]:
@@ -415,22 +441,8 @@ class RemlResult(MixedModelResult):
             return pd.DataFrame({"estimate": mu}, index=self.design.row_index)
         if self.spec is None:
             raise BayesHLMError("predict(newdata) needs a fit made from a formula and data")
-        mu = self.spec.fixed_matrix(newdata) @ self.beta
-        off = self.spec.offset(newdata)
-        if off is not None:
-            mu = mu + off
-        if group_effects:
-            for k, f in enumerate(self.devfun.tmap.factors):
-                parts = [self.spec.group_columns(j, newdata) for j in f.term_index]
-                codes = parts[0][0]
-                Z = np.hstack([p[1] for p in parts])
-                unseen = codes < 0
-                if unseen.any() and not allow_new_levels:
-                    raise BayesHLMError(f"newdata has {int(unseen.sum())} row(s) with levels of "
-                                        f"{f.name!r} not seen in fitting; pass "
-                                        "allow_new_levels=True to predict them at the population level")
-                b = self._modes[k][np.where(unseen, 0, codes)]
-                mu = mu + np.where(unseen, 0.0, np.einsum("nq,nq->n", Z, b))
+        mu = newdata_eta(self.spec, self.devfun.tmap.factors, self.beta, self._modes, newdata,
+                         group_effects, allow_new_levels)
         return pd.DataFrame({"estimate": mu}, index=newdata.index)
 
     def reference(self):
