@@ -27,8 +27,8 @@ import pandas as pd
 from scipy import special as _sf
 
 from ..errors import BayesHLMError
-from ..reml.profile import (bounded_minimize, first_step, param_kinds, param_names, phi_to_theta,
-                            theta_to_phi, zeta_root)
+from ..reml.profile import (first_step, param_kinds, param_names, phi_to_theta, theta_to_phi,
+                            warm_profile, zeta_root)
 
 __all__ = ["profile_confint", "profile_fixed", "profile_names", "GlmerProfiler"]
 
@@ -90,35 +90,19 @@ class GlmerProfiler:
         the others with ``z_j = v`` (warm-started from the last point; ``reset`` goes back to
         the estimates)."""
         free = np.array([i for i in range(len(self.z_hat)) if i != j], dtype=int)
-        state = {"x": self.z_hat[free].copy()}
-        cache: dict[float, float] = {}
 
-        def dev(v: float) -> float:
-            if v in cache:
-                return cache[v]
+        def objective_at(v):
             z = self.z_hat.copy()
             z[j] = v
 
             def fun(x):
                 z[free] = x
                 return self.deviance(z)
+            return fun
 
-            x, d = bounded_minimize(fun, state["x"], self.lower[free], self.upper[free],
-                                    self._steps(state["x"], free),
-                                    xtol_rel=1e-9, ftol_abs=1e-10)
-            if np.isfinite(d):
-                state["x"] = x
-            cache[v] = d
-            return d
-
-        def zeta(v: float) -> float:
-            dd = max(dev(v) - self.base, 0.0)
-            return float(np.sign(v - self.z_hat[j]) * np.sqrt(dd))
-
-        def reset():
-            state["x"] = self.z_hat[free].copy()
-
-        return dev, zeta, reset
+        return warm_profile(objective_at, self.z_hat[free], self.lower[free], self.upper[free],
+                            lambda x0: self._steps(x0, free), self.base, self.z_hat[j],
+                            xtol_rel=1e-9, ftol_abs=1e-10)
 
 
 def _check_family(res, names_wanted):

@@ -35,7 +35,7 @@ from scipy import stats as sps
 from .criterion import DevFun, Stats, remainder_Z, response_cross
 
 __all__ = ["profile_confint", "boot_confint", "param_names", "param_kinds", "theta_to_phi",
-           "phi_to_theta", "bounded_minimize", "first_step", "zeta_root"]
+           "phi_to_theta", "bounded_minimize", "warm_profile", "first_step", "zeta_root"]
 
 
 # --------------------------------------------------------------------------- #
@@ -146,6 +146,37 @@ def bounded_minimize(fun, x0, lower, upper, step, xtol_rel: float = 1e-10,
 # --------------------------------------------------------------------------- #
 # profile
 # --------------------------------------------------------------------------- #
+def warm_profile(objective_at, x_hat, lower, upper, steps, base: float, v_hat: float,
+                 **minimize_opts):
+    """One parameter's profile, as lme4's ``profile``: for a value ``v`` of the parameter,
+    ``dev(v)`` minimises ``objective_at(v)`` (a function of the other parameters ``x``) with
+    :func:`bounded_minimize`, warm-started from the last finite solution (initial steps
+    ``steps(x0)``); ``zeta(v) = sign(v - v_hat) sqrt(dev(v) - base)``; ``reset()`` goes back to
+    the estimates ``x_hat``. Values are cached per ``v``. Returns ``(dev, zeta, reset)``; used
+    by the lmer (variance parameters and fixed effects) and glmer profiles."""
+    x_hat = np.array(x_hat, dtype=float)
+    state = {"x": x_hat.copy()}
+    cache: dict[float, float] = {}
+
+    def dev(v: float) -> float:
+        if v in cache:
+            return cache[v]
+        x0 = state["x"]
+        x, d = bounded_minimize(objective_at(v), x0, lower, upper, steps(x0), **minimize_opts)
+        if np.isfinite(d):
+            state["x"] = x
+        cache[v] = d
+        return d
+
+    def zeta(v: float) -> float:
+        return float(np.sign(v - v_hat) * np.sqrt(max(dev(v) - base, 0.0)))
+
+    def reset():
+        state["x"] = x_hat.copy()
+
+    return dev, zeta, reset
+
+
 def _offset_stats(st: Stats, j: int, v: float) -> Stats:
     """Cross-products of the model with ``β_j`` fixed at ``v`` (column j moved to an offset)."""
     p = st.p
@@ -195,58 +226,35 @@ class _Profiler:
 
     def zeta_var(self, j: int):
         free = np.array([i for i in range(self.n) if i != j])
-        state = {"x": self.phi_hat[free].copy()}
-        cache = {}
 
-        def z(v):
-            if v in cache:
-                return cache[v]
+        def objective_at(v):
             phi = self.phi_hat.copy()
             phi[j] = v
 
             def fun(x):
                 phi[free] = x
                 return self.dev_phi(phi)
+            return fun
 
-            # warm start from the nearest profiled point
-            x0 = state["x"]
-            step = np.where(self.kinds[free] == "cor", 0.05,
+        def steps(x0):
+            return np.where(self.kinds[free] == "cor", 0.05,
                             0.1 * np.maximum(np.abs(x0), 1e-3 * self.phi_hat[-1]))
-            x, d = bounded_minimize(fun, x0, self.lower[free], self.upper[free], step)
-            state["x"] = x
-            dd = max(d - self.basedev, 0.0)
-            out = float(np.sign(v - self.phi_hat[j]) * np.sqrt(dd))
-            cache[v] = out
-            return out
 
-        def reset():
-            state["x"] = self.phi_hat[free].copy()
-
+        _, z, reset = warm_profile(objective_at, self.phi_hat[free], self.lower[free],
+                                   self.upper[free], steps, self.basedev, self.phi_hat[j])
         return z, reset
 
     def zeta_beta(self, j: int):
         st = self.df.stats
-        state = {"theta": self.ml.theta.copy()}
-        lower = self.df.lower
-        cache = {}
+        lower = np.where(np.isfinite(self.df.lower), self.df.lower, -np.inf)
 
-        def z(v):
-            if v in cache:
-                return cache[v]
-            dfj = DevFun(self.df.design, reml=False, tmap=self.tmap, stats=_offset_stats(st, j, v))
-            x0 = state["theta"]
-            step = 0.1 * np.maximum(np.abs(x0), 0.05)
-            up = np.full(len(x0), np.inf)
-            x, d = bounded_minimize(dfj, x0, np.where(np.isfinite(lower), lower, -np.inf), up, step)
-            state["theta"] = x
-            dd = max(d - self.basedev, 0.0)
-            out = float(np.sign(v - self.beta_hat[j]) * np.sqrt(dd))
-            cache[v] = out
-            return out
+        def objective_at(v):
+            return DevFun(self.df.design, reml=False, tmap=self.tmap, stats=_offset_stats(st, j, v))
 
-        def reset():
-            state["theta"] = self.ml.theta.copy()
-
+        _, z, reset = warm_profile(objective_at, self.ml.theta, lower,
+                                   np.full(len(self.ml.theta), np.inf),
+                                   lambda x0: 0.1 * np.maximum(np.abs(x0), 0.05), self.basedev,
+                                   self.beta_hat[j])
         return z, reset
 
 
