@@ -752,13 +752,11 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     :func:`bayes_hlm.backends.marginal.run_marginal` does. The node count is chosen at the
     start points and checked again at posterior draws (``extra["quadrature"]``).
     """
-    import xarray as xr
-
     from ..progress import phase
     from .keyed_noise import seed_key
     from .marginal import effects_seed
     from .numba_nuts import _compiled_model, callback_phase, callbacks
-    from .sampling import SampleOutput, run_nutpie
+    from .sampling import SampleOutput, run_nutpie, with_posterior
 
     why = unsupported_reason(design, ps, family)
     if why is not None:
@@ -797,11 +795,9 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     with phase("drawing group effects exactly (ratio of uniforms)"):
         b, acc = form.draw_effects(packed, flat, key, np.arange(C * D))
     t3 = time.perf_counter()
-    groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
-    groups["posterior"] = posterior_dataset(design, ps, packed, z, b)
-    for k in groups:
-        groups[k].attrs.update({"engine": "bayes_hlm.glmm_collapsed", "inference_library": "nutpie"})
-    out = SampleOutput(tree=xr.DataTree.from_dict(groups), compile_s=t1 - t0, sample_s=t2 - t1,
+    out = SampleOutput(tree=with_posterior(tree, posterior_dataset(design, ps, packed, z, b),
+                                           "bayes_hlm.glmm_collapsed"),
+                       compile_s=t1 - t0, sample_s=t2 - t1,
                        interrupted=interrupted, extra={"centered": {}})
     factor = design.groups[0].factor
 

@@ -22,7 +22,7 @@ from ..spec.priors import PriorSet
 from . import naming
 from .hyperparameters import coords as model_coords
 from .hyperparameters import factor_blocks
-from .sampling import SamplerConfig, SampleOutput, run_nutpie
+from .sampling import SamplerConfig, SampleOutput, run_nutpie, with_posterior
 
 
 def posterior_dataset(design: Design, ps: PriorSet, packed, z: np.ndarray) -> xr.Dataset:
@@ -101,11 +101,8 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig,
     t2 = time.perf_counter()
     with phase("transforming the draws to the model's parameters"):
         z = np.asarray(tree["posterior"]["_x"].values)
-        groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
-        groups["posterior"] = posterior_dataset(design, ps, packed, z)
-    for k in groups:
-        groups[k].attrs.update({"engine": "bayes_hlm.glmm_nuts", "inference_library": "nutpie"})
-    return SampleOutput(tree=xr.DataTree.from_dict(groups), compile_s=t1 - t0, sample_s=t2 - t1,
+        out = with_posterior(tree, posterior_dataset(design, ps, packed, z), "bayes_hlm.glmm_nuts")
+    return SampleOutput(tree=out, compile_s=t1 - t0, sample_s=t2 - t1,
                         interrupted=interrupted,
                         extra={"centered": dict(packed.centered), "rows": n_rows,
                                "cells": rows.N, "sampler": "numba"})

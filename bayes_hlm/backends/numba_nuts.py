@@ -30,7 +30,7 @@ from ..spec.priors import PriorSet
 from . import naming
 from .hyperparameters import coords as model_coords
 from .hyperparameters import factor_blocks
-from .sampling import SamplerConfig, SampleOutput, run_nutpie
+from .sampling import SamplerConfig, SampleOutput, run_nutpie, with_posterior
 
 
 def available() -> bool:
@@ -227,11 +227,7 @@ def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOut
     t2 = time.perf_counter()
     with phase("transforming the draws to the model's parameters"):
         z = np.asarray(tree["posterior"]["_x"].values)
-        groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
-        groups["posterior"] = posterior_dataset(design, ps, packed, z)
-    for k in groups:
         # the label predates the module's name (numba_nuts): kept as saved files carry it
-        groups[k].attrs.update({"engine": "bayes_hlm.compiled_nuts", "inference_library": "nutpie"})
-    out = xr.DataTree.from_dict(groups)
+        out = with_posterior(tree, posterior_dataset(design, ps, packed, z), "bayes_hlm.compiled_nuts")
     return SampleOutput(tree=out, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted,
                         extra={"centered": packed.centered})

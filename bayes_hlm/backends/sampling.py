@@ -200,6 +200,16 @@ def run_nutpie(compiled, cfg: SamplerConfig) -> tuple[xr.DataTree, bool]:
         raise BayesHLMError(panic_message(e, cfg)) from None
 
 
+def with_posterior(tree: xr.DataTree, posterior: xr.Dataset, engine: str) -> xr.DataTree:
+    """nutpie's result of a compiled engine with its unconstrained ``_x`` draws replaced by
+    the model's ``posterior``; every group labelled with the engine (saved files carry it)."""
+    groups = {k: tree[k].to_dataset() for k in tree.children if k != "posterior"}
+    groups["posterior"] = posterior
+    for k in groups:
+        groups[k].attrs.update({"engine": engine, "inference_library": "nutpie"})
+    return xr.DataTree.from_dict(groups)
+
+
 def is_rust_panic(e: BaseException) -> bool:
     """A panic inside nutpie's Rust code reaches Python as ``pyo3_runtime.PanicException``,
     a BaseException (so no ``except Exception`` stops it); that module cannot be imported."""
