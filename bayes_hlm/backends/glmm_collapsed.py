@@ -41,7 +41,7 @@ from ..spec.priors import PriorSet, corr_key, sd_key
 from ..statistics.quadrature import tensor_rule
 from .glmm_kernels import kernel_code, row_terms
 from .numba_density import (_intercept_shift, _log_positive, _positive_code, _scale, cpc_backward,
-                            lkj_cpc, n_corr)
+                            lkj_cpc, n_corr, priors_unsupported)
 
 #: kernel codes with a third η-derivative in :func:`_d3` (binomial logit, Poisson log)
 COVERED_CODES = (0, 3)
@@ -78,20 +78,7 @@ def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
     q = sum(g.q for g in design.groups)
     if q > MAX_Q:
         return f"{q} effect columns per group (quadrature engine: at most {MAX_Q})"
-    for n in design.fixed_names:
-        p = ps.priors[n]
-        if p.dist != "Normal" or set(p.params) != {"mu", "sigma"} or np.ndim(p.params["mu"]):
-            return f"prior {p} on {n!r} (only Normal(mu, sigma))"
-    for g in design.groups:
-        fams = set()
-        for t in g.terms:
-            p = ps.priors[sd_key(t, g.factor)]
-            if _positive_code(p) is None:
-                return f"prior {p} on {sd_key(t, g.factor)!r}"
-            fams.add(p.dist)
-        if g.correlated and len(fams) > 1:
-            return f"SD priors of {g.name} from different families"
-    return None
+    return priors_unsupported(design, ps)
 
 
 # --------------------------------------------------------------------------- #

@@ -32,7 +32,7 @@ import numpy as np
 from ..spec.design import Design
 from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
 from . import glmm_kernels as gk
-from .numba_density import _intercept_shift, _log_positive, _positive_code, _scale
+from .numba_density import _intercept_shift, _log_positive, _positive_code, _scale, priors_unsupported
 from .numba_density import cpc_backward, cpc_corr, lkj_cpc, n_corr
 
 _HEAD = 24   # header entries
@@ -53,24 +53,11 @@ def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
         return str(exc)
     if not design.groups:
         return "no grouping factor"
-    for n in design.fixed_names:
-        p = ps.priors[n]
-        if p.dist != "Normal" or set(p.params) != {"mu", "sigma"} or np.ndim(p.params["mu"]):
-            return f"prior {p} on {n!r} (only Normal(mu, sigma))"
     if gk.has_param(code):
         name = family.param_names[0]
         if _positive_code(ps.priors[name]) is None:
             return f"prior {ps.priors[name]} on {name}"
-    for g in design.groups:
-        fams = set()
-        for t in g.terms:
-            p = ps.priors[sd_key(t, g.factor)]
-            if _positive_code(p) is None:
-                return f"prior {p} on {sd_key(t, g.factor)!r}"
-            fams.add(p.dist)
-        if g.correlated and len(fams) > 1:
-            return f"SD priors of {g.name} from different families"
-    return None
+    return priors_unsupported(design, ps)
 
 
 # --------------------------------------------------------------------------- #

@@ -78,16 +78,14 @@ def _positive_code(prior) -> tuple[int, float, float] | None:
     return fam[0], vals[0], vals[1]
 
 
-def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
-    """``None`` when the compiled density covers this model, else why not."""
-    if type(stats) not in (SingleStats, CrossedStats, NestedStats):
-        return f"{stats.plan.structure} grouping structure"
+def priors_unsupported(design: Design, ps: PriorSet) -> str | None:
+    """``None`` when the compiled densities (Gaussian collapsed, GLMM full and quadrature)
+    have the priors of the fixed effects and group SDs in code, else why not: fixed effects
+    Normal(mu, sigma); SDs from :data:`POSITIVE_FAMILIES`, one family per correlated term."""
     for n in design.fixed_names:
         p = ps.priors[n]
         if p.dist != "Normal" or set(p.params) != {"mu", "sigma"} or np.ndim(p.params["mu"]):
             return f"prior {p} on {n!r} (only Normal(mu, sigma))"
-    if _positive_code(ps.priors["sigma"]) is None:
-        return f"prior {ps.priors['sigma']} on sigma"
     for g in design.groups:
         fams = set()
         for t in g.terms:
@@ -98,6 +96,15 @@ def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
         if g.correlated and len(fams) > 1:  # the PyMC model rejects this with a clear message
             return f"SD priors of {g.name} from different families"
     return None
+
+
+def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
+    """``None`` when the compiled density covers this model, else why not."""
+    if type(stats) not in (SingleStats, CrossedStats, NestedStats):
+        return f"{stats.plan.structure} grouping structure"
+    if _positive_code(ps.priors["sigma"]) is None:
+        return f"prior {ps.priors['sigma']} on sigma"
+    return priors_unsupported(design, ps)
 
 
 # --------------------------------------------------------------------------- #
