@@ -4,7 +4,7 @@
 a later first fit only loads it (``NUMBA_CACHE_DIR``, default next to the sources):
 
 * the collapsed density's entry points (and their nutpie C callbacks) of the common model
-  structures (:data:`DENSITIES`): one factor (``(1 | g)``, the demo's ``(Days | Subject)``),
+  structures (:data:`DENSITIES`): one factor (``(1 | g)`` and the demo's ``(Days | Subject)``),
   nested ``(1 | g/h)`` and crossed ``(1 | a) + (1 | b)``;
 * the exact group-effect draws (block and nested kernels) and their keyed noise, by fitting
   sleepstudy random slopes and a tiny nested model (one chain, a few draws);
@@ -28,7 +28,8 @@ import pandas as pd
 
 #: (structure, q) of the collapsed density entry points compiled ahead
 #: (:func:`bayes_hlm.backends.numba_density.kernel`)
-DENSITIES = (("single", 1), ("nested", 1), ("crossed", 1))
+#: (one factor: per q of its group term, :func:`~bayes_hlm.backends.group_kernel.term_for_q`)
+DENSITIES = (("single", 1), ("single", 2), ("nested", 1), ("crossed", 1))
 
 
 def warm_densities(say=lambda msg: None) -> None:

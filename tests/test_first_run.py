@@ -56,7 +56,8 @@ def test_warmup_leaves_the_first_fit_kernels_cached(tmp_path):
     from bayes_hlm.warmup import DENSITIES
 
     n = len(DENSITIES)
-    assert ("single", 1) in DENSITIES  # the demo's and README's sleepstudy model
+    assert ("single", 1) in DENSITIES  # (1 | g)
+    assert ("single", 2) in DENSITIES  # the demo's and README's sleepstudy model
     assert out.stdout.split() == ["False"] * (n + 1) + ["1"] * n, out.stderr
     # glmer (the frequentist column of every binomial/Poisson Bayesian fit): its kernels load
     # from the cache in a fresh process, nothing compiles (a family's first fit compiles ~30 s)

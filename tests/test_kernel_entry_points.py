@@ -82,23 +82,31 @@ def _cases():
     sleep = bh.datasets.load("sleepstudy")
     sim = bh.datasets.simulate(n_groups=6, rows_per_group=8, slope=False, nested=3,
                                group_sd=(1.0,), sigma=1.0, seed=3)
+    sleep3 = sleep.assign(Days2=sleep["Days"] ** 2 / 10.0)
     return {
         "single": ("Reaction ~ Days + (Days | Subject)", sleep),
         "single_intercept": ("Reaction ~ Days + (1 | Subject)", sleep),
+        "single_q3": ("Reaction ~ Days + (Days + Days2 | Subject)", sleep3),
         "nested_q1": (sim.formula, sim.data),
         "crossed": ("diameter ~ 1 + (1 | plate) + (1 | sample)", bh.datasets.load("penicillin")),
     }
 
 
-@pytest.mark.parametrize("name", ["single", "single_intercept", "nested_q1", "crossed"])
+#: case -> the entry point it runs (one factor: per q of its group term; q >= 3 share one)
+_ENTRY = {"single": "single_q2", "single_intercept": "single_q1", "single_q3": "single_qn",
+          "nested_q1": "nested_q1", "crossed": "crossed"}
+
+
+@pytest.mark.parametrize("name", list(_ENTRY))
 def test_entry_point_is_logp_grad_bit_for_bit(name):
     """Each structure's entry point (and its C callback) gives logp_grad's log density and
-    gradient exactly: the same Python body with the other structures pruned."""
+    gradient exactly: the same Python body with the other structures pruned (one factor: the
+    chunk loop calls its q's group-term kernel without the run-time choice by q)."""
     from bayes_hlm.backends.numba_density import kernel_for, logp_grad
 
     pk = _packed(*_cases()[name])
     k = kernel_for(pk)
-    assert k.py_func.__name__ == f"logp_grad_{name.replace('_intercept', '')}"
+    assert k.py_func.__name__ == f"logp_grad_{_ENTRY[name]}"
     logp, _ = numba_nuts.callbacks(k)
     rng = np.random.default_rng(1)
     for _ in range(8):

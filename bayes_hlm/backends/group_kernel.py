@@ -226,6 +226,12 @@ def term_and_grad(e, A, L, s2, gE, gL):
     return _term_general(e, A, L, s2, gE, gL)
 
 
+def term_for_q(q: int):
+    """The kernel :func:`term_and_grad` runs for ``q`` columns, for a caller that knows ``q``
+    when it is compiled (an entry point specialised per q compiles only that kernel)."""
+    return _term_q1 if q == 1 else _term_q2 if q == 2 else _term_general
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def group_term_grad(e, A, L, sigma):
     """``(F, ∂F/∂e, ∂F/∂L, ∂F/∂σ)`` for ``e`` (G, q), ``A`` (G, q, q), ``L`` (q, q), ``σ``."""

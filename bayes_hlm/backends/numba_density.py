@@ -1132,18 +1132,18 @@ def kernel(kind: str, q: int = 1):
     """The density of one structure: :func:`logp_grad` with ``_KIND`` fixed at compile time.
 
     ``kind``: ``"single"`` (one marginalised factor), ``"nested"`` (two-stage) or
-    ``"crossed"`` (sampled effects); ``q``: the nested inner factor's columns (1 sends the
-    inner term straight to :func:`_nested_term_q1`; ignored otherwise). A sleepstudy fit
-    compiles one function instead of every structure's kernels (the generic :func:`logp_grad`
-    compiled ~3x longer); the numbers are :func:`logp_grad`'s, from the same Python body.
-
-    The group term keeps its run-time choice by q (:func:`.group_kernel.term_and_grad`):
-    its kernels are compiled with fast-math reassociation, and called straight from a
-    q-specialised entry point they came out a rounding error apart from :func:`logp_grad`'s
-    (measured, q = 1), so the draws of a seed would have changed."""
+    ``"crossed"`` (sampled effects); ``q``: the single factor's columns (its group term's
+    kernel, :func:`.group_kernel.term_for_q`, is called straight from the chunk loop: q = 1,
+    2 or any larger q share one kernel) or the nested inner factor's (1 sends the inner term
+    straight to :func:`_nested_term_q1`); ignored for crossed designs. A sleepstudy fit
+    compiles one function and one group-term kernel instead of every structure's kernels
+    (the generic :func:`logp_grad` compiled ~3x longer); the numbers are :func:`logp_grad`'s,
+    from the same Python bodies (tested bit for bit)."""
     if kind == "nested":
         return _entry("nested_q1" if q == 1 else "nested")
-    if kind in ("single", "crossed"):
+    if kind == "single":
+        return _entry(f"single_q{q}" if q <= 2 else "single_qn")
+    if kind == "crossed":
         return _entry(kind)
     raise ValueError(f"unknown structure {kind!r}")
 
@@ -1152,10 +1152,25 @@ def kernel(kind: str, q: int = 1):
 def _entry(name: str):
     from .kernel_variants import specialised
 
-    kind = name.split("_")[0]
-    # q = 1 nested: the inner term's kernel itself (nested_term sends q = 1 there)
-    inner = {"nested_term": _nested_term_q1} if name == "nested_q1" else {}
+    kind, _, variant = name.partition("_")
+    inner = {}
+    if name == "nested_q1":  # the inner term's kernel itself (nested_term sends q = 1 there)
+        inner = {"nested_term": _nested_term_q1}
+    elif kind == "single":  # the chunk loop calling its q's group-term kernel
+        inner = {"_term_in_chunks": _chunks(variant)}
     return specialised(logp_grad, name, {"_KIND": kind, **inner})
+
+
+@functools.cache
+def _chunks(variant: str):
+    """:func:`_term_in_chunks` calling :func:`.group_kernel.term_for_q`'s kernel directly
+    (``variant``: ``"q1"``, ``"q2"`` or ``"qn"``): the run-time choice by q, and the two kernels
+    it does not run, are not compiled."""
+    from .group_kernel import term_for_q
+    from .kernel_variants import specialised
+
+    q = {"q1": 1, "q2": 2}.get(variant, 3)
+    return specialised(_term_in_chunks, variant, {"term_and_grad": term_for_q(q)})
 
 
 def kernel_for(packed: Packed):
@@ -1163,7 +1178,9 @@ def kernel_for(packed: Packed):
     buf = packed.buf
     if buf[13] > 0:  # inner levels of a nested factor
         return kernel("nested", int(buf[14]))
-    return kernel("crossed" if buf[12] > 0 else "single")
+    if buf[12] > 0:  # sampled (crossed) effects
+        return kernel("crossed")
+    return kernel("single", int(buf[3]))
 
 
 # --------------------------------------------------------------------------- #
