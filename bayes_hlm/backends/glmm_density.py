@@ -35,7 +35,7 @@ from . import glmm_kernels as gk
 from .numba_density import _intercept_shift, _log_positive, _positive_code, _scale, priors_unsupported
 from .numba_density import cpc_backward, cpc_corr, lkj_cpc, n_corr
 
-_HEAD = 24   # header entries
+_HEAD = 32   # header entries
 _TERM = 13   # fixed entries of a term's block (then 5 per coordinate)
 _CHUNK = 512  # rows per likelihood pass in the gradient
 
@@ -228,20 +228,35 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
             blk += list(_positive_code(ps.priors[sd_key(t, g.factor)]))
             blk += [lt.fixed_cols[i], lt.parent_cols[i]]
         blocks.append(np.asarray(blk, dtype=float))
-    # the fixed part of eta from a table of distinct (X row, offset) pairs: categorical
-    # predictors (the common GLMM design) make it a few rows, so a gradient reads one index
-    # per row instead of p coefficients
+    # rows sorted by the levels of the term with most levels (the "primary" term): a
+    # gradient then reads that term's effects once per run of rows of one level (a segment)
+    # and sums its gradient in registers, instead of one gather and one scatter per row
+    kp = max(order, key=lambda k: (design.groups[k].n_levels, -order.index(k)))
+    rows = _sorted_rows(rows, rows.codes[kp])
+    segs, chunks = _segments(rows.codes[kp], _CHUNK)
+    # the fixed part of eta: from a table of distinct (X row, offset) pairs when there are
+    # few (categorical predictors, the common GLMM design: one index per row instead of p
+    # coefficients), else per row, its columns merged with the primary term's (below)
     from .compression import row_table
 
     xi, first = row_table(rows)
-    X_at = place(rows.X[first])
-    y_at, n_at, w_at, off_at = place(rows.y), place(rows.n), place(rows.w), place(rows.offset[first])
-    xi_at = place(xi)
+    dense = len(first) > N // 4
+    cols, xslot, zslot = _merged_columns(rows.X if dense else None, rows.Z[kp])
+    D = 0 if dense else len(first)
+    X_at = place(rows.X[first]) if not dense else 0
+    y_at, n_at, w_at = place(rows.y), place(rows.n), place(rows.w)
+    off_at = place(rows.offset[first]) if not dense else 0
+    xi_at = place(xi) if not dense else 0
+    offr_at = place(rows.offset) if dense and np.any(rows.offset != 0.0) else -1
     mu_at, sd_at, xm_at = place(mu), place(sd), place(np.asarray(ps.x_mean, dtype=float)
                                                       if ps.centered else np.zeros(p))
+    seg_at, ch_at = place(segs), place(chunks)
+    M_at = place(np.stack(cols)) if cols else 0  # column-major: one column after another
+    map_at = place(np.concatenate([xslot, zslot]).astype(float))
     head = [0.0, N, p, T, code, i_int, phi_x, *phi_prior, len(init), X_at, y_at, n_at, w_at,
             off_at, mu_at, sd_at, xm_at, max((layouts[k].q for k in order), default=1),
-            len(first), xi_at, 0.0]
+            D, xi_at, order.index(kp), len(chunks), ch_at, seg_at, len(cols), M_at, map_at,
+            float(dense), offr_at]
     head = head + [0.0] * (_HEAD - len(head))
     assert len(head) == _HEAD
     buf = np.concatenate([np.asarray(head, dtype=float), *blocks, *arrays])
@@ -251,6 +266,62 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
     cent_used = {design.groups[k].factor: layouts[k].centered for k in order}
     return GlmmPacked(buf=buf, ndim=len(init), p=p, phi_x=phi_x, phi_name=phi_name,
                       terms=terms, init=np.asarray(init), i_int=i_int, centered=cent_used)
+
+
+def _sorted_rows(rows: Rows, codes: np.ndarray) -> Rows:
+    """``rows`` ordered by ``codes`` (stable): the likelihood is a sum over rows, so the order
+    is free; only the packed buffer holds it (pointwise log likelihoods stay per original row)."""
+    perm = np.argsort(codes, kind="stable")
+    if np.all(perm[1:] > perm[:-1]):
+        return rows
+    return Rows(y=rows.y[perm], n=rows.n[perm], w=rows.w[perm], offset=rows.offset[perm],
+                X=rows.X[perm], codes=[c[perm] for c in rows.codes], Z=[Z[perm] for Z in rows.Z])
+
+
+def _segments(codes: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of equal ``codes`` (sorted) cut to at most ``chunk`` rows: ``segs`` (S, 3) =
+    (first row, rows, level); ``chunks`` (C, 2) = (first segment, segments), each chunk whole
+    segments of at most ``chunk`` rows together (one likelihood pass each)."""
+    N = codes.shape[0]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if N else np.zeros(0, int)
+    ends = np.r_[starts[1:], N]
+    seg = []
+    for a, e in zip(starts.tolist(), ends.tolist()):
+        for s in range(a, e, chunk):
+            seg.append((s, min(chunk, e - s), int(codes[a])))
+    chunks, first, filled = [], 0, 0
+    for i, (_, m, _) in enumerate(seg):
+        if filled + m > chunk:
+            chunks.append((first, i - first))
+            first, filled = i, 0
+        filled += m
+    if seg:
+        chunks.append((first, len(seg) - first))
+    return (np.asarray(seg, dtype=float).reshape(-1, 3), np.asarray(chunks, dtype=float).reshape(-1, 2))
+
+
+def _merged_columns(X: np.ndarray | None, Z: np.ndarray) -> tuple[list, list, list]:
+    """The distinct columns of ``[X | Z]`` (``X`` None: of ``Z``) and where each column of X
+    and Z went: a row's ``X·β + Z·b`` is then ``Σ_u c_u M_u`` with ``c_u`` the sum of the
+    coefficients mapped to ``u``, one multiply-add per distinct column (``y ~ x + (x | g)``:
+    one). A column of ones goes to slot ``len(cols)`` and is not stored."""
+    cols: list[np.ndarray] = []
+    ones: list[int] = []
+
+    def slot(c):
+        if np.all(c == 1.0):
+            ones.append(1)
+            return -1
+        for u, d in enumerate(cols):
+            if np.array_equal(c, d):
+                return u
+        cols.append(np.ascontiguousarray(c, dtype=float))
+        return len(cols) - 1
+
+    xs = [slot(X[:, j]) for j in range(X.shape[1])] if X is not None else []
+    zs = [slot(Z[:, i]) for i in range(Z.shape[1])]
+    r = len(cols)
+    return cols, [r if u == -1 else u for u in xs], [r if u == -1 else u for u in zs]
 
 
 # --------------------------------------------------------------------------- #
@@ -329,9 +400,9 @@ def logp_grad(x, buf, grad):
     """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
     N, p, T, code, i_int = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5])
     phi_x = int(buf[6])
-    D = int(buf[20])  # distinct (X row, offset) pairs; row r uses pair xi[r]
+    D = int(buf[20])  # distinct (X row, offset) pairs; row r uses pair xi[r] (0: X per row)
     X = buf[int(buf[11]):int(buf[11]) + D * p].reshape((D, p))
-    xi = buf[int(buf[21]):int(buf[21]) + N]
+    xi = buf[int(buf[21]):int(buf[21]) + (N if D > 0 else 0)]
     y = buf[int(buf[12]):int(buf[12]) + N]
     nn = buf[int(buf[13]):int(buf[13]) + N]
     w = buf[int(buf[14]):int(buf[14]) + N]
@@ -430,24 +501,77 @@ def logp_grad(x, buf, grad):
         for j in range(p):
             s += X[d, j] * beta[j]
         ex0[d] = s
-    # in chunks that stay in L1: gather eta, one family pass (vectorised for logit and
-    # Poisson, :func:`.glmm_kernels.loglik_sum`), scatter dl/deta to the effects
+    # the primary term (rows sorted by its levels) and the merged columns M (pack)
+    tp = int(buf[22])
+    n_ch, ch_at, seg_at = int(buf[23]), int(buf[24]), int(buf[25])
+    r, M_at, map_at = int(buf[26]), int(buf[27]), int(buf[28])
+    dense, offr_at = buf[29] > 0.5, int(buf[30])
+    qp, exp_ = tq[tp], tex[tp]
+    px = p if dense else 0
+    slots = np.empty(px + qp, dtype=np.int64)
+    for i in range(px + qp):
+        slots[i] = int(buf[map_at + i])
+    coef = np.empty(r + 1)
+    acc = np.empty(r + 1)
+    # per chunk of whole segments (fits L1): eta (per segment: Σ_u c_u M_u; the other terms
+    # gathered), one family pass (vectorised for logit and Poisson,
+    # :func:`.glmm_kernels.loglik_sum`), then the gradient: per segment summed in registers
     eta_c = np.empty(_CHUNK)
     d_c = np.empty(_CHUNK)
-    for c0 in range(0, N, _CHUNK):
-        m = min(_CHUNK, N - c0)
-        for k in range(m):
-            eta_c[k] = ex0[int(xi[c0 + k])]
+    for ch in range(n_ch):
+        s0, ns = int(buf[ch_at + 2 * ch]), int(buf[ch_at + 2 * ch + 1])
+        c0 = int(buf[seg_at + 3 * s0])
+        sl = seg_at + 3 * (s0 + ns - 1)
+        m = int(buf[sl]) + int(buf[sl + 1]) - c0
+        for s in range(s0, s0 + ns):
+            a0, ln, lev = int(buf[seg_at + 3 * s]) - c0, int(buf[seg_at + 3 * s + 1]), int(buf[seg_at + 3 * s + 2])
+            for u in range(r + 1):
+                coef[u] = 0.0
+            for j in range(px):
+                coef[slots[j]] += beta[j]
+            for i in range(qp):
+                coef[slots[px + i]] += b[exp_ + lev * qp + i]
+            c1 = coef[r]
+            for k in range(a0, a0 + ln):
+                eta_c[k] = c1
+            for u in range(r):
+                cu = coef[u]
+                base = M_at + u * N + c0
+                for k in range(a0, a0 + ln):
+                    eta_c[k] += cu * buf[base + k]
+        if offr_at >= 0:
+            for k in range(m):
+                eta_c[k] += buf[offr_at + c0 + k]
+        for k in range(m if D > 0 else 0):
+            eta_c[k] += ex0[int(xi[c0 + k])]
         for t in range(T):
-            _term_eta(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], b, eta_c, m)
+            if t != tp:
+                _term_eta(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], b, eta_c, m)
         ll, dp = gk.loglik_sum(code, y[c0:c0 + m], nn[c0:c0 + m], w[c0:c0 + m], eta_c[:m],
                                phi, d_c[:m])
         lp += ll
         gphi += dp
-        for k in range(m):
+        for k in range(m if D > 0 else 0):
             gx[int(xi[c0 + k])] += d_c[k]
+        for s in range(s0, s0 + ns):
+            a0, ln, lev = int(buf[seg_at + 3 * s]) - c0, int(buf[seg_at + 3 * s + 1]), int(buf[seg_at + 3 * s + 2])
+            tot = 0.0
+            for k in range(a0, a0 + ln):
+                tot += d_c[k]
+            acc[r] = tot
+            for u in range(r):
+                base = M_at + u * N + c0
+                tot = 0.0
+                for k in range(a0, a0 + ln):
+                    tot += buf[base + k] * d_c[k]
+                acc[u] = tot
+            for j in range(px):
+                gbeta[j] += acc[slots[j]]
+            for i in range(qp):
+                gb[exp_ + lev * qp + i] += acc[slots[px + i]]
         for t in range(T):
-            _term_scatter(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], gb, d_c, m)
+            if t != tp:
+                _term_scatter(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], gb, d_c, m)
     for d in range(D):
         for j in range(p):
             gbeta[j] += X[d, j] * gx[d]
