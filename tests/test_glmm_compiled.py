@@ -106,6 +106,79 @@ def test_gradient_matches_finite_differences(family, link, structure, centered):
     np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-5)
 
 
+# rows sorted by the primary term at pack time: segments longer than a chunk (one level of
+# 700 rows), chunks of many short segments (levels of 1-3 rows), X per row merged with Z
+# (continuous x) or from the table of distinct X rows (categorical a), offsets, weights
+SEGMENT_CASES = [
+    ("bernoulli", "y ~ x + (x | g)", {"g": True}), ("bernoulli", "y ~ x + (x | g)", {}),
+    ("bernoulli", "y ~ a + (1 | g) + (x | h)", {"h": True}),
+    ("binomial", "cbind(y, n - y) ~ x + (1 | c/g)", {"c": True}),
+    ("poisson", "y ~ a + offset(log(expo)) + (x | g)", {"g": True}),
+    ("poisson", "y ~ x + offset(log(expo)) + (1 | g) + (1 | h)", {}),
+]
+
+
+def _segment_data(family: str, seed: int = 5) -> pd.DataFrame:
+    """One large level (700 rows) and many tiny ones, rows in random order."""
+    rng = np.random.default_rng(seed)
+    sizes = np.r_[700, rng.integers(1, 4, 150)]
+    g = np.repeat(np.arange(sizes.size), sizes)
+    n = g.size
+    d = simulate(family, seed=seed, G=2, m=(n + 1) // 2).iloc[:n].reset_index(drop=True)
+    d["g"] = [f"g{v}" for v in g]
+    d["c"] = [f"c{v // 7}" for v in g]
+    d["h"] = [f"h{v}" for v in rng.integers(0, 9, n)]
+    d["a"] = rng.choice(["a1", "a2", "a3"], n)
+    return d.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("family,formula,centered", SEGMENT_CASES)
+def test_segmented_gradient_matches_finite_differences_and_row_order(family, formula, centered):
+    """The packed rows are sorted by the primary term's levels; the density and gradient are
+    the same for any row order of the data (to rounding) and match finite differences."""
+    from bayes_hlm.backends.glmm_density import _CHUNK
+
+    d = _segment_data(family)
+    pr, fam, pk = _packed(formula, d, family, None, centered)
+    _, _, pk2 = _packed(formula, d.iloc[::-1].reset_index(drop=True), family, None, centered)
+    x = pk.init + np.random.default_rng(1).normal(0, 0.3, pk.ndim)
+    g, g2, tmp = np.empty(pk.ndim), np.empty(pk.ndim), np.empty(pk.ndim)
+    lp = gd.logp_grad(x, pk.buf, g)
+    assert gd.logp_grad(x, pk2.buf, g2) == pytest.approx(lp, rel=1e-12)
+    np.testing.assert_allclose(g2, g, rtol=1e-9, atol=1e-9)
+    h = 1e-6
+    for i in np.random.default_rng(2).choice(pk.ndim, min(pk.ndim, 40), replace=False):
+        e = np.zeros(pk.ndim)
+        e[i] = h
+        fd = (gd.logp_grad(x + e, pk.buf, tmp) - gd.logp_grad(x - e, pk.buf, tmp)) / (2 * h)
+        assert g[i] == pytest.approx(fd, rel=1e-5, abs=1e-5)
+    assert max(pr.design.groups[k].n_levels for k in range(len(pr.design.groups))) > 100
+    assert len(d) > _CHUNK
+
+
+def test_segments_cover_the_sorted_rows():
+    codes = np.repeat(np.arange(6), [1, 1200, 3, 1, 513, 40])
+    segs, chunks = gd._segments(codes, 512)
+    start, size, level = segs.T.astype(int)
+    assert np.array_equal(np.concatenate([np.arange(a, a + m) for a, m in zip(start, size)]),
+                          np.arange(codes.size))
+    assert all((codes[a:a + m] == lv).all() for a, m, lv in zip(start, size, level))
+    assert size.max() <= 512
+    first, count = chunks.T.astype(int)
+    assert np.array_equal(np.concatenate([np.arange(f, f + c) for f, c in zip(first, count)]),
+                          np.arange(len(segs)))
+    assert all(size[f:f + c].sum() <= 512 for f, c in zip(first, count))
+
+
+def test_merged_columns_share_identical_columns():
+    x = np.linspace(-1, 1, 9)
+    X = np.column_stack([np.ones(9), x, x ** 2])
+    cols, xs, zs = gd._merged_columns(X, np.column_stack([np.ones(9), x]))
+    assert len(cols) == 2 and xs == [2, 0, 1] and zs == [2, 0]
+    cols, xs, zs = gd._merged_columns(None, np.column_stack([x, np.ones(9)]))
+    assert len(cols) == 1 and xs == [] and zs == [0, 1]
+
+
 @pytest.mark.parametrize("centered", [{"c:g": True}, {"c": True, "c:g": True}, {"c": True}])
 def test_centring_shift_is_a_change_of_variables(centered):
     """Centred on the parent's effect and on level-2 predictors (w), the density at x equals

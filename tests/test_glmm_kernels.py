@@ -165,3 +165,14 @@ def test_vectorised_poisson_overflows_like_exp():
     d = np.empty(2)
     tot, _ = gk.loglik_sum(3, np.ones(2), np.ones(2), np.ones(2), np.array([0.0, 710.0]), 0.0, d)
     assert tot == -np.inf and d[1] == -np.inf
+
+
+def test_unit_weight_bernoulli_logit_sum_equals_the_weighted_loop():
+    rng = np.random.default_rng(4)
+    eta = np.r_[rng.normal(0, 3, 2000), -800.0, 800.0, 0.0, -0.0, 709.5, -745.5]
+    y = (rng.random(eta.size) < 0.5).astype(float)
+    d1, d2 = np.empty_like(eta), np.empty_like(eta)
+    one = np.ones_like(eta)
+    tot, _ = gk.loglik_sum(0, y, one, one, eta, 0.0, d1)
+    assert gk.bernoulli_logit_sum(y, eta, d2) == pytest.approx(tot, rel=1e-14)
+    np.testing.assert_array_equal(d1, d2)

@@ -32,7 +32,7 @@ from ..errors import BayesHLMError
 from ..statistics.fast_math import FASTMATH, fast_exp, log1p_unit
 
 __all__ = ["KERNELS", "kernel_code", "row_terms", "data_constant", "loglik_sum", "fast_exp",
-           "log1p_unit", "loglik_rows", "eta_derivatives", "digamma", "trigamma", "has_param"]
+           "log1p_unit", "loglik_rows", "bernoulli_logit_sum", "eta_derivatives", "digamma", "trigamma", "has_param"]
 
 #: (family name, link name) -> kernel code
 KERNELS: dict[tuple[str, str], int] = {
@@ -257,16 +257,33 @@ def loglik_rows(code, y, n, w, eta, phi, with_constant):
 _FAST = FASTMATH
 
 
+@numba.njit(cache=True, fastmath=_FAST, inline="always")
+def _logit_row(e):
+    """``(log(1 + e^eta), sigmoid(eta))`` of one logit row, without cancellation."""
+    ee = fast_exp(-abs(e))
+    inv = 1.0 / (1.0 + ee)
+    return max(e, 0.0) + log1p_unit(ee), (inv if e >= 0.0 else ee * inv)
+
+
 @numba.njit(cache=True, fastmath=_FAST, error_model="numpy")
 def _logit_sum(y, n, w, eta, d_eta):
     tot = 0.0
     for i in range(eta.shape[0]):
-        e = eta[i]
-        ee = fast_exp(-abs(e))
-        inv = 1.0 / (1.0 + ee)
-        p = inv if e >= 0.0 else ee * inv  # sigmoid(eta) without cancellation
-        tot += w[i] * (y[i] * e - n[i] * (max(e, 0.0) + log1p_unit(ee)))
+        sp, p = _logit_row(eta[i])
+        tot += w[i] * (y[i] * eta[i] - n[i] * sp)
         d_eta[i] = w[i] * (y[i] - n[i] * p)
+    return tot
+
+
+@numba.njit(cache=True, fastmath=_FAST, error_model="numpy", nogil=True)
+def bernoulli_logit_sum(y, eta, d_eta):
+    """:func:`loglik_sum` for Bernoulli rows with unit weights (logit link): 10% less work
+    than the weighted loop (no trials or weights read)."""
+    tot = 0.0
+    for i in range(eta.shape[0]):
+        sp, p = _logit_row(eta[i])
+        tot += y[i] * eta[i] - sp
+        d_eta[i] = y[i] - p
     return tot
 
 
