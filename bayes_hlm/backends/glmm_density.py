@@ -362,39 +362,44 @@ def _chol_of(x, buf, tb, q, corr, L, grad):
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _term_eta(buf, q, ca, za, ex, b, eta, m):
     """``eta[k] += Z_k · b[level_k]`` for ``m`` rows of one term (codes at ``buf[ca:]``,
-    Z at ``buf[za:]``); q = 1 and 2 spelled out (the loop over q costs more than the row)."""
+    Z at ``buf[za:]``); q = 1 and 2 spelled out (the loop over q costs more than the row).
+    Over slices from 0 (a computed index into ``buf`` keeps LLVM from vectorising)."""
+    cs = buf[ca:ca + m]
+    Z = buf[za:za + q * m]
     if q == 1:
         for k in range(m):
-            eta[k] += buf[za + k] * b[ex + int(buf[ca + k])]
+            eta[k] += Z[k] * b[ex + int(cs[k])]
     elif q == 2:
         for k in range(m):
-            o = ex + 2 * int(buf[ca + k])
-            eta[k] += buf[za + 2 * k] * b[o] + buf[za + 2 * k + 1] * b[o + 1]
+            o = ex + 2 * int(cs[k])
+            eta[k] += Z[2 * k] * b[o] + Z[2 * k + 1] * b[o + 1]
     else:
         for k in range(m):
-            o = ex + q * int(buf[ca + k])
+            o = ex + q * int(cs[k])
             s = 0.0
             for i in range(q):
-                s += buf[za + q * k + i] * b[o + i]
+                s += Z[q * k + i] * b[o + i]
             eta[k] += s
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _term_scatter(buf, q, ca, za, ex, gb, d, m):
     """``gb[level_k] += Z_k d_k`` for ``m`` rows of one term (the transpose of :func:`_term_eta`)."""
+    cs = buf[ca:ca + m]
+    Z = buf[za:za + q * m]
     if q == 1:
         for k in range(m):
-            gb[ex + int(buf[ca + k])] += buf[za + k] * d[k]
+            gb[ex + int(cs[k])] += Z[k] * d[k]
     elif q == 2:
         for k in range(m):
-            o = ex + 2 * int(buf[ca + k])
-            gb[o] += buf[za + 2 * k] * d[k]
-            gb[o + 1] += buf[za + 2 * k + 1] * d[k]
+            o = ex + 2 * int(cs[k])
+            gb[o] += Z[2 * k] * d[k]
+            gb[o + 1] += Z[2 * k + 1] * d[k]
     else:
         for k in range(m):
-            o = ex + q * int(buf[ca + k])
+            o = ex + q * int(cs[k])
             for i in range(q):
-                gb[o + i] += buf[za + q * k + i] * d[k]
+                gb[o + i] += Z[q * k + i] * d[k]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
