@@ -37,6 +37,7 @@ import numpy as np
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from ..spec.row_keys import firsts, row_key
+from ..statistics import poisson_lognormal as pl
 from . import glmm_collapsed as gc
 from .glmm_effect_draws import _MARGIN, _MAX_TRIES
 from .glmm_kernels import kernel_code
@@ -92,10 +93,16 @@ def reduce_rows(design: Design, dense: bool | None = None) -> dict:
             "indptr": indptr, "pat": pat.astype(np.int64), "m": m}
 
 
-def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = None
-         ) -> gc.CollapsedPacked:
+def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = None,
+         table: bool = False) -> gc.CollapsedPacked:
     """:func:`.glmm_collapsed.pack` of the pseudo-rows (one per group, response ``Y_g``)
-    followed by the sufficient section; the buffer's last slot holds where it starts."""
+    followed by the sufficient section; the buffer's last slot holds where it starts.
+
+    ``table``: each group's integral from the Poisson–lognormal table
+    (:mod:`bayes_hlm.statistics.poisson_lognormal`, exact to 1e-12) where it covers the
+    group, the K-node quadrature elsewhere; otherwise the quadrature for every group (the
+    row form's density, pseudo-row by pseudo-row). The cells are stored as a dense
+    (groups x patterns) table when at least half of it is filled, else as CSR."""
     st = reduce_rows(design) if stats is None else stats
     G, p = design.groups[0].n_levels, design.p
     g0 = design.groups[0]
@@ -103,8 +110,18 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = 
                      weights=None, groups=(replace(g0, codes=np.arange(G), Z=np.ones((G, 1))),))
     base = gc.pack(pseudo, ps, family, K)
     P = len(st["offp"])
-    tail = [np.array([float(P), float(len(st["m"]))]), st["Xp"].ravel(), st["offp"], st["Yc"],
-            st["indptr"].view(np.float64), st["pat"].view(np.float64), st["m"]]
+    nc = len(st["m"])
+    dense = nc >= 0.5 * G * P
+    if dense:
+        gid = np.repeat(np.arange(G), np.diff(st["indptr"]))
+        Md = np.zeros(G * P)
+        Md[gid * P + st["pat"]] = st["m"]
+    else:
+        Md = np.zeros(0)
+    c, cx, A, nodes = pl.table()
+    tail = [np.array([float(P), float(nc), float(dense), float(table)]), st["Xp"].ravel(),
+            st["offp"], st["Yc"], st["indptr"].view(np.float64), st["pat"].view(np.float64),
+            st["m"], Md, c.ravel(), cx.ravel(), A.ravel(), nodes]
     start = len(base.buf)
     buf = np.concatenate([base.buf] + tail + [np.array([float(start)])])
     buf[0] = len(buf)
@@ -113,10 +130,11 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def unpack_sufficient(buf, p, G):
-    """Views of the sufficient section: ``(Xp, offp, Yc, indptr, pat, m)``."""
+    """Views of the sufficient section: ``(Xp, offp, Yc, indptr, pat, m, dense, Md, table,
+    c, cx, A, nodes)`` (``Md``: the dense (G, P) cell counts when ``dense``)."""
     o = int(buf[buf.shape[0] - 1])
-    P, nc = int(buf[o]), int(buf[o + 1])
-    o += 2
+    P, nc, dense, table = int(buf[o]), int(buf[o + 1]), buf[o + 2] > 0.5, buf[o + 3] > 0.5
+    o += 4
     Xp = buf[o:o + P * p].reshape((P, p))
     o += P * p
     offp, Yc = buf[o:o + P], buf[o + P:o + 2 * P]
@@ -125,7 +143,50 @@ def unpack_sufficient(buf, p, G):
     o += G + 1
     pat = buf[o:o + nc].view(np.int64)
     o += nc
-    return Xp, offp, Yc, indptr, pat, buf[o:o + nc]
+    m = buf[o:o + nc]
+    o += nc
+    nd = G * P if dense else 0
+    Md = buf[o:o + nd].reshape((nd // P if P else 0, P))
+    o += nd
+    nx, nt, nl = pl._NX, pl._NT, pl.LINE_N
+    c = buf[o:o + nx * nt].reshape((nx, nt))
+    o += nx * nt
+    cx = buf[o:o + nx * nt].reshape((nx, nt))
+    o += nx * nt
+    A = buf[o:o + nl * nl].reshape((nl, nl))
+    o += nl * nl
+    return Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, buf[o:o + nl]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def group_rates(dense, Md, indptr, pat, m, e, S):
+    """``S_g = Σ_c m_gc e_c`` of every group into ``S`` (one tight loop per layout: a
+    per-group call with the layout test inside runs ~10x slower)."""
+    if dense:
+        for g in range(S.shape[0]):
+            s = 0.0
+            for c in range(e.shape[0]):
+                s += Md[g, c] * e[c]
+            S[g] = s
+    else:
+        for g in range(S.shape[0]):
+            s = 0.0
+            for k in range(indptr[g], indptr[g + 1]):
+                s += m[k] * e[pat[k]]
+            S[g] = s
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def group_rates_backward(dense, Md, indptr, pat, m, w, ebar):
+    """``ebar_c += Σ_g w_g m_gc`` (the backward of :func:`group_rates`)."""
+    if dense:
+        for g in range(w.shape[0]):
+            for c in range(ebar.shape[0]):
+                ebar[c] += w[g] * Md[g, c]
+    else:
+        for g in range(w.shape[0]):
+            for k in range(indptr[g], indptr[g + 1]):
+                ebar[pat[k]] += w[g] * m[k]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -208,12 +269,64 @@ def pseudo_row_term(Y, s, sig, t, lw, mu, pi):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cheb_deriv(cq, n, scale, out):
+    """Coefficients of the derivative of the Chebyshev series ``cq[:n]`` times ``scale``."""
+    if n < 2:
+        out[0] = 0.0
+        return 1
+    d2 = 0.0
+    d1 = 0.0
+    for k in range(n - 2, -1, -1):  # d_k = d_{k+2} + 2 (k + 1) c_{k+1}
+        dk = d2 + 2.0 * (k + 1) * cq[k + 1]
+        out[k] = dk
+        d2, d1 = d1, dk
+    out[0] *= 0.5
+    for k in range(n - 1):
+        out[k] *= scale
+    return n - 1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _cheb1(cq, n, t):
+    b1 = 0.0
+    b2 = 0.0
+    for k in range(n - 1, 0, -1):
+        b1, b2 = 2.0 * t * b1 - b2 + cq[k], b1
+    return cq[0] + t * b1 - b2
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def table_term(Y, W, l1w, sig, q, qp, qx):
+    """``(F̃, ∂F̃/∂log S, ∂F̃/∂σ)`` of one pseudo-row from Lambert's ``W`` (``l1w`` =
+    ``log(1 + W)``) and the table line's ``Q``, ``dQ/dτ`` (along the line) and ``∂Q/∂x`` at its
+    ``τ`` (:mod:`bayes_hlm.statistics.poisson_lognormal`); every derivative in closed form
+    (the mode's by the envelope theorem: ``b̂`` maximises the integrand)."""
+    sig2 = sig * sig
+    isig2 = 1.0 / sig2
+    tau = 1.0 / (1.0 + W)
+    mu = W * isig2
+    u = sig2 * Y - W  # the mode b̂
+    logj = sig2 * tau * q
+    dj_tau = sig2 * (q + tau * qp)
+    dj_sig = 2.0 * sig * tau * (q + sig2 * tau * qx / (pl.RHO_MAX * pl.RHO_MAX))
+    F = Y * u - mu - 0.5 * u * u * isig2 - 0.5 * l1w + logj
+    D = -0.5 * tau - tau * tau * dj_tau  # ∂/∂W through τ = 1 / (1 + W)
+    dW = W * tau  # dW/dℓ
+    return (F, -mu + D * dW,
+            u * u * isig2 / sig + dj_sig + D * dW * 2.0 * (1.0 / sig + sig * Y))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def loglik_groups(beta, L, buf, gbeta, gL, per_group):
     """The likelihood part of the log posterior (module docstring); adds ∂/∂β to ``gbeta``
-    and ∂/∂L to ``gL``; writes each group's ``F_g − Y_g s_g`` to ``per_group``."""
+    and ∂/∂L to ``gL``; writes each group's ``F_g − Y_g s_g`` to ``per_group``.
+
+    Two passes over the groups: the rates ``S_g`` and Lambert's ``W_g`` (whose ``τ`` range
+    sets the table's line series), then each group's term from the table or, outside it
+    (or without ``table``), the K-node quadrature."""
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr0, y, nn, off, X, Z, t,
      lw) = gc.unpack(buf)
-    Xp, offp, Yc, indptr, pat, m = unpack_sufficient(buf, p, G)
+    Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes = unpack_sufficient(buf, p, G)
     P = Xp.shape[0]
     Mn = t.shape[0]
     eta = np.empty(P)
@@ -221,29 +334,71 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
     pattern_exp(beta, Xp, offp, eta, e)
     ebar = np.zeros(P)  # ∂/∂e_c of the group terms
     tot = 0.0
-    for c in range(P):
-        tot += Yc[c] * eta[c]
+    for c_ in range(P):
+        tot += Yc[c_] * eta[c_]
     sig = L[0, 0]
+    sig2 = sig * sig
+    Sg = np.empty(G)
+    Wg = np.empty(G)
+    L1w = np.empty(G)
+    # table groups: ρ² = σ² τ ≤ RHO_MAX², i.e. τ ≤ tcut
+    tcut = pl.RHO_MAX * pl.RHO_MAX / sig2 if table else -1.0
+    tlo, thi = np.inf, -np.inf
+    group_rates(dense, Md, indptr, pat, m, e, Sg)
+    for g in range(G):
+        S = Sg[g]
+        if table:
+            ell = math.log(sig2 * S) + sig2 * y[g]
+            W = pl.lambert_w_log(ell)
+            Wg[g] = W
+            L1w[g] = math.log1p(W)
+            tau = 1.0 / (1.0 + W)
+            if tau <= tcut:
+                tlo = min(tlo, tau)
+                thi = max(thi, tau)
+    nl = nodes.shape[0]
+    cq, cqp, cqx = np.zeros(nl), np.zeros(nl), np.zeros(nl)
+    nq = nqp = nqx = 0
+    half = 1.0
+    if thi >= tlo:
+        if thi - tlo < 1e-12:
+            tlo, thi = max(tlo - 1e-9, 0.0), min(thi + 1e-9, 1.0)
+        nq = pl.line_series(c, A, nodes, sig2, tlo, thi, cq)
+        nqx = pl.line_series(cx, A, nodes, sig2, tlo, thi, cqx)
+        half = 0.5 * (thi - tlo)
+        nqp = _cheb_deriv(cq, nq, 1.0 / half, cqp)
+    mid = 0.5 * (thi + tlo)
     mu_w = np.empty(Mn)
     pi_w = np.empty(Mn)
+    gsig = 0.0
     for g in range(G):
-        a, b = indptr[g], indptr[g + 1]
-        S = 0.0
-        for k in range(a, b):
-            S += m[k] * e[pat[k]]
-        s = np.log(S)
-        F, Fs, Fsig = pseudo_row_term(y[g], s, sig, t, lw, mu_w, pi_w)
-        gL[0, 0] += Fsig
-        F -= y[g] * s
-        per_group[g] = F
-        tot += F
-        w = (Fs - y[g]) / S  # ∂/∂S_g
-        for k in range(a, b):
-            ebar[pat[k]] += w * m[k]
-    for c in range(P):
-        wc = Yc[c] + ebar[c] * e[c]  # ∂/∂η_c
+        S = Sg[g]
+        Fg = 0.0
+        dl = 0.0
+        ds = 0.0
+        use = False
+        if table:
+            W = Wg[g]
+            tau = 1.0 / (1.0 + W)
+            use = tau <= tcut
+        if use:
+            tt = (tau - mid) / half
+            Fg, dl, ds = table_term(y[g], W, L1w[g], sig, _cheb1(cq, nq, tt), _cheb1(cqp, nqp, tt),
+                                    _cheb1(cqx, nqx, tt))
+        else:
+            s = math.log(S)
+            F, Fs, Fsig = pseudo_row_term(y[g], s, sig, t, lw, mu_w, pi_w)
+            Fg, dl, ds = F - y[g] * s, Fs - y[g], Fsig
+        per_group[g] = Fg
+        tot += Fg
+        gsig += ds
+        Sg[g] = dl / S  # now ∂/∂S_g
+    group_rates_backward(dense, Md, indptr, pat, m, Sg, ebar)
+    gL[0, 0] += gsig
+    for c_ in range(P):
+        wc = Yc[c_] + ebar[c_] * e[c_]  # ∂/∂η_c
         for j in range(p):
-            gbeta[j] += wc * Xp[c, j]
+            gbeta[j] += wc * Xp[c_, j]
     return tot
 
 
@@ -268,62 +423,57 @@ def loglik_at(packed: gc.CollapsedPacked, x: np.ndarray) -> float:
                                np.empty(packed.G)))
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _log_f1(w, Y, sig, C, v, muh):
-    """``(log f, d/dw, d²/dw²)`` of the whitened conditional ``f(w) = exp(h(v̂ + w/C) − h(v̂))``
-    of one pseudo-row (differences taken exactly: ``e^η − e^η̂ = μ̂ expm1(σ w/C)``)."""
-    d = w / C
-    ex = math.exp(sig * d)
-    lf = Y * sig * d - muh * math.expm1(sig * d) - d * (v + 0.5 * d)
-    return lf, (sig * (Y - muh * ex) - (v + d)) / C, -(sig * sig * muh * ex + 1.0) / (C * C)
+_SQRT2 = math.sqrt(2.0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _log_fw(w, mu, rho, C2):
+    """``log f`` and its derivative of a pseudo-row's whitened conditional
+    ``f(w) = exp(h(v̂ + w/C) − h(v̂)) = exp(−μ̂ (e^{ρw} − 1 − ρw) − w² / (2C²))``."""
+    y = rho * w
+    em = math.expm1(y)
+    return -mu * (em - y) - 0.5 * w * w / C2, -mu * rho * em - w / C2
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _box_bound1(Y, sig, C, v, muh, sign):
-    """:func:`.glmm_effect_draws._box_bound` for ``q = 1`` in scalars: ``sign ·
-    max_{sign w > 0} |w| f(w)^{1/2}`` (Newton on the concave log, the same stopping rule
-    and margin)."""
-    w = sign * math.sqrt(2.0)
-    lf, g1, g2 = _log_f1(w, Y, sig, C, v, muh)
-    phi = math.log(sign * w) + 0.5 * lf
-    for _ in range(100):
-        gp = 1.0 / w + 0.5 * g1
-        A = 1.0 / (w * w) - 0.5 * g2
-        step = gp / A
-        if abs(step) < 1e-12 * (1.0 + abs(w)) or gp * step < 1e-14:
-            break
-        t = 1.0
-        accepted = False
-        for _ in range(60):
-            wn = w + t * step
-            if sign * wn > 0.0:
-                lfn, g1n, g2n = _log_f1(wn, Y, sig, C, v, muh)
-                pn = math.log(sign * wn) + 0.5 * lfn
-                if pn >= phi - 1e-14 * (1.0 + abs(phi)):
-                    accepted = True
-                    break
-            t *= 0.5
-        if not accepted:
-            break
-        w, phi, g1, g2 = wn, pn, g1n, g2n
-    return sign * math.exp(phi) * (1.0 + _MARGIN)
+def _side_bound(mu, rho, C2, sign):
+    """An upper bound of ``max_{sign·w > 0} |w| f(w)^{1/2}`` (the ratio-of-uniforms box)
+    from one tangent of the concave ``log f`` at ``sign·√2`` (where a Gaussian's maximum
+    lies): ``log f ≤ min(0, l + a (|w| − √2))`` on that side, whose bound is explicit."""
+    l1, g1 = _log_fw(sign * _SQRT2, mu, rho, C2)
+    a = min(sign * g1, -1e-300)  # the slope away from the mode: negative (strictly concave)
+    ws = _SQRT2 - l1 / a  # where the tangent crosses 0 (≥ 0: the tangent lies above log f(0) = 0)
+    wm = -2.0 / a  # the maximiser of |w| exp((l + a (|w| − √2)) / 2)
+    if wm > ws:
+        B = wm * math.exp(0.5 * l1 - 1.0 - 0.5 * a * _SQRT2)
+    else:
+        B = ws
+    return B * (1.0 + _MARGIN)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def draw_pseudo_row(Y, s, sig, hg):
-    """One exact draw of the effect ``b`` of a pseudo-row: :func:`.glmm_effect_draws.draw_group`
-    for ``q = 1`` in scalars (the same ratio-of-uniforms method, box and keyed uniforms, so
-    the same draw). Returns ``(b, proposals)`` (``b`` NaN if none was accepted)."""
-    v, muh = pseudo_mode(Y, s, sig)
-    C = math.sqrt(sig * sig * muh + 1.0)
-    lo = _box_bound1(Y, sig, C, v, muh, -1.0)
-    hi = _box_bound1(Y, sig, C, v, muh, 1.0)
+def draw_pseudo_row(Y, S, sig, hg):
+    """One exact draw of the effect ``b`` of a pseudo-row (response ``Y``, rate ``S e^b``,
+    ``b ~ N(0, σ²)``) by ratio of uniforms, with keyed uniforms as
+    :func:`.glmm_effect_draws.draw_group`. The mode is explicit (Lambert's W,
+    :mod:`bayes_hlm.statistics.poisson_lognormal`) and the box comes from one tangent per
+    side (:func:`_side_bound`: a valid bound, ~as tight as the exact one for these
+    near-Gaussian conditionals), so a draw costs a few ``log``/``exp`` instead of Newton
+    searches. Returns ``(b, proposals)`` (``b`` NaN if none was accepted)."""
+    sig2 = sig * sig
+    W = pl.lambert_w_log(math.log(sig2 * S) + sig2 * Y)
+    C2 = 1.0 + W
+    mu = W / sig2
+    rho = sig / math.sqrt(C2)
+    bhat = sig2 * Y - W
+    lo = -_side_bound(mu, rho, C2, -1.0)
+    hi = _side_bound(mu, rho, C2, 1.0)
     for k in range(_MAX_TRIES):
         hk = _mix(hg, k)
         u = _uniform(_mix(hk, 0))
         w = (lo + (hi - lo) * _uniform(_mix(hk, 1))) / u
-        if 2.0 * math.log(u) <= _log_f1(w, Y, sig, C, v, muh)[0]:
-            return sig * (v + w / C), k + 1
+        if 2.0 * math.log(u) <= _log_fw(w, mu, rho, C2)[0]:
+            return bhat + rho * w, k + 1
     return np.nan, _MAX_TRIES
 
 
@@ -331,7 +481,7 @@ def draw_pseudo_row(Y, s, sig, hg):
 def _draw(xs, draw_index, key, buf, out, tries):
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr0, y, nn, off, X, Z, t,
      lw) = gc.unpack(buf)
-    Xp, offp, Yc, indptr, pat, m = unpack_sufficient(buf, p, G)
+    Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes = unpack_sufficient(buf, p, G)
     P = Xp.shape[0]
     base = _mix(np.uint64(key), 0)
     for s in numba.prange(xs.shape[0]):
@@ -342,24 +492,25 @@ def _draw(xs, draw_index, key, buf, out, tries):
         pattern_exp(beta, Xp, offp, eta, e)
         hd = _mix(base, draw_index[s])
         ntry = 0
+        Sg = np.empty(G)
+        group_rates(dense, Md, indptr, pat, m, e, Sg)
         for g in range(G):
-            S = 0.0
-            for k in range(indptr[g], indptr[g + 1]):
-                S += m[k] * e[pat[k]]
-            b, nt = draw_pseudo_row(y[g], math.log(S), L[0, 0], _mix(hd, g))
+            b, nt = draw_pseudo_row(y[g], Sg[g], L[0, 0], _mix(hd, g))
             out[s, g, 0] = b
             ntry += nt
         tries[s] = ntry
 
 
-def draw_effects(packed: gc.CollapsedPacked, xs: np.ndarray, key: int, draw_index
-                 ) -> tuple[np.ndarray, float]:
-    """Exact draws ``b`` (S, G, 1) of every group's intercept, as
-    :func:`.glmm_effect_draws.draw_effects` (same keyed randomness, same method)."""
+def draw_effects(packed: gc.CollapsedPacked, xs: np.ndarray, key: int, draw_index,
+                 dtype=np.float64) -> tuple[np.ndarray, float]:
+    """Exact draws ``b`` (S, G, 1) of every group's intercept (:func:`draw_pseudo_row`; keyed
+    randomness: draw ``i`` of group ``g`` depends on ``(key, draw_index[i], g)`` only).
+    ``dtype``: of the returned draws (float32 halves the memory of 10⁸+ draws; each draw is
+    computed in float64 and rounded once)."""
     from .glmm_effect_draws import check_draws
 
     xs = np.ascontiguousarray(xs, dtype=float)
-    out = np.empty((xs.shape[0], packed.G, 1))
+    out = np.empty((xs.shape[0], packed.G, 1), dtype=dtype)
     tries = np.zeros(xs.shape[0], dtype=np.int64)
     _draw(xs, np.ascontiguousarray(draw_index, dtype=np.int64), np.uint64(key), packed.buf, out,
           tries)
