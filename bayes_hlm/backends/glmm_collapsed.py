@@ -715,19 +715,15 @@ def posterior_dataset(design: Design, ps: PriorSet, packed: CollapsedPacked, z: 
 def _density_form(design: Design, ps: PriorSet, family):
     """The collapsed density's implementation: per group sufficient statistics
     (:mod:`.glmm_sufficient`, Poisson random intercepts: O(cells) per gradient) where the
-    model has them, else this module's row-by-row form. Same quadrature sum either way."""
+    model has them (each group's integral from a table exact to 1e-12 where it covers the
+    group, else the same quadrature sum), else this module's row-by-row form."""
     from types import SimpleNamespace
 
     from . import glmm_sufficient as gs
     from .glmm_effect_draws import draw_effects as draw_rows
 
     if gs.unsupported_reason(design, ps, family) is None:
-        t0 = time.perf_counter()
-        stats = gs.reduce_rows(design)  # once: every node count packs the same statistics
-        return SimpleNamespace(name="sufficient", pack=functools.partial(gs.pack, stats=stats),
-                               loglik_at=gs.loglik_at, logp_grad=gs.logp_grad,
-                               draw_effects=gs.draw_effects, cells=len(stats["m"]),
-                               reduce_s=time.perf_counter() - t0)
+        return gs.density_form(design)
     return SimpleNamespace(name="rows", pack=pack, loglik_at=loglik_at, logp_grad=logp_grad,
                            draw_effects=draw_rows, cells=design.n, reduce_s=0.0)
 
