@@ -46,7 +46,7 @@ from ..spec.design import Design
 from ..spec.priors import PriorSet
 from ..spec.row_keys import firsts, row_key
 from ..statistics import poisson_lognormal as pl
-from ..statistics.fast_math import FASTMATH, log_array
+from ..statistics.fast_math import FASTMATH, fast_exp, log_array
 from . import glmm_collapsed as gc
 from .glmm_effect_draws import _MARGIN, _MAX_TRIES
 from .glmm_kernels import kernel_code
@@ -530,16 +530,17 @@ def loglik_at(packed: gc.CollapsedPacked, x: np.ndarray) -> float:
 _SQRT2 = math.sqrt(2.0)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 def _log_fw(w, mu, rho, C2):
     """``log f`` and its derivative of a pseudo-row's whitened conditional
-    ``f(w) = exp(h(v̂ + w/C) − h(v̂)) = exp(−μ̂ (e^{ρw} − 1 − ρw) − w² / (2C²))``."""
+    ``f(w) = exp(h(v̂ + w/C) − h(v̂)) = exp(−μ̂ (e^{ρw} − 1 − ρw) − w² / (2C²))`` (branch-free
+    ``fast_exp``: the same value in the vectorised block and the scalar retries)."""
     y = rho * w
-    em = math.expm1(y)
+    em = fast_exp(y) - 1.0
     return -mu * (em - y) - 0.5 * w * w / C2, -mu * rho * em - w / C2
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", inline="always")
 def _side_bound(mu, rho, C2, sign):
     """An upper bound of ``max_{sign·w > 0} |w| f(w)^{1/2}`` (the ratio-of-uniforms box)
     from one tangent of the concave ``log f`` at ``sign·√2`` (where a Gaussian's maximum
@@ -548,37 +549,70 @@ def _side_bound(mu, rho, C2, sign):
     a = min(sign * g1, -1e-300)  # the slope away from the mode: negative (strictly concave)
     ws = _SQRT2 - l1 / a  # where the tangent crosses 0 (≥ 0: the tangent lies above log f(0) = 0)
     wm = -2.0 / a  # the maximiser of |w| exp((l + a (|w| − √2)) / 2)
-    if wm > ws:
-        B = wm * math.exp(0.5 * l1 - 1.0 - 0.5 * a * _SQRT2)
-    else:
-        B = ws
+    B = max(ws, wm * fast_exp(0.5 * l1 - 1.0 - 0.5 * a * _SQRT2)) if wm > ws else ws
     return B * (1.0 + _MARGIN)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", inline="always")
+def _conditional(Y, W, sig):
+    """``(μ̂, ρ, C², b̂)`` of a pseudo-row's conditional from Lambert's ``W``."""
+    sig2 = sig * sig
+    C2 = 1.0 + W
+    return W / sig2, sig / math.sqrt(C2), C2, sig2 * Y - W
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _retry(mu, rho, C2, lo, hi, hg, k0):
+    """Ratio-of-uniforms proposals ``k0, k0 + 1, …`` (keyed) until one is accepted:
+    ``(w, proposals)``; ``w`` NaN if none was within _MAX_TRIES."""
+    for k in range(k0, _MAX_TRIES):
+        hk = _mix(hg, k)
+        u = _uniform(_mix(hk, 0))
+        w = (lo + (hi - lo) * _uniform(_mix(hk, 1))) / u
+        if 2.0 * math.log(u) <= _log_fw(w, mu, rho, C2)[0]:
+            return w, k + 1
+    return np.nan, _MAX_TRIES
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def draw_pseudo_row(Y, S, sig, hg):
     """One exact draw of the effect ``b`` of a pseudo-row (response ``Y``, rate ``S e^b``,
-    ``b ~ N(0, σ²)``) by ratio of uniforms, with keyed uniforms as
-    :func:`.glmm_effect_draws.draw_group`. The mode is explicit (Lambert's W,
-    :mod:`bayes_hlm.statistics.poisson_lognormal`) and the box comes from one tangent per
-    side (:func:`_side_bound`: a valid bound, ~as tight as the exact one for these
+    ``b ~ N(0, σ²)``) by ratio of uniforms with keyed uniforms (as
+    :func:`.glmm_effect_draws.draw_group`): the mode is explicit (Lambert's W,
+    :mod:`bayes_hlm.statistics.poisson_lognormal`), the box comes from one tangent per side
+    (:func:`_side_bound`: a valid bound, about as tight as the exact one for these
     near-Gaussian conditionals), so a draw costs a few ``log``/``exp`` instead of Newton
-    searches. Returns ``(b, proposals)`` (``b`` NaN if none was accepted)."""
+    searches. Returns ``(b, proposals)`` (``b`` NaN if none was accepted). :func:`_draw`
+    does the same in vectorised blocks (the first proposal of every group at once)."""
     sig2 = sig * sig
     W = pl.lambert_w_log(math.log(sig2 * S) + sig2 * Y)
-    C2 = 1.0 + W
-    mu = W / sig2
-    rho = sig / math.sqrt(C2)
-    bhat = sig2 * Y - W
+    mu, rho, C2, bhat = _conditional(Y, W, sig)
     lo = -_side_bound(mu, rho, C2, -1.0)
     hi = _side_bound(mu, rho, C2, 1.0)
-    for k in range(_MAX_TRIES):
-        hk = _mix(hg, k)
-        u = _uniform(_mix(hk, 0))
-        w = (lo + (hi - lo) * _uniform(_mix(hk, 1))) / u
-        if 2.0 * math.log(u) <= _log_fw(w, mu, rho, C2)[0]:
-            return bhat + rho * w, k + 1
-    return np.nan, _MAX_TRIES
+    w, k = _retry(mu, rho, C2, lo, hi, hg, 0)
+    return bhat + rho * w, k
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _first_proposals(Y, W, sig, hd, g0, lo, hi, u, w):
+    """Per group of a block: the box ``lo, hi`` and the first keyed proposal ``(u, w)``."""
+    for i in range(Y.shape[0]):
+        mu, rho, C2, bhat = _conditional(Y[i], W[i], sig)
+        l_ = -_side_bound(mu, rho, C2, -1.0)
+        h_ = _side_bound(mu, rho, C2, 1.0)
+        hk = _mix(_mix(hd, g0 + i), 0)
+        ui = _uniform(_mix(hk, 0))
+        lo[i], hi[i], u[i] = l_, h_, ui
+        w[i] = (l_ + (h_ - l_) * _uniform(_mix(hk, 1))) / ui
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _accept(Y, W, sig, logu, w, b):
+    """``b_i`` = the first proposal's effect where it is accepted, else NaN."""
+    for i in range(Y.shape[0]):
+        mu, rho, C2, bhat = _conditional(Y[i], W[i], sig)
+        ok = 2.0 * logu[i] <= _log_fw(w[i], mu, rho, C2)[0]
+        b[i] = bhat + rho * w[i] if ok else np.nan
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
@@ -588,20 +622,42 @@ def _draw(xs, draw_index, key, buf, out, tries):
     Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes = unpack_sufficient(buf, p, G)
     P = Xp.shape[0]
     base = _mix(np.uint64(key), 0)
+    ch = min(_CHUNK, G)
     for s in numba.prange(xs.shape[0]):
         grad = np.empty(xs.shape[1])
         _, beta, L = gc.hyper(xs[s], buf, grad)
+        sig = L[0, 0]
+        sig2 = sig * sig
+        lsig2 = math.log(sig2)
         eta = np.empty(P)
         e = np.empty(P)
         pattern_exp(beta, Xp, offp, eta, e)
         hd = _mix(base, draw_index[s])
-        ntry = 0
         Sg = np.empty(G)
         group_rates(dense, Md, indptr, pat, m, e, Sg)
-        for g in range(G):
-            b, nt = draw_pseudo_row(y[g], Sg[g], L[0, 0], _mix(hd, g))
-            out[s, g, 0] = b
-            ntry += nt
+        ell, W, t1, t2 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+        lo, hi, u, w, b = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+        ntry = 0
+        for a in range(0, G, ch):
+            n = min(a + ch, G) - a
+            log_array(Sg[a:a + n], ell[:n], t1[:n])
+            for i in range(n):
+                ell[i] += lsig2 + sig2 * y[a + i]
+                if not Sg[a + i] > 2.3e-308:
+                    ell[i] = lsig2 + math.log(Sg[a + i]) + sig2 * y[a + i]
+            lambert_w_block(ell[:n], W[:n], t1[:n], t2[:n])
+            _first_proposals(y[a:a + n], W[:n], sig, hd, a, lo[:n], hi[:n], u[:n], w[:n])
+            log_array(u[:n], t1[:n], t2[:n])
+            _accept(y[a:a + n], W[:n], sig, t1[:n], w[:n], b[:n])
+            for i in range(n):
+                if b[i] == b[i]:
+                    ntry += 1
+                else:  # rejected: the next proposals of this group, one by one
+                    mu_, rho, C2, bhat = _conditional(y[a + i], W[i], sig)
+                    wi, k = _retry(mu_, rho, C2, lo[i], hi[i], _mix(hd, a + i), 1)
+                    b[i] = bhat + rho * wi
+                    ntry += k
+                out[s, a + i, 0] = b[i]
         tries[s] = ntry
 
 
