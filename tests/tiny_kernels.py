@@ -39,3 +39,13 @@ def logp_sq(x, buf, grad):
 def buffer(mu) -> np.ndarray:
     mu = np.asarray(mu, dtype=float)
     return np.concatenate([[mu.size + 1.0], mu])
+
+
+def get(name: str):
+    """A kernel of this module by name (a factory for background_compile's child)."""
+    return globals()[name]
+
+
+def broken():
+    """A factory that fails (the child of background_compile then exits non-zero)."""
+    raise RuntimeError("no kernel here")

@@ -155,10 +155,8 @@ def _chunk(stats, beta, sigma, L_list, b_other, xi):
         Lo, Li = _lam(L_list, stats.outer, sigma), _lam(L_list, stats.inner, sigma)
         S = len(sigma)
         order, ptr, A_in, C_in, B_in, c_in = _inner_by_outer(stats)
-        eo = np.ascontiguousarray(np.broadcast_to(_np_resid_cross(stats.B_out, stats.c_out, beta),
-                                                  (S,) + stats.c_out.shape))
-        ei = np.ascontiguousarray(np.broadcast_to(_np_resid_cross(B_in, c_in, beta),
-                                                  (S,) + stats.c_in.shape))
+        eo = _per_draw(_np_resid_cross(stats.B_out, stats.c_out, beta), S)
+        ei = _per_draw(_np_resid_cross(B_in, c_in, beta), S)
         noisy = xi is not None
         draw = pick(_nested_draws, _nested_draws_serial, ei.size + eo.size)
         bo, bi = draw(
@@ -176,12 +174,21 @@ def _chunk(stats, beta, sigma, L_list, b_other, xi):
         _, e = crossed_effective(stats, beta, _flat_other(stats, b_other))
     else:
         e = _np_resid_cross(stats.B, stats.c, beta)
-    e = np.ascontiguousarray(np.broadcast_to(e, (len(sigma),) + stats.c.shape))
+    e = _per_draw(e, len(sigma))
     noise = np.zeros((0, 0, 0)) if xi is None else np.ascontiguousarray(xi[0])
     draw = pick(_block_draws, _block_draws_serial, e.size)  # serial: a small first fit compiles less
     b = draw(e, np.ascontiguousarray(stats.A), np.ascontiguousarray(Lam),
              np.ascontiguousarray(sigma, dtype=np.float64), noise)
     return _split_terms(b, stats.block)
+
+
+def _per_draw(x: np.ndarray, S: int) -> np.ndarray:
+    """``x`` (G, q), or (S, G, q) already, as a C-contiguous writable (S, G, q) array: one
+    kernel signature whatever S (a broadcast of one draw is a read-only view)."""
+    shape = (S,) + x.shape[-2:]
+    if x.shape == shape:
+        return np.ascontiguousarray(x)
+    return np.broadcast_to(x, shape).copy()
 
 
 @numba.njit(cache=True, parallel=True, nogil=True, error_model="numpy")
@@ -362,6 +369,21 @@ def compile_cache_cold(structure: str | None = None) -> bool:
 
     draws = {"nested": (_nested_draws_serial,), None: (_block_draws_serial, _nested_draws_serial)}
     return numba_cache_cold(*draws.get(structure, (_block_draws_serial,)), *compiled_kernels())
+
+
+def compile_ahead(stats) -> None:
+    """Compile (or load) the effect-draw kernels a fit on ``stats`` (one factor or nested)
+    runs, by drawing its effects for one draw: the same argument types as the fit's draws,
+    so those then only run. A fit does this while a child process compiles its
+    density (:mod:`.background_compile`), instead of after sampling."""
+    if type(stats) not in (SingleStats, NestedStats):  # crossed draws need the sampled effects
+        return
+    blocks = [stats.outer, stats.inner] if isinstance(stats, NestedStats) else [stats.block]
+    L_list = [None] * (1 + max(k for b in blocks for k in b.term_index))
+    for b in blocks:
+        for k, qk in zip(b.term_index, b.q_sizes):
+            L_list[k] = np.eye(qk)[None]
+    draw_group_effects(stats, np.zeros((1, stats.p)), np.ones(1), L_list, seed=0)
 
 
 def _noise_shapes(stats):

@@ -23,7 +23,8 @@ from ..spec.design import Design
 from ..spec.priors import PriorSet
 from ..spec import variable_names as naming
 from . import numba_nuts
-from .conditional_draws import default_chunk_draws, draw_group_effects
+from . import background_compile
+from .conditional_draws import compile_ahead, default_chunk_draws, draw_group_effects
 from .effect_refresh import refresh_sampled_effects, refreshable_terms
 from .full import record_effects
 from .group_effects import sampled_effects
@@ -189,6 +190,9 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
                 design, ps, replace(cfg, sampler=c.sampler), stats), engine_status())[1]
         choose(engine_status())  # raises when the compiled density does not cover the model
         model = None
+        if background_compile.pending():  # the density compiles in a child: meanwhile these
+            with _effects_phase(design, stats, ahead=True):
+                compile_ahead(stats)
         t_build = time.perf_counter() - t0
         out = numba_nuts.sample(design, ps, stats, cfg)
     else:
@@ -209,13 +213,16 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
     return out, gen, extra
 
 
-def _effects_phase(design: Design, stats):
-    """The progress line of the effect draws: named as a compile where the kernels are cold."""
+def _effects_phase(design: Design, stats, ahead: bool = False):
+    """The progress line of the effect draws: named as a compile where the kernels are cold
+    (``ahead``: their compile alone, before sampling, :func:`.conditional_draws.compile_ahead`)."""
     from .conditional_draws import compile_cache_cold
 
     if not marginalised_factors(stats):
         return phase("drawing group effects")
     cold = compile_cache_cold(stats.plan.structure)
+    if ahead:
+        return phase("compiling the group-effect draws with Numba (once per machine)", long=cold)
     return phase("drawing group effects (first time on this machine: compiling their Numba "
                  "kernels)" if cold else "drawing group effects", long=cold)
 

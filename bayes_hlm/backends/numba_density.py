@@ -1176,11 +1176,26 @@ def _chunks(variant: str):
 def kernel_for(packed: Packed):
     """The entry point of :func:`kernel` for the model in ``packed`` (read from its header)."""
     buf = packed.buf
-    if buf[13] > 0:  # inner levels of a nested factor
-        return kernel("nested", int(buf[14]))
-    if buf[12] > 0:  # sampled (crossed) effects
-        return kernel("crossed")
-    return kernel("single", int(buf[3]))
+    return kernel(*_structure(int(buf[13]), int(buf[14]), int(buf[12]), int(buf[3])))
+
+
+def kernel_args(stats) -> tuple[str, int]:
+    """``(kind, q)`` of :func:`kernel` for a model's statistics, before they are packed:
+    :func:`kernel_for` of their :func:`pack` (:func:`.background_compile.start` asks it)."""
+    nested = isinstance(stats, NestedStats)
+    crossed = isinstance(stats, CrossedStats)
+    return _structure(stats.c_in.shape[0] if nested else 0, stats.c_in.shape[1] if nested else 0,
+                      int(stats.m) if crossed else 0, (stats.c_out if nested else stats.c).shape[1])
+
+
+def _structure(Gi: int, qi: int, m: int, q: int) -> tuple[str, int]:
+    """``(kind, q)`` from the packed header's sizes: inner levels ``Gi`` (``qi`` columns),
+    sampled effects ``m``, the marginalised block's columns ``q``."""
+    if Gi > 0:  # inner levels of a nested factor
+        return "nested", qi
+    if m > 0:  # sampled (crossed) effects
+        return "crossed", 1
+    return "single", q
 
 
 # --------------------------------------------------------------------------- #

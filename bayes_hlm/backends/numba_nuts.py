@@ -27,7 +27,7 @@ import xarray as xr
 from ..progress import phase
 from ..spec.design import Design
 from ..spec.priors import PriorSet
-from . import naming
+from . import background_compile, naming
 from .hyperparameters import coords as model_coords
 from .hyperparameters import factor_blocks
 from .sampling import SamplerConfig, SampleOutput, run_nutpie, with_posterior
@@ -155,6 +155,27 @@ def callback_phase(kernel, density: str, warm: str) -> tuple[str, bool]:
     return f"loading the compiled {density} from Numba's cache", False
 
 
+def compile_ahead(design: Design, ps: PriorSet, stats) -> bool:
+    """Start compiling the collapsed density of this model in a child process when this
+    machine's cache lacks it (:mod:`.background_compile`): it compiles while this process
+    loads nutpie and packs the statistics, and :func:`sample` loads it from the cache.
+    False when nothing started (nutpie missing, a model the density does not cover, the
+    density cached or loaded already, or no child process)."""
+    import importlib.util
+
+    if importlib.util.find_spec("nutpie") is None:
+        return False
+    from .numba_density import kernel, kernel_args, unsupported_reason
+
+    if not background_compile.enabled() or unsupported_reason(design, ps, stats) is not None:
+        return False
+    kind, q = kernel_args(stats)
+    kern = kernel(kind, q)
+    if loaded(kern) or not compile_cache_cold(kern):
+        return False
+    return background_compile.start(kern, (kernel.__module__, kernel.__name__, (kind, q)))
+
+
 def _compiled_model(packed, seed_jitter: bool = True, cbs=None):
     """nutpie's model container around C callbacks ``cbs`` (default: those of the compiled
     collapsed Gaussian density's entry point for ``packed``; the GLMM engines pass theirs)."""
@@ -217,6 +238,9 @@ def sample(design: Design, ps: PriorSet, stats, cfg: SamplerConfig) -> SampleOut
     kern = kernel_for(packed)  # the model's structure's entry point: only it compiles
     what, cold = callback_phase(kern, "collapsed density", "building the sampler's model")
     with phase(what, long=cold):
+        # a child compiling it (compile_ahead): wait, then load it from the cache it wrote;
+        # if it failed, callbacks() compiles here
+        background_compile.join(kern)
         compiled = _compiled_model(packed, cbs=callbacks(kern))
     t1 = time.perf_counter()
     # without nutpie's own bar (a log, a pipe): a phase line, so sampling is not a silent stretch

@@ -72,8 +72,22 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
     return out, None, {"centered": cent}
 
 
+def compile_ahead(problem: Problem, settings: FitSettings) -> None:
+    """Where the collapsed Gaussian density may run (Gaussian family, marginal or automatic
+    method, compiled or automatic sampler), start compiling it in a child process if this
+    machine's cache lacks it: it compiles while the samplers load (#18 item 5)."""
+    family = getattr(problem.spec, "family", None)
+    gaussian = family is None or (family.name == "gaussian" and family.supports("marginal"))
+    if (gaussian and settings.method in ("auto", "marginal") and settings.sampler in (None, "auto", "numba")
+            and problem.stats is not None and not problem.out_of_core):
+        from ..backends.numba_nuts import compile_ahead as density_ahead
+
+        density_ahead(problem.design, problem.fit_priors, problem.stats)
+
+
 def choose_and_sample(problem: Problem, settings: FitSettings, cfg: SamplerConfig
                       ) -> tuple[EngineChoice, tuple[SampleOutput, object, dict]]:
     """:func:`choose` then :func:`sample`, with the chooser's run-time fallback."""
+    compile_ahead(problem, settings)
     return run_with_fallback(lambda unavailable: choose(problem, settings, unavailable),
                              lambda c: sample(problem, c, cfg, settings.centered), engine_status())
