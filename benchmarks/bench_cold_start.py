@@ -17,13 +17,19 @@ time went:
 
 Target: cold fit <= 2.5 x warm fit, and no silent stretch over 5 s.
 
+On a cold cache the fit compiles its density in a child process
+(:mod:`bayes_hlm.backends.background_compile`): its compiles are not in this process's list;
+``child_cpu_s`` is its CPU time, and ``--in-process`` adds, per repeat, an interleaved
+cold/warm pair with the child turned off (``BAYES_HLM_COMPILE_IN_PROCESS=1``).
+
 Python's own bytecode cache is warm in every run (``PYTHONPYCACHEPREFIX`` in a scratch directory,
 filled by one import first; an environment with ``PYTHONDONTWRITEBYTECODE`` would otherwise
 recompile every module in every run). A third run per pair, *after warm-up*, starts from empty
 caches, runs ``python -m bayes_hlm.warmup`` (what ``scripts/bootstrap.sh`` does after installing)
 and then the same first fit: what a user following the README meets.
 
-    python benchmarks/bench_cold_start.py [--repeats 2] [--out benchmarks/results/cold_start.json]
+    python benchmarks/bench_cold_start.py [--repeats 3] [--in-process] [--no-warmup]
+                                          [--out benchmarks/results/cold_start.json]
 """
 
 from __future__ import annotations
@@ -96,14 +102,17 @@ progress._Phase.__init__, progress._Phase.end = init, end
 import warnings
 import bayes_hlm as bh
 data = bh.datasets.load("sleepstudy")
-t1 = time.perf_counter()
+import resource
+t1, c1 = time.perf_counter(), time.process_time()
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     m = bh.fit("Reaction ~ Days + (Days | Subject)", data, seed=2024)
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), time.process_time()
 d = m.diagnostics()
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)
 print("RESULT", json.dumps(dict(
     import_s=t1 - T0, fit_s=t2 - t1, fit_at=t1 - T0, diagnostics_s=time.perf_counter() - t2,
+    fit_cpu_s=c2 - c1, child_cpu_s=kids.ru_utime + kids.ru_stime,
     method=m.info.method, sampler=m.info.sampler,
     compile_s=m.info.compile_s, sample_s=m.info.sample_s, effects_s=m.info.effects_s,
     divergences=int(d["divergences"]), phases=phases, compiles=compiles, cfuncs=cfuncs)),
@@ -132,12 +141,15 @@ def _silent_stretches(events: list[tuple[float, str]], end: float) -> float:
 PYC = Path(tempfile.gettempdir()) / "bayes_hlm_bench_pyc"
 
 
-def _env(numba_dir: str, cache_dir: str) -> dict:
+def _env(numba_dir: str, cache_dir: str, in_process: bool = False) -> dict:
     env = dict(os.environ, NUMBA_CACHE_DIR=numba_dir, BAYES_HLM_CACHE=cache_dir,
                PYTHONPYCACHEPREFIX=str(PYC),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("BAYES_HLM_QUIET", None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.pop("BAYES_HLM_COMPILE_IN_PROCESS", None)
+    if in_process:  # no background compile (bayes_hlm.backends.background_compile)
+        env["BAYES_HLM_COMPILE_IN_PROCESS"] = "1"
     return env
 
 
@@ -167,8 +179,9 @@ def _phases(res: dict) -> dict[str, float]:
     return {k: round(v, 2) for k, v in out.items()}
 
 
-def run_once(numba_dir: str, cache_dir: str) -> dict:
-    env = _env(numba_dir, cache_dir)
+def run_once(numba_dir: str, cache_dir: str, in_process: bool = False) -> dict:
+    env = _env(numba_dir, cache_dir, in_process)
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -188,6 +201,7 @@ def run_once(numba_dir: str, cache_dir: str) -> dict:
     # the longest silent stretch of the session up to the user's last call (the interpreter's
     # exit after it is reported on its own: exit_s)
     res.update(process_s=round(total, 2), exit_s=round(total - t_result, 2),
+               load_before=round(load0, 2), load_after=round(os.getloadavg()[0], 2),
                max_silent_s=round(_silent_stretches(events, t_result), 2),
                lines=[f"{t:7.2f} {l}" for t, l in events])
     res["kernels"] = _kernels(result)
@@ -200,7 +214,10 @@ def _table(cold: dict, warm: dict, after: dict) -> str:
     rows = [("fit (bh.fit)", "fit_s"), ("process", "process_s"),
             ("  of which the interpreter's exit", "exit_s"),
             ("longest silent stretch (to the last call)", "max_silent_s"),
-            ("Numba compiling (all kernels)", "compile_total_s")]
+            ("Numba compiling (this process's kernels)", "compile_total_s"),
+            ("fit CPU s (this process, all threads)", "fit_cpu_s"),
+            ("  + background compile child CPU s", "child_cpu_s"),
+            ("load average before", "load_before")]
     lines = [f"{'':46s} {'cold':>8s} {'warm':>8s} {'warm-up':>8s}"]
     for label, key in rows:
         lines.append(f"{label:46s} {cold[key]:8.2f} {warm[key]:8.2f} {after[key]:8.2f}")
@@ -223,6 +240,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "cold_start.json"))
     ap.add_argument("--verbose", action="store_true", help="print each run's stderr lines")
     ap.add_argument("--no-warmup", action="store_true", help="skip the after-warm-up run")
+    ap.add_argument("--in-process", action="store_true",
+                    help="also a cold/warm pair per repeat with the density compiled in-process "
+                         "(BAYES_HLM_COMPILE_IN_PROCESS=1), interleaved: the A/B of the child")
     args = ap.parse_args(argv)
     runs = []
     with tempfile.TemporaryDirectory() as nd, tempfile.TemporaryDirectory() as cd:  # fill PYC
@@ -230,6 +250,16 @@ def main(argv=None) -> int:
                         "e.engine_status(); import pymc, nutpie, arviz"], env=_env(nd, cd), check=True,
                        capture_output=True)
     for r in range(args.repeats):
+        if args.in_process:
+            with tempfile.TemporaryDirectory() as nd, tempfile.TemporaryDirectory() as cd:
+                ip_cold = run_once(nd, cd, in_process=True)
+                ip_warm = run_once(nd, cd, in_process=True)
+            for kind, res in (("cold in-process", ip_cold), ("warm in-process", ip_warm)):
+                res.update(kind=kind, repeat=r, load_avg=os.getloadavg()[0])
+                runs.append(res)
+            print(f"in-process compile: cold {ip_cold['fit_s']:.2f} s / warm {ip_warm['fit_s']:.2f} s = "
+                  f"{ip_cold['fit_s'] / ip_warm['fit_s']:.2f}x (load {ip_cold['load_before']:.1f})",
+                  flush=True)
         with tempfile.TemporaryDirectory() as nd, tempfile.TemporaryDirectory() as cd:
             cold = run_once(nd, cd)
             warm = run_once(nd, cd)
@@ -259,8 +289,18 @@ def main(argv=None) -> int:
     summary["max_silent_s"] = max(r["max_silent_s"] for r in runs)
     afters = sorted(r["fit_s"] for r in runs if r["kind"] == "after warm-up")
     summary["after_warmup_fit_s"] = afters[len(afters) // 2]
-    print(f"median cold {summary['cold_fit_s']} s / warm {summary['warm_fit_s']} s = {summary['ratio']}x; "
-          f"longest silent stretch {summary['max_silent_s']} s")
+    ratios = sorted(c["fit_s"] / w["fit_s"] for c, w in zip(
+        [r for r in runs if r["kind"] == "cold"], [r for r in runs if r["kind"] == "warm"]))
+    summary["ratio_per_pair"] = [round(x, 2) for x in ratios]
+    if args.in_process:
+        ip = sorted(c["fit_s"] / w["fit_s"] for c, w in zip(
+            [r for r in runs if r["kind"] == "cold in-process"],
+            [r for r in runs if r["kind"] == "warm in-process"]))
+        summary["in_process_ratio_per_pair"] = [round(x, 2) for x in ip]
+    print(f"median cold {summary['cold_fit_s']} s / warm {summary['warm_fit_s']} s = {summary['ratio']}x "
+          f"(per pair {summary['ratio_per_pair']}); longest silent stretch {summary['max_silent_s']} s")
+    if args.in_process:
+        print(f"in-process compile, per pair: {summary['in_process_ratio_per_pair']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(name="cold_start", cpu_count=os.cpu_count(),
