@@ -125,3 +125,50 @@ def test_row_key_hashes_float_columns_exactly():
     ref, uniq = pd.factorize(pd.Series(list(zip(a, b, c))), sort=False)
     assert k == len(uniq)
     np.testing.assert_array_equal(key, ref)
+
+
+@pytest.mark.parametrize("formula", ["y ~ a + s + (1 | g)", "y ~ a * s + x + (1 | g)",
+                                     "y ~ z + a + (1 | g)"])
+def test_row_pattern_marks_equal_rows_and_gives_the_same_moments(formula):
+    """Design.row_pattern (set when the distinct-row path ran): equal codes have equal X rows
+    and offsets; the data moments and the Poisson sufficient statistics computed from it
+    equal those computed from every row."""
+    from dataclasses import replace
+
+    from bayes_hlm.backends.glmm_sufficient import reduce_rows
+    from bayes_hlm.spec.priors import Moments
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast, slow = _both(formula, _frame(), family="poisson")
+    d, plain = fast.design, slow.design
+    assert plain.row_pattern is None
+    if "z" in formula:  # continuous: too many distinct rows, no pattern
+        assert d.row_pattern is None
+        return
+    pat = d.row_pattern
+    assert pat.shape == (d.n,) and pat.dtype == np.int64
+    first = firsts(pat)
+    np.testing.assert_array_equal(d.X[first][pat], d.X)
+    if d.offset is not None:
+        np.testing.assert_array_equal(d.offset[first][pat], d.offset)
+    m1, m2 = Moments.of(d), Moments.of(replace(d, row_pattern=None))
+    np.testing.assert_allclose(m1.x_mean, m2.x_mean, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(m1.x_sd, m2.x_sd, rtol=1e-13, atol=1e-15)
+    assert (m1.y_mean, m1.y_sd) == (m2.y_mean, m2.y_sd)
+    s1, s2 = reduce_rows(d), reduce_rows(replace(d, row_pattern=None))
+    for k in s1:
+        np.testing.assert_array_equal(s1[k], s2[k])
+
+
+def test_moments_in_blocks_equal_the_one_pass_moments(monkeypatch):
+    from bayes_hlm.spec import priors
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = build.build_spec("y ~ z + x + (1 | g)", _frame(), family="poisson").design
+    whole = priors.Moments.of(d)
+    monkeypatch.setattr(priors, "_MOMENT_BLOCK", 7)
+    blocks = priors.Moments.of(d)
+    np.testing.assert_allclose(blocks.x_sd, whole.x_sd, rtol=1e-13)
+    np.testing.assert_allclose(blocks.z_sd[0], whole.z_sd[0], rtol=1e-13)

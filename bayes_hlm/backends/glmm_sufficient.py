@@ -78,8 +78,14 @@ def reduce_rows(design: Design, dense: bool | None = None) -> dict:
     X = design.X
     N, G = design.n, design.groups[0].n_levels
     off = np.zeros(N) if design.offset is None else np.asarray(design.offset, float)
-    key, P = row_key([X[:, j] for j in range(X.shape[1])] + [off], N)
-    first = firsts(key)
+    pat = getattr(design, "row_pattern", None)
+    if pat is not None and len(pat) == N:  # the spec's distinct fixed rows: no hashing
+        key = np.asarray(pat, dtype=np.int64)
+        first = firsts(key)
+        P = len(first)
+    else:
+        key, P = row_key([X[:, j] for j in range(X.shape[1])] + [off], N)
+        first = firsts(key)
     y = np.asarray(design.y, dtype=float)
     codes = np.asarray(design.groups[0].codes, dtype=np.int64)
     if dense is None:
@@ -142,7 +148,7 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = 
     G, p = design.groups[0].n_levels, design.p
     g0 = design.groups[0]
     pseudo = replace(design, y=st["Y"], X=np.zeros((G, p)), trials=None, offset=None,
-                     weights=None, groups=(replace(g0, codes=np.arange(G), Z=np.ones((G, 1))),))
+                     weights=None, row_pattern=None, groups=(replace(g0, codes=np.arange(G), Z=np.ones((G, 1))),))
     base = gc.pack(pseudo, ps, family, K)
     P = len(st["offp"])
     nc = len(st["m"])

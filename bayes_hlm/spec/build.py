@@ -640,6 +640,7 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         fixed_names=tuple(names[j] for j in kept_local), groups=tuple(groups),
         row_index=sub.index, fixed_formula=parsed.fixed_rhs, info=info, trials=trials,
         offset=offset, weights=w,
+        row_pattern=None if distinct is None else np.asarray(distinct[1], dtype=np.int64),
     )
     return ModelSpec(parsed=parsed, design=design, data=sub, kept_fixed=kept, control=control,
                      na_action=na_action, family=family, _fixed_dm=dms, _random_dms=rdms,

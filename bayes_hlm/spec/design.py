@@ -96,6 +96,12 @@ class Design:
         Frequency weights (``fit(weights=...)``): row ``i``'s log likelihood is multiplied
         by ``weights[i]`` (brms ``weights()``); ``None`` when unweighted. Binomial
         proportions with weights hold their trials in ``trials`` instead.
+    row_pattern : ndarray of int64, shape (n,), optional
+        Rows with equal codes have equal ``X`` rows and offsets (codes in order of first
+        appearance: the distinct rows of the fixed part's columns, found while building
+        when they are few); ``None`` when not computed. Lets 10⁷-row designs with a few
+        patterns reduce to them without hashing ``X`` again (data moments, Poisson
+        sufficient statistics).
     """
 
     formula: str
@@ -110,6 +116,7 @@ class Design:
     trials: np.ndarray | None = None  # binomial: the number of trials of each row
     offset: np.ndarray | None = None
     weights: np.ndarray | None = None  # frequency weights of the rows' log likelihood
+    row_pattern: np.ndarray | None = None  # equal codes: equal X rows and offsets
 
     @property
     def working_y(self) -> np.ndarray:
