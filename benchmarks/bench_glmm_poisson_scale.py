@@ -12,7 +12,9 @@ model through nutpie, ``method="full"``: the default before it).
 Phases (seconds): spec (``build_problem``: formula and data to the design), reduce (rows to
 per-group cells), compile (node choice, callbacks; reduce excluded), sampling, effect draws,
 post-fit (the result: everything else of ``bh.fit``); total is ``bh.fit``'s wall clock from
-the DataFrame in memory. Also: min bulk ESS over every parameter incl. every group effect
+the DataFrame in memory. Also: the fit's CPU seconds (every thread; what an unloaded machine with as many cores
+would need), nutpie's mean leapfrog steps per kept draw, the 1-minute load average at the
+end, min bulk ESS over every parameter incl. every group effect
 (:func:`harness.all_effect_diagnostics`), max R-hat, divergences, peak RSS (MB), quadrature
 nodes. Writes ``results/glmm_poisson_scale.json``.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -64,9 +67,13 @@ def _worker(case: str, contender: str, seed: int, chains: int, draws: int, tune:
     build_problem(c["formula"], data, family=c["kind"])  # the spec phase alone (timed again in fit)
     spec_s = time.perf_counter() - t
     kw = {} if contender == "ours" else dict(method="full")
+    cpu0 = time.process_time()
     r = bh.fit(c["formula"], data, family=c["kind"], seed=seed, progressbar=False, warn=False,
                chains=chains, draws=draws, tune=tune, **kw)
+    cpu_s = time.process_time() - cpu0  # every thread of the process (the load-free cost)
     peak = _peak_mb()
+    ss = r._group("sample_stats")
+    steps = float(ss["n_steps"].values.mean()) if "n_steps" in ss else None
     d, stats_s = all_effect_diagnostics(r)
     i, x = r.info, r.info.extra
     reduce_s = float(x.get("reduce_s", 0.0))
@@ -76,7 +83,8 @@ def _worker(case: str, contender: str, seed: int, chains: int, draws: int, tune:
     post_s = max(0.0, i.wall_s - spec_s - reduce_s - compile_s - i.sample_s - effects_s)
     return dict(case=case, contender=contender, method=i.method, form=x.get("form"),
                 total_s=i.wall_s, spec_s=spec_s, reduce_s=reduce_s, compile_s=compile_s,
-                sample_s=i.sample_s, effects_s=effects_s, postfit_s=post_s,
+                sample_s=i.sample_s, effects_s=effects_s, postfit_s=post_s, cpu_s=cpu_s,
+                leapfrogs_per_draw=steps, load=os.getloadavg()[0],
                 peak_mb=peak, min_ess_bulk=d["min_ess_bulk"],
                 max_rhat=d.get("max_r_hat_all", d.get("max_r_hat")),
                 divergences=int(d.get("divergences", 0) or 0), diagnostics_s=stats_s,
@@ -118,8 +126,8 @@ def main(argv=None):
             res.setdefault("contender", who)
             rows.append(res)
             print(json.dumps(res), flush=True)
-    cols = ["case", "contender", "total_s", "spec_s", "reduce_s", "compile_s", "sample_s",
-            "effects_s", "postfit_s", "peak_mb", "min_ess_bulk", "max_rhat", "divergences",
+    cols = ["case", "contender", "total_s", "cpu_s", "spec_s", "reduce_s", "compile_s", "sample_s",
+            "effects_s", "postfit_s", "leapfrogs_per_draw", "load", "peak_mb", "min_ess_bulk", "max_rhat", "divergences",
             "cells", "nodes"]
     print(" | ".join(cols))
     for r in rows:

@@ -108,6 +108,8 @@ def reduce_rows(design: Design, dense: bool | None = None) -> dict:
             "indptr": indptr, "pat": pat.astype(np.int64), "m": m}
 
 
+#: largest cell count of the dense uint16 table
+_MAX_DENSE_COUNT = 65535
 #: effect draws above this many values are returned as float32 (2 x 10⁸ draws: 0.8 GB, not 1.6)
 FLOAT32_DRAWS = 50_000_000
 
@@ -152,11 +154,14 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = 
     base = gc.pack(pseudo, ps, family, K)
     P = len(st["offp"])
     nc = len(st["m"])
-    dense = nc >= 0.5 * G * P
+    # dense: a (patterns x groups) uint16 count table, ~10x less to read per gradient than
+    # the CSR cells, where it is at least half full and every count fits
+    dense = nc >= 0.5 * G * P and (nc == 0 or st["m"].max() <= _MAX_DENSE_COUNT)
     if dense:
         gid = np.repeat(np.arange(G), np.diff(st["indptr"]))
-        Md = np.zeros(G * P)
-        Md[gid * P + st["pat"]] = st["m"]
+        Mt = np.zeros(P * G + (-P * G) % 4, dtype=np.uint16)
+        Mt[st["pat"] * G + gid] = st["m"]
+        Md = Mt.view(np.float64)
     else:
         Md = np.zeros(0)
     c, cx, A, nodes = pl.table()
@@ -172,7 +177,7 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def unpack_sufficient(buf, p, G):
     """Views of the sufficient section: ``(Xp, offp, Yc, indptr, pat, m, dense, Md, table,
-    c, cx, A, nodes)`` (``Md``: the dense (G, P) cell counts when ``dense``)."""
+    c, cx, A, nodes)`` (``Md``: the dense (P, G) uint16 cell counts when ``dense``)."""
     o = int(buf[buf.shape[0] - 1])
     P, nc, dense, table = int(buf[o]), int(buf[o + 1]), buf[o + 2] > 0.5, buf[o + 3] > 0.5
     o += 4
@@ -186,8 +191,8 @@ def unpack_sufficient(buf, p, G):
     o += nc
     m = buf[o:o + nc]
     o += nc
-    nd = G * P if dense else 0
-    Md = buf[o:o + nd].reshape((nd // P if P else 0, P))
+    nd = (P * G + (-P * G) % 4) // 4 if dense else 0
+    Md = buf[o:o + nd].view(np.uint16)[:P * G if dense else 0].reshape((P if dense else 0, G))
     o += nd
     nx, nt, nl = pl._NX, pl._NT, pl.LINE_N
     c = buf[o:o + nx * nt].reshape((nx, nt))
@@ -199,16 +204,18 @@ def unpack_sufficient(buf, p, G):
     return Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, buf[o:o + nl]
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def group_rates(dense, Md, indptr, pat, m, e, S):
-    """``S_g = Σ_c m_gc e_c`` of every group into ``S`` (one tight loop per layout: a
-    per-group call with the layout test inside runs ~10x slower)."""
+    """``S_g = Σ_c m_gc e_c`` of every group into ``S`` (one vectorised loop per pattern
+    over the dense table, else the CSR cells)."""
     if dense:
         for g in range(S.shape[0]):
-            s = 0.0
-            for c in range(e.shape[0]):
-                s += Md[g, c] * e[c]
-            S[g] = s
+            S[g] = 0.0
+        for c in range(e.shape[0]):
+            ec = e[c]
+            row = Md[c]
+            for g in range(S.shape[0]):
+                S[g] += row[g] * ec
     else:
         for g in range(S.shape[0]):
             s = 0.0
@@ -217,13 +224,16 @@ def group_rates(dense, Md, indptr, pat, m, e, S):
             S[g] = s
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def group_rates_backward(dense, Md, indptr, pat, m, w, ebar):
     """``ebar_c += Σ_g w_g m_gc`` (the backward of :func:`group_rates`)."""
     if dense:
-        for g in range(w.shape[0]):
-            for c in range(ebar.shape[0]):
-                ebar[c] += w[g] * Md[g, c]
+        for c in range(ebar.shape[0]):
+            row = Md[c]
+            acc = 0.0
+            for g in range(w.shape[0]):
+                acc += row[g] * w[g]
+            ebar[c] += acc
     else:
         for g in range(w.shape[0]):
             for k in range(indptr[g], indptr[g + 1]):
@@ -358,7 +368,7 @@ def table_term(Y, W, l1w, sig, q, qp, qx):
 
 
 #: groups per block of the vectorised passes (the block's scratch stays in L1/L2)
-_CHUNK = 2048
+_CHUNK = 1024
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
@@ -397,6 +407,56 @@ def _clenshaw_block(cq, n, t, out, b2):
             out[i] = b
     for i in range(t.shape[0]):
         out[i] = cq[0] + t[i] * out[i] - b2[i]
+
+
+#: rates at or below this (zero, subnormal) take libm's log
+_TINY = 2.3e-308
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _ell_block(S, Y, lsig2, sig2, ell, tmp):
+    """``ℓ = log(σ² S) + σ² Y`` of a block; returns how many rates need libm's log."""
+    log_array(S, ell, tmp)
+    bad = 0
+    for i in range(S.shape[0]):
+        ell[i] += lsig2 + sig2 * Y[i]
+        bad += 0 if S[i] > _TINY else 1
+    return bad
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _tau_block(W, tcut, L1w, tau, tmp, tmp2):
+    """``log(1 + W)``, ``τ = 1 / (1 + W)`` of a block; returns the ``τ`` range of the table
+    groups (``τ ≤ tcut``) and how many groups lie outside."""
+    for i in range(W.shape[0]):
+        tmp2[i] = 1.0 + W[i]
+        tau[i] = 1.0 / tmp2[i]
+    log_array(tmp2, L1w, tmp)
+    lo, hi, out = np.inf, -np.inf, 0
+    for i in range(W.shape[0]):
+        inside = tau[i] <= tcut
+        lo = min(lo, tau[i] if inside else np.inf)
+        hi = max(hi, tau[i] if inside else -np.inf)
+        out += 0 if inside else 1
+    return lo, hi, out
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _affine(x, mid, inv_half, out):
+    for i in range(x.shape[0]):
+        out[i] = (x[i] - mid) * inv_half
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _finish_block(F, dl, ds, S, wS):
+    """``(Σ F, Σ ∂F/∂σ)`` of a block; ``wS = ∂F/∂S``."""
+    tot = 0.0
+    gs_ = 0.0
+    for i in range(F.shape[0]):
+        tot += F[i]
+        gs_ += ds[i]
+        wS[i] = dl[i] / S[i]
+    return tot, gs_
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
@@ -444,33 +504,26 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
             gsig += Fsig
             wS[g] = (Fs - y[g]) / S
     else:
-        Wg = np.empty(G)
-        L1w = np.empty(G)
+        Wg, L1w, tau = np.empty(G), np.empty(G), np.empty(G)
         ch = min(_CHUNK, G)
         t1, t2, t3, t4 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
-        t5, t6, t7 = np.empty(ch), np.empty(ch), np.empty(ch)
+        t5, t6 = np.empty(ch), np.empty(ch)
         # table groups: ρ² = σ² τ ≤ RHO_MAX², i.e. τ ≤ tcut
         tcut = pl.RHO_MAX * pl.RHO_MAX / sig2
         lsig2 = math.log(sig2)
         tlo, thi = np.inf, -np.inf
+        nout = 0
         for a in range(0, G, ch):
             b = min(a + ch, G)
             n = b - a
             ell = t3[:n]
-            log_array(Sg[a:b], ell, t1[:n])
-            for i in range(n):
-                ell[i] += lsig2 + sig2 * y[a + i]
-                if not Sg[a + i] > 2.3e-308:  # zero or subnormal: libm's log (−inf at 0)
-                    ell[i] = lsig2 + math.log(Sg[a + i]) + sig2 * y[a + i]
+            if _ell_block(Sg[a:b], y[a:b], lsig2, sig2, ell, t1[:n]):
+                for i in range(n):  # zero or subnormal rates: libm's log (−inf at 0)
+                    if not Sg[a + i] > _TINY:
+                        ell[i] = lsig2 + math.log(Sg[a + i]) + sig2 * y[a + i]
             lambert_w_block(ell, Wg[a:b], t1[:n], t2[:n])
-            for i in range(n):
-                t2[i] = 1.0 + Wg[a + i]
-            log_array(t2[:n], L1w[a:b], t1[:n])
-            for i in range(n):
-                tau = 1.0 / (1.0 + Wg[a + i])
-                if tau <= tcut:
-                    tlo = min(tlo, tau)
-                    thi = max(thi, tau)
+            lo_, hi_, no_ = _tau_block(Wg[a:b], tcut, L1w[a:b], tau[a:b], t1[:n], t2[:n])
+            tlo, thi, nout = min(tlo, lo_), max(thi, hi_), nout + no_
         nl = nodes.shape[0]
         cq, cqp, cqx = np.zeros(nl), np.zeros(nl), np.zeros(nl)
         nq = nqp = nqx = 1
@@ -486,23 +539,22 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
             b = min(a + ch, G)
             n = b - a
             tt, q1, q2, q3 = t1[:n], t2[:n], t3[:n], t4[:n]
-            for i in range(n):
-                tt[i] = (1.0 / (1.0 + Wg[a + i]) - mid) / half
+            _affine(tau[a:b], mid, 1.0 / half, tt)
             _clenshaw_block(cq, nq, tt, q1, t5[:n])
             _clenshaw_block(cqp, nqp, tt, q2, t5[:n])
             _clenshaw_block(cqx, nqx, tt, q3, t5[:n])
             Fb, dl, ds = per_group[a:b], t5[:n], t6[:n]
             _table_block(y[a:b], Wg[a:b], L1w[a:b], sig, q1, q2, q3, Fb, dl, ds)
-            for i in range(n):
-                g = a + i
-                if not 1.0 / (1.0 + Wg[g]) <= tcut:  # outside the table: the quadrature
-                    s = math.log(Sg[g])
-                    F, Fs, Fsig = pseudo_row_term(y[g], s, sig, t, lw, mu_w, pi_w)
-                    Fb[i], dl[i], ds[i] = F - y[g] * s, Fs - y[g], Fsig
-            for i in range(n):
-                tot += Fb[i]
-                gsig += ds[i]
-                wS[a + i] = dl[i] / Sg[a + i]
+            if nout:
+                for i in range(n):
+                    g = a + i
+                    if not tau[g] <= tcut:  # outside the table: the quadrature
+                        s = math.log(Sg[g])
+                        F, Fs, Fsig = pseudo_row_term(y[g], s, sig, t, lw, mu_w, pi_w)
+                        Fb[i], dl[i], ds[i] = F - y[g] * s, Fs - y[g], Fsig
+            f_, s_ = _finish_block(Fb, dl, ds, Sg[a:b], wS[a:b])
+            tot += f_
+            gsig += s_
     group_rates_backward(dense, Md, indptr, pat, m, wS, ebar)
     gL[0, 0] += gsig
     for c_ in range(P):
