@@ -172,3 +172,19 @@ def test_moments_in_blocks_equal_the_one_pass_moments(monkeypatch):
     blocks = priors.Moments.of(d)
     np.testing.assert_allclose(blocks.x_sd, whole.x_sd, rtol=1e-13)
     np.testing.assert_allclose(blocks.z_sd[0], whole.z_sd[0], rtol=1e-13)
+
+
+def test_row_key_of_integer_codes_is_the_column_by_column_key():
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(0, 5, 5000), rng.integers(0, 3, 5000)
+    fast = row_key([(a, 5), (b, 3)], 5000)
+    slow = row_key([(a, 5), b.astype(float)], 5000)  # a float column: the general path
+    np.testing.assert_array_equal(fast[0], slow[0])
+    assert fast[1] == slow[1] == 15
+    assert row_key([(a, 5), (b, 3)], 5000, max_keys=10) is None
+    neg = row_key([(a - 1, 5), (b, 3)], 5000)  # codes outside 0..n-1: the general path
+    np.testing.assert_array_equal(neg[0], fast[0])
+    k = fast[0]
+    np.testing.assert_array_equal(firsts(k), np.unique(k, return_index=True)[1])
+    late = np.r_[np.zeros(100_000, dtype=np.int64), 1]  # a key first seen at the very end
+    np.testing.assert_array_equal(firsts(late), [0, 100_000])

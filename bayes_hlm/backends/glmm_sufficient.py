@@ -673,6 +673,37 @@ def _accept(Y, W, sig, logu, w, b):
         b[i] = bhat + rho * w[i] if ok else np.nan
 
 
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _next_proposals(idx, hd, g0, lo, hi, k, u, w):
+    """Proposal ``k`` (keyed) of the still-rejected groups ``idx`` of a block, compacted."""
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        hk = _mix(_mix(hd, g0 + i), k)
+        uj = _uniform(_mix(hk, 0))
+        u[j] = uj
+        w[j] = (lo[i] + (hi[i] - lo[i]) * _uniform(_mix(hk, 1))) / uj
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _accept_next(idx, Y, W, sig, logu, w, b):
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        mu, rho, C2, bhat = _conditional(Y[i], W[i], sig)
+        if 2.0 * logu[j] <= _log_fw(w[j], mu, rho, C2)[0]:
+            b[i] = bhat + rho * w[j]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _rejected(b, idx, r):
+    """Keeps in ``idx[:r]`` the entries whose ``b`` is still NaN; returns how many."""
+    k = 0
+    for j in range(r):
+        if b[idx[j]] != b[idx[j]]:
+            idx[k] = idx[j]
+            k += 1
+    return k
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _draw(xs, draw_index, key, buf, out, tries):
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr0, y, nn, off, X, Z, t,
@@ -695,6 +726,7 @@ def _draw(xs, draw_index, key, buf, out, tries):
         group_rates(dense, Md, indptr, pat, m, e, Sg)
         ell, W, t1, t2 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
         lo, hi, u, w, b = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+        idx = np.empty(ch, dtype=np.int64)
         ntry = 0
         for a in range(0, G, ch):
             n = min(a + ch, G) - a
@@ -707,14 +739,19 @@ def _draw(xs, draw_index, key, buf, out, tries):
             _first_proposals(y[a:a + n], W[:n], sig, hd, a, lo[:n], hi[:n], u[:n], w[:n])
             log_array(u[:n], t1[:n], t2[:n])
             _accept(y[a:a + n], W[:n], sig, t1[:n], w[:n], b[:n])
+            ntry += n
             for i in range(n):
-                if b[i] == b[i]:
-                    ntry += 1
-                else:  # rejected: the next proposals of this group, one by one
-                    mu_, rho, C2, bhat = _conditional(y[a + i], W[i], sig)
-                    wi, k = _retry(mu_, rho, C2, lo[i], hi[i], _mix(hd, a + i), 1)
-                    b[i] = bhat + rho * wi
-                    ntry += k
+                idx[i] = i
+            r = _rejected(b, idx, n)
+            k = 1
+            while r and k < _MAX_TRIES:  # the rejected groups' next proposals, all at once
+                _next_proposals(idx[:r], hd, a, lo, hi, k, u[:r], w[:r])
+                log_array(u[:r], t1[:r], t2[:r])
+                _accept_next(idx[:r], y[a:a + n], W, sig, t1[:r], w[:r], b)
+                ntry += r
+                r = _rejected(b, idx, r)
+                k += 1
+            for i in range(n):
                 out[s, a + i, 0] = b[i]
         tries[s] = ntry
 

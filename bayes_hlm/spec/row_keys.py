@@ -12,6 +12,10 @@ import pandas as pd
 
 __all__ = ["firsts", "row_key"]
 
+#: integer-code columns whose product of level counts is at most this are keyed by their
+#: mixed-radix number (one factorization instead of one per column)
+_RADIX_MAX = 1 << 40
+
 
 def row_key(cols, N: int, max_keys: int | None = None) -> tuple[np.ndarray, int] | None:
     """``(key, k)``: rows equal in every column share a key in ``0..k-1``, numbered in order
@@ -30,6 +34,21 @@ def row_key(cols, N: int, max_keys: int | None = None) -> tuple[np.ndarray, int]
         if hashed is not None:  # the float columns as one pair of codes
             cols = [c for c in cols if isinstance(c, tuple) or np.asarray(c).dtype.kind != "f"]
             cols.append(hashed)
+    if N and cols and all(isinstance(c, tuple) for c in cols):
+        radix = 1
+        for c in cols:
+            radix *= max(int(c[1]), 1)
+        in_range = all(np.asarray(c).min() >= 0 and np.asarray(c).max() < max(int(n), 1)
+                       for c, n in cols)
+        if radix <= _RADIX_MAX and in_range:  # integer codes only: one mixed-radix number, one factorization
+            mixed = np.zeros(N, dtype=np.int64)
+            for codes, n_u in cols:
+                mixed *= max(int(n_u), 1)
+                mixed += np.asarray(codes, dtype=np.int64)
+            key, u = pd.factorize(mixed, sort=False)
+            if max_keys is not None and len(u) > max_keys:
+                return None
+            return key.astype(np.int64, copy=False), len(u)
     key = np.zeros(N, dtype=np.int64)
     k = 1 if N else 0
     for col in cols:
@@ -57,8 +76,13 @@ def firsts(key: np.ndarray) -> np.ndarray:
     """First row of each key, in key order (keys numbered in order of first appearance)."""
     if key.size == 0:
         return np.zeros(0, dtype=np.int64)
-    cm = np.maximum.accumulate(key)
-    return np.flatnonzero(np.r_[True, cm[1:] > cm[:-1]])
+    K = int(key.max()) + 1
+    n = min(key.size, 1 << 12)
+    while True:  # few keys appear early: a prefix that holds them all has the same firsts
+        cm = np.maximum.accumulate(key[:n])
+        if cm[-1] == K - 1 or n == key.size:
+            return np.flatnonzero(np.r_[True, cm[1:] > cm[:-1]])
+        n = min(key.size, 8 * n)
 
 
 def _hashed_key(cols) -> tuple[np.ndarray, int] | None:
