@@ -373,24 +373,23 @@ _CHUNK = 1024
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def lambert_w_block(ell, W, tmp, tmp2):
-    """:func:`~bayes_hlm.statistics.poisson_lognormal.lambert_w_log` of every entry: for
-    ``ℓ ≥ 1.5`` the same start and two Halley steps in vectorised loops (:func:`log_array`),
-    the others by the scalar function."""
+    """:func:`~bayes_hlm.statistics.poisson_lognormal.lambert_w_log` of every entry: the
+    same start and a Halley step in vectorised loops (:func:`log_array`), then a second step
+    for ``ℓ < 12`` and the scalar function for ``ℓ < 1.5`` (few groups: small counts)."""
     log_array(ell, tmp2, tmp)  # log ℓ (meaningless where ℓ ≤ 0: those are redone below)
     for i in range(ell.shape[0]):
         el = max(ell[i], 1.5)
         L = tmp2[i]
         il = 1.0 / el
         W[i] = el - L + L * il * (1.0 + il * (0.5 * (L - 2.0) + il * (L * (2.0 * L - 9.0) + 6.0) / 6.0))
-    for _ in range(2):
-        log_array(W, tmp2, tmp)
-        for i in range(ell.shape[0]):
-            w = W[i]
-            f = w + tmp2[i] - ell[i]
-            W[i] = w - 2.0 * f * w * (w + 1.0) / (2.0 * (w + 1.0) * (w + 1.0) + f)
+    log_array(W, tmp2, tmp)
     for i in range(ell.shape[0]):
-        if ell[i] < 1.5:
-            W[i] = pl.lambert_w_log(ell[i])
+        w = W[i]
+        f = w + tmp2[i] - ell[i]
+        W[i] = w - 2.0 * f * w * (w + 1.0) / (2.0 * (w + 1.0) * (w + 1.0) + f)
+    for i in range(ell.shape[0]):
+        if ell[i] < 12.0:  # one step is exact to 1 ulp from ℓ = 12 on (tested); below, two
+            W[i] = pl._halley(W[i], ell[i]) if ell[i] >= 1.5 else pl.lambert_w_log(ell[i])
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
