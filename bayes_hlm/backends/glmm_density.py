@@ -37,7 +37,7 @@ from .numba_density import _intercept_shift, _log_positive, _positive_code, _sca
 from .numba_density import cpc_backward, cpc_corr, lkj_cpc, n_corr
 
 _HEAD = 32   # header entries
-_TERM = 13   # fixed entries of a term's block (then 5 per coordinate)
+_TERM = 15   # fixed entries of a term's block (then 5 per coordinate)
 _CHUNK = 512  # rows per likelihood pass in the gradient
 
 
@@ -120,6 +120,13 @@ class TermLayout:
     pmap: np.ndarray | None
     #: centred intercept's level-2 predictors: coordinate, fixed columns, per-level values
     l2: tuple | None = None
+    #: 0; 1: integrated out (no parameters, :func:`integrated_parents`); 2: the centred
+    #: child whose parent (``parent``) is integrated out
+    collapse: int = 0
+    #: a q = 1 term centred level by level: True where the level is centred, else
+    #: non-centred (``b = sd z``); None: every level as ``centered`` says
+    level_centred: np.ndarray | None = None
+
 
 
 @dataclass
@@ -137,9 +144,55 @@ class GlmmPacked:
     centered: dict = field(default_factory=dict)
 
 
+def integrated_parents(design: Design, centered: dict[str, bool]) -> dict[int, int]:
+    """Centred child term -> its non-centred parent term, for the parents :func:`pack`
+    integrates out (``integrate=True``).
+
+    A random intercept ``b_P`` (q = 1) whose only centred child term is a random intercept
+    ``m_g ~ N(shift_g + b_P[parent(g)], sd_g^2)`` enters the likelihood only through that
+    child: the row's ``b_P + (m_g - shift_g - b_P)`` cancels it. So it integrates out in
+    closed form: per parent level the children's ``c_g = m_g - shift_g`` are jointly
+    ``N(0, sd_g^2 I + sd_P^2 J)``, and ``b_P`` is drawn afterwards from its Gaussian
+    conditional (:func:`constrained`). The posterior is the same; NUTS no longer sees the
+    parent's effects, whose non-centred ``sd_P z_P`` coupled ``sd_P`` to the child's SD along
+    a ridge (grouseticks' locations over broods, 35 of 63 locations with one brood: min ESS
+    of ``sd(LOCATION)`` 250-370 -> ~800 at 4 x 1000 draws). A term centred on the child is
+    centred on its ``c_g`` (the parent's effect included), so the parent cancels from its rows
+    too. ``centered`` may also name factors centred level by level (``pack``'s
+    ``level_centred``): pass them as centred.
+    """
+    from .group_effects import build_order, nesting_parent
+
+    order = build_order(design, list(range(len(design.groups))))
+    parent_of: dict[int, int] = {}
+    for i, k in enumerate(order):
+        g = design.groups[k]
+        if not centered.get(g.factor, False):
+            continue
+        found = nesting_parent(design, k, order[:i])
+        if found is not None and set(g.terms) & set(design.groups[found[0]].terms):
+            parent_of[k] = found[0]
+    out = {}
+    for k, j in parent_of.items():
+        g, h = design.groups[k], design.groups[j]
+        if (list(g.terms) == ["Intercept"] and list(h.terms) == ["Intercept"]
+                and not centered.get(h.factor, False)
+                and [c for c, pj in parent_of.items() if pj == j] == [k]):
+            out[k] = j
+    return out
+
+
 def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
-         rows: Rows | None = None) -> GlmmPacked:
-    """Lay out priors, structure and rows for :func:`logp_grad`."""
+         rows: Rows | None = None, integrate: bool = False,
+         level_centred: dict[str, np.ndarray] | None = None) -> GlmmPacked:
+    """Lay out priors, structure and rows for :func:`logp_grad`.
+
+    ``integrate``: integrate out the parents :func:`integrated_parents` finds (the fit's
+    default, :mod:`.glmm_nuts`); ``False`` keeps every effect a parameter.
+    ``level_centred``: factor (a q = 1 random intercept) -> per level, centred (True) or
+    non-centred (:func:`~bayes_hlm.backends.parametrization.level_centering`); overrides
+    ``centered`` for that factor.
+    """
     from .group_effects import build_order, level2_shift, nesting_parent
 
     rows = design_rows(design) if rows is None else rows
@@ -169,11 +222,23 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
         beta0[i_int] -= intercept_shift(mu, ps.x_mean, i_int)
     # effects, build order (coarse first: a centring parent precedes its children)
     order = build_order(design, list(range(len(design.groups))))
+    level_centred = {f: np.asarray(v, bool) for f, v in (level_centred or {}).items()}
+    for k, g in enumerate(design.groups):
+        if g.factor in level_centred and (g.q != 1 or len(level_centred[g.factor]) != g.n_levels):
+            raise ValueError(f"level_centred[{g.factor!r}]: a q = 1 term, one flag per level")
+    collapsed = (integrated_parents(design, {**centered, **{f: True for f in level_centred}})
+                 if integrate else {})
     layouts: dict[int, TermLayout] = {}
     done: list[int] = []
     for k in order:
         g = design.groups[k]
-        cent = bool(centered.get(g.factor, False))
+        lc = level_centred.get(g.factor)
+        cent = bool(centered.get(g.factor, False)) if lc is None else True
+        if k in collapsed.values():  # integrated out: no parameters
+            layouts[k] = TermLayout(k, g.q, False, g.n_levels, sd_x[k], z_x[k], len(init), False,
+                                    [-1], -1, [-1], None, None, collapse=1)
+            done.append(k)
+            continue
         fcols = [names.index(t) if cent and t in names else -1 for t in g.terms]
         par, pcols, pmap = -1, [-1] * g.q, None
         if cent:
@@ -188,16 +253,20 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
                     pcols = [-1] * g.q
         l2 = level2_shift(design, k) if cent else None
         layouts[k] = TermLayout(k, g.q, bool(g.correlated and g.q > 1), g.n_levels, sd_x[k],
-                                z_x[k], len(init), cent, fcols, par, pcols, pmap, l2)
+                                z_x[k], len(init), cent, fcols, par, pcols, pmap, l2,
+                                collapse=2 if k in collapsed else 0, level_centred=lc)
         start = np.tile([beta0[c] if c >= 0 else 0.0 for c in fcols], (g.n_levels, 1))
         if l2 is not None:
             start[:, l2[0]] += l2[2] @ beta0[l2[1]]
+        if lc is not None:
+            start[~lc] = 0.0
         init += list(start.ravel())
         done.append(k)
     # rows sorted by the levels of the term with most levels (the "primary" term): a
     # gradient then reads that term's effects once per run of rows of one level (a segment)
     # and sums its gradient in registers, instead of one gather and one scatter per row
-    kp = max(order, key=lambda k: (design.groups[k].n_levels, -order.index(k)))
+    kp = max((k for k in order if layouts[k].collapse != 1),
+             key=lambda k: (design.groups[k].n_levels, -order.index(k)))
     rows = _sorted_rows(rows, rows.codes[kp])
     # the buffer: header, term blocks (build order), then arrays
     blocks, arrays = [], []
@@ -228,8 +297,9 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
         par_pos = term_at_pos[lt.parent] if lt.parent >= 0 else -1
         l2_at = (place(np.concatenate([[lt.l2[0], len(lt.l2[1])], lt.l2[1], lt.l2[2].ravel()]))
                  if lt.l2 is not None else 0)  # 0: none (the header is never a table)
+        lc_at = place(lt.level_centred.astype(float)) if lt.level_centred is not None else 0
         blk = [lt.q, float(lt.correlated), eta, lt.levels, lt.sd_x, lt.z_x, lt.eff_x,
-               float(lt.centered), par_pos, pmap_at, codes_at, Z_at, l2_at]
+               float(lt.centered), par_pos, pmap_at, codes_at, Z_at, l2_at, lt.collapse, lc_at]
         for i, t in enumerate(g.terms):
             blk += list(_positive_code(ps.priors[sd_key(t, g.factor)]))
             blk += [lt.fixed_cols[i], lt.parent_cols[i]]
@@ -436,6 +506,44 @@ def _segment_sums(buf, at, N, r, d, a0, ln, acc):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _integrated_prior(x, buf, tb, par, b, ex, G, vB, grad, gb, backward):
+    """Log density of a centred random intercept's ``c_g = b[ex + g]`` with its parent's
+    effect integrated out (:func:`integrated_parents`): per parent level ``l`` with ``n``
+    children, ``c_l ~ N(0, vB I + vP J)``, i.e. ``-(1/2)[(n-1) log vB + log(vB + n vP)
+    + (Q - vP S^2 / (vB + n vP)) / vB]`` with ``S = sum c``, ``Q = sum c^2``. Forward: the
+    value, and the gradient in both log SDs into ``grad``. ``backward``: adds
+    ``d/dc_g = -(c_g - vP S / (vB + n vP)) / vB`` to ``gb[ex + g]``."""
+    GP, pm_at = int(buf[par + 3]), int(buf[tb + 9])
+    psd = int(buf[par + 4])
+    vP = np.exp(2.0 * x[psd])
+    S = np.zeros(GP)
+    Q = np.zeros(GP)
+    n = np.zeros(GP)
+    for g in range(G):
+        pg = int(buf[pm_at + g])
+        c = b[ex + g]
+        S[pg] += c
+        Q[pg] += c * c
+        n[pg] += 1.0
+    if backward:
+        for g in range(G):
+            pg = int(buf[pm_at + g])
+            gb[ex + g] -= (b[ex + g] - vP * S[pg] / (vB + n[pg] * vP)) / vB
+        return 0.0
+    lp, dvB, dvP = 0.0, 0.0, 0.0
+    lvB = np.log(vB)
+    for pg in range(GP):
+        den = vB + n[pg] * vP
+        r = vP * S[pg] * S[pg] / den
+        lp -= 0.5 * ((n[pg] - 1.0) * lvB + np.log(den) + (Q[pg] - r) / vB)
+        dvB -= 0.5 * ((n[pg] - 1.0) / vB + 1.0 / den + r / (den * vB) - (Q[pg] - r) / (vB * vB))
+        dvP -= 0.5 * (n[pg] / den - S[pg] * S[pg] / (den * den))
+    grad[int(buf[tb + 4])] += 2.0 * vB * dvB  # d/d log sd = 2 v d/dv
+    grad[psd] += 2.0 * vP * dvP
+    return lp
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def logp_grad(x, buf, grad):
     """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
     N, p, T, code, i_int = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5])
@@ -482,9 +590,11 @@ def logp_grad(x, buf, grad):
     for t in range(T):
         tb = tpos[t]
         q, corr, G, ex = int(buf[tb]), buf[tb + 1] > 0.5, int(buf[tb + 3]), int(buf[tb + 6])
-        cent, par = buf[tb + 7] > 0.5, int(buf[tb + 8])
+        cent, par, col = buf[tb + 7] > 0.5, int(buf[tb + 8]), int(buf[tb + 13])
         L = Ls[t, :q, :q]
         lp += _chol_of(x, buf, tb, q, corr, L, grad)
+        if col == 1:  # integrated out: only its SD's prior here (its child carries the rest)
+            continue
         if not cent:  # b_g = L z_g, z ~ N(0, I)
             for g in range(G):
                 for i in range(q):
@@ -503,7 +613,14 @@ def logp_grad(x, buf, grad):
             v = np.empty(q)
             l2 = int(buf[tb + 12])
             l2c, l2n = (int(buf[l2]), int(buf[l2 + 1])) if l2 > 0 else (-1, 0)
+            lc = int(buf[tb + 14])  # > 0: per-level flags (q = 1), 0: non-centred level
+            Gc = G
             for g in range(G):
+                if lc > 0 and buf[lc + g] < 0.5:  # this level non-centred: b = sd z
+                    b[ex + g] = L[0, 0] * x[ex + g]
+                    lp -= 0.5 * x[ex + g] ** 2
+                    Gc -= 1
+                    continue
                 pg = int(buf[pm_at + g]) if par >= 0 else 0
                 for i in range(q):
                     sh = 0.0
@@ -514,16 +631,21 @@ def logp_grad(x, buf, grad):
                         for c in range(l2n):
                             sh += beta[int(buf[l2 + 2 + c])] * buf[l2 + 2 + l2n + g * l2n + c]
                     pc = int(buf[tb + _TERM + 5 * i + 4])
-                    if par >= 0 and pc >= 0:
+                    if par >= 0 and pc >= 0 and col != 2:
                         sh += b[pex + pg * pq + pc]
                     b[ex + g * q + i] = x[ex + g * q + i] - sh
+                if col == 2:  # prior below, with the parent integrated out
+                    continue
                 for i in range(q):  # v = L⁻¹ b_g
                     s = b[ex + g * q + i]
                     for j in range(i):
                         s -= L[i, j] * v[j]
                     v[i] = s / L[i, i]
                     lp -= 0.5 * v[i] * v[i]
-            lp -= G * logdet
+            if col == 2:
+                lp += _integrated_prior(x, buf, tb, par, b, ex, G, L[0, 0] ** 2, grad, gb, False)
+            else:
+                lp -= Gc * logdet
     # likelihood over the rows
     gbeta = np.zeros(p)
     gphi = 0.0
@@ -531,9 +653,11 @@ def logp_grad(x, buf, grad):
     tca = np.empty(T, dtype=np.int64)
     tza = np.empty(T, dtype=np.int64)
     tex = np.empty(T, dtype=np.int64)
+    tcol = np.empty(T, dtype=np.int64)  # 1: integrated out, not in the rows (it cancels)
     for t in range(T):
         tq[t], tex[t] = int(buf[tpos[t]]), int(buf[tpos[t] + 6])
         tca[t], tza[t] = int(buf[tpos[t] + 10]), int(buf[tpos[t] + 11])
+        tcol[t] = int(buf[tpos[t] + 13])
     ex0 = np.empty(D)
     gx = np.zeros(D)
     for d in range(D):
@@ -578,7 +702,7 @@ def logp_grad(x, buf, grad):
         for k in range(m if D > 0 else 0):
             eta_c[k] += ex0[int(xi[c0 + k])]
         for t in range(T):
-            if t != tp:
+            if t != tp and tcol[t] != 1:
                 _term_eta(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], b, eta_c, m)
         if unit:  # Bernoulli, logit, no weights
             ll, dp = gk.bernoulli_logit_sum(y[c0:c0 + m], eta_c[:m], d_c[:m]), 0.0
@@ -597,7 +721,7 @@ def logp_grad(x, buf, grad):
             for i in range(qp):
                 gb[exp_ + lev * qp + i] += acc[slots[px + i]]
         for t in range(T):
-            if t != tp:
+            if t != tp and tcol[t] != 1:
                 _term_scatter(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], gb, d_c, m)
     for d in range(D):
         for j in range(p):
@@ -606,9 +730,13 @@ def logp_grad(x, buf, grad):
     for t in range(T - 1, -1, -1):
         tb = tpos[t]
         q, corr, G, ex = int(buf[tb]), buf[tb + 1] > 0.5, int(buf[tb + 3]), int(buf[tb + 6])
-        cent, par = buf[tb + 7] > 0.5, int(buf[tb + 8])
+        cent, par, col = buf[tb + 7] > 0.5, int(buf[tb + 8]), int(buf[tb + 13])
+        if col == 1:  # no effects; its SD's gradient came from its prior and its child
+            continue
         L = Ls[t, :q, :q]
         gL = np.zeros((q, q))
+        if col == 2:  # -d prior / d c_g into gb (the likelihood's part is there already)
+            _integrated_prior(x, buf, tb, par, b, ex, G, L[0, 0] ** 2, grad, gb, True)
         if not cent:
             for g in range(G):
                 for i in range(q):
@@ -627,18 +755,28 @@ def logp_grad(x, buf, grad):
             u = np.empty(q)
             l2 = int(buf[tb + 12])
             l2c, l2n = (int(buf[l2]), int(buf[l2 + 1])) if l2 > 0 else (-1, 0)
+            qv = 0 if col == 2 else q  # col 2: the prior's gradient is in gb already
+            for i in range(q):
+                u[i] = 0.0
+            lc = int(buf[tb + 14])
+            Gc = G
             for g in range(G):
-                for i in range(q):  # v = L⁻¹ b_g
+                if lc > 0 and buf[lc + g] < 0.5:  # non-centred level (q = 1)
+                    grad[ex + g] = -x[ex + g] + L[0, 0] * gb[ex + g]
+                    gL[0, 0] += gb[ex + g] * x[ex + g]
+                    Gc -= 1
+                    continue
+                for i in range(qv):  # v = L⁻¹ b_g
                     s = b[ex + g * q + i]
                     for j in range(i):
                         s -= L[i, j] * v[j]
                     v[i] = s / L[i, i]
-                for i in range(q - 1, -1, -1):  # u = L⁻ᵀ v = Σ⁻¹ b_g
+                for i in range(qv - 1, -1, -1):  # u = L⁻ᵀ v = Σ⁻¹ b_g
                     s = v[i]
                     for j in range(i + 1, q):
                         s -= L[j, i] * u[j]
                     u[i] = s / L[i, i]
-                for i in range(q):
+                for i in range(qv):
                     for j in range(i + 1):
                         gL[i, j] += u[i] * v[j]
                 pg = int(buf[pm_at + g]) if par >= 0 else 0
@@ -652,10 +790,10 @@ def logp_grad(x, buf, grad):
                         for c in range(l2n):
                             gbeta[int(buf[l2 + 2 + c])] -= db * buf[l2 + 2 + l2n + g * l2n + c]
                     pc = int(buf[tb + _TERM + 5 * i + 4])
-                    if par >= 0 and pc >= 0:
+                    if par >= 0 and pc >= 0 and col != 2:
                         gb[pex + pg * pq + pc] -= db
-            for i in range(q):
-                gL[i, i] -= G / L[i, i]
+            for i in range(qv):
+                gL[i, i] -= Gc / L[i, i]
         # L = diag(sd) W: to log SDs and partial correlations
         sdx, zx = int(buf[tb + 4]), int(buf[tb + 5])
         for i in range(q):
@@ -686,10 +824,15 @@ def logp_grad(x, buf, grad):
 # --------------------------------------------------------------------------- #
 # parameter vector -> posterior variables (vectorised over draws)
 # --------------------------------------------------------------------------- #
-def constrained(packed: GlmmPacked, ps: PriorSet, design: Design, z: np.ndarray) -> dict:
+def constrained(packed: GlmmPacked, ps: PriorSet, design: Design, z: np.ndarray,
+                rng: np.random.Generator | None = None) -> dict:
     """Posterior variables from draws ``z`` (S, ndim): ``fixed`` (S, p), the family
     parameter (S,) under its name, and per factor ``sd`` (S, q_f), ``corr`` (S, q_f, q_f),
-    ``b`` (S, levels, q_f)."""
+    ``b`` (S, levels, q_f).
+
+    An integrated-out parent's effects (:func:`integrated_parents`) are drawn from their
+    Gaussian conditional given the draw (``rng``, needed then), so every effect is a
+    posterior draw."""
     p, S = packed.p, z.shape[0]
     raw = z[:, :p]
     beta = raw.copy()
@@ -706,7 +849,10 @@ def constrained(packed: GlmmPacked, ps: PriorSet, design: Design, z: np.ndarray)
         sd_t[lt.term], corr_t[lt.term] = sd, R
         W = np.linalg.cholesky(R) if lt.correlated else R
         L_t[lt.term] = sd[:, :, None] * W
-    for lt in sorted(packed.terms, key=lambda t: t.eff_x):  # build order: parents first
+    c_t = {}  # a child of an integrated parent: its c (what terms centred on it read)
+    for lt in sorted(packed.terms, key=lambda t: (t.eff_x, -t.collapse)):  # build order
+        if lt.collapse == 1:  # drawn with its child
+            continue
         v = z[:, lt.eff_x:lt.eff_x + lt.levels * lt.q].reshape(S, lt.levels, lt.q)
         if not lt.centered:
             b_t[lt.term] = np.einsum("sij,sgj->sgi", L_t[lt.term], v)
@@ -715,11 +861,28 @@ def constrained(packed: GlmmPacked, ps: PriorSet, design: Design, z: np.ndarray)
         for i in range(lt.q):
             if lt.fixed_cols[i] >= 0:
                 sh[:, :, i] += beta[:, lt.fixed_cols[i]][:, None]
-            if lt.parent >= 0 and lt.parent_cols[i] >= 0:
-                sh[:, :, i] += b_t[lt.parent][:, lt.pmap, lt.parent_cols[i]]
+            if lt.parent >= 0 and lt.parent_cols[i] >= 0 and lt.collapse != 2:
+                sh[:, :, i] += c_t.get(lt.parent, b_t[lt.parent])[:, lt.pmap, lt.parent_cols[i]]
         if lt.l2 is not None:
             sh[:, :, lt.l2[0]] += beta[:, lt.l2[1]] @ lt.l2[2].T
         b_t[lt.term] = v - sh
+        if lt.level_centred is not None:  # the non-centred levels: b = sd z
+            nc = ~lt.level_centred
+            b_t[lt.term][:, nc] = L_t[lt.term][:, 0, 0][:, None, None] * v[:, nc]
+        if lt.collapse == 2:  # c_g = b_parent + b_g: draw b_parent | c, then b_g = c_g - b_parent
+            if rng is None:
+                raise ValueError("constrained: an integrated-out parent's effects need rng")
+            c = b_t[lt.term][:, :, 0]
+            GP = packed.terms[lt.parent].levels
+            onehot = np.zeros((lt.levels, GP))
+            onehot[np.arange(lt.levels), lt.pmap] = 1.0
+            Ssum, n = c @ onehot, onehot.sum(axis=0)
+            vB, vP = sd_t[lt.term][:, :1] ** 2, sd_t[lt.parent][:, :1] ** 2
+            den = vB + n * vP
+            bp = vP * Ssum / den + np.sqrt(vP * vB / den) * rng.standard_normal((S, GP))
+            b_t[lt.parent] = bp[:, :, None]
+            c_t[lt.term] = b_t[lt.term]
+            b_t[lt.term] = b_t[lt.term] - bp[:, lt.pmap, None]
     factors: dict[str, list[int]] = {}
     for k, g in enumerate(design.groups):
         factors.setdefault(g.factor, []).append(k)

@@ -25,12 +25,14 @@ from .hyperparameters import factor_blocks
 from .sampling import SamplerConfig, SampleOutput, run_nutpie, with_posterior
 
 
-def posterior_dataset(design: Design, ps: PriorSet, packed, z: np.ndarray) -> xr.Dataset:
-    """The PyMC full model's posterior variables, dims and coords from the draws ``z``."""
+def posterior_dataset(design: Design, ps: PriorSet, packed, z: np.ndarray,
+                      seed: int | None = None) -> xr.Dataset:
+    """The PyMC full model's posterior variables, dims and coords from the draws ``z``
+    (``seed``: of the draws of integrated-out effects, :func:`.glmm_density.constrained`)."""
     from .glmm_density import constrained
 
     C, D = z.shape[:2]
-    v = constrained(packed, ps, design, z.reshape(C * D, -1))
+    v = constrained(packed, ps, design, z.reshape(C * D, -1), rng=np.random.default_rng(seed))
 
     def cd(a):
         return a.reshape((C, D) + a.shape[1:])
@@ -66,7 +68,8 @@ def _initial_point(packed, design: Design, ps: PriorSet):
 
 
 def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig,
-           centered: dict[str, bool], compress: bool | str = "auto") -> SampleOutput:
+           centered: dict[str, bool], compress: bool | str = "auto",
+           level_centred: dict[str, np.ndarray] | None = None) -> SampleOutput:
     """NUTS with nutpie on the compiled GLMM density; posterior as the full PyMC model names it.
 
     Parameters
@@ -77,6 +80,9 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig,
     centered : dict
         Factor -> centred, as :func:`~bayes_hlm.backends.parametrization.choose_centering`
         or the user chose it.
+    level_centred : dict, optional
+        Factor -> per level centred or not
+        (:func:`~bayes_hlm.backends.parametrization.level_centering`).
     compress : bool or "auto"
         Merge identical rows into cells (:mod:`.compression`); ``"auto"`` when that removes
         at least a fifth of the rows.
@@ -93,7 +99,8 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig,
         if compress:  # "auto": only when it removes at least a fifth of the rows
             rows = compress_rows(rows, family,
                                  max_cells=None if compress is True else int(0.8 * n_rows))
-        packed = gd.pack(design, ps, family, centered, rows)
+        packed = gd.pack(design, ps, family, centered, rows, integrate=True,
+                         level_centred=level_centred)
         compiled = _compiled_model(packed, cbs=callbacks(gd.logp_grad))
         compiled = replace(compiled, initial_point_func=_initial_point(packed, design, ps))
     t1 = time.perf_counter()
@@ -101,8 +108,15 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig,
     t2 = time.perf_counter()
     with phase("transforming the draws to the model's parameters"):
         z = np.asarray(tree["posterior"]["_x"].values)
-        out = with_posterior(tree, posterior_dataset(design, ps, packed, z), "bayes_hlm.glmm_nuts")
+        out = with_posterior(tree, posterior_dataset(design, ps, packed, z, cfg.seed),
+                             "bayes_hlm.glmm_nuts")
     return SampleOutput(tree=out, compile_s=t1 - t0, sample_s=t2 - t1,
                         interrupted=interrupted,
                         extra={"centered": dict(packed.centered), "rows": n_rows,
+                               "level_centred": {design.groups[lt.term].factor:
+                                                 int(lt.level_centred.sum())
+                                                 for lt in packed.terms
+                                                 if lt.level_centred is not None},
+                               "integrated": [design.groups[lt.term].factor for lt in packed.terms
+                                              if lt.collapse == 1],
                                "cells": rows.N, "sampler": "numba"})

@@ -62,8 +62,14 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
     if choice.sampler == "numba":  # the compiled GLMM density (non-Gaussian families)
         from ..backends import glmm_nuts
 
-        out = glmm_nuts.sample(problem.design, problem.fit_priors, family, cfg, cent)
-        return out, None, {"centered": cent, "rows": out.extra["rows"], "cells": out.extra["cells"]}
+        from ..backends.parametrization import level_centering
+
+        levels = level_centering(problem.design, family, cent) if centered == "auto" else None
+        out = glmm_nuts.sample(problem.design, problem.fit_priors, family, cfg, cent,
+                               level_centred=levels)
+        return out, None, {"centered": cent, "rows": out.extra["rows"], "cells": out.extra["cells"],
+                           "integrated": out.extra["integrated"],
+                           "level_centred": out.extra["level_centred"]}
     with phase("building the PyMC model"):
         model = build_full_model(problem.design, problem.fit_priors, cent, family=family)
     if family is not None and family.bounded_eta:  # start at the data's values, unjittered
