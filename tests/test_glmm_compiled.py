@@ -623,3 +623,21 @@ def test_level_centred_posterior_equals_pymc_full_model():
     assert ref.diagnostics()["divergences"] <= 0.02 * KW["chains"] * KW["draws"]
     bad = disagreements(ref, ours)
     assert bad.empty, f"{len(bad)} scalars disagree:\n{bad}"
+
+
+def test_glmm_engine_adapts_a_draw_based_mass_matrix(monkeypatch):
+    """mass_matrix="auto" on the compiled GLMM density is nutpie's draw-based diagonal
+    (glmm_nuts.ADAPTATION); an explicit choice is passed through."""
+    from bayes_hlm.backends import sampling
+
+    seen = []
+    orig = sampling.mass_matrix
+    monkeypatch.setattr(sampling, "mass_matrix",
+                        lambda cfg, n, auto=None: seen.append(orig(cfg, n, auto)) or seen[-1])
+    d = simulate("poisson")
+    kw = dict(family="poisson", chains=1, draws=30, tune=30, warn=False, progressbar=False, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bh.fit(_formula("poisson", "nested"), d, **kw)
+        bh.fit(_formula("poisson", "nested"), d, mass_matrix="diag", **kw)
+    assert seen == ["draw_diag", "diag"]

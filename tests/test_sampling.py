@@ -178,8 +178,11 @@ def test_mass_matrix_choice():
     cfg = sampling.SamplerConfig(sampler="numba", seed=1)
     assert sampling.mass_matrix(cfg, small) == "low_rank"
     assert sampling.mass_matrix(cfg, big) == "diag"
+    # an engine's own choice for "auto" (the compiled GLMM density: draw-based diagonal)
+    assert sampling.mass_matrix(cfg, small, auto="draw_diag") == "draw_diag"
     cfg = sampling.SamplerConfig(sampler="numba", seed=1, mass_matrix="diag")
     assert sampling.mass_matrix(cfg, 3) == "diag"
+    assert sampling.mass_matrix(cfg, 3, auto="draw_diag") == "diag"  # the user's choice wins
     with pytest.raises(ValueError, match="mass_matrix must be one of"):
         sampling.SamplerConfig(mass_matrix="dense")
 

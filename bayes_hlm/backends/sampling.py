@@ -173,22 +173,26 @@ def _sample_nutpie(model: pm.Model, cfg: SamplerConfig, var_names) -> SampleOutp
     return SampleOutput(tree=tree, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted)
 
 
-def mass_matrix(cfg: SamplerConfig, n_dim: int) -> str:
-    """nutpie's ``adaptation`` for a model with ``n_dim`` unconstrained parameters."""
+def mass_matrix(cfg: SamplerConfig, n_dim: int, auto: str | None = None) -> str:
+    """nutpie's ``adaptation`` for a model with ``n_dim`` unconstrained parameters;
+    ``auto``: the engine's own choice under ``mass_matrix="auto"`` (else by dimension)."""
     if cfg.mass_matrix != "auto":
         return cfg.mass_matrix
+    if auto is not None:
+        return auto
     return "low_rank" if n_dim <= LOW_RANK_MAX_DIM else "diag"
 
 
-def run_nutpie(compiled, cfg: SamplerConfig) -> tuple[xr.DataTree, bool]:
-    """nutpie's NUTS on a compiled model; Ctrl-C keeps the draws done so far."""
+def run_nutpie(compiled, cfg: SamplerConfig, auto: str | None = None) -> tuple[xr.DataTree, bool]:
+    """nutpie's NUTS on a compiled model; Ctrl-C keeps the draws done so far. ``auto``: the
+    adaptation ``mass_matrix="auto"`` means for this engine (:func:`mass_matrix`)."""
     import nutpie
 
     try:
         sampler = nutpie.sample(
             compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
             seed=cfg.seed, progress_bar=cfg.progressbar, save_warmup=False, blocking=False,
-            target_accept=cfg.target_accept, adaptation=mass_matrix(cfg, compiled.n_dim),
+            target_accept=cfg.target_accept, adaptation=mass_matrix(cfg, compiled.n_dim, auto),
         )
         try:
             return sampler.wait(), False
