@@ -147,6 +147,55 @@ def test_crossed_sampled_slopes_density_equals_pytensor_graph(formula, data):
     assert any(st.q == 2 for st in pk.sampled)
 
 
+def nested_sampled_data(seed: int = 0, n: int = 500) -> pd.DataFrame:
+    """Students (the largest factor, integrated out) crossed with schools in districts in
+    regions (ids unique: nesting implied), as InstEval's lecturers in departments."""
+    rng = np.random.default_rng(seed)
+    s, sch = rng.integers(0, 80, n), rng.integers(0, 12, n)
+    dist, reg = sch // 3, sch // 6
+    x = rng.normal(size=n)
+    y = (1 + 0.5 * x + rng.normal(0, 0.7, 80)[s] + rng.normal(0, 0.8, 12)[sch]
+         + rng.normal(0, 0.6, 4)[dist] + rng.normal(0, 0.5, 2)[reg] + rng.normal(0, 1, n))
+    return pd.DataFrame({"y": y, "x": x, "s": [f"s{v}" for v in s], "school": [f"k{v}" for v in sch],
+                         "district": [f"d{v}" for v in dist], "region": [f"r{v}" for v in reg]})
+
+
+@pytest.mark.parametrize("formula,n_folds", [
+    # region folded into district, district into school: a chain of folds
+    ("y ~ x + (1 | s) + (1 | region) + (1 | district) + (1 | school)", 2),
+    # the child has a slope: the parent goes into its intercept column (values: not counts)
+    ("y ~ x + (1 | s) + (1 | district) + (x | school)", 1),
+    # the parent has a slope: not folded
+    ("y ~ x + (1 | s) + (x | district) + (1 | school)", 0),
+])
+def test_folded_nested_sampled_factors_give_the_same_density(formula, n_folds, monkeypatch):
+    """A sampled intercept folded into its nested child's column (``_fold_nested``) and the
+    counts of ``Z_sᵀZ_o`` stored as repeated indices (``_unit_entries``) change neither the
+    log density nor its gradient; the folded density equals the PyTensor graph's."""
+    from bayes_hlm.backends import numba_density as nd
+
+    spec = build_spec(formula, nested_sampled_data())
+    ps, stats = resolve_priors(spec.design), compute_stats(spec.design)
+    assert isinstance(stats, CrossedStats)
+    col = dict(zip(stats.other_terms, stats.other_offsets))
+    assert len(nd._fold_nested(spec.design, stats, col, stats.BZo.tocsr())[0]) == n_folds
+    pk = check_density(spec, ps, points=3, seed=8)
+    fold, unit = nd._fold_nested, nd._unit_entries
+    monkeypatch.setattr(nd, "_fold_nested", lambda d, st, c, BZ: ([], BZ))
+    monkeypatch.setattr(nd, "_unit_entries", lambda BZ: (False, BZ.indptr, BZ.indices, BZ.data))
+    raw = nd.pack(spec.design, ps, stats)
+    monkeypatch.setattr(nd, "_fold_nested", fold)
+    monkeypatch.setattr(nd, "_unit_entries", unit)
+    assert raw.buf.size != pk.buf.size or n_folds == 0
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        x = pk.init + rng.normal(scale=0.3, size=pk.ndim)
+        g, g0 = np.zeros(pk.ndim), np.zeros(pk.ndim)
+        lp, lp0 = nd.logp_grad(x, pk.buf, g), nd.logp_grad(x, raw.buf, g0)
+        assert lp == pytest.approx(lp0, rel=1e-12, abs=1e-8)
+        np.testing.assert_allclose(g, g0, rtol=1e-9, atol=1e-9 * np.abs(g0).max())
+
+
 def test_auto_picks_the_compiled_engine_for_every_structure():
     for formula, data in [*NESTED.values(), ("y ~ x + (x | g) + (x | h)", crossed_slopes_data),
                           ("y ~ x + (1 | district) + (x | school) + (1 | cls)", three_factor_data)]:

@@ -191,3 +191,26 @@ def test_tail_prob_follows_arviz_rcparams():
     np.testing.assert_array_equal(chain_stats(x, tail_prob=0.8)["ess_tail"][:3],
                                   frame["ess_tail"].to_numpy()[:3])
     assert mcmc_stats.TAIL_PROB == az.rcParams["stats.ci_prob"]
+
+
+def test_threads_and_check_columns_give_the_same_numbers(monkeypatch):
+    """Chunks on several threads, or only the convergence check's statistics (``keys``,
+    ``tables.check_frame``), change no number."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 200, 300)).cumsum(axis=1) * 0.1 + rng.normal(size=(4, 200, 300))
+    x[:, :, 7] = 2.0  # a constant
+    x[1, 5, 11] = np.nan
+    monkeypatch.setattr(mcmc_stats, "_MAX_THREADS", 1)
+    one = chain_stats(x, chunk_size=16)
+    monkeypatch.setattr(mcmc_stats, "_MAX_THREADS", 8)
+    many = chain_stats(x, chunk_size=16)
+    some = chain_stats(x, chunk_size=16, keys=("ess_bulk", "r_hat"))
+    assert set(some) == {"ess_bulk", "r_hat"}
+    for key in STAT_KEYS:
+        np.testing.assert_array_equal(one[key], many[key])
+    for key in some:
+        np.testing.assert_array_equal(one[key], some[key])
+    names = [f"p{i}" for i in range(300)]
+    full, check = tables.stat_frame(x, names), tables.check_frame(x, names)
+    assert list(check.columns) == tables.CHECK_COLUMNS
+    np.testing.assert_array_equal(check.to_numpy(), full[tables.CHECK_COLUMNS].to_numpy())

@@ -308,12 +308,92 @@ def _pack_sampled(design: Design, stats: CrossedStats, x_at: int, mu, ps):
         init += [beta0[j] if j >= 0 else 0.0 for j in fx] * g.n_levels
         x_at += g.n_levels * g.q
         done.append(k)
-    ZZ, BZ = stats.ZotZo.tocsr(), stats.BZo.tocsr()
+    ZZ = stats.ZotZo.tocsr()
+    folds, BZ = _fold_nested(design, stats, col, stats.BZo.tocsr())
+    unit, bz_ptr, bz_idx, bz_val = _unit_entries(BZ)
+    fold_rows = [[col[c], design.groups[c].q, list(design.groups[c].terms).index("Intercept"), col[pk],
+                  len(pmap)] for c, pk, pmap in folds]
     body = [np.asarray(rows, dtype=float).ravel(), *segs, stats.Zoty.ravel(), stats.XtZo.ravel(),
             _as_slots(ZZ.indptr), _as_slots(ZZ.indices), ZZ.data,
-            _as_slots(BZ.indptr), _as_slots(BZ.indices), BZ.data]
+            np.array([len(folds)], dtype=float), np.asarray(fold_rows, dtype=float).ravel(),
+            *[_as_slots(pmap) for _, _, pmap in folds], np.array([float(unit)]),
+            _as_slots(bz_ptr), _as_slots(bz_idx), bz_val]
     return body, sampled, {f: c for f, c in centered.items() if f in
                            {design.groups[k].factor for k in stats.other_terms}}, init
+
+
+def _fold_nested(design: Design, stats: CrossedStats, col: dict, BZ):
+    """Sampled intercepts of a factor that contains another sampled factor with an intercept
+    (InstEval: departments above lecturers) folded into that child's intercept column.
+
+    ``Z_P = Z_C M`` (``M``: child level -> parent level) makes ``Z_sᵀZ_o b_o`` equal to the
+    product without ``P``'s columns on ``b_o`` with ``b_P[pmap[g]]`` added to child level
+    ``g``'s intercept: :func:`logp_grad` reads ``Z_sᵀZ_o`` once per term pair fewer (the
+    densest part of a gradient). Each fold is checked on the statistics (exact up to
+    rounding). Returns ``[(child, parent, pmap)]`` (coarse parents first: the kernel adds
+    them in this order, so a chain of nestings accumulates) and ``Z_sᵀZ_o`` without the
+    folded columns."""
+    from .group_effects import build_order, nesting_parent
+
+    terms = build_order(design, list(stats.other_terms))
+    folds, drop = [], []
+    for pk in terms:
+        gp = design.groups[pk]
+        if gp.q != 1 or list(gp.terms) != ["Intercept"]:
+            continue
+        kids = [c for c in terms if c != pk and "Intercept" in design.groups[c].terms
+                and nesting_parent(design, c, [pk]) is not None]
+        if not kids:
+            continue
+        c = min(kids, key=lambda k: design.groups[k].n_levels)  # the coarsest child: fewest adds
+        pmap = np.asarray(nesting_parent(design, c, [pk])[1], dtype=np.int64)
+        gc = design.groups[c]
+        ccols = col[c] + np.arange(gc.n_levels) * gc.q + list(gc.terms).index("Intercept")
+        lhs = BZ[:, col[pk]:col[pk] + gp.n_levels]
+        diff = (lhs - BZ[:, ccols] @ _level_map(pmap, gp.n_levels)).tocsr().data
+        if np.abs(diff).max(initial=0.0) > 1e-12 * max(np.abs(lhs.data).max(initial=0.0), 1.0):
+            continue  # not the same columns after all (weights, a slope): keep P's columns
+        folds.append((c, pk, pmap))
+        drop += range(col[pk], col[pk] + gp.n_levels)
+    if drop:
+        keep = np.ones(BZ.shape[1])
+        keep[drop] = 0.0
+        BZ = (BZ @ _diag(keep)).tocsr()
+        BZ.eliminate_zeros()
+    return folds, BZ
+
+
+def _level_map(pmap: np.ndarray, n_parent: int):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((np.ones(len(pmap)), (np.arange(len(pmap)), pmap)),
+                         shape=(len(pmap), n_parent))
+
+
+def _diag(v: np.ndarray):
+    import scipy.sparse as sp
+
+    return sp.diags(v, format="csr")
+
+
+#: repeated entries above which a count matrix stays stored with its values
+_UNIT_MAX_GROWTH = 1.25
+
+
+def _unit_entries(BZ):
+    """``Z_sᵀZ_o`` as the kernel reads it: ``(unit, indptr, indices, values)``. When it holds
+    counts (intercept-only crossed factors: the rows a pair of levels shares) each entry is
+    its column index repeated count times (at most :data:`_UNIT_MAX_GROWTH` times the
+    entries; ``unit``, no values): the kernel's two products then read no values (~20%
+    faster on InstEval, where every count is 1)."""
+    BZ.sort_indices()
+    v = BZ.data
+    if v.size and (np.any(v < 1.0) or np.any(v != np.round(v)) or v.sum() > _UNIT_MAX_GROWTH * v.size):
+        return False, BZ.indptr, BZ.indices, v
+    n = v.astype(np.int64)
+    rows = np.repeat(np.arange(BZ.shape[0]), np.diff(BZ.indptr))
+    ptr = np.r_[0, np.cumsum(np.bincount(rows, weights=n, minlength=BZ.shape[0]).astype(np.int64))]
+    return True, ptr, np.repeat(BZ.indices, n), np.zeros(0)
 
 
 def _as_slots(ints: np.ndarray) -> np.ndarray:
@@ -460,7 +540,15 @@ _intercept_shift = numba.njit(cache=True, nogil=True, error_model="numpy")(inter
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _csr_matvec(indptr, indices, data, v, out, sign):
-    """``out += sign · M v`` for a CSR matrix."""
+    """``out += sign · M v`` for a CSR matrix; no ``data``: every entry is 1 (a count
+    stored as a repeated index, :func:`_unit_entries`)."""
+    if data.shape[0] == 0:
+        for r in range(out.shape[0]):
+            s = 0.0
+            for t in range(indptr[r], indptr[r + 1]):
+                s += v[indices[t]]
+            out[r] += sign * s
+        return
     for r in range(out.shape[0]):
         s = 0.0
         for t in range(indptr[r], indptr[r + 1]):
@@ -470,10 +558,92 @@ def _csr_matvec(indptr, indices, data, v, out, sign):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _csr_rmatvec(indptr, indices, data, u, out, sign):
-    """``out += sign · Mᵀ u``."""
+    """``out += sign · Mᵀ u`` (no ``data``: as :func:`_csr_matvec`)."""
+    if data.shape[0] == 0:
+        for r in range(u.shape[0]):
+            ur = sign * u[r]
+            for t in range(indptr[r], indptr[r + 1]):
+                out[indices[t]] += ur
+        return
     for r in range(u.shape[0]):
         for t in range(indptr[r], indptr[r + 1]):
             out[indices[t]] += sign * data[t] * u[r]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _fold(folds, buf, fmap, v, back):
+    """The folded parents of :func:`_fold_nested` (rows ``[child at, child q, child's
+    intercept column, parent at, child levels]``, level maps from ``buf[fmap]``): adds each
+    parent's entry of ``v`` to its children's (coarse parents first), or, ``back``, the
+    transpose (each child's entry to its parent's, in reverse order)."""
+    nf = folds.shape[0]
+    at = np.empty(nf, dtype=np.int64)
+    o = fmap
+    for f in range(nf):
+        at[f] = o
+        o += int(folds[f, 4])
+    for k in range(nf):
+        f = nf - 1 - k if back else k
+        c, qc, ic, pa, n = (int(folds[f, 0]), int(folds[f, 1]), int(folds[f, 2]),
+                            int(folds[f, 3]), int(folds[f, 4]))
+        pmap = buf[at[f]:at[f] + n].view(np.int64)
+        for g in range(n):
+            if back:
+                v[pa + pmap[g]] += v[c + g * qc + ic]
+            else:
+                v[c + g * qc + ic] += v[pa + pmap[g]]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sampled_q1(x, xo, n, l, cent, beta, fj, par, pc, pq, pmap, bo, off):
+    """A sampled term with one column (``(1 | f)``, the common case) written out: its log
+    prior; writes its effects to ``bo[off:off + n]``. Centred: ``m_g ~ N(shift_g, l²)``,
+    ``b_g = m_g − shift_g`` (shift: fixed effect ``fj`` and, when ``par ≥ 0``, the parent
+    level's effect ``bo[par + pmap[g]·pq + pc]``); else ``z_g ~ N(0, 1)``, ``b_g = l z_g``."""
+    ss = 0.0
+    if cent:
+        sh = beta[fj] if fj >= 0 else 0.0
+        for g in range(n):
+            b = x[xo + g] - sh
+            if par >= 0:
+                b -= bo[par + int(pmap[g]) * pq + pc]
+            bo[off + g] = b
+            ss += b * b
+        return -0.5 * ss / (l * l) - n * np.log(l)
+    for g in range(n):
+        z = x[xo + g]
+        ss += z * z
+        bo[off + g] = l * z
+    return -0.5 * ss
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sampled_q1_back(x, xo, n, l, cent, fj, par, pc, pq, pmap, bo, gbo, off, grad, gbeta):
+    """:func:`_sampled_q1`'s gradient: writes ``∂lp/∂x`` of its coordinates from ``gbo``
+    (``∂/∂b``), passes the centring's share on to ``gbeta`` and the parent's ``gbo``;
+    returns ``∂lp/∂l``."""
+    gl = 0.0
+    if cent:  # lp_g = −½ b²/l² − log l: ∂/∂b = −b/l², ∂/∂l = b²/l³ − 1/l
+        il2 = 1.0 / (l * l)
+        sdb = 0.0
+        for g in range(n):
+            b = bo[off + g]
+            w = b * il2
+            db = gbo[off + g] - w
+            grad[xo + g] = db
+            gl += w * b
+            sdb += db
+            if par >= 0:
+                gbo[par + int(pmap[g]) * pq + pc] -= db
+        if fj >= 0:
+            gbeta[fj] -= sdb
+        return gl / l - n / l
+    for g in range(n):  # b = l z: ∂/∂z = −z + l ∂/∂b, ∂/∂l = Σ z ∂/∂b
+        z = x[xo + g]
+        gb = gbo[off + g]
+        grad[xo + g] = -z + l * gb
+        gl += gb * z
+    return gl
 
 
 #: groups per block of :func:`_term_in_chunks`: its e and ∂F/∂e stay in cache (no G-sized temporaries)
@@ -956,6 +1126,11 @@ def logp_grad(x, buf, grad):
             cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
             sg = seg0 + int(rows[r, 8])
             Lk = Lt[t, :qk, :qk]
+            if qk == 1:
+                lp += _sampled_q1(x, xo, Gk, Lk[0, 0], cent, beta, int(buf[sg]),
+                                  par if par >= 0 and buf[sg + 1] >= 0 else -1,
+                                  int(buf[sg + 1]), pq, buf[sg + 2:sg + 2 + Gk], bo, off)
+                continue
             logdiag = 0.0
             for i in range(qk):
                 logdiag += np.log(Lk[i, i])
@@ -993,10 +1168,19 @@ def logp_grad(x, buf, grad):
     zz_i = buf[o + m + 1:o + m + 1 + nz].view(np.int64)
     zz_v = buf[o + m + 1 + nz:o + m + 1 + 2 * nz]
     o += m + 1 + 2 * nz
+    # sampled intercepts folded into a nested child's column (:func:`_fold_nested`)
+    nf = int(buf[o]) if m else 0
+    folds = buf[o + 1:o + 1 + 5 * nf].reshape((nf, 5))
+    o += 1 + 5 * nf
+    fmap = o  # the folds' level maps, one after the other
+    for f in range(nf):
+        o += int(folds[f, 4])
+    unit = buf[o] > 0.5 if m else True  # Z_sᵀZ_o as repeated indices, no values (:func:`_unit_entries`)
+    o += 1
     bz_p = buf[o:o + G * q + 1].view(np.int64) if m else np.zeros(0, dtype=np.int64)
     nb = bz_p[G * q] if m else 0
     bz_i = buf[o + G * q + 1:o + G * q + 1 + nb].view(np.int64)
-    bz_v = buf[o + G * q + 1 + nb:o + G * q + 1 + 2 * nb]
+    bz_v = buf[o + G * q + 1 + nb:o + G * q + 1 + (nb if unit else 2 * nb)]
 
     # marginal likelihood given β, b_o: e_g = c_g − B_g β − (Z_gᵀZ_o) b_o
     s2 = sigma * sigma
@@ -1022,7 +1206,9 @@ def logp_grad(x, buf, grad):
                     s += B[g, i, jj] * beta[jj]
                 e[g, i] -= s
         if _KIND != "nested" and m:
-            _csr_matvec(bz_p, bz_i, bz_v, bo, e.reshape(G * q), -1.0)
+            bf = bo.copy()  # b_o with each folded parent's effect added to its children
+            _fold(folds, buf, fmap, bf, False)
+            _csr_matvec(bz_p, bz_i, bz_v, bf, e.reshape(G * q), -1.0)
         gE = np.empty((G, q))
         if _KIND == "nested" or (_KIND == "any" and Gi):
             e_in = c_in.copy()
@@ -1049,7 +1235,13 @@ def logp_grad(x, buf, grad):
     if _KIND == "any" or _KIND == "crossed":  # back through the sampled effects
         # d/db_o likewise: ½ BZoᵀ ∂F/∂e − (ZoᵀZo b_o − Zoᵀy + Z_oᵀX β) / σ²
         gbo = (Zoty - ZZb - XtZo.T @ beta) / s2
-        if m:
+        if m and nf:  # through the folds: the parents' share from their children's
+            gf = np.zeros(m)
+            _csr_rmatvec(bz_p, bz_i, bz_v, gE.reshape(G * q), gf, 0.5)
+            _fold(folds, buf, fmap, gf, True)
+            for j in range(m):
+                gbo[j] += gf[j]
+        elif m:
             _csr_rmatvec(bz_p, bz_i, bz_v, gE.reshape(G * q), gbo, 0.5)
         # back through the sampled effects, children before their parents
         gb = np.empty(qmax)
@@ -1058,6 +1250,12 @@ def logp_grad(x, buf, grad):
             cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
             sg = seg0 + int(rows[r, 8])
             Lk = Lt[t, :qk, :qk]
+            if qk == 1:
+                gLt[t, 0, 0] += _sampled_q1_back(x, xo, Gk, Lk[0, 0], cent, int(buf[sg]),
+                                                 par if par >= 0 and buf[sg + 1] >= 0 else -1,
+                                                 int(buf[sg + 1]), pq, buf[sg + 2:sg + 2 + Gk],
+                                                 bo, gbo, off, grad, gbeta)
+                continue
             for g in range(Gk):
                 for i in range(qk):
                     gb[i] = gbo[off + g * qk + i]

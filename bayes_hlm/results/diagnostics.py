@@ -104,7 +104,7 @@ def _effect_frames(result: "BayesResult", effects) -> tuple[list, dict]:
     """Statistics frames of the group effects the diagnostics cover, and a note per factor."""
     sizes = {f: result.ngrps()[f] * len(result._terms(f)) for f in result.factors}
     if effects == "all" or (effects == "auto" and sum(sizes.values()) <= EFFECTS_ALL_MAX):
-        stats = result.effects_stats()
+        stats = result._effects_checks()
         return list(stats.values()), {f: f"all {result.ngrps()[f]} levels" for f in stats}
     n = EFFECTS_SUBSET if effects == "auto" else int(effects)
     frames, notes = [], {}

@@ -147,6 +147,12 @@ class StatsResult(BayesResult):
                                "result.effects_draws(factor, groups=...) for a subset")
         return super().effects_stats(prob)
 
+    def _effects_checks(self) -> dict[str, pd.DataFrame]:
+        self._refuse_all_draws("effects_stats() (ESS/R-hat of every group effect)",
+                               "use ranef() (streamed mean/sd) or "
+                               "result.effects_draws(factor, groups=...) for a subset")
+        return super()._effects_checks()
+
     def _refuse_all_draws(self, what: str, remedy: str) -> None:
         """Raise when ``what`` would hold all draws of a factor beyond the memory budget."""
         big = [f for f in self.factors if self._effects_bytes(f) > EFFECTS_BUDGET_BYTES]

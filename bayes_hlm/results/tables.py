@@ -64,6 +64,24 @@ def stat_frame(arr: np.ndarray, index: list, prob: float = HDI_PROB) -> pd.DataF
     return label_interval(out, prob, "hdi")
 
 
+#: the columns the convergence check reads (:func:`check_frame`)
+CHECK_COLUMNS = ["ess_bulk", "ess_tail", "r_hat"]
+
+
+def check_frame(arr: np.ndarray, index: list) -> pd.DataFrame:
+    """:func:`stat_frame`'s ``CHECK_COLUMNS`` alone (the same numbers): what the fit-time
+    convergence check reads, without the intervals and MCSEs (InstEval's 4,100 group
+    effects: ~40% less work)."""
+    arr = np.asarray(arr, dtype=float)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    flat = arr.reshape(-1, arr.shape[2])
+    diag = chain_stats(arr, tail_prob=_tail_prob(), keys=CHECK_COLUMNS)
+    out = pd.DataFrame({key: diag[key] for key in CHECK_COLUMNS}, index=pd.Index(index))
+    out.loc[np.ptp(flat, axis=0) == 0, CHECK_COLUMNS] = np.nan  # as stat_frame
+    return out
+
+
 def stat_dict(row: pd.Series) -> dict:
     """One row of :func:`stat_frame` as the CLI's STAT object."""
     keys = ["mean", "sd", "hdi_low", "hdi_high", "ess_bulk", "r_hat"]
