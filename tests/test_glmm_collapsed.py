@@ -168,9 +168,16 @@ def test_engine_choice():
     with pytest.raises(BayesHLMError, match="weights"):
         choose_engine(pr.design, pr.fit_priors, None, method="marginal", family=pr.spec.family,
                       unavailable={})
+    # several factors: the one with most levels integrated out (glmm_collapsed_crossed) ...
     pr = build_problem("y ~ x + (x | g) + (1 | h)", _data("bernoulli", G=4, n=5).assign(h=lambda d: d.index % 3),
                        family="bernoulli")
-    with pytest.raises(BayesHLMError, match="grouping factors"):
+    c = choose_engine(pr.design, pr.fit_priors, None, method="marginal", family=pr.spec.family,
+                      unavailable={})
+    assert (c.method, c.sampler) == ("marginal", "numba")
+    # ... unless it has more effect columns than the quadrature covers: a clear error naming it
+    df = _data("bernoulli", G=4, n=5).assign(h=lambda d: d.index % 3, z=lambda d: d.x ** 2)
+    pr = build_problem("y ~ x + (x + z | g) + (1 | h)", df, family="bernoulli")
+    with pytest.raises(BayesHLMError, match="integrated factor 'g'"):
         choose_engine(pr.design, pr.fit_priors, None, method="marginal", family=pr.spec.family,
                       unavailable={})
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -73,11 +73,15 @@ def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
     if getattr(design, "weights", None) is not None:
         return "weights= (applied by the PyMC full model only)"
     factors = {g.factor for g in design.groups}
-    if len(factors) != 1:
-        return f"{len(factors)} grouping factors (quadrature engine: one)"
-    q = sum(g.q for g in design.groups)
-    if q > MAX_Q:
-        return f"{q} effect columns per group (quadrature engine: at most {MAX_Q})"
+    if len(factors) > 1:  # the factor with most levels integrated out, the others sampled
+        from .glmm_collapsed_crossed import unsupported_reason as crossed_reason
+
+        why = crossed_reason(design, ps, family)
+        if why is not None:
+            return why
+    elif sum(g.q for g in design.groups) > MAX_Q:
+        return (f"{sum(g.q for g in design.groups)} effect columns per group (quadrature "
+                f"engine: at most {MAX_Q})")
     return priors_unsupported(design, ps)
 
 
@@ -302,12 +306,13 @@ def group_mode(code, y, nn, a, b, o, zeta, v, H, d1, d2, d3):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _group_term(code, y, nn, a, b, X, Z, t, lw, o, zeta, d1, d2, d3, D, kap, r, T, zbar, obar,
-                gbeta, gL):
-    """log p_g (AGQ) of rows ``a:b`` (``o, zeta`` prepared); adds its exact gradient
-    w.r.t. β to ``gbeta`` and w.r.t. L to ``gL`` (module docstring)."""
+def _group_term(code, y, nn, a, b, Z, t, lw, o, zeta, d1, d2, d3, D, kap, r, T, zbar, obar,
+                go, gL):
+    """log p_g (AGQ) of rows ``a:b`` (``o, zeta`` prepared); writes its exact gradient
+    w.r.t. each row's offset ``o_i`` to ``go[:n]`` (w.r.t. β: ``Σ_i go_i x_i``; w.r.t. a
+    crossed factor's sampled effects likewise) and adds that w.r.t. L to ``gL`` (module
+    docstring)."""
     q = zeta.shape[1]
-    p = X.shape[1]
     Mn = t.shape[0]
     n = b - a
     v = np.empty(q)
@@ -380,8 +385,7 @@ def _group_term(code, y, nn, a, b, X, Z, t, lw, o, zeta, d1, d2, d3, D, kap, r, 
             for k in range(q):
                 T[i, k] += w * t[m, k]
         r[i] = ri
-        for j in range(p):
-            gbeta[j] += ri * X[a + i, j]
+        go[i] = ri
         for k in range(q):
             vbar[k] += zeta[i, k] * ri
             for j in range(q):
@@ -446,9 +450,7 @@ def _group_term(code, y, nn, a, b, X, Z, t, lw, o, zeta, d1, d2, d3, D, kap, r, 
         zl = 0.0
         for k in range(q):
             zl += zeta[i, k] * lam[k]
-        ob = obar[i] + d2[i] * zl
-        for j in range(p):
-            gbeta[j] += ob * X[a + i, j]
+        go[i] += obar[i] + d2[i] * zl
         for k in range(q):
             zb = zbar[i, k] + d1[i] * lam[k] + d2[i] * zl * v[k]
             for k2 in range(q):  # ζ = Lᵀ z: L̄ += z ζ̄ᵀ
@@ -486,56 +488,39 @@ def unpack(buf):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def hyper(x, buf, grad):
-    """Prior terms: returns ``(lp, β, L)`` and sets ``grad`` to the prior's gradient."""
-    (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
-     lw) = unpack(buf)
-    for i in range(grad.shape[0]):
-        grad[i] = 0.0
+def term_priors(x, k, buf, ot, T, q, grad):
+    """Prior of the integrated factor's SDs and correlations, read from ``x[k:]`` with the
+    ``T`` term blocks at ``buf[ot:]``: adds their gradient to ``grad``; returns ``(lp, L)``."""
     lp = 0.0
-    raw = x[:p]
-    beta = raw.copy()
-    if i_int >= 0:
-        beta[i_int] -= _intercept_shift(raw, xm, i_int)
-    for j in range(p):
-        zz = (raw[j] - mu[j]) / sd[j]
-        lp -= 0.5 * zz * zz
-        grad[j] = -zz / sd[j]
     L = np.zeros((q, q))
-    k = p
-    ot = term_at
     for _ in range(T):
         qt, corr, eta, o2 = int(buf[ot]), buf[ot + 1] > 0.5, buf[ot + 2], int(buf[ot + 3])
         for i in range(qt):
             l_i, d_i = _log_positive(int(buf[ot + 4 + 3 * i]), buf[ot + 5 + 3 * i],
                                      buf[ot + 6 + 3 * i], x[k + i])
             lp += l_i
-            grad[k + i] = d_i
+            grad[k + i] += d_i
             L[o2 + i, o2 + i] = np.exp(x[k + i])
         nc = n_corr(qt) if corr else 0
         if corr:
             W = np.empty((qt, qt))
-            lp += lkj_cpc(x[k + qt:k + qt + nc], eta, W, grad[k + qt:k + qt + nc])
+            gz = np.zeros(nc)
+            lp += lkj_cpc(x[k + qt:k + qt + nc], eta, W, gz)
+            for i in range(nc):
+                grad[k + qt + i] += gz[i]
             for i in range(qt):
                 sd_i = L[o2 + i, o2 + i]
                 for j in range(i + 1):
                     L[o2 + i, o2 + j] = sd_i * W[i, j]
         ot += 4 + 3 * qt
         k += qt + nc
-    return lp, beta, L
+    return lp, L
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def hyper_backward(x, buf, L, gbeta, gL, grad):
-    """Adds the likelihood's gradient w.r.t. β and L to ``grad`` (x-coordinates)."""
-    (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
-     lw) = unpack(buf)
-    for jj in range(p):
-        grad[jj] += gbeta[jj]
-        if i_int >= 0 and jj != i_int:
-            grad[jj] -= xm[jj] * gbeta[i_int]
-    k = p
-    ot = term_at
+def terms_backward(x, k, buf, ot, T, L, gL, grad):
+    """Adds the gradient w.r.t. L (``gL``) to ``grad`` in the SD/correlation coordinates
+    (the transpose of :func:`term_priors`'s map from ``x[k:]`` to L)."""
     for _ in range(T):
         qt, corr, o2 = int(buf[ot]), buf[ot + 1] > 0.5, int(buf[ot + 3])
         for i in range(qt):
@@ -556,6 +541,38 @@ def hyper_backward(x, buf, L, gbeta, gL, grad):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def hyper(x, buf, grad):
+    """Prior terms: returns ``(lp, β, L)`` and sets ``grad`` to the prior's gradient."""
+    (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
+     lw) = unpack(buf)
+    for i in range(grad.shape[0]):
+        grad[i] = 0.0
+    lp = 0.0
+    raw = x[:p]
+    beta = raw.copy()
+    if i_int >= 0:
+        beta[i_int] -= _intercept_shift(raw, xm, i_int)
+    for j in range(p):
+        zz = (raw[j] - mu[j]) / sd[j]
+        lp -= 0.5 * zz * zz
+        grad[j] = -zz / sd[j]
+    lpt, L = term_priors(x, p, buf, term_at, T, q, grad)
+    return lp + lpt, beta, L
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def hyper_backward(x, buf, L, gbeta, gL, grad):
+    """Adds the likelihood's gradient w.r.t. β and L to ``grad`` (x-coordinates)."""
+    (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
+     lw) = unpack(buf)
+    for jj in range(p):
+        grad[jj] += gbeta[jj]
+        if i_int >= 0 and jj != i_int:
+            grad[jj] -= xm[jj] * gbeta[i_int]
+    terms_backward(x, p, buf, term_at, T, L, gL, grad)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def loglik_groups(beta, L, buf, gbeta, gL, per_group):
     """Σ_g log p_g (AGQ); adds ∂/∂β, ∂/∂L; writes each group's term to ``per_group``."""
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
@@ -570,12 +587,16 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
     Tm = np.empty((nmax, q))
     zbar = np.empty((nmax, q))
     obar = np.empty(nmax)
+    go = np.empty(nmax)
     tot = 0.0
     for g in range(G):
         a, b = indptr[g], indptr[g + 1]
         prepare_group(a, b, X, Z, off, beta, L, o, zeta)
-        F = _group_term(code, y, nn, a, b, X, Z, t, lw, o, zeta, d1, d2, d3, D, kap, r, Tm,
-                        zbar, obar, gbeta, gL)
+        F = _group_term(code, y, nn, a, b, Z, t, lw, o, zeta, d1, d2, d3, D, kap, r, Tm,
+                        zbar, obar, go, gL)
+        for i in range(b - a):
+            for j in range(p):
+                gbeta[j] += go[i] * X[a + i, j]
         per_group[g] = F
         tot += F
     return tot
@@ -722,14 +743,33 @@ def _density_form(design: Design, ps: PriorSet, family):
     from . import glmm_sufficient as gs
     from .glmm_effect_draws import draw_effects as draw_rows
 
+    single = dict(factor=design.groups[0].factor, centered={}, initial_point=None,
+                  posterior=functools.partial(posterior_dataset, design, ps))
+    if len({g.factor for g in design.groups}) > 1:
+        from . import glmm_collapsed_crossed as cc
+        from .glmm_nuts import _initial_point
+        from .parametrization import choose_centering
+
+        cent = choose_centering(design, family, nested=True)
+        f = cc.integrated_factor(design)
+        cent = {k: v for k, v in cent.items() if k != f}
+        return SimpleNamespace(name="crossed", pack=functools.partial(cc.pack, centered=cent),
+                               loglik_at=cc.loglik_at, logp_grad=cc.logp_grad,
+                               draw_effects=cc.draw_effects, cells=design.n, reduce_s=0.0,
+                               factor=f, centered=cent,
+                               initial_point=lambda packed: _initial_point(packed, design, ps),
+                               posterior=functools.partial(cc.posterior_dataset, design, ps))
     if gs.unsupported_reason(design, ps, family) is None:
-        return gs.density_form(design)
+        form = gs.density_form(design)
+        vars(form).update(single)
+        return form
     return SimpleNamespace(name="rows", pack=pack, loglik_at=loglik_at, logp_grad=logp_grad,
-                           draw_effects=draw_rows, cells=design.n, reduce_s=0.0)
+                           draw_effects=draw_rows, cells=design.n, reduce_s=0.0, **single)
 
 
 def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
-    """Sample the quadrature-collapsed model with nutpie and attach exact effect draws.
+    """Sample the quadrature-collapsed model with nutpie and attach exact effect draws
+    (several factors: the one with most levels integrated out, :mod:`.glmm_collapsed_crossed`).
 
     Returns ``(SampleOutput, effect generator, extra)`` as
     :func:`bayes_hlm.backends.marginal.run_marginal` does. The node count is chosen at the
@@ -756,6 +796,8 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
         _, points = mode_and_spread(base, seed=cfg.seed or 0, logp=form.logp_grad)
         packed, record = choose_nodes(design, ps, family, points, form=form)
         compiled = _compiled_model(packed, cbs=cbs)
+        if form.initial_point is not None:  # sampled effects: the full model's jittered start
+            compiled = replace(compiled, initial_point_func=form.initial_point(packed))
     t1 = time.perf_counter()
     tree, interrupted = run_nutpie(compiled, cfg)
     t2 = time.perf_counter()
@@ -778,11 +820,11 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     with phase("drawing group effects exactly (ratio of uniforms)"):
         b, acc = form.draw_effects(packed, flat, key, np.arange(C * D))
     t3 = time.perf_counter()
-    out = SampleOutput(tree=with_posterior(tree, posterior_dataset(design, ps, packed, z, b),
+    out = SampleOutput(tree=with_posterior(tree, form.posterior(packed, z, b),
                                            "bayes_hlm.glmm_collapsed"),
                        compile_s=t1 - t0, sample_s=t2 - t1,
-                       interrupted=interrupted, extra={"centered": {}})
-    factor = design.groups[0].factor
+                       interrupted=interrupted, extra={"centered": dict(form.centered)})
+    factor = form.factor
 
     def generate(f: str, idx, groups=None):
         if f != factor:
@@ -791,9 +833,11 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
         eff = form.draw_effects(packed, flat[idx], key, idx)[0]
         return eff if groups is None else eff[:, np.asarray(groups)]
 
-    extra = {"structure": "single", "marginalised": [factor], "lazy_effects": [],
+    extra = {"structure": "crossed" if form.name == "crossed" else "single",
+             "marginalised": [factor], "lazy_effects": [],
              "effects_s": t3 - t2, "effects_seed": effects_seed(cfg.seed), "gibbs_refreshed": [],
-             "sampler": "numba", "centered": {}, "quadrature": record, "form": form.name,
+             "sampler": "numba", "centered": dict(form.centered), "quadrature": record,
+             "form": form.name,
              "rows": design.n, "cells": form.cells, "reduce_s": form.reduce_s,
              "effects_acceptance": acc}
     return out, generate, extra

@@ -544,17 +544,15 @@ def _integrated_prior(x, buf, tb, par, b, ex, G, vB, grad, gb, backward):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def logp_grad(x, buf, grad):
-    """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
-    N, p, T, code, i_int = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5])
+def prior_effects(x, buf, grad):
+    """Priors and group effects at ``x`` (the part of :func:`logp_grad` before the rows):
+    sets ``grad`` to the priors' gradient; returns ``(lp, beta, phi, d log p(φ), tpos, Ls, b,
+    gb)`` (term block positions, Cholesky factors, effects in x's layout, a zero gradient
+    buffer for them). Reads the term blocks only, not the rows: shared with the
+    quadrature-collapsed crossed density (:mod:`.glmm_collapsed_crossed`), which has rows of
+    its own."""
+    p, T, i_int = int(buf[2]), int(buf[3]), int(buf[5])
     phi_x = int(buf[6])
-    D = int(buf[20])  # distinct (X row, offset) pairs; row r uses pair xi[r] (0: X per row)
-    X = buf[int(buf[11]):int(buf[11]) + D * p].reshape((D, p))
-    xi = buf[int(buf[21]):int(buf[21]) + (N if D > 0 else 0)]
-    y = buf[int(buf[12]):int(buf[12]) + N]
-    nn = buf[int(buf[13]):int(buf[13]) + N]
-    w = buf[int(buf[14]):int(buf[14]) + N]
-    off = buf[int(buf[15]):int(buf[15]) + D]
     mu = buf[int(buf[16]):int(buf[16]) + p]
     sd = buf[int(buf[17]):int(buf[17]) + p]
     xm = buf[int(buf[18]):int(buf[18]) + p]
@@ -646,86 +644,16 @@ def logp_grad(x, buf, grad):
                 lp += _integrated_prior(x, buf, tb, par, b, ex, G, L[0, 0] ** 2, grad, gb, False)
             else:
                 lp -= Gc * logdet
-    # likelihood over the rows
-    gbeta = np.zeros(p)
-    gphi = 0.0
-    tq = np.empty(T, dtype=np.int64)
-    tca = np.empty(T, dtype=np.int64)
-    tza = np.empty(T, dtype=np.int64)
-    tex = np.empty(T, dtype=np.int64)
-    tcol = np.empty(T, dtype=np.int64)  # 1: integrated out, not in the rows (it cancels)
-    for t in range(T):
-        tq[t], tex[t] = int(buf[tpos[t]]), int(buf[tpos[t] + 6])
-        tca[t], tza[t] = int(buf[tpos[t] + 10]), int(buf[tpos[t] + 11])
-        tcol[t] = int(buf[tpos[t] + 13])
-    ex0 = np.empty(D)
-    gx = np.zeros(D)
-    for d in range(D):
-        s = off[d]
-        for j in range(p):
-            s += X[d, j] * beta[j]
-        ex0[d] = s
-    # the primary term (rows sorted by its levels) and the merged columns M (pack)
-    tp = int(buf[22])
-    n_ch, ch_at, seg_at = int(buf[23]), int(buf[24]), int(buf[25])
-    r, M_at, map_at = int(buf[26]), int(buf[27]), int(buf[28])
-    dense, offr_at, unit = buf[29] > 0.5, int(buf[30]), buf[31] > 0.5
-    qp, exp_ = tq[tp], tex[tp]
-    px = p if dense else 0
-    slots = np.empty(px + qp, dtype=np.int64)
-    for i in range(px + qp):
-        slots[i] = int(buf[map_at + i])
-    coef = np.empty(r + 1)
-    acc = np.empty(r + 1)
-    # per chunk of whole segments (fits L1): eta (per segment: Σ_u c_u M_u; the other terms
-    # gathered), one family pass (vectorised for logit and Poisson,
-    # :func:`.glmm_kernels.loglik_sum`), then the gradient: per segment summed in registers
-    eta_c = np.empty(_CHUNK)
-    d_c = np.empty(_CHUNK)
-    for ch in range(n_ch):
-        s0, ns = int(buf[ch_at + 2 * ch]), int(buf[ch_at + 2 * ch + 1])
-        c0 = int(buf[seg_at + 3 * s0])
-        sl = seg_at + 3 * (s0 + ns - 1)
-        m = int(buf[sl]) + int(buf[sl + 1]) - c0
-        for s in range(s0, s0 + ns):
-            a0, ln, lev = int(buf[seg_at + 3 * s]) - c0, int(buf[seg_at + 3 * s + 1]), int(buf[seg_at + 3 * s + 2])
-            for u in range(r + 1):
-                coef[u] = 0.0
-            for j in range(px):
-                coef[slots[j]] += beta[j]
-            for i in range(qp):
-                coef[slots[px + i]] += b[exp_ + lev * qp + i]
-            _segment_eta(buf, M_at + c0, N, r, coef, eta_c, a0, ln)
-        if offr_at >= 0:
-            for k in range(m):
-                eta_c[k] += buf[offr_at + c0 + k]
-        for k in range(m if D > 0 else 0):
-            eta_c[k] += ex0[int(xi[c0 + k])]
-        for t in range(T):
-            if t != tp and tcol[t] != 1:
-                _term_eta(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], b, eta_c, m)
-        if unit:  # Bernoulli, logit, no weights
-            ll, dp = gk.bernoulli_logit_sum(y[c0:c0 + m], eta_c[:m], d_c[:m]), 0.0
-        else:
-            ll, dp = gk.loglik_sum(code, y[c0:c0 + m], nn[c0:c0 + m], w[c0:c0 + m], eta_c[:m],
-                                   phi, d_c[:m])
-        lp += ll
-        gphi += dp
-        for k in range(m if D > 0 else 0):
-            gx[int(xi[c0 + k])] += d_c[k]
-        for s in range(s0, s0 + ns):
-            a0, ln, lev = int(buf[seg_at + 3 * s]) - c0, int(buf[seg_at + 3 * s + 1]), int(buf[seg_at + 3 * s + 2])
-            _segment_sums(buf, M_at + c0, N, r, d_c, a0, ln, acc)
-            for j in range(px):
-                gbeta[j] += acc[slots[j]]
-            for i in range(qp):
-                gb[exp_ + lev * qp + i] += acc[slots[px + i]]
-        for t in range(T):
-            if t != tp and tcol[t] != 1:
-                _term_scatter(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], gb, d_c, m)
-    for d in range(D):
-        for j in range(p):
-            gbeta[j] += X[d, j] * gx[d]
+    return lp, beta, phi, d_phi_prior, tpos, Ls, b, gb
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def effects_backward(x, buf, tpos, Ls, b, gb, gbeta, grad):
+    """Adds to ``grad`` the likelihood's gradient given w.r.t. the effects (``gb``, x's
+    layout) and the fixed effects (``gbeta``): back through the centring shifts, the
+    Cholesky factors and Bambi's intercept shift (the part of :func:`logp_grad` after the rows)."""
+    p, T, i_int = int(buf[2]), int(buf[3]), int(buf[5])
+    xm = buf[int(buf[18]):int(buf[18]) + p]
     # back through the effects, children before their parents
     for t in range(T - 1, -1, -1):
         tb = tpos[t]
@@ -812,12 +740,108 @@ def logp_grad(x, buf, grad):
             cpc_backward(x[zx:zx + nc], q, gW, gz)
             for k in range(nc):
                 grad[zx + k] += gz[k]
-    if phi_x >= 0:
-        grad[phi_x] = d_phi_prior + phi * gphi
     for j in range(p):
         grad[j] += gbeta[j]
         if i_int >= 0 and j != i_int:
             grad[j] -= xm[j] * gbeta[i_int]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def logp_grad(x, buf, grad):
+    """Log posterior (up to a constant) at ``x``; writes its gradient to ``grad``."""
+    N, p, T, code, i_int = int(buf[1]), int(buf[2]), int(buf[3]), int(buf[4]), int(buf[5])
+    phi_x = int(buf[6])
+    D = int(buf[20])  # distinct (X row, offset) pairs; row r uses pair xi[r] (0: X per row)
+    X = buf[int(buf[11]):int(buf[11]) + D * p].reshape((D, p))
+    xi = buf[int(buf[21]):int(buf[21]) + (N if D > 0 else 0)]
+    y = buf[int(buf[12]):int(buf[12]) + N]
+    nn = buf[int(buf[13]):int(buf[13]) + N]
+    w = buf[int(buf[14]):int(buf[14]) + N]
+    off = buf[int(buf[15]):int(buf[15]) + D]
+    lp, beta, phi, d_phi_prior, tpos, Ls, b, gb = prior_effects(x, buf, grad)
+    # likelihood over the rows
+    gbeta = np.zeros(p)
+    gphi = 0.0
+    tq = np.empty(T, dtype=np.int64)
+    tca = np.empty(T, dtype=np.int64)
+    tza = np.empty(T, dtype=np.int64)
+    tex = np.empty(T, dtype=np.int64)
+    tcol = np.empty(T, dtype=np.int64)  # 1: integrated out, not in the rows (it cancels)
+    for t in range(T):
+        tq[t], tex[t] = int(buf[tpos[t]]), int(buf[tpos[t] + 6])
+        tca[t], tza[t] = int(buf[tpos[t] + 10]), int(buf[tpos[t] + 11])
+        tcol[t] = int(buf[tpos[t] + 13])
+    ex0 = np.empty(D)
+    gx = np.zeros(D)
+    for d in range(D):
+        s = off[d]
+        for j in range(p):
+            s += X[d, j] * beta[j]
+        ex0[d] = s
+    # the primary term (rows sorted by its levels) and the merged columns M (pack)
+    tp = int(buf[22])
+    n_ch, ch_at, seg_at = int(buf[23]), int(buf[24]), int(buf[25])
+    r, M_at, map_at = int(buf[26]), int(buf[27]), int(buf[28])
+    dense, offr_at, unit = buf[29] > 0.5, int(buf[30]), buf[31] > 0.5
+    qp, exp_ = tq[tp], tex[tp]
+    px = p if dense else 0
+    slots = np.empty(px + qp, dtype=np.int64)
+    for i in range(px + qp):
+        slots[i] = int(buf[map_at + i])
+    coef = np.empty(r + 1)
+    acc = np.empty(r + 1)
+    # per chunk of whole segments (fits L1): eta (per segment: Σ_u c_u M_u; the other terms
+    # gathered), one family pass (vectorised for logit and Poisson,
+    # :func:`.glmm_kernels.loglik_sum`), then the gradient: per segment summed in registers
+    eta_c = np.empty(_CHUNK)
+    d_c = np.empty(_CHUNK)
+    for ch in range(n_ch):
+        s0, ns = int(buf[ch_at + 2 * ch]), int(buf[ch_at + 2 * ch + 1])
+        c0 = int(buf[seg_at + 3 * s0])
+        sl = seg_at + 3 * (s0 + ns - 1)
+        m = int(buf[sl]) + int(buf[sl + 1]) - c0
+        for s in range(s0, s0 + ns):
+            a0, ln, lev = int(buf[seg_at + 3 * s]) - c0, int(buf[seg_at + 3 * s + 1]), int(buf[seg_at + 3 * s + 2])
+            for u in range(r + 1):
+                coef[u] = 0.0
+            for j in range(px):
+                coef[slots[j]] += beta[j]
+            for i in range(qp):
+                coef[slots[px + i]] += b[exp_ + lev * qp + i]
+            _segment_eta(buf, M_at + c0, N, r, coef, eta_c, a0, ln)
+        if offr_at >= 0:
+            for k in range(m):
+                eta_c[k] += buf[offr_at + c0 + k]
+        for k in range(m if D > 0 else 0):
+            eta_c[k] += ex0[int(xi[c0 + k])]
+        for t in range(T):
+            if t != tp and tcol[t] != 1:
+                _term_eta(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], b, eta_c, m)
+        if unit:  # Bernoulli, logit, no weights
+            ll, dp = gk.bernoulli_logit_sum(y[c0:c0 + m], eta_c[:m], d_c[:m]), 0.0
+        else:
+            ll, dp = gk.loglik_sum(code, y[c0:c0 + m], nn[c0:c0 + m], w[c0:c0 + m], eta_c[:m],
+                                   phi, d_c[:m])
+        lp += ll
+        gphi += dp
+        for k in range(m if D > 0 else 0):
+            gx[int(xi[c0 + k])] += d_c[k]
+        for s in range(s0, s0 + ns):
+            a0, ln, lev = int(buf[seg_at + 3 * s]) - c0, int(buf[seg_at + 3 * s + 1]), int(buf[seg_at + 3 * s + 2])
+            _segment_sums(buf, M_at + c0, N, r, d_c, a0, ln, acc)
+            for j in range(px):
+                gbeta[j] += acc[slots[j]]
+            for i in range(qp):
+                gb[exp_ + lev * qp + i] += acc[slots[px + i]]
+        for t in range(T):
+            if t != tp and tcol[t] != 1:
+                _term_scatter(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], gb, d_c, m)
+    for d in range(D):
+        for j in range(p):
+            gbeta[j] += X[d, j] * gx[d]
+    effects_backward(x, buf, tpos, Ls, b, gb, gbeta, grad)
+    if phi_x >= 0:
+        grad[phi_x] = d_phi_prior + phi * gphi
     return lp
 
 
