@@ -88,7 +88,10 @@ def compile_ahead(problem: Problem, settings: FitSettings) -> None:
             and problem.stats is not None and not problem.out_of_core):
         from ..backends.numba_nuts import compile_ahead as density_ahead
 
-        density_ahead(problem.design, problem.fit_priors, problem.stats)
+        try:
+            density_ahead(problem.design, problem.fit_priors, problem.stats)
+        except Exception:  # a head start only: the fit compiles what it needs itself
+            pass
 
 
 def choose_and_sample(problem: Problem, settings: FitSettings, cfg: SamplerConfig
