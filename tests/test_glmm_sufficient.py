@@ -225,3 +225,15 @@ def test_block_draws_equal_the_scalar_sampler():
            for g in range(len(S))]
     np.testing.assert_allclose(b[0, :, 0], ref, rtol=1e-12, atol=1e-12)
     assert 0.6 < acc < 0.85
+
+
+def test_many_effect_draws_come_back_as_float32(monkeypatch):
+    design, ps, fam = _problem(G=40, n=5)
+    form = gs.density_form(design)
+    pk = form.pack(design, ps, fam, 7)
+    xs = np.array([pk.init] * 3)
+    b64, _ = form.draw_effects(pk, xs, 3, np.arange(3))
+    monkeypatch.setattr(gs, "FLOAT32_DRAWS", 100)  # 3 x 40 draws: above it
+    b32, _ = form.draw_effects(pk, xs, 3, np.arange(3))
+    assert b64.dtype == np.float64 and b32.dtype == np.float32
+    np.testing.assert_array_equal(b32, b64.astype(np.float32))
