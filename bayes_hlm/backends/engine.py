@@ -5,10 +5,13 @@ Methods
     exactly afterwards (same posterior). ``"auto"``: marginal, which covers every Gaussian
     model with a grouping factor (models without one are refused before this point); full
     for a family without the collapsed form. Generalized models (Bernoulli/binomial logit,
-    Poisson log; one grouping factor, at most 2 effect columns) have a collapsed form too:
-    effects integrated out by adaptive Gauss-Hermite quadrature, nutpie's NUTS on the rest,
-    exact effect draws (:mod:`.glmm_collapsed`), run by ``method="marginal"``; ``"auto"``
-    fits them with the full model (measured faster so far; bench_glmm_collapsed.py), except
+    Poisson log; the integrated factor with at most 2 effect columns) have a collapsed form
+    too: effects integrated out by adaptive Gauss-Hermite quadrature, nutpie's NUTS on the
+    rest, exact effect draws (:mod:`.glmm_collapsed`; several factors: the one with most
+    levels integrated out, the others sampled, :mod:`.glmm_collapsed_crossed`), run by
+    ``method="marginal"``; ``"auto"`` fits them with the full model (measured faster per
+    effective draw on cbpp-to-verbagg sizes except the smallest: bench_glmm_collapsed.py,
+    bench_glmm_engines.py, benchmarks/README.md), except
     a Poisson random intercept: its collapsed density needs only per-group sufficient
     statistics (:mod:`.glmm_sufficient`, O(cells) per gradient), which ``"auto"`` runs. An
     engine runs only families that list it

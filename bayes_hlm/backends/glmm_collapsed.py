@@ -2,7 +2,8 @@
 quadrature (AGQ), NUTS (nutpie) on the fixed effects and variance parameters only.
 
 One grouping factor with ``q ≤ 2`` effect columns (one correlated block or
-uncorrelated terms), families whose compiled row kernel (:mod:`.glmm_kernels`) has a
+uncorrelated terms; with several factors the one with most levels is integrated out this
+way given the others' sampled effects, :mod:`.glmm_collapsed_crossed`), families whose compiled row kernel (:mod:`.glmm_kernels`) has a
 third η-derivative here (:func:`_d3`: binomial/Bernoulli logit, Poisson log). Per
 group ``g``, in standardized effects ``v`` (``b = L v``, ``v ~ N(0, I)``)::
 
