@@ -397,6 +397,12 @@ def _check(stats):
         raise ValueError("no group effects to draw (structure 'none')")
 
 
+def chunk_work(stats: BaseStats, draws: int) -> int:
+    """An upper bound on the work (elements) a :func:`draw_group_effects` call of ``draws`` draws
+    hands its kernels, by which they choose serial or parallel (:func:`.kernel_variants.pick`)."""
+    return int(draws) * sum(int(np.prod(s)) for s in _noise_shapes(stats))
+
+
 def default_chunk_draws(stats: BaseStats, budget_bytes: float = 2.5e8) -> int:
     """Draws per chunk keeping the (S, G, q, q) temporaries within ``budget_bytes``."""
     if isinstance(stats, NestedStats):

@@ -53,3 +53,22 @@ def _recompiled(kernel, suffix: str, globals_: dict, options: dict):
 def pick(parallel, serial, work: int):
     """The kernel to run for ``work`` elements: ``parallel`` from :data:`PARALLEL_MIN_WORK` on."""
     return parallel if work >= PARALLEL_MIN_WORK else serial
+
+
+def map_chunks(fn, starts, work: int) -> None:
+    """Call ``fn(start)`` for each chunk start, on Numba's threads' worth of Python threads when
+    each chunk's ``work`` is below :data:`PARALLEL_MIN_WORK` (its kernels run serial and
+    ``nogil``; a parallel kernel must not be launched from several threads at once), else in
+    order. ``fn`` writes its own disjoint slice of the output, so the numbers do not depend on
+    which ran where or when; an exception in any chunk is raised here."""
+    starts = list(starts)
+    threads = min(numba.get_num_threads(), len(starts))
+    if threads < 2 or work >= PARALLEL_MIN_WORK:
+        for a in starts:
+            fn(a)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(fn, a) for a in starts]:
+            f.result()

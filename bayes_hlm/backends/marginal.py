@@ -24,7 +24,8 @@ from ..spec.priors import PriorSet
 from ..spec import variable_names as naming
 from . import numba_nuts
 from . import background_compile
-from .conditional_draws import compile_ahead, default_chunk_draws, draw_group_effects
+from .conditional_draws import chunk_work, compile_ahead, default_chunk_draws, draw_group_effects
+from .kernel_variants import map_chunks
 from .effect_refresh import refresh_sampled_effects, refreshable_terms
 from .full import record_effects
 from .group_effects import sampled_effects
@@ -133,7 +134,8 @@ def effect_draws(design: Design, posterior: xr.Dataset, seed: int, stats=None):
         if groups is not None and plan.structure == "single":  # a subset's temporaries shrink
             step = max(step, int(step * stats.A.shape[0] / max(len(groups), 1)))  # with it
         out = {}  # filled chunk by chunk (no list of parts to concatenate: half the peak memory)
-        for a in range(0, len(idx), step):
+
+        def chunk(a):
             sl = slice(a, a + step)
             eff = draw_group_effects(stats, beta[sl], sigma[sl], [L[sl] for L in L_list],
                                      None if b_other is None else [b[sl] for b in b_other],
@@ -141,9 +143,13 @@ def effect_draws(design: Design, posterior: xr.Dataset, seed: int, stats=None):
             for f in factors:
                 blk = blocks[f]
                 for k, o, qk in zip(blk.term_index, blk.offsets, blk.q_sizes):
-                    if f not in out:
+                    if f not in out:  # only in the first chunk, which runs alone
                         out[f] = np.empty((len(idx), eff[k].shape[1], blk.q))
                     out[f][sl, :, o:o + qk] = eff[k]
+
+        if len(idx):
+            chunk(0)  # sizes the outputs; the other chunks on threads (keyed noise: same numbers)
+        map_chunks(chunk, range(step, len(idx), step), work=chunk_work(stats, step))
         return out
 
     return draws
@@ -269,7 +275,8 @@ def _refresh_sampled(design: Design, stats, post: xr.Dataset, gen, seed: int, st
     cols = _other_columns(design, plan)
     new = np.empty((S, sum(g * q for g, q in zip(plan.other_levels, plan.other_q))))
     step = default_chunk_draws(stats, budget_bytes=CHUNK_BYTES)
-    for a in range(0, S, step):
+
+    def chunk(a):
         idx = np.arange(a, min(a + step, S))
         b_o = np.concatenate([b.reshape(len(idx), -1) for b in _other_effects(design, post, plan, idx)], 1)
         L_list = _term_factors(design, post, idx)
@@ -278,6 +285,10 @@ def _refresh_sampled(design: Design, stats, post: xr.Dataset, gen, seed: int, st
         new[idx] = refresh_sampled_effects(
             stats, _flat(post, naming.FIXED)[idx], _flat(post, naming.SIGMA)[idx], sd, b_o, b_marg,
             seed=seed, draw_index=idx)
+
+    # chunks on threads (keyed noise: the same numbers); its noise is smaller than the
+    # marginalised factor's, whose draws `gen` may make for each chunk
+    map_chunks(chunk, range(0, S, step), work=max(chunk_work(stats, step), step * new.shape[1]))
     out = set()
     for i in refreshable_terms(stats):
         key, o, _ = cols[i]
