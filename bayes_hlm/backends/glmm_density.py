@@ -881,15 +881,15 @@ def constrained(packed: GlmmPacked, ps: PriorSet, design: Design, z: np.ndarray,
         if not lt.centered:
             b_t[lt.term] = np.einsum("sij,sgj->sgi", L_t[lt.term], v)
             continue
-        sh = np.zeros_like(v)
+        b = v.copy()  # b = m − shift, in place: one (S, levels, q) array, not three
         for i in range(lt.q):
             if lt.fixed_cols[i] >= 0:
-                sh[:, :, i] += beta[:, lt.fixed_cols[i]][:, None]
+                b[:, :, i] -= beta[:, lt.fixed_cols[i]][:, None]
             if lt.parent >= 0 and lt.parent_cols[i] >= 0 and lt.collapse != 2:
-                sh[:, :, i] += c_t.get(lt.parent, b_t[lt.parent])[:, lt.pmap, lt.parent_cols[i]]
+                b[:, :, i] -= c_t.get(lt.parent, b_t[lt.parent])[:, lt.pmap, lt.parent_cols[i]]
         if lt.l2 is not None:
-            sh[:, :, lt.l2[0]] += beta[:, lt.l2[1]] @ lt.l2[2].T
-        b_t[lt.term] = v - sh
+            b[:, :, lt.l2[0]] -= beta[:, lt.l2[1]] @ lt.l2[2].T
+        b_t[lt.term] = b
         if lt.level_centred is not None:  # the non-centred levels: b = sd z
             nc = ~lt.level_centred
             b_t[lt.term][:, nc] = L_t[lt.term][:, 0, 0][:, None, None] * v[:, nc]
@@ -919,5 +919,6 @@ def constrained(packed: GlmmPacked, ps: PriorSet, design: Design, z: np.ndarray,
             corr[:, o:o + qk, o:o + qk] = corr_t[k]
             o += qk
         out["factors"][f] = {"sd": np.concatenate([sd_t[k] for k in ks], axis=1), "corr": corr,
-                             "b": np.concatenate([b_t[k] for k in ks], axis=2)}
+                             "b": (b_t[ks[0]] if len(ks) == 1  # no copy of the largest array
+                                   else np.concatenate([b_t[k] for k in ks], axis=2))}
     return out
