@@ -276,14 +276,20 @@ def _refresh_sampled(design: Design, stats, post: xr.Dataset, gen, seed: int, st
     new = np.empty((S, sum(g * q for g, q in zip(plan.other_levels, plan.other_q))))
     step = default_chunk_draws(stats, budget_bytes=CHUNK_BYTES)
 
+    # the posterior's arrays looked up once (xarray lookups hold the GIL the chunks share);
+    # per chunk only views of them. Only the q = 1 terms' SDs are read (correlated terms'
+    # factors, whose jitter depends on the draws taken together, are not)
+    b_all = np.concatenate([b.reshape(S, -1) for b in _other_effects(design, post, plan, slice(None))], 1)
+    L_all = _term_factors(design, post, slice(None))
+    sd_all = [np.asarray(L_all[k]).reshape(S, -1)[:, 0] for k in plan.other_terms]
+    beta_all, sigma_all = _flat(post, naming.FIXED), _flat(post, naming.SIGMA)
+
     def chunk(a):
-        idx = np.arange(a, min(a + step, S))
-        b_o = np.concatenate([b.reshape(len(idx), -1) for b in _other_effects(design, post, plan, idx)], 1)
-        L_list = _term_factors(design, post, idx)
-        sd = [np.asarray(L_list[k]).reshape(len(idx), -1)[:, 0] for k in plan.other_terms]
-        b_marg = stored[factor][idx] if factor in stored else gen(factor, idx)
-        new[idx] = refresh_sampled_effects(
-            stats, _flat(post, naming.FIXED)[idx], _flat(post, naming.SIGMA)[idx], sd, b_o, b_marg,
+        sl = slice(a, min(a + step, S))
+        idx = np.arange(sl.start, sl.stop)
+        b_marg = stored[factor][sl] if factor in stored else gen(factor, idx)
+        new[sl] = refresh_sampled_effects(
+            stats, beta_all[sl], sigma_all[sl], [x[sl] for x in sd_all], b_all[sl], b_marg,
             seed=seed, draw_index=idx)
 
     # chunks on threads (keyed noise: the same numbers); its noise is smaller than the
