@@ -41,7 +41,7 @@ from ..spec.design import Design
 from ..spec.priors import PriorSet, corr_key, sd_key
 from ..statistics.quadrature import tensor_rule
 from .glmm_kernels import kernel_code, row_terms
-from .numba_density import (_intercept_shift, _log_positive, _positive_code, _scale, cpc_backward,
+from .numba_density import (_log_positive, _positive_code, _scale, cpc_backward, fixed_prior,
                             lkj_cpc, n_corr, priors_unsupported)
 
 #: kernel codes with a third η-derivative in :func:`_d3` (binomial logit, Poisson log)
@@ -548,15 +548,7 @@ def hyper(x, buf, grad):
      lw) = unpack(buf)
     for i in range(grad.shape[0]):
         grad[i] = 0.0
-    lp = 0.0
-    raw = x[:p]
-    beta = raw.copy()
-    if i_int >= 0:
-        beta[i_int] -= _intercept_shift(raw, xm, i_int)
-    for j in range(p):
-        zz = (raw[j] - mu[j]) / sd[j]
-        lp -= 0.5 * zz * zz
-        grad[j] = -zz / sd[j]
+    lp, beta = fixed_prior(x, p, mu, sd, xm, i_int, grad)
     lpt, L = term_priors(x, p, buf, term_at, T, q, grad)
     return lp + lpt, beta, L
 

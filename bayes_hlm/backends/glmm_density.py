@@ -33,7 +33,7 @@ from ..spec.design import Design
 from ..statistics.fast_math import FASTMATH
 from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
 from . import glmm_kernels as gk
-from .numba_density import _intercept_shift, _log_positive, _positive_code, _scale, priors_unsupported
+from .numba_density import _log_positive, _positive_code, _scale, fixed_prior, priors_unsupported
 from .numba_density import cpc_backward, cpc_corr, lkj_cpc, n_corr
 
 _HEAD = 32   # header entries
@@ -559,16 +559,7 @@ def prior_effects(x, buf, grad):
     qmax = int(buf[19])
     for i in range(grad.shape[0]):
         grad[i] = 0.0
-    lp = 0.0
-    # fixed effects
-    raw = x[:p]
-    beta = raw.copy()
-    if i_int >= 0:
-        beta[i_int] -= _intercept_shift(raw, xm, i_int)
-    for j in range(p):
-        z = (raw[j] - mu[j]) / sd[j]
-        lp -= 0.5 * z * z
-        grad[j] = -z / sd[j]
+    lp, beta = fixed_prior(x, p, mu, sd, xm, i_int, grad)
     # family parameter
     phi = 0.0
     d_phi_prior = 0.0

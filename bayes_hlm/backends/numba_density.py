@@ -539,6 +539,23 @@ _intercept_shift = numba.njit(cache=True, nogil=True, error_model="numpy")(inter
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def fixed_prior(x, p, mu, sd, xm, i_int, grad):
+    """Normal prior of the raw (centred-intercept) fixed effects ``x[:p]``, the same in every
+    compiled density: returns ``(lp, β)`` (β with the intercept shifted back) and sets
+    ``grad[:p]`` to the prior's gradient."""
+    raw = x[:p]
+    beta = raw.copy()
+    if i_int >= 0:
+        beta[i_int] -= _intercept_shift(raw, xm, i_int)
+    lp = 0.0
+    for j in range(p):
+        z = (raw[j] - mu[j]) / sd[j]
+        lp -= 0.5 * z * z
+        grad[j] = -z / sd[j]
+    return lp, beta
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _csr_matvec(indptr, indices, data, v, out, sign):
     """``out += sign · M v`` for a CSR matrix; no ``data``: every entry is 1 (a count
     stored as a repeated index, :func:`_unit_entries`)."""
@@ -1059,16 +1076,7 @@ def logp_grad(x, buf, grad):
     for i in range(grad.shape[0]):
         grad[i] = 0.0
 
-    lp = 0.0
-    # fixed effects: Normal prior on the raw (centred-intercept) coefficients
-    raw = x[:p]
-    beta = raw.copy()
-    if i_int >= 0:
-        beta[i_int] -= _intercept_shift(raw, xm, i_int)
-    for j in range(p):
-        z = (raw[j] - mu[j]) / sd[j]
-        lp -= 0.5 * z * z
-        grad[j] = -z / sd[j]
+    lp, beta = fixed_prior(x, p, mu, sd, xm, i_int, grad)
     # sigma
     u = x[p]
     sigma = np.exp(u)
