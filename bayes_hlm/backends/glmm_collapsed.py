@@ -125,6 +125,26 @@ def _rows(design: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return order, indptr, Z
 
 
+def term_blocks(groups, ps: PriorSet) -> tuple[list, list, list]:
+    """The integrated terms' header and prior entries of the buffer: per term ``(q,
+    correlated, LKJ η, first column)`` and each SD's positive-prior code; the terms' ``(q,
+    correlated)``; start values (log prior scale per SD, 0 per partial correlation)."""
+    per_term, terms, init = [], [], []
+    off = 0
+    for g in groups:
+        eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if g.correlated else 0.0
+        per_term += [g.q, float(g.correlated), eta, off]
+        for tname in g.terms:
+            prior = ps.priors[sd_key(tname, g.factor)]
+            per_term += list(_positive_code(prior))
+            init.append(np.log(_scale(prior)))
+        if g.correlated:
+            init += [0.0] * n_corr(g.q)
+        terms.append((g.q, g.correlated))
+        off += g.q
+    return per_term, terms, init
+
+
 def pack(design: Design, ps: PriorSet, family, K: int = 7) -> CollapsedPacked:
     """Lay out priors, data (rows grouped) and the quadrature rule for :func:`logp_grad`."""
     p = design.p
@@ -137,22 +157,10 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7) -> CollapsedPacked:
     nmax = int(np.max(np.diff(indptr))) if G else 0
     head = [0.0, p, q, G, N, len(design.groups), i_int, kernel_code(family), len(lw), nmax]
     assert len(head) == _HEAD
-    per_term, terms, init = [], [], []
     mu = np.array([float(ps.priors[n].params["mu"]) for n in names])
     sd = np.array([float(ps.priors[n].params["sigma"]) for n in names])
-    init += list(mu)
-    off = 0
-    for g in design.groups:
-        eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if g.correlated else 0.0
-        per_term += [g.q, float(g.correlated), eta, off]
-        for tname in g.terms:
-            prior = ps.priors[sd_key(tname, g.factor)]
-            per_term += list(_positive_code(prior))
-            init.append(np.log(_scale(prior)))
-        if g.correlated:
-            init += [0.0] * n_corr(g.q)
-        terms.append((g.q, g.correlated))
-        off += g.q
+    per_term, terms, init = term_blocks(design.groups, ps)
+    init = list(mu) + init
     y = np.asarray(design.y, dtype=float)[order]
     trials = (np.ones(N) if design.trials is None
               else np.asarray(design.trials, dtype=float)[order])

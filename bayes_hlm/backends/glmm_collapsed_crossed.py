@@ -31,14 +31,14 @@ import numba
 import numpy as np
 
 from ..spec.design import Design
-from ..spec.priors import PriorSet, corr_key, sd_key
+from ..spec.priors import PriorSet
 from . import glmm_density as gd
-from .glmm_collapsed import (MAX_Q, _group_term, gauss_hermite, prepare_group, term_priors,
-                             terms_backward)
+from .glmm_collapsed import (MAX_Q, _group_term, gauss_hermite, prepare_group, term_blocks,
+                             term_priors, terms_backward)
 from .glmm_effect_draws import draw_group, workspace
 from .glmm_kernels import kernel_code
 from .keyed_noise import _mix
-from .numba_density import _positive_code, _scale, n_corr
+from .numba_density import n_corr
 
 _HEAD = 15
 
@@ -113,19 +113,8 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7, centered: dict | None
     Z = np.ascontiguousarray(np.concatenate([g.Z for g in fterms], axis=1)[order], dtype=float)
     q, N = Z.shape[1], design.n
     t, lw = gauss_hermite(K, q)
-    per_term, terms, init = [], [], list(A.init)
-    off = 0
-    for g in fterms:
-        eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if g.correlated else 0.0
-        per_term += [g.q, float(g.correlated), eta, off]
-        for tname in g.terms:
-            prior = ps.priors[sd_key(tname, g.factor)]
-            per_term += list(_positive_code(prior))
-            init.append(np.log(_scale(prior)))
-        if g.correlated:
-            init += [0.0] * n_corr(g.q)
-        terms.append((g.q, g.correlated))
-        off += g.q
+    per_term, terms, init = term_blocks(fterms, ps)
+    init = list(A.init) + init
     nmax = int(np.max(np.diff(indptr))) if G else 0
     a0 = _HEAD
     a1 = a0 + A.buf.size
