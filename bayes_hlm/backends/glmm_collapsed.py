@@ -574,21 +574,20 @@ def hyper_backward(x, buf, L, gbeta, gL, grad):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def term_scratch(nmax, q, Mn):
+    """Work arrays of :func:`_group_term` for groups of up to ``nmax`` rows, ``q`` effect
+    columns and ``Mn`` nodes: ``(o, zeta, d1, d2, d3, D, kap, r, Tm, zbar, obar, go)``."""
+    return (np.empty(nmax), np.empty((nmax, q)), np.empty(nmax), np.empty(nmax), np.empty(nmax),
+            np.empty((nmax, Mn)), np.empty((nmax, q)), np.empty(nmax), np.empty((nmax, q)),
+            np.empty((nmax, q)), np.empty(nmax), np.empty(nmax))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def loglik_groups(beta, L, buf, gbeta, gL, per_group):
     """Σ_g log p_g (AGQ); adds ∂/∂β, ∂/∂L; writes each group's term to ``per_group``."""
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
      lw) = unpack(buf)
-    Mn = t.shape[0]
-    o = np.empty(nmax)
-    zeta = np.empty((nmax, q))
-    d1, d2, d3 = np.empty(nmax), np.empty(nmax), np.empty(nmax)
-    D = np.empty((nmax, Mn))
-    kap = np.empty((nmax, q))
-    r = np.empty(nmax)
-    Tm = np.empty((nmax, q))
-    zbar = np.empty((nmax, q))
-    obar = np.empty(nmax)
-    go = np.empty(nmax)
+    o, zeta, d1, d2, d3, D, kap, r, Tm, zbar, obar, go = term_scratch(nmax, q, t.shape[0])
     tot = 0.0
     for g in range(G):
         a, b = indptr[g], indptr[g + 1]

@@ -34,8 +34,8 @@ from ..spec.design import Design
 from ..spec.priors import PriorSet
 from . import glmm_density as gd
 from .glmm_collapsed import (MAX_Q, _group_term, gauss_hermite, prepare_group, term_blocks,
-                             term_priors, terms_backward)
-from .glmm_effect_draws import draw_group, workspace
+                             term_priors, term_scratch, terms_backward)
+from .glmm_effect_draws import draw_groups
 from .glmm_kernels import kernel_code
 from .keyed_noise import _mix
 from .numba_density import n_corr
@@ -212,19 +212,9 @@ def _density(x, buf, grad):
     lpf, L = term_priors(x, kF, buf, term_at, T, q, grad)
     eta = np.empty(N)
     offsets(buf, beta, b, eta)
-    Mn = t.shape[0]
     X0 = np.empty((N, 0))
     b0 = np.empty(0)
-    o = np.empty(nmax)
-    zeta = np.empty((nmax, q))
-    d1, d2, d3 = np.empty(nmax), np.empty(nmax), np.empty(nmax)
-    Dm = np.empty((nmax, Mn))
-    kap = np.empty((nmax, q))
-    r = np.empty(nmax)
-    Tm = np.empty((nmax, q))
-    zbar = np.empty((nmax, q))
-    obar = np.empty(nmax)
-    go = np.empty(nmax)
+    o, zeta, d1, d2, d3, Dm, kap, r, Tm, zbar, obar, go = term_scratch(nmax, q, t.shape[0])
     go_all = np.empty(N)
     gL = np.zeros((q, q))
     ll = 0.0
@@ -268,18 +258,8 @@ def _draw(xs, draw_index, key, buf, out, tries):
         _, L = term_priors(xs[s], kF, buf, term_at, T, q, grad)
         eta = np.empty(N)
         offsets(buf, beta, b, eta)
-        X0 = np.empty((N, 0))
-        b0 = np.empty(0)
-        o = np.empty(nmax)
-        zeta = np.empty((nmax, q))
-        ws = workspace(nmax, q)
-        hd = _mix(base, draw_index[s])
-        ntry = 0
-        for g in range(G):
-            a, e = indptr[g], indptr[g + 1]
-            prepare_group(a, e, X0, Z, eta, b0, L, o, zeta)
-            ntry += draw_group(code, y, nn, a, e, o, zeta, L, _mix(hd, g), out[s, g], ws)
-        tries[s] = ntry
+        tries[s] = draw_groups(code, y, nn, indptr, nmax, np.empty((N, 0)), Z, eta,
+                               np.empty(0), L, _mix(base, draw_index[s]), out[s])
 
 
 def draw_effects(packed: CrossedPacked, xs: np.ndarray, key: int, draw_index

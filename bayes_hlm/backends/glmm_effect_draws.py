@@ -189,6 +189,24 @@ def draw_group(code, y, nn, a, b, o, zeta, L, hg, out_g, ws):
     return ntry
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def draw_groups(code, y, nn, indptr, nmax, X, Z, off, beta, L, hd, out_s):
+    """Exact draws of every integrated group's effects for one posterior draw (its linear
+    predictor ``X β + off``, its Cholesky factor ``L``, its noise key ``hd``) into ``out_s``
+    (G, q); returns the proposals tried. One factor (rows' own X, β) and crossed (X empty,
+    the sampled effects in ``off``) alike."""
+    q = Z.shape[1]
+    o = np.empty(nmax)
+    zeta = np.empty((nmax, q))
+    ws = workspace(nmax, q)
+    ntry = 0
+    for g in range(indptr.shape[0] - 1):
+        a, b = indptr[g], indptr[g + 1]
+        prepare_group(a, b, X, Z, off, beta, L, o, zeta)
+        ntry += draw_group(code, y, nn, a, b, o, zeta, L, _mix(hd, g), out_s[g], ws)
+    return ntry
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _draw(xs, draw_index, key, buf, out, tries):
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr, y, nn, off, X, Z, t,
@@ -197,16 +215,8 @@ def _draw(xs, draw_index, key, buf, out, tries):
     for s in numba.prange(xs.shape[0]):
         grad = np.empty(xs.shape[1])
         _, beta, L = hyper(xs[s], buf, grad)
-        o = np.empty(nmax)
-        zeta = np.empty((nmax, q))
-        ws = workspace(nmax, q)
-        hd = _mix(base, draw_index[s])
-        ntry = 0
-        for g in range(G):
-            a, b = indptr[g], indptr[g + 1]
-            prepare_group(a, b, X, Z, off, beta, L, o, zeta)
-            ntry += draw_group(code, y, nn, a, b, o, zeta, L, _mix(hd, g), out[s, g], ws)
-        tries[s] = ntry
+        tries[s] = draw_groups(code, y, nn, indptr, nmax, X, Z, off, beta, L,
+                               _mix(base, draw_index[s]), out[s])
 
 
 def draw_effects(packed, xs: np.ndarray, key: int, draw_index) -> tuple[np.ndarray, float]:
