@@ -602,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "fit --json prints the JSON)")
     f = sub.add_parser("fit", parents=[common], help="sample the posterior")
     f.add_argument("--method", choices=["full", "marginal", "auto"], default="auto")
-    f.add_argument("--sampler", choices=["auto", "numba", "jax", "pymc", "nutpie", "numpyro"], default=None)
+    f.add_argument("--sampler", choices=["auto", "numba", "jax", "pymc", "nutpie", "numpyro", "gibbs"], default=None)
     f.add_argument("--chains", type=int, default=4)
     f.add_argument("--draws", type=int, default=1000)
     f.add_argument("--tune", type=int, default=1000)

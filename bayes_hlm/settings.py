@@ -19,7 +19,7 @@ import numpy as np
 from .errors import BayesHLMError
 
 METHODS = ("auto", "full", "marginal")
-SAMPLERS = ("auto", "numba", "jax", "pymc", "nutpie", "numpyro")
+SAMPLERS = ("auto", "numba", "jax", "pymc", "nutpie", "numpyro", "gibbs")
 MASS_MATRICES = ("auto", "diag", "low_rank")
 NA_ACTIONS = ("omit", "raise")
 ENGINES = ("memory", "dask")
@@ -168,6 +168,10 @@ def validate_settings(*, method="auto", sampler=None, chains=4, draws=1000, tune
             f"{label('sampler')}='numba' samples the marginal model (group effects integrated "
             f"out) and cannot run {label('method')}='full'; use {label('method')}='marginal' "
             f"(or 'auto'), or a sampler for the full model: 'auto', 'pymc', 'nutpie', 'jax', 'numpyro'")
+    if sampler == "gibbs" and method == "marginal":
+        raise BayesHLMError(
+            f"{label('sampler')}='gibbs' samples the full model (every group effect, "
+            f"Metropolis-within-Gibbs); use {label('method')}='full' or 'auto'")
     if mass_matrix == "low_rank" and sampler not in (None, "auto") + NUTPIE_SAMPLERS:
         raise BayesHLMError(
             f"{label('mass_matrix')}='low_rank' is an adaptation of the nutpie engines "

@@ -37,8 +37,17 @@ Samplers (``sampler=None`` is ``"auto"`` for the marginal model and ``"pymc"`` f
        (:func:`run_with_fallback`);
     3. ``"pymc"``: PyMC's own NUTS.
 
+    Before 1., method ``"full"`` or ``"auto"`` of a generalized model (sampler ``None``,
+    ``"auto"`` or ``"gibbs"``) takes ``"gibbs"``, exact Metropolis-within-Gibbs
+    (:mod:`.glmm_gibbs`: one row pass per sweep instead of NUTS's 15-31 per draw), when it
+    covers the model (:func:`~bayes_hlm.backends.glmm_gibbs.unsupported_reason`: one factor,
+    one term, every fixed column a column of the term, logit or Poisson log, no weights) and
+    :func:`~bayes_hlm.backends.parametrization.choose_centering` centres the factor (the
+    groups carry much information: centred Gibbs then mixes fast; measured in
+    bench_glmm.py, benchmarks/README.md), unless the user set ``centered=``.
+
     An explicit engine runs as asked or fails with the reason (``"numba"`` on a model it
-    does not cover, ``"jax"`` without JAX).
+    does not cover, ``"jax"`` without JAX, ``"gibbs"`` on a model it does not cover).
 
 Every skipped engine and why is in :attr:`EngineChoice.reason`, which the fit records.
 Nothing here mutates a configuration: a fallback is a new :class:`EngineChoice`.
@@ -64,7 +73,7 @@ class EngineChoice:
     Attributes
     ----------
     method : {"full", "marginal"}
-    sampler : {"numba", "jax", "pymc", "nutpie", "numpyro"}
+    sampler : {"numba", "jax", "pymc", "nutpie", "numpyro", "gibbs"}
     reason : str
         Why: the rule that chose it and every engine skipped on the way.
     automatic : bool
@@ -194,6 +203,9 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
         raise BayesHLMError(f"sampler={sampler!r} does not fit {_family_name(family)}; "
                             "use sampler='auto' or 'pymc'")
     unavailable = dict(unavailable or {})
+    gibbs = _gibbs_choice(design, priors, method, sampler, family, out_of_core, parametrised)
+    if gibbs is not None:
+        return gibbs
     if family is not None and family.name != "gaussian" and _supports(family, "marginal") \
             and method == "marginal" and design.groups and not out_of_core:
         return _glmm_collapsed_choice(design, priors, sampler, unavailable, family)
@@ -258,6 +270,38 @@ def choose_engine(design, priors, stats, *, method: str = "auto", sampler: str |
                             f"{why_method}; numba skipped ({why_not}); {c.reason}", True)
     c = choose_model_sampler(sampler, unavailable)
     return EngineChoice("marginal", c.sampler, f"{why_method}; {c.reason}", c.automatic)
+
+
+def _gibbs_choice(design, priors, method, sampler, family, out_of_core,
+                  parametrised) -> EngineChoice | None:
+    """The Metropolis-within-Gibbs engine where it applies (module docstring), an error for
+    an explicit ``sampler="gibbs"`` it cannot run, else None."""
+    explicit = sampler == "gibbs"
+    generalized = family is not None and family.name != "gaussian"
+    if not explicit and (method != "auto" or sampler not in (None, "auto") or out_of_core
+                         or parametrised or not generalized or not design.groups):
+        return None
+    if explicit and (method == "marginal" or out_of_core):
+        raise BayesHLMError("sampler='gibbs' samples the full model (every group effect); use "
+                            "method='full' or 'auto' (in memory)")
+    from .glmm_gibbs import unsupported_reason
+
+    why = unsupported_reason(design, priors, family) if generalized else \
+        "the Gaussian family (its collapsed engines are exact and faster)"
+    if why is None and not explicit:
+        from .parametrization import choose_centering
+
+        factor = design.groups[0].factor
+        if not choose_centering(design, family, nested=True).get(factor, False):
+            why = f"factor {factor!r} is not centred (its groups carry little information)"
+    if why is None:
+        return EngineChoice("full", "gibbs", f"method {method!r}: full, sampler {sampler!r}: "
+                            "gibbs (one centred factor: Metropolis-within-Gibbs, one row pass "
+                            "per sweep)", not explicit)
+    if explicit:
+        raise BayesHLMError(f"sampler='gibbs' does not cover this model: {why}; use "
+                            "sampler='auto' (NUTS on the full model)")
+    return None
 
 
 def _glmm_collapsed_choice(design, priors, sampler, unavailable, family) -> EngineChoice:

@@ -56,7 +56,7 @@ def fit(
     data: pd.DataFrame | None = None,
     *,
     method: Literal["auto", "full", "marginal"] = "auto",
-    sampler: Literal["auto", "numba", "jax", "pymc", "nutpie", "numpyro"] | None = None,
+    sampler: Literal["auto", "numba", "jax", "pymc", "nutpie", "numpyro", "gibbs"] | None = None,
     chains: int = 4,
     draws: int = 1000,
     tune: int = 1000,
@@ -94,9 +94,10 @@ def fit(
         posterior, cost per step independent of the number of rows);
         ``"auto"`` is marginal. A formula without a ``( | )`` term is refused
         (as lme4 does): fit an ordinary linear model instead.
-    sampler : {"auto", "numba", "jax", "pymc", "nutpie", "numpyro"}, optional
+    sampler : {"auto", "numba", "jax", "pymc", "nutpie", "numpyro", "gibbs"}, optional
         NUTS engine; ``None``: ``"auto"`` for the marginal model, ``"pymc"`` for the
-        full one. What ``"auto"`` picks, and why, is documented once in
+        full one. ``"gibbs"``: exact Metropolis-within-Gibbs on a one-factor
+        Bernoulli/binomial/Poisson model with a centred factor (:mod:`bayes_hlm.backends.glmm_gibbs`). What ``"auto"`` picks, and why, is documented once in
         :mod:`bayes_hlm.backends.engine` and recorded in ``result.info.engine_reason``.
     chains, draws, tune, target_accept, seed
         NUTS settings (``tune`` >= 1); the same seed gives identical draws. Every

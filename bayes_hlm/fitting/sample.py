@@ -52,6 +52,17 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
         from ..backends.marginal import run_marginal
 
         return run_marginal(problem.design, problem.fit_priors, cfg, problem.stats)
+    if choice.sampler == "gibbs":  # Metropolis-within-Gibbs, the factor centred
+        from ..backends import glmm_gibbs
+
+        if isinstance(centered, dict) and not all(centered.values()):
+            from ..errors import BayesHLMError
+
+            raise BayesHLMError("sampler='gibbs' samples the factor centred; drop centered= "
+                                "or use sampler='numba' for a non-centred factor")
+        out = glmm_gibbs.sample(problem.design, problem.fit_priors, family, cfg)
+        return out, None, {"centered": out.extra["centered"], "rows": out.extra["rows"],
+                           "cells": out.extra["cells"], "gibbs": out.extra["gibbs"]}
     from ..backends.full import build_full_model
     from ..backends.parametrization import choose_centering
     from ..backends.sampling import sample_model

@@ -1,0 +1,502 @@
+"""Compiled sweeps of the Metropolis-within-Gibbs GLMM engine (:mod:`.glmm_gibbs`).
+
+The state is the compiled full-model density's parameter vector ``x``
+(:mod:`.glmm_density`'s layout, one centred factor): raw fixed effects (p), log SDs (q),
+partial correlations ``atanh`` (q(q-1)/2), the centred effects ``m_g`` (G x q, level-major).
+One sweep:
+
+1. every group's ``m_g | beta, Sigma, y_g`` by independence Metropolis-Hastings: the proposal
+   is a Gaussian (or multivariate t) at a Laplace point reached by a fixed number of Newton
+   steps from a start that does not depend on the current ``m_g`` (frozen at the end of the
+   warm-up), so the step is exact whatever the Newton steps converged to. The first step uses
+   the likelihood's gradient and Hessian at the frozen start (computed once), so ``newton=1``
+   costs one pass over the group's rows per sweep (the proposal's log likelihood); the
+   current state's log likelihood is cached (it depends on ``m_g`` only: every fixed column
+   is a column of the term, so ``X beta + Z b = Z m``);
+2. the raw fixed effects ``| m, Sigma``: Gaussian (Normal priors), drawn exactly;
+3. log SDs and partial correlations ``| m, beta``: univariate slice sampling (Neal 2003,
+   stepping out) on :func:`.glmm_density._chol_of` (the compiled SD priors and LKJ, the one
+   implementation) plus the effects' Gaussian density from their scatter matrix: no data pass.
+
+Random numbers come from Numba's per-thread generator, seeded per chain (:func:`seed`).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from . import glmm_kernels as gk
+from .glmm_density import _chol_of
+
+_NEWTON_CLIP = 10.0  # largest Newton move per coordinate (a deterministic map: still exact)
+
+
+@numba.njit(cache=True, nogil=True)
+def seed(s):
+    """Seed the calling thread's generator (each chain runs in its own thread)."""
+    np.random.seed(s)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=gk._FAST, error_model="numpy")
+def group_loglik(code, unit, y, n, w1, Zc, off, N, a, e, q, m, eta, d):
+    """Log likelihood (without data constants) of rows ``a:e`` at effects ``m``; writes each
+    row's ``dl/deta`` into ``d[:e - a]``. ``Zc`` column-major (q columns of N rows)."""
+    ln = e - a
+    et = eta[:ln]
+    o = off[a:e]
+    for k in range(ln):
+        et[k] = o[k]
+    for i in range(q):
+        col = Zc[i * N + a:i * N + e]
+        mi = m[i]
+        for k in range(ln):
+            et[k] += col[k] * mi
+    if unit:
+        return gk.bernoulli_logit_sum(y[a:e], et, d[:ln])
+    return gk.loglik_sum(code, y[a:e], n[a:e], w1[:ln], et, 0.0, d[:ln])[0]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=gk._FAST, error_model="numpy")
+def group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, m, eta, d, gl, Hl):
+    """The rows' log likelihood at ``m``, its gradient ``gl`` (q) and negative Hessian ``Hl``
+    (q, q) in ``m`` (logit: ``n p (1 - p)``; log: ``mu``, read back from ``dl/deta``)."""
+    ll = group_loglik(code, unit, y, n, w1, Zc, off, N, a, e, q, m, eta, d)
+    ln = e - a
+    yy = y[a:e]
+    nn = n[a:e]
+    w2 = eta[:ln]  # eta is no longer needed: reuse it for the weights
+    dd = d[:ln]
+    if code == 0:
+        for k in range(ln):
+            np_ = yy[k] - dd[k]
+            w2[k] = np_ * (1.0 - np_ / nn[k])
+    else:
+        for k in range(ln):
+            w2[k] = yy[k] - dd[k]
+    for i in range(q):
+        ci = Zc[i * N + a:i * N + e]
+        s = 0.0
+        for k in range(ln):
+            s += ci[k] * dd[k]
+        gl[i] = s
+        for j in range(i + 1):
+            cj = Zc[j * N + a:j * N + e]
+            h = 0.0
+            for k in range(ln):
+                h += ci[k] * cj[k] * w2[k]
+            Hl[i, j] = h
+            Hl[j, i] = h
+    return ll
+
+
+@numba.njit(cache=True, nogil=True)
+def _chol(A, R):
+    """Lower Cholesky factor of a small SPD matrix into ``R``; False if not positive definite."""
+    q = A.shape[0]
+    for i in range(q):
+        for j in range(i + 1):
+            s = A[i, j]
+            for k in range(j):
+                s -= R[i, k] * R[j, k]
+            if i == j:
+                if not s > 0.0:
+                    return False
+                R[i, i] = np.sqrt(s)
+            else:
+                R[i, j] = s / R[j, j]
+        for j in range(i + 1, q):
+            R[i, j] = 0.0
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve_chol(R, b, out):
+    """``out = (R Rᵀ)⁻¹ b``."""
+    q = R.shape[0]
+    for i in range(q):
+        s = b[i]
+        for k in range(i):
+            s -= R[i, k] * out[k]
+        out[i] = s / R[i, i]
+    for i in range(q - 1, -1, -1):
+        s = out[i]
+        for k in range(i + 1, q):
+            s -= R[k, i] * out[k]
+        out[i] = s / R[i, i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _quad(P, v):
+    """``vᵀ P v``."""
+    q = v.shape[0]
+    s = 0.0
+    for i in range(q):
+        for j in range(q):
+            s += v[i] * P[i, j] * v[j]
+    return s
+
+
+@numba.njit(cache=True, nogil=True)
+def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
+                 start, g0, H0, llc, newton, nu, warm, eta, d, acc):
+    """One independence-MH update of every group's ``m_g`` (module docstring, step 1).
+
+    ``mu`` (q) and ``P`` (q, q): the effects' prior mean and precision given beta, Sigma.
+    ``start``/``g0``/``H0``: per group the Newton start and the likelihood's gradient and
+    negative Hessian there; ``llc``: the current state's log likelihood per group (updated).
+    ``newton`` Newton steps (the first from the frozen ``g0``/``H0``: ``newton - 1`` extra
+    passes); ``nu`` > 0: multivariate t proposal with ``nu`` degrees of freedom, else Gaussian.
+    ``warm`` (warm-up only): 1 -- the start is the current ``m_g`` and its ``g0``/``H0``/``llc``
+    are computed here (a state-dependent proposal: not exact); 2 -- every proposal is taken
+    (a fresh start after the Newton starts were frozen); 0 -- the exact step.
+    ``acc[g]`` is set to 1.0 where the proposal was accepted. Returns the accepted count.
+    """
+    t = np.empty(q)
+    gl = np.empty(q)
+    Hl = np.empty((q, q))
+    Q = np.empty((q, q))
+    R = np.empty((q, q))
+    r = np.empty(q)
+    step = np.empty(q)
+    prop = np.empty(q)
+    cur = np.empty(q)
+    dv = np.empty(q)
+    n_acc = 0
+    for g in range(G):
+        a, e = gstart[g], gstart[g + 1]
+        o = ex + g * q
+        for i in range(q):
+            cur[i] = x[o + i]
+        if warm == 1:
+            for i in range(q):
+                start[g, i] = cur[i]
+            llc[g] = group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, cur, eta, d,
+                                     g0[g], H0[g])
+        for i in range(q):
+            t[i] = start[g, i]
+            gl[i] = g0[g, i]
+            for j in range(q):
+                Hl[i, j] = H0[g, i, j]
+        ok = True
+        for it in range(newton):
+            if it > 0:
+                group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, t, eta, d, gl, Hl)
+            for i in range(q):
+                s = gl[i]
+                for j in range(q):
+                    Q[i, j] = Hl[i, j] + P[i, j]
+                    s -= P[i, j] * (t[j] - mu[j])
+                r[i] = s
+            if not _chol(Q, R):
+                ok = False
+                break
+            _solve_chol(R, r, step)
+            for i in range(q):
+                t[i] += min(max(step[i], -_NEWTON_CLIP), _NEWTON_CLIP)
+        # proposal: centre t, precision Q = R Rᵀ (the last Hessian plus the prior's)
+        if not ok:
+            acc[g] = 0.0
+            continue
+        for i in range(q):
+            r[i] = np.random.standard_normal()
+        scale = 1.0
+        if nu > 0.0:
+            scale = np.sqrt(nu / (2.0 * np.random.standard_gamma(0.5 * nu)))
+        for i in range(q - 1, -1, -1):  # prop = t + scale R⁻ᵀ r
+            s = r[i]
+            for k in range(i + 1, q):
+                s -= R[k, i] * step[k]
+            step[i] = s / R[i, i]
+        for i in range(q):
+            prop[i] = t[i] + scale * step[i]
+        # log q at prop and at cur (constants cancel)
+        qp = 0.0
+        for i in range(q):
+            qp += r[i] * r[i]
+        qp *= scale * scale
+        for i in range(q):
+            dv[i] = cur[i] - t[i]
+        qc = _quad(Q, dv)
+        if nu > 0.0:
+            lq_prop = -0.5 * (nu + q) * np.log1p(qp / nu)
+            lq_cur = -0.5 * (nu + q) * np.log1p(qc / nu)
+        else:
+            lq_prop, lq_cur = -0.5 * qp, -0.5 * qc
+        ll_prop = group_loglik(code, unit, y, n, w1, Zc, off, N, a, e, q, prop, eta, d)
+        for i in range(q):
+            dv[i] = prop[i] - mu[i]
+        lp_prop = ll_prop - 0.5 * _quad(P, dv)
+        for i in range(q):
+            dv[i] = cur[i] - mu[i]
+        lp_cur = llc[g] - 0.5 * _quad(P, dv)
+        log_a = lp_prop - lp_cur + lq_cur - lq_prop
+        if warm == 2 or np.log(np.random.random()) < log_a:
+            for i in range(q):
+                x[o + i] = prop[i]
+            llc[g] = ll_prop
+            acc[g] = 1.0
+            n_acc += 1
+        else:
+            acc[g] = 0.0
+    return n_acc
+
+
+@numba.njit(cache=True, nogil=True)
+def freeze(x, ex, G, q, code, unit, y, n, w1, Zc, off, N, gstart, start, g0, H0, llc, eta, d):
+    """Fix each group's Newton start at ``start`` (e.g. its warm-up mean): the likelihood's
+    gradient and negative Hessian there, and the current state's cached log likelihood."""
+    cur = np.empty(q)
+    for g in range(G):
+        a, e = gstart[g], gstart[g + 1]
+        group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, start[g], eta, d, g0[g], H0[g])
+        for i in range(q):
+            cur[i] = x[ex + g * q + i]
+        llc[g] = group_loglik(code, unit, y, n, w1, Zc, off, N, a, e, q, cur, eta, d)
+
+
+@numba.njit(cache=True, nogil=True)
+def fixed_step(x, ex, G, q, p, F, P, mu0, sd0):
+    """Raw fixed effects ``| m, Sigma`` (every fixed column a term column, ``shift = F raw``):
+    Gaussian with precision ``G Fᵀ P F + diag(1/sd0²)``, drawn exactly into ``x[:p]``."""
+    sm = np.zeros(q)
+    for g in range(G):
+        for i in range(q):
+            sm[i] += x[ex + g * q + i]
+    PF = P @ F
+    Lam = G * (F.T @ PF)
+    rhs = F.T @ (P @ sm)
+    for j in range(p):
+        Lam[j, j] += 1.0 / (sd0[j] * sd0[j])
+        rhs[j] += mu0[j] / (sd0[j] * sd0[j])
+    R = np.empty((p, p))
+    _chol(Lam, R)
+    mean = np.empty(p)
+    _solve_chol(R, rhs, mean)
+    for i in range(p):  # + R⁻ᵀ ε
+        rhs[i] = np.random.standard_normal()
+    z = np.empty(p)
+    for i in range(p - 1, -1, -1):
+        s = rhs[i]
+        for k in range(i + 1, p):
+            s -= R[k, i] * z[k]
+        z[i] = s / R[i, i]
+    for j in range(p):
+        x[j] = mean[j] + z[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def scatter(x, ex, G, q, mu, S):
+    """``S = Σ_g (m_g − mu)(m_g − mu)ᵀ``."""
+    for i in range(q):
+        for j in range(q):
+            S[i, j] = 0.0
+    v = np.empty(q)
+    for g in range(G):
+        for i in range(q):
+            v[i] = x[ex + g * q + i] - mu[i]
+        for i in range(q):
+            for j in range(i + 1):
+                S[i, j] += v[i] * v[j]
+    for i in range(q):
+        for j in range(i):
+            S[j, i] = S[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def hyper_logp(x, buf, tb, q, corr, G, S, L, scratch):
+    """Log density of the log SDs and partial correlations given the effects' scatter ``S``
+    (G effects): the compiled priors (:func:`.glmm_density._chol_of`) plus
+    ``−G log|L| − tr(Σ⁻¹ S)/2``; writes ``L`` (Σ = L Lᵀ)."""
+    lp = _chol_of(x, buf, tb, q, corr, L, scratch)
+    if not np.isfinite(lp):
+        return -np.inf
+    logdet = 0.0
+    for i in range(q):
+        if not L[i, i] > 0.0:
+            return -np.inf
+        logdet += np.log(L[i, i])
+    # tr(L⁻¹ S L⁻ᵀ) = Σ_j ||L⁻¹ s_j||² over S's Cholesky columns: use S directly via A = L⁻¹ S
+    A = np.empty((q, q))
+    for c in range(q):
+        for i in range(q):
+            s = S[i, c]
+            for k in range(i):
+                s -= L[i, k] * A[k, c]
+            A[i, c] = s / L[i, i]
+    # tr(L⁻¹ S L⁻ᵀ) = tr(A L⁻ᵀ) = Σ_i (L⁻¹ Aᵀ)_ii
+    tr = 0.0
+    B = np.empty(q)
+    for i in range(q):  # row i of A, solve L b = A[i, :]ᵀ, take b[i]
+        for r in range(q):
+            s = A[i, r]
+            for k in range(r):
+                s -= L[r, k] * B[k]
+            B[r] = s / L[r, r]
+        tr += B[i]
+    return lp - G * logdet - 0.5 * tr
+
+
+@numba.njit(cache=True, nogil=True)
+def hyper_step(x, buf, tb, u0, nu_, q, corr, G, S, L, scratch, widths, rounds):
+    """Univariate slice sampling (stepping out, then shrinking) of ``x[u0:u0 + nu_]`` (log
+    SDs then partial correlations) on :func:`hyper_logp`; ``rounds`` passes over them.
+    Returns the number of density evaluations."""
+    evals = 0
+    f0 = hyper_logp(x, buf, tb, q, corr, G, S, L, scratch)
+    evals += 1
+    for _ in range(rounds):
+        for c in range(u0, u0 + nu_):
+            w = widths[c - u0]
+            x0 = x[c]
+            level = f0 + np.log(np.random.random())
+            lo = x0 - w * np.random.random()
+            hi = lo + w
+            for _k in range(50):
+                x[c] = lo
+                evals += 1
+                if hyper_logp(x, buf, tb, q, corr, G, S, L, scratch) <= level:
+                    break
+                lo -= w
+            for _k in range(50):
+                x[c] = hi
+                evals += 1
+                if hyper_logp(x, buf, tb, q, corr, G, S, L, scratch) <= level:
+                    break
+                hi += w
+            while True:
+                x1 = lo + (hi - lo) * np.random.random()
+                x[c] = x1
+                evals += 1
+                f1 = hyper_logp(x, buf, tb, q, corr, G, S, L, scratch)
+                if f1 > level:
+                    f0 = f1
+                    break
+                if x1 < x0:
+                    lo = x1
+                else:
+                    hi = x1
+                if hi - lo < 1e-12:  # cannot happen for a proper density; keep x0
+                    x[c] = x0
+                    f0 = hyper_logp(x, buf, tb, q, corr, G, S, L, scratch)
+                    break
+    hyper_logp(x, buf, tb, q, corr, G, S, L, scratch)  # L at the new state
+    return evals
+
+
+@numba.njit(cache=True, nogil=True)
+def noncentred_step(x, buf, tb, ex, G, q, u0, n_u, corr, mu, L, scratch, steps, code, unit, y,
+                    n, w1, Zc, off, N, gstart, llc, eta, d, mnew, llnew):
+    """One random-walk Metropolis move of the log SDs and correlations with the effects'
+    standardised deviations ``z_g = L⁻¹(m_g − mu)`` held fixed (the non-centred direction,
+    interwoven with the centred Gibbs steps: Yu & Meng 2011): in ``(u, z)`` the target is
+    ``p(u) Π N(z_g) lik(mu + L z_g)``, so the ratio is the priors' (:func:`_chol_of`) times
+    the likelihoods'; one pass over the rows. ``steps``: the proposal SD per coordinate.
+    Returns 1.0 if accepted. ``L`` is left at the final state."""
+    lp0 = _chol_of(x, buf, tb, q, corr, L, scratch)
+    Lold = L.copy()
+    old = x[u0:u0 + n_u].copy()
+    for c in range(n_u):
+        x[u0 + c] = old[c] + steps[c] * np.random.standard_normal()
+    lp1 = _chol_of(x, buf, tb, q, corr, L, scratch)
+    if not np.isfinite(lp1):
+        x[u0:u0 + n_u] = old
+        _chol_of(x, buf, tb, q, corr, L, scratch)
+        return 0.0
+    v = np.empty(q)
+    zz = np.empty(q)
+    dll = 0.0
+    for g in range(G):
+        o = ex + g * q
+        for i in range(q):  # z = Lold⁻¹ (m − mu)
+            s = x[o + i] - mu[i]
+            for k in range(i):
+                s -= Lold[i, k] * zz[k]
+            zz[i] = s / Lold[i, i]
+        for i in range(q):
+            s = mu[i]
+            for k in range(i + 1):
+                s += L[i, k] * zz[k]
+            v[i] = s
+            mnew[g, i] = s
+        llnew[g] = group_loglik(code, unit, y, n, w1, Zc, off, N, gstart[g], gstart[g + 1], q,
+                                v, eta, d)
+        dll += llnew[g] - llc[g]
+    if np.log(np.random.random()) < lp1 - lp0 + dll:
+        for g in range(G):
+            for i in range(q):
+                x[ex + g * q + i] = mnew[g, i]
+            llc[g] = llnew[g]
+        return 1.0
+    x[u0:u0 + n_u] = old
+    _chol_of(x, buf, tb, q, corr, L, scratch)
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def precision(L, P):
+    """``P = (L Lᵀ)⁻¹``."""
+    q = L.shape[0]
+    Linv = np.zeros((q, q))
+    for c in range(q):
+        for i in range(q):
+            s = 1.0 if i == c else 0.0
+            for k in range(i):
+                s -= L[i, k] * Linv[k, c]
+            Linv[i, c] = s / L[i, i]
+    for i in range(q):
+        for j in range(q):
+            s = 0.0
+            for k in range(q):
+                s += Linv[k, i] * Linv[k, j]
+            P[i, j] = s
+
+
+@numba.njit(cache=True, nogil=True)
+def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y, n, w1, Zc,
+              off, N, gstart, start, g0, H0, llc, newton, nu, warm, widths, rounds, eta, d,
+              acc, draws, acc_rate, sums, accumulate, steps, nc_rate):
+    """``draws.shape[0]`` sweeps from state ``x``; writes each sweep's ``x`` into ``draws`` and
+    its acceptance rate over the groups into ``acc_rate``; with ``accumulate`` adds each
+    sweep's effects to ``sums`` (G, q) (the warm-up mean the Newton starts freeze at).
+    ``steps`` (n_u): the non-centred move's proposal SDs (all zero: no such move);
+    ``nc_rate[s]``: whether it was accepted."""
+    L = np.zeros((q, q))
+    P = np.empty((q, q))
+    S = np.empty((q, q))
+    scratch = np.zeros(x.shape[0])
+    mu = np.empty(q)
+    mnew = np.empty((G, q))
+    llnew = np.empty(G)
+    for s in range(draws.shape[0]):
+        # Σ from the current state, then the effects, the fixed effects, Σ
+        _chol_of(x, buf, tb, q, corr, L, scratch)
+        precision(L, P)
+        raw = x[:p].copy()
+        for i in range(q):
+            v = 0.0
+            for j in range(p):
+                v += F[i, j] * raw[j]
+            mu[i] = v
+        na = effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart, start,
+                          g0, H0, llc, newton, nu, warm, eta, d, acc)
+        acc_rate[s] = na / G
+        fixed_step(x, ex, G, q, p, F, P, mu0, sd0)
+        raw = x[:p].copy()
+        for i in range(q):
+            v = 0.0
+            for j in range(p):
+                v += F[i, j] * raw[j]
+            mu[i] = v
+        scatter(x, ex, G, q, mu, S)
+        hyper_step(x, buf, tb, u0, nu_, q, corr, G, S, L, scratch, widths, rounds)
+        nc_rate[s] = 0.0
+        if steps[0] > 0.0:
+            nc_rate[s] = noncentred_step(x, buf, tb, ex, G, q, u0, nu_, corr, mu, L, scratch,
+                                         steps, code, unit, y, n, w1, Zc, off, N, gstart, llc,
+                                         eta, d, mnew, llnew)
+        draws[s, :] = x
+        if accumulate:
+            for g in range(G):
+                for i in range(q):
+                    sums[g, i] += x[ex + g * q + i]
