@@ -41,7 +41,8 @@ Samplers (``sampler=None`` is ``"auto"`` for the marginal model and ``"pymc"`` f
     ``"auto"`` or ``"gibbs"``) takes ``"gibbs"``, exact Metropolis-within-Gibbs
     (:mod:`.glmm_gibbs`: one row pass per sweep instead of NUTS's 15-31 per draw), when it
     covers the model (:func:`~bayes_hlm.backends.glmm_gibbs.unsupported_reason`: one factor,
-    one term, every fixed column a column of the term, logit or Poisson log, no weights) and
+    one term, every fixed column a column of the term, logit or Poisson log, no weights),
+    the data have at least :data:`~bayes_hlm.backends.glmm_gibbs.AUTO_MIN_ROWS` rows and
     :func:`~bayes_hlm.backends.parametrization.choose_centering` centres the factor (the
     groups carry much information: centred Gibbs then mixes fast; measured in
     bench_glmm.py, benchmarks/README.md), unless the user set ``centered=``.
@@ -284,10 +285,12 @@ def _gibbs_choice(design, priors, method, sampler, family, out_of_core,
     if explicit and (method == "marginal" or out_of_core):
         raise BayesHLMError("sampler='gibbs' samples the full model (every group effect); use "
                             "method='full' or 'auto' (in memory)")
-    from .glmm_gibbs import unsupported_reason
+    from .glmm_gibbs import AUTO_MIN_ROWS, unsupported_reason
 
     why = unsupported_reason(design, priors, family) if generalized else \
         "the Gaussian family (its collapsed engines are exact and faster)"
+    if why is None and not explicit and design.n < AUTO_MIN_ROWS:
+        why = f"{design.n} rows (< {AUTO_MIN_ROWS}: NUTS is as fast)"
     if why is None and not explicit:
         from .parametrization import choose_centering
 

@@ -51,6 +51,10 @@ HYPER_ROUNDS = 2
 NONCENTRED = True
 _NC_TARGET = 0.3  # its acceptance rate aimed at in the warm-up
 _BLOCK = 50  # sweeps per compiled call
+#: ``method="auto"`` takes this engine from this many rows (measured faster per effective
+#: draw than NUTS on the full model at 20k-1M rows, benchmarks/README.md; below, NUTS takes
+#: about a second and stays the engine the small-data equivalence tests pin)
+AUTO_MIN_ROWS = 5000
 
 
 def unsupported_reason(design: Design, ps: PriorSet, family) -> str | None:
