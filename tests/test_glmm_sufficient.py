@@ -237,3 +237,56 @@ def test_many_effect_draws_come_back_as_float32(monkeypatch):
     b32, _ = form.draw_effects(pk, xs, 3, np.arange(3))
     assert b64.dtype == np.float64 and b32.dtype == np.float32
     np.testing.assert_array_equal(b32, b64.astype(np.float32))
+
+
+@pytest.mark.parametrize("sd", [0.3, 1.5])
+def test_blockwise_passes_over_many_groups(sd):
+    """Several blocks of groups (2,500 > the 1,024 of a block), table and quadrature groups
+    mixed within blocks (small and large counts): value and gradient equal the row form's
+    (61 nodes), the gradient its central differences, the per-group terms sum to the total,
+    and the effect draws of the block pass equal the scalar sampler's."""
+    from bayes_hlm.backends.keyed_noise import _mix
+    from bayes_hlm.statistics.poisson_lognormal import RHO_MAX, lambert_w_log
+
+    rng = np.random.default_rng(3)
+    G = 2500
+    n = rng.choice([1, 2, 40], G)  # 1-2 rows: ρ > RHO_MAX at larger σ (quadrature groups)
+    g = np.repeat(np.arange(G), n)
+    a = rng.integers(0, 3, len(g))
+    y = rng.poisson(np.exp(0.3 + 0.2 * a + rng.normal(0, 0.8, G)[g]))
+    df = pd.DataFrame({"y": y, "a": pd.Categorical.from_codes(a, list("ABC")), "g": g.astype(str)})
+    pr = build_problem("y ~ a + (1 | g)", df, family="poisson")
+    design, ps, fam = pr.design, pr.fit_priors, pr.spec.family
+    assert design.groups[0].n_levels > gs._CHUNK * 2
+    rows = gc.pack(design, ps, fam, 61)
+    suff = gs.density_form(design).pack(design, ps, fam, 61)
+    x = rows.init + rng.normal(0, 0.05, rows.ndim)
+    x[-1] = np.log(sd)
+    g1, g2 = np.empty(rows.ndim), np.empty(rows.ndim)
+    v1, v2 = gc.logp_grad(x, rows.buf, g1), gs.logp_grad(x, suff.buf, g2)
+    assert abs(v1 - v2) < 1e-9 * G
+    np.testing.assert_allclose(g2, g1, rtol=1e-8, atol=1e-7)
+    h = 1e-5
+    fd = [(gs.logp_grad(x + h * e, suff.buf, np.empty(rows.ndim))
+           - gs.logp_grad(x - h * e, suff.buf, np.empty(rows.ndim))) / (2 * h)
+          for e in np.eye(rows.ndim)]
+    np.testing.assert_allclose(g2, fd, rtol=1e-5, atol=1e-4)
+    # per-group terms: their sum is the total less the patterns' Σ Y_c η_c
+    _, beta, L = gc.hyper(x, suff.buf, np.empty(rows.ndim))
+    per = np.empty(suff.G)
+    tot = gs.loglik_groups(beta, L, suff.buf, np.zeros(suff.p), np.zeros((1, 1)), per)
+    st = gs.reduce_rows(design)
+    eta = st["Xp"] @ beta + st["offp"]
+    assert np.isclose(per.sum() + st["Yc"] @ eta, tot, rtol=1e-12)
+    tau = 1.0 / (1.0 + np.array([lambert_w_log(np.log(L[0, 0] ** 2 * s) + L[0, 0] ** 2 * yy)
+                                 for s, yy in zip(np.add.reduceat(st["m"] * np.exp(eta)[st["pat"]],
+                                                                  st["indptr"][:-1]), st["Y"])]))
+    inside = L[0, 0] ** 2 * tau <= RHO_MAX ** 2
+    if sd > 1:
+        assert 0 < inside.sum() < G  # both kinds of group
+    b, _ = gs.draw_effects(suff, x[None, :], 5, np.array([2]))
+    e = np.exp(eta)
+    S = np.add.reduceat(st["m"] * e[st["pat"]], st["indptr"][:-1])
+    hd = np.uint64(_mix(np.uint64(_mix(np.uint64(5), 0)), 2))
+    ref = [gs.draw_pseudo_row(st["Y"][k], S[k], L[0, 0], np.uint64(_mix(hd, k)))[0] for k in range(G)]
+    np.testing.assert_allclose(b[0, :, 0], ref, rtol=1e-12, atol=1e-12)

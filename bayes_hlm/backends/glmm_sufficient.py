@@ -205,39 +205,42 @@ def unpack_sufficient(buf, p, G):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def group_rates(dense, Md, indptr, pat, m, e, S):
-    """``S_g = Σ_c m_gc e_c`` of every group into ``S`` (one vectorised loop per pattern
-    over the dense table, else the CSR cells)."""
+def group_rates(dense, Md, indptr, pat, m, e, S, a=0):
+    """``S_g = Σ_c m_gc e_c`` of groups ``a, …, a + len(S) − 1`` into ``S`` (one vectorised
+    loop per pattern over the dense table, else the CSR cells)."""
+    n = S.shape[0]
     if dense:
-        for g in range(S.shape[0]):
-            S[g] = 0.0
+        for i in range(n):
+            S[i] = 0.0
         for c in range(e.shape[0]):
             ec = e[c]
-            row = Md[c]
-            for g in range(S.shape[0]):
-                S[g] += row[g] * ec
+            row = Md[c, a:a + n]
+            for i in range(n):
+                S[i] += row[i] * ec
     else:
-        for g in range(S.shape[0]):
+        for i in range(n):
             s = 0.0
-            for k in range(indptr[g], indptr[g + 1]):
+            for k in range(indptr[a + i], indptr[a + i + 1]):
                 s += m[k] * e[pat[k]]
-            S[g] = s
+            S[i] = s
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def group_rates_backward(dense, Md, indptr, pat, m, w, ebar):
-    """``ebar_c += Σ_g w_g m_gc`` (the backward of :func:`group_rates`)."""
+def group_rates_backward(dense, Md, indptr, pat, m, w, ebar, a=0):
+    """``ebar_c += Σ_g w_g m_gc`` over groups ``a, …, a + len(w) − 1`` (the backward of
+    :func:`group_rates`)."""
+    n = w.shape[0]
     if dense:
         for c in range(ebar.shape[0]):
-            row = Md[c]
+            row = Md[c, a:a + n]
             acc = 0.0
-            for g in range(w.shape[0]):
-                acc += row[g] * w[g]
+            for i in range(n):
+                acc += row[i] * w[i]
             ebar[c] += acc
     else:
-        for g in range(w.shape[0]):
-            for k in range(indptr[g], indptr[g + 1]):
-                ebar[pat[k]] += w[g] * m[k]
+        for i in range(n):
+            for k in range(indptr[a + i], indptr[a + i + 1]):
+                ebar[pat[k]] += w[i] * m[k]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -374,22 +377,32 @@ _CHUNK = 1024
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def lambert_w_block(ell, W, tmp, tmp2):
     """:func:`~bayes_hlm.statistics.poisson_lognormal.lambert_w_log` of every entry: the
-    same start and a Halley step in vectorised loops (:func:`log_array`), then a second step
-    for ``ℓ < 12`` and the scalar function for ``ℓ < 1.5`` (few groups: small counts)."""
+    same start and Halley steps in vectorised loops (:func:`log_array` for ``log W``): one
+    step, a second where ``ℓ < 12``, and the scalar function for ``ℓ < 1.5`` (few groups:
+    small counts)."""
     log_array(ell, tmp2, tmp)  # log ℓ (meaningless where ℓ ≤ 0: those are redone below)
+    second = False
     for i in range(ell.shape[0]):
         el = max(ell[i], 1.5)
         L = tmp2[i]
         il = 1.0 / el
         W[i] = el - L + L * il * (1.0 + il * (0.5 * (L - 2.0) + il * (L * (2.0 * L - 9.0) + 6.0) / 6.0))
+        second |= ell[i] < 12.0
     log_array(W, tmp2, tmp)
     for i in range(ell.shape[0]):
         w = W[i]
         f = w + tmp2[i] - ell[i]
         W[i] = w - 2.0 * f * w * (w + 1.0) / (2.0 * (w + 1.0) * (w + 1.0) + f)
+    if second:  # one step is exact to 1 ulp from ℓ = 12 on (tested); below, two
+        log_array(W, tmp2, tmp)
+        for i in range(ell.shape[0]):
+            w = W[i]
+            f = w + tmp2[i] - ell[i]
+            w2 = w - 2.0 * f * w * (w + 1.0) / (2.0 * (w + 1.0) * (w + 1.0) + f)
+            W[i] = w2 if ell[i] < 12.0 else w
     for i in range(ell.shape[0]):
-        if ell[i] < 12.0:  # one step is exact to 1 ulp from ℓ = 12 on (tested); below, two
-            W[i] = pl._halley(W[i], ell[i]) if ell[i] >= 1.5 else pl.lambert_w_log(ell[i])
+        if ell[i] < 1.5:
+            W[i] = pl.lambert_w_log(ell[i])
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
@@ -465,19 +478,58 @@ def _table_block(Y, W, L1w, sig, q, qp, qx, F, dl, ds):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _block_ell(dense, Md, indptr, pat, m, e, y, a, lsig2, sig2, S, ell, tmp):
+    """Rates ``S`` and ``ℓ = log(σ² S) + σ² Y`` of the block of groups from ``a``."""
+    n = S.shape[0]
+    group_rates(dense, Md, indptr, pat, m, e, S, a)
+    if _ell_block(S, y[a:a + n], lsig2, sig2, ell, tmp):
+        for i in range(n):  # zero or subnormal rates: libm's log (−inf at 0)
+            if not S[i] > _TINY:
+                ell[i] = lsig2 + math.log(S[i]) + sig2 * y[a + i]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _ell_range(ell, lcut):
+    """``(max ℓ, min of the ℓ ≥ lcut)`` of a block."""
+    hi, lo_in = -np.inf, np.inf
+    for i in range(ell.shape[0]):
+        hi = max(hi, ell[i])
+        lo_in = min(lo_in, ell[i] if ell[i] >= lcut else np.inf)
+    return hi, lo_in
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def table_tau_range(ell_hi, ell_lo_in):
+    """``(τ_lo, τ_hi)`` of the table groups from their extreme ``ℓ`` (``τ = 1 / (1 + W(ℓ))``
+    decreases with ``ℓ``), with :func:`lambert_w_block`'s arithmetic, so these are the
+    groups' own ``τ`` up to rounding (a group a rounding error outside lies a rounding error
+    outside the series' interval, where the polynomial is the same)."""
+    ell = np.array([ell_hi, ell_lo_in])
+    W, t1, t2 = np.empty(2), np.empty(2), np.empty(2)
+    lambert_w_block(ell, W, t1, t2)
+    return 1.0 / (1.0 + W[0]), 1.0 / (1.0 + W[1])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def loglik_groups(beta, L, buf, gbeta, gL, per_group):
     """The likelihood part of the log posterior (module docstring); adds ∂/∂β to ``gbeta``
-    and ∂/∂L to ``gL``; writes each group's ``F_g − Y_g s_g`` to ``per_group``.
+    and ∂/∂L to ``gL``; writes each group's ``F_g − Y_g s_g`` to ``per_group`` (unless it is
+    empty).
 
-    With the table: vectorised passes over blocks of groups (the rates ``S_g``, ``ℓ_g``,
-    Lambert's ``W_g`` and ``log(1 + W_g)``, whose ``τ`` range sets the table's line series;
-    then the three line series and each group's term), the K-node quadrature redoing the
-    groups the table does not cover. Without: the quadrature group by group."""
+    With the table: two passes over blocks of groups, with block-sized scratch only (arrays
+    of all groups would be fresh pages at every gradient: ~0.7 µs a page fault, 40% of the
+    gradient at 100k groups). The first finds the range of ``ℓ_g`` from the rates ``S_g``,
+    hence the table groups' ``τ`` range, which sets the table's line series; the second
+    recomputes the block's rates and ``ℓ``, then Lambert's ``W``, ``log(1 + W)``, the three
+    line series, each group's term and the block's share of the backward pass (the K-node
+    quadrature redoing the groups the table does not cover). Without the table: the
+    quadrature group by group."""
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr0, y, nn, off, X, Z, t,
      lw) = gc.unpack(buf)
     Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes = unpack_sufficient(buf, p, G)
     P = Xp.shape[0]
     Mn = t.shape[0]
+    keep = per_group.shape[0] > 0
     eta = np.empty(P)
     e = np.empty(P)
     pattern_exp(beta, Xp, offp, eta, e)
@@ -487,47 +539,49 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
         tot += Yc[c_] * eta[c_]
     sig = L[0, 0]
     sig2 = sig * sig
-    Sg = np.empty(G)
-    group_rates(dense, Md, indptr, pat, m, e, Sg)
-    wS = np.empty(G)  # ∂/∂S_g
+    lsig2 = math.log(sig2)
     mu_w = np.empty(Mn)
     pi_w = np.empty(Mn)
     gsig = 0.0
+    ch = min(_CHUNK, G)
+    Sb, ell, W, L1w, tau = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+    t1, t2, q1, q2, q3 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+    F, dl, ds, wS = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
     if not table:
-        for g in range(G):
-            S = Sg[g]
-            s = math.log(S)
-            F, Fs, Fsig = pseudo_row_term(y[g], s, sig, t, lw, mu_w, pi_w)
-            per_group[g] = F - y[g] * s
-            tot += per_group[g]
-            gsig += Fsig
-            wS[g] = (Fs - y[g]) / S
-    else:
-        Wg, L1w, tau = np.empty(G), np.empty(G), np.empty(G)
-        ch = min(_CHUNK, G)
-        t1, t2, t3, t4 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
-        t5, t6 = np.empty(ch), np.empty(ch)
-        # table groups: ρ² = σ² τ ≤ RHO_MAX², i.e. τ ≤ tcut
-        tcut = pl.RHO_MAX * pl.RHO_MAX / sig2
-        lsig2 = math.log(sig2)
-        tlo, thi = np.inf, -np.inf
-        nout = 0
         for a in range(0, G, ch):
-            b = min(a + ch, G)
-            n = b - a
-            ell = t3[:n]
-            if _ell_block(Sg[a:b], y[a:b], lsig2, sig2, ell, t1[:n]):
-                for i in range(n):  # zero or subnormal rates: libm's log (−inf at 0)
-                    if not Sg[a + i] > _TINY:
-                        ell[i] = lsig2 + math.log(Sg[a + i]) + sig2 * y[a + i]
-            lambert_w_block(ell, Wg[a:b], t1[:n], t2[:n])
-            lo_, hi_, no_ = _tau_block(Wg[a:b], tcut, L1w[a:b], tau[a:b], t1[:n], t2[:n])
-            tlo, thi, nout = min(tlo, lo_), max(thi, hi_), nout + no_
+            n = min(a + ch, G) - a
+            group_rates(dense, Md, indptr, pat, m, e, Sb[:n], a)
+            for i in range(n):
+                g = a + i
+                S = Sb[i]
+                s = math.log(S)
+                Fg, Fs, Fsig = pseudo_row_term(y[g], s, sig, t, lw, mu_w, pi_w)
+                Fg -= y[g] * s
+                if keep:
+                    per_group[g] = Fg
+                tot += Fg
+                gsig += Fsig
+                wS[i] = (Fs - y[g]) / S
+            group_rates_backward(dense, Md, indptr, pat, m, wS[:n], ebar, a)
+    else:
+        # table groups: ρ² = σ² τ ≤ RHO_MAX², i.e. τ ≤ tcut, i.e. W ≥ 1/tcut − 1, i.e. ℓ ≥ lcut
+        tcut = pl.RHO_MAX * pl.RHO_MAX / sig2
+        wc = 1.0 / tcut - 1.0
+        lcut = wc + math.log(wc) if wc > 0.0 else -np.inf
+        ell_hi, ell_lo = -np.inf, np.inf
+        for a in range(0, G, ch):
+            n = min(a + ch, G) - a
+            _block_ell(dense, Md, indptr, pat, m, e, y, a, lsig2, sig2, Sb[:n], ell[:n], t1[:n])
+            h_, l_ = _ell_range(ell[:n], lcut)
+            ell_hi, ell_lo = max(ell_hi, h_), min(ell_lo, l_)
+        if not ell_hi < np.inf:  # an overflowing (or NaN) rate: no density here
+            return -np.inf if ell_hi == np.inf else np.nan
         nl = nodes.shape[0]
         cq, cqp, cqx = np.zeros(nl), np.zeros(nl), np.zeros(nl)
         nq = nqp = nqx = 1
         half, mid = 1.0, 0.0
-        if thi >= tlo:
+        if ell_lo <= ell_hi:  # some table groups
+            tlo, thi = table_tau_range(ell_hi, ell_lo)
             if thi - tlo < 1e-12:
                 tlo, thi = max(tlo - 1e-9, 0.0), min(thi + 1e-9, 1.0)
             nq = pl.line_series(c, A, nodes, sig2, tlo, thi, cq)
@@ -535,31 +589,36 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
             half, mid = 0.5 * (thi - tlo), 0.5 * (thi + tlo)
             nqp = _cheb_deriv(cq, nq, 1.0 / half, cqp)
         for a in range(0, G, ch):
-            b = min(a + ch, G)
-            n = b - a
-            tt, q1, q2, q3 = t1[:n], t2[:n], t3[:n], t4[:n]
-            _affine(tau[a:b], mid, 1.0 / half, tt)
-            _clenshaw_block(cq, nq, tt, q1, t5[:n])
-            _clenshaw_block(cqp, nqp, tt, q2, t5[:n])
-            _clenshaw_block(cqx, nqx, tt, q3, t5[:n])
-            Fb, dl, ds = per_group[a:b], t5[:n], t6[:n]
-            _table_block(y[a:b], Wg[a:b], L1w[a:b], sig, q1, q2, q3, Fb, dl, ds)
+            n = min(a + ch, G) - a
+            Sn, en, Wn = Sb[:n], ell[:n], W[:n]
+            _block_ell(dense, Md, indptr, pat, m, e, y, a, lsig2, sig2, Sn, en, t1[:n])
+            lambert_w_block(en, Wn, t1[:n], t2[:n])
+            _, _, nout = _tau_block(Wn, tcut, L1w[:n], tau[:n], t1[:n], t2[:n])
+            tt = en  # ℓ is spent
+            _affine(tau[:n], mid, 1.0 / half, tt)
+            _clenshaw_block(cq, nq, tt, q1[:n], t1[:n])
+            _clenshaw_block(cqp, nqp, tt, q2[:n], t1[:n])
+            _clenshaw_block(cqx, nqx, tt, q3[:n], t1[:n])
+            Fb, dlb, dsb = F[:n], dl[:n], ds[:n]
+            _table_block(y[a:a + n], Wn, L1w[:n], sig, q1[:n], q2[:n], q3[:n], Fb, dlb, dsb)
             if nout:
                 for i in range(n):
                     g = a + i
-                    if not tau[g] <= tcut:  # outside the table: the quadrature
-                        s = math.log(Sg[g])
-                        F, Fs, Fsig = pseudo_row_term(y[g], s, sig, t, lw, mu_w, pi_w)
-                        Fb[i], dl[i], ds[i] = F - y[g] * s, Fs - y[g], Fsig
-            f_, s_ = _finish_block(Fb, dl, ds, Sg[a:b], wS[a:b])
+                    if not tau[i] <= tcut:  # outside the table: the quadrature
+                        s = math.log(Sn[i])
+                        Fg, Fs, Fsig = pseudo_row_term(y[g], s, sig, t, lw, mu_w, pi_w)
+                        Fb[i], dlb[i], dsb[i] = Fg - y[g] * s, Fs - y[g], Fsig
+            f_, s_ = _finish_block(Fb, dlb, dsb, Sn, wS[:n])
             tot += f_
             gsig += s_
-    group_rates_backward(dense, Md, indptr, pat, m, wS, ebar)
+            if keep:
+                per_group[a:a + n] = Fb
+            group_rates_backward(dense, Md, indptr, pat, m, wS[:n], ebar, a)
     gL[0, 0] += gsig
     for c_ in range(P):
-        wc = Yc[c_] + ebar[c_] * e[c_]  # ∂/∂η_c
+        wc_ = Yc[c_] + ebar[c_] * e[c_]  # ∂/∂η_c
         for j in range(p):
-            gbeta[j] += wc * Xp[c_, j]
+            gbeta[j] += wc_ * Xp[c_, j]
     return tot
 
 
@@ -570,8 +629,7 @@ def logp_grad(x, buf, grad):
     lp, beta, L = gc.hyper(x, buf, grad)
     gbeta = np.zeros(p)
     gL = np.zeros((q, q))
-    per = np.empty(G)
-    lp += loglik_groups(beta, L, buf, gbeta, gL, per)
+    lp += loglik_groups(beta, L, buf, gbeta, gL, np.empty(0))  # no per-group terms kept
     gc.hyper_backward(x, buf, L, gbeta, gL, grad)
     return lp
 
@@ -721,19 +779,13 @@ def _draw(xs, draw_index, key, buf, out, tries):
         e = np.empty(P)
         pattern_exp(beta, Xp, offp, eta, e)
         hd = _mix(base, draw_index[s])
-        Sg = np.empty(G)
-        group_rates(dense, Md, indptr, pat, m, e, Sg)
-        ell, W, t1, t2 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+        Sb, ell, W, t1, t2 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
         lo, hi, u, w, b = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
         idx = np.empty(ch, dtype=np.int64)
         ntry = 0
-        for a in range(0, G, ch):
+        for a in range(0, G, ch):  # block-sized scratch only (no fresh pages per draw)
             n = min(a + ch, G) - a
-            log_array(Sg[a:a + n], ell[:n], t1[:n])
-            for i in range(n):
-                ell[i] += lsig2 + sig2 * y[a + i]
-                if not Sg[a + i] > 2.3e-308:
-                    ell[i] = lsig2 + math.log(Sg[a + i]) + sig2 * y[a + i]
+            _block_ell(dense, Md, indptr, pat, m, e, y, a, lsig2, sig2, Sb[:n], ell[:n], t1[:n])
             lambert_w_block(ell[:n], W[:n], t1[:n], t2[:n])
             _first_proposals(y[a:a + n], W[:n], sig, hd, a, lo[:n], hi[:n], u[:n], w[:n])
             log_array(u[:n], t1[:n], t2[:n])
