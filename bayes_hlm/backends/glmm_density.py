@@ -255,13 +255,13 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
         layouts[k] = TermLayout(k, g.q, bool(g.correlated and g.q > 1), g.n_levels, sd_x[k],
                                 z_x[k], len(init), cent, fcols, par, pcols, pmap, l2,
                                 collapse=2 if k in collapsed else 0, level_centred=lc)
-        start = np.tile([beta0[c] if c >= 0 else 0.0 for c in fcols], (g.n_levels, 1))
-        if l2 is not None:
-            start[:, l2[0]] += l2[2] @ beta0[l2[1]]
-        if lc is not None:
-            start[~lc] = 0.0
-        init += list(start.ravel())
+        init += list(_start(layouts[k], beta0).ravel())
         done.append(k)
+    if _split_intercept(design, layouts, order):
+        for k in order:
+            lt = layouts[k]
+            if lt.centered and lt.collapse != 1:
+                init[lt.eff_x:lt.eff_x + lt.levels * lt.q] = list(_start(lt, beta0).ravel())
     # rows sorted by the levels of the term with most levels (the "primary" term): a
     # gradient then reads that term's effects once per run of rows of one level (a segment)
     # and sums its gradient in registers, instead of one gather and one scatter per row
@@ -338,6 +338,71 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
     cent_used = {design.groups[k].factor: layouts[k].centered for k in order}
     return GlmmPacked(buf=buf, ndim=len(init), p=p, phi_x=phi_x, phi_name=phi_name,
                       terms=terms, init=np.asarray(init), i_int=i_int, centered=cent_used)
+
+
+def _start(lt: TermLayout, beta0: np.ndarray) -> np.ndarray:
+    """A term's effects at the prior's centre (levels, q): a centred level at its shift."""
+    start = np.tile([beta0[c] if c >= 0 else 0.0 for c in lt.fixed_cols], (lt.levels, 1))
+    if lt.l2 is not None:
+        start[:, lt.l2[0]] += lt.l2[2] @ beta0[lt.l2[1]]
+    if lt.level_centred is not None:
+        start[~lt.level_centred] = 0.0
+    return start
+
+
+def _split_intercept(design: Design, layouts: dict, order: list) -> bool:
+    """Crossed centred random intercepts: only one (the *owner*) is centred on the fixed
+    intercept; rewrites the layouts in place, True when it did.
+
+    Two crossed factors both centred on the intercept (and each on its level-2 predictors,
+    :func:`~bayes_hlm.backends.group_effects.level2_shift`) leave ``-β0`` in every row's
+    ``η = m_id + m_item − β0``, and each shift's intercept carries the other factor's
+    level-2 coefficients (``β0 = raw0 − Σ x̄_j β_j``): the fixed effects trade off against the
+    means of both factors' effects (verbagg: R-hat 1.18, min ESS 17). Here the owner (the
+    factor with fewest levels) keeps the intercept and its own level-2 predictors and is
+    also centred on ``x̄_j β_j`` for the others' level-2 columns; every other such factor is
+    centred on ``(x_gj − x̄_j) β_j`` over its own level-2 columns, ``x̄_j`` the mean over its
+    levels (so its shifts sum to zero). Then ``η = m_owner + Σ m_other + (the row-level
+    predictors)``: the fixed intercept and the level-2 coefficients leave the likelihood.
+    Any shift is a unit-Jacobian change of variables: the posterior is the same.
+    """
+    cand = [k for k in order if layouts[k].centered and layouts[k].collapse == 0
+            and layouts[k].parent < 0 and layouts[k].level_centred is None
+            and "Intercept" in design.groups[k].terms
+            and layouts[k].fixed_cols[design.groups[k].terms.index("Intercept")] >= 0]
+    if len(cand) < 2:
+        return False
+    owner = min(cand, key=lambda k: (design.groups[k].n_levels, order.index(k)))
+    own = layouts[owner].l2
+    own_cols = set() if own is None else set(int(c) for c in own[1])
+    extra_cols, extra_vals = [], []
+    for k in cand:
+        if k == owner:
+            continue
+        lt, g = layouts[k], design.groups[k]
+        ii = g.terms.index("Intercept")
+        lt.fixed_cols = [-1 if i == ii else c for i, c in enumerate(lt.fixed_cols)]
+        if lt.l2 is None:
+            continue
+        keep = [j for j, c in enumerate(lt.l2[1]) if int(c) not in own_cols | set(extra_cols)]
+        if not keep:
+            lt.l2 = None
+            continue
+        cols, vals = lt.l2[1][keep], lt.l2[2][:, keep]
+        xbar = vals.mean(axis=0)
+        lt.l2 = (lt.l2[0], cols, vals - xbar[None, :])
+        extra_cols += [int(c) for c in cols]
+        extra_vals += list(xbar)
+    if extra_cols:
+        lt, g = layouts[owner], design.groups[owner]
+        G = lt.levels
+        add = np.tile(np.asarray(extra_vals, float), (G, 1))
+        if lt.l2 is None:
+            lt.l2 = (g.terms.index("Intercept"), np.asarray(extra_cols, dtype=np.int64), add)
+        else:
+            lt.l2 = (lt.l2[0], np.concatenate([lt.l2[1], np.asarray(extra_cols, dtype=np.int64)]),
+                     np.concatenate([lt.l2[2], add], axis=1))
+    return True
 
 
 def _sorted_rows(rows: Rows, codes: np.ndarray) -> Rows:

@@ -68,7 +68,8 @@ def sample(problem: Problem, choice: EngineChoice, cfg: SamplerConfig, centered=
     from ..backends.sampling import sample_model
 
     family = getattr(problem.spec, "family", None)
-    cent = (choose_centering(problem.design, family, nested=choice.sampler == "numba")
+    compiled = choice.sampler == "numba"
+    cent = (choose_centering(problem.design, family, nested=compiled, crossed=compiled)
             if centered == "auto" else dict(centered or {}))
     if choice.sampler == "numba":  # the compiled GLMM density (non-Gaussian families)
         from ..backends import glmm_nuts
