@@ -445,10 +445,10 @@ class BayesResult(MixedModelResult):
     def fitted(self, group_effects: bool = True) -> pd.Series:
         """Posterior mean of the expected response ``g^-1(eta)`` for the data rows (the
         linear predictor for Gaussian models; the probability for binomial ones, as lme4)."""
-        from .predict import predict
+        from .predict import fitted_mean
 
-        p = predict(self, None, group_effects=group_effects, new_groups="zero")
-        return pd.Series(p["mean"].to_numpy(), index=self.design.row_index, name="fitted")
+        return pd.Series(fitted_mean(self, group_effects), index=self.design.row_index,
+                         name="fitted")
 
     def residuals(self, type: str = "response", *, kind: str | None = None,
                   ndraws: int | None = 1000, seed: int | None = None) -> pd.Series:

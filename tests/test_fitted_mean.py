@@ -1,0 +1,59 @@
+"""fitted_mean: the posterior-mean fitted values without a draws x rows matrix.
+
+Equal (to rounding) to ``predict(result)["mean"]`` in its cell form (log link, one random
+intercept: exp(x'beta) exp(b) as a matrix product), in its streamed row chunks (every other
+model), with and without group effects and offsets.
+"""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayes_hlm as bh
+from bayes_hlm.results import predict as pr
+
+
+def _data(G=25, n=12, seed=4):
+    rng = np.random.default_rng(seed)
+    N = G * n
+    g = np.repeat(np.arange(G), n)
+    a = rng.integers(0, 3, N)
+    x = rng.normal(size=N)
+    t = rng.choice([1.0, 2.0], N)
+    eta = 0.3 + 0.2 * a + 0.3 * x + rng.normal(0, 0.5, G)[g] + np.log(t)
+    return pd.DataFrame({"y": rng.poisson(np.exp(eta)), "a": pd.Categorical.from_codes(a, list("ABC")),
+                         "x": x, "t": t, "g": [f"g{i}" for i in g],
+                         "k": rng.binomial(1, 0.4, N)})
+
+
+def _fit(formula, family="poisson", **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bh.fit(formula, _data(), family=family, chains=2, draws=40, tune=40, seed=3,
+                      progressbar=False, warn=False, **kw)
+
+
+@pytest.mark.parametrize("formula,cells", [
+    ("y ~ a + offset(np.log(t)) + (1 | g)", True),  # log link, random intercept: cell form
+    ("y ~ a + x + (1 + x | g)", False),              # a slope: row chunks
+])
+def test_fitted_mean_equals_predict(formula, cells, monkeypatch):
+    r = _fit(formula)
+    beta = r._draws.flat("fixed")
+    factors = pr._included(r, True)
+    assert (pr._fitted_cells(r, factors, pr.family_of(r), beta) is not None) == cells
+    for ge in (True, False):
+        want = pr.predict(r, None, group_effects=ge)["mean"].to_numpy()
+        np.testing.assert_allclose(pr.fitted_mean(r, ge), want, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(r.fitted().to_numpy(), pr.predict(r)["mean"].to_numpy(), rtol=1e-12)
+    monkeypatch.setattr(pr, "FITTED_CHUNK", 7 * r._draws.size)  # 7 rows a chunk
+    monkeypatch.setattr(pr, "_CELL_PATTERNS", 0)  # the row chunks for every model
+    np.testing.assert_allclose(pr.fitted_mean(r), pr.predict(r)["mean"].to_numpy(), rtol=1e-12)
+
+
+def test_fitted_mean_of_a_bernoulli_model():
+    r = _fit("k ~ x + (1 | g)", family="bernoulli")
+    np.testing.assert_allclose(r.fitted().to_numpy(), pr.predict(r)["mean"].to_numpy(), rtol=1e-12)
+    assert r.residuals("pearson").notna().all()
