@@ -1060,19 +1060,20 @@ def logp_grad(x, buf, grad):
     o += G * q * p
     A = buf[o:o + G * q * q].reshape((G, q, q))
     o += G * q * q
-    # nested: the inner factor's statistics, its levels sorted by outer level
-    c_in = buf[o:o + Gi * qi].reshape((Gi, qi))
-    o += Gi * qi
-    B_in = buf[o:o + Gi * qi * p].reshape((Gi, qi, p))
-    o += Gi * qi * p
-    A_in = buf[o:o + Gi * qi * qi].reshape((Gi, qi, qi))
-    o += Gi * qi * qi
-    C_in = buf[o:o + Gi * qi * q].reshape((Gi, qi, q))
-    o += Gi * qi * q
-    ptr = buf[o:o + G + 1].view(np.int64) if Gi else np.zeros(0, dtype=np.int64)
-    o += G + 1 if Gi else 0
-    w_in = buf[o:o + Gi]  # levels each inner row stands for (:func:`inner_rows`)
-    o += Gi
+    if _KIND != "single":  # one factor: no inner factor (pruned in its entry point)
+        # nested: the inner factor's statistics, its levels sorted by outer level
+        c_in = buf[o:o + Gi * qi].reshape((Gi, qi))
+        o += Gi * qi
+        B_in = buf[o:o + Gi * qi * p].reshape((Gi, qi, p))
+        o += Gi * qi * p
+        A_in = buf[o:o + Gi * qi * qi].reshape((Gi, qi, qi))
+        o += Gi * qi * qi
+        C_in = buf[o:o + Gi * qi * q].reshape((Gi, qi, q))
+        o += Gi * qi * q
+        ptr = buf[o:o + G + 1].view(np.int64) if Gi else np.zeros(0, dtype=np.int64)
+        o += G + 1 if Gi else 0
+        w_in = buf[o:o + Gi]  # levels each inner row stands for (:func:`inner_rows`)
+        o += Gi
     for i in range(grad.shape[0]):
         grad[i] = 0.0
 
@@ -1119,76 +1120,81 @@ def logp_grad(x, buf, grad):
         ot += 5 + 3 * qt
         k += qt + nc
 
-    # sampled (crossed) effects b_o, coarse factors first
-    rows = buf[o:o + _ROW * K_o].reshape((K_o, _ROW))
-    o += _ROW * K_o
-    seg0 = o
-    for r in range(K_o):
-        o += 2 * int(rows[r, 3]) + (int(rows[r, 2]) if rows[r, 5] >= 0 else 0)
-    bo = np.zeros(m)
-    bv = np.empty(qmax)
-    uv = np.empty(qmax)
-    if _KIND == "any" or _KIND == "crossed":
+    if _KIND == "single":  # one factor: no sampled effects (m = 0; pruned in its entry point)
+        bo = np.zeros(m)
+        Zoty = bo
+        XtZo = np.zeros((p, m))
+    else:
+        # sampled (crossed) effects b_o, coarse factors first
+        rows = buf[o:o + _ROW * K_o].reshape((K_o, _ROW))
+        o += _ROW * K_o
+        seg0 = o
         for r in range(K_o):
-            t, xo, Gk, qk = int(rows[r, 0]), int(rows[r, 1]), int(rows[r, 2]), int(rows[r, 3])
-            cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
-            sg = seg0 + int(rows[r, 8])
-            Lk = Lt[t, :qk, :qk]
-            if qk == 1:
-                lp += _sampled_q1(x, xo, Gk, Lk[0, 0], cent, beta, int(buf[sg]),
-                                  par if par >= 0 and buf[sg + 1] >= 0 else -1,
-                                  int(buf[sg + 1]), pq, buf[sg + 2:sg + 2 + Gk], bo, off)
-                continue
-            logdiag = 0.0
-            for i in range(qk):
-                logdiag += np.log(Lk[i, i])
-            for g in range(Gk):
-                v = x[xo + g * qk:xo + (g + 1) * qk]
-                if cent:  # m ~ N(shift, LLᵀ), b = m − shift
-                    for i in range(qk):
-                        sh = 0.0
-                        fj = int(buf[sg + i])
-                        if fj >= 0:
-                            sh += beta[fj]
-                        pc = int(buf[sg + qk + i])
-                        if par >= 0 and pc >= 0:
-                            sh += bo[par + int(buf[sg + 2 * qk + g]) * pq + pc]
-                        bv[i] = v[i] - sh
-                    _solve_lower(Lk, bv[:qk], uv[:qk])
-                    for i in range(qk):
-                        lp -= 0.5 * uv[i] * uv[i]
-                    lp -= logdiag
-                    for i in range(qk):
-                        bo[off + g * qk + i] = bv[i]
-                else:  # z ~ N(0, I), b = L z
-                    for i in range(qk):
-                        lp -= 0.5 * v[i] * v[i]
-                        s = 0.0
-                        for j in range(i + 1):
-                            s += Lk[i, j] * v[j]
-                        bo[off + g * qk + i] = s
-    Zoty = buf[o:o + m]
-    o += m
-    XtZo = buf[o:o + p * m].reshape((p, m))
-    o += p * m
-    zz_p = buf[o:o + m + 1].view(np.int64) if m else np.zeros(0, dtype=np.int64)
-    nz = zz_p[m] if m else 0
-    zz_i = buf[o + m + 1:o + m + 1 + nz].view(np.int64)
-    zz_v = buf[o + m + 1 + nz:o + m + 1 + 2 * nz]
-    o += m + 1 + 2 * nz
-    # sampled intercepts folded into a nested child's column (:func:`_fold_nested`)
-    nf = int(buf[o]) if m else 0
-    folds = buf[o + 1:o + 1 + 5 * nf].reshape((nf, 5))
-    o += 1 + 5 * nf
-    fmap = o  # the folds' level maps, one after the other
-    for f in range(nf):
-        o += int(folds[f, 4])
-    unit = buf[o] > 0.5 if m else True  # Z_sᵀZ_o as repeated indices, no values (:func:`_unit_entries`)
-    o += 1
-    bz_p = buf[o:o + G * q + 1].view(np.int64) if m else np.zeros(0, dtype=np.int64)
-    nb = bz_p[G * q] if m else 0
-    bz_i = buf[o + G * q + 1:o + G * q + 1 + nb].view(np.int64)
-    bz_v = buf[o + G * q + 1 + nb:o + G * q + 1 + (nb if unit else 2 * nb)]
+            o += 2 * int(rows[r, 3]) + (int(rows[r, 2]) if rows[r, 5] >= 0 else 0)
+        bo = np.zeros(m)
+        bv = np.empty(qmax)
+        uv = np.empty(qmax)
+        if _KIND == "any" or _KIND == "crossed":
+            for r in range(K_o):
+                t, xo, Gk, qk = int(rows[r, 0]), int(rows[r, 1]), int(rows[r, 2]), int(rows[r, 3])
+                cent, par, pq, off = rows[r, 4] > 0.5, int(rows[r, 5]), int(rows[r, 6]), int(rows[r, 7])
+                sg = seg0 + int(rows[r, 8])
+                Lk = Lt[t, :qk, :qk]
+                if qk == 1:
+                    lp += _sampled_q1(x, xo, Gk, Lk[0, 0], cent, beta, int(buf[sg]),
+                                      par if par >= 0 and buf[sg + 1] >= 0 else -1,
+                                      int(buf[sg + 1]), pq, buf[sg + 2:sg + 2 + Gk], bo, off)
+                    continue
+                logdiag = 0.0
+                for i in range(qk):
+                    logdiag += np.log(Lk[i, i])
+                for g in range(Gk):
+                    v = x[xo + g * qk:xo + (g + 1) * qk]
+                    if cent:  # m ~ N(shift, LLᵀ), b = m − shift
+                        for i in range(qk):
+                            sh = 0.0
+                            fj = int(buf[sg + i])
+                            if fj >= 0:
+                                sh += beta[fj]
+                            pc = int(buf[sg + qk + i])
+                            if par >= 0 and pc >= 0:
+                                sh += bo[par + int(buf[sg + 2 * qk + g]) * pq + pc]
+                            bv[i] = v[i] - sh
+                        _solve_lower(Lk, bv[:qk], uv[:qk])
+                        for i in range(qk):
+                            lp -= 0.5 * uv[i] * uv[i]
+                        lp -= logdiag
+                        for i in range(qk):
+                            bo[off + g * qk + i] = bv[i]
+                    else:  # z ~ N(0, I), b = L z
+                        for i in range(qk):
+                            lp -= 0.5 * v[i] * v[i]
+                            s = 0.0
+                            for j in range(i + 1):
+                                s += Lk[i, j] * v[j]
+                            bo[off + g * qk + i] = s
+        Zoty = buf[o:o + m]
+        o += m
+        XtZo = buf[o:o + p * m].reshape((p, m))
+        o += p * m
+        zz_p = buf[o:o + m + 1].view(np.int64) if m else np.zeros(0, dtype=np.int64)
+        nz = zz_p[m] if m else 0
+        zz_i = buf[o + m + 1:o + m + 1 + nz].view(np.int64)
+        zz_v = buf[o + m + 1 + nz:o + m + 1 + 2 * nz]
+        o += m + 1 + 2 * nz
+        # sampled intercepts folded into a nested child's column (:func:`_fold_nested`)
+        nf = int(buf[o]) if m else 0
+        folds = buf[o + 1:o + 1 + 5 * nf].reshape((nf, 5))
+        o += 1 + 5 * nf
+        fmap = o  # the folds' level maps, one after the other
+        for f in range(nf):
+            o += int(folds[f, 4])
+        unit = buf[o] > 0.5 if m else True  # Z_sᵀZ_o as repeated indices, no values (:func:`_unit_entries`)
+        o += 1
+        bz_p = buf[o:o + G * q + 1].view(np.int64) if m else np.zeros(0, dtype=np.int64)
+        nb = bz_p[G * q] if m else 0
+        bz_i = buf[o + G * q + 1:o + G * q + 1 + nb].view(np.int64)
+        bz_v = buf[o + G * q + 1 + nb:o + G * q + 1 + (nb if unit else 2 * nb)]
 
     # marginal likelihood given β, b_o: e_g = c_g − B_g β − (Z_gᵀZ_o) b_o
     s2 = sigma * sigma
