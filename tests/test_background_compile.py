@@ -169,3 +169,23 @@ def test_a_cold_fit_loads_the_density_its_child_compiled(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[-2] == (
         "numba [('bayes_hlm.backends.numba_density', 'kernel', ('single', 1))] 1 False"), out.stdout
+
+
+def test_the_child_s_imports_are_light():
+    """The child imports the density and the callback factory only: no pandas, PyTensor, PyMC
+    or xarray (seconds of its CPU on the cold path, #18 item 5)."""
+    code = ("import sys, bayes_hlm.backends.background_compile, bayes_hlm.backends.numba_density, "
+            "bayes_hlm.backends.nuts_callbacks; "
+            "print(sorted(m for m in ('pandas', 'pytensor', 'pymc', 'xarray', 'arviz') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.stdout.strip() == "[]"
+
+
+def test_group_kernel_s_op_names_resolve_lazily():
+    from bayes_hlm.backends import group_kernel, group_term_op
+
+    assert group_kernel.GroupMarginalTerm is group_term_op.GroupMarginalTerm
+    assert group_kernel.register_jax is group_term_op.register_jax
+    with pytest.raises(AttributeError):
+        group_kernel.no_such_name

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     """The child: compile (or load) the kernel ``module.function(*args)`` and its callbacks."""
     import importlib
 
-    from .numba_nuts import callbacks
+    from .nuts_callbacks import callbacks
 
     module, name, args = (sys.argv[1:] if argv is None else argv)
     callbacks(getattr(importlib.import_module(module), name)(*json.loads(args)))

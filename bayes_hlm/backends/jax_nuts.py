@@ -258,11 +258,11 @@ def _versions() -> str:
 
     import jaxlib
 
-    from . import group_kernel
+    from . import group_kernel, group_term_op
 
     # this engine's code and the JAX kernels it lowers custom ops to
-    src = hashlib.sha1(Path(__file__).read_bytes()
-                       + Path(group_kernel.__file__).read_bytes()).hexdigest()[:12]
+    src = hashlib.sha1(Path(__file__).read_bytes() + Path(group_kernel.__file__).read_bytes()
+                       + Path(group_term_op.__file__).read_bytes()).hexdigest()[:12]
     return f"{ENGINE_VERSION}:{src}:jax{jax.__version__}:jaxlib{jaxlib.__version__}:" \
            f"numpyro{numpyro.__version__}:pymc{pymc.__version__}:pytensor{pytensor.__version__}:" \
            f"{_host_id()}"

@@ -41,15 +41,28 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
-from ..spec.design import Design
+# NumPy and Numba only at import (no pandas, PyTensor, SciPy): a background compile's child
+# (:mod:`.background_compile`) imports this module to compile the kernels, nothing else
+from ..spec.intercept import intercept_shift
 from ..spec.prior_registry import PRIOR_DISTS, numba_code
-from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
 from .group_kernel import cholesky_lower, sandwich, term_and_grad
-from .sufficient_stats import CrossedStats, NestedStats, SingleStats
+
+if TYPE_CHECKING:
+    from ..spec.design import Design
+    from ..spec.priors import PriorSet
+    from .sufficient_stats import CrossedStats, NestedStats
+
+
+def _stats_types():
+    """``(SingleStats, CrossedStats, NestedStats)``, imported when first needed."""
+    from .sufficient_stats import CrossedStats, NestedStats, SingleStats
+
+    return SingleStats, CrossedStats, NestedStats
 
 #: positive-parameter priors with a compiled density: name -> (code, parameter names),
 #: generated from the prior registry (:mod:`bayes_hlm.spec.prior_registry`)
@@ -82,6 +95,8 @@ def priors_unsupported(design: Design, ps: PriorSet) -> str | None:
     """``None`` when the compiled densities (Gaussian collapsed, GLMM full and quadrature)
     have the priors of the fixed effects and group SDs in code, else why not: fixed effects
     Normal(mu, sigma); SDs from :data:`POSITIVE_FAMILIES`, one family per correlated term."""
+    from ..spec.priors import sd_key
+
     for n in design.fixed_names:
         p = ps.priors[n]
         if p.dist != "Normal" or set(p.params) != {"mu", "sigma"} or np.ndim(p.params["mu"]):
@@ -100,7 +115,7 @@ def priors_unsupported(design: Design, ps: PriorSet) -> str | None:
 
 def unsupported_reason(design: Design, ps: PriorSet, stats) -> str | None:
     """``None`` when the compiled density covers this model, else why not."""
-    if type(stats) not in (SingleStats, CrossedStats, NestedStats):
+    if type(stats) not in _stats_types():
         return f"{stats.plan.structure} grouping structure"
     if _positive_code(ps.priors["sigma"]) is None:
         return f"prior {ps.priors['sigma']} on sigma"
@@ -143,7 +158,7 @@ class Packed:
 
 def _term_blocks(stats) -> dict[int, tuple[int, int]]:
     """GroupTerm index -> (marginalised block: 0 single/outer, 1 nested inner; column offset)."""
-    blocks = [stats.outer, stats.inner] if isinstance(stats, NestedStats) else [stats.block]
+    blocks = [stats.outer, stats.inner] if isinstance(stats, _stats_types()[2]) else [stats.block]
     return {k: (b, off) for b, blk in enumerate(blocks)
             for k, off in zip(blk.term_index, blk.offsets)}
 
@@ -155,6 +170,9 @@ def pack(design: Design, ps: PriorSet, stats) -> Packed:
     marginalised, the others' effects sampled, any q) or :class:`NestedStats` (both
     factors integrated out in two stages: inner levels within each outer level).
     """
+    from ..spec.priors import corr_key, sd_key
+
+    _, CrossedStats, NestedStats = _stats_types()
     nested = isinstance(stats, NestedStats)
     if nested:  # the outer factor takes the single block's place; inner levels by outer level
         c, B, A = stats.c_out, stats.B_out, stats.A_out
@@ -1394,6 +1412,7 @@ def kernel_for(packed: Packed):
 def kernel_args(stats) -> tuple[str, int]:
     """``(kind, q)`` of :func:`kernel` for a model's statistics, before they are packed:
     :func:`kernel_for` of their :func:`pack` (:func:`.background_compile.start` asks it)."""
+    _, CrossedStats, NestedStats = _stats_types()
     nested = isinstance(stats, NestedStats)
     crossed = isinstance(stats, CrossedStats)
     return _structure(stats.c_in.shape[0] if nested else 0, stats.c_in.shape[1] if nested else 0,

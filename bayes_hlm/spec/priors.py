@@ -25,6 +25,7 @@ from ..errors import BayesHLMError
 from ..families import Family, default_family
 from . import prior_registry
 from .design import Design
+from .intercept import intercept_shift  # noqa: F401 - its home; imported from here too
 from .prior_registry import PriorError
 from .row_keys import firsts
 
@@ -257,17 +258,6 @@ def _binary_slope_sigmas(design: Design, mom: Moments) -> dict[str, float]:
 def default_priors(design: Design, family: Family | None = None) -> PriorSet:
     """Bambi 0.21's default priors for a model of ``family`` (default Gaussian) with this design."""
     return priors_from_moments(design, Moments.of(design), family)
-
-
-def intercept_shift(raw, x_mean, i: int):
-    """The centred-intercept shift ``sum_{j != i} x_mean[j] raw[..., j]``.
-
-    Bambi samples the intercept of centred predictors; the intercept of the user's
-    (uncentred) predictors is ``raw[i] - intercept_shift(raw, x_mean, i)`` and the
-    other coefficients are unchanged. The one definition, used on NumPy draws
-    ``(..., p)``, PyTensor vectors (PyMC graphs) and inside Numba-compiled code.
-    """
-    return raw @ x_mean - x_mean[i] * raw[..., i]
 
 
 #: positive-valued distributions, allowed for standard deviations (from the registry)
