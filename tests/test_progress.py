@@ -110,11 +110,12 @@ def _fit(progressbar):
 
 @pytest.mark.filterwarnings("ignore::bayes_hlm.errors.ConvergenceWarning")
 def test_fit_reports_a_cold_compile(capsys, monkeypatch):
-    from bayes_hlm.backends import conditional_draws, numba_nuts
+    from bayes_hlm.backends import conditional_draws, numba_nuts, nuts_callbacks
 
     monkeypatch.setattr(numba_nuts, "compile_cache_cold", lambda kernel: True)
     monkeypatch.setattr(conditional_draws, "compile_cache_cold", lambda structure=None: True)
-    monkeypatch.setattr(numba_nuts, "_CALLBACKS", {})  # as in a new process: fetched again
+    # as in a new process: fetched again (the factory's registry, re-exported by numba_nuts)
+    monkeypatch.setattr(nuts_callbacks, "_CALLBACKS", {})
     _fit(None)
     err = capsys.readouterr().err
     assert "compiling the collapsed density with Numba (once per machine) …" in err
@@ -124,11 +125,11 @@ def test_fit_reports_a_cold_compile(capsys, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore::bayes_hlm.errors.ConvergenceWarning")
 def test_fit_with_progressbar_false_prints_nothing(capsys, monkeypatch):
-    from bayes_hlm.backends import conditional_draws, numba_nuts
+    from bayes_hlm.backends import conditional_draws, numba_nuts, nuts_callbacks
 
     monkeypatch.setattr(numba_nuts, "compile_cache_cold", lambda kernel: True)
     monkeypatch.setattr(conditional_draws, "compile_cache_cold", lambda structure=None: True)
-    monkeypatch.setattr(numba_nuts, "_CALLBACKS", {})
+    monkeypatch.setattr(nuts_callbacks, "_CALLBACKS", {})
     _fit(False)
     assert capsys.readouterr().err == ""
 
