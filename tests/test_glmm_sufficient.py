@@ -284,6 +284,13 @@ def test_blockwise_passes_over_many_groups(sd):
     inside = L[0, 0] ** 2 * tau <= RHO_MAX ** 2
     if sd > 1:
         assert 0 < inside.sum() < G  # both kinds of group
+    # the line series' interval (from bounds of the rates) holds every table group's τ
+    unpacked = gs.unpack_sufficient(suff.buf, suff.p, suff.G)
+    sig2 = L[0, 0] ** 2
+    tlo, thi = gs.table_tau_range(np.exp(eta), unpacked[-1], st["Y"], sig2, np.log(sig2),
+                                  RHO_MAX ** 2 / sig2)
+    eps = 1e-14
+    assert tlo <= tau.min() * (1 + eps) and tau[inside].max() <= thi * (1 + eps) and thi <= 1
     b, _ = gs.draw_effects(suff, x[None, :], 5, np.array([2]))
     e = np.exp(eta)
     S = np.add.reduceat(st["m"] * e[st["pat"]], st["indptr"][:-1])

@@ -165,9 +165,10 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = 
     else:
         Md = np.zeros(0)
     c, cx, A, nodes = pl.table()
+    rows = np.bincount(np.repeat(np.arange(G), np.diff(st["indptr"])), weights=st["m"], minlength=G)
     tail = [np.array([float(P), float(nc), float(dense), float(table)]), st["Xp"].ravel(),
             st["offp"], st["Yc"], st["indptr"].view(np.float64), st["pat"].view(np.float64),
-            st["m"], Md, c.ravel(), cx.ravel(), A.ravel(), nodes]
+            st["m"], Md, c.ravel(), cx.ravel(), A.ravel(), nodes, np.log(np.maximum(rows, 1.0))]
     start = len(base.buf)
     buf = np.concatenate([base.buf] + tail + [np.array([float(start)])])
     buf[0] = len(buf)
@@ -177,7 +178,8 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7, stats: dict | None = 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def unpack_sufficient(buf, p, G):
     """Views of the sufficient section: ``(Xp, offp, Yc, indptr, pat, m, dense, Md, table,
-    c, cx, A, nodes)`` (``Md``: the dense (P, G) uint16 cell counts when ``dense``)."""
+    c, cx, A, nodes, lnn)`` (``Md``: the dense (P, G) uint16 cell counts when ``dense``;
+    ``lnn``: log of each group's row count)."""
     o = int(buf[buf.shape[0] - 1])
     P, nc, dense, table = int(buf[o]), int(buf[o + 1]), buf[o + 2] > 0.5, buf[o + 3] > 0.5
     o += 4
@@ -201,7 +203,7 @@ def unpack_sufficient(buf, p, G):
     o += nx * nt
     A = buf[o:o + nl * nl].reshape((nl, nl))
     o += nl * nl
-    return Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, buf[o:o + nl]
+    return Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, buf[o:o + nl], buf[o + nl:o + nl + G]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
@@ -489,25 +491,35 @@ def _block_ell(dense, Md, indptr, pat, m, e, y, a, lsig2, sig2, S, ell, tmp):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _ell_range(ell, lcut):
-    """``(max ℓ, min of the ℓ ≥ lcut)`` of a block."""
-    hi, lo_in = -np.inf, np.inf
-    for i in range(ell.shape[0]):
-        hi = max(hi, ell[i])
-        lo_in = min(lo_in, ell[i] if ell[i] >= lcut else np.inf)
-    return hi, lo_in
+def _count_range(lnn, y, sig2):
+    """``(min, max)`` over the groups of ``log n_g + σ² Y_g``."""
+    lo, hi = np.inf, -np.inf
+    for g in range(y.shape[0]):
+        v = lnn[g] + sig2 * y[g]
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def table_tau_range(ell_hi, ell_lo_in):
-    """``(τ_lo, τ_hi)`` of the table groups from their extreme ``ℓ`` (``τ = 1 / (1 + W(ℓ))``
-    decreases with ``ℓ``), with :func:`lambert_w_block`'s arithmetic, so these are the
-    groups' own ``τ`` up to rounding (a group a rounding error outside lies a rounding error
-    outside the series' interval, where the polynomial is the same)."""
-    ell = np.array([ell_hi, ell_lo_in])
+def table_tau_range(e, lnn, y, sig2, lsig2, tcut):
+    """An interval ``[τ_lo, τ_hi]`` holding every table group's ``τ = 1 / (1 + W(ℓ_g))``
+    without the groups' rates: ``n_g min_c e_c ≤ S_g ≤ n_g max_c e_c`` bounds each
+    ``ℓ_g = log(σ² S_g) + σ² Y_g`` and ``τ`` decreases with ``ℓ``; the table groups have
+    ``τ ≤ tcut``. (Only the line series' interval: a little wider than the groups' own
+    range, it keeps as many terms here; a group a rounding error outside lies where the
+    polynomial is the same.) ``τ_lo > τ_hi``: no table groups; NaN: an overflowing rate."""
+    emin, emax = np.inf, -np.inf
+    for c in range(e.shape[0]):
+        emin = min(emin, e[c])
+        emax = max(emax, e[c])
+    lo, hi = _count_range(lnn, y, sig2)
+    ell = np.array([lsig2 + math.log(emax) + hi, lsig2 + math.log(emin) + lo])
+    if not ell[0] < np.inf:
+        return np.nan, np.nan
     W, t1, t2 = np.empty(2), np.empty(2), np.empty(2)
     lambert_w_block(ell, W, t1, t2)
-    return 1.0 / (1.0 + W[0]), 1.0 / (1.0 + W[1])
+    return 1.0 / (1.0 + W[0]), min(tcut, 1.0 / (1.0 + W[1]))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -516,17 +528,17 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
     and ∂/∂L to ``gL``; writes each group's ``F_g − Y_g s_g`` to ``per_group`` (unless it is
     empty).
 
-    With the table: two passes over blocks of groups, with block-sized scratch only (arrays
+    With the table: one pass over blocks of groups, with block-sized scratch only (arrays
     of all groups would be fresh pages at every gradient: ~0.7 µs a page fault, 40% of the
-    gradient at 100k groups). The first finds the range of ``ℓ_g`` from the rates ``S_g``,
-    hence the table groups' ``τ`` range, which sets the table's line series; the second
-    recomputes the block's rates and ``ℓ``, then Lambert's ``W``, ``log(1 + W)``, the three
-    line series, each group's term and the block's share of the backward pass (the K-node
-    quadrature redoing the groups the table does not cover). Without the table: the
+    gradient at 100k groups): the table groups' ``τ`` interval from bounds of the rates
+    (:func:`table_tau_range`, O(groups) additions) sets the table's line series; then per
+    block the rates ``S_g``, ``ℓ``, Lambert's ``W``, ``log(1 + W)``, the three line series,
+    each group's term and the block's share of the backward pass (the K-node quadrature
+    redoing the groups the table does not cover). Without the table: the
     quadrature group by group."""
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr0, y, nn, off, X, Z, t,
      lw) = gc.unpack(buf)
-    Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes = unpack_sufficient(buf, p, G)
+    Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes, lnn = unpack_sufficient(buf, p, G)
     P = Xp.shape[0]
     Mn = t.shape[0]
     keep = per_group.shape[0] > 0
@@ -564,26 +576,18 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
                 wS[i] = (Fs - y[g]) / S
             group_rates_backward(dense, Md, indptr, pat, m, wS[:n], ebar, a)
     else:
-        # table groups: ρ² = σ² τ ≤ RHO_MAX², i.e. τ ≤ tcut, i.e. W ≥ 1/tcut − 1, i.e. ℓ ≥ lcut
+        # table groups: ρ² = σ² τ ≤ RHO_MAX², i.e. τ ≤ tcut
         tcut = pl.RHO_MAX * pl.RHO_MAX / sig2
-        wc = 1.0 / tcut - 1.0
-        lcut = wc + math.log(wc) if wc > 0.0 else -np.inf
-        ell_hi, ell_lo = -np.inf, np.inf
-        for a in range(0, G, ch):
-            n = min(a + ch, G) - a
-            _block_ell(dense, Md, indptr, pat, m, e, y, a, lsig2, sig2, Sb[:n], ell[:n], t1[:n])
-            h_, l_ = _ell_range(ell[:n], lcut)
-            ell_hi, ell_lo = max(ell_hi, h_), min(ell_lo, l_)
-        if not ell_hi < np.inf:  # an overflowing (or NaN) rate: no density here
-            return -np.inf if ell_hi == np.inf else np.nan
+        tlo, thi = table_tau_range(e, lnn, y, sig2, lsig2, tcut)
+        if tlo != tlo:  # an overflowing (or NaN) rate: no density here
+            return -np.inf
         nl = nodes.shape[0]
         cq, cqp, cqx = np.zeros(nl), np.zeros(nl), np.zeros(nl)
         nq = nqp = nqx = 1
         half, mid = 1.0, 0.0
-        if ell_lo <= ell_hi:  # some table groups
-            tlo, thi = table_tau_range(ell_hi, ell_lo)
+        if tlo <= thi + 1e-12:  # some table groups may lie in it
             if thi - tlo < 1e-12:
-                tlo, thi = max(tlo - 1e-9, 0.0), min(thi + 1e-9, 1.0)
+                tlo, thi = max(min(tlo, thi) - 1e-9, 0.0), min(max(tlo, thi) + 1e-9, 1.0)
             nq = pl.line_series(c, A, nodes, sig2, tlo, thi, cq)
             nqx = pl.line_series(cx, A, nodes, sig2, tlo, thi, cqx)
             half, mid = 0.5 * (thi - tlo), 0.5 * (thi + tlo)
@@ -765,7 +769,7 @@ def _rejected(b, idx, r):
 def _draw(xs, draw_index, key, buf, out, tries):
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr0, y, nn, off, X, Z, t,
      lw) = gc.unpack(buf)
-    Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes = unpack_sufficient(buf, p, G)
+    Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes, lnn = unpack_sufficient(buf, p, G)
     P = Xp.shape[0]
     base = _mix(np.uint64(key), 0)
     ch = min(_CHUNK, G)
