@@ -10,8 +10,9 @@ Cases (issue #17):
   ``pois1M`` is the same at 1M rows / 10,000 groups.
 
 Contenders, each in its own process (imports outside the clock): ``ours`` (``bh.fit`` with the
-defaults: the compiled GLMM density under nutpie; run twice, the first process with a fresh
-Numba cache = *cold*, the second = *warm*, the number the targets are about), ``pymc_full``
+defaults: for the Bernoulli cases the Metropolis-within-Gibbs engine, ``sampler="gibbs"``; run
+twice, the first process with a fresh Numba cache = *cold*, the second = *warm*, the number
+the targets are about), ``ours_nuts`` (nutpie on the compiled GLMM density), ``pymc_full``
 (the same model through PyMC's NUTS, ``method="full", sampler="pymc"``) and ``bambi_nutpie``
 (Bambi 0.21 + nutpie; Bambi's ``(x | g)`` has uncorrelated effects) and ``glmer`` (lme4's
 Laplace point fit of the same data, ``benchmarks/r/glmer_timing.R``, one fit, data loaded).
@@ -108,13 +109,18 @@ def _worker(args) -> dict:
                     max_rhat=float(max(np.nanmax(rhat[v].values) for v in rhat.data_vars)),
                     divergences=int(idata.sample_stats["diverging"].values.sum()),
                     peak_mb=_peak_mb(), sim_s=sim_s, rows=len(data))
-    kw = {} if args.contender == "ours" else dict(method="full", sampler="pymc")
-    t0 = time.perf_counter()
+    kw = {"ours": {}, "ours_nuts": dict(method="full", sampler="numba")}.get(
+        args.contender, dict(method="full", sampler="pymc"))
+    if args.contender == "ours_nuts":
+        import bayes_hlm.backends.numba_nuts  # noqa: F401  (imports outside the clock)
+    t0, c0 = time.perf_counter(), time.process_time()
     r = bh.fit(c["formula"], data, family=c["kind"], seed=args.seed, progressbar=False,
                warn=False, **kw, **s)
-    fit_s = time.perf_counter() - t0
+    fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = _peak_mb()
     d, stats_s = all_effect_diagnostics(r)
+    frames = [r.summary()] + [f for f in r._effects_checks().values()]
+    ess_all = __import__("pandas").concat([f["ess_bulk"] for f in frames])
     i = r.info
     ss = r._group("sample_stats")
     steps = dict(steps_per_draw=float(ss["n_steps"].mean()), step_size=float(ss["step_size"].mean()),
@@ -122,6 +128,8 @@ def _worker(args) -> dict:
     return dict(**steps, wall_s=i.wall_s, fit_call_s=fit_s, compile_s=i.compile_s, sample_s=i.sample_s,
                 min_ess_bulk=d["min_ess_bulk"], max_rhat=d.get("max_r_hat_all", d.get("max_r_hat")),
                 divergences=int(d.get("divergences", 0) or 0), stats_s=stats_s, peak_mb=peak,
+                fit_cpu_s=fit_cpu, min_ess_param=str(ess_all.idxmin()),
+                gibbs=i.extra.get("gibbs"),
                 sampler=i.sampler, method=i.method, rows=int(i.extra.get("rows", len(data))),
                 cells=int(i.extra.get("cells", len(data))), centered=i.extra.get("centered"),
                 sim_s=sim_s)
@@ -234,8 +242,9 @@ def main(argv=None):
     ap.add_argument("--contender", default="ours")
     ap.add_argument("--cases", nargs="+", default=["bern20k"], choices=list(CASES))
     ap.add_argument("--contenders", nargs="+", default=["ours", "pymc_full"],
-                    choices=["ours", "ours_warm", "pymc_full", "bambi_nutpie", "glmer"],
-                    help="ours_warm: ours once, with the Numba cache this checkout already has")
+                    choices=["ours", "ours_warm", "ours_nuts", "pymc_full", "bambi_nutpie", "glmer"],
+                    help="ours_warm: ours once, with the Numba cache this checkout already has; "
+                    "ours_nuts: NUTS on the compiled full-model density (sampler='numba')")
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--tune", type=int, default=1000)

@@ -47,8 +47,11 @@ NEWTON_WARM = 2
 PROPOSAL_NU = 0.0
 #: slice-sampling passes over the log SDs and correlations per sweep
 HYPER_ROUNDS = 2
-#: interweave a non-centred random-walk move of the SDs/correlations (one more row pass)
-NONCENTRED = True
+#: interweave a non-centred random-walk move of the fixed effects, SDs and correlations
+#: (one more row pass per sweep)
+NONCENTRED = False
+#: ... moving the fixed effects too (else the SDs and correlations only)
+NC_FIXED = True
 _NC_TARGET = 0.3  # its acceptance rate aimed at in the warm-up
 _BLOCK = 50  # sweeps per compiled call
 #: ``method="auto"`` takes this engine from this many rows (measured faster per effective
@@ -162,7 +165,8 @@ class _Chain:
         self.H0 = np.zeros((G, q, q))
         self.llc = np.zeros(G)
         self.widths = np.ones(m.n_u)
-        self.u_sd = np.zeros(m.n_u)  # SDs of the log SDs / correlations in the warm-up
+        self.u_sd = np.zeros(m.p + m.n_u)  # warm-up SDs of the raw fixed effects, log SDs
+        # and correlations
         self.nc_mult = 0.5  # the non-centred move's step, in those SDs (adapted)
         maxg = m.w1.shape[0]
         self.eta = np.empty(maxg)
@@ -176,13 +180,15 @@ class _Chain:
         from .glmm_gibbs_kernels import run_block
 
         nc = np.zeros(draws.shape[0])
-        steps = self.nc_mult * self.u_sd if NONCENTRED else np.zeros(m.n_u)
+        steps = self.nc_mult * self.u_sd if NONCENTRED else np.zeros(m.p + m.n_u)
+        if not NC_FIXED:
+            steps[:m.p] = 0.0
         run_block(self.x, m.buf, m.tb, m.ex, m.G, m.q, m.p, m.u0, m.n_u, m.corr, m.F, m.mu0,
                   m.sd0, m.code, m.unit, m.y, m.n, m.w1, m.Zc, m.off, m.N, m.gstart, self.start,
                   self.g0, self.H0, self.llc, newton, PROPOSAL_NU, warm, self.widths,
                   HYPER_ROUNDS, self.eta, self.d, self.acc, draws, rates,
                   np.zeros((m.G, m.q)) if sums is None else sums, sums is not None, steps, nc)
-        if adapt and steps[0] > 0.0:
+        if adapt and steps[m.p] > 0.0:
             self.nc_mult *= float(np.exp(2.0 * (nc.mean() - _NC_TARGET)))
         return nc
 
@@ -228,10 +234,10 @@ def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
             n_sum += (b - a) if second else 0
             if stop is not None and stop.is_set():
                 return np.empty((0, m.ndim)), np.empty(0), np.empty(0)
-        u = wdraws[n_w // 2:, sl]
+        u = wdraws[n_w // 2:]
         if u.shape[0] >= 4:  # slice widths: ~3 posterior SDs of each coordinate
-            c.u_sd[:] = np.clip(u.std(axis=0), 1e-4, 5.0)
-            c.widths[:] = np.clip(3.0 * c.u_sd, 1e-3, 10.0)
+            c.u_sd[:] = np.clip(np.r_[u[:, :m.p].std(axis=0), u[:, sl].std(axis=0)], 1e-4, 5.0)
+            c.widths[:] = np.clip(3.0 * c.u_sd[m.p:], 1e-3, 10.0)
         done = end
         if end < tune and n_sum > 0:
             c.freeze(m, sums / n_sum)

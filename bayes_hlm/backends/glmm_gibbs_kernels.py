@@ -385,40 +385,53 @@ def hyper_step(x, buf, tb, u0, nu_, q, corr, G, S, L, scratch, widths, rounds):
 
 
 @numba.njit(cache=True, nogil=True)
-def noncentred_step(x, buf, tb, ex, G, q, u0, n_u, corr, mu, L, scratch, steps, code, unit, y,
-                    n, w1, Zc, off, N, gstart, llc, eta, d, mnew, llnew):
-    """One random-walk Metropolis move of the log SDs and correlations with the effects'
-    standardised deviations ``z_g = L⁻¹(m_g − mu)`` held fixed (the non-centred direction,
-    interwoven with the centred Gibbs steps: Yu & Meng 2011): in ``(u, z)`` the target is
-    ``p(u) Π N(z_g) lik(mu + L z_g)``, so the ratio is the priors' (:func:`_chol_of`) times
-    the likelihoods'; one pass over the rows. ``steps``: the proposal SD per coordinate.
+def noncentred_step(x, buf, tb, ex, G, q, p, u0, n_u, corr, F, mu0, sd0, L, scratch, steps,
+                    code, unit, y, n, w1, Zc, off, N, gstart, llc, eta, d, mnew, llnew):
+    """One random-walk Metropolis move of the raw fixed effects, log SDs and correlations
+    together with the effects' standardised deviations ``z_g = L⁻¹(m_g − F raw)`` held
+    fixed (the non-centred direction, interwoven with the centred Gibbs steps: Yu & Meng
+    2011). In ``(raw, u, z)`` the target is ``p(raw) p(u) Π N(z_g) lik(F raw + L z_g)``, so
+    the ratio is the priors' (Normal; :func:`_chol_of`) times the likelihoods'; one pass over
+    the rows. ``steps`` (p + n_u): the proposal SD per coordinate (raw first).
     Returns 1.0 if accepted. ``L`` is left at the final state."""
     lp0 = _chol_of(x, buf, tb, q, corr, L, scratch)
     Lold = L.copy()
     old = x[u0:u0 + n_u].copy()
+    raw_old = x[:p].copy()
+    for j in range(p):
+        zj = (raw_old[j] - mu0[j]) / sd0[j]
+        lp0 -= 0.5 * zj * zj
+    for j in range(p):
+        x[j] = raw_old[j] + steps[j] * np.random.standard_normal()
     for c in range(n_u):
-        x[u0 + c] = old[c] + steps[c] * np.random.standard_normal()
+        x[u0 + c] = old[c] + steps[p + c] * np.random.standard_normal()
     lp1 = _chol_of(x, buf, tb, q, corr, L, scratch)
+    for j in range(p):
+        zj = (x[j] - mu0[j]) / sd0[j]
+        lp1 -= 0.5 * zj * zj
     if not np.isfinite(lp1):
+        x[:p] = raw_old
         x[u0:u0 + n_u] = old
         _chol_of(x, buf, tb, q, corr, L, scratch)
         return 0.0
+    mu_old = F @ raw_old
+    mu_new = F @ x[:p]
     v = np.empty(q)
     zz = np.empty(q)
     dll = 0.0
     for g in range(G):
         o = ex + g * q
-        for i in range(q):  # z = Lold⁻¹ (m − mu)
-            s = x[o + i] - mu[i]
+        for i in range(q):  # z = Lold⁻¹ (m − mu_old)
+            t = x[o + i] - mu_old[i]
             for k in range(i):
-                s -= Lold[i, k] * zz[k]
-            zz[i] = s / Lold[i, i]
+                t -= Lold[i, k] * zz[k]
+            zz[i] = t / Lold[i, i]
         for i in range(q):
-            s = mu[i]
+            t = mu_new[i]
             for k in range(i + 1):
-                s += L[i, k] * zz[k]
-            v[i] = s
-            mnew[g, i] = s
+                t += L[i, k] * zz[k]
+            v[i] = t
+            mnew[g, i] = t
         llnew[g] = group_loglik(code, unit, y, n, w1, Zc, off, N, gstart[g], gstart[g + 1], q,
                                 v, eta, d)
         dll += llnew[g] - llc[g]
@@ -428,6 +441,7 @@ def noncentred_step(x, buf, tb, ex, G, q, u0, n_u, corr, mu, L, scratch, steps, 
                 x[ex + g * q + i] = mnew[g, i]
             llc[g] = llnew[g]
         return 1.0
+    x[:p] = raw_old
     x[u0:u0 + n_u] = old
     _chol_of(x, buf, tb, q, corr, L, scratch)
     return 0.0
@@ -459,7 +473,7 @@ def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y
     """``draws.shape[0]`` sweeps from state ``x``; writes each sweep's ``x`` into ``draws`` and
     its acceptance rate over the groups into ``acc_rate``; with ``accumulate`` adds each
     sweep's effects to ``sums`` (G, q) (the warm-up mean the Newton starts freeze at).
-    ``steps`` (n_u): the non-centred move's proposal SDs (all zero: no such move);
+    ``steps`` (p + n_u): the non-centred move's proposal SDs (all zero: no such move);
     ``nc_rate[s]``: whether it was accepted."""
     L = np.zeros((q, q))
     P = np.empty((q, q))
@@ -491,9 +505,10 @@ def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y
         scatter(x, ex, G, q, mu, S)
         hyper_step(x, buf, tb, u0, nu_, q, corr, G, S, L, scratch, widths, rounds)
         nc_rate[s] = 0.0
-        if steps[0] > 0.0:
-            nc_rate[s] = noncentred_step(x, buf, tb, ex, G, q, u0, nu_, corr, mu, L, scratch,
-                                         steps, code, unit, y, n, w1, Zc, off, N, gstart, llc,
+        if steps[p] > 0.0:
+            nc_rate[s] = noncentred_step(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, L,
+                                         scratch, steps, code, unit, y, n, w1, Zc, off, N,
+                                         gstart, llc,
                                          eta, d, mnew, llnew)
         draws[s, :] = x
         if accumulate:
