@@ -107,7 +107,7 @@ def test_independence_step_keeps_a_groups_conditional(family, nu, newton):
     g0, H0, llc = np.zeros((1, q)), np.zeros((1, q, q)), np.zeros(1)
     gk2.seed(5)
     gk2.freeze(x, 0, G1, q, m.code, m.unit, m.y[a:e], m.n[a:e], m.w1, Zc, m.off[a:e], e - a,
-               gstart, start, g0, H0, llc, eta, d)
+               gstart, start, g0, H0, llc, eta, d, mu, P, 0)
     S = 40000
     out = np.empty((S, q))
     acc = np.zeros(1)
@@ -184,8 +184,11 @@ def test_slice_step_keeps_an_sds_conditional():
 KW = dict(chains=2, draws=1500, tune=600, warn=False, progressbar=False)
 
 
-@pytest.mark.parametrize("family", ["bernoulli", "binomial", "poisson"])
-def test_posterior_equals_the_full_model(family):
+@pytest.mark.parametrize("family,noncentred", [("bernoulli", False), ("binomial", False),
+                                               ("poisson", False), ("bernoulli", True)])
+def test_posterior_equals_the_full_model(family, noncentred, monkeypatch):
+    """``noncentred``: with the optional interweaving move (off by default)."""
+    monkeypatch.setattr(gg, "NONCENTRED", noncentred)
     d = simulate(family, seed=["bernoulli", "binomial", "poisson"].index(family) + 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -193,6 +196,9 @@ def test_posterior_equals_the_full_model(family):
         ref = bh.fit(FORMULAS[family], d, family=family, method="full", sampler="numba", seed=12,
                      target_accept=0.95, **KW)
     assert (ours.info.method, ours.info.sampler) == ("full", "gibbs")
+    facts = ours.info.extra["gibbs"]
+    assert facts["row_passes_per_sweep"] == 1 + noncentred
+    assert (facts["scale_move_rate"] > 0.1) == noncentred
     po, pr = ours.tree["posterior"].to_dataset(), ref.tree["posterior"].to_dataset()
     assert sorted(po.data_vars) == sorted(pr.data_vars)
     for v in po.data_vars:

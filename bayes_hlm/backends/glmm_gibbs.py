@@ -55,6 +55,8 @@ NONCENTRED = False
 #: ... moving the fixed effects too (else the SDs and correlations only)
 NC_FIXED = True
 _NC_TARGET = 0.3  # its acceptance rate aimed at in the warm-up
+#: Newton steps toward each group's conditional mode when its start is frozen
+FREEZE_NEWTON = 4
 _BLOCK = 50  # sweeps per compiled call
 #: ``method="auto"`` takes this engine from this many rows (measured faster per effective
 #: draw than NUTS on the full model at 20k-1M rows, benchmarks/README.md; below, NUTS takes
@@ -152,8 +154,9 @@ def _model(design: Design, ps: PriorSet, family, packed) -> _Model:
 
 
 def _windows(tune: int) -> list[int]:
-    """Warm-up window ends (1/4, 1/2, 3/4 of the warm-up, and its end)."""
-    return sorted({max(1, tune * k // 4) for k in (1, 2, 3)} | {tune})
+    """Warm-up window ends: 1/8 (the costlier Newton-from-the-current-state window), 1/4,
+    1/2 and the end of the warm-up."""
+    return sorted({max(1, tune * k // 8) for k in (1, 2, 4)} | {tune})
 
 
 class _Chain:
@@ -195,11 +198,15 @@ class _Chain:
         return nc
 
     def freeze(self, m: _Model, start: np.ndarray):
-        from .glmm_gibbs_kernels import freeze
+        """Newton starts: :data:`FREEZE_NEWTON` steps from ``start`` toward each group's
+        conditional mode at the current fixed effects and Sigma, then kept fixed."""
+        from .glmm_gibbs_kernels import effects_prior, freeze
 
         self.start[:] = start
+        mu, P = effects_prior(self.x, m.buf, m.tb, m.q, m.p, m.corr, m.F)
         freeze(self.x, m.ex, m.G, m.q, m.code, m.unit, m.y, m.n, m.w1, m.Zc, m.off, m.N,
-               m.gstart, self.start, self.g0, self.H0, self.llc, self.eta, self.d)
+               m.gstart, self.start, self.g0, self.H0, self.llc, self.eta, self.d, mu, P,
+               FREEZE_NEWTON)
 
 
 def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
@@ -210,11 +217,13 @@ def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
 
     Warm-up in windows (:func:`_windows`): the first starts each group's Newton iteration at
     its current effects (fast from the prior's centre; not exact); at the end of each window
-    but the last, each group's start is frozen at its mean over the window's second half and
-    the slice widths at ~3 SDs of the window's draws; after the first, the effects restart
-    from the new proposal (the first window's kernel is not exact: a group left in a tail
-    its proposal rarely reaches would stay there). The last window already runs the kernel
-    the draws use (exact: the proposal depends on beta, Sigma and the frozen start only)."""
+    but the last, each group's start is frozen at its conditional mode (Newton from its mean
+    over the window's second half, at the current fixed effects and Sigma), the slice widths
+    set to ~3 SDs of the window's draws, and the effects restart from the new proposal (a
+    group left in a tail that its proposal rarely reaches would stay there: seen with
+    high-count Poisson groups whose start was frozen while Sigma still moved). The last
+    window already runs the kernel the draws use (exact: the proposal depends on beta, Sigma
+    and the frozen start only)."""
     from .glmm_gibbs_kernels import seed as seed_thread
 
     seed_thread(seed)  # this thread's generator: the chain is reproducible from its seed
@@ -243,8 +252,7 @@ def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
         done = end
         if end < tune and n_sum > 0:
             c.freeze(m, sums / n_sum)
-            if w == 0:
-                c.block(m, np.empty((1, m.ndim)), np.empty(1), 2)
+            c.block(m, np.empty((1, m.ndim)), np.empty(1), 2)  # restart from the proposal
     out = np.empty((draws, m.ndim))
     rates = np.empty(draws)
     nc = np.empty(draws)

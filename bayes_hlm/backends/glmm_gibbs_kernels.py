@@ -148,8 +148,10 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
     ``newton`` Newton steps (the first from the frozen ``g0``/``H0``: ``newton - 1`` extra
     passes); ``nu`` > 0: multivariate t proposal with ``nu`` degrees of freedom, else Gaussian.
     ``warm`` (warm-up only): 1 -- the start is the current ``m_g`` and its ``g0``/``H0``/``llc``
-    are computed here (a state-dependent proposal: not exact); 2 -- every proposal is taken
-    (a fresh start after the Newton starts were frozen); 0 -- the exact step.
+    are computed here and the proposal is always taken (approximate Gibbs from the Laplace
+    approximation at Newton steps from the current state: it walks in from a far start, where
+    a Metropolis test with this state-dependent proposal would reject every move); 2 -- every
+    proposal is taken (a fresh start after the Newton starts were frozen); 0 -- the exact step.
     ``acc[g]`` is set to 1.0 where the proposal was accepted. Returns the accepted count.
     """
     t = np.empty(q)
@@ -201,7 +203,8 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
         for i in range(q):
             r[i] = np.random.standard_normal()
         scale = 1.0
-        if nu > 0.0:
+        if nu > 0.0 and warm != 1:  # warm-up Gibbs: Gaussian (a t draw far out, then Newton
+            # from there on a flat logistic likelihood, can run away)
             scale = np.sqrt(nu / (2.0 * np.random.standard_gamma(0.5 * nu)))
         for i in range(q - 1, -1, -1):  # prop = t + scale R⁻ᵀ r
             s = r[i]
@@ -218,7 +221,7 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
         for i in range(q):
             dv[i] = cur[i] - t[i]
         qc = _quad(Q, dv)
-        if nu > 0.0:
+        if nu > 0.0 and warm != 1:
             lq_prop = -0.5 * (nu + q) * np.log1p(qp / nu)
             lq_cur = -0.5 * (nu + q) * np.log1p(qc / nu)
         else:
@@ -231,7 +234,7 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
             dv[i] = cur[i] - mu[i]
         lp_cur = llc[g] - 0.5 * _quad(P, dv)
         log_a = lp_prop - lp_cur + lq_cur - lq_prop
-        if warm == 2 or np.log(np.random.random()) < log_a:
+        if warm > 0 or np.log(np.random.random()) < log_a:
             for i in range(q):
                 x[o + i] = prop[i]
             llc[g] = ll_prop
@@ -243,12 +246,50 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
 
 
 @numba.njit(cache=True, nogil=True)
-def freeze(x, ex, G, q, code, unit, y, n, w1, Zc, off, N, gstart, start, g0, H0, llc, eta, d):
-    """Fix each group's Newton start at ``start`` (e.g. its warm-up mean): the likelihood's
-    gradient and negative Hessian there, and the current state's cached log likelihood."""
+def freeze(x, ex, G, q, code, unit, y, n, w1, Zc, off, N, gstart, start, g0, H0, llc, eta, d,
+           mu, P, iters):
+    """Fix each group's Newton start: ``iters`` damped Newton steps (halved until the
+    conditional density given ``mu`` and ``P`` rises: plain Newton on a logistic likelihood
+    can diverge from a far start) from ``start`` (e.g. its warm-up mean), written back to
+    ``start``; the likelihood's gradient and negative Hessian there; the current state's log
+    likelihood."""
     cur = np.empty(q)
+    Q = np.empty((q, q))
+    R = np.empty((q, q))
+    r = np.empty(q)
+    step = np.empty(q)
+    t = np.empty(q)
+    dv = np.empty(q)
     for g in range(G):
         a, e = gstart[g], gstart[g + 1]
+        for _ in range(iters):
+            ll = group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, start[g], eta, d,
+                                 g0[g], H0[g])
+            for i in range(q):
+                dv[i] = start[g, i] - mu[i]
+            lp = ll - 0.5 * _quad(P, dv)
+            for i in range(q):
+                s = g0[g, i]
+                for j in range(q):
+                    Q[i, j] = H0[g, i, j] + P[i, j]
+                    s -= P[i, j] * (start[g, j] - mu[j])
+                r[i] = s
+            if not _chol(Q, R):
+                break
+            _solve_chol(R, r, step)
+            h = 1.0
+            for _k in range(30):
+                for i in range(q):
+                    t[i] = start[g, i] + h * min(max(step[i], -_NEWTON_CLIP), _NEWTON_CLIP)
+                    dv[i] = t[i] - mu[i]
+                lt = group_loglik(code, unit, y, n, w1, Zc, off, N, a, e, q, t, eta, d)
+                if lt - 0.5 * _quad(P, dv) >= lp:
+                    break
+                h *= 0.5
+            else:
+                break
+            for i in range(q):
+                start[g, i] = t[i]
         group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, start[g], eta, d, g0[g], H0[g])
         for i in range(q):
             cur[i] = x[ex + g * q + i]
@@ -445,6 +486,16 @@ def noncentred_step(x, buf, tb, ex, G, q, p, u0, n_u, corr, F, mu0, sd0, L, scra
     x[u0:u0 + n_u] = old
     _chol_of(x, buf, tb, q, corr, L, scratch)
     return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def effects_prior(x, buf, tb, q, p, corr, F):
+    """The effects' prior mean ``F raw`` and precision ``Σ⁻¹`` at state ``x``."""
+    L = np.zeros((q, q))
+    _chol_of(x, buf, tb, q, corr, L, np.zeros(x.shape[0]))
+    P = np.empty((q, q))
+    precision(L, P)
+    return F @ x[:p].copy(), P
 
 
 @numba.njit(cache=True, nogil=True)
