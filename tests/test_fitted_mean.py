@@ -57,3 +57,16 @@ def test_fitted_mean_of_a_bernoulli_model():
     r = _fit("k ~ x + (1 | g)", family="bernoulli")
     np.testing.assert_allclose(r.fitted().to_numpy(), pr.predict(r)["mean"].to_numpy(), rtol=1e-12)
     assert r.residuals("pearson").notna().all()
+
+
+def test_effect_draws_select_levels_and_draws_in_one_step():
+    """DrawSource.effects: a subset of levels and/or draws equals the same selection of all
+    effects (the fit-time check reads 1,000 of 100k levels without copying all of them)."""
+    r = _fit("y ~ a + (1 | g)")
+    src = r._draws
+    full = src.effects("g")
+    assert not np.shares_memory(full, r.posterior["r__g"].values)  # a copy, as before
+    groups, idx = np.array([3, 0, 7]), np.array([5, 1, 60])
+    np.testing.assert_array_equal(src.effects("g", groups=groups), full[:, groups])
+    np.testing.assert_array_equal(src.effects("g", idx), full[idx])
+    np.testing.assert_array_equal(src.effects("g", idx, groups), full[idx][:, groups])
