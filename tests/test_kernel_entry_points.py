@@ -65,6 +65,38 @@ def test_callback_is_loaded_from_the_cache_in_a_new_process(tmp_path):
     assert [r.stdout.split() for r in runs] == [["True", "0"], ["False", "1"]], runs[-1].stderr
 
 
+def test_a_fused_kernel_is_compiled_into_its_callback_only(tmp_path):
+    """A kernel marked ``fuse_into_callback`` (the collapsed density's entry points) has its body
+    compiled inside its callback: the kernel itself is not compiled (one compile of the density,
+    not two, on a cold cache), the callback gives its numbers, and names it shares with the
+    callback's template are kept apart."""
+    code = textwrap.dedent("""
+        import ctypes, numpy as np
+        from bayes_hlm.backends import numba_nuts
+        import tiny_kernels
+        k = tiny_kernels.logp_sq_fused
+        logp, _ = numba_nuts.callbacks(k)
+        print(len(k.signatures), logp.__wrapped__.__name__.startswith("logp_sq_fused_logp_cf"))
+        buf, x = tiny_kernels.buffer([1.0, 2.0]), np.array([0.5, -1.0])
+        g, lp, g0 = np.zeros(2), np.zeros(1), np.zeros(2)
+        dp = ctypes.POINTER(ctypes.c_double)
+        rc = logp.ctypes(2, x.ctypes.data_as(dp), g.ctypes.data_as(dp), lp.ctypes.data_as(dp),
+                         buf.ctypes.data_as(ctypes.c_void_p))
+        print(rc, lp[0] == k(x, buf, g0) == tiny_kernels.logp_sq(x, buf, np.zeros(2)),
+              np.array_equal(g, g0))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.stdout.split() == ["0", "True", "0", "True", "True"], out.stderr
+
+
+def test_a_kernel_that_cannot_be_fused_says_so():
+    with pytest.raises(ValueError, match="two_returns: cannot be compiled into its callback"):
+        numba_nuts.callbacks(tiny_kernels.two_returns)
+    assert not numba_nuts.loaded(tiny_kernels.two_returns)
+
+
 def _packed(formula, data):
     from bayes_hlm.backends.numba_density import pack
     from bayes_hlm.backends.sufficient_stats import compute_stats

@@ -36,6 +36,33 @@ def logp_sq(x, buf, grad):
     return lp
 
 
+@numba.njit(cache=True, nogil=True)
+def logp_sq_fused(x, buf, grad):
+    """:func:`logp_sq`'s numbers, compiled into its callback (numba_nuts.callbacks): its locals
+    ``head``, ``val`` and ``i`` are also the callback template's."""
+    head = 0.0
+    val = 0.0
+    for i in range(x.shape[0]):
+        d = x[i] - buf[1 + i]
+        val -= 0.5 * d * d
+        grad[i] = -d
+        head += d
+    return val + 0.0 * head
+
+
+logp_sq_fused.fuse_into_callback = True
+
+
+@numba.njit(cache=True, nogil=True)
+def two_returns(x, buf, grad):
+    if x[0] > 0:
+        return 0.0
+    return 1.0
+
+
+two_returns.fuse_into_callback = True
+
+
 def buffer(mu) -> np.ndarray:
     mu = np.asarray(mu, dtype=float)
     return np.concatenate([[mu.size + 1.0], mu])

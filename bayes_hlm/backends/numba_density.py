@@ -51,6 +51,7 @@ import numpy as np
 from ..spec.intercept import intercept_shift
 from ..spec.prior_registry import PRIOR_DISTS, numba_code
 from .group_kernel import cholesky_lower, sandwich, term_and_grad
+from .nuts_callbacks import FUSE
 
 if TYPE_CHECKING:
     from ..spec.design import Design
@@ -1388,7 +1389,11 @@ def _entry(name: str):
         inner = {"nested_term": _nested_term_q1}
     elif kind == "single":  # the chunk loop calling its q's group-term kernel
         inner = {"_term_in_chunks": _chunks(variant)}
-    return specialised(logp_grad, name, {"_KIND": kind, **inner})
+    entry = specialised(logp_grad, name, {"_KIND": kind, **inner})
+    # nutpie's callback compiles this body itself rather than calling it: the density is
+    # compiled once, not as a library of its own and again in the callback (#18 item 5)
+    setattr(entry, FUSE, True)
+    return entry
 
 
 @functools.cache

@@ -10,10 +10,18 @@ not the samplers, PyMC or pandas. :mod:`.numba_nuts` re-exports these names.
 
 from __future__ import annotations
 
+import ast
 import functools
+import hashlib
+import inspect
+import textwrap
 import types
 
 import numpy as np
+
+#: a kernel with this attribute set (true) gets its body compiled into its callback, not called
+#: from it (:func:`_fused_logp`)
+FUSE = "fuse_into_callback"
 
 
 # --------------------------------------------------------------------------- #
@@ -68,6 +76,8 @@ def _bound_logp(kernel):
     import numba
 
     f = kernel.py_func
+    if getattr(kernel, FUSE, False):
+        return _fused_logp(kernel)
     name = f"{f.__name__}_logp_c"
     code = _logp_c.__code__.replace(co_name=name, co_filename=f.__code__.co_filename,
                                     co_firstlineno=f.__code__.co_firstlineno)
@@ -75,6 +85,73 @@ def _bound_logp(kernel):
     g.__qualname__ = f"{f.__qualname__}_logp_c"
     g.__module__ = f.__module__
     g.__doc__ = _logp_c.__doc__
+    return g
+
+
+def _fused_logp(kernel):
+    """:func:`_logp_c` with ``kernel``'s Python body in place of its call: one function, so
+    Numba types, lowers and optimises the density once, in the callback, instead of compiling
+    the kernel into a library of its own (LLVM's full optimisation and machine code) and the
+    callback again around it (#18 item 5: ~1 s of a cold first fit's compile).
+
+    The kernel's body must end in its one ``return``; its arguments take the template's
+    arrays. Filed, as :func:`_bound_logp`'s, under the kernel's source file and line (editing
+    the density invalidates it); the name carries a hash of the template's and this function's
+    source, so that editing them does too. The numbers are the kernel's (the same code
+    compiled in one piece: tested bit for bit)."""
+    import numba
+
+    f = kernel.py_func
+    src = textwrap.dedent(inspect.getsource(f))
+    fn = ast.parse(src).body[0]
+    tpl = ast.parse(textwrap.dedent(inspect.getsource(_logp_c))).body[0]
+    returns = [n for n in ast.walk(fn) if isinstance(n, ast.Return)]
+    if not (isinstance(fn, ast.FunctionDef) and len(returns) == 1 and fn.body[-1] is returns[0]
+            and len(fn.args.args) == 3 and not f.__closure__):
+        raise ValueError(f"{f.__name__}: cannot be compiled into its callback (one final return, "
+                         "three arguments, no closure)")
+    ast.increment_lineno(fn, f.__code__.co_firstlineno - fn.lineno)
+    # the template's call `val = logp_grad(x, buf, out)`: its argument names, the kernel's names
+    at = next(i for i, st in enumerate(tpl.body) if isinstance(st, ast.Assign)
+              and isinstance(st.value, ast.Call) and getattr(st.value.func, "id", "") == "logp_grad")
+    names = {a.arg: arg.id for a, arg in zip(fn.args.args, tpl.body[at].value.args)}
+    # the template's own locals that the kernel also uses (a loop index): renamed apart
+    local = {n.id for n in ast.walk(tpl) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    used = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)}
+    apart = {n: f"{n}_cb" for n in (local - set(names.values())) & used}
+    if (apart.keys() & {a.arg for a in tpl.args.args} or set(apart.values()) & (used | local)
+            or used & (set(names.values()) - set(names))):
+        raise ValueError(f"{f.__name__}: cannot be compiled into its callback (names)")
+
+    class Rename(ast.NodeTransformer):
+        def __init__(self, to):
+            self.to = to
+
+        def visit_Name(self, node):
+            node.id = self.to.get(node.id, node.id)
+            return node
+
+    tpl = Rename(apart).visit(tpl)
+
+    body = fn.body[1:-1] if isinstance(fn.body[0], ast.Expr) and isinstance(
+        getattr(fn.body[0], "value", None), ast.Constant) else fn.body[:-1]  # no docstring
+    body = [Rename(names).visit(st) for st in body]
+    ret = ast.Assign(targets=[tpl.body[at].targets[0]], value=Rename(names).visit(returns[0].value))
+    for node in ast.walk(tpl):  # the template's lines at the kernel's
+        if hasattr(node, "lineno"):
+            node.lineno = node.end_lineno = fn.lineno
+    tpl.body[at:at + 1] = body + [ast.copy_location(ret, returns[0])]
+    tag = hashlib.sha1((inspect.getsource(_logp_c) + inspect.getsource(_fused_logp)).encode()
+                       ).hexdigest()[:8]
+    name = f"{f.__name__}_logp_cf{tag}"
+    tpl.name, tpl.decorator_list, tpl.lineno = name, [], fn.lineno
+    tree = ast.fix_missing_locations(ast.Module(body=[tpl], type_ignores=[]))
+    scope = {**f.__globals__, "numba": numba, "np": np}
+    exec(compile(tree, f.__code__.co_filename, "exec"), scope)
+    g = scope.pop(name)
+    g.__qualname__ = name
+    g.__module__ = f.__module__
+    g.__doc__ = f"{f.__name__} compiled into nutpie's callback (:func:`_fused_logp`)."
     return g
 
 
