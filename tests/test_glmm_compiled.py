@@ -156,6 +156,65 @@ def test_segmented_gradient_matches_finite_differences_and_row_order(family, for
     assert len(d) > _CHUNK
 
 
+def _fold_data(family: str, seed: int = 4) -> pd.DataFrame:
+    """Persons (g, 160 levels: the primary term) x items (h, 9), a person-level w and u and
+    an item-level v, rows in random order (a few person x item cells missing)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(160), 9)
+    h = np.tile(np.arange(9), 160)
+    keep = rng.random(g.size) > 0.05
+    g, h = g[keep], h[keep]
+    w, u = rng.normal(3.0, 1.0, 160)[g], rng.choice(["f", "m"], 160)[g]
+    v = np.array(["a", "b", "c"])[h % 3]
+    eta = -0.2 + 0.3 * (w - 3) + rng.normal(0, 0.8, 160)[g] + rng.normal(0, 0.5, 9)[h]
+    d = pd.DataFrame({"g": [f"g{i}" for i in g], "h": [f"h{i}" for i in h], "w": w, "u": u,
+                      "v": v, "expo": rng.uniform(0.5, 2.0, g.size)})
+    if family == "bernoulli":
+        d["y"] = rng.binomial(1, 1 / (1 + np.exp(-eta)))
+    else:
+        d["y"] = rng.poisson(d["expo"] * np.exp(eta))
+    return d.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("family,formula,centered", [
+    ("bernoulli", "y ~ w + u + v + (1 | g) + (1 | h)", {"g": True, "h": True}),
+    ("bernoulli", "y ~ w + u + v + (1 | g) + (1 | h)", {}),
+    ("poisson", "y ~ w + v + offset(log(expo)) + (1 | g) + (1 | h)", {"h": True}),
+    ("bernoulli", "y ~ w + (1 | g) + (1 | h)", {"g": True}),
+])
+def test_folded_fixed_part_equals_the_row_table(family, formula, centered, monkeypatch):
+    """Every fixed column constant within the persons (primary) or the items: pack folds
+    X beta into the segments' constants and the item effects (_fold_plan); the density and
+    gradient equal the per-row table's (the fold switched off) and finite differences."""
+    d = _fold_data(family)
+    pr, fam, pk = _packed(formula, d, family, None, centered)
+    assert pk.buf[20] == 0 and pk.buf[29] == 0  # folded: no table of X rows, not dense
+    monkeypatch.setattr(gd, "_fold_plan", lambda *a: None)
+    _, _, ref = _packed(formula, d, family, None, centered)
+    assert ref.buf[20] > 0 or ref.buf[29] == 1.0  # the table of X rows, or X per row
+    rng = np.random.default_rng(1)
+    g, g2, tmp = np.empty(pk.ndim), np.empty(pk.ndim), np.empty(pk.ndim)
+    for _ in range(2):
+        x = pk.init + rng.normal(0, 0.3, pk.ndim)
+        assert gd.logp_grad(x, pk.buf, g) == pytest.approx(gd.logp_grad(x, ref.buf, g2), rel=1e-12)
+        np.testing.assert_allclose(g, g2, rtol=1e-9, atol=1e-9)
+    h = 1e-4  # ~1e3 rows of counts: the summed log likelihood's rounding noise limits the step
+    for i in rng.choice(pk.ndim, 40, replace=False).tolist() + list(range(pr.design.p)):
+        e = np.zeros(pk.ndim)
+        e[i] = h
+        fd = (gd.logp_grad(x + e, pk.buf, tmp) - gd.logp_grad(x - e, pk.buf, tmp)) / (2 * h)
+        assert g[i] == pytest.approx(fd, rel=1e-3, abs=1e-3)
+
+
+def test_fold_plan_needs_level_constant_columns():
+    """A row-level column (x) or a secondary term with a slope: no fold."""
+    d = _fold_data("bernoulli")
+    d["x"] = np.random.default_rng(0).normal(size=len(d))
+    for formula in ("y ~ x + w + (1 | g) + (1 | h)", "y ~ w + v + (1 | g) + (0 + w | h)"):
+        _, _, pk = _packed(formula, d, "bernoulli")
+        assert pk.buf[20] > 0 or pk.buf[29] == 1.0  # X beta from the table of X rows, or dense
+
+
 def test_segments_cover_the_sorted_rows():
     codes = np.repeat(np.arange(6), [1, 1200, 3, 1, 513, 40])
     segs, chunks = gd._segments(codes, 512)

@@ -267,6 +267,7 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
     # and sums its gradient in registers, instead of one gather and one scatter per row
     kp = max((k for k in order if layouts[k].collapse != 1),
              key=lambda k: (design.groups[k].n_levels, -order.index(k)))
+    fold = _fold_plan(rows, design, layouts, order, kp)
     rows = _sorted_rows(rows, rows.codes[kp])
     # the buffer: header, term blocks (build order), then arrays
     blocks, arrays = [], []
@@ -311,14 +312,22 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
     from .compression import row_table
 
     xi, first = row_table(rows)
-    dense = len(first) > N // 4
+    dense = len(first) > N // 4 and fold is None
     cols, xslot, zslot = _merged_columns(rows.X if dense else None, rows.Z[kp])
-    D = 0 if dense else len(first)
+    D = 0 if dense or fold is not None else len(first)
     X_at = place(rows.X[first]) if not dense else 0
     y_at, n_at, w_at = place(rows.y), place(rows.n), place(rows.w)
     off_at = place(rows.offset[first]) if not dense else 0
     xi_at = place(xi) if not dense else 0
-    offr_at = place(rows.offset) if dense and np.any(rows.offset != 0.0) else -1
+    offr_at = (place(rows.offset) if (dense or fold is not None) and np.any(rows.offset != 0.0)
+               else -1)
+    fold_at = 0
+    if fold is not None:
+        ks, colsP, colsS = fold
+        XP = _per_level(rows.X[:, colsP], rows.codes[kp], design.groups[kp].n_levels)
+        XS = _per_level(rows.X[:, colsS], rows.codes[ks], design.groups[ks].n_levels)
+        fold_at = place(np.concatenate([[order.index(ks), len(colsP), len(colsS)], colsP, colsS,
+                                        XP.ravel(), XS.ravel()]))
     mu_at, sd_at, xm_at = place(mu), place(sd), place(np.asarray(ps.x_mean, dtype=float)
                                                       if ps.centered else np.zeros(p))
     seg_at, ch_at = place(segs), place(chunks)
@@ -326,7 +335,7 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
     map_at = place(np.concatenate([xslot, zslot]).astype(float))
     head = [0.0, N, p, T, code, i_int, phi_x, *phi_prior, len(init), X_at, y_at, n_at, w_at,
             off_at, mu_at, sd_at, xm_at, max((layouts[k].q for k in order), default=1),
-            D, xi_at, order.index(kp), len(chunks), ch_at, seg_at, len(cols), M_at, map_at,
+            D, xi_at if fold is None else fold_at, order.index(kp), len(chunks), ch_at, seg_at, len(cols), M_at, map_at,
             float(dense), offr_at,
             float(code == 0 and np.all(rows.n == 1.0) and np.all(rows.w == 1.0))]
     head = head + [0.0] * (_HEAD - len(head))
@@ -403,6 +412,39 @@ def _split_intercept(design: Design, layouts: dict, order: list) -> bool:
             lt.l2 = (lt.l2[0], np.concatenate([lt.l2[1], np.asarray(extra_cols, dtype=np.int64)]),
                      np.concatenate([lt.l2[2], add], axis=1))
     return True
+
+
+def _fold_plan(rows: Rows, design: Design, layouts: dict, order: list, kp: int):
+    """``(secondary term, columns P, columns S)`` when every fixed column is constant within
+    the primary term's levels (P, the intercept among them) or within one other term's (S):
+    a random intercept (q = 1, Z = 1) that is neither integrated out nor the primary. Then a
+    row's ``X β`` is the primary level's ``X_P β_P`` (added once per segment) plus the
+    secondary level's ``X_S β_S`` (added to its effect once per gradient): no per-row fixed
+    part (verbagg: the person's Anger and Gender, the item's type and situation). ``None``
+    when the fixed part is not of that form."""
+    from ..statistics import constant_within_levels
+
+    p = rows.X.shape[1]
+    if p == 0 or rows.N == 0:
+        return None
+    gP = design.groups[kp]
+    inP = constant_within_levels(rows.X, rows.codes[kp], gP.n_levels)
+    rest = [j for j in range(p) if not inP[j]]
+    for k in order:
+        lt, g = layouts[k], design.groups[k]
+        if k == kp or lt.collapse == 1 or g.q != 1 or not np.all(rows.Z[k] == 1.0):
+            continue
+        if rest and not constant_within_levels(rows.X[:, rest], rows.codes[k], g.n_levels).all():
+            continue
+        return (k, np.flatnonzero(inP).astype(np.int64), np.asarray(rest, dtype=np.int64))
+    return None
+
+
+def _per_level(X: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
+    """(L, columns): each level's value of columns constant within levels (0: no rows)."""
+    out = np.zeros((L, X.shape[1]))
+    out[codes] = X
+    return out
 
 
 def _sorted_rows(rows: Rows, codes: np.ndarray) -> Rows:
@@ -568,6 +610,22 @@ def _segment_sums(buf, at, N, r, d, a0, ln, acc):
         for k in range(ln):
             tot += col[k] * dd[k]
         acc[u] = tot
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _secondary_eta(buf, ca, v, eta, m):
+    """``eta[k] += v[level_k]`` for ``m`` rows of the folded secondary term (codes at ``buf[ca:]``)."""
+    cs = buf[ca:ca + m]
+    for k in range(m):
+        eta[k] += v[int(cs[k])]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _secondary_scatter(buf, ca, gv, d, m):
+    """The transpose of :func:`_secondary_eta`: ``gv[level_k] += d[k]``."""
+    cs = buf[ca:ca + m]
+    for k in range(m):
+        gv[int(cs[k])] += d[k]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -846,6 +904,31 @@ def logp_grad(x, buf, grad):
         slots[i] = int(buf[map_at + i])
     coef = np.empty(r + 1)
     acc = np.empty(r + 1)
+    # folded fixed part (pack's _fold_plan): X_P β_P per primary level, added to the segment's
+    # constant; X_S β_S per level of the secondary term ts, added to its effects (v)
+    # (no table and not dense: folded; buf[21], the table's row index otherwise, says where)
+    fold_at = int(buf[21]) if D == 0 and buf[29] < 0.5 else 0
+    ts, nP, nS = -1, 0, 0
+    if fold_at > 0:
+        ts, nP, nS = int(buf[fold_at]), int(buf[fold_at + 1]), int(buf[fold_at + 2])
+    GP = int(buf[tpos[tp] + 3])
+    GS = int(buf[tpos[ts] + 3]) if ts >= 0 else 0
+    cP = buf[fold_at + 3:fold_at + 3 + nP]
+    cS = buf[fold_at + 3 + nP:fold_at + 3 + nP + nS]
+    XP = buf[fold_at + 3 + nP + nS:fold_at + 3 + nP + nS + GP * nP].reshape((GP, nP)) if ts >= 0 \
+        else buf[0:0].reshape((0, 0))
+    xs0 = fold_at + 3 + nP + nS + GP * nP
+    XS = buf[xs0:xs0 + GS * nS].reshape((GS, nS)) if ts >= 0 else buf[0:0].reshape((0, 0))
+    v = np.empty(GS)
+    gv = np.zeros(GS)
+    if ts >= 0:
+        exs = tex[ts]
+        for j in range(GS):
+            sv = b[exs + j]
+            for c in range(nS):
+                sv += XS[j, c] * beta[int(cS[c])]
+            v[j] = sv
+        tcol[ts] = 1  # not gathered below: read from v
     # per chunk of whole segments (fits L1): eta (per segment: Σ_u c_u M_u; the other terms
     # gathered), one family pass (vectorised for logit and Poisson,
     # :func:`.glmm_kernels.loglik_sum`), then the gradient: per segment summed in registers
@@ -864,7 +947,11 @@ def logp_grad(x, buf, grad):
                 coef[slots[j]] += beta[j]
             for i in range(qp):
                 coef[slots[px + i]] += b[exp_ + lev * qp + i]
+            for c in range(nP):
+                coef[r] += XP[lev, c] * beta[int(cP[c])]
             _segment_eta(buf, M_at + c0, N, r, coef, eta_c, a0, ln)
+        if ts >= 0:
+            _secondary_eta(buf, tca[ts] + c0, v, eta_c, m)
         if offr_at >= 0:
             for k in range(m):
                 eta_c[k] += buf[offr_at + c0 + k]
@@ -889,12 +976,21 @@ def logp_grad(x, buf, grad):
                 gbeta[j] += acc[slots[j]]
             for i in range(qp):
                 gb[exp_ + lev * qp + i] += acc[slots[px + i]]
+            for c in range(nP):
+                gbeta[int(cP[c])] += XP[lev, c] * acc[r]
+        if ts >= 0:
+            _secondary_scatter(buf, tca[ts] + c0, gv, d_c, m)
         for t in range(T):
             if t != tp and tcol[t] != 1:
                 _term_scatter(buf, tq[t], tca[t] + c0, tza[t] + tq[t] * c0, tex[t], gb, d_c, m)
     for d in range(D):
         for j in range(p):
             gbeta[j] += X[d, j] * gx[d]
+    if ts >= 0:
+        for j in range(GS):
+            gb[tex[ts] + j] += gv[j]
+            for c in range(nS):
+                gbeta[int(cS[c])] += XS[j, c] * gv[j]
     effects_backward(x, buf, tpos, Ls, b, gb, gbeta, grad)
     if phi_x >= 0:
         grad[phi_x] = d_phi_prior + phi * gphi
