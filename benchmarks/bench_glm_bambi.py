@@ -19,7 +19,7 @@ max R-hat. Bambi fits every ``(x | g)`` term with *uncorrelated* effects (it has
 fit the correlation of contraception's ``(urban | district)``.
 
 Usage: python benchmarks/bench_glm_bambi.py [--cases cbpp,grouseticks] [--contenders ours,glmer]
-           [--cap 3600] [--name glm_bambi]
+           [--cap 3600] [--name glm_bambi] [--seed 1] [--ours-chains 2]
 Prints a Markdown table; writes benchmarks/results/<name>.json after every contender (a long run can be
 read while it goes on).
 """
@@ -70,7 +70,7 @@ def _bambi_scalars(idata):
     return post[keep]
 
 
-def _worker(case: str, contender: str, seed: int) -> dict:
+def _worker(case: str, contender: str, seed: int, chains: int | None = None) -> dict:
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -92,7 +92,8 @@ def _worker(case: str, contender: str, seed: int) -> dict:
     data = bh.datasets.load(c.get("data", case))
     if contender == "ours":
 
-        r = bh.fit(c["ours"], data, family=c["family"], seed=seed, progressbar=False, warn=False)
+        kw = {} if chains is None else dict(chains=chains)  # None: bh.fit's default (4)
+        r = bh.fit(c["ours"], data, family=c["family"], seed=seed, progressbar=False, warn=False, **kw)
         d, _ = all_effect_diagnostics(r)
         i = r.info
         return dict(wall_s=i.wall_s, min_ess_bulk=d["min_ess_bulk"], max_rhat=d.get("max_r_hat_all"),
@@ -121,8 +122,10 @@ def _worker(case: str, contender: str, seed: int) -> dict:
 
 
 # --------------------------------------------------------------------------- parent
-def _run_child(case, contender, seed, cap) -> dict:
+def _run_child(case, contender, seed, cap, chains=None) -> dict:
     cmd = [sys.executable, __file__, "--worker", case, contender, "--seed", str(seed)]
+    if chains is not None:
+        cmd += ["--ours-chains", str(chains)]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=cap, env=os.environ.copy())
@@ -183,11 +186,13 @@ def main(argv=None) -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--contenders", default=",".join(CONTENDERS))
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ours-chains", type=int, default=None,
+                    help="chains for ours (default: bh.fit's, 4); Bambi always runs 2")
     ap.add_argument("--cap", type=float, default=3600.0, help="seconds per contender")
     ap.add_argument("--name", default="glm_bambi")
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(*args.worker, args.seed)))
+        print(json.dumps(_worker(*args.worker, args.seed, args.ours_chains)))
         return
     cases, contenders = args.cases.split(","), args.contenders.split(",")
     bad = [c for c in cases if c not in CASES] + [c for c in contenders if c not in CONTENDERS]
@@ -196,11 +201,14 @@ def main(argv=None) -> None:
     RESULTS.mkdir(exist_ok=True)
     rows = []
     meta = dict(name=args.name, machine=platform.platform(), cpu_count=os.cpu_count(), seed=args.seed,
-                started=time.strftime("%Y-%m-%d %H:%M"))
+                ours_chains=args.ours_chains, started=time.strftime("%Y-%m-%d %H:%M"))
     for case in cases:
         for con in contenders:
-            r = _run_glmer(case, args.cap) if con == "glmer" else _run_child(case, con, args.seed, args.cap)
-            rows.append({"case": case, "contender": con, "formula": CASES[case]["ours"], **r})
+            load0 = os.getloadavg()[0]
+            r = _run_glmer(case, args.cap) if con == "glmer" else _run_child(case, con, args.seed, args.cap,
+                                                                                        args.ours_chains)
+            rows.append({"case": case, "contender": con, "formula": CASES[case]["ours"],
+                         "load": [round(load0, 2), round(os.getloadavg()[0], 2)], **r})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
             (RESULTS / f"{args.name}.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
     print(table(rows))

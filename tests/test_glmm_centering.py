@@ -1,8 +1,10 @@
 """Centring of generalized models' group effects: level-2 predictors keep a factor non-centred.
 
 verbagg (binary, 316 persons x 24 items) has person-level (Anger, Gender) and item-level
-(btype, situ) predictors; with both factors centred the compiled engine's chains stuck
-(R-hat 1.85, min ESS 6 at the defaults), non-centred they mix (R-hat 1.009, min ESS 416).
+(btype, situ) predictors; with both factors centred on the intercept the compiled engine's
+chains stuck (R-hat 1.85, min ESS 6 at the defaults), non-centred they mix (R-hat 1.009, min
+ESS 416). The compiled engine now centres both with only one of them on the intercept
+(glmm_density._split_intercept; min ESS ~4000 at 15 steps per draw); PyMC keeps the old rule.
 """
 
 from __future__ import annotations
