@@ -80,7 +80,7 @@ def _grid_moments(logp, lo, hi, k=161):
 
 
 @pytest.mark.parametrize("family,nu,newton", [("bernoulli", 0.0, 1), ("poisson", 0.0, 2),
-                                              ("bernoulli", 5.0, 1)])
+                                              ("bernoulli", 5.0, 1), ("poisson", 6.0, 1)])
 def test_independence_step_keeps_a_groups_conditional(family, nu, newton):
     """Many exact MH steps on one group (beta, Sigma fixed, Newton start deliberately off the
     mode) reproduce its conditional's mean and covariance (quadrature)."""

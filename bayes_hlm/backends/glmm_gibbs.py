@@ -106,7 +106,7 @@ class _Model:
     mu0: np.ndarray
     sd0: np.ndarray
     code: int
-    unit: bool
+    unit: int  # 1: Bernoulli (one trial per row); 2: and no offset, first column ones; else 0
     y: np.ndarray
     n: np.ndarray
     w1: np.ndarray
@@ -115,7 +115,6 @@ class _Model:
     N: int
     gstart: np.ndarray
     ndim: int
-    init: np.ndarray
 
 
 def _model(design: Design, ps: PriorSet, family, packed) -> _Model:
@@ -146,11 +145,18 @@ def _model(design: Design, ps: PriorSet, family, packed) -> _Model:
         n_u=q + (q * (q - 1) // 2 if lt.correlated else 0), corr=lt.correlated, F=F,
         mu0=np.array([float(ps.priors[k].params["mu"]) for k in names]),
         sd0=np.array([float(ps.priors[k].params["sigma"]) for k in names]),
-        code=code, unit=bool(code == 0 and np.all(n == 1.0)), y=np.ascontiguousarray(y),
+        code=code, unit=_unit(code, n, rows.offset, rows.Z[0]), y=np.ascontiguousarray(y),
         n=np.ascontiguousarray(n), w1=np.ones(max(maxg, 1)),
         Zc=np.ascontiguousarray(rows.Z[0][perm].T).ravel(),
-        off=np.ascontiguousarray(rows.offset[perm]), N=N, gstart=gstart, ndim=packed.ndim,
-        init=packed.init.copy())
+        off=np.ascontiguousarray(rows.offset[perm]), N=N, gstart=gstart, ndim=packed.ndim)
+
+
+def _unit(code: int, n: np.ndarray, offset: np.ndarray, Z: np.ndarray) -> int:
+    """The row loops' shortcut (:func:`.glmm_gibbs_kernels.group_ll`): 2 for Bernoulli rows
+    without offset whose term starts with a column of ones, 1 for other Bernoulli rows, else 0."""
+    if code != 0 or not np.all(n == 1.0):
+        return 0
+    return 2 if not np.any(offset) and np.all(Z[:, 0] == 1.0) else 1
 
 
 def _windows(tune: int) -> list[int]:
@@ -264,16 +270,20 @@ def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
     return out, rates, nc
 
 
-def _initial_points(m: _Model, design: Design, ps: PriorSet, chains: int,
+def _initial_points(packed, design: Design, ps: PriorSet, chains: int,
                     seed: np.random.SeedSequence) -> list:
     """The NUTS engine's start (:func:`.glmm_nuts._initial_point`: the prior's centre jittered)."""
     from .glmm_nuts import _initial_point
 
-    class _P:  # the two fields _initial_point reads
-        ndim, p, init = m.ndim, m.p, m.init
-
-    f = _initial_point(_P, design, ps)
+    f = _initial_point(packed, design, ps)
     return [f(int(s.generate_state(1)[0])) for s in seed.spawn(chains)]
+
+
+def _first_dataset() -> None:
+    """xarray's first Dataset in a process costs ~1.4 s (its duck-array and chunk-manager
+    discovery, measured after importing PyMC and ArviZ); the main thread builds a tiny one
+    while it would only wait for the chains, instead of after them."""
+    xr.Dataset({"a": (("chain",), np.zeros(1))}, coords={"chain": np.arange(1)})
 
 
 def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOutput:
@@ -290,13 +300,15 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
     t0 = time.perf_counter()
     with phase("packing the model's rows (Gibbs engine)"):
         factor = design.groups[0].factor
+        # the buffer's priors and term layout only: this engine reads the rows from _model
+        # (sorted by group, Z column-major), so pack gets one row instead of a copy of all
         packed = gd.pack(design, ps, family, {factor: True}, gd.Rows(
             y=np.zeros(1), n=np.ones(1), w=np.ones(1), offset=np.zeros(1),
             X=design.X[:1], codes=[design.groups[0].codes[:1]], Z=[design.groups[0].Z[:1]]))
         m = _model(design, ps, family, packed)
         from . import glmm_gibbs_kernels  # noqa: F401  (compiled on first use, cached)
     seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.chains + 1)
-    x0s = _initial_points(m, design, ps, cfg.chains, seeds[-1])
+    x0s = _initial_points(packed, design, ps, cfg.chains, seeds[-1])
     chain_seeds = [int(s.generate_state(1)[0]) for s in seeds[:-1]]
     t1 = time.perf_counter()
     results: list = [None] * cfg.chains
@@ -307,6 +319,7 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
         results[k] = run_chain(m, x0s[k], cfg.tune, cfg.draws, chain_seeds[k], stop)
 
     workers = max(1, min(cfg.chains, cfg.cores or 2))
+    threads: list = []
     with phase(f"Gibbs sampling ({cfg.chains} chains x {cfg.tune} + {cfg.draws} sweeps)",
                long=True):
         pending = list(range(cfg.chains))
@@ -316,6 +329,7 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
                 threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in batch]
                 for t in threads:
                     t.start()
+                _first_dataset()  # while the chains run (compiled, without the GIL)
                 for t in threads:
                     while t.is_alive():
                         t.join(0.2)
