@@ -156,13 +156,18 @@ def test_segmented_gradient_matches_finite_differences_and_row_order(family, for
     assert len(d) > _CHUNK
 
 
-def _fold_data(family: str, seed: int = 4) -> pd.DataFrame:
+def _fold_data(family: str, seed: int = 4, missing: str = "spread") -> pd.DataFrame:
     """Persons (g, 160 levels: the primary term) x items (h, 9), a person-level w and u and
-    an item-level v, rows in random order (a few person x item cells missing)."""
+    an item-level v, rows in random order; ``missing``: a few person x item cells missing
+    everywhere ("spread": no complete chunk), only among the first persons ("few": complete
+    and incomplete chunks), none ("none": a complete grid)."""
     rng = np.random.default_rng(seed)
     g = np.repeat(np.arange(160), 9)
     h = np.tile(np.arange(9), 160)
     keep = rng.random(g.size) > 0.05
+    if missing != "spread":
+        keep = ~(((g == 1) & (h == 3)) | ((g == 3) & (h == 0))) if missing == "few" \
+            else np.ones(g.size, bool)
     g, h = g[keep], h[keep]
     w, u = rng.normal(3.0, 1.0, 160)[g], rng.choice(["f", "m"], 160)[g]
     v = np.array(["a", "b", "c"])[h % 3]
@@ -176,19 +181,29 @@ def _fold_data(family: str, seed: int = 4) -> pd.DataFrame:
     return d.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
-@pytest.mark.parametrize("family,formula,centered", [
-    ("bernoulli", "y ~ w + u + v + (1 | g) + (1 | h)", {"g": True, "h": True}),
-    ("bernoulli", "y ~ w + u + v + (1 | g) + (1 | h)", {}),
-    ("poisson", "y ~ w + v + offset(log(expo)) + (1 | g) + (1 | h)", {"h": True}),
-    ("bernoulli", "y ~ w + (1 | g) + (1 | h)", {"g": True}),
+@pytest.mark.parametrize("family,formula,centered,missing", [
+    ("bernoulli", "y ~ w + u + v + (1 | g) + (1 | h)", {"g": True, "h": True}, "spread"),
+    ("bernoulli", "y ~ w + u + v + (1 | g) + (1 | h)", {"g": True, "h": True}, "few"),
+    ("bernoulli", "y ~ w + u + v + (1 | g) + (1 | h)", {}, "none"),
+    ("poisson", "y ~ w + v + offset(log(expo)) + (1 | g) + (1 | h)", {"h": True}, "few"),
+    ("bernoulli", "y ~ w + (1 | g) + (1 | h)", {"g": True}, "spread"),
+    ("bernoulli", "y ~ w + (x | g) + (1 | h)", {"h": True}, "none"),
 ])
-def test_folded_fixed_part_equals_the_row_table(family, formula, centered, monkeypatch):
+def test_folded_fixed_part_equals_the_row_table(family, formula, centered, missing, monkeypatch):
     """Every fixed column constant within the persons (primary) or the items: pack folds
-    X beta into the segments' constants and the item effects (_fold_plan); the density and
-    gradient equal the per-row table's (the fold switched off) and finite differences."""
-    d = _fold_data(family)
+    X beta into the segments' constants and the item effects (_fold_plan), and chunks of
+    complete person x item runs read the item effects as one slice (_grid_chunks); the
+    density and gradient equal the per-row table's (the fold switched off) and finite
+    differences."""
+    d = _fold_data(family, missing=missing)
+    d["x"] = np.random.default_rng(0).normal(size=len(d))
     pr, fam, pk = _packed(formula, d, family, None, centered)
     assert pk.buf[20] == 0 and pk.buf[29] == 0  # folded: no table of X rows, not dense
+    fa = int(pk.buf[21])
+    nP, nS = int(pk.buf[fa + 1]), int(pk.buf[fa + 2])
+    grid = pk.buf[fa + 3 + nP + nS + 160 * nP + 9 * nS:][:int(pk.buf[23])]
+    want = {"spread": [0.0], "few": [0.0, 1.0], "none": [1.0]}[missing]
+    assert sorted(set(grid.tolist())) == (want if "(x | g)" not in formula else [0.0])
     monkeypatch.setattr(gd, "_fold_plan", lambda *a: None)
     _, _, ref = _packed(formula, d, family, None, centered)
     assert ref.buf[20] > 0 or ref.buf[29] == 1.0  # the table of X rows, or X per row

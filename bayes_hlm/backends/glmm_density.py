@@ -268,7 +268,7 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
     kp = max((k for k in order if layouts[k].collapse != 1),
              key=lambda k: (design.groups[k].n_levels, -order.index(k)))
     fold = _fold_plan(rows, design, layouts, order, kp)
-    rows = _sorted_rows(rows, rows.codes[kp])
+    rows = _sorted_rows(rows, rows.codes[kp], None if fold is None else rows.codes[fold[0]])
     # the buffer: header, term blocks (build order), then arrays
     blocks, arrays = [], []
     at = _HEAD
@@ -326,8 +326,10 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
         ks, colsP, colsS = fold
         XP = _per_level(rows.X[:, colsP], rows.codes[kp], design.groups[kp].n_levels)
         XS = _per_level(rows.X[:, colsS], rows.codes[ks], design.groups[ks].n_levels)
+        GS = design.groups[ks].n_levels
+        grid = _grid_chunks(segs, chunks, rows.codes[ks], GS) if not cols else np.zeros(len(chunks))
         fold_at = place(np.concatenate([[order.index(ks), len(colsP), len(colsS)], colsP, colsS,
-                                        XP.ravel(), XS.ravel()]))
+                                        XP.ravel(), XS.ravel(), grid]))
     mu_at, sd_at, xm_at = place(mu), place(sd), place(np.asarray(ps.x_mean, dtype=float)
                                                       if ps.centered else np.zeros(p))
     seg_at, ch_at = place(segs), place(chunks)
@@ -440,6 +442,19 @@ def _fold_plan(rows: Rows, design: Design, layouts: dict, order: list, kp: int):
     return None
 
 
+def _grid_chunks(segs: np.ndarray, chunks: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
+    """Per chunk 1.0 when each of its segments is one row per secondary level in order
+    (``0, 1, ..., L - 1``: a complete person x item grid), else 0.0. Such a chunk reads and
+    writes the secondary effects as one contiguous run per segment (vectorised), not by code."""
+    out = np.zeros(chunks.shape[0])
+    full = np.arange(L)
+    ok = np.array([m == L and np.array_equal(codes[a:a + m], full)
+                   for a, m, _ in segs.astype(np.int64)], dtype=bool)
+    for i, (f, c) in enumerate(chunks.astype(np.int64)):
+        out[i] = float(ok[f:f + c].all())
+    return out
+
+
 def _per_level(X: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
     """(L, columns): each level's value of columns constant within levels (0: no rows)."""
     out = np.zeros((L, X.shape[1]))
@@ -447,10 +462,11 @@ def _per_level(X: np.ndarray, codes: np.ndarray, L: int) -> np.ndarray:
     return out
 
 
-def _sorted_rows(rows: Rows, codes: np.ndarray) -> Rows:
-    """``rows`` ordered by ``codes`` (stable): the likelihood is a sum over rows, so the order
-    is free; only the packed buffer holds it (pointwise log likelihoods stay per original row)."""
-    perm = np.argsort(codes, kind="stable")
+def _sorted_rows(rows: Rows, codes: np.ndarray, then: np.ndarray | None = None) -> Rows:
+    """``rows`` ordered by ``codes`` (stable; ties by ``then``): the likelihood is a sum over
+    rows, so the order is free; only the packed buffer holds it (pointwise log likelihoods
+    stay per original row)."""
+    perm = np.argsort(codes, kind="stable") if then is None else np.lexsort((then, codes))
     if np.all(perm[1:] > perm[:-1]):
         return rows
     return Rows(y=rows.y[perm], n=rows.n[perm], w=rows.w[perm], offset=rows.offset[perm],
@@ -919,6 +935,7 @@ def logp_grad(x, buf, grad):
         else buf[0:0].reshape((0, 0))
     xs0 = fold_at + 3 + nP + nS + GP * nP
     XS = buf[xs0:xs0 + GS * nS].reshape((GS, nS)) if ts >= 0 else buf[0:0].reshape((0, 0))
+    grid_at = xs0 + GS * nS  # per chunk: a complete grid (pack's _grid_chunks)
     v = np.empty(GS)
     gv = np.zeros(GS)
     if ts >= 0:
@@ -939,6 +956,7 @@ def logp_grad(x, buf, grad):
         c0 = int(buf[seg_at + 3 * s0])
         sl = seg_at + 3 * (s0 + ns - 1)
         m = int(buf[sl]) + int(buf[sl + 1]) - c0
+        grid = ts >= 0 and buf[grid_at + ch] > 0.5  # then r = 0: eta = coef[0] + v
         for s in range(s0, s0 + ns):
             a0, ln, lev = int(buf[seg_at + 3 * s]) - c0, int(buf[seg_at + 3 * s + 1]), int(buf[seg_at + 3 * s + 2])
             for u in range(r + 1):
@@ -949,8 +967,13 @@ def logp_grad(x, buf, grad):
                 coef[slots[px + i]] += b[exp_ + lev * qp + i]
             for c in range(nP):
                 coef[r] += XP[lev, c] * beta[int(cP[c])]
-            _segment_eta(buf, M_at + c0, N, r, coef, eta_c, a0, ln)
-        if ts >= 0:
+            if grid:
+                c1 = coef[r]
+                for k in range(GS):
+                    eta_c[a0 + k] = c1 + v[k]
+            else:
+                _segment_eta(buf, M_at + c0, N, r, coef, eta_c, a0, ln)
+        if ts >= 0 and not grid:
             _secondary_eta(buf, tca[ts] + c0, v, eta_c, m)
         if offr_at >= 0:
             for k in range(m):
@@ -971,14 +994,22 @@ def logp_grad(x, buf, grad):
             gx[int(xi[c0 + k])] += d_c[k]
         for s in range(s0, s0 + ns):
             a0, ln, lev = int(buf[seg_at + 3 * s]) - c0, int(buf[seg_at + 3 * s + 1]), int(buf[seg_at + 3 * s + 2])
-            _segment_sums(buf, M_at + c0, N, r, d_c, a0, ln, acc)
+            if grid:
+                tot = 0.0
+                for k in range(GS):
+                    dk = d_c[a0 + k]
+                    tot += dk
+                    gv[k] += dk
+                acc[r] = tot
+            else:
+                _segment_sums(buf, M_at + c0, N, r, d_c, a0, ln, acc)
             for j in range(px):
                 gbeta[j] += acc[slots[j]]
             for i in range(qp):
                 gb[exp_ + lev * qp + i] += acc[slots[px + i]]
             for c in range(nP):
                 gbeta[int(cP[c])] += XP[lev, c] * acc[r]
-        if ts >= 0:
+        if ts >= 0 and not grid:
             _secondary_scatter(buf, tca[ts] + c0, gv, d_c, m)
         for t in range(T):
             if t != tp and tcol[t] != 1:
