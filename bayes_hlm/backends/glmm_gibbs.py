@@ -168,8 +168,9 @@ def _windows(tune: int) -> list[int]:
 class _Chain:
     """One chain's state and work arrays."""
 
-    def __init__(self, m: _Model, x0: np.ndarray):
+    def __init__(self, m: _Model, x0: np.ndarray, seed: int = -1):
         G, q = m.G, m.q
+        self.seed = seed  # seeds this thread's generator on the first compiled call
         self.x = x0.copy()
         self.start = np.zeros((G, q))
         self.g0 = np.zeros((G, q))
@@ -198,26 +199,36 @@ class _Chain:
                   m.sd0, m.code, m.unit, m.y, m.n, m.w1, m.Zc, m.off, m.N, m.gstart, self.start,
                   self.g0, self.H0, self.llc, newton, PROPOSAL_NU, warm, self.widths,
                   HYPER_ROUNDS, self.eta, self.d, self.acc, draws, rates,
-                  np.zeros((m.G, m.q)) if sums is None else sums, sums is not None, steps, nc)
+                  np.zeros((m.G, m.q)) if sums is None else sums, sums is not None, steps, nc,
+                  self._seed_once(), -1)
         if adapt and steps[m.p] > 0.0:
             self.nc_mult *= float(np.exp(2.0 * (nc.mean() - _NC_TARGET)))
         return nc
 
+    def _seed_once(self) -> int:
+        s, self.seed = self.seed, -1
+        return s
+
     def freeze(self, m: _Model, start: np.ndarray):
         """Newton starts: :data:`FREEZE_NEWTON` steps from ``start`` toward each group's
         conditional mode at the current fixed effects and Sigma, then kept fixed."""
-        from .glmm_gibbs_kernels import effects_prior, freeze
+        from .glmm_gibbs_kernels import run_block
 
         self.start[:] = start
-        mu, P = effects_prior(self.x, m.buf, m.tb, m.q, m.p, m.corr, m.F)
-        freeze(self.x, m.ex, m.G, m.q, m.code, m.unit, m.y, m.n, m.w1, m.Zc, m.off, m.N,
-               m.gstart, self.start, self.g0, self.H0, self.llc, self.eta, self.d, mu, P,
-               FREEZE_NEWTON)
+        none = np.empty((0, m.ndim))
+        run_block(self.x, m.buf, m.tb, m.ex, m.G, m.q, m.p, m.u0, m.n_u, m.corr, m.F, m.mu0,
+                  m.sd0, m.code, m.unit, m.y, m.n, m.w1, m.Zc, m.off, m.N, m.gstart, self.start,
+                  self.g0, self.H0, self.llc, NEWTON, PROPOSAL_NU, 0, self.widths,
+                  HYPER_ROUNDS, self.eta, self.d, self.acc, none, np.empty(0),
+                  np.zeros((m.G, m.q)), False, np.zeros(m.p + m.n_u), np.empty(0),
+                  self._seed_once(), FREEZE_NEWTON)
 
 
 def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
-              stop: threading.Event | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One chain: ``tune`` warm-up sweeps, then ``draws`` kept. Returns the draws
+              stop: threading.Event | None = None, out: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chain: ``tune`` warm-up sweeps, then ``draws`` kept (into ``out`` (draws, ndim)
+    when given: the caller's array for all chains, no copy). Returns the draws
     (draws, ndim), each kept sweep's acceptance rate over the groups and whether its
     non-centred move was taken.
 
@@ -230,10 +241,7 @@ def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
     high-count Poisson groups whose start was frozen while Sigma still moved). The last
     window already runs the kernel the draws use (exact: the proposal depends on beta, Sigma
     and the frozen start only)."""
-    from .glmm_gibbs_kernels import seed as seed_thread
-
-    seed_thread(seed)  # this thread's generator: the chain is reproducible from its seed
-    c = _Chain(m, x0)
+    c = _Chain(m, x0, seed)  # this thread's generator: the chain is reproducible from its seed
     sl = slice(m.u0, m.u0 + m.n_u)
     ends = _windows(tune)
     done = 0
@@ -259,7 +267,7 @@ def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
         if end < tune and n_sum > 0:
             c.freeze(m, sums / n_sum)
             c.block(m, np.empty((1, m.ndim)), np.empty(1), 2)  # restart from the proposal
-    out = np.empty((draws, m.ndim))
+    out = np.empty((draws, m.ndim)) if out is None else out
     rates = np.empty(draws)
     nc = np.empty(draws)
     for a in range(0, draws, _BLOCK):
@@ -315,8 +323,10 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
     stop = threading.Event()
     interrupted = False
 
+    z = np.empty((cfg.chains, cfg.draws, m.ndim))  # 1M rows / 10k groups: 320 MB
+
     def work(k):
-        results[k] = run_chain(m, x0s[k], cfg.tune, cfg.draws, chain_seeds[k], stop)
+        results[k] = run_chain(m, x0s[k], cfg.tune, cfg.draws, chain_seeds[k], stop, z[k])
 
     workers = max(1, min(cfg.chains, cfg.cores or 2))
     threads: list = []
@@ -339,13 +349,15 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
             for t in threads:
                 t.join()
     t2 = time.perf_counter()
-    done = [r for r in results if r is not None and r[0].shape[0] > 0]
+    done = [k for k, r in enumerate(results) if r is not None and r[0].shape[0] > 0]
     if not done:
         raise KeyboardInterrupt
-    D = min(r[0].shape[0] for r in done)
-    z = np.stack([r[0][:D] for r in done])
-    rates = np.stack([r[1][:D] for r in done])
-    nc_taken = np.stack([r[2][:D] for r in done])
+    D = min(results[k][0].shape[0] for k in done)
+    z = z[done, :D] if (len(done) < cfg.chains or D < cfg.draws) else z
+    results = [results[k] for k in done]
+    rates = np.stack([r[1][:D] for r in results])
+    nc_taken = np.stack([r[2][:D] for r in results])
+    del results  # views of z: its memory goes with z below
     with phase("transforming the draws to the model's parameters"):
         post = posterior_dataset(design, ps, packed, z, cfg.seed)
     del z
