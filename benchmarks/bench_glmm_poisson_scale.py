@@ -20,6 +20,7 @@ nodes. Writes ``results/glmm_poisson_scale.json``.
 
     python benchmarks/bench_glmm_poisson_scale.py                        # pois20k, pois1M: ours, full
     python benchmarks/bench_glmm_poisson_scale.py --cases pois10M --contenders ours
+    python benchmarks/bench_glmm_poisson_scale.py --cases pois10M --phases   # one default fit, per phase
 """
 
 from __future__ import annotations
@@ -93,6 +94,77 @@ def _worker(case: str, contender: str, seed: int, chains: int, draws: int, tune:
                 node_error=(x.get("quadrature") or {}).get("max_error_vs_doubled"))
 
 
+#: (module, function, phase): what ``--phases`` times inside one default ``bh.fit``
+_PHASES = [("bayes_hlm.fitting.api", "build_problem", "spec"),
+           ("bayes_hlm.backends.glmm_sufficient", "reduce_rows", "reduce"),
+           ("bayes_hlm.backends.glmm_collapsed", "mode_and_spread", "mode (BFGS)"),
+           ("bayes_hlm.backends.glmm_collapsed", "choose_nodes", "node check"),
+           ("bayes_hlm.backends.sampling", "run_nutpie", "sampling"),
+           ("bayes_hlm.backends.glmm_sufficient", "draw_effects", "effect draws"),
+           ("bayes_hlm.backends.glmm_collapsed", "posterior_dataset", "posterior assembly"),
+           ("bayes_hlm.fitting.tail", "_result", "result"),
+           ("bayes_hlm.results.diagnostics", "diagnostics", "fit-time check (R-hat, ESS)"),
+           ("bayes_hlm.fitting.tail", "warn_overdispersion", "overdispersion check")]
+
+
+def _phase_timers() -> list:
+    """Wrap :data:`_PHASES` so each call appends ``(phase, wall s, CPU s)`` (process CPU: every
+    thread) to the returned list; the wrapped names are looked up at call time by the fit."""
+    import importlib
+
+    out = []
+    for mod, name, label in _PHASES:
+        m = importlib.import_module(mod)
+        f = getattr(m, name)
+
+        def timed(*a, _f=f, _label=label, **k):
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                return _f(*a, **k)
+            finally:
+                out.append((_label, time.perf_counter() - w, time.process_time() - c))
+        setattr(m, name, timed)
+    return out
+
+
+def _phases_worker(case: str, seed: int, chains: int, draws: int, tune: int) -> dict:
+    """One default ``bh.fit`` (``warn=True``: the fit-time convergence and overdispersion
+    checks included), timed phase by phase (:func:`_phase_timers`)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import bayes_hlm as bh
+    from harness import _peak_mb, _preimport
+
+    _preimport("marginal")
+    import bayes_hlm.results.diagnostics as rd
+
+    timers = _phase_timers()
+    import bayes_hlm.fitting.tail as tail
+
+    # tail imported diagnostics' warning_messages only; the check itself runs through
+    # BayesResult.diagnostics -> results.diagnostics.diagnostics (wrapped above)
+    assert tail is not None and rd is not None
+    c = CASES[case]
+    data = simulate(case)
+    w, cpu = time.perf_counter(), time.process_time()
+    r = bh.fit(c["formula"], data, family=c["kind"], seed=seed, progressbar=False, chains=chains,
+               draws=draws, tune=tune)
+    wall, cpu = time.perf_counter() - w, time.process_time() - cpu
+    phases: dict = {}
+    for label, pw, pc in timers:
+        a = phases.setdefault(label, [0.0, 0.0])
+        a[0] += pw
+        a[1] += pc
+    ss = r._group("sample_stats")
+    return dict(case=case, seed=seed, wall_s=wall, cpu_s=cpu, load=os.getloadavg()[0],
+                peak_mb=_peak_mb(), leapfrogs_per_draw=float(ss["n_steps"].values.mean()),
+                phases={k: {"wall_s": v[0], "cpu_s": v[1]} for k, v in phases.items()},
+                other_wall_s=wall - sum(v[0] for v in phases.values()),
+                fixed_mean=[float(v) for v in r.posterior["fixed"].mean(("chain", "draw")).values],
+                sd_mean=float(r.posterior["sd__g"].mean()))
+
+
 def _spawn(args: list[str]) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", *args], capture_output=True,
                          text=True)
@@ -110,9 +182,33 @@ def main(argv=None):
     ap.add_argument("--draws", type=int, default=1000)
     ap.add_argument("--tune", type=int, default=1000)
     ap.add_argument("--worker", nargs=2, metavar=("CASE", "CONTENDER"))
+    ap.add_argument("--phases", action="store_true",
+                    help="time one default fit (warn=True) phase by phase per case (ours only)")
+    ap.add_argument("--phases-worker", metavar="CASE")
     a = ap.parse_args(argv)
     if a.worker:
         print(json.dumps(_worker(*a.worker, a.seed, a.chains, a.draws, a.tune)))
+        return
+    if a.phases_worker:
+        print(json.dumps(_phases_worker(a.phases_worker, a.seed, a.chains, a.draws, a.tune)))
+        return
+    if a.phases:
+        common = ["--seed", str(a.seed), "--chains", str(a.chains), "--draws", str(a.draws),
+                  "--tune", str(a.tune)]
+        _spawn(["pois20k", "ours", "--draws", "50", "--tune", "50"])  # the Numba cache
+        for case in a.cases:
+            out = subprocess.run([sys.executable, __file__, "--phases-worker", case, *common],
+                                 capture_output=True, text=True)
+            res = (json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0
+                   else {"case": case, "error": out.stderr[-2000:]})
+            print(json.dumps(res), flush=True)
+            for k, v in res.get("phases", {}).items():
+                print(f"  {k:32s} wall {v['wall_s']:7.2f}  CPU {v['cpu_s']:7.2f}")
+            RESULTS.mkdir(exist_ok=True)
+            path = RESULTS / "glmm_poisson_scale.json"
+            old = json.loads(path.read_text()) if path.exists() else {}
+            old[f"{case}/phases"] = res
+            path.write_text(json.dumps(old, indent=1))
         return
     common = ["--seed", str(a.seed), "--chains", str(a.chains), "--draws", str(a.draws),
               "--tune", str(a.tune)]
