@@ -121,6 +121,20 @@ def test_verbagg_factors_centred_on_the_compiled_engine():
     assert choose_centering(design, fam, nested=True) == {"id": False, "item": False}
 
 
+def test_crossed_rule_counts_factors_outside_nests_only():
+    """The split needs two centred crossed factors outside any nest: next to a nest (h / k:
+    h's parent non-centred, k centred on it) the person factor g keeps the level-2 rule."""
+    d = _crossed_l2()
+    d["k"] = d["h"] + "_" + (np.arange(len(d)) % 2).astype(str)
+    fam = get_family("bernoulli")
+    cases = {"y ~ x + w + v + (1 | g) + (1 | h)": {"g": True, "h": True},
+             "y ~ x + w + v + (1 | g) + (1 | h/k)": {"g": False, "h": False, "h:k": True}}
+    for f, want in cases.items():
+        design = build_spec(f, d, family="bernoulli").design
+        assert choose_centering(design, fam, nested=True, crossed=True) == want, f
+        assert not choose_centering(design, fam, nested=True)["g"]
+
+
 def _crossed_l2(seed=0, G=14, H=6, m=8):
     """Binary rows of G persons x H items (m replicates), a person-level w (continuous, mean
     far from 0), an item-level v and a row-level x."""

@@ -196,9 +196,12 @@ def choose_centering(design: Design, family=None, nested: bool = False,
         # min ESS 3945-4333, 15 leapfrog steps per draw instead of 28)
         X = np.asarray(design.X, float)
         slope_free = [j for j, n in enumerate(design.fixed_names) if n != "Intercept"]
+        # counted: centred random intercepts outside any nest (a nest's parent ends up
+        # non-centred, its child centred on it: neither takes part in the split)
         with_int = {g.factor for g in design.groups if "Intercept" in g.terms}
+        nest = set(children) | set(children.values())
         split = crossed and sum(1 for f, c in out.items()
-                                if c and f in with_int and f not in children) >= 2
+                                if c and f in with_int and f not in nest) >= 2
         for g in design.groups:
             if out.get(g.factor) and not split and slope_free and constant_within_levels(
                     X[:, slope_free], g.codes, len(g.levels)).any():
