@@ -214,3 +214,22 @@ def test_threads_and_check_columns_give_the_same_numbers(monkeypatch):
     full, check = tables.stat_frame(x, names), tables.check_frame(x, names)
     assert list(check.columns) == tables.CHECK_COLUMNS
     np.testing.assert_array_equal(check.to_numpy(), full[tables.CHECK_COLUMNS].to_numpy())
+
+
+@pytest.mark.parametrize("max_pairs", [1, 3, mcmc_stats._DIRECT_PAIRS])
+def test_lag_by_lag_ess_equals_the_fft(max_pairs, monkeypatch):
+    """ess_split (autocovariances summed lag by lag while Geyer's sequence goes on, the FFT
+    for rows that go on longer) = ess_fft (every lag at once) to rounding, every special
+    column included; with few direct pairs most rows take the FFT."""
+    monkeypatch.setattr(mcmc_stats, "_DIRECT_PAIRS", max_pairs)
+    rng = np.random.default_rng(11)
+    for n_chain, n_draw, rho in [(2, 2, 0.0), (2, 3, 0.6), (4, 5, -0.7), (2, 50, 0.99),
+                                 (4, 500, 0.0), (2, 500, 0.6), (8, 40, 0.3)]:
+        y = np.ascontiguousarray(np.moveaxis(mixed_columns(rng, n_chain, n_draw, rho), 2, 0))
+        with np.errstate(all="ignore"):
+            got, want = mcmc_stats.ess_split(y), mcmc_stats.ess_fft(y)
+            _, pending = mcmc_stats._ess_direct(y, max_pairs)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+        if max_pairs == 1 and n_draw >= 50:
+            assert len(pending)  # the FFT's share is exercised

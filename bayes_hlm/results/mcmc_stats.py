@@ -5,10 +5,11 @@ computes for ``ess(method="bulk")``, ``ess(method="tail")``, ``rhat()`` (method
 "rank"), ``mcse(method="mean")`` and ``mcse(method="sd")``. arviz_stats runs its
 per-parameter functions in a Python loop, which takes tens of seconds for a few
 thousand group effects; here every step works on a block of parameters at once
-(ranks by one argsort along the draw axis, autocovariances by one batched FFT,
-Geyer's truncation by array logic instead of a ``while`` loop), and parameters
-are processed in chunks of ~2**17 values, so the working set stays at tens of MB
-whatever ``k`` (about 0.4 ms per parameter for 2 chains x 1000 draws).
+(ranks by one argsort along the draw axis, autocovariances summed lag by lag for the
+whole block while Geyer's truncation has not stopped (a few lags for draws that mix
+well), one batched FFT for the rows that go on longer), and parameters are processed
+in chunks of ~2**17 values, so the working set stays at tens of MB whatever ``k``
+(bulk/tail ESS and R-hat: about 0.16 ms CPU per parameter for 2 chains x 1000 draws).
 
 The algorithms follow arviz_stats step by step (Vehtari et al. 2021, "Rank-
 normalization, folding, and localization: an improved R-hat"), so results agree
@@ -155,7 +156,81 @@ def z_scale(x: np.ndarray, table: np.ndarray | None = None) -> tuple[np.ndarray,
     return z, xs
 
 
+#: :func:`ess_split` sums autocovariances lag by lag up to this many lag pairs (Geyer's
+#: sequence stops after a few pairs for well-mixing draws), the FFT for the rows that go on
+_DIRECT_PAIRS = 24
+
+
 def ess_split(y: np.ndarray) -> np.ndarray:
+    """Effective sample size of each (already split) block ``y`` (kc, chain, draw): the
+    autocovariances summed directly lag by lag while Geyer's initial sequence goes on
+    (:func:`_ess_direct`; draws that mix well stop after a few lags: 100k group effects x
+    2 x 1000 draws, ~10x less work than the FFT), :func:`ess_fft` for the rows that need more
+    than :data:`_DIRECT_PAIRS` lag pairs. Same numbers to rounding (the same sums in
+    another order)."""
+    y = np.asarray(y, dtype=float)
+    ess, pending = _ess_direct(y, _DIRECT_PAIRS)
+    if pending.size:
+        ess[pending] = ess_fft(y[pending])
+    return ess
+
+
+def _ess_direct(y: np.ndarray, max_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ess_fft`'s ESS with each autocovariance ``mean_c Σ_i d_ci d_c,i+t / n`` summed
+    directly, lag pair after lag pair, only while a row's Geyer sequence goes on; returns
+    ``(ess, rows still going after max_pairs pairs)`` (their ESS is left NaN)."""
+    kc, n_chain, n = y.shape
+    size = n_chain * n
+    flat = y.reshape(kc, size)
+    const = (flat.max(axis=-1) - flat.min(axis=-1)) < np.finfo(float).resolution
+    chain_mean = y.mean(axis=-1)
+    d = y - chain_mean[..., None]
+    acov0 = np.einsum("kci,kci->kc", d, d).mean(axis=-1) / n
+    mean_var = acov0 * n / (n - 1.0)
+    var_plus = mean_var * (n - 1.0) / n
+    var_plus += np.var(chain_mean, axis=-1, ddof=1)
+    cap = len(range(1, n - 3, 2))
+    ess = np.full(kc, np.nan)
+    rows = np.arange(kc)  # the rows whose sequence goes on, and their data
+    dr, mv, vp = d, mean_var, var_plus
+    total = np.zeros(kc)
+    run_min = np.full(kc, np.inf)
+    floor = 1 / np.log10(size)
+
+    def rho(t):
+        acov = np.einsum("kci,kci->kc", dr[:, :, :n - t], dr[:, :, t:]).mean(axis=-1) / n
+        return 1.0 - (mv - acov) / vp
+
+    rho1, pending = None, np.zeros(0, dtype=np.int64)
+    for p in range(cap + 1):
+        if p >= max_pairs:
+            pending = rows
+            break
+        even = np.ones(len(rows)) if p == 0 else rho(2 * p)
+        odd = rho(2 * p + 1)
+        if p == 0:
+            rho1 = odd
+        psum = even + odd
+        stop = ~(psum > 0.0) if p < cap else np.ones(len(rows), dtype=bool)
+        if stop.any():  # the last pair visited: its even lag kept if > 0 (arviz)
+            keep = (psum[stop] >= 0.0) | (even[stop] > 0.0)
+            tau = -1.0 + 2.0 * total[stop] + np.where(keep, even[stop], 0.0)
+            tau = np.where(floor > tau, floor, tau)  # Python max(tau, floor): NaN stays NaN
+            ess[rows[stop]] = size / tau
+            go = ~stop
+            rows, dr, mv, vp = rows[go], dr[go], mv[go], vp[go]
+            total, run_min, psum = total[go], run_min[go], psum[go]
+            if not len(rows):
+                break
+        run_min = np.minimum(run_min, psum)  # Geyer's initial monotone sequence
+        total += run_min
+    if rho1 is not None:
+        ess[np.isnan(rho1)] = np.nan  # the only NaN arviz can have stored in rho_hat_t
+    ess[const] = size
+    return ess, pending
+
+
+def ess_fft(y: np.ndarray) -> np.ndarray:
     """Effective sample size of each (already split) block ``y`` (kc, chain, draw).
 
     arviz_stats' ``_ess``: FFT autocovariance per chain averaged over chains,
