@@ -79,6 +79,32 @@ def _grid_moments(logp, lo, hi, k=161):
     return mean, cov
 
 
+@pytest.mark.parametrize("family", ["bernoulli", "binomial", "poisson"])
+def test_group_derivatives_match_finite_differences(family):
+    """The Newton pieces: the rows' gradient and negative Hessian in a group's effects, and the
+    fused log likelihood (every shortcut of it) against the derivative pass's value."""
+    pr, fam, packed, m = _model(family)
+    a, e = m.gstart[2], m.gstart[3]
+    eta, d = np.empty(m.maxg), np.empty(m.maxg)
+    gl, Hl = np.empty(2), np.empty((2, 2))
+    v = np.array([0.3, -0.4])
+    ll = gk2.group_grad_hess(m.code, m.y, m.n, m.Zc, m.off, m.N, a, e, 2, v, eta, d, gl, Hl)
+    for unit in {m.unit, 0}:
+        assert np.isclose(gk2.group_ll(m.code, m.y, m.n, m.Zc, m.off, m.N, a, e, 2, v, eta, unit),
+                          ll, rtol=1e-12)
+    h = 1e-5
+    g2, H2 = np.empty(2), np.empty((2, 2))
+    for i in range(2):
+        dv = np.eye(2)[i] * h
+        up = gk2.group_ll(m.code, m.y, m.n, m.Zc, m.off, m.N, a, e, 2, v + dv, eta, m.unit)
+        dn = gk2.group_ll(m.code, m.y, m.n, m.Zc, m.off, m.N, a, e, 2, v - dv, eta, m.unit)
+        assert np.isclose((up - dn) / (2 * h), gl[i], rtol=1e-6, atol=1e-6)
+        gk2.group_grad_hess(m.code, m.y, m.n, m.Zc, m.off, m.N, a, e, 2, v + dv, eta, d, g2, H2)
+        gp = g2.copy()
+        gk2.group_grad_hess(m.code, m.y, m.n, m.Zc, m.off, m.N, a, e, 2, v - dv, eta, d, g2, H2)
+        assert np.allclose(-(gp - g2) / (2 * h), Hl[i], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("family,nu,newton", [("bernoulli", 0.0, 1), ("poisson", 0.0, 2),
                                               ("bernoulli", 5.0, 1), ("poisson", 6.0, 1)])
 def test_independence_step_keeps_a_groups_conditional(family, nu, newton):
@@ -93,8 +119,8 @@ def test_independence_step_keeps_a_groups_conditional(family, nu, newton):
     eta, d = np.empty(e - a), np.empty(e - a)
 
     def logp(v):
-        return (gk2.group_loglik(m.code, m.unit, m.y, m.n, m.w1, m.Zc, m.off, m.N, a, e, q, v,
-                                 eta, d) - 0.5 * (v - mu) @ P @ (v - mu))
+        return (gk2.group_ll(m.code, m.y, m.n, m.Zc, m.off, m.N, a, e, q, v, eta, m.unit)
+                - 0.5 * (v - mu) @ P @ (v - mu))
 
     mean, cov = _grid_moments(logp, [-4, -4], [4, 4])
     # one group as its own model: the chain's arrays restricted to group g
@@ -106,14 +132,14 @@ def test_independence_step_keeps_a_groups_conditional(family, nu, newton):
     start = (mean + [0.25, -0.2])[None]  # off the mode: the step is exact anyway
     g0, H0, llc = np.zeros((1, q)), np.zeros((1, q, q)), np.zeros(1)
     gk2.seed(5)
-    gk2.freeze(x, 0, G1, q, m.code, m.unit, m.y[a:e], m.n[a:e], m.w1, Zc, m.off[a:e], e - a,
+    gk2.freeze(x, 0, G1, q, m.code, m.unit, m.y[a:e], m.n[a:e], Zc, m.off[a:e], e - a,
                gstart, start, g0, H0, llc, eta, d, mu, P, 0)
     S = 40000
     out = np.empty((S, q))
     acc = np.zeros(1)
     n_acc = 0
     for s in range(S):
-        n_acc += gk2.effects_step(x, 0, G1, q, mu, P, m.code, m.unit, m.y[a:e], m.n[a:e], m.w1,
+        n_acc += gk2.effects_step(x, 0, G1, q, mu, P, m.code, m.unit, m.y[a:e], m.n[a:e],
                                   Zc, m.off[a:e], e - a, gstart, start, g0, H0, llc, newton, nu, 0,
                                   eta, d, acc)
         out[s] = x

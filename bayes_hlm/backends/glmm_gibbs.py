@@ -109,7 +109,7 @@ class _Model:
     unit: int  # 1: Bernoulli (one trial per row); 2: and no offset, first column ones; else 0
     y: np.ndarray
     n: np.ndarray
-    w1: np.ndarray
+    maxg: int  # rows of the largest group (the scratch arrays' length)
     Zc: np.ndarray
     off: np.ndarray
     N: int
@@ -146,7 +146,7 @@ def _model(design: Design, ps: PriorSet, family, packed) -> _Model:
         mu0=np.array([float(ps.priors[k].params["mu"]) for k in names]),
         sd0=np.array([float(ps.priors[k].params["sigma"]) for k in names]),
         code=code, unit=_unit(code, n, rows.offset, rows.Z[0]), y=np.ascontiguousarray(y),
-        n=np.ascontiguousarray(n), w1=np.ones(max(maxg, 1)),
+        n=np.ascontiguousarray(n), maxg=max(maxg, 1),
         Zc=np.ascontiguousarray(rows.Z[0][perm].T).ravel(),
         off=np.ascontiguousarray(rows.offset[perm]), N=N, gstart=gstart, ndim=packed.ndim)
 
@@ -180,7 +180,7 @@ class _Chain:
         self.u_sd = np.zeros(m.p + m.n_u)  # warm-up SDs of the raw fixed effects, log SDs
         # and correlations
         self.nc_mult = 0.5  # the non-centred move's step, in those SDs (adapted)
-        maxg = m.w1.shape[0]
+        maxg = m.maxg
         self.eta = np.empty(maxg)
         self.d = np.empty(maxg)
         self.acc = np.zeros(G)
@@ -196,7 +196,7 @@ class _Chain:
         if not NC_FIXED:
             steps[:m.p] = 0.0
         run_block(self.x, m.buf, m.tb, m.ex, m.G, m.q, m.p, m.u0, m.n_u, m.corr, m.F, m.mu0,
-                  m.sd0, m.code, m.unit, m.y, m.n, m.w1, m.Zc, m.off, m.N, m.gstart, self.start,
+                  m.sd0, m.code, m.unit, m.y, m.n, m.Zc, m.off, m.N, m.gstart, self.start,
                   self.g0, self.H0, self.llc, newton, PROPOSAL_NU, warm, self.widths,
                   HYPER_ROUNDS, self.eta, self.d, self.acc, draws, rates,
                   np.zeros((m.G, m.q)) if sums is None else sums, sums is not None, steps, nc,
@@ -217,7 +217,7 @@ class _Chain:
         self.start[:] = start
         none = np.empty((0, m.ndim))
         run_block(self.x, m.buf, m.tb, m.ex, m.G, m.q, m.p, m.u0, m.n_u, m.corr, m.F, m.mu0,
-                  m.sd0, m.code, m.unit, m.y, m.n, m.w1, m.Zc, m.off, m.N, m.gstart, self.start,
+                  m.sd0, m.code, m.unit, m.y, m.n, m.Zc, m.off, m.N, m.gstart, self.start,
                   self.g0, self.H0, self.llc, NEWTON, PROPOSAL_NU, 0, self.widths,
                   HYPER_ROUNDS, self.eta, self.d, self.acc, none, np.empty(0),
                   np.zeros((m.G, m.q)), False, np.zeros(m.p + m.n_u), np.empty(0),

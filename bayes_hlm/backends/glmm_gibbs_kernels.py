@@ -101,13 +101,28 @@ def group_ll(code, y, n, Zc, off, N, a, e, q, m, eta, unit):
     return tot
 
 
+@numba.njit(cache=True, nogil=True, fastmath=gk._FAST, error_model="numpy", inline="always")
+def _row_derivs(code, y, n, e):
+    """One row's log likelihood, its eta-derivative and negative second derivative (logit:
+    ``n p (1 - p)``; log: ``mu``), from :mod:`.glmm_kernels`' vectorisable row formulas."""
+    if code == 0:
+        sp, pr = gk._logit_row(e)
+        return y * e - n * sp, y - n * pr, n * pr * (1.0 - pr)
+    mu = gk.fast_exp(e) if e <= 709.0 else np.inf
+    return y * e - mu, y - mu, mu
+
+
 @numba.njit(cache=True, nogil=True, fastmath=gk._FAST, error_model="numpy")
-def group_loglik(code, unit, y, n, w1, Zc, off, N, a, e, q, m, eta, d):
-    """Log likelihood (without data constants) of rows ``a:e`` at effects ``m``; writes each
-    row's ``dl/deta`` into ``d[:e - a]``. ``Zc`` column-major (q columns of N rows)."""
+def group_grad_hess(code, y, n, Zc, off, N, a, e, q, m, eta, d, gl, Hl):
+    """The log likelihood (without data constants) of rows ``a:e`` at effects ``m``, its
+    gradient ``gl`` (q) and negative Hessian ``Hl`` (q, q) in ``m``. ``Zc`` column-major (q
+    columns of N rows); ``eta``, ``d``: scratch of at least ``e - a``."""
     ln = e - a
     et = eta[:ln]
+    dd = d[:ln]
     o = off[a:e]
+    yy = y[a:e]
+    nn = n[a:e]
     for k in range(ln):
         et[k] = o[k]
     for i in range(q):
@@ -115,28 +130,12 @@ def group_loglik(code, unit, y, n, w1, Zc, off, N, a, e, q, m, eta, d):
         mi = m[i]
         for k in range(ln):
             et[k] += col[k] * mi
-    if unit:
-        return gk.bernoulli_logit_sum(y[a:e], et, d[:ln])
-    return gk.loglik_sum(code, y[a:e], n[a:e], w1[:ln], et, 0.0, d[:ln])[0]
-
-
-@numba.njit(cache=True, nogil=True, fastmath=gk._FAST, error_model="numpy")
-def group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, m, eta, d, gl, Hl):
-    """The rows' log likelihood at ``m``, its gradient ``gl`` (q) and negative Hessian ``Hl``
-    (q, q) in ``m`` (logit: ``n p (1 - p)``; log: ``mu``, read back from ``dl/deta``)."""
-    ll = group_loglik(code, unit, y, n, w1, Zc, off, N, a, e, q, m, eta, d)
-    ln = e - a
-    yy = y[a:e]
-    nn = n[a:e]
-    w2 = eta[:ln]  # eta is no longer needed: reuse it for the weights
-    dd = d[:ln]
-    if code == 0:
-        for k in range(ln):
-            np_ = yy[k] - dd[k]
-            w2[k] = np_ * (1.0 - np_ / nn[k])
-    else:
-        for k in range(ln):
-            w2[k] = yy[k] - dd[k]
+    ll = 0.0
+    for k in range(ln):
+        lk, dk, wk = _row_derivs(code, yy[k], nn[k], et[k])
+        ll += lk
+        dd[k] = dk
+        et[k] = wk  # eta is no longer needed: the weights
     for i in range(q):
         ci = Zc[i * N + a:i * N + e]
         s = 0.0
@@ -147,7 +146,7 @@ def group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, m, eta, d, gl, Hl
             cj = Zc[j * N + a:j * N + e]
             h = 0.0
             for k in range(ln):
-                h += ci[k] * cj[k] * w2[k]
+                h += ci[k] * cj[k] * et[k]
             Hl[i, j] = h
             Hl[j, i] = h
     return ll
@@ -214,7 +213,7 @@ def _quad(P, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
+def effects_step(x, ex, G, q, mu, P, code, unit, y, n, Zc, off, N, gstart,
                  start, g0, H0, llc, newton, nu, warm, eta, d, acc):
     """One independence-MH update of every group's ``m_g`` (module docstring, step 1).
 
@@ -249,7 +248,7 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
         if warm == 1:
             for i in range(q):
                 start[g, i] = cur[i]
-            llc[g] = group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, cur, eta, d,
+            llc[g] = group_grad_hess(code, y, n, Zc, off, N, a, e, q, cur, eta, d,
                                      g0[g], H0[g])
         for i in range(q):
             t[i] = start[g, i]
@@ -259,7 +258,7 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
         ok = True
         for it in range(newton):
             if it > 0:
-                group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, t, eta, d, gl, Hl)
+                group_grad_hess(code, y, n, Zc, off, N, a, e, q, t, eta, d, gl, Hl)
             for i in range(q):
                 s = gl[i]
                 for j in range(q):
@@ -322,7 +321,7 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart,
 
 
 @numba.njit(cache=True, nogil=True)
-def freeze(x, ex, G, q, code, unit, y, n, w1, Zc, off, N, gstart, start, g0, H0, llc, eta, d,
+def freeze(x, ex, G, q, code, unit, y, n, Zc, off, N, gstart, start, g0, H0, llc, eta, d,
            mu, P, iters):
     """Fix each group's Newton start: ``iters`` damped Newton steps (halved until the
     conditional density given ``mu`` and ``P`` rises: plain Newton on a logistic likelihood
@@ -339,7 +338,7 @@ def freeze(x, ex, G, q, code, unit, y, n, w1, Zc, off, N, gstart, start, g0, H0,
     for g in range(G):
         a, e = gstart[g], gstart[g + 1]
         for _ in range(iters):
-            ll = group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, start[g], eta, d,
+            ll = group_grad_hess(code, y, n, Zc, off, N, a, e, q, start[g], eta, d,
                                  g0[g], H0[g])
             for i in range(q):
                 dv[i] = start[g, i] - mu[i]
@@ -366,7 +365,7 @@ def freeze(x, ex, G, q, code, unit, y, n, w1, Zc, off, N, gstart, start, g0, H0,
                 break
             for i in range(q):
                 start[g, i] = t[i]
-        group_grad_hess(code, unit, y, n, w1, Zc, off, N, a, e, q, start[g], eta, d, g0[g], H0[g])
+        group_grad_hess(code, y, n, Zc, off, N, a, e, q, start[g], eta, d, g0[g], H0[g])
         for i in range(q):
             cur[i] = x[ex + g * q + i]
         llc[g] = group_ll(code, y, n, Zc, off, N, a, e, q, cur, eta, unit)
@@ -503,7 +502,7 @@ def hyper_step(x, buf, tb, u0, nu_, q, corr, G, S, L, scratch, widths, rounds):
 
 @numba.njit(cache=True, nogil=True)
 def noncentred_step(x, buf, tb, ex, G, q, p, u0, n_u, corr, F, mu0, sd0, L, scratch, steps,
-                    code, unit, y, n, w1, Zc, off, N, gstart, llc, eta, d, mnew, llnew):
+                    code, unit, y, n, Zc, off, N, gstart, llc, eta, d, mnew, llnew):
     """One random-walk Metropolis move of the raw fixed effects, log SDs and correlations
     together with the effects' standardised deviations ``z_g = L⁻¹(m_g − F raw)`` held
     fixed (the non-centred direction, interwoven with the centred Gibbs steps: Yu & Meng
@@ -594,7 +593,7 @@ def precision(L, P):
 
 
 @numba.njit(cache=True, nogil=True)
-def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y, n, w1, Zc,
+def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y, n, Zc,
               off, N, gstart, start, g0, H0, llc, newton, nu, warm, widths, rounds, eta, d,
               acc, draws, acc_rate, sums, accumulate, steps, nc_rate, seed_value, freeze_iters):
     """``draws.shape[0]`` sweeps from state ``x``; writes each sweep's ``x`` into ``draws`` and
@@ -614,7 +613,7 @@ def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y
     mu = np.empty(q)
     if freeze_iters >= 0:
         mu, P = effects_prior(x, buf, tb, q, p, corr, F)
-        freeze(x, ex, G, q, code, unit, y, n, w1, Zc, off, N, gstart, start, g0, H0, llc, eta,
+        freeze(x, ex, G, q, code, unit, y, n, Zc, off, N, gstart, start, g0, H0, llc, eta,
                d, mu, P, freeze_iters)
         return
     mnew = np.empty((G, q))
@@ -629,7 +628,7 @@ def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y
             for j in range(p):
                 v += F[i, j] * raw[j]
             mu[i] = v
-        na = effects_step(x, ex, G, q, mu, P, code, unit, y, n, w1, Zc, off, N, gstart, start,
+        na = effects_step(x, ex, G, q, mu, P, code, unit, y, n, Zc, off, N, gstart, start,
                           g0, H0, llc, newton, nu, warm, eta, d, acc)
         acc_rate[s] = na / G
         fixed_step(x, ex, G, q, p, F, P, mu0, sd0)
@@ -644,7 +643,7 @@ def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y
         nc_rate[s] = 0.0
         if steps[p] > 0.0:
             nc_rate[s] = noncentred_step(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, L,
-                                         scratch, steps, code, unit, y, n, w1, Zc, off, N,
+                                         scratch, steps, code, unit, y, n, Zc, off, N,
                                          gstart, llc,
                                          eta, d, mnew, llnew)
         draws[s, :] = x
