@@ -20,6 +20,7 @@ from bayes_hlm.backends import glmm_sufficient as gs
 from bayes_hlm.backends.engine import choose_engine
 from bayes_hlm.backends.glmm_effect_draws import draw_effects
 from bayes_hlm.fitting.problem import build_problem
+from bayes_hlm.statistics import poisson_lognormal as pl
 
 from posterior_compare import all_scalars, disagreements
 
@@ -239,12 +240,13 @@ def test_many_effect_draws_come_back_as_float32(monkeypatch):
     np.testing.assert_array_equal(b32, b64.astype(np.float32))
 
 
-@pytest.mark.parametrize("sd", [0.3, 1.5])
-def test_blockwise_passes_over_many_groups(sd):
+@pytest.mark.parametrize("sd,long_series", [(0.05, False), (0.3, True), (1.5, None)])
+def test_blockwise_passes_over_many_groups(sd, long_series):
     """Several blocks of groups (2,500 > the 1,024 of a block), table and quadrature groups
-    mixed within blocks (small and large counts): value and gradient equal the row form's
-    (61 nodes), the gradient its central differences, the per-group terms sum to the total,
-    and the effect draws of the block pass equal the scalar sampler's."""
+    mixed within blocks (small and large counts), short and long line series: value and
+    gradient equal the row form's (61 nodes), the gradient its central differences, the
+    per-group terms sum to the total, and the effect draws of the block pass equal the
+    scalar sampler's."""
     from bayes_hlm.backends.keyed_noise import _mix
     from bayes_hlm.statistics.poisson_lognormal import RHO_MAX, lambert_w_log
 
@@ -291,6 +293,11 @@ def test_blockwise_passes_over_many_groups(sd):
                                   RHO_MAX ** 2 / sig2)
     eps = 1e-14
     assert tlo <= tau.min() * (1 + eps) and tau[inside].max() <= thi * (1 + eps) and thi <= 1
+    # the line series: short ones in registers (_clenshaw3_block), long ones term by term
+    c, cx, A, nodes = pl.table()
+    n = max(pl.line_series(s_, A, nodes, sig2, tlo, thi, np.empty(pl.LINE_N)) for s_ in (c, cx))
+    if long_series is not None:  # sd 0.3: one-row groups put τ near 1 in the table
+        assert (n > gs._CLEN) == long_series
     b, _ = gs.draw_effects(suff, x[None, :], 5, np.array([2]))
     e = np.exp(eta)
     S = np.add.reduceat(st["m"] * e[st["pat"]], st["indptr"][:-1])

