@@ -25,6 +25,7 @@ sweep's acceptance rate over the groups (no NUTS statistics: nothing diverges he
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -328,7 +329,7 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
     def work(k):
         results[k] = run_chain(m, x0s[k], cfg.tune, cfg.draws, chain_seeds[k], stop, z[k])
 
-    workers = max(1, min(cfg.chains, cfg.cores or 2))
+    workers = max(1, min(cfg.chains, cfg.cores or os.cpu_count() or 1))  # a thread per chain
     threads: list = []
     with phase(f"Gibbs sampling ({cfg.chains} chains x {cfg.tune} + {cfg.draws} sweeps)",
                long=True):
