@@ -18,7 +18,8 @@ One sweep:
    stepping out) on :func:`.glmm_density._chol_of` (the compiled SD priors and LKJ, the one
    implementation) plus the effects' Gaussian density from their scatter matrix: no data pass.
 
-Random numbers come from Numba's per-thread generator, seeded per chain (:func:`seed`).
+Random numbers come from Numba's per-thread generator, seeded per chain (:func:`run_block`'s
+``seed_value``; :func:`seed` for a caller of the steps themselves).
 """
 
 from __future__ import annotations
@@ -468,13 +469,14 @@ def hyper_step(x, buf, tb, u0, nu_, q, corr, G, S, L, scratch, widths, rounds):
             level = f0 + np.log(np.random.random())
             lo = x0 - w * np.random.random()
             hi = lo + w
-            for _k in range(50):
+            j = int(50 * np.random.random())  # Neal's split of at most 50 steps: reversible
+            for _k in range(j):
                 x[c] = lo
                 evals += 1
                 if hyper_logp(x, buf, tb, q, corr, G, S, L, scratch) <= level:
                     break
                 lo -= w
-            for _k in range(50):
+            for _k in range(49 - j):
                 x[c] = hi
                 evals += 1
                 if hyper_logp(x, buf, tb, q, corr, G, S, L, scratch) <= level:
