@@ -10,6 +10,10 @@ except for ``bayes_hlm.distributed.fit_dask``: a lazy, deprecated alias kept for
 (listed in docs/architecture.md).
 """
 
+from .._numba_cache import install as _install_numba_cache
+
+_install_numba_cache()  # before any kernel is defined: stamps cover every compiled file
+
 from .design_meta import OutOfCoreError
 from .out_of_core import DaskStats, compute_stats_dask, priors_from_stats
 

@@ -20,6 +20,10 @@ family=...)`` is ``bayes_hlm.glmer.glmer(...)``.
 
 from __future__ import annotations
 
+from .._numba_cache import install as _install_numba_cache
+
+_install_numba_cache()  # before any kernel is defined: stamps cover every compiled file
+
 import sys
 import types
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .._numba_cache import install as _install_numba_cache
+
 __all__ = ["pair_sums_nb"]
+
+
+_install_numba_cache()  # stamps cover every compiled file (bayes_hlm._numba_cache)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -18,6 +18,8 @@ import math
 import numba
 import numpy as np
 
+from .._numba_cache import install as _install_numba_cache
+
 __all__ = ["FASTMATH", "fast_exp", "log1p_unit", "log_array"]
 
 _LN2_HI = 6.93147180369123816490e-01
@@ -28,6 +30,9 @@ with np.errstate(over="ignore"):
     _POW2 = np.ldexp(1.0, np.arange(-_K0, _K0 + 1))  # 2^k, k in [-1100, 1100] (0 / inf at the ends)
 #: LLVM flags for loops using these (no nnan/ninf: infinities keep their meaning)
 FASTMATH = {"contract", "reassoc", "arcp", "nsz"}
+
+
+_install_numba_cache()  # stamps cover every compiled file (bayes_hlm._numba_cache)
 
 
 @numba.njit(cache=True, inline="always", fastmath=FASTMATH)

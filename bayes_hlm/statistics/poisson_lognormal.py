@@ -34,6 +34,8 @@ import math
 import numba
 import numpy as np
 
+from .._numba_cache import install as _install_numba_cache
+
 __all__ = ["RHO_MAX", "TABLE_TOL", "lambert_w_log", "line_series", "log_j_reference", "table"]
 
 #: the table covers ρ = σ / C ≤ RHO_MAX
@@ -99,6 +101,9 @@ def table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     (_NX, _NT), in ``(X, T) = (2x − 1, 2τ − 1)``, ``x = ρ² / RHO_MAX²``) and the line
     re-expansion's matrix and nodes (:func:`line_series`)."""
     return _C, _CX, _LINE_A, _LINE_NODES
+
+
+_install_numba_cache()  # stamps cover every compiled file (bayes_hlm._numba_cache)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
