@@ -56,6 +56,10 @@ def __getattr__(name: str):
     module, attr = _LAZY[name]
     # the first fit imports PyMC, ArviZ and the samplers: seconds, more after an install
     with phase("loading libraries (pandas, PyMC, ArviZ; once per session)"):
+        if name == "fit":  # on a cold compile cache a child starts compiling meanwhile
+            from .backends.numba_density import prestart
+
+            prestart()
         obj = importlib.import_module(module, __name__)
     for part in (attr.split(".") if attr else []):
         obj = getattr(obj, part)

@@ -63,6 +63,37 @@ def test_child_compiles_into_the_cache_a_fresh_process_loads(child_env):
     assert out.stdout.split() == ["False", "1"], out.stderr
 
 
+def test_a_child_started_ahead_compiles_the_kernel_it_is_handed(child_env):
+    """prestart: the child runs its first part at once, then compiles the kernel start() names
+    (no second child); its callbacks land in the cache."""
+    import tiny_kernels
+
+    assert bc.prestart(("tiny_kernels", "get", ("_plus_one",)))
+    assert not bc.prestart(("tiny_kernels", "get", ("_plus_one",)))  # one at a time
+    proc = bc._WAITING[0]
+    assert bc.start(tiny_kernels.logp_sq, ("tiny_kernels", "get", ("logp_sq",)))
+    assert not bc._WAITING and bc._CHILDREN["logp_sq"] is proc
+    assert bc.join(tiny_kernels.logp_sq) is True
+    code = ("from bayes_hlm.backends import numba_nuts; import tiny_kernels; "
+            "print(numba_nuts.compile_cache_cold(tiny_kernels.logp_sq))")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, NUMBA_CACHE_DIR=str(child_env)),
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.stdout.split() == ["False"], out.stderr
+
+
+def test_a_child_started_ahead_and_let_go_exits(child_env, monkeypatch):
+    import tiny_kernels
+
+    monkeypatch.setenv(bc.OFF_ENV, "1")
+    assert not bc.prestart(("tiny_kernels", "get", ("_plus_one",)))
+    monkeypatch.delenv(bc.OFF_ENV)
+    assert bc.prestart(("tiny_kernels", "get", ("_plus_one",)))
+    bc.release()  # the fit needed no kernel
+    assert not bc._WAITING
+    assert bc._RELEASED[-1].wait(120) == 0
+    assert bc.join(tiny_kernels.logp_sq) is None
+
+
 def test_a_failing_child_leaves_the_compile_to_this_process(child_env):
     import tiny_kernels
 

@@ -148,3 +148,21 @@ def test_entry_point_is_logp_grad_bit_for_bit(name):
         assert k(x, pk.buf, g1) == lp0 and np.array_equal(g0, g1)
         rc, lp2, g2 = _call(logp, x, pk.buf)
         assert rc == 0 and lp2 == lp0 and np.array_equal(g0, g2)
+
+
+def test_the_shared_kernels_are_compiled_as_the_entry_points_call_them(tmp_path):
+    """numba_density.compile_shared (a child's work before the model is known) compiles the
+    kernels every entry point calls with the argument types the entry points pass: its
+    signatures are among theirs when an entry point compiles (a fresh cache, so it does)."""
+    code = textwrap.dedent("""
+        import numpy as np
+        from bayes_hlm.backends import numba_density as nd
+        from test_kernel_entry_points import _cases, _packed
+        pk = _packed(*_cases()["single_intercept"])
+        nd.kernel_for(pk)(pk.init.copy(), pk.buf, np.zeros(pk.ndim))
+        print(all(tuple(sig) in [tuple(s) for s in f.signatures] for f, sig in nd._shared().items()))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.stdout.split() == ["True"], out.stderr

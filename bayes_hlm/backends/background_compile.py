@@ -6,6 +6,9 @@ the other steps. Started as soon as the model's structure is known (:func:`start
 process compiles them into Numba's on-disk cache while this process loads the samplers,
 packs the statistics and compiles the group-effect draws (a second core at work); the fit
 then waits for the child (:func:`join`) and loads the density from the cache it wrote.
+A session's first fit starts its child earlier still (:func:`prestart`, before it loads its
+libraries): the child compiles the kernels every model's density calls, then waits for
+:func:`start` to name the entry point (or :func:`release` to let it go).
 
 Nothing depends on the child: one that cannot start, fails, is killed, cannot write the cache
 or runs past :data:`JOIN_TIMEOUT_S` is stopped and reaped, and the fit compiles in-process as
@@ -32,6 +35,10 @@ OFF_ENV = "BAYES_HLM_COMPILE_IN_PROCESS"
 
 #: kernel name -> the child compiling it (until joined)
 _CHILDREN: dict[str, subprocess.Popen] = {}
+#: a child started before the fit knew its model (:func:`prestart`), waiting for :func:`start`
+_WAITING: list[subprocess.Popen] = []
+#: children let go without a kernel (:func:`release`): reaped at exit
+_RELEASED: list[subprocess.Popen] = []
 
 
 def enabled() -> bool:
@@ -45,9 +52,10 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _command(factory: tuple) -> list[str]:
+def _command(factory: tuple, then_wait: bool = False) -> list[str]:
     module, name, args = factory
-    return [sys.executable, "-m", __name__, module, name, json.dumps(list(args))]
+    return [sys.executable, "-m", __name__, *(["--then-wait"] if then_wait else []),
+            module, name, json.dumps(list(args))]
 
 
 def _env() -> dict:
@@ -75,16 +83,59 @@ def start(kernel, factory: tuple[str, str, tuple]) -> bool:
         return True
     if not enabled() or not sys.executable or _cores() < 2:  # one core: nothing to overlap
         return False
-    try:
-        # its own session: a terminal's Ctrl-C stops the fit, which stops the child (join);
-        # where the scheduler shares CPU by session (Linux autogroup), it is a second worker
-        proc = subprocess.Popen(_command(factory), env=_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-    except (OSError, ValueError):  # no executable, no fork: compile in-process
+    while _WAITING:  # a child started ahead (prestart): it compiles this kernel next
+        proc = _WAITING.pop()
+        try:
+            proc.stdin.write(json.dumps(list(factory)) + "\n")
+            proc.stdin.close()
+        except (OSError, ValueError):  # it died: start another
+            _stop(proc)
+            continue
+        _CHILDREN[name] = proc
+        return True
+    proc = _spawn(_command(factory), stdin=subprocess.DEVNULL)
+    if proc is None:
         return False
     _CHILDREN[name] = proc
     return True
+
+
+def _spawn(command: list[str], stdin) -> subprocess.Popen | None:
+    try:
+        # its own session: a terminal's Ctrl-C stops the fit, which stops the child (join);
+        # where the scheduler shares CPU by session (Linux autogroup), it is a second worker
+        return subprocess.Popen(command, env=_env(), stdin=stdin, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True,
+                                text=stdin is subprocess.PIPE)
+    except (OSError, ValueError):  # no executable, no fork: compile in-process
+        return None
+
+
+def prestart(first: tuple[str, str, tuple]) -> bool:
+    """Start a child before the fit knows its model (a session's first fit, before it loads its
+    libraries): it runs ``first`` (``(module, function, args)``: compiling the kernels every
+    model's density calls) at once, then waits for :func:`start` to name the kernel to compile
+    next (or for :func:`release`). False when none started (turned off, one core, a child
+    already running or waiting)."""
+    if _WAITING or _CHILDREN or not enabled() or not sys.executable or _cores() < 2:
+        return False
+    proc = _spawn(_command(first, then_wait=True), stdin=subprocess.PIPE)
+    if proc is None:
+        return False
+    _WAITING.append(proc)
+    return True
+
+
+def release() -> None:
+    """Let a waiting child (:func:`prestart`) go without a kernel: the fit needs none (another
+    engine, a cached density). It finishes its first part (the cache keeps it) and exits."""
+    while _WAITING:
+        proc = _WAITING.pop()
+        try:
+            proc.stdin.close()
+        except (OSError, ValueError):  # pragma: no cover - gone already
+            pass
+        _RELEASED.append(proc)
 
 
 def pending() -> bool:
@@ -122,18 +173,34 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @atexit.register
 def _stop_all() -> None:
-    """Children never joined (the fit failed or took another engine): stopped and reaped."""
+    """Children never joined (the fit failed or took another engine), waiting or let go:
+    stopped and reaped."""
     while _CHILDREN:
         _stop(_CHILDREN.popitem()[1])
+    for waiting in (_WAITING, _RELEASED):
+        while waiting:
+            _stop(waiting.pop())
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The child: compile (or load) the kernel ``module.function(*args)`` and its callbacks."""
+    """The child: compile (or load) the kernel ``module.function(*args)`` and its callbacks.
+    With ``--then-wait`` first (:func:`prestart`): call ``module.function(*args)``, then read
+    the kernel's ``[module, function, args]`` from stdin (none: exit)."""
     import importlib
 
     from .nuts_callbacks import callbacks
 
-    module, name, args = (sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[0] == "--then-wait":
+        module, name, args = argv[1:]
+        getattr(importlib.import_module(module), name)(*json.loads(args))
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0
+        module, name, args = json.loads(line)
+        args = json.dumps(list(args))
+    else:
+        module, name, args = argv
     callbacks(getattr(importlib.import_module(module), name)(*json.loads(args)))
     return 0
 

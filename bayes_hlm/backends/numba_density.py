@@ -1408,6 +1408,40 @@ def _chunks(variant: str):
     return specialised(_term_in_chunks, variant, {"term_and_grad": term_for_q(q)})
 
 
+def _shared():
+    """The kernels every structure's entry point calls, with the argument types it passes
+    (arrays: C-contiguous float64 vectors and matrices; tested against the entry points)."""
+    v, m, i, f = numba.float64[::1], numba.float64[:, ::1], numba.int64, numba.float64
+    return {fixed_prior: (v, i, v, v, v, i, v), _log_positive: (i, f, f, f),
+            lkj_cpc: (v, f, m, v), cpc_backward: (v, i, m, v)}
+
+
+def compile_shared() -> None:
+    """Compile (or load) :func:`_shared`'s kernels: a background compile's child does this
+    while the first fit loads its libraries, before the model says which entry point it runs
+    (:func:`prestart`)."""
+    for f, sig in _shared().items():
+        f.compile(sig)
+
+
+def prestart() -> bool:
+    """On a cold cache, before a session's first fit loads its libraries: start the background
+    compile's child on :func:`compile_shared` (:func:`.background_compile.prestart`); the
+    fit's :func:`.numba_nuts.compile_ahead` then hands it the model's entry point. False when
+    nothing started (the kernels cached, nutpie missing, no child). Never raises."""
+    try:
+        import importlib.util
+
+        from ..progress import numba_cache_cold
+        from . import background_compile
+
+        if importlib.util.find_spec("nutpie") is None or not numba_cache_cold(*_shared()):
+            return False
+        return background_compile.prestart((__name__, "compile_shared", ()))
+    except Exception:  # a head start only
+        return False
+
+
 def kernel_for(packed: Packed):
     """The entry point of :func:`kernel` for the model in ``packed`` (read from its header)."""
     buf = packed.buf

@@ -110,5 +110,8 @@ def choose_and_sample(problem: Problem, settings: FitSettings, cfg: SamplerConfi
                       ) -> tuple[EngineChoice, tuple[SampleOutput, object, dict]]:
     """:func:`choose` then :func:`sample`, with the chooser's run-time fallback."""
     compile_ahead(problem, settings)
+    from ..backends import background_compile
+
+    background_compile.release()  # a child started ahead that this fit gave no kernel
     return run_with_fallback(lambda unavailable: choose(problem, settings, unavailable),
                              lambda c: sample(problem, c, cfg, settings.centered), engine_status())
