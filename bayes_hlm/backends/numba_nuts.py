@@ -80,7 +80,7 @@ def compile_ahead(design: Design, ps: PriorSet, stats) -> bool:
         return False
     # the child's entry point calls its structure's own kernels late in its compile: compiled
     # here meanwhile (this process has time to spare until the child is done), it loads them
-    with phase("compiling the collapsed density with Numba (once per machine)"):
+    with phase("compiling the collapsed density's group term with Numba (once per machine)"):
         compile_own(kind, q)
     return True
 
