@@ -126,6 +126,22 @@ def prestart(first: tuple[str, str, tuple]) -> bool:
     return True
 
 
+def side(work: tuple[str, str, tuple]) -> bool:
+    """Start a second child that runs ``work`` (``(module, function, args)``: kernels the
+    kernel's child then loads from the cache instead of compiling them) and exits; reaped at
+    exit. Not in this process: a kernel compiled here would be the one this process's loaded
+    callback calls (the JIT binds the callback's copy of a kernel to one already loaded), and
+    its optimisation differs from the callback's own copy (fast-math kernels: other rounding,
+    other draws than a warm fit's). False when none started."""
+    if not enabled() or not sys.executable or _cores() < 2:
+        return False
+    proc = _spawn(_command(work, then_wait=True), stdin=subprocess.DEVNULL)
+    if proc is None:
+        return False
+    _RELEASED.append(proc)
+    return True
+
+
 def release() -> None:
     """Let a waiting child (:func:`prestart`) go without a kernel: the fit needs none (another
     engine, a cached density). It finishes its first part (the cache keeps it) and exits."""

@@ -1426,9 +1426,10 @@ def _own(kind: str, q: int):
 
 
 def compile_own(kind: str, q: int) -> None:
-    """Compile (or load) :func:`_own`'s kernels in this process: the fit does this while its
-    background child compiles the entry point, which then loads them from the cache instead of
-    compiling them (when this process is first; if not, both compile them)."""
+    """Compile (or load) :func:`_own`'s kernels: a second background child does this while the
+    first compiles the entry point, which then loads them from the cache instead of compiling
+    them (when the second is first; if not, both compile them). Not in the fit's process
+    (:func:`.background_compile.side` says why)."""
     for f, sig in _own(kind, q).items():
         f.compile(sig)
 

@@ -68,7 +68,7 @@ def compile_ahead(design: Design, ps: PriorSet, stats) -> bool:
 
     if importlib.util.find_spec("nutpie") is None:
         return False
-    from .numba_density import compile_own, kernel, kernel_args, unsupported_reason
+    from .numba_density import kernel, kernel_args, unsupported_reason
 
     if not background_compile.enabled() or unsupported_reason(design, ps, stats) is not None:
         return False
@@ -78,10 +78,9 @@ def compile_ahead(design: Design, ps: PriorSet, stats) -> bool:
         return False
     if not background_compile.start(kern, (kernel.__module__, kernel.__name__, (kind, q))):
         return False
-    # the child's entry point calls its structure's own kernels late in its compile: compiled
-    # here meanwhile (this process has time to spare until the child is done), it loads them
-    with phase("compiling the collapsed density's group term with Numba (once per machine)"):
-        compile_own(kind, q)
+    # the child's entry point calls its structure's own kernels late in its compile: a second
+    # child compiles them meanwhile, and the first loads them from the cache
+    background_compile.side((kernel.__module__, "compile_own", (kind, q)))
     return True
 
 
