@@ -175,6 +175,7 @@ def join(kernel, timeout: float | None = None) -> bool | None:
     except BaseException:  # interrupted while waiting: leave no child behind
         _stop(proc)
         raise
+    _RELEASED[:] = [p for p in _RELEASED if p.poll() is None]  # reap those done (side children)
     return rc == 0
 
 
