@@ -101,7 +101,11 @@ def compile_ahead(problem: Problem, settings: FitSettings) -> None:
         from ..backends.numba_nuts import compile_ahead as density_ahead
 
         try:
-            density_ahead(problem.design, problem.fit_priors, problem.stats)
+            if density_ahead(problem.design, problem.fit_priors, problem.stats):
+                # and the effect draws' kernels, in a child of their own (one factor)
+                from ..backends.conditional_draws import compile_ahead_in_child
+
+                compile_ahead_in_child(problem.stats)
         except Exception:  # a head start only: the fit compiles what it needs itself
             pass
 
