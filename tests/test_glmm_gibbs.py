@@ -302,3 +302,15 @@ def test_engine_choice():
         bh.fit(FORMULAS["bernoulli"], d, family="bernoulli", method="marginal", sampler="gibbs")
     with pytest.raises(bh.BayesHLMError, match="does not cover"):
         bh.fit("y ~ x + (x | g)", d.assign(y=d.x + 0.1), sampler="gibbs", method="full")
+
+
+def test_a_cold_kernel_cache_is_announced(monkeypatch, capfd):
+    """With nothing in Numba's cache the sampling phase's first ~30 s are compiling: its line
+    says so (issue #18: no silent or mislabelled minutes)."""
+    monkeypatch.setattr(gg, "numba_cache_cold", lambda *f: True)
+    d = simulate("bernoulli", seed=4)
+    bh.fit(FORMULAS["bernoulli"], d, family="bernoulli", seed=3, chains=2, draws=30, tune=30,
+           warn=False, sampler="gibbs")
+    err = capfd.readouterr().err
+    assert "Gibbs sampling (2 chains x 30 + 30 sweeps), first compiling its kernels with Numba " \
+           "(once per machine)" in err

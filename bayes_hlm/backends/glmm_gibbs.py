@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from ..progress import phase
+from ..progress import numba_cache_cold, phase
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from . import glmm_kernels as gk
@@ -331,8 +331,10 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
 
     workers = max(1, min(cfg.chains, cfg.cores or os.cpu_count() or 1))  # a thread per chain
     threads: list = []
-    with phase(f"Gibbs sampling ({cfg.chains} chains x {cfg.tune} + {cfg.draws} sweeps)",
-               long=True):
+    what = f"Gibbs sampling ({cfg.chains} chains x {cfg.tune} + {cfg.draws} sweeps)"
+    if numba_cache_cold(glmm_gibbs_kernels.run_block):  # its first call compiles (~30 s)
+        what += ", first compiling its kernels with Numba (once per machine)"
+    with phase(what, long=True):
         pending = list(range(cfg.chains))
         try:
             while pending:
