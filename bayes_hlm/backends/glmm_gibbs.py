@@ -25,6 +25,7 @@ sweep's acceptance rate over the groups (no NUTS statistics: nothing diverges he
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -288,11 +289,50 @@ def _initial_points(packed, design: Design, ps: PriorSet, chains: int,
     return [f(int(s.generate_state(1)[0])) for s in seed.spawn(chains)]
 
 
-def _first_dataset() -> None:
-    """xarray's first Dataset in a process costs ~1.4 s (its duck-array and chunk-manager
-    discovery, measured after importing PyMC and ArviZ); the main thread builds a tiny one
-    while it would only wait for the chains, instead of after them."""
-    xr.Dataset({"a": (("chain",), np.zeros(1))}, coords={"chain": np.arange(1)})
+#: array libraries whose types xarray checks every array against (importing each on first use)
+_DUCK_MODULES = ("dask", "cupy", "sparse", "pint", "cubed")
+
+
+@contextlib.contextmanager
+def _unimported_duck_arrays_absent():
+    """Build xarray objects without xarray importing array libraries nobody has imported.
+
+    xarray's first Dataset in a process imports dask (installed here for the out-of-core
+    engine) to ask whether each array is a dask array: 0.3-0.6 s CPU of a 20k fit's ~1 s
+    (measured; with the chains sampling, it also holds the GIL they need between blocks).
+    An object of a module's type cannot exist while the module is not imported, so for
+    such a module the answer is "no" without importing it: its entry in xarray's cache says
+    so for the duration of the block and is removed after (a later import answers as usual).
+    Not applied where xarray's private cache is missing."""
+    import sys
+
+    try:
+        from xarray.namedarray import pycompat
+        cache = pycompat._cached_duck_array_modules
+        absent = [k for k in _DUCK_MODULES if k not in sys.modules and k not in cache]
+        for k in absent:
+            cache[k] = _Absent()
+    except (ImportError, AttributeError):  # another xarray: build as usual
+        yield
+        return
+    try:
+        yield
+    finally:
+        for k in absent:
+            cache.pop(k, None)
+
+
+class _Absent:
+    """xarray's view of a duck-array module that is not imported (no type matches)."""
+
+    module = None
+    type: tuple = ()
+    available = False
+
+    def __init__(self):
+        from packaging.version import Version
+
+        self.version = Version("0.0.0")
 
 
 def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOutput:
@@ -342,7 +382,6 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
                 threads = [threading.Thread(target=work, args=(k,), daemon=True) for k in batch]
                 for t in threads:
                     t.start()
-                _first_dataset()  # while the chains run (compiled, without the GIL)
                 for t in threads:
                     while t.is_alive():
                         t.join(0.2)
@@ -361,17 +400,18 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
     rates = np.stack([r[1][:D] for r in results])
     nc_taken = np.stack([r[2][:D] for r in results])
     del results  # views of z: its memory goes with z below
-    with phase("transforming the draws to the model's parameters"):
+    with phase("transforming the draws to the model's parameters"), \
+            _unimported_duck_arrays_absent():
         post = posterior_dataset(design, ps, packed, z, cfg.seed)
-    del z
-    C = len(done)
-    stats = xr.Dataset({"acceptance_rate": (("chain", "draw"), rates),
-                        "scale_move_accepted": (("chain", "draw"), nc_taken.astype(bool))},
-                       coords={"chain": np.arange(C), "draw": np.arange(D)})
-    attrs = {"engine": "bayes_hlm.glmm_gibbs", "inference_library": "bayes_hlm"}
-    post.attrs.update(attrs)
-    stats.attrs.update(attrs)
-    tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
+        del z
+        C = len(done)
+        stats = xr.Dataset({"acceptance_rate": (("chain", "draw"), rates),
+                            "scale_move_accepted": (("chain", "draw"), nc_taken.astype(bool))},
+                           coords={"chain": np.arange(C), "draw": np.arange(D)})
+        attrs = {"engine": "bayes_hlm.glmm_gibbs", "inference_library": "bayes_hlm"}
+        post.attrs.update(attrs)
+        stats.attrs.update(attrs)
+        tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats})
     return SampleOutput(tree=tree, compile_s=t1 - t0, sample_s=t2 - t1, interrupted=interrupted,
                         extra={"centered": {factor: True}, "rows": design.n, "cells": design.n,
                                "integrated": [], "level_centred": {}, "sampler": "gibbs",
