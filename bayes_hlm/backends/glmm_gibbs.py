@@ -25,7 +25,6 @@ sweep's acceptance rate over the groups (no NUTS statistics: nothing diverges he
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from .._xarray_build import unimported_duck_arrays_absent
 from ..progress import numba_cache_cold, phase
 from ..spec.design import Design
 from ..spec.priors import PriorSet
@@ -289,52 +289,6 @@ def _initial_points(packed, design: Design, ps: PriorSet, chains: int,
     return [f(int(s.generate_state(1)[0])) for s in seed.spawn(chains)]
 
 
-#: array libraries whose types xarray checks every array against (importing each on first use)
-_DUCK_MODULES = ("dask", "cupy", "sparse", "pint", "cubed")
-
-
-@contextlib.contextmanager
-def _unimported_duck_arrays_absent():
-    """Build xarray objects without xarray importing array libraries nobody has imported.
-
-    xarray's first Dataset in a process imports dask (installed here for the out-of-core
-    engine) to ask whether each array is a dask array: 0.3-0.6 s CPU of a 20k fit's ~1 s
-    (measured; with the chains sampling, it also holds the GIL they need between blocks).
-    An object of a module's type cannot exist while the module is not imported, so for
-    such a module the answer is "no" without importing it: its entry in xarray's cache says
-    so for the duration of the block and is removed after (a later import answers as usual).
-    Not applied where xarray's private cache is missing."""
-    import sys
-
-    try:
-        from xarray.namedarray import pycompat
-        cache = pycompat._cached_duck_array_modules
-        absent = [k for k in _DUCK_MODULES if k not in sys.modules and k not in cache]
-        for k in absent:
-            cache[k] = _Absent()
-    except (ImportError, AttributeError):  # another xarray: build as usual
-        yield
-        return
-    try:
-        yield
-    finally:
-        for k in absent:
-            cache.pop(k, None)
-
-
-class _Absent:
-    """xarray's view of a duck-array module that is not imported (no type matches)."""
-
-    module = None
-    type: tuple = ()
-    available = False
-
-    def __init__(self):
-        from packaging.version import Version
-
-        self.version = Version("0.0.0")
-
-
 def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOutput:
     """Metropolis-within-Gibbs on the centred one-factor GLMM; posterior as the PyMC full
     model names it. Raises :class:`~bayes_hlm.errors.BayesHLMError` where not covered."""
@@ -401,7 +355,7 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
     nc_taken = np.stack([r[2][:D] for r in results])
     del results  # views of z: its memory goes with z below
     with phase("transforming the draws to the model's parameters"), \
-            _unimported_duck_arrays_absent():
+            unimported_duck_arrays_absent():
         post = posterior_dataset(design, ps, packed, z, cfg.seed)
         del z
         C = len(done)

@@ -104,6 +104,13 @@ def to_arviz(posterior: xr.Dataset, design: Design) -> xr.Dataset:
 
 def arviz_tree(tree: xr.DataTree, design: Design) -> xr.DataTree:
     """``tree`` with its ``posterior`` (and ``prior``) groups in the ArviZ layout."""
+    from .._xarray_build import unimported_duck_arrays_absent
+
+    with unimported_duck_arrays_absent():  # numpy draws: no dask import
+        return _arviz_tree(tree, design)
+
+
+def _arviz_tree(tree: xr.DataTree, design: Design) -> xr.DataTree:
     groups = {k: tree[k].to_dataset() for k in tree.children}
     for g in ("posterior", "prior"):
         if g in groups:
