@@ -70,3 +70,20 @@ def test_effect_draws_select_levels_and_draws_in_one_step():
     np.testing.assert_array_equal(src.effects("g", groups=groups), full[:, groups])
     np.testing.assert_array_equal(src.effects("g", idx), full[idx])
     np.testing.assert_array_equal(src.effects("g", idx, groups), full[idx][:, groups])
+
+
+@pytest.mark.parametrize("formula", ["y ~ a + offset(np.log(t)) + (1 | g)", "y ~ a + x + (1 + x | g)"])
+def test_fitted_mean_over_a_subset_of_draws(formula, monkeypatch):
+    """``idx``: the mean over those flat draws only, the same in the cell form and the row
+    chunks; every draw's indices give the default."""
+    r = _fit(formula)
+    S = r._draws.size
+    idx = r._draws.thinned(13)
+    assert len(idx) == 13
+    np.testing.assert_allclose(pr.fitted_mean(r, True, np.arange(S)), pr.fitted_mean(r), rtol=1e-12)
+    sub = pr.fitted_mean(r, True, idx)
+    assert not np.allclose(sub, pr.fitted_mean(r), rtol=1e-6)  # a different average
+    fixed_only = pr.fitted_mean(r, False, idx)
+    monkeypatch.setattr(pr, "_CELL_PATTERNS", 0)  # the row chunks
+    np.testing.assert_allclose(pr.fitted_mean(r, True, idx), sub, rtol=1e-12)
+    np.testing.assert_allclose(pr.fitted_mean(r, False, idx), fixed_only, rtol=1e-12)

@@ -136,3 +136,29 @@ def test_no_separation_certificate_agrees_with_the_lp(monkeypatch):
     y = (rng.random(n) < 1 / (1 + np.exp(0.5 - x))).astype(float)
     assert find_separation(np.column_stack([np.ones(n), x]), y, ["Intercept", "x"]) is None
     assert not calls
+
+
+def test_overdispersion_check_on_a_subset_of_draws_is_the_same_decision(monkeypatch):
+    """The check averages OVERDISPERSION_DRAWS evenly spaced draws: chi2/df within ~1/S of every
+    draw's value (here 20 of 400 draws: within 0.05), and it still fires on overdispersed
+    counts and not on Poisson ones."""
+    import bayes_hlm.families.checks as checks
+    from bayes_hlm.results.predict import fitted_mean
+    from bayes_hlm.results.residuals import pearson_residuals
+
+    monkeypatch.setattr(checks, "OVERDISPERSION_DRAWS", 20)
+    mu = np.exp(1.0 + 0.3 * X_CONT)
+    for y, fires in ((RNG.poisson(RNG.gamma(1.0, mu)), True), (RNG.poisson(mu), False)):
+        d = pd.DataFrame({"y": y, "x": X_CONT, "g": _groups(N)})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r = bh.fit("y ~ x + (1|g)", d, family="poisson", chains=2, draws=200, tune=100,
+                       seed=2, progressbar=False)
+        assert any(issubclass(w.category, OverdispersionWarning)
+                   and "20 evenly spaced draws" in str(w.message) for w in caught) == fires
+        n_params = r.design.p + len(r.varcorr())
+        full = checks.pearson_dispersion(r.residuals("pearson").to_numpy(), n_params)
+        idx = r._draws.thinned(20)
+        sub = checks.pearson_dispersion(pearson_residuals(r, fitted_mean(r, True, idx), idx),
+                                        n_params)
+        assert full != sub and abs(full - sub) < 0.05, (full, sub)

@@ -178,7 +178,8 @@ _CELL_PATTERNS = 4096
 _CELL_BLOCK = 2048
 
 
-def fitted_mean(result: "BayesResult", group_effects: bool | str | list[str] = True) -> np.ndarray:
+def fitted_mean(result: "BayesResult", group_effects: bool | str | list[str] = True,
+                idx: np.ndarray | None = None) -> np.ndarray:
     """Posterior mean of ``g^-1(eta)`` on the data rows: ``predict(result)["mean"]`` (the
     same numbers up to rounding) without its draws x rows matrix (10M rows x 2,000 draws
     would be 160 GB), so ``fitted()``, Pearson residuals and the fit's overdispersion check
@@ -189,18 +190,24 @@ def fitted_mean(result: "BayesResult", group_effects: bool | str | list[str] = T
     so the mean of cell ``(g, c)`` is ``(1/S) sum_s exp(b_gs) exp(x_c'beta_s)``, one matrix
     product of the exponentiated effects (draws x groups, in blocks) and fixed parts
     (draws x patterns): O(draws x (groups + patterns)) ``exp`` instead of O(draws x rows).
-    Otherwise rows in chunks of :data:`FITTED_CHUNK` values, every draw."""
+    Otherwise rows in chunks of :data:`FITTED_CHUNK` values, every draw.
+
+    ``idx``: flat draw indices to average over (default every draw; the fit's overdispersion
+    check passes an evenly spaced subset, :func:`~bayes_hlm.fitting.tail.warn_overdispersion`)."""
     src, design = result._draws, result.design
     fam = family_of(result)
     factors = _included(result, group_effects)
     beta = src.flat(naming.FIXED)
-    cells = _fitted_cells(result, factors, fam, beta)
+    if idx is not None:
+        idx = np.asarray(idx)
+        beta = beta[idx]
+    cells = _fitted_cells(result, factors, fam, beta, idx)
     if cells is not None:
         return cells
-    cols = [(src.effects(f), *_factor_columns(result, f, None)[:2]) for f in factors]
+    cols = [(src.effects(f, idx), *_factor_columns(result, f, None)[:2]) for f in factors]
     X, off = design.X, design.offset
     out = np.empty(design.n)
-    step = max(1, FITTED_CHUNK // max(src.size, 1))
+    step = max(1, FITTED_CHUNK // max(len(beta), 1))
     for r0 in range(0, design.n, step):
         r1 = min(r0 + step, design.n)
         mu = beta @ X[r0:r1].T
@@ -214,9 +221,11 @@ def fitted_mean(result: "BayesResult", group_effects: bool | str | list[str] = T
     return out
 
 
-def _fitted_cells(result: "BayesResult", factors: list[str], fam, beta: np.ndarray):
+def _fitted_cells(result: "BayesResult", factors: list[str], fam, beta: np.ndarray,
+                  idx: np.ndarray | None = None):
     """:func:`fitted_mean`'s cell form (its docstring), or ``None`` where it does not apply
-    (more than :data:`_CELL_PATTERNS` distinct fixed rows among them)."""
+    (more than :data:`_CELL_PATTERNS` distinct fixed rows among them). ``beta``: the fixed
+    effects of the flat draws ``idx`` (None: every draw)."""
     from ..spec.row_keys import firsts, row_key
 
     design, src = result.design, result._draws
@@ -242,7 +251,10 @@ def _fitted_cells(result: "BayesResult", factors: list[str], fam, beta: np.ndarr
     if not factors:
         return E.mean(0)[pat]
     var = naming.effect_var(factors[0])
-    b = src.flat(var)[..., 0] if src.has(var) else src.effects(factors[0])[..., 0]  # (S, G)
+    if src.has(var):  # (S, G): a view, or one selection of the draws idx
+        b = src.flat(var)[..., 0] if idx is None else src.flat(var)[idx, :, 0]
+    else:
+        b = src.effects(factors[0], idx)[..., 0]
     G = b.shape[1]
     F = np.empty((G, len(first)))
     for g0 in range(0, G, _CELL_BLOCK):

@@ -51,15 +51,23 @@ def residuals(result: "BayesResult", kind: str = "response", *, ndraws: int | No
         return pd.Series(quantile_residuals(result, ndraws=ndraws, seed=seed), index=index,
                          name="quantile")
     fit = result.fitted().to_numpy()
+    if kind == "pearson":
+        return pd.Series(pearson_residuals(result, fit), index=index, name="pearson")
     n = result.design.trials
     y = result.design.y if n is None else result.design.y / n
-    r = y - fit
-    if kind == "pearson":
-        fam = family_of(result)
-        params = {k: v.mean() for k, v in param_draws(result._draws, fam).items()}
-        var = fam.response_variance(fit, **params)
-        r = r / np.sqrt(var if n is None else var / n)
-    return pd.Series(r, index=index, name="residual" if kind == "response" else "pearson")
+    return pd.Series(y - fit, index=index, name="residual")
+
+
+def pearson_residuals(result: "BayesResult", fit: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """(n,) Pearson residuals ``(y - fit) / sd(y | fit)`` for fitted means ``fit`` (binomial:
+    proportions), the family parameters at their posterior means over the flat draws ``idx``
+    (default every draw)."""
+    n = result.design.trials
+    y = result.design.y if n is None else result.design.y / n
+    fam = family_of(result)
+    params = {k: v.mean() for k, v in param_draws(result._draws, fam, idx).items()}
+    var = fam.response_variance(fit, **params)
+    return (y - fit) / np.sqrt(var if n is None else var / n)
 
 
 def quantile_residuals(result: "BayesResult", ndraws: int | None = 1000,
