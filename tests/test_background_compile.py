@@ -173,26 +173,6 @@ def test_effect_draws_compiled_ahead_are_the_fit_s_signatures():
     assert (len(cd._block_draws_serial.signatures), len(_fill_serial.signatures)) == n
 
 
-def test_effect_draws_compiled_in_a_child_are_the_fit_s_signatures():
-    """draw_kernels.compile_draws (a child's work on a cold cache) names the kernels and
-    argument types a one-factor fit's draws use: the draws then add no signature."""
-    import bayes_hlm as bh
-    from bayes_hlm.backends import conditional_draws as cd
-    from bayes_hlm.backends import draw_kernels as dk
-    from bayes_hlm.backends.sufficient_stats import compute_stats
-    from bayes_hlm.spec.build import build_spec
-
-    dk.compile_draws()
-    n = {f: len(f.signatures) for f in dk._draw_signatures()}
-    stats = compute_stats(build_spec("Reaction ~ Days + (Days | Subject)",
-                                     bh.datasets.load("sleepstudy")).design)
-    S = 300
-    L = np.broadcast_to(np.eye(2) * 25.0, (S, 2, 2))
-    cd.draw_group_effects(stats, np.zeros((S, 2)), np.full(S, 20.0), [L], seed=5)
-    cd.compile_ahead(stats)  # and one draw, as the in-process head start
-    assert {f: len(f.signatures) for f in dk._draw_signatures()} == n
-
-
 def test_a_cold_fit_loads_the_density_its_child_compiled(tmp_path):
     """On an empty cache a one-factor fit starts the child when the model is built, draws
     nothing meanwhile but the effect-draw compile, and loads the child's density from the

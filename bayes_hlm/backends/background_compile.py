@@ -142,21 +142,6 @@ def side(work: tuple[str, str, tuple]) -> bool:
     return True
 
 
-def wait_sides(timeout: float | None = None) -> None:
-    """Wait for the side children (:func:`side`) and reap them; one still running after
-    ``timeout`` (default :data:`JOIN_TIMEOUT_S`) is killed (its kernels then compile where
-    they are used)."""
-    for proc in list(_RELEASED):
-        try:
-            proc.wait(JOIN_TIMEOUT_S if timeout is None else timeout)
-        except subprocess.TimeoutExpired:
-            _stop(proc)
-        except BaseException:  # interrupted: leave no child behind
-            _stop(proc)
-            raise
-        _RELEASED.remove(proc)
-
-
 def release() -> None:
     """Let a waiting child (:func:`prestart`) go without a kernel: the fit needs none (another
     engine, a cached density). It finishes its first part (the cache keeps it) and exits."""

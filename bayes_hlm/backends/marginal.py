@@ -24,8 +24,7 @@ from ..spec.priors import PriorSet
 from ..spec import variable_names as naming
 from . import numba_nuts
 from . import background_compile
-from .conditional_draws import (chunk_work, compile_ahead, compile_ahead_in_child, default_chunk_draws,
-                                draw_group_effects)
+from .conditional_draws import chunk_work, compile_ahead, default_chunk_draws, draw_group_effects
 from .kernel_variants import map_chunks
 from .effect_refresh import refresh_sampled_effects, refreshable_terms
 from .full import record_effects
@@ -197,9 +196,7 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
                 design, ps, replace(cfg, sampler=c.sampler), stats), engine_status())[1]
         choose(engine_status())  # raises when the compiled density does not cover the model
         model = None
-        # the density compiles in a child: the effect draws' kernels compile meanwhile, in a
-        # child of their own where they can (one factor), else here
-        if background_compile.pending() and not compile_ahead_in_child(stats):
+        if background_compile.pending():  # the density compiles in a child: meanwhile these
             with _effects_phase(design, stats, ahead=True):
                 compile_ahead(stats)
         t_build = time.perf_counter() - t0
@@ -210,7 +207,6 @@ def run_marginal(design: Design, ps: PriorSet, cfg: SamplerConfig, stats=None
         out = sample_model(model, cfg)
     t1 = time.perf_counter()
     with _effects_phase(design, stats):
-        background_compile.wait_sides()  # a child compiling their kernels: they load them
         gen, lazy, refreshed = _attach_effects(design, stats, out, cfg.seed)
     effects_s = time.perf_counter() - t1
     out.compile_s += t_build

@@ -101,11 +101,7 @@ def compile_ahead(problem: Problem, settings: FitSettings) -> None:
         from ..backends.numba_nuts import compile_ahead as density_ahead
 
         try:
-            if density_ahead(problem.design, problem.fit_priors, problem.stats):
-                # and the effect draws' kernels, in a child of their own (one factor)
-                from ..backends.conditional_draws import compile_ahead_in_child
-
-                compile_ahead_in_child(problem.stats)
+            density_ahead(problem.design, problem.fit_priors, problem.stats)
         except Exception:  # a head start only: the fit compiles what it needs itself
             pass
 
