@@ -17,11 +17,10 @@ time went:
 
 Target: cold fit <= 2.5 x warm fit, and no silent stretch over 5 s.
 
-On a cold cache the fit compiles its density in child processes
-(:mod:`bayes_hlm.backends.background_compile`: the first started before the libraries load, a
-second for the structure's own kernel): their compiles are not in this process's list;
-``child_cpu_s`` is their CPU time (children reaped by the end of the fit), and ``--in-process``
-adds, per repeat, an interleaved cold/warm pair with the children turned off
+On a cold cache the fit compiles its density in a child process
+(:mod:`bayes_hlm.backends.background_compile`, started before the fit loads its libraries): its
+compiles are not in this process's list; ``child_cpu_s`` is its CPU time, and ``--in-process``
+adds, per repeat, an interleaved cold/warm pair with the child turned off
 (``BAYES_HLM_COMPILE_IN_PROCESS=1``).
 
 Python's own bytecode cache is warm in every run (``PYTHONPYCACHEPREFIX`` in a scratch directory,

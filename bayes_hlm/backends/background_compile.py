@@ -10,6 +10,11 @@ A session's first fit starts its child earlier still (:func:`prestart`, before i
 libraries): the child compiles the kernels every model's density calls, then waits for
 :func:`start` to name the entry point (or :func:`release` to let it go).
 
+The density's kernels must not be compiled in the fit's own process as well: Numba's JIT binds
+the loaded callback's copies of its callees (linkonce_odr) to copies already loaded there, which
+were optimised apart — for the fast-math group term another rounding, so other draws than a warm
+fit's (measured for ``(1 | g)``; a cold fit's draws equal a warm fit's, tested).
+
 Nothing depends on the child: one that cannot start, fails, is killed, cannot write the cache
 or runs past :data:`JOIN_TIMEOUT_S` is stopped and reaped, and the fit compiles in-process as
 before (the cache is then still cold for it). Children are never left behind: :func:`join`
@@ -126,22 +131,6 @@ def prestart(first: tuple[str, str, tuple]) -> bool:
     return True
 
 
-def side(work: tuple[str, str, tuple]) -> bool:
-    """Start a second child that runs ``work`` (``(module, function, args)``: kernels the
-    kernel's child then loads from the cache instead of compiling them) and exits; reaped at
-    exit. Not in this process: a kernel compiled here would be the one this process's loaded
-    callback calls (the JIT binds the callback's copy of a kernel to one already loaded), and
-    its optimisation differs from the callback's own copy (fast-math kernels: other rounding,
-    other draws than a warm fit's). False when none started."""
-    if not enabled() or not sys.executable or _cores() < 2:
-        return False
-    proc = _spawn(_command(work, then_wait=True), stdin=subprocess.DEVNULL)
-    if proc is None:
-        return False
-    _RELEASED.append(proc)
-    return True
-
-
 def release() -> None:
     """Let a waiting child (:func:`prestart`) go without a kernel: the fit needs none (another
     engine, a cached density). It finishes its first part (the cache keeps it) and exits."""
@@ -175,7 +164,7 @@ def join(kernel, timeout: float | None = None) -> bool | None:
     except BaseException:  # interrupted while waiting: leave no child behind
         _stop(proc)
         raise
-    _RELEASED[:] = [p for p in _RELEASED if p.poll() is None]  # reap those done (side children)
+    _RELEASED[:] = [p for p in _RELEASED if p.poll() is None]  # reap those let go and done
     return rc == 0
 
 

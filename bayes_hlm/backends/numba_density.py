@@ -1416,24 +1416,6 @@ def _shared():
             lkj_cpc: (v, f, m, v), cpc_backward: (v, i, m, v)}
 
 
-def _own(kind: str, q: int):
-    """The kernels only ``kernel(kind, q)`` calls (its structure's), with their argument types:
-    the one-factor chunk loop of its q."""
-    if kind != "single":
-        return {}
-    v, m, t, f = numba.float64[::1], numba.float64[:, ::1], numba.float64[:, :, ::1], numba.float64
-    return {_chunks({1: "q1", 2: "q2"}.get(q, "qn")): (m, t, t, v, m, f, m, v)}
-
-
-def compile_own(kind: str, q: int) -> None:
-    """Compile (or load) :func:`_own`'s kernels: a second background child does this while the
-    first compiles the entry point, which then loads them from the cache instead of compiling
-    them (when the second is first; if not, both compile them). Not in the fit's process
-    (:func:`.background_compile.side` says why)."""
-    for f, sig in _own(kind, q).items():
-        f.compile(sig)
-
-
 def compile_shared() -> None:
     """Compile (or load) :func:`_shared`'s kernels: a background compile's child does this
     while the first fit loads its libraries, before the model says which entry point it runs

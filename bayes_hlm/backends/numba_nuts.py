@@ -76,12 +76,7 @@ def compile_ahead(design: Design, ps: PriorSet, stats) -> bool:
     kern = kernel(kind, q)
     if loaded(kern) or not compile_cache_cold(kern):
         return False
-    if not background_compile.start(kern, (kernel.__module__, kernel.__name__, (kind, q))):
-        return False
-    # the child's entry point calls its structure's own kernels late in its compile: a second
-    # child compiles them meanwhile, and the first loads them from the cache
-    background_compile.side((kernel.__module__, "compile_own", (kind, q)))
-    return True
+    return background_compile.start(kern, (kernel.__module__, kernel.__name__, (kind, q)))
 
 
 def _compiled_model(packed, seed_jitter: bool = True, cbs=None):
