@@ -72,7 +72,8 @@ def test_effect_draws_select_levels_and_draws_in_one_step():
     np.testing.assert_array_equal(src.effects("g", idx, groups), full[idx][:, groups])
 
 
-@pytest.mark.parametrize("formula", ["y ~ a + offset(np.log(t)) + (1 | g)", "y ~ a + x + (1 + x | g)"])
+@pytest.mark.parametrize("formula", ["y ~ a + offset(np.log(t)) + (1 | g)",
+                                     "y ~ a + x + (1 + x | g)"])
 def test_fitted_mean_over_a_subset_of_draws(formula, monkeypatch):
     """``idx``: the mean over those flat draws only, the same in the cell form and the row
     chunks; every draw's indices give the default."""

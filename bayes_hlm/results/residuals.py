@@ -58,7 +58,8 @@ def residuals(result: "BayesResult", kind: str = "response", *, ndraws: int | No
     return pd.Series(y - fit, index=index, name="residual")
 
 
-def pearson_residuals(result: "BayesResult", fit: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+def pearson_residuals(result: "BayesResult", fit: np.ndarray,
+                      idx: np.ndarray | None = None) -> np.ndarray:
     """(n,) Pearson residuals ``(y - fit) / sd(y | fit)`` for fitted means ``fit`` (binomial:
     proportions), the family parameters at their posterior means over the flat draws ``idx``
     (default every draw)."""
