@@ -180,7 +180,10 @@ def pack(design: Design, ps: PriorSet, family, K: int = 7) -> CollapsedPacked:
 # --------------------------------------------------------------------------- #
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _chol(H, C):
+    """Lower Cholesky factor of a small SPD matrix into ``C``; False when a pivot is not
+    positive (the factor then holds NaN from there on, as callers that test it expect)."""
     q = H.shape[0]
+    ok = True
     for i in range(q):
         for j in range(q):
             C[i, j] = 0.0
@@ -188,12 +191,15 @@ def _chol(H, C):
         s = H[j, j]
         for k in range(j):
             s -= C[j, k] * C[j, k]
+        if not s > 0.0:
+            ok = False
         C[j, j] = np.sqrt(s)
         for i in range(j + 1, q):
             s = H[i, j]
             for k in range(j):
                 s -= C[i, k] * C[j, k]
             C[i, j] = s / C[j, j]
+    return ok
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -28,6 +28,7 @@ import numba
 import numpy as np
 
 from . import glmm_kernels as gk
+from .glmm_collapsed import _chol, _inv_lower, _spd_solve
 from .glmm_density import _chol_of
 
 _NEWTON_CLIP = 10.0  # largest Newton move per coordinate (a deterministic map: still exact)
@@ -167,42 +168,6 @@ def _gamma_half(nu):
 
 
 @numba.njit(cache=True, nogil=True)
-def _chol(A, R):
-    """Lower Cholesky factor of a small SPD matrix into ``R``; False if not positive definite."""
-    q = A.shape[0]
-    for i in range(q):
-        for j in range(i + 1):
-            s = A[i, j]
-            for k in range(j):
-                s -= R[i, k] * R[j, k]
-            if i == j:
-                if not s > 0.0:
-                    return False
-                R[i, i] = np.sqrt(s)
-            else:
-                R[i, j] = s / R[j, j]
-        for j in range(i + 1, q):
-            R[i, j] = 0.0
-    return True
-
-
-@numba.njit(cache=True, nogil=True)
-def _solve_chol(R, b, out):
-    """``out = (R Rᵀ)⁻¹ b``."""
-    q = R.shape[0]
-    for i in range(q):
-        s = b[i]
-        for k in range(i):
-            s -= R[i, k] * out[k]
-        out[i] = s / R[i, i]
-    for i in range(q - 1, -1, -1):
-        s = out[i]
-        for k in range(i + 1, q):
-            s -= R[k, i] * out[k]
-        out[i] = s / R[i, i]
-
-
-@numba.njit(cache=True, nogil=True)
 def _quad(P, v):
     """``vᵀ P v``."""
     q = v.shape[0]
@@ -269,7 +234,7 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, Zc, off, N, gstart,
             if not _chol(Q, R):
                 ok = False
                 break
-            _solve_chol(R, r, step)
+            _spd_solve(R, r, step)
             for i in range(q):
                 t[i] += min(max(step[i], -_NEWTON_CLIP), _NEWTON_CLIP)
         # proposal: centre t, precision Q = R Rᵀ (the last Hessian plus the prior's)
@@ -352,7 +317,7 @@ def freeze(x, ex, G, q, code, unit, y, n, Zc, off, N, gstart, start, g0, H0, llc
                 r[i] = s
             if not _chol(Q, R):
                 break
-            _solve_chol(R, r, step)
+            _spd_solve(R, r, step)
             h = 1.0
             for _k in range(30):
                 for i in range(q):
@@ -389,7 +354,7 @@ def fixed_step(x, ex, G, q, p, F, P, mu0, sd0):
     R = np.empty((p, p))
     _chol(Lam, R)
     mean = np.empty(p)
-    _solve_chol(R, rhs, mean)
+    _spd_solve(R, rhs, mean)
     for i in range(p):  # + R⁻ᵀ ε
         rhs[i] = np.random.standard_normal()
     z = np.empty(p)
@@ -580,12 +545,7 @@ def precision(L, P):
     """``P = (L Lᵀ)⁻¹``."""
     q = L.shape[0]
     Linv = np.zeros((q, q))
-    for c in range(q):
-        for i in range(q):
-            s = 1.0 if i == c else 0.0
-            for k in range(i):
-                s -= L[i, k] * Linv[k, c]
-            Linv[i, c] = s / L[i, i]
+    _inv_lower(L, Linv)
     for i in range(q):
         for j in range(q):
             s = 0.0
