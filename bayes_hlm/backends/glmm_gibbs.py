@@ -119,6 +119,26 @@ class _Model:
     ndim: int
 
 
+def _pack(design: Design, ps: PriorSet, family):
+    """The compiled density's layout of this engine's state (priors, term block, where each
+    parameter sits) for the one factor, centred.
+
+    This engine's effects are ``m_g = F raw + b_g`` (:func:`_model`'s ``F``): no level-2
+    shift. The density centres an intercept also on the fixed columns constant within the
+    levels (:func:`~bayes_hlm.backends.group_effects.level2_shift`; here a slope that does not
+    vary within any level), which :func:`.glmm_density.constrained` would subtract from these
+    draws too: the layout says there is none. The rows are read by :func:`_model` (sorted by
+    group, Z column-major), so pack gets one row instead of a copy of all."""
+    from . import glmm_density as gd
+
+    g = design.groups[0]
+    packed = gd.pack(design, ps, family, {g.factor: True}, gd.Rows(
+        y=np.zeros(1), n=np.ones(1), w=np.ones(1), offset=np.zeros(1),
+        X=design.X[:1], codes=[g.codes[:1]], Z=[g.Z[:1]]))
+    packed.terms[0].l2 = None
+    return packed
+
+
 def _model(design: Design, ps: PriorSet, family, packed) -> _Model:
     from .glmm_density import _HEAD, design_rows
 
@@ -293,7 +313,6 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
     """Metropolis-within-Gibbs on the centred one-factor GLMM; posterior as the PyMC full
     model names it. Raises :class:`~bayes_hlm.errors.BayesHLMError` where not covered."""
     from ..errors import BayesHLMError
-    from . import glmm_density as gd
     from .glmm_nuts import posterior_dataset
 
     why = unsupported_reason(design, ps, family)
@@ -303,11 +322,7 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
     t0 = time.perf_counter()
     with phase("packing the model's rows (Gibbs engine)"):
         factor = design.groups[0].factor
-        # the buffer's priors and term layout only: this engine reads the rows from _model
-        # (sorted by group, Z column-major), so pack gets one row instead of a copy of all
-        packed = gd.pack(design, ps, family, {factor: True}, gd.Rows(
-            y=np.zeros(1), n=np.ones(1), w=np.ones(1), offset=np.zeros(1),
-            X=design.X[:1], codes=[design.groups[0].codes[:1]], Z=[design.groups[0].Z[:1]]))
+        packed = _pack(design, ps, family)
         m = _model(design, ps, family, packed)
         from . import glmm_gibbs_kernels  # noqa: F401  (compiled on first use, cached)
     seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.chains + 1)
