@@ -51,6 +51,19 @@ def _row_ll(code, y, n, e):
     return y * e - (gk.fast_exp(e) if e <= 709.0 else np.inf)
 
 
+@numba.njit(cache=True, nogil=True, fastmath=gk._FAST, error_model="numpy", inline="always")
+def _fill_eta(Zc, off, N, a, e, q, m, et):
+    """``et = offset + Z m`` over rows ``a:e`` (``Zc`` column-major: q columns of N rows)."""
+    o = off[a:e]
+    for k in range(e - a):
+        et[k] = o[k]
+    for i in range(q):
+        col = Zc[i * N + a:i * N + e]
+        mi = m[i]
+        for k in range(e - a):
+            et[k] += col[k] * mi
+
+
 @numba.njit(cache=True, nogil=True, fastmath=gk._FAST, error_model="numpy")
 def group_ll(code, y, n, Zc, off, N, a, e, q, m, eta, unit):
     """Log likelihood (without data constants) of rows ``a:e`` at effects ``m``, in one
@@ -91,13 +104,7 @@ def group_ll(code, y, n, Zc, off, N, a, e, q, m, eta, unit):
             tot += _row_ll(code, yy[k], nn[k], o[k] + c0[k] * m0)
         return tot
     et = eta[:ln]
-    for k in range(ln):
-        et[k] = o[k]
-    for i in range(q):
-        col = Zc[i * N + a:i * N + e]
-        mi = m[i]
-        for k in range(ln):
-            et[k] += col[k] * mi
+    _fill_eta(Zc, off, N, a, e, q, m, et)
     for k in range(ln):
         tot += _row_ll(code, yy[k], nn[k], et[k])
     return tot
@@ -122,16 +129,9 @@ def group_grad_hess(code, y, n, Zc, off, N, a, e, q, m, eta, d, gl, Hl):
     ln = e - a
     et = eta[:ln]
     dd = d[:ln]
-    o = off[a:e]
     yy = y[a:e]
     nn = n[a:e]
-    for k in range(ln):
-        et[k] = o[k]
-    for i in range(q):
-        col = Zc[i * N + a:i * N + e]
-        mi = m[i]
-        for k in range(ln):
-            et[k] += col[k] * mi
+    _fill_eta(Zc, off, N, a, e, q, m, et)
     ll = 0.0
     for k in range(ln):
         lk, dk, wk = _row_derivs(code, yy[k], nn[k], et[k])
@@ -176,6 +176,53 @@ def _quad(P, v):
         for j in range(q):
             s += v[i] * P[i, j] * v[j]
     return s
+
+
+@numba.njit(cache=True, nogil=True)
+def _newton_step(gl, Hl, P, t, mu, Q, R, r, step):
+    """The Newton step of a group's conditional at ``t`` (likelihood gradient ``gl``, negative
+    Hessian ``Hl``; prior mean ``mu``, precision ``P``) into ``step``, with ``Q = Hl + P =
+    R Rᵀ``; False (and ``R``, ``step`` unusable) when ``Q`` is not positive definite."""
+    q = t.shape[0]
+    for i in range(q):
+        s = gl[i]
+        for j in range(q):
+            Q[i, j] = Hl[i, j] + P[i, j]
+            s -= P[i, j] * (t[j] - mu[j])
+        r[i] = s
+    if not _chol(Q, R):
+        return False
+    _spd_solve(R, r, step)
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _solve_lower_t(R, b, out):
+    """``out = R⁻ᵀ b`` (``R`` lower triangular)."""
+    q = R.shape[0]
+    for i in range(q - 1, -1, -1):
+        s = b[i]
+        for k in range(i + 1, q):
+            s -= R[k, i] * out[k]
+        out[i] = s / R[i, i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _prior_term(P, v, mu, dv):
+    """``(v − mu)ᵀ P (v − mu) / 2`` (``dv``: scratch)."""
+    for i in range(v.shape[0]):
+        dv[i] = v[i] - mu[i]
+    return 0.5 * _quad(P, dv)
+
+
+@numba.njit(cache=True, nogil=True)
+def _shift(F, x, p, mu):
+    """The effects' prior mean ``mu = F raw`` (``raw = x[:p]``)."""
+    for i in range(mu.shape[0]):
+        v = 0.0
+        for j in range(p):
+            v += F[i, j] * x[j]
+        mu[i] = v
 
 
 @numba.njit(cache=True, nogil=True)
@@ -225,16 +272,9 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, Zc, off, N, gstart,
         for it in range(newton):
             if it > 0:
                 group_grad_hess(code, y, n, Zc, off, N, a, e, q, t, eta, d, gl, Hl)
-            for i in range(q):
-                s = gl[i]
-                for j in range(q):
-                    Q[i, j] = Hl[i, j] + P[i, j]
-                    s -= P[i, j] * (t[j] - mu[j])
-                r[i] = s
-            if not _chol(Q, R):
+            if not _newton_step(gl, Hl, P, t, mu, Q, R, r, step):
                 ok = False
                 break
-            _spd_solve(R, r, step)
             for i in range(q):
                 t[i] += min(max(step[i], -_NEWTON_CLIP), _NEWTON_CLIP)
         # proposal: centre t, precision Q = R Rᵀ (the last Hessian plus the prior's)
@@ -247,11 +287,7 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, Zc, off, N, gstart,
         if nu > 0.0 and warm != 1:  # warm-up Gibbs: Gaussian (a t draw far out, then Newton
             # from there on a flat logistic likelihood, can run away)
             scale = np.sqrt(nu / (2.0 * _gamma_half(nu)))
-        for i in range(q - 1, -1, -1):  # prop = t + scale R⁻ᵀ r
-            s = r[i]
-            for k in range(i + 1, q):
-                s -= R[k, i] * step[k]
-            step[i] = s / R[i, i]
+        _solve_lower_t(R, r, step)  # prop = t + scale R⁻ᵀ r
         for i in range(q):
             prop[i] = t[i] + scale * step[i]
         # log q at prop and at cur (constants cancel)
@@ -268,12 +304,8 @@ def effects_step(x, ex, G, q, mu, P, code, unit, y, n, Zc, off, N, gstart,
         else:
             lq_prop, lq_cur = -0.5 * qp, -0.5 * qc
         ll_prop = group_ll(code, y, n, Zc, off, N, a, e, q, prop, eta, unit)
-        for i in range(q):
-            dv[i] = prop[i] - mu[i]
-        lp_prop = ll_prop - 0.5 * _quad(P, dv)
-        for i in range(q):
-            dv[i] = cur[i] - mu[i]
-        lp_cur = llc[g] - 0.5 * _quad(P, dv)
+        lp_prop = ll_prop - _prior_term(P, prop, mu, dv)
+        lp_cur = llc[g] - _prior_term(P, cur, mu, dv)
         log_a = lp_prop - lp_cur + lq_cur - lq_prop
         if warm > 0 or np.log(np.random.random()) < log_a:
             for i in range(q):
@@ -306,25 +338,15 @@ def freeze(x, ex, G, q, code, unit, y, n, Zc, off, N, gstart, start, g0, H0, llc
         for _ in range(iters):
             ll = group_grad_hess(code, y, n, Zc, off, N, a, e, q, start[g], eta, d,
                                  g0[g], H0[g])
-            for i in range(q):
-                dv[i] = start[g, i] - mu[i]
-            lp = ll - 0.5 * _quad(P, dv)
-            for i in range(q):
-                s = g0[g, i]
-                for j in range(q):
-                    Q[i, j] = H0[g, i, j] + P[i, j]
-                    s -= P[i, j] * (start[g, j] - mu[j])
-                r[i] = s
-            if not _chol(Q, R):
+            lp = ll - _prior_term(P, start[g], mu, dv)
+            if not _newton_step(g0[g], H0[g], P, start[g], mu, Q, R, r, step):
                 break
-            _spd_solve(R, r, step)
             h = 1.0
             for _k in range(30):
                 for i in range(q):
                     t[i] = start[g, i] + h * min(max(step[i], -_NEWTON_CLIP), _NEWTON_CLIP)
-                    dv[i] = t[i] - mu[i]
                 lt = group_ll(code, y, n, Zc, off, N, a, e, q, t, eta, unit)
-                if lt - 0.5 * _quad(P, dv) >= lp:
+                if lt - _prior_term(P, t, mu, dv) >= lp:
                     break
                 h *= 0.5
             else:
@@ -358,11 +380,7 @@ def fixed_step(x, ex, G, q, p, F, P, mu0, sd0):
     for i in range(p):  # + R⁻ᵀ ε
         rhs[i] = np.random.standard_normal()
     z = np.empty(p)
-    for i in range(p - 1, -1, -1):
-        s = rhs[i]
-        for k in range(i + 1, p):
-            s -= R[k, i] * z[k]
-        z[i] = s / R[i, i]
+    _solve_lower_t(R, rhs, z)
     for j in range(p):
         x[j] = mean[j] + z[j]
 
@@ -584,22 +602,12 @@ def run_block(x, buf, tb, ex, G, q, p, u0, nu_, corr, F, mu0, sd0, code, unit, y
         # Σ from the current state, then the effects, the fixed effects, Σ
         _chol_of(x, buf, tb, q, corr, L, scratch)
         precision(L, P)
-        raw = x[:p].copy()
-        for i in range(q):
-            v = 0.0
-            for j in range(p):
-                v += F[i, j] * raw[j]
-            mu[i] = v
+        _shift(F, x, p, mu)
         na = effects_step(x, ex, G, q, mu, P, code, unit, y, n, Zc, off, N, gstart, start,
                           g0, H0, llc, newton, nu, warm, eta, d, acc)
         acc_rate[s] = na / G
         fixed_step(x, ex, G, q, p, F, P, mu0, sd0)
-        raw = x[:p].copy()
-        for i in range(q):
-            v = 0.0
-            for j in range(p):
-                v += F[i, j] * raw[j]
-            mu[i] = v
+        _shift(F, x, p, mu)
         scatter(x, ex, G, q, mu, S)
         hyper_step(x, buf, tb, u0, nu_, q, corr, G, S, L, scratch, widths, rounds)
         nc_rate[s] = 0.0
