@@ -38,11 +38,11 @@ import numba
 import numpy as np
 
 from ..spec.design import Design
-from ..spec.priors import PriorSet, corr_key, sd_key
+from ..spec.priors import PriorSet, corr_key
 from ..statistics.quadrature import tensor_rule
 from .glmm_kernels import kernel_code, row_terms
-from .numba_density import (_log_positive, _positive_code, _scale, cpc_backward, fixed_prior,
-                            lkj_cpc, n_corr, priors_unsupported)
+from .numba_density import (_log_positive, cpc_backward, fixed_prior,
+                            lkj_cpc, n_corr, priors_unsupported, sd_prior_entries)
 
 #: kernel codes with a third η-derivative in :func:`_d3` (binomial logit, Poisson log)
 COVERED_CODES = (0, 3)
@@ -134,10 +134,9 @@ def term_blocks(groups, ps: PriorSet) -> tuple[list, list, list]:
     for g in groups:
         eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if g.correlated else 0.0
         per_term += [g.q, float(g.correlated), eta, off]
-        for tname in g.terms:
-            prior = ps.priors[sd_key(tname, g.factor)]
-            per_term += list(_positive_code(prior))
-            init.append(np.log(_scale(prior)))
+        codes, starts = sd_prior_entries(g, ps)
+        per_term += [v for c in codes for v in c]
+        init += starts
         if g.correlated:
             init += [0.0] * n_corr(g.q)
         terms.append((g.q, g.correlated))

@@ -31,9 +31,10 @@ import numpy as np
 
 from ..spec.design import Design
 from ..statistics.fast_math import FASTMATH
-from ..spec.priors import PriorSet, corr_key, intercept_shift, sd_key
+from ..spec.priors import PriorSet, corr_key, intercept_shift
 from . import glmm_kernels as gk
 from .numba_density import _log_positive, _positive_code, _scale, fixed_prior, priors_unsupported
+from .numba_density import sd_prior_entries
 from .numba_density import cpc_backward, cpc_corr, lkj_cpc, n_corr
 
 _HEAD = 32   # header entries
@@ -213,7 +214,7 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
     sd_x, z_x = [], []
     for g in design.groups:
         sd_x.append(len(init))
-        init += [np.log(_scale(ps.priors[sd_key(t, g.factor)])) for t in g.terms]
+        init += sd_prior_entries(g, ps)[1]
         z_x.append(len(init))
         if g.correlated and g.q > 1:
             init += [0.0] * n_corr(g.q)
@@ -301,8 +302,8 @@ def pack(design: Design, ps: PriorSet, family, centered: dict[str, bool],
         lc_at = place(lt.level_centred.astype(float)) if lt.level_centred is not None else 0
         blk = [lt.q, float(lt.correlated), eta, lt.levels, lt.sd_x, lt.z_x, lt.eff_x,
                float(lt.centered), par_pos, pmap_at, codes_at, Z_at, l2_at, lt.collapse, lc_at]
-        for i, t in enumerate(g.terms):
-            blk += list(_positive_code(ps.priors[sd_key(t, g.factor)]))
+        for i, c in enumerate(sd_prior_entries(g, ps)[0]):
+            blk += list(c)
             blk += [lt.fixed_cols[i], lt.parent_cols[i]]
         blocks.append(np.asarray(blk, dtype=float))
     segs, chunks = _segments(rows.codes[kp], _CHUNK)

@@ -171,7 +171,7 @@ def pack(design: Design, ps: PriorSet, stats) -> Packed:
     marginalised, the others' effects sampled, any q) or :class:`NestedStats` (both
     factors integrated out in two stages: inner levels within each outer level).
     """
-    from ..spec.priors import corr_key, sd_key
+    from ..spec.priors import corr_key
 
     _, CrossedStats, NestedStats = _stats_types()
     nested = isinstance(stats, NestedStats)
@@ -201,10 +201,9 @@ def pack(design: Design, ps: PriorSet, stats) -> Packed:
         eta = float(ps.priors[corr_key(g.factor)].params.get("eta", 1.0)) if g.correlated else 0.0
         blk, off = where.get(k, (-1, -1))
         per_term += [g.q, float(g.correlated), eta, blk, off]
-        for t in g.terms:
-            prior = ps.priors[sd_key(t, g.factor)]
-            per_term += list(_positive_code(prior))
-            init.append(np.log(_scale(prior)))
+        codes, starts = sd_prior_entries(g, ps)
+        per_term += [v for c in codes for v in c]
+        init += starts
         if g.correlated:
             init += [0.0] * n_corr(g.q)
         terms.append((g.q, g.correlated))
@@ -424,6 +423,16 @@ def _scale(prior) -> float:
     """A typical value of a positive prior (PyMC starts near its support point)."""
     v = float(PRIOR_DISTS[prior.dist].typical(prior.params))
     return v if v > 0 else 1.0
+
+
+def sd_prior_entries(g, ps: PriorSet) -> tuple[list, list[float]]:
+    """A term's SD priors as every compiled density's buffer holds them: per SD its
+    positive-prior code (:func:`_positive_code`) and its start value (log of the prior's
+    typical value), in the term's column order."""
+    from ..spec.priors import sd_key
+
+    priors = [ps.priors[sd_key(t, g.factor)] for t in g.terms]
+    return [_positive_code(p) for p in priors], [np.log(_scale(p)) for p in priors]
 
 
 # --------------------------------------------------------------------------- #
