@@ -772,56 +772,47 @@ def draw_pseudo_row(Y, S, sig, hg):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _first_proposals(Y, W, sig, hd, g0, lo, hi, u, w):
-    """Per group of a block: the box ``lo, hi`` and the first keyed proposal ``(u, w)``."""
+def _boxes(Y, W, sig, hd, g0, Yc, Wc, lo, hi, hg, idx, b):
+    """Per group ``i`` of a block (groups ``g0 + i``): its ratio-of-uniforms box ``lo, hi``
+    and key ``hg``, a copy of its ``Y, W`` (the entries :func:`_accept_compact` compacts),
+    ``idx[i] = i`` (every group still to draw) and ``b[i]`` NaN (none accepted yet)."""
     for i in range(Y.shape[0]):
-        mu, rho, C2, bhat = _conditional(Y[i], W[i], sig)
-        l_ = -_side_bound(mu, rho, C2, -1.0)
-        h_ = _side_bound(mu, rho, C2, 1.0)
-        hk = _mix(_mix(hd, g0 + i), 0)
-        ui = _uniform(_mix(hk, 0))
-        lo[i], hi[i], u[i] = l_, h_, ui
-        w[i] = (l_ + (h_ - l_) * _uniform(_mix(hk, 1))) / ui
+        mu, rho, C2, _ = _conditional(Y[i], W[i], sig)
+        lo[i] = -_side_bound(mu, rho, C2, -1.0)
+        hi[i] = _side_bound(mu, rho, C2, 1.0)
+        hg[i] = _mix(hd, g0 + i)
+        Yc[i], Wc[i] = Y[i], W[i]
+        idx[i] = i
+        b[i] = np.nan
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _accept(Y, W, sig, logu, w, b):
-    """``b_i`` = the first proposal's effect where it is accepted, else NaN."""
-    for i in range(Y.shape[0]):
-        mu, rho, C2, bhat = _conditional(Y[i], W[i], sig)
-        ok = 2.0 * logu[i] <= _log_fw(w[i], mu, rho, C2)[0]
-        b[i] = bhat + rho * w[i] if ok else np.nan
-
-
-@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _next_proposals(idx, hd, g0, lo, hi, k, u, w):
-    """Proposal ``k`` (keyed) of the still-rejected groups ``idx`` of a block, compacted."""
-    for j in range(idx.shape[0]):
-        i = idx[j]
-        hk = _mix(_mix(hd, g0 + i), k)
+def _proposals(k, r, lo, hi, hg, u, w):
+    """Keyed proposal ``k`` ``(u, w)`` of the first ``r`` (still rejected) entries."""
+    for j in range(r):
+        hk = _mix(hg[j], k)
         uj = _uniform(_mix(hk, 0))
         u[j] = uj
-        w[j] = (lo[i] + (hi[i] - lo[i]) * _uniform(_mix(hk, 1))) / uj
+        w[j] = (lo[j] + (hi[j] - lo[j]) * _uniform(_mix(hk, 1))) / uj
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _accept_next(idx, Y, W, sig, logu, w, b):
-    for j in range(idx.shape[0]):
-        i = idx[j]
-        mu, rho, C2, bhat = _conditional(Y[i], W[i], sig)
-        if 2.0 * logu[j] <= _log_fw(w[j], mu, rho, C2)[0]:
-            b[i] = bhat + rho * w[j]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _rejected(b, idx, r):
-    """Keeps in ``idx[:r]`` the entries whose ``b`` is still NaN; returns how many."""
-    k = 0
+def _accept_compact(r, sig, logu, w, Y, W, lo, hi, hg, idx, b, lf, bv):
+    """Accepts or rejects the first ``r`` entries' proposals (``b[idx[j]]`` set where
+    accepted) and moves the rejected ones' entries, in order, to the front (branch-free);
+    returns how many are left."""
+    for j in range(r):  # the log density at every proposal and its effect (vectorised)
+        mu, rho, C2, bhat = _conditional(Y[j], W[j], sig)
+        lf[j] = _log_fw(w[j], mu, rho, C2)[0]
+        bv[j] = bhat + rho * w[j]
+    m = 0
     for j in range(r):
-        if b[idx[j]] != b[idx[j]]:
-            idx[k] = idx[j]
-            k += 1
-    return k
+        i = idx[j]
+        ok = 2.0 * logu[j] <= lf[j]
+        b[i] = bv[j] if ok else b[i]
+        idx[m], Y[m], W[m], lo[m], hi[m], hg[m] = i, Y[j], W[j], lo[j], hi[j], hg[j]
+        m += 0 if ok else 1
+    return m
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
@@ -843,27 +834,22 @@ def _draw(xs, draw_index, key, buf, out, tries):
         pattern_exp(beta, Xp, offp, eta, e)
         hd = _mix(base, draw_index[s])
         Sb, ell, W, t1, t2 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
-        lo, hi, u, w, b = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+        Yc, Wc, lo, hi = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+        u, w, b, lf, bv = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+        hg = np.empty(ch, dtype=np.uint64)
         idx = np.empty(ch, dtype=np.int64)
         ntry = 0
         for a in range(0, G, ch):  # block-sized scratch only (no fresh pages per draw)
             n = min(a + ch, G) - a
             _block_ell(dense, Md, indptr, pat, m, e, y, a, lsig2, sig2, Sb[:n], ell[:n], t1[:n])
             lambert_w_block(ell[:n], W[:n], t1[:n], t2[:n])
-            _first_proposals(y[a:a + n], W[:n], sig, hd, a, lo[:n], hi[:n], u[:n], w[:n])
-            log_array(u[:n], t1[:n], t2[:n])
-            _accept(y[a:a + n], W[:n], sig, t1[:n], w[:n], b[:n])
-            ntry += n
-            for i in range(n):
-                idx[i] = i
-            r = _rejected(b, idx, n)
-            k = 1
-            while r and k < _MAX_TRIES:  # the rejected groups' next proposals, all at once
-                _next_proposals(idx[:r], hd, a, lo, hi, k, u[:r], w[:r])
+            _boxes(y[a:a + n], W[:n], sig, hd, a, Yc, Wc, lo, hi, hg, idx, b)
+            r, k = n, 0
+            while r and k < _MAX_TRIES:  # proposal k of every still rejected group at once
+                _proposals(k, r, lo, hi, hg, u, w)
                 log_array(u[:r], t1[:r], t2[:r])
-                _accept_next(idx[:r], y[a:a + n], W, sig, t1[:r], w[:r], b)
                 ntry += r
-                r = _rejected(b, idx, r)
+                r = _accept_compact(r, sig, t1, w, Yc, Wc, lo, hi, hg, idx, b, lf, bv)
                 k += 1
             for i in range(n):
                 out[s, a + i, 0] = b[i]
