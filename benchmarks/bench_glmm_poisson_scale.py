@@ -185,6 +185,8 @@ def main(argv=None):
     ap.add_argument("--phases", action="store_true",
                     help="time one default fit (warn=True) phase by phase per case (ours only)")
     ap.add_argument("--phases-worker", metavar="CASE")
+    ap.add_argument("--key", default="",
+                    help="--phases: store under 'CASE/phases (KEY)' instead of 'CASE/phases'")
     a = ap.parse_args(argv)
     if a.worker:
         print(json.dumps(_worker(*a.worker, a.seed, a.chains, a.draws, a.tune)))
@@ -207,7 +209,7 @@ def main(argv=None):
             RESULTS.mkdir(exist_ok=True)
             path = RESULTS / "glmm_poisson_scale.json"
             old = json.loads(path.read_text()) if path.exists() else {}
-            old[f"{case}/phases"] = res
+            old[f"{case}/phases" + (f" ({a.key})" if a.key else "")] = res
             path.write_text(json.dumps(old, indent=1))
         return
     common = ["--seed", str(a.seed), "--chains", str(a.chains), "--draws", str(a.draws),
