@@ -306,26 +306,40 @@ def test_blockwise_passes_over_many_groups(sd, long_series):
     np.testing.assert_allclose(b[0, :, 0], ref, rtol=1e-12, atol=1e-12)
 
 
-def test_accept_compact_keeps_the_rejected_in_order():
-    """One ratio-of-uniforms round of the block sampler: accepted entries set their group's
-    effect (b̂ + ρw), rejected ones move, in order and with every field, to the front."""
+def test_accept_rounds_keep_the_rejected_in_order():
+    """The block sampler's rounds: accepted entries set their group's effect (b̂ + ρw),
+    rejected ones move, in order and (later rounds) with every field, to the front."""
     rng = np.random.default_rng(4)
     r, sig = 9, 0.6
     Y, W = rng.uniform(5, 50, r), rng.uniform(1, 20, r)
     w = rng.normal(0, 1, r)
     lo, hi = -rng.uniform(2, 3, r), rng.uniform(2, 3, r)
     hg = rng.integers(0, 2**63, r).astype(np.uint64)
-    idx = np.array([8, 1, 6, 3, 0, 5, 2, 7, 4])
     lf_ = np.array([gs._log_fw(w[j], *gs._conditional(Y[j], W[j], sig)[:3])[0] for j in range(r)])
-    ok = np.array([True, False, False, True, True, False, True, False, True])
-    logu = np.where(ok, lf_ - 0.1, lf_ + 0.1) / 2.0  # accept exactly where ok
+    acc = np.array([True, False, False, True, True, False, True, False, True])
+    logu = np.where(acc, lf_ - 0.1, lf_ + 0.1) / 2.0  # accept exactly where acc
+
+    Y0, W0 = Y.copy(), W.copy()
+
+    def effect(j):
+        mu, rho, C2, bhat = gs._conditional(Y0[j], W0[j], sig)
+        return bhat + rho * w[j]
+
+    # first round: group i is entry i; only the rejected indices are compacted
+    b, ok, idx = np.empty(r), np.empty(r, dtype=np.bool_), np.empty(r, dtype=np.int64)
+    m = gs._accept_first(sig, logu, w, Y, W, b, ok, idx)
+    assert m == (~acc).sum() and list(idx[:m]) == list(np.flatnonzero(~acc))
+    np.testing.assert_array_equal(ok, acc)
+    assert np.isnan(b[~acc]).all()
+    np.testing.assert_allclose(b[acc], [effect(j) for j in np.flatnonzero(acc)], rtol=1e-14)
+    # a later round: entries j of groups idx[j], every field compacted
+    idx = np.array([8, 1, 6, 3, 0, 5, 2, 7, 4])
     before = [a.copy() for a in (Y, W, lo, hi, hg, idx)]
     b = np.full(r, np.nan)
-    m = gs._accept_compact(r, sig, logu, w, Y, W, lo, hi, hg, idx, b, np.empty(r), np.empty(r))
-    assert m == (~ok).sum()
+    m = gs._accept_compact(r, sig, logu, w, Y, W, lo, hi, hg, idx, b, ok, np.empty(r))
+    assert m == (~acc).sum()
     for a, a0 in zip((Y, W, lo, hi, hg, idx), before):
-        np.testing.assert_array_equal(a[:m], a0[~ok])
-    for j in np.flatnonzero(ok):
-        mu, rho, C2, bhat = gs._conditional(before[0][j], before[1][j], sig)
-        assert np.isclose(b[before[5][j]], bhat + rho * w[j], rtol=1e-14, atol=1e-14)
-    assert np.isnan(b[before[5][~ok]]).all()
+        np.testing.assert_array_equal(a[:m], a0[~acc])
+    for j in np.flatnonzero(acc):
+        assert np.isclose(b[before[5][j]], effect(j), rtol=1e-14, atol=1e-14)
+    assert np.isnan(b[before[5][~acc]]).all()

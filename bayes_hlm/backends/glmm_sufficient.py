@@ -761,7 +761,8 @@ def draw_pseudo_row(Y, S, sig, hg):
     (:func:`_side_bound`: a valid bound, about as tight as the exact one for these
     near-Gaussian conditionals), so a draw costs a few ``log``/``exp`` instead of Newton
     searches. Returns ``(b, proposals)`` (``b`` NaN if none was accepted). :func:`_draw`
-    does the same in vectorised blocks (the first proposal of every group at once)."""
+    does the same in vectorised blocks (each round: the proposals of every still rejected
+    group of a block at once; the same draws up to the rounding of b̂ + ρw)."""
     sig2 = sig * sig
     W = pl.lambert_w_log(math.log(sig2 * S) + sig2 * Y)
     mu, rho, C2, bhat = _conditional(Y, W, sig)
@@ -772,23 +773,19 @@ def draw_pseudo_row(Y, S, sig, hg):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _boxes(Y, W, sig, hd, g0, Yc, Wc, lo, hi, hg, idx, b):
+def _boxes(Y, W, sig, hd, g0, lo, hi, hg):
     """Per group ``i`` of a block (groups ``g0 + i``): its ratio-of-uniforms box ``lo, hi``
-    and key ``hg``, a copy of its ``Y, W`` (the entries :func:`_accept_compact` compacts),
-    ``idx[i] = i`` (every group still to draw) and ``b[i]`` NaN (none accepted yet)."""
+    and key ``hg``."""
     for i in range(Y.shape[0]):
         mu, rho, C2, _ = _conditional(Y[i], W[i], sig)
         lo[i] = -_side_bound(mu, rho, C2, -1.0)
         hi[i] = _side_bound(mu, rho, C2, 1.0)
         hg[i] = _mix(hd, g0 + i)
-        Yc[i], Wc[i] = Y[i], W[i]
-        idx[i] = i
-        b[i] = np.nan
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 def _proposals(k, r, lo, hi, hg, u, w):
-    """Keyed proposal ``k`` ``(u, w)`` of the first ``r`` (still rejected) entries."""
+    """Keyed proposal ``k`` ``(u, w)`` of the first ``r`` entries."""
     for j in range(r):
         hk = _mix(hg[j], k)
         uj = _uniform(_mix(hk, 0))
@@ -797,21 +794,43 @@ def _proposals(k, r, lo, hi, hg, u, w):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-def _accept_compact(r, sig, logu, w, Y, W, lo, hi, hg, idx, b, lf, bv):
-    """Accepts or rejects the first ``r`` entries' proposals (``b[idx[j]]`` set where
-    accepted) and moves the rejected ones' entries, in order, to the front (branch-free);
+def _accept_first(sig, logu, w, Y, W, b, ok, idx):
+    """The first round: ``b_i`` where group ``i``'s proposal is accepted, else NaN; the
+    rejected groups' indices, in order, to the front of ``idx``; returns how many."""
+    for i in range(Y.shape[0]):  # vectorised
+        mu, rho, C2, bhat = _conditional(Y[i], W[i], sig)
+        ok[i] = 2.0 * logu[i] <= _log_fw(w[i], mu, rho, C2)[0]
+        b[i] = bhat + rho * w[i] if ok[i] else np.nan
+    m = 0
+    for i in range(Y.shape[0]):  # branch-free compaction
+        idx[m] = i
+        m += 0 if ok[i] else 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _gather(r, idx, Y, W, lo, hi, hg, Yc, Wc, loc, hic, hgc):
+    """The still rejected groups' ``Y, W``, box and key, compacted (``idx[:r]``)."""
+    for j in range(r):
+        i = idx[j]
+        Yc[j], Wc[j], loc[j], hic[j], hgc[j] = Y[i], W[i], lo[i], hi[i], hg[i]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+def _accept_compact(r, sig, logu, w, Y, W, lo, hi, hg, idx, b, ok, bv):
+    """A later round over the ``r`` compacted entries: ``b[idx[j]]`` set where accepted, the
+    rejected entries moved, in order and with every field, to the front (branch-free);
     returns how many are left."""
     for j in range(r):  # the log density at every proposal and its effect (vectorised)
         mu, rho, C2, bhat = _conditional(Y[j], W[j], sig)
-        lf[j] = _log_fw(w[j], mu, rho, C2)[0]
+        ok[j] = 2.0 * logu[j] <= _log_fw(w[j], mu, rho, C2)[0]
         bv[j] = bhat + rho * w[j]
     m = 0
     for j in range(r):
         i = idx[j]
-        ok = 2.0 * logu[j] <= lf[j]
-        b[i] = bv[j] if ok else b[i]
+        b[i] = bv[j] if ok[j] else b[i]
         idx[m], Y[m], W[m], lo[m], hi[m], hg[m] = i, Y[j], W[j], lo[j], hi[j], hg[j]
-        m += 0 if ok else 1
+        m += 0 if ok[j] else 1
     return m
 
 
@@ -834,22 +853,30 @@ def _draw(xs, draw_index, key, buf, out, tries):
         pattern_exp(beta, Xp, offp, eta, e)
         hd = _mix(base, draw_index[s])
         Sb, ell, W, t1, t2 = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
-        Yc, Wc, lo, hi = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
-        u, w, b, lf, bv = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
-        hg = np.empty(ch, dtype=np.uint64)
+        lo, hi, u, w, b, bv = (np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch),
+                               np.empty(ch), np.empty(ch))
+        Yr, Wr, lor, hir = np.empty(ch), np.empty(ch), np.empty(ch), np.empty(ch)
+        hg, hgr = np.empty(ch, dtype=np.uint64), np.empty(ch, dtype=np.uint64)
         idx = np.empty(ch, dtype=np.int64)
+        ok = np.empty(ch, dtype=np.bool_)
         ntry = 0
         for a in range(0, G, ch):  # block-sized scratch only (no fresh pages per draw)
             n = min(a + ch, G) - a
+            Y = y[a:a + n]
             _block_ell(dense, Md, indptr, pat, m, e, y, a, lsig2, sig2, Sb[:n], ell[:n], t1[:n])
             lambert_w_block(ell[:n], W[:n], t1[:n], t2[:n])
-            _boxes(y[a:a + n], W[:n], sig, hd, a, Yc, Wc, lo, hi, hg, idx, b)
-            r, k = n, 0
-            while r and k < _MAX_TRIES:  # proposal k of every still rejected group at once
-                _proposals(k, r, lo, hi, hg, u, w)
+            _boxes(Y, W[:n], sig, hd, a, lo, hi, hg)
+            _proposals(0, n, lo, hi, hg, u, w)  # every group's first proposal at once
+            log_array(u[:n], t1[:n], t2[:n])
+            r = _accept_first(sig, t1[:n], w, Y, W, b, ok, idx)
+            ntry += n
+            _gather(r, idx, Y, W, lo, hi, hg, Yr, Wr, lor, hir, hgr)
+            k = 1
+            while r and k < _MAX_TRIES:  # proposal k of the still rejected groups at once
+                _proposals(k, r, lor, hir, hgr, u, w)
                 log_array(u[:r], t1[:r], t2[:r])
                 ntry += r
-                r = _accept_compact(r, sig, t1, w, Yc, Wc, lo, hi, hg, idx, b, lf, bv)
+                r = _accept_compact(r, sig, t1, w, Yr, Wr, lor, hir, hgr, idx, b, ok, bv)
                 k += 1
             for i in range(n):
                 out[s, a + i, 0] = b[i]
