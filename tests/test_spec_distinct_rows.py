@@ -188,3 +188,30 @@ def test_row_key_of_integer_codes_is_the_column_by_column_key():
     np.testing.assert_array_equal(firsts(k), np.unique(k, return_index=True)[1])
     late = np.r_[np.zeros(100_000, dtype=np.int64), 1]  # a key first seen at the very end
     np.testing.assert_array_equal(firsts(late), [0, 100_000])
+
+
+@pytest.mark.parametrize("chunk", [3, 7, 1 << 18])
+def test_first_rows_of_codes_match_numpys_unique(monkeypatch, chunk):
+    """The grouping factor's first row per level (its labels), slice by slice: as
+    np.unique's first indices, whatever the slice length (sorted and shuffled codes)."""
+    from bayes_hlm.spec import build
+
+    monkeypatch.setattr(build, "_FIRST_CHUNK", chunk)
+    rng = np.random.default_rng(2)
+    for inv in (np.repeat(np.arange(9), rng.integers(1, 6, 9)), rng.integers(0, 13, 200)):
+        k = int(inv.max()) + 1
+        assert set(inv) == set(range(k))
+        np.testing.assert_array_equal(build._first_rows(inv, k), np.unique(inv, return_index=True)[1])
+
+
+def test_interacted_factor_codes_and_labels():
+    from bayes_hlm.spec import build
+
+    rng = np.random.default_rng(5)
+    df = pd.DataFrame({"s": pd.Categorical(rng.choice(["x", "y", "z"], 50)),
+                       "t": rng.choice(["B", "a"], 50)})
+    codes, labels = build._factor_codes(df, ("s", "t"))
+    assert codes.dtype == np.int64
+    pairs = [f"{s}:{t}" for s, t in zip(df["s"], df["t"])]
+    assert [labels[c] for c in codes] == pairs
+    assert list(labels) == sorted(set(pairs), key=lambda p: (p.split(":")[0], p.split(":")[1].lower()))

@@ -389,16 +389,30 @@ def factor_labels(sub: pd.DataFrame, cols: tuple[str, ...]) -> pd.Index:
 
 def _factor_codes(sub: pd.DataFrame, cols: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
     """Integer codes of a (possibly interacted) factor; level order follows the columns' levels."""
-    codes = np.zeros(len(sub), dtype=np.int64)
+    codes = np.zeros(len(sub), dtype=np.int64) if not cols else None
     for c in cols:
         cat = sub[c].array if isinstance(sub[c].dtype, pd.CategoricalDtype) else _as_factor(sub[c])
-        k = len(cat.categories)
-        codes = codes * k + np.asarray(cat.codes, dtype=np.int64)
+        cc = np.asarray(cat.codes, dtype=np.int64)
+        codes = cc if codes is None else codes * len(cat.categories) + cc
     uniq, inv = _sorted_inverse(codes)
-    first = np.zeros(len(uniq), dtype=np.int64)
-    first[inv[::-1]] = np.arange(len(inv))[::-1]
-    labels = factor_labels(sub.iloc[first], cols)
-    return inv.astype(np.int64), labels
+    labels = factor_labels(sub.iloc[_first_rows(inv, len(uniq))], cols)
+    return inv.astype(np.int64, copy=False), labels
+
+
+#: rows per slice of :func:`_first_rows` (2 MiB of int64: reused memory, no fresh pages)
+_FIRST_CHUNK = 1 << 18
+
+
+def _first_rows(inv: np.ndarray, k: int) -> np.ndarray:
+    """The first row of each code ``0..k-1`` of ``inv`` (every code present): slices from the
+    last to the first, each scattered in reverse so the earliest row is written last (no
+    N-long index array)."""
+    first = np.zeros(k, dtype=np.int64)
+    n = len(inv)
+    for e in range(n, 0, -_FIRST_CHUNK):
+        s = max(e - _FIRST_CHUNK, 0)
+        first[inv[s:e][::-1]] = np.arange(e - 1, s - 1, -1)
+    return first
 
 
 def _sorted_inverse(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
