@@ -781,6 +781,7 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
     start points and checked again at posterior draws (``extra["quadrature"]``).
     """
     from ..progress import phase
+    from . import affine_density
     from .keyed_noise import seed_key
     from .marginal import effects_seed
     from .numba_nuts import _compiled_model, callback_phase, callbacks
@@ -800,13 +801,24 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
         base = form.pack(design, ps, family, 3)
         _, points = mode_and_spread(base, seed=cfg.seed or 0, logp=form.logp_grad)
         packed, record = choose_nodes(design, ps, family, points, form=form)
-        compiled = _compiled_model(packed, cbs=cbs)
+        # a small near-Gaussian posterior: NUTS in whitened coordinates (affine_density)
+        white = (affine_density.whiten(form.logp_grad, packed.buf, points[0])
+                 if getattr(form, "whiten", False) else None)
+        if white is not None:
+            compiled = _compiled_model(affine_density.pack(white, packed),
+                                       cbs=callbacks(affine_density.kernel(form.logp_grad)))
+            compiled = replace(compiled, initial_point_func=affine_density.initial_point(white, packed.init))
+        else:
+            compiled = _compiled_model(packed, cbs=cbs)
         if form.initial_point is not None:  # sampled effects: the full model's jittered start
             compiled = replace(compiled, initial_point_func=form.initial_point(packed))
     t1 = time.perf_counter()
-    tree, interrupted = run_nutpie(compiled, cfg)
+    tree, interrupted = run_nutpie(compiled, cfg,
+                                   settings=white.nuts_settings() if white is not None else None)
     t2 = time.perf_counter()
     z = np.asarray(tree["posterior"]["_x"].values)
+    if white is not None:  # the draws in the model's coordinates (exact)
+        z = white.to_model(z)
     C, D = z.shape[:2]
     flat = z.reshape(C * D, -1)
     # the node count again at posterior draws (the start points may lie far from them)
@@ -844,5 +856,8 @@ def run_collapsed(design: Design, ps: PriorSet, family, cfg) -> tuple:
              "sampler": "numba", "centered": dict(form.centered), "quadrature": record,
              "form": form.name,
              "rows": design.n, "cells": form.cells, "reduce_s": form.reduce_s,
-             "effects_acceptance": acc}
+             "effects_acceptance": acc,
+             "whitened": white is not None,
+             "nuts_maxdepth": (white.nuts_settings().get("maxdepth") if white is not None else None),
+             "gaussian_deviation": white.deviation if white is not None else None}
     return out, generate, extra

@@ -183,9 +183,11 @@ def mass_matrix(cfg: SamplerConfig, n_dim: int, auto: str | None = None) -> str:
     return "low_rank" if n_dim <= LOW_RANK_MAX_DIM else "diag"
 
 
-def run_nutpie(compiled, cfg: SamplerConfig, auto: str | None = None) -> tuple[xr.DataTree, bool]:
+def run_nutpie(compiled, cfg: SamplerConfig, auto: str | None = None,
+               settings: dict | None = None) -> tuple[xr.DataTree, bool]:
     """nutpie's NUTS on a compiled model; Ctrl-C keeps the draws done so far. ``auto``: the
-    adaptation ``mass_matrix="auto"`` means for this engine (:func:`mass_matrix`)."""
+    adaptation ``mass_matrix="auto"`` means for this engine (:func:`mass_matrix`);
+    ``settings``: more of nutpie's sampler settings (e.g. ``maxdepth``)."""
     import nutpie
 
     try:
@@ -193,6 +195,7 @@ def run_nutpie(compiled, cfg: SamplerConfig, auto: str | None = None) -> tuple[x
             compiled, draws=cfg.draws, tune=cfg.tune, chains=cfg.chains, cores=cfg.cores,
             seed=cfg.seed, progress_bar=cfg.progressbar, save_warmup=False, blocking=False,
             target_accept=cfg.target_accept, adaptation=mass_matrix(cfg, compiled.n_dim, auto),
+            **(settings or {}),
         )
         try:
             return sampler.wait(), False
