@@ -83,6 +83,7 @@ def _worker(case: str, contender: str, seed: int, chains: int, draws: int, tune:
     # the rest of bh.fit (spec timed in its own build_problem call: its noise can push this below 0)
     post_s = max(0.0, i.wall_s - spec_s - reduce_s - compile_s - i.sample_s - effects_s)
     return dict(case=case, contender=contender, method=i.method, form=x.get("form"),
+                whitened=x.get("whitened"), nuts_maxdepth=x.get("nuts_maxdepth"),
                 total_s=i.wall_s, spec_s=spec_s, reduce_s=reduce_s, compile_s=compile_s,
                 sample_s=i.sample_s, effects_s=effects_s, postfit_s=post_s, cpu_s=cpu_s,
                 leapfrogs_per_draw=steps, load=os.getloadavg()[0],
@@ -157,8 +158,11 @@ def _phases_worker(case: str, seed: int, chains: int, draws: int, tune: int) -> 
         a[0] += pw
         a[1] += pc
     ss = r._group("sample_stats")
+    x = r.info.extra
     return dict(case=case, seed=seed, wall_s=wall, cpu_s=cpu, load=os.getloadavg()[0],
                 peak_mb=_peak_mb(), leapfrogs_per_draw=float(ss["n_steps"].values.mean()),
+                whitened=x.get("whitened"), nuts_maxdepth=x.get("nuts_maxdepth"),
+                gaussian_deviation=x.get("gaussian_deviation"),
                 phases={k: {"wall_s": v[0], "cpu_s": v[1]} for k, v in phases.items()},
                 other_wall_s=wall - sum(v[0] for v in phases.values()),
                 fixed_mean=[float(v) for v in r.posterior["fixed"].mean(("chain", "draw")).values],
@@ -186,7 +190,7 @@ def main(argv=None):
                     help="time one default fit (warn=True) phase by phase per case (ours only)")
     ap.add_argument("--phases-worker", metavar="CASE")
     ap.add_argument("--key", default="",
-                    help="--phases: store under 'CASE/phases (KEY)' instead of 'CASE/phases'")
+                    help="store under 'CASE/phases (KEY)' (--phases) or 'CASE/CONTENDER (KEY)' instead")
     a = ap.parse_args(argv)
     if a.worker:
         print(json.dumps(_worker(*a.worker, a.seed, a.chains, a.draws, a.tune)))
@@ -234,7 +238,7 @@ def main(argv=None):
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "glmm_poisson_scale.json"
     old = json.loads(path.read_text()) if path.exists() else {}
-    old.update({f"{r['case']}/{r['contender']}": r for r in rows})
+    old.update({f"{r['case']}/{r['contender']}" + (f" ({a.key})" if a.key else ""): r for r in rows})
     path.write_text(json.dumps(old, indent=1))
 
 
