@@ -343,3 +343,21 @@ def test_accept_rounds_keep_the_rejected_in_order():
     for j in np.flatnonzero(acc):
         assert np.isclose(b[before[5][j]], effect(j), rtol=1e-14, atol=1e-14)
     assert np.isnan(b[before[5][~acc]]).all()
+
+
+def test_groups_without_an_accepted_draw_are_an_error():
+    """The block sampler counts groups left without a draw (no NaN scan of the output):
+    a NaN SD never accepts, and that is an error, not NaN effects."""
+    from bayes_hlm.backends.glmm_effect_draws import check_draws
+
+    design, ps, fam = _problem(G=40, n=5)
+    pk = gs.density_form(design).pack(design, ps, fam, 7)
+    x = pk.init.copy()
+    b, _ = gs.draw_effects(pk, x[None, :], 3, np.array([0]))
+    assert np.isfinite(b).all()
+    x[-1] = np.nan
+    with pytest.raises(RuntimeError, match="did not accept"):
+        gs.draw_effects(pk, x[None, :], 3, np.array([0]))
+    with pytest.raises(RuntimeError, match="did not accept"):
+        check_draws(np.zeros((1, 2, 1)), np.array([2]), failed=1)
+    assert check_draws(np.zeros((1, 2, 1)), np.array([4]), failed=0)[1] == 0.5

@@ -241,9 +241,11 @@ def draw_effects(packed, xs: np.ndarray, key: int, draw_index) -> tuple[np.ndarr
     return check_draws(out, tries)
 
 
-def check_draws(out: np.ndarray, tries: np.ndarray) -> tuple[np.ndarray, float]:
-    """``(out, acceptance rate)``; an error if a group accepted no proposal."""
-    if np.isnan(out).any():
+def check_draws(out: np.ndarray, tries: np.ndarray,
+                failed: int | None = None) -> tuple[np.ndarray, float]:
+    """``(out, acceptance rate)``; an error if a group accepted no proposal (``failed``: how
+    many did not, where the sampler counted them; else ``out`` is scanned for NaN)."""
+    if (np.isnan(out).any() if failed is None else failed > 0):
         raise RuntimeError("ratio-of-uniforms effect draws did not accept within "
                            f"{_MAX_TRIES} proposals (a bug: please report it)")
     return out, float(out.shape[0] * out.shape[1] / max(tries.sum(), 1))

@@ -837,7 +837,7 @@ def _accept_compact(r, sig, logu, w, Y, W, lo, hi, hg, idx, b, ok, bv):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def _draw(xs, draw_index, key, buf, out, tries):
+def _draw(xs, draw_index, key, buf, out, tries, failed):
     (p, q, G, N, T, i_int, code, nmax, term_at, mu, sd, xm, indptr0, y, nn, off, X, Z, t,
      lw) = gc.unpack(buf)
     Xp, offp, Yc, indptr, pat, m, dense, Md, table, c, cx, A, nodes, lnn = unpack_sufficient(buf, p, G)
@@ -880,6 +880,7 @@ def _draw(xs, draw_index, key, buf, out, tries):
                 ntry += r
                 r = _accept_compact(r, sig, t1, w, Yr, Wr, lor, hir, hgr, idx, b, ok, bv)
                 k += 1
+            failed[s] += r  # groups left without a draw (NaN): never, short of a bug
             for i in range(n):
                 out[s, a + i, 0] = b[i]
         tries[s] = ntry
@@ -896,6 +897,7 @@ def draw_effects(packed: gc.CollapsedPacked, xs: np.ndarray, key: int, draw_inde
     xs = np.ascontiguousarray(xs, dtype=float)
     out = large_arrays.empty((xs.shape[0], packed.G, 1), dtype)  # written once: no THP stalls
     tries = np.zeros(xs.shape[0], dtype=np.int64)
+    failed = np.zeros(xs.shape[0], dtype=np.int64)
     _draw(xs, np.ascontiguousarray(draw_index, dtype=np.int64), np.uint64(key), packed.buf, out,
-          tries)
-    return check_draws(out, tries)
+          tries, failed)
+    return check_draws(out, tries, failed=int(failed.sum()))  # counted: no NaN scan
