@@ -62,6 +62,10 @@ def _worker(case: str, contender: str, seed: int, chains: int, draws: int, tune:
     for m in ("bayes_hlm.backends.glmm_sufficient", "bayes_hlm.backends.glmm_collapsed",
               "bayes_hlm.backends.glmm_nuts", "bayes_hlm.backends.compression"):
         __import__(m)
+    if os.environ.get("BENCH_FLOAT32_DRAWS"):  # a warm-up that compiles the float32 draws too
+        import bayes_hlm.backends.glmm_sufficient as gs
+
+        gs.FLOAT32_DRAWS = 0
     c = CASES[case]
     data = simulate(case)
     t = time.perf_counter()
@@ -202,6 +206,9 @@ def main(argv=None):
         common = ["--seed", str(a.seed), "--chains", str(a.chains), "--draws", str(a.draws),
                   "--tune", str(a.tune)]
         _spawn(["pois20k", "ours", "--draws", "50", "--tune", "50"])  # the Numba cache
+        os.environ["BENCH_FLOAT32_DRAWS"] = "1"  # and its float32 effect draws (10M rows' kind)
+        _spawn(["pois20k", "ours", "--draws", "50", "--tune", "50"])
+        del os.environ["BENCH_FLOAT32_DRAWS"]
         for case in a.cases:
             out = subprocess.run([sys.executable, __file__, "--phases-worker", case, *common],
                                  capture_output=True, text=True)
