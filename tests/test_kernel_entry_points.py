@@ -166,3 +166,54 @@ def test_the_shared_kernels_are_compiled_as_the_entry_points_call_them(tmp_path)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300, cwd=ROOT)
     assert out.stdout.split() == ["True"], out.stderr
+
+
+def test_a_fused_callback_drops_the_branches_its_constants_rule_out():
+    """The fused callback's source keeps only what the entry point's constants leave (#18 item
+    5: Numba's untyped passes no longer run over every structure's code): decided tests drop
+    their dead branch, undecided ones stay, and a name the function assigns is no constant."""
+    import ast
+
+    from bayes_hlm.backends.nuts_callbacks import _prune_constant_branches
+
+    src = textwrap.dedent("""
+        def f(x, buf, grad):
+            if _MODE == "one":
+                a = 1
+            else:
+                a = untypable(x)
+            if _MODE != "one" and x:
+                b = 2
+            if _MODE == "one" or x:
+                c = 3
+            if x and _MODE == "one":
+                d = 4
+            if not _MODE == "two":
+                e = 5
+            if local == "one":
+                g = 6
+            local = "one"
+            return a
+    """)
+    fn = _prune_constant_branches(ast.parse(src).body[0], {"_MODE": "one", "local": "one"})
+    assert ast.unparse(fn) == textwrap.dedent("""\
+        def f(x, buf, grad):
+            a = 1
+            pass
+            c = 3
+            if x and _MODE == 'one':
+                d = 4
+            e = 5
+            if local == 'one':
+                g = 6
+            local = 'one'
+            return a""")
+
+
+def test_the_one_factor_callback_holds_no_other_structure_s_code():
+    from bayes_hlm.backends.numba_density import kernel
+
+    logp, _ = numba_nuts.callbacks(kernel("single", 2))
+    names = set(logp.__wrapped__.__code__.co_names)
+    assert "_term_in_chunks" in names and "fixed_prior" in names
+    assert not names & {"nested_term", "_csr_matvec", "_fold", "_sampled_q1", "term_and_grad"}

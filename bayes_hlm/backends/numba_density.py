@@ -702,7 +702,7 @@ def _term_in_chunks(c, B, A, beta, L, s2, gL, gbeta):
     p = beta.shape[0]
     e = np.empty((_CHUNK, q))
     gE = np.empty((_CHUNK, q))
-    gLc = np.zeros((q, q))
+    gLc = np.zeros(q * q).reshape((q, q))  # as logp_grad's: one np.zeros signature
     F = 0.0
     gs2 = 0.0
     for a in range(0, G, _CHUNK):
@@ -1113,11 +1113,13 @@ def logp_grad(x, buf, grad):
     lp += l_s
     # group-level SDs and correlations: each term's Cholesky factor Lt[t]; the
     # marginalised blocks' factors L (single / outer) and Li (nested inner)
-    Lt = np.zeros((T, qmax, qmax))
-    gLt = np.zeros((T, qmax, qmax))  # ∂lp/∂L_t
+    # zeroed arrays as np.zeros(n).reshape: one np.zeros signature to compile, not one per
+    # number of dimensions (a cold compile's Numba helpers, #18 item 5)
+    Lt = np.zeros(T * qmax * qmax).reshape((T, qmax, qmax))
+    gLt = np.zeros(T * qmax * qmax).reshape((T, qmax, qmax))  # ∂lp/∂L_t
     x_sd = np.empty(T, dtype=np.int64)
-    L = np.zeros((q, q))
-    Li = np.zeros((qi, qi))
+    L = np.zeros(q * q).reshape((q, q))
+    Li = np.zeros(qi * qi).reshape((qi, qi))
     k = p + 1
     ot = term_at
     for t in range(T):
@@ -1148,11 +1150,7 @@ def logp_grad(x, buf, grad):
         ot += 5 + 3 * qt
         k += qt + nc
 
-    if _KIND == "single":  # one factor: no sampled effects (m = 0; pruned in its entry point)
-        bo = np.zeros(m)
-        Zoty = bo
-        XtZo = np.zeros((p, m))
-    else:
+    if _KIND != "single":  # one factor: no sampled effects (m = 0; pruned in its entry point)
         # sampled (crossed) effects b_o, coarse factors first
         rows = buf[o:o + _ROW * K_o].reshape((K_o, _ROW))
         o += _ROW * K_o
@@ -1226,16 +1224,32 @@ def logp_grad(x, buf, grad):
 
     # marginal likelihood given β, b_o: e_g = c_g − B_g β − (Z_gᵀZ_o) b_o
     s2 = sigma * sigma
-    gL = np.zeros((q, q))
-    gLi = np.zeros((qi, qi))
-    ZZb = np.zeros(m)
-    if _KIND != "single" and _KIND != "nested" and m:
-        _csr_matvec(zz_p, zz_i, zz_v, bo, ZZb, 1.0)
-    Xb = XtX @ beta
-    XZb = XtZo @ bo
-    rr = yty - 2.0 * (beta @ Xty) + beta @ Xb - 2.0 * (bo @ Zoty) + 2.0 * (beta @ XZb) + bo @ ZZb
+    gL = np.zeros(q * q).reshape((q, q))
+    gLi = np.zeros(qi * qi).reshape((qi, qi))
+    # rr = ‖y − Xβ − Z_o b_o‖² from the statistics
+    # one factor: X'Xβ as a loop (p is small), not `@` (Numba's BLAS matrix-vector product
+    # costs a one-factor fit's cold compile ~0.4 s, #18 item 5); the condition is spelt out so
+    # that an entry point's constants decide it (as below)
+    if _KIND == "single" or (_KIND == "any" and m == 0 and Gi == 0):
+        Xb = np.empty(p)
+        for i in range(p):
+            s = 0.0
+            for j in range(p):
+                s += XtX[i, j] * beta[j]
+            Xb[i] = s
+    else:
+        Xb = XtX @ beta
+    rr = yty - 2.0 * (beta @ Xty) + beta @ Xb
+    gbeta = Xb - Xty  # then + X'Z_o b_o, then −(·)/σ²
+    if _KIND != "single":  # the sampled effects' part (none for one factor)
+        ZZb = np.zeros(m)
+        if _KIND != "nested" and m:
+            _csr_matvec(zz_p, zz_i, zz_v, bo, ZZb, 1.0)
+        XZb = XtZo @ bo
+        rr = rr - 2.0 * (bo @ Zoty) + 2.0 * (beta @ XZb) + bo @ ZZb
+        gbeta += XZb
     # d/dβ: −½ (∂F/∂β + ∂rr/∂β / σ²), ∂F/∂β = −Σ_g B_gᵀ ∂F/∂e_g (added below)
-    gbeta = -(Xb - Xty + XZb) / s2
+    gbeta = -gbeta / s2
     gE = np.empty((0, q))  # ∂F/∂e over all groups: kept only for the crossed products below
     if _KIND == "single" or (_KIND == "any" and m == 0 and Gi == 0):
         F, gs2 = _term_in_chunks(c, B, A, beta, L, s2, gL, gbeta)

@@ -95,9 +95,11 @@ def _fused_logp(kernel):
     callback again around it (#18 item 5: ~1 s of a cold first fit's compile).
 
     The kernel's body must end in its one ``return``; its arguments take the template's
-    arrays. Filed, as :func:`_bound_logp`'s, under the kernel's source file and line (editing
-    the density invalidates it); the name carries a hash of the template's and this function's
-    source, so that editing them does too. The numbers are the kernel's (the same code
+    arrays. The branches its compile-time constants rule out (an entry point's ``_KIND``) are
+    left out of the source (:func:`_prune_constant_branches`), so Numba reads only the code
+    that the entry point runs. Filed, as :func:`_bound_logp`'s, under the kernel's source file
+    and line (editing the density invalidates it); the name carries a hash of the template's
+    and these functions' source, so that editing them does too. The numbers are the kernel's (the same code
     compiled in one piece: tested bit for bit)."""
     import numba
 
@@ -132,6 +134,7 @@ def _fused_logp(kernel):
             return node
 
     tpl = Rename(apart).visit(tpl)
+    fn = _prune_constant_branches(fn, f.__globals__)
 
     body = fn.body[1:-1] if isinstance(fn.body[0], ast.Expr) and isinstance(
         getattr(fn.body[0], "value", None), ast.Constant) else fn.body[:-1]  # no docstring
@@ -141,8 +144,8 @@ def _fused_logp(kernel):
         if hasattr(node, "lineno"):
             node.lineno = node.end_lineno = fn.lineno
     tpl.body[at:at + 1] = body + [ast.copy_location(ret, returns[0])]
-    tag = hashlib.sha1((inspect.getsource(_logp_c) + inspect.getsource(_fused_logp)).encode()
-                       ).hexdigest()[:8]
+    tag = hashlib.sha1("".join(inspect.getsource(h) for h in (
+        _logp_c, _fused_logp, _prune_constant_branches)).encode()).hexdigest()[:8]
     name = f"{f.__name__}_logp_cf{tag}"
     tpl.name, tpl.decorator_list, tpl.lineno = name, [], fn.lineno
     tree = ast.fix_missing_locations(ast.Module(body=[tpl], type_ignores=[]))
@@ -153,6 +156,60 @@ def _fused_logp(kernel):
     g.__module__ = f.__module__
     g.__doc__ = f"{f.__name__} compiled into nutpie's callback (:func:`_fused_logp`)."
     return g
+
+
+def _prune_constant_branches(fn: ast.FunctionDef, globals_: dict) -> ast.FunctionDef:
+    """``fn`` without the ``if`` branches that its compile-time constants rule out: tests
+    made of module constants (a global str, int or bool the function never assigns, such as
+    an entry point's ``_KIND``) compared with literals, ``and``, ``or``, ``not``.
+
+    Numba freezes globals and prunes such branches itself, but only after building the whole
+    function's IR: its untyped passes (bytecode, IR, closure inlining) ran over every
+    structure's code for each entry point's callback (~0.3 s of a cold first fit, #18 item 5).
+    The code that remains is what Numba would compile after its own pruning."""
+    assigned = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)
+                and not isinstance(n.ctx, ast.Load)} | {a.arg for a in fn.args.args}
+
+    def value(node):
+        """The test's value when the constants decide it, else ``None``."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, bool)):
+            return node
+        if (isinstance(node, ast.Name) and node.id not in assigned
+                and type(globals_.get(node.id)) in (str, int, bool)):
+            return ast.Constant(globals_[node.id])
+        return None
+
+    def decide(node):
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            a, b = value(node.left), value(node.comparators[0])
+            if a is not None and b is not None:
+                op = node.ops[0]
+                if isinstance(op, ast.Eq):
+                    return a.value == b.value
+                if isinstance(op, ast.NotEq):
+                    return a.value != b.value
+            return None
+        if isinstance(node, ast.BoolOp):
+            known = [decide(v) for v in node.values]
+            stop = isinstance(node.op, ast.Or)  # the value that decides: True for or
+            if stop in known:
+                return stop
+            return (not stop) if all(k is not None for k in known) else None
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            v = decide(node.operand)
+            return None if v is None else not v
+        return None
+
+    class Prune(ast.NodeTransformer):
+        def visit_If(self, node):
+            self.generic_visit(node)
+            taken = decide(node.test)
+            if taken is None:
+                return node
+            kept = node.body if taken else node.orelse
+            return kept or ast.copy_location(ast.Pass(), node)
+
+    return Prune().visit(fn)
 
 
 def compile_cache_cold(kernel) -> bool:
