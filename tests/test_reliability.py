@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ import xarray as xr
 import bayes_hlm as bh
 from bayes_hlm.errors import BayesHLMError, BayesHLMWarning, ConvergenceWarning, DataError, FormulaError
 from bayes_hlm.results import diagnostics as dg
+from bayes_hlm.results.export import fit_json
 from bayes_hlm.spec.build import build_design, build_spec
 from bayes_hlm.spec.control import Control
 
@@ -457,3 +459,42 @@ def test_reml_nonconvergence_reported():
     with pytest.warns(ConvergenceWarning):
         r = reml("y ~ x + (x + z|g)", d, control={"maxiter": 2, "optimizer": "L-BFGS-B"})
     assert r.convergence_messages
+
+
+def test_a_tree_depth_capped_by_design_does_not_warn():
+    """The collapsed GLMM engine caps nutpie's depth on a whitened near-Gaussian posterior
+    (backends/affine_density): every draw reaching the cap is by design, not a warning."""
+    st = _clean_stats("nutpie")
+    st["maxdepth_reached"][:] = True
+    st["depth"][:] = 2
+    fake = _FakeResult(st)
+    d = dg.diagnostics(fake, include_effects=False)
+    assert d["treedepth_saturated"] == st["depth"].size and "treedepth_cap" not in d
+    assert any("maximum tree depth" in m for m in dg.warning_messages(d, "marginal"))
+    fake.info = SimpleNamespace(extra={"nuts_maxdepth": 2})
+    d = dg.diagnostics(fake, include_effects=False)
+    assert d["treedepth_cap"] == 2 and d["treedepth_saturated"] == st["depth"].size
+    assert dg.warning_messages(d, "marginal") == []
+    # the remedy never reads "Increase tune or use more tuning"
+    msg = dg.warning_messages({**CLEAN, "treedepth_saturated": 3}, "marginal")[0]
+    assert msg.endswith("Increase tune.")
+
+
+def test_whitened_poisson_fit_reports_its_depth_cap_without_warning():
+    rng = np.random.default_rng(4)
+    G, n = 300, 10
+    g = np.repeat(np.arange(G), n)
+    a = rng.integers(0, 3, G * n)
+    y = rng.poisson(np.exp(0.5 + 0.3 * (a == 1) - 0.2 * (a == 2) + rng.normal(0, 0.5, G)[g]))
+    df = pd.DataFrame({"y": y, "a": pd.Categorical(a), "g": g.astype(str)})
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        r = bh.fit("y ~ a + (1 | g)", df, family="poisson", chains=2, draws=400, tune=400,
+                   seed=5, progressbar=False)
+    assert not [w for w in rec if "tree depth" in str(w.message)]
+    cap = r.info.extra["nuts_maxdepth"]
+    assert cap is not None
+    d = r.diagnostics()
+    assert d["treedepth_cap"] == cap and d["treedepth_saturated"] > 0
+    out = fit_json(r)["diagnostics"]
+    assert out["treedepth_cap"] == cap and not [m for m in out["warnings"] if "tree depth" in m]

@@ -195,6 +195,7 @@ _DIAG_ROWS = {
     "min_ess_bulk": ("Min bulk ESS", "{:.0f}"),
     "min_ess_tail": ("Min tail ESS", "{:.0f}"),
     "treedepth_saturated": ("Transitions at max tree depth", "{:.0f}"),
+    "treedepth_cap": ("Tree depth capped by the engine (by design: a whitened near-Gaussian posterior)", "{:.0f}"),
     "bfmi_min": ("Min E-BFMI", "{:.2f}"),
     "effects_diagnostics": ("Group effects checked", None),
 }

@@ -90,14 +90,28 @@ def diagnostics(result: "BayesResult", include_effects: bool = True, effects="au
         out["effects_diagnostics"] = notes
     maxdepth = _first_stat(result, _SATURATED)
     depth = _first_stat(result, _DEPTH)
+    cap = treedepth_cap(result)
     if maxdepth is not None:
         out["treedepth_saturated"] = int(np.asarray(maxdepth, dtype=bool).sum())
     elif depth is not None:
-        out["treedepth_saturated"] = int((np.asarray(depth) >= MAX_TREEDEPTH).sum())
+        out["treedepth_saturated"] = int((np.asarray(depth) >= (cap or MAX_TREEDEPTH)).sum())
+    if cap is not None:
+        out["treedepth_cap"] = cap
     energy = _stat(result, "energy")
     if energy is not None and energy.ndim == 2 and energy.shape[1] > 2:
         out["bfmi_min"] = _nanmin(bfmi(energy))
     return out
+
+
+def treedepth_cap(result: "BayesResult") -> int | None:
+    """The tree depth an engine capped NUTS at on purpose (``None``: the sampler's default).
+
+    On a whitened, near-standard-normal posterior the collapsed GLMM engine caps nutpie's
+    depth (:mod:`bayes_hlm.backends.affine_density`): trajectories stop at the cap by design,
+    which is still exact NUTS, so reaching it is no sign of poor adaptation."""
+    info = getattr(result, "info", None)
+    cap = (getattr(info, "extra", None) or {}).get("nuts_maxdepth")
+    return None if cap is None else int(cap)
 
 
 def _effect_frames(result: "BayesResult", effects) -> tuple[list, dict]:
@@ -162,9 +176,11 @@ def warning_messages(diag: dict, method: str, marginal_available: bool = True) -
         msgs.append(f"min bulk ESS {bulk:.0f} / tail ESS {tail:.0f}"
                     f" < {ESS_MIN}: too few effective draws for reliable intervals. Increase draws"
                     f" or use {other}.")
-    if diag.get("treedepth_saturated", 0):
+    # a depth the engine capped on purpose (``treedepth_cap``) is reached by design: no warning
+    if diag.get("treedepth_saturated", 0) and diag.get("treedepth_cap") is None:
+        remedy = "Increase tune" + (f" or use {other}" if other != "more tuning" else "")
         msgs.append(f"{diag['treedepth_saturated']} iterations hit the maximum tree depth: sampling "
-                    f"is inefficient. Increase tune or use {other}.")
+                    f"is inefficient. {remedy}.")
     if diag.get("bfmi_min", 1.0) < BFMI_MIN:
         msgs.append(f"E-BFMI {diag['bfmi_min']:.2f} < {BFMI_MIN}: poor energy exploration (often a "
                     f"funnel). Use {other} or a different parametrisation (centered=...).")

@@ -73,6 +73,7 @@ def fit_json(result: "BayesResult") -> dict:
         "min_ess_bulk": float(diag["min_ess_bulk"]),
         "min_ess_tail": float(diag.get("min_ess_tail", float("nan"))),
         "treedepth_saturated": int(diag.get("treedepth_saturated", 0) or 0),
+        "treedepth_cap": diag.get("treedepth_cap"),  # None: the sampler's default depth
         "bfmi_min": float(diag.get("bfmi_min", float("nan"))),
         "wall_s": float(result.info.wall_s),
     }
