@@ -163,3 +163,45 @@ def test_default_poisson_fit_samples_whitened(G, n, short):
     # the draws are on the model's scale (not whitened): near the simulated truth
     m, sd = fixed.mean(("chain", "draw")).values, fixed.std(("chain", "draw")).values
     assert abs(m[1] - 0.3) < 4 * sd[1] and abs(m[2] + 0.2) < 4 * sd[2]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_count_candidates_bound_like_every_group(seed):
+    """The τ interval's bounds of log n_g + σ² Y_g over glmm_sufficient.count_extremes's few
+    groups (stored in the buffer) are those over every group, for any σ² ≥ 0."""
+    rng = np.random.default_rng(seed)
+    G = 5000
+    n = rng.integers(1, 40, G) if seed else np.full(G, 12)  # unbalanced, balanced
+    lnn = np.log(n.astype(float))
+    Y = rng.poisson(n * rng.gamma(2.0, 0.7, G)).astype(float)
+    lc, yc = gs.count_extremes(lnn, Y)
+    assert len(yc) < G / 10
+    for s in (0.0, 1e-4, 0.01, 0.3, 1.0, 7.0, 1e3):
+        assert gs._count_range(lc, yc, s) == gs._count_range(lnn, Y, s)
+    assert gs.count_extremes(np.zeros(0), np.zeros(0))[0].shape == (0,)
+    # the packed buffer holds them where count_candidates reads them
+    packed, _ = _packed(G=50, n=8)
+    lc, yc = gs.count_candidates(packed.buf)
+    lnn = gs.unpack_sufficient(packed.buf, packed.p, packed.G)[-1]
+    Yg = gc.unpack(packed.buf)[13]
+    for s in (0.01, 0.25, 2.0):
+        assert gs._count_range(lc, yc, s) == gs._count_range(lnn, Yg, s)
+
+
+def test_short_clenshaw_variant_gives_the_same_bits():
+    """glmm_sufficient's register Clenshaw with 12 terms equals the 16-term one on series of
+    at most 12 terms (zeros beyond) up to rounding (the compiler fuses the first steps of
+    each differently), and the term-by-term pass."""
+    rng = np.random.default_rng(4)
+    t = rng.uniform(-1.0, 1.0, 1000)
+    for n in (1, 5, gs._CLEN_SHORT):
+        cs = [np.zeros(gs._CLEN) for _ in range(3)]
+        for c in cs:
+            c[:n] = rng.normal(size=n)
+        a, b = [np.empty(1000) for _ in range(3)], [np.empty(1000) for _ in range(3)]
+        gs._clenshaw3_short(*cs, t, *a)
+        gs._clenshaw3_block(*cs, t, *b)
+        ref = np.empty(1000)
+        gs._clenshaw_block(cs[0], n, t, ref, np.empty(1000))
+        assert all(np.allclose(x, y, rtol=1e-14, atol=1e-14) for x, y in zip(a, b))
+        assert np.allclose(a[0], ref, rtol=1e-13, atol=1e-13)
