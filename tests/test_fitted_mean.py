@@ -88,3 +88,24 @@ def test_fitted_mean_over_a_subset_of_draws(formula, monkeypatch):
     monkeypatch.setattr(pr, "_CELL_PATTERNS", 0)  # the row chunks
     np.testing.assert_allclose(pr.fitted_mean(r, True, idx), sub, rtol=1e-12)
     np.testing.assert_allclose(pr.fitted_mean(r, False, idx), fixed_only, rtol=1e-12)
+
+
+
+def test_cell_product_runs_on_one_blas_thread(monkeypatch):
+    """The cell form's many small products run under a one-thread BLAS limit (threads only
+    contend there), with reml's and glmer's limiter; the same fitted means."""
+    import bayes_hlm._blas as blas
+    from bayes_hlm.reml import api as reml_api
+
+    assert reml_api.blas_threads is blas.blas_threads is pr.blas_threads
+    r = _fit("y ~ a + offset(np.log(t)) + (1 | g)")
+    want = pr.predict(r)["mean"].to_numpy()
+    seen = []
+
+    def spy(n):
+        seen.append(n)
+        return blas.blas_threads(n)
+
+    monkeypatch.setattr(pr, "blas_threads", spy)
+    np.testing.assert_allclose(pr.fitted_mean(r), want, rtol=1e-12)
+    assert seen == [1]

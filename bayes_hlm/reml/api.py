@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import special as _sf  # not scipy.stats: its import costs seconds (CLI start-up)
 
+from .._blas import blas_threads  # shared with glmer and the fitted means' cell form
 from ..errors import BayesHLMError, DataError, FormulaError
 from ..spec.design import Design, GroupTerm
 from .criterion import DevFun
@@ -56,26 +57,6 @@ def fit_design(design: Design, method: str = "REML", control: dict | None = None
         return RemlResult(spec, devfun, opt, msgs, ctl)
 
 
-def blas_threads(n: int | None):
-    """Limit BLAS threads during a fit: a context manager (used by reml and glmer).
-
-    The per-θ work (REML criterion, each PIRLS step) is many small/medium calls, for which
-    threads only contend (a 181 × 181 Cholesky took 90 ms instead of 0.3 ms on a loaded 2-core
-    machine); ``n=None`` (``control={"blas_threads": None}``) leaves BLAS alone."""
-    import contextlib
-    if n is None:
-        return contextlib.nullcontext()
-    global _CONTROLLER
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # optional
-        return contextlib.nullcontext()
-    if _CONTROLLER is None:      # library discovery costs ~10 ms: do it once
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=n, user_api="blas")
-
-
-_CONTROLLER = None
 _blas_threads = blas_threads   # the old private spelling (tests import it)
 
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
+from .._blas import blas_threads
 from ..spec import variable_names as naming
 from ..spec.build import factor_labels
 from ..errors import BayesHLMError, DataError
@@ -257,8 +258,11 @@ def _fitted_cells(result: "BayesResult", factors: list[str], fam, beta: np.ndarr
         b = src.effects(factors[0], idx)[..., 0]
     G = b.shape[1]
     F = np.empty((G, len(first)))
-    for g0 in range(0, G, _CELL_BLOCK):
-        F[g0:g0 + _CELL_BLOCK] = np.exp(b[:, g0:g0 + _CELL_BLOCK].astype(float)).T @ E
+    # one BLAS thread: many small (block x draws) @ (draws x patterns) products, for which
+    # threads only contend (100k groups x 200 draws: 0.22 -> 0.04 s, loaded 2-core machine)
+    with blas_threads(1):
+        for g0 in range(0, G, _CELL_BLOCK):
+            F[g0:g0 + _CELL_BLOCK] = np.exp(b[:, g0:g0 + _CELL_BLOCK].astype(float)).T @ E
     F /= b.shape[0]
     return F[design.groups[0].codes, pat]
 
