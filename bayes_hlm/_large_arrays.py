@@ -7,7 +7,8 @@ pages (``madvise(MADV_HUGEPAGE)``). Where the kernel's THP ``defrag`` setting is
 machine, writing a fresh 0.8 GB array then stalls for 1.5-4 s of system time, against about
 0.25 s of ordinary 4 KiB page faults (measured: the effect draws of a 10M-row Poisson fit,
 2,000 x 100k float32; the spec's 10M x 7 design matrix). :func:`empty` takes such arrays
-from an anonymous private mapping that carries no advice on those kernels, and is
+from an anonymous private mapping advised ``MADV_NOHUGEPAGE`` (THP ``enabled=always`` would
+back it with huge pages too), and is
 ``np.empty`` everywhere else (small arrays, other systems, kernels without the stall).
 """
 
@@ -56,4 +57,6 @@ def empty(shape, dtype=float) -> np.ndarray:
     if nbytes < MIN_BYTES or not advice_stalls():
         return np.empty(shp, dtype=dt)
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):  # THP ``enabled=always`` backs unadvised memory too
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
     return np.ndarray(shp, dtype=dt, buffer=buf)  # its base: the mapping

@@ -1,6 +1,7 @@
 """bayes_hlm._large_arrays: large written-once arrays without numpy's huge-page advice."""
 
 import mmap
+import os
 import pickle
 
 import numpy as np
@@ -94,3 +95,26 @@ def test_effect_draws_and_spec_X_from_the_mapping_are_unchanged(monkeypatch):
     assert X1.flags.c_contiguous and X1.dtype == np.float64
     np.testing.assert_array_equal(X1, X0)
     np.testing.assert_array_equal(b1, b0)
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_NOHUGEPAGE") or not os.path.exists("/proc/self/smaps"),
+                    reason="no MADV_NOHUGEPAGE / smaps here")
+def test_the_mapping_refuses_huge_pages_even_where_thp_is_always(monkeypatch):
+    """THP ``enabled=always`` backs unadvised memory too: the mapping says no explicitly
+    (VmFlags ``nh`` in /proc/self/smaps)."""
+    monkeypatch.setattr(la, "advice_stalls", lambda: True)
+    monkeypatch.setattr(la, "MIN_BYTES", 0)
+    a = la.empty((1 << 22,), np.float64)  # 32 MiB
+    start = a.__array_interface__["data"][0]
+    flags = None
+    with open("/proc/self/smaps") as fh:
+        current = None
+        for line in fh:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                current = lo <= start < hi
+            elif current and line.startswith("VmFlags:"):
+                flags = line.split()[1:]
+                break
+    assert flags is not None and "nh" in flags
