@@ -101,6 +101,18 @@ def test_drop_unused_and_codes_match_pandas():
     np.testing.assert_array_equal(inv, inv2.reshape(-1))
 
 
+
+@pytest.mark.parametrize("lo,hi,n", [(0, 8, 500), (0, 5, 500), (-1, 8, 300), (0, 8, 0)])
+def test_drop_unused_with_and_without_missing_or_unused_levels(lo, hi, n):
+    """Every case of the count-based drop (no missing: no N-long mask; all used or not)
+    equals pandas' remove_unused_categories."""
+    cat = pd.Categorical.from_codes(np.random.default_rng(n).integers(lo, hi, n), list("abcdefgh"))
+    got = build._drop_unused(cat)
+    want = pd.Series(cat).cat.remove_unused_categories().array
+    assert list(got.categories) == list(want.categories) and got.ordered
+    np.testing.assert_array_equal(got.codes, want.codes)
+
+
 def test_row_key():
     a = np.array([1.0, -0.0, 0.0, 1.0, 2.0])
     b = np.array([0, 1, 1, 0, 0])

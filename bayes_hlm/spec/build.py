@@ -226,13 +226,15 @@ def _drop_unused(cat: pd.Categorical) -> pd.Categorical:
     """
     codes = np.asarray(cat.codes)
     cats = cat.categories
-    used = np.bincount(codes[codes >= 0] if (codes < 0).any() else codes,
-                       minlength=len(cats)) > 0
+    missing = len(codes) > 0 and codes.min() < 0  # (no N-long mask where none is missing)
+    used = np.bincount(codes[codes >= 0] if missing else codes, minlength=len(cats)) > 0
+    # the codes are a Categorical's, so valid: from_codes need not check them again
     if used.all():
-        return pd.Categorical.from_codes(codes, categories=cats, ordered=True)
+        return pd.Categorical.from_codes(codes, categories=cats, ordered=True, validate=False)
     new_code = np.full(len(cats) + 1, -1, dtype=codes.dtype)  # last slot: missing (-1)
     new_code[:-1][used] = np.arange(int(used.sum()), dtype=codes.dtype)
-    return pd.Categorical.from_codes(new_code[codes], categories=cats[used], ordered=True)
+    return pd.Categorical.from_codes(new_code[codes], categories=cats[used], ordered=True,
+                                     validate=False)
 
 
 def check_finite(sub: pd.DataFrame) -> None:
@@ -346,8 +348,9 @@ def _prepare(data: pd.DataFrame, used: list[str], parsed: ParsedFormula, na_acti
             sub[name] = _as_factor(col)
         elif _is_factor_dtype(col):
             sub[name] = _as_factor(col)
-            levels = list(sub[name].cat.categories)
-            if len(levels) < 2 and name != parsed.response and name not in group_cols:
+            cats = sub[name].cat.categories  # listed only for the message (100k levels: 0.1 s)
+            if len(cats) < 2 and name != parsed.response and name not in group_cols:
+                levels = list(cats)
                 raise DataError(
                     f"factor {name!r} has {len(levels)} level {levels!r} in the rows used; a "
                     "factor predictor needs at least 2 levels (contrasts), so drop it from the "
