@@ -62,6 +62,38 @@ def test_large_designs_get_the_indicator_check(monkeypatch):
 def test_pearson_dispersion_is_chi2_over_residual_df():
     r = np.array([1.0, -2.0, 0.5, 1.5])
     assert pearson_dispersion(r, 1) == pytest.approx((1 + 4 + 0.25 + 2.25) / 3)
+    # the rows in chunks (an iterator of arrays): the same statistic
+    assert pearson_dispersion(iter([r[:3], r[3:]]), 1) == pytest.approx(pearson_dispersion(r, 1))
+
+
+def test_overdispersion_check_in_row_chunks_is_the_whole_rows_statistic(monkeypatch):
+    """warn_overdispersion sums the Pearson residuals in row chunks: the residuals of a row
+    slice are the whole vector's slice, and the warning's chi2/df is the unchunked one."""
+    import bayes_hlm.fitting.tail as tail
+    from bayes_hlm.results.predict import fitted_mean
+    from bayes_hlm.results.residuals import pearson_residuals
+
+    mu = np.exp(1.0 + 0.3 * X_CONT)
+    d = pd.DataFrame({"y": RNG.poisson(RNG.gamma(1.0, mu)), "x": X_CONT, "g": _groups(N)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = bh.fit("y ~ x + (1|g)", d, family="poisson", chains=1, draws=60, tune=60, seed=2,
+                   progressbar=False, warn=False)
+    from bayes_hlm.families.checks import OVERDISPERSION_DRAWS
+
+    idx = r._draws.thinned(OVERDISPERSION_DRAWS)  # the check's draws
+    fit = fitted_mean(r, True, idx)
+    whole = pearson_residuals(r, fit, idx)
+    s = slice(7, 40)
+    np.testing.assert_array_equal(pearson_residuals(r, fit[s], idx, rows=s), whole[s])
+    n_params = r.design.p + len(r.varcorr())
+    want = pearson_dispersion(whole, n_params)
+    monkeypatch.setattr(tail, "_PEARSON_ROWS", 13)  # several chunks, the last one short
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tail.warn_overdispersion(r)
+    msg = [str(w.message) for w in caught if issubclass(w.category, OverdispersionWarning)]
+    assert want > 1.5 and len(msg) == 1 and f"chi2/df = {want:.2f}" in msg[0]
 
 
 def _groups(n, G=10):

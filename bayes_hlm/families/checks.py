@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,8 +174,16 @@ def _indicator_separation(X, s, n, names) -> Separation | None:
     return Separation(tuple(examples), False, examples)
 
 
-def pearson_dispersion(pearson_residuals: np.ndarray, n_params: int) -> float:
+def pearson_dispersion(pearson_residuals, n_params: int) -> float:
     """Pearson chi-square / residual df: ``sum(r^2) / (n - n_params)`` (``n_params``: fixed
-    effects plus variance parameters, as ``performance::check_overdispersion``)."""
-    r = np.asarray(pearson_residuals, dtype=float)
-    return float(np.sum(r ** 2) / max(r.size - n_params, 1))
+    effects plus variance parameters, as ``performance::check_overdispersion``).
+
+    ``pearson_residuals``: an array, or an iterator of arrays (the rows in chunks: no
+    N-long temporaries at 10⁷ rows)."""
+    parts = pearson_residuals if isinstance(pearson_residuals, Iterator) else [pearson_residuals]
+    ss, n = 0.0, 0
+    for part in parts:
+        r = np.asarray(part, dtype=float)
+        ss += float(np.sum(r * r))
+        n += r.size
+    return float(ss / max(n - n_params, 1))

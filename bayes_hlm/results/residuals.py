@@ -59,16 +59,16 @@ def residuals(result: "BayesResult", kind: str = "response", *, ndraws: int | No
 
 
 def pearson_residuals(result: "BayesResult", fit: np.ndarray,
-                      idx: np.ndarray | None = None) -> np.ndarray:
+                      idx: np.ndarray | None = None, rows: slice = slice(None)) -> np.ndarray:
     """(n,) Pearson residuals ``(y - fit) / sd(y | fit)`` for fitted means ``fit`` (binomial:
     proportions), the family parameters at their posterior means over the flat draws ``idx``
-    (default every draw)."""
+    (default every draw). ``rows``: the residuals of these rows only (``fit`` is theirs)."""
     n = result.design.trials
-    y = result.design.y if n is None else result.design.y / n
+    y = result.design.y[rows] if n is None else result.design.y[rows] / n[rows]
     fam = family_of(result)
     params = {k: v.mean() for k, v in param_draws(result._draws, fam, idx).items()}
     var = fam.response_variance(fit, **params)
-    return (y - fit) / np.sqrt(var if n is None else var / n)
+    return (y - fit) / np.sqrt(var if n is None else var / n[rows])
 
 
 def quantile_residuals(result: "BayesResult", ndraws: int | None = 1000,
