@@ -361,3 +361,22 @@ def test_groups_without_an_accepted_draw_are_an_error():
     with pytest.raises(RuntimeError, match="did not accept"):
         check_draws(np.zeros((1, 2, 1)), np.array([2]), failed=1)
     assert check_draws(np.zeros((1, 2, 1)), np.array([4]), failed=0)[1] == 0.5
+
+
+def test_density_form_packs_once_per_arguments():
+    """The form reuses its last pack for the same (design, priors, family, K) (the fit's start
+    and node check; the node check's 2K + 1 and the check at posterior draws) and keeps none
+    once the effects are drawn; the reused buffer is the one a fresh pack gives."""
+    design, ps, fam = _problem(G=30, n=4)
+    form = gs.density_form(design)
+    p3 = form.pack(design, ps, fam, 3)
+    assert form.pack(design, ps, fam, 3) is p3
+    p7 = form.pack(design, ps, fam, 7)
+    assert p7 is not p3 and form.pack(design, ps, fam, 7) is p7
+    assert form.pack(design, ps, fam, 3) is not p3  # only the last one is kept
+    np.testing.assert_array_equal(form.pack(design, ps, fam, 3).buf, p3.buf)
+    _, ps2, _ = _problem(G=30, n=4)
+    assert form.pack(design, ps2, fam, 3) is not form.pack(design, ps, fam, 3)
+    last = form.pack(design, ps, fam, 3)
+    form.draw_effects(last, np.array([last.init]), 1, np.array([0]))
+    assert form.pack(design, ps, fam, 3) is not last  # cleared by the draws
