@@ -283,6 +283,22 @@ def test_same_seed_same_draws_and_results_work():
     assert a.ranef()["g"].shape[0] == 2 * 10 or len(a.ranef()["g"]) >= 10
     az.summary(a.tree, var_names=["fixed", "sd__g"])
     assert a.info.extra["gibbs"]["row_passes_per_sweep"] >= 1
+    assert a.info.extra["gibbs"]["sweeps_per_draw"] == gg.SWEEPS_PER_DRAW
+
+
+def test_a_draw_is_the_last_of_its_sweeps():
+    """``sweeps=k`` keeps every k-th sweep of the same chain (the others run and are dropped,
+    as NUTS drops its leapfrog states): draw i of k = 2 is sweep 2i + 1 of k = 1, bit for bit,
+    and its acceptance rate is the mean over its two sweeps."""
+    pr, fam, packed, m = _model()
+    x0 = gg._initial_points(packed, pr.design, pr.fit_priors, 1, np.random.SeedSequence(5))[0]
+    one, r1, _ = gg.run_chain(m, x0, 40, 130, seed=11, sweeps=1)
+    two, r2, _ = gg.run_chain(m, x0, 40, 65, seed=11, sweeps=2)
+    assert one.shape == (130, m.ndim) and two.shape == (65, m.ndim)
+    assert np.array_equal(two, one[1::2])
+    np.testing.assert_allclose(r2, r1.reshape(-1, 2).mean(axis=1), rtol=0, atol=1e-15)
+    three, _, _ = gg.run_chain(m, x0, 40, 43, seed=11, sweeps=3)
+    assert np.array_equal(three, one[2:129:3])
 
 
 def test_engine_choice():
@@ -337,5 +353,5 @@ def test_a_cold_kernel_cache_is_announced(monkeypatch, capfd):
     bh.fit(FORMULAS["bernoulli"], d, family="bernoulli", seed=3, chains=2, draws=30, tune=30,
            warn=False, sampler="gibbs")
     err = capfd.readouterr().err
-    assert "Gibbs sampling (2 chains x 30 + 30 sweeps), first compiling its kernels with Numba " \
-           "(once per machine)" in err
+    assert (f"Gibbs sampling (2 chains x 30 warm-up sweeps + 30 draws of {gg.SWEEPS_PER_DRAW} "
+            "sweeps), first compiling its kernels with Numba (once per machine)") in err

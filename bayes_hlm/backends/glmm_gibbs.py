@@ -20,7 +20,8 @@ The warm-up (``tune`` sweeps, discarded) starts each group's Newton iteration at
 effects (a state-dependent proposal: only before the draws), adapts the slice widths, and
 ends by freezing each group's start at its warm-up mean. The draws come back under the PyMC
 full model's names (:func:`.glmm_nuts.posterior_dataset`); ``sample_stats`` holds each
-sweep's acceptance rate over the groups (no NUTS statistics: nothing diverges here).
+sweep's acceptance rate over the groups (no NUTS statistics: nothing diverges here). Each
+kept draw is the last of :data:`SWEEPS_PER_DRAW` sweeps.
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ _NC_TARGET = 0.3  # its acceptance rate aimed at in the warm-up
 #: Newton steps toward each group's conditional mode when its start is frozen
 FREEZE_NEWTON = 4
 _BLOCK = 50  # sweeps per compiled call
+#: sweeps per kept draw (the others are run and discarded, as NUTS discards its leapfrog
+#: states): the SDs' lag-1 autocorrelation is high where a group's effects carry little
+#: information, so a kept draw of two sweeps is worth ~2x the ESS at ~2x the cost, and the
+#: 1,000 draws a chain keeps bring R-hat's sampling noise under 1.01 (benchmarks/README.md,
+#: "Gibbs: two sweeps a draw")
+SWEEPS_PER_DRAW = 2
 #: ``method="auto"`` takes this engine from this many rows (measured faster per effective
 #: draw than NUTS on the full model at 20k-1M rows, benchmarks/README.md; below, NUTS takes
 #: about a second and stays the engine the small-data equivalence tests pin)
@@ -247,12 +254,12 @@ class _Chain:
 
 
 def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
-              stop: threading.Event | None = None, out: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One chain: ``tune`` warm-up sweeps, then ``draws`` kept (into ``out`` (draws, ndim)
-    when given: the caller's array for all chains, no copy). Returns the draws
-    (draws, ndim), each kept sweep's acceptance rate over the groups and whether its
-    non-centred move was taken.
+              stop: threading.Event | None = None, out: np.ndarray | None = None,
+              sweeps: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chain: ``tune`` warm-up sweeps, then ``draws`` kept, each the last of ``sweeps``
+    sweeps (into ``out`` (draws, ndim) when given: the caller's array for all chains, no
+    copy). Returns the draws (draws, ndim), each kept draw's acceptance rate over the groups
+    (the mean over its sweeps) and whether a non-centred move was taken in its sweeps.
 
     Warm-up in windows (:func:`_windows`): the first starts each group's Newton iteration at
     its current effects (fast from the prior's centre; not exact); at the end of each window
@@ -292,9 +299,20 @@ def run_chain(m: _Model, x0: np.ndarray, tune: int, draws: int, seed: int,
     out = np.empty((draws, m.ndim)) if out is None else out
     rates = np.empty(draws)
     nc = np.empty(draws)
-    for a in range(0, draws, _BLOCK):
-        b = min(a + _BLOCK, draws)
-        nc[a:b] = c.block(m, out[a:b], rates[a:b], 0)
+    k = max(1, int(sweeps))
+    step = max(1, _BLOCK // k)  # kept draws per compiled call
+    scratch = np.empty((step * k, m.ndim)) if k > 1 else None
+    srates = np.empty(step * k)
+    for a in range(0, draws, step):
+        b = min(a + step, draws)
+        if k == 1:
+            nc[a:b] = c.block(m, out[a:b], rates[a:b], 0)
+        else:  # k sweeps per draw: the last of each k is kept, rates averaged over all k
+            n = (b - a) * k
+            taken = c.block(m, scratch[:n], srates[:n], 0)
+            out[a:b] = scratch[k - 1:n:k]
+            rates[a:b] = srates[:n].reshape(-1, k).mean(axis=1)
+            nc[a:b] = taken.reshape(-1, k).max(axis=1)
         if stop is not None and stop.is_set():
             return out[:b], rates[:b], nc[:b]
     return out, rates, nc
@@ -336,11 +354,13 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
     z = np.empty((cfg.chains, cfg.draws, m.ndim))  # 1M rows / 10k groups: 320 MB
 
     def work(k):
-        results[k] = run_chain(m, x0s[k], cfg.tune, cfg.draws, chain_seeds[k], stop, z[k])
+        results[k] = run_chain(m, x0s[k], cfg.tune, cfg.draws, chain_seeds[k], stop, z[k],
+                               sweeps=SWEEPS_PER_DRAW)
 
     workers = max(1, min(cfg.chains, cfg.cores or os.cpu_count() or 1))  # a thread per chain
     threads: list = []
-    what = f"Gibbs sampling ({cfg.chains} chains x {cfg.tune} + {cfg.draws} sweeps)"
+    what = (f"Gibbs sampling ({cfg.chains} chains x {cfg.tune} warm-up sweeps + {cfg.draws} "
+            f"draws of {SWEEPS_PER_DRAW} sweeps)")
     if numba_cache_cold(glmm_gibbs_kernels.run_block):  # its first call compiles (~30 s)
         what += ", first compiling its kernels with Numba (once per machine)"
     with phase(what, long=True):
@@ -387,6 +407,7 @@ def sample(design: Design, ps: PriorSet, family, cfg: SamplerConfig) -> SampleOu
                                "gibbs": {"newton": NEWTON, "proposal_nu": PROPOSAL_NU,
                                          "hyper_rounds": HYPER_ROUNDS,
                                          "row_passes_per_sweep": NEWTON + int(NONCENTRED),
+                                         "sweeps_per_draw": SWEEPS_PER_DRAW,
                                          "scale_move_rate": float(nc_taken.mean()),
                                          "acceptance_rate": float(rates.mean()),
                                          "min_chain_acceptance": float(rates.mean(axis=1).min())}})
