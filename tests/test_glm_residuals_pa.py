@@ -132,3 +132,28 @@ def test_normal_grid_integrates_a_logit_mean(sd):
         exact = quad(lambda t: expit(eta + sd * t) * stats.norm.pdf(t), -np.inf, np.inf,
                      epsabs=1e-13)[0]
         assert (w * expit(eta + sd * z)).sum() == pytest.approx(exact, abs=1e-11)
+
+
+def test_quantile_residual_is_the_randomised_rank_among_the_replicates(monkeypatch):
+    """An observation above (below) every replicate gets a value in [S/(S+1), 1)
+    ((0, 1/(S+1)]), never 1 (0): a right model puts ~1 row in S + 1 there; and the rank form
+    is exactly uniform for exchangeable values even with few replicates (discrete values)."""
+    from bayes_hlm.results import residuals as rs
+
+    rng = np.random.default_rng(0)
+    S, n = 9, 200_000
+    # exchangeable: y and its S replicates iid from one discrete law, so the rank is uniform
+    allv = rng.poisson(1.5, size=(S + 1, n)).astype(float)
+    y, rep = allv[0], allv[1:]
+    below, equal = (rep < y).sum(0), (rep == y).sum(0)
+    u = rs.randomised_rank(below, equal, S, np.random.default_rng(1))
+    assert (u > 0).all() and (u < 1).all()
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    # outside every replicate: the extreme ranks, finite on the normal scale
+    top = rs.randomised_rank(np.array([S]), np.array([0]), S, rng)[0]
+    low = rs.randomised_rank(np.array([0]), np.array([0]), S, rng)[0]
+    assert S / (S + 1) <= top < 1 and 0 < low <= 1 / (S + 1)
+    assert np.isfinite(stats.norm.ppf([top, low])).all()
+    # DHARMa's (below + W equal) / S on the same values is not uniform for small S
+    dh = (below + np.random.default_rng(1).uniform(size=n) * equal) / S
+    assert stats.kstest(dh, "uniform").pvalue < 1e-6

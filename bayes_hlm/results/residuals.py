@@ -35,8 +35,9 @@ def residuals(result: "BayesResult", kind: str = "response", *, ndraws: int | No
     kind : {"response", "pearson", "quantile"}
         ``"response"``: observed minus fitted (binomial: observed proportion minus
         probability, as lme4); ``"pearson"``: divided by the SD of ``y`` given the fitted mean
-        and the posterior-mean family parameters; ``"quantile"``: DHARMa's randomised
-        quantile residuals from the posterior predictive (uniform when the model is right).
+        and the posterior-mean family parameters; ``"quantile"``: DHARMa-style randomised
+        quantile residuals from the posterior predictive (each row's randomised rank among
+        its replicates, :func:`quantile_residuals`: uniform on (0, 1) when the model is right).
     ndraws : int, optional
         Quantile residuals: posterior draws used (evenly spaced; None: all).
     seed : int, optional
@@ -73,7 +74,15 @@ def pearson_residuals(result: "BayesResult", fit: np.ndarray,
 
 def quantile_residuals(result: "BayesResult", ndraws: int | None = 1000,
                        seed: int | None = None) -> np.ndarray:
-    """(n,) randomised PIT values of the observed responses under the posterior predictive."""
+    """(n,) randomised PIT values of the observed responses under the posterior predictive.
+
+    The observation's randomised rank among itself and its ``S`` replicates, scaled to
+    (0, 1): ``(below + W (equal + 1)) / (S + 1)``, ``W ~ U(0, 1)``. Where ``y`` is exchangeable
+    with its replicates (the model is right) the rank is uniform on ``0..S`` and the value
+    exactly U(0, 1), for any ``S`` and discrete or not. DHARMa's ``(below + W equal) / S``
+    is 0 or 1 whenever ``y`` lies outside every replicate, which a right model does for
+    ~1 row in ``S + 1`` (its normal quantile is then infinite); here such rows get
+    ``≤ 1/(S+1)`` or ``≥ S/(S+1)`` and stay finite on every scale."""
     src, design = result._draws, result.design
     fam = family_of(result)
     rng = np.random.default_rng(result.info.seed + 2 if seed is None else seed)
@@ -89,5 +98,13 @@ def quantile_residuals(result: "BayesResult", ndraws: int | None = 1000,
         yrep = replicate(eta, src, sel, fam, rng, extra)
         below += (yrep < y).sum(axis=0)
         equal += (yrep == y).sum(axis=0)
-    S = len(idx)
-    return (below + rng.uniform(size=len(y)) * equal) / S
+    return randomised_rank(below, equal, len(idx), rng)
+
+
+def randomised_rank(below: np.ndarray, equal: np.ndarray, S: int,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``(below + W (equal + 1)) / (S + 1)``, ``W ~ U(0, 1)`` (:func:`quantile_residuals`):
+    in (0, 1), exactly uniform when each observation is exchangeable with its ``S``
+    replicates, of which ``below`` are smaller and ``equal`` equal to it."""
+    w = rng.uniform(np.finfo(float).tiny, 1.0, size=np.shape(below))  # never exactly 0 or 1
+    return (np.asarray(below, float) + w * (np.asarray(equal, float) + 1.0)) / (S + 1.0)
