@@ -18,7 +18,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "bayes_hlm"
 
-_BASE = {"errors", "foreign_warnings", "progress", "_numba_cache", "_xarray_build"}  # leaf modules every layer may use
+_BASE = {"errors", "foreign_warnings", "progress", "_numba_cache", "_xarray_build", "_large_arrays",
+         "_blas"}  # leaf modules every layer may use
 #: Who may import whom (eager or lazy), lowest layer first. Mirrors the table in
 #: docs/architecture.md: data flow is formula + data -> spec -> statistics -> backends ->
 #: fitting -> results -> reporters; reml sits beside backends; distributed is a data source
@@ -28,6 +29,8 @@ ALLOWED: dict[str, set[str]] = {
     "foreign_warnings": set(),
     "_numba_cache": set(),
     "_xarray_build": set(),
+    "_large_arrays": set(),
+    "_blas": set(),
     "progress": set(),
     "datasets": _BASE,
     "families": _BASE,

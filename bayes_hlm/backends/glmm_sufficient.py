@@ -42,7 +42,7 @@ from dataclasses import replace
 import numba
 import numpy as np
 
-from .. import _large_arrays as large_arrays
+from .._large_arrays import empty as large_empty
 from ..spec.design import Design
 from ..spec.priors import PriorSet
 from ..spec.row_keys import firsts, row_key
@@ -970,7 +970,7 @@ def draw_effects(packed: gc.CollapsedPacked, xs: np.ndarray, key: int, draw_inde
     from .glmm_effect_draws import check_draws
 
     xs = np.ascontiguousarray(xs, dtype=float)
-    out = large_arrays.empty((xs.shape[0], packed.G, 1), dtype)  # written once: no THP stalls
+    out = large_empty((xs.shape[0], packed.G, 1), dtype)  # written once: no THP stalls
     tries = np.zeros(xs.shape[0], dtype=np.int64)
     failed = np.zeros(xs.shape[0], dtype=np.int64)
     _draw(xs, np.ascontiguousarray(draw_index, dtype=np.int64), np.uint64(key), packed.buf, out,

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from formulae.environment import Environment
 
-from .. import _large_arrays as large_arrays
+from .._large_arrays import empty as large_empty
 from ..errors import BayesHLMWarning, DataError, FormulaError
 from ..families import Family, default_family, get_family
 from .control import Control, apply_check
@@ -655,7 +655,7 @@ def build_spec(formula: str, data: pd.DataFrame, *, na_action: str = "omit",
         # the one N x p array of the spec: written once, no huge-page stalls (_large_arrays);
         # mode="clip" (the codes are in range) writes into `out` without numpy's buffer copy
         X = np.take(X, distinct[1], axis=0, mode="clip",
-                    out=large_arrays.empty((len(distinct[1]), X.shape[1])))
+                    out=large_empty((len(distinct[1]), X.shape[1])))
     design = Design(
         formula=formula, response=parsed.response, y=y, X=X,
         fixed_names=tuple(names[j] for j in kept_local), groups=tuple(groups),
