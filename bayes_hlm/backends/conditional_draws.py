@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 import numba
 import numpy as np
 
-from .group_kernel import cholesky_lower, sandwich
+from .group_kernel import cholesky_lower, cross_sandwich, sandwich
 from .kernel_variants import pick, serial_twin
 from .keyed_noise import keyed_normals, seed_key
 from .marginal_loglik import (
@@ -191,6 +191,23 @@ def _per_draw(x: np.ndarray, S: int) -> np.ndarray:
     return np.broadcast_to(x, shape).copy()
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _back_and_scale(R, L, z, w, out):
+    """``w = R⁻ᵀ z`` (``w`` may be ``z``: in place), then ``out = Λ w`` (``L`` = Λ): the last
+    step of every effect draw here, ``b = Λ R⁻ᵀ(…)``."""
+    q = z.shape[0]
+    for i in range(q - 1, -1, -1):
+        t = z[i]
+        for k in range(i + 1, q):
+            t -= R[k, i] * w[k]
+        w[i] = t / R[i, i]
+    for i in range(q):
+        t = 0.0
+        for k in range(q):
+            t += L[i, k] * w[k]
+        out[i] = t
+
+
 @numba.njit(cache=True, parallel=True, nogil=True, error_model="numpy")
 def _block_draws(e, A, Lam, sigma, xi):
     """``b = Λ R⁻ᵀ(R⁻¹Λᵀe + σξ)`` per draw and group, ``RRᵀ = I + ΛᵀAΛ`` (no noise: the mean).
@@ -221,17 +238,7 @@ def _block_draws(e, A, Lam, sigma, xi):
             if noisy:  # after the whole forward solve: the noise is not propagated through it
                 for i in range(q):
                     z[i] += sigma[s] * xi[s, g, i]
-            # w = R⁻ᵀ z (in place), b = Λ w
-            for i in range(q - 1, -1, -1):
-                t = z[i]
-                for k in range(i + 1, q):
-                    t -= R[k, i] * z[k]
-                z[i] = t / R[i, i]
-            for i in range(q):
-                t = 0.0
-                for k in range(q):
-                    t += L[i, k] * z[k]
-                out[s, g, i] = t
+            _back_and_scale(R, L, z, z, out[s, g])  # w = R⁻ᵀ z (in place), b = Λ w
     return out
 
 
@@ -287,18 +294,7 @@ def _nested_draws(eo, Ao, Lamo, ei, Ai, Cc, Lami, ptr, sigma, xio, xii):
                     for k in range(i):
                         v -= R[jj, i, k] * u[jj, k]
                     u[jj, i] = v / R[jj, i, i]
-                for i in range(qi):  # K = Λ_iᵀ C_j Λ_o
-                    for b in range(qo):
-                        v = 0.0
-                        for k in range(qo):
-                            v += Cc[j, i, k] * Lo[k, b]
-                        CL[i, b] = v
-                for i in range(qi):
-                    for b in range(qo):
-                        v = 0.0
-                        for k in range(qi):
-                            v += Li[k, i] * CL[k, b]
-                        K[i, b] = v
+                cross_sandwich(Cc, j, Li, Lo, CL, K)  # K = Λ_iᵀ C_j Λ_o
                 for b in range(qo):  # V_j = R_j⁻¹ K
                     for i in range(qi):
                         v = K[i, b]
@@ -324,16 +320,7 @@ def _nested_draws(eo, Ao, Lamo, ei, Ai, Cc, Lami, ptr, sigma, xio, xii):
             if noisy:
                 for i in range(qo):
                     zo[i] += sigma[s] * xio[s, a, i]
-            for i in range(qo - 1, -1, -1):  # w_o = R_S⁻ᵀ z
-                v = zo[i]
-                for k in range(i + 1, qo):
-                    v -= RS[k, i] * wo[k]
-                wo[i] = v / RS[i, i]
-            for i in range(qo):
-                v = 0.0
-                for k in range(qo):
-                    v += Lo[i, k] * wo[k]
-                bo[s, a, i] = v
+            _back_and_scale(RS, Lo, zo, wo, bo[s, a])  # w_o = R_S⁻ᵀ z, b_o = Λ_o w_o
             for jj in range(n):
                 j = j0 + jj
                 for i in range(qi):
@@ -343,16 +330,7 @@ def _nested_draws(eo, Ao, Lamo, ei, Ai, Cc, Lami, ptr, sigma, xio, xii):
                     if noisy:
                         v += sigma[s] * xii[s, j, i]
                     zi[i] = v
-                for i in range(qi - 1, -1, -1):
-                    v = zi[i]
-                    for k in range(i + 1, qi):
-                        v -= R[jj, k, i] * t[k]
-                    t[i] = v / R[jj, i, i]
-                for i in range(qi):
-                    v = 0.0
-                    for k in range(qi):
-                        v += Li[i, k] * t[k]
-                    bi[s, j, i] = v
+                _back_and_scale(R[jj], Li, zi, t, bi[s, j])  # w_j = R_j⁻ᵀ z_j, b_j = Λ_i w_j
     return bo, bi
 
 

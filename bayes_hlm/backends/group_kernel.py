@@ -112,6 +112,26 @@ def _term_q2(e, A, L, s2, gE, gL):
     return F, gs2
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def cross_sandwich(C, j, Li, Lo, CL, K):
+    """``K = Liᵀ C_j Lo`` (``CL = C_j Lo`` its scratch): the inner-outer block of a nested
+    pair, in the density (:func:`.numba_density.nested_term`) and its effect draws
+    (:func:`.conditional_draws._nested_draws`). Not fast-math: both callers are exact IEEE."""
+    qi, qo = Li.shape[0], Lo.shape[0]
+    for i in range(qi):
+        for b in range(qo):
+            s = 0.0
+            for k in range(qo):
+                s += C[j, i, k] * Lo[k, b]
+            CL[i, b] = s
+    for i in range(qi):
+        for b in range(qo):
+            s = 0.0
+            for k in range(qi):
+                s += Li[k, i] * CL[k, b]
+            K[i, b] = s
+
+
 @numba.njit(cache=True, fastmath=_FM, nogil=True, error_model="numpy", inline="always")
 def sandwich(A, g, L, d, AL, K):
     """``AL = A_g L`` and ``K = d I + Lᵀ A_g L`` (full, symmetric) for one group."""

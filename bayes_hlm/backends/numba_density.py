@@ -50,7 +50,7 @@ import numpy as np
 # (:mod:`.background_compile`) imports this module to compile the kernels, nothing else
 from ..spec.intercept import intercept_shift
 from ..spec.prior_registry import PRIOR_DISTS, numba_code
-from .group_kernel import cholesky_lower, sandwich, term_and_grad
+from .group_kernel import cholesky_lower, cross_sandwich, sandwich, term_and_grad
 from .nuts_callbacks import FUSE
 
 if TYPE_CHECKING:
@@ -937,18 +937,8 @@ def nested_term(eo, Ao, Lo, ei, Ai, Cc, Li, ptr, w, s2, gEo, gLo, gEi, gLi):
             sandwich(Ai, j, Li, s2, ALi[jj], Kjj)
             F += w[j] * cholesky_lower(Kjj, Cj)
             _chol_inverse(Cj, Kinv[jj], ti)
-            for i in range(qi):  # K_jo = L_iᵀ C_j L_o
-                for b in range(qo):
-                    s = 0.0
-                    for k in range(qo):
-                        s += Cc[j, i, k] * Lo[k, b]
-                    CLo[i, b] = s
+            cross_sandwich(Cc, j, Li, Lo, CLo, Kjo[jj])  # K_jo = L_iᵀ C_j L_o
             for i in range(qi):
-                for b in range(qo):
-                    s = 0.0
-                    for k in range(qi):
-                        s += Li[k, i] * CLo[k, b]
-                    Kjo[jj, i, b] = s
                 s = 0.0
                 for k in range(qi):
                     s += Li[k, i] * ei[j, k]
